@@ -1,0 +1,1 @@
+//! agentcom-sidecar: keeps an AI coding agent connected to an AgentCom hub.
