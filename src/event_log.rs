@@ -1,0 +1,211 @@
+//! The event log: one JSON object per line appended to `log_file`, and a readable line on stdout.
+//!
+//! The JSON line is a drop-in for the Node sidecar's Phase 1 log: `ts` (ISO 8601 UTC with
+//! milliseconds), `event`, `agent_id`, then the event's own fields. Events never carry the token.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Something worth recording. Serialized with its name under `event`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The daemon started.
+    Startup { version: String, pid: u32, config: String, hub_url: String },
+    /// A config key was accepted but is not used, or is unknown.
+    ConfigWarning { message: String },
+    /// Opening the WebSocket.
+    WsConnecting { url: String, attempt: u32 },
+    /// The WebSocket handshake completed.
+    WsOpen { url: String },
+    /// Connecting failed (refused, DNS, TLS, HTTP upgrade refused...).
+    WsConnectError { error: String },
+    /// `identify` went out.
+    IdentifySent { reason: &'static str },
+    /// The hub accepted our identity.
+    Identified { hub_agent_id: String },
+    /// The hub refused our token: the person must fix the config.
+    AuthFailed { error: String, hint: String },
+    /// An error frame from the hub.
+    HubError { error: String, detail: Option<Value> },
+    /// The hub's rate limiter dropped a frame.
+    RateLimited { retry_after_ms: u64, tier: String },
+    /// The next connection attempt is scheduled.
+    ReconnectScheduled { delay_ms: u64, attempt: u32, reason: String },
+    /// A deadline passed without an answer: the link is treated as dead.
+    HeartbeatTimeout { waiting_for: &'static str, waited_ms: u64 },
+    /// The WebSocket closed.
+    WsClose { code: Option<u16>, reason: String },
+    /// A frame the sidecar could not parse.
+    MalformedFrame { error: String },
+    /// A well-formed frame the sidecar has no use for.
+    UnhandledMessage { message_type: String },
+    /// The sidecar is stopping.
+    Shutdown { signal: String },
+}
+
+impl Event {
+    /// The event's name as written under `event`.
+    pub fn name(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m.get("event").and_then(Value::as_str).unwrap_or("?").to_owned(),
+            _ => "?".to_owned(),
+        }
+    }
+
+    /// A short sentence for a person reading the console.
+    pub fn describe(&self) -> String {
+        match self {
+            Event::Startup { version, config, hub_url, .. } => {
+                format!("agentcom-sidecar {version} starting (config {config}, hub {hub_url})")
+            }
+            Event::ConfigWarning { message } => format!("warning: {message}"),
+            Event::WsConnecting { url, attempt } => format!("connecting to {url} (attempt {attempt})"),
+            Event::WsOpen { .. } => "connected; identifying".to_owned(),
+            Event::WsConnectError { error } => format!("could not connect: {error}"),
+            Event::IdentifySent { reason } => format!("identify sent ({reason})"),
+            Event::Identified { hub_agent_id } => format!("identified as {hub_agent_id}"),
+            Event::AuthFailed { error, hint } => format!("hub refused the token ({error}): {hint}"),
+            Event::HubError { error, .. } => format!("hub error: {error}"),
+            Event::RateLimited { retry_after_ms, tier } => {
+                format!("rate limited by the hub ({tier} tier), retry in {retry_after_ms} ms")
+            }
+            Event::ReconnectScheduled { delay_ms, attempt, reason } => {
+                format!("reconnecting in {:.1} s (attempt {attempt}, {reason})", *delay_ms as f64 / 1000.0)
+            }
+            Event::HeartbeatTimeout { waiting_for, waited_ms } => {
+                format!("no {waiting_for} from the hub within {waited_ms} ms: dropping the link")
+            }
+            Event::WsClose { code, reason } => match code {
+                Some(c) if reason.is_empty() => format!("connection closed (code {c})"),
+                Some(c) => format!("connection closed (code {c}: {reason})"),
+                None => format!("connection lost ({reason})"),
+            },
+            Event::MalformedFrame { error } => format!("ignored a malformed frame from the hub: {error}"),
+            Event::UnhandledMessage { message_type } => format!("ignored a \"{message_type}\" frame"),
+            Event::Shutdown { signal } => format!("shutting down ({signal})"),
+        }
+    }
+}
+
+/// ISO 8601 UTC with milliseconds, e.g. `2026-11-25T14:43:09.123Z`.
+pub fn iso8601(t: SystemTime) -> String {
+    let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
+}
+
+/// Writes events to the log file and the console.
+pub struct EventLog {
+    agent_id: String,
+    file: Option<File>,
+    console: bool,
+    failed_once: bool,
+}
+
+impl EventLog {
+    /// Open (create or append) the log file at `path`, creating its folder.
+    pub fn open(path: &Path, agent_id: &str, console: bool) -> io::Result<EventLog> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(EventLog { agent_id: agent_id.to_owned(), file: Some(file), console, failed_once: false })
+    }
+
+    /// A log that only prints to the console (or nowhere), for tests and the demo's hub lines.
+    pub fn console_only(agent_id: &str, console: bool) -> EventLog {
+        EventLog { agent_id: agent_id.to_owned(), file: None, console, failed_once: false }
+    }
+
+    /// The JSON line for `event` at time `at` (without the newline).
+    pub fn json_line(&self, event: &Event, at: SystemTime) -> String {
+        let mut line = String::with_capacity(160);
+        line.push_str("{\"ts\":");
+        line.push_str(&Value::String(iso8601(at)).to_string());
+        line.push_str(",\"event\":");
+        line.push_str(&Value::String(event.name()).to_string());
+        line.push_str(",\"agent_id\":");
+        line.push_str(&Value::String(self.agent_id.clone()).to_string());
+        if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
+            for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "event") {
+                line.push(',');
+                line.push_str(&Value::String(k.clone()).to_string());
+                line.push(':');
+                line.push_str(&v.to_string());
+            }
+        }
+        line.push('}');
+        line
+    }
+
+    /// Record one event now. A failing log file is reported once on stderr and never stops the sidecar.
+    pub fn record(&mut self, event: &Event) {
+        let now = SystemTime::now();
+        if self.console {
+            let ts = iso8601(now);
+            println!("{} {:<20} {}", &ts[11..23], event.name(), event.describe());
+        }
+        if self.file.is_some() {
+            let mut line = self.json_line(event, now);
+            line.push('\n');
+            let file = self.file.as_mut().expect("checked above");
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                if !self.failed_once {
+                    self.failed_once = true;
+                    eprintln!("agentcom-sidecar: cannot write the log file: {e}; events still go to stdout");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn iso8601_matches_known_instants() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_539_977_887);
+        assert_eq!(iso8601(t), "2026-11-24T17:06:17.887Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(iso8601(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn json_line_has_ts_event_agent_then_fields() {
+        let log = EventLog::console_only("a1", false);
+        let line = log.json_line(
+            &Event::ReconnectScheduled { delay_ms: 1500, attempt: 2, reason: "closed".into() },
+            UNIX_EPOCH,
+        );
+        assert_eq!(
+            line,
+            r#"{"ts":"1970-01-01T00:00:00.000Z","event":"reconnect_scheduled","agent_id":"a1","attempt":2,"delay_ms":1500,"reason":"closed"}"#
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["event"], "reconnect_scheduled");
+    }
+}
