@@ -3,3 +3,4 @@
 pub mod event_log;
 pub mod link;
 pub mod protocol;
+pub mod shutdown;

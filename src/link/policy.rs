@@ -133,6 +133,11 @@ impl LinkPolicy {
         matches!(self.phase, Phase::Identified { .. })
     }
 
+    /// How long a pong, a connect or an `identified` may take.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.settings.heartbeat_timeout
+    }
+
     /// True once the policy has stopped for good.
     pub fn is_stopped(&self) -> bool {
         self.phase == Phase::Stopped

@@ -1,0 +1,224 @@
+//! The async shell around [`LinkPolicy`]: opens WebSockets, moves frames, keeps the timers.
+//!
+//! All decisions live in the policy; this file only carries out its [`Action`]s and turns what
+//! happens on the socket into [`Input`]s. A [`Connector`] makes the WebSocket, so tests can hand
+//! the driver in-memory streams and run it on tokio's paused clock.
+
+use super::policy::{Action, Input, LinkPolicy};
+use crate::event_log::EventLog;
+use crate::protocol::{self, FrameError, MAX_FRAME_BYTES};
+use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// How long a polite close may wait for the hub's answer before the socket is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_millis(1000);
+
+/// A future that yields a connected WebSocket or a reason for the log.
+pub type ConnectFuture<S> =
+    Pin<Box<dyn Future<Output = Result<WebSocketStream<S>, String>> + Send + 'static>>;
+
+/// Opens WebSocket connections to the hub.
+pub trait Connector {
+    /// The byte stream under the WebSocket.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Start connecting to `url`.
+    fn connect(&self, url: &str) -> ConnectFuture<Self::Stream>;
+}
+
+/// The WebSocket settings for the hub link: frames over [`MAX_FRAME_BYTES`] are refused.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+}
+
+/// Connects over TCP, with TLS (rustls, the system's roots) for `wss://`.
+#[derive(Debug, Clone, Default)]
+pub struct NetConnector;
+
+impl Connector for NetConnector {
+    type Stream = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>;
+
+    fn connect(&self, url: &str) -> ConnectFuture<Self::Stream> {
+        let url = url.to_owned();
+        Box::pin(async move {
+            let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
+                url.as_str(),
+                Some(websocket_config()),
+                true,
+                None,
+            )
+            .await
+            .map_err(|e| describe_connect_error(&e))?;
+            Ok(ws)
+        })
+    }
+}
+
+fn describe_connect_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Http(response) => format!(
+            "the server answered HTTP {} instead of upgrading to a WebSocket: is hub_url's path right (usually /ws)?",
+            response.status()
+        ),
+        Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is the hub running, and is the port in hub_url right?".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What woke the driver up.
+enum Wake<S> {
+    Shutdown(String),
+    Timer,
+    Connect(Result<WebSocketStream<S>, String>),
+    Socket(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Run the link until the policy exits (after `shutdown` resolves with the signal's name).
+pub async fn run<C: Connector>(
+    mut policy: LinkPolicy,
+    connector: C,
+    hub_url: &str,
+    log: &mut EventLog,
+    shutdown: impl Future<Output = String>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut shutdown_seen = false;
+    let mut ws: Option<WebSocketStream<C::Stream>> = None;
+    let mut connecting: Option<ConnectFuture<C::Stream>> = None;
+    // A send may wait as long as a pong may: past that the hub is not reading.
+    let send_timeout = policy.heartbeat_timeout();
+    policy.start(now());
+    loop {
+        while let Some(action) = policy.poll_action() {
+            match action {
+                Action::Connect => {
+                    ws = None;
+                    connecting = Some(connector.connect(hub_url));
+                }
+                Action::Send(frame) => {
+                    let Some(sock) = ws.as_mut() else { continue };
+                    let result = timeout(send_timeout, sock.send(Message::text(frame.to_json()))).await;
+                    let failure = match result {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(format!("send failed: {e}")),
+                        Err(_) => Some("send timed out: the hub is not reading".to_owned()),
+                    };
+                    if let Some(reason) = failure {
+                        ws = None;
+                        policy.handle(Input::Closed { code: None, reason }, now());
+                    }
+                }
+                Action::Close { code, reason } => {
+                    if let Some(sock) = ws.take() {
+                        close_politely(sock, code, reason).await;
+                    }
+                    connecting = None;
+                }
+                Action::Abort => {
+                    ws = None;
+                    connecting = None;
+                }
+                Action::Log(event) => log.record(&event),
+                Action::Exit => return,
+            }
+        }
+
+        let deadline = policy.poll_timeout().map(Instant::from_std);
+        let wake = tokio::select! {
+            signal = &mut shutdown, if !shutdown_seen => Wake::Shutdown(signal),
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
+            result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => Wake::Connect(result),
+            message = async { ws.as_mut().expect("guarded").next().await }, if ws.is_some() => Wake::Socket(message),
+        };
+        match wake {
+            Wake::Shutdown(signal) => {
+                shutdown_seen = true;
+                policy.handle(Input::Shutdown { signal }, now());
+            }
+            Wake::Timer => policy.handle_timeout(now()),
+            Wake::Connect(result) => {
+                connecting = None;
+                match result {
+                    Ok(sock) => {
+                        ws = Some(sock);
+                        policy.handle(Input::Connected, now());
+                    }
+                    Err(error) => policy.handle(Input::ConnectFailed { error }, now()),
+                }
+            }
+            Wake::Socket(message) => {
+                if let Some(input) = socket_input(message, &mut ws).await {
+                    policy.handle(input, now());
+                }
+            }
+        }
+    }
+}
+
+/// Turn what the socket produced into a policy input; drops the socket when it has ended.
+async fn socket_input<S: AsyncRead + AsyncWrite + Unpin>(
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ws: &mut Option<WebSocketStream<S>>,
+) -> Option<Input> {
+    match message {
+        Some(Ok(Message::Text(text))) => Some(match protocol::parse_inbound(text.as_str()) {
+            Ok(frame) => Input::Frame(frame),
+            Err(error) => Input::BadFrame(error),
+        }),
+        Some(Ok(Message::Binary(bytes))) => {
+            Some(Input::BadFrame(FrameError::NotJson(format!("binary frame of {} bytes", bytes.len()))))
+        }
+        // tungstenite queues the pong itself; the next poll of the stream flushes it.
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
+        Some(Ok(Message::Close(frame))) => {
+            let (code, reason) = match frame {
+                Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                None => (None, "closed without a code".to_owned()),
+            };
+            if let Some(mut sock) = ws.take() {
+                // Send our close reply before dropping the stream.
+                let _ = timeout(CLOSE_GRACE, sock.flush()).await;
+            }
+            Some(Input::Closed { code, reason })
+        }
+        Some(Err(e)) => {
+            *ws = None;
+            Some(Input::Closed { code: None, reason: e.to_string() })
+        }
+        None => {
+            *ws = None;
+            Some(Input::Closed { code: None, reason: "connection ended".to_owned() })
+        }
+    }
+}
+
+/// Send a close frame and wait briefly for the hub's answer; never longer than [`CLOSE_GRACE`].
+async fn close_politely<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: WebSocketStream<S>,
+    code: u16,
+    reason: String,
+) {
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+    let _ = timeout(CLOSE_GRACE, async {
+        if sock.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = sock.next().await {}
+        }
+    })
+    .await;
+}
