@@ -121,7 +121,11 @@ pub struct EventLog {
     file: Option<File>,
     console: bool,
     failed_once: bool,
+    capture: Option<Captured>,
 }
+
+/// Events kept in memory by [`EventLog::capture`], for tests.
+pub type Captured = std::sync::Arc<std::sync::Mutex<Vec<Event>>>;
 
 impl EventLog {
     /// Open (create or append) the log file at `path`, creating its folder.
@@ -130,12 +134,19 @@ impl EventLog {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(EventLog { agent_id: agent_id.to_owned(), file: Some(file), console, failed_once: false })
+        Ok(EventLog { file: Some(file), ..EventLog::console_only(agent_id, console) })
     }
 
-    /// A log that only prints to the console (or nowhere), for tests and the demo's hub lines.
+    /// A log that only prints to the console (or nowhere).
     pub fn console_only(agent_id: &str, console: bool) -> EventLog {
-        EventLog { agent_id: agent_id.to_owned(), file: None, console, failed_once: false }
+        EventLog { agent_id: agent_id.to_owned(), file: None, console, failed_once: false, capture: None }
+    }
+
+    /// A log that keeps every event in memory (and prints nothing), for tests.
+    pub fn capture(agent_id: &str) -> (EventLog, Captured) {
+        let captured = Captured::default();
+        let log = EventLog { capture: Some(captured.clone()), ..EventLog::console_only(agent_id, false) };
+        (log, captured)
     }
 
     /// The JSON line for `event` at time `at` (without the newline).
@@ -161,6 +172,9 @@ impl EventLog {
 
     /// Record one event now. A failing log file is reported once on stderr and never stops the sidecar.
     pub fn record(&mut self, event: &Event) {
+        if let Some(captured) = &self.capture {
+            captured.lock().unwrap_or_else(|e| e.into_inner()).push(event.clone());
+        }
         let now = SystemTime::now();
         if self.console {
             let ts = iso8601(now);

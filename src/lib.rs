@@ -4,3 +4,13 @@ pub mod event_log;
 pub mod link;
 pub mod protocol;
 pub mod shutdown;
+pub mod config;
+pub mod demo;
+
+/// The process exit codes, documented in `--help`.
+pub mod exit_code {
+    /// A fatal runtime error.
+    pub const FATAL: u8 = 1;
+    /// The config file is missing or invalid (sysexits' EX_CONFIG).
+    pub const CONFIG: u8 = 78;
+}

@@ -4,3 +4,32 @@
 pub mod backoff;
 pub mod policy;
 pub mod socket;
+
+use crate::config::Config;
+use crate::protocol::Identify;
+use backoff::BackoffSettings;
+use policy::LinkSettings;
+
+impl LinkSettings {
+    /// The link settings a config asks for.
+    pub fn from_config(config: &Config) -> LinkSettings {
+        LinkSettings {
+            hub_url: config.hub_url.clone(),
+            identify: Identify {
+                agent_id: config.agent_id.clone(),
+                token: config.token.expose().to_owned(),
+                name: config.name.clone(),
+                status: "idle",
+                capabilities: config.capabilities.clone(),
+                client_type: "sidecar",
+            },
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            backoff: BackoffSettings {
+                initial: config.reconnect_initial,
+                max: config.reconnect_max,
+                jitter: config.reconnect_jitter,
+            },
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! `agentcom-sidecar demo`: a sidecar against the embedded hub, narrated.
+//!
+//! It writes a real config file (mode 0600) to a temporary folder, loads it as `run` would, and
+//! drives the same link code over real loopback TCP: connect, identify, heartbeat, the hub going
+//! away and coming back, reconnect with backoff, and a clean shutdown.
+
+use crate::config::Config;
+use crate::event_log::EventLog;
+use crate::hub::{EmbeddedHub, HubEvent, HubOptions};
+use crate::link::policy::{LinkPolicy, LinkSettings};
+use crate::link::socket::{self, NetConnector};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{sleep, timeout_at, Instant};
+
+const AGENT_ID: &str = "demo-agent";
+
+fn say(line: &str) {
+    println!("{:<12} {line}", "demo");
+}
+
+/// Run the demo; exits 0 when every step was seen.
+pub async fn run() -> ExitCode {
+    match script().await {
+        Ok(log_file) => {
+            say(&format!("done: every step seen. The JSON-lines log is at {}", log_file.display()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn script() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("agentcom-sidecar-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let hub = EmbeddedHub::start(HubOptions::default())
+        .await
+        .map_err(|e| format!("cannot start the embedded hub: {e}"))?;
+    say(&format!("embedded hub listening on {}", hub.url()));
+    let token = hub.add_token(AGENT_ID);
+    let config_path = write_config(&dir, &hub.url(), &token)?;
+    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    say(&format!(
+        "config written to {} (heartbeat every {} ms for the demo; 30 s by default)",
+        config.path.display(),
+        config.heartbeat_interval.as_millis()
+    ));
+    let mut log = EventLog::open(&config.log_file, &config.agent_id, true)
+        .map_err(|e| format!("cannot open {}: {e}", config.log_file.display()))?;
+    let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
+    let stop = async move { stop_rx.await.unwrap_or_else(|_| "demo ended".to_owned()) };
+
+    let mut events = hub.events();
+    let narrate = narrate_hub(hub.events());
+    let steps = async {
+        let result = steps(&hub, &mut events).await;
+        let _ = stop_tx.send("the demo's stop signal".to_owned());
+        result
+    };
+    let link = socket::run(policy, NetConnector, &config.hub_url, &mut log, stop);
+    // The narration runs until the sidecar and the steps are both done.
+    let (result, ()) = tokio::select! {
+        biased;
+        done = async { tokio::join!(steps, link) } => done,
+        never = narrate => match never {},
+    };
+    result?;
+    // The sidecar has exited; the hub must have seen close code 1000.
+    let closed_clean = hub.history().iter().any(|e| {
+        matches!(e, HubEvent::Closed { code: Some(1000), by_hub: false, .. })
+    });
+    if !closed_clean {
+        return Err("the hub did not see the sidecar close with code 1000".into());
+    }
+    say("the hub saw the sidecar close the WebSocket with code 1000 (normal closure)");
+    hub.stop().await;
+    Ok(config.log_file)
+}
+
+fn write_config(dir: &Path, hub_url: &str, token: &str) -> Result<PathBuf, String> {
+    let path = dir.join("config.json");
+    let config = serde_json::json!({
+        "agent_id": AGENT_ID,
+        "token": token,
+        "hub_url": hub_url,
+        "capabilities": ["code"],
+        "log_file": "./sidecar.log",
+        "results_dir": "./results",
+        "heartbeat_interval_ms": 1500,
+        "heartbeat_timeout_ms": 1000,
+        "reconnect_initial_ms": 500,
+        "reconnect_max_ms": 4000,
+        "reconnect_jitter": 0.5
+    });
+    let text = serde_json::to_string_pretty(&config).expect("json");
+    write_private(&path, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Write a file that only its owner can read (it holds the token).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+async fn steps(hub: &EmbeddedHub, events: &mut broadcast::Receiver<HubEvent>) -> Result<(), String> {
+    wait_for(events, Duration::from_secs(5), "identified", |e| {
+        matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == AGENT_ID)
+    })
+    .await?;
+    for _ in 0..2 {
+        wait_for(events, Duration::from_secs(5), "a pong", is_pong).await?;
+    }
+    say("stopping the hub, as a hub restart or a network loss would");
+    hub.stop().await;
+    sleep(Duration::from_secs(3)).await;
+    say("starting the hub again on the same port");
+    hub.restart().await.map_err(|e| format!("cannot restart the embedded hub: {e}"))?;
+    wait_for(events, Duration::from_secs(10), "identified after the restart", |e| {
+        matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == AGENT_ID)
+    })
+    .await?;
+    wait_for(events, Duration::from_secs(5), "a pong", is_pong).await?;
+    say("sending the sidecar a stop signal, as Ctrl+C or SIGTERM would");
+    Ok(())
+}
+
+fn is_pong(event: &HubEvent) -> bool {
+    matches!(event, HubEvent::Sent { text, .. } if frame_type(text).as_deref() == Some("pong"))
+}
+
+fn frame_type(text: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    v.get("type")?.as_str().map(str::to_owned)
+}
+
+async fn wait_for(
+    events: &mut broadcast::Receiver<HubEvent>,
+    within: Duration,
+    what: &str,
+    mut pred: impl FnMut(&HubEvent) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if pred(&event) => return Ok(()),
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) => return Err(format!("the hub stopped before {what}")),
+            Err(_) => return Err(format!("no {what} within {} s", within.as_secs())),
+        }
+    }
+}
+
+/// Print what the hub sees, without ever printing a frame that carries the token. Never returns.
+async fn narrate_hub(mut events: broadcast::Receiver<HubEvent>) -> std::convert::Infallible {
+    loop {
+        let line = match events.recv().await {
+            Ok(HubEvent::Connected { conn, .. }) => format!("connection #{conn} opened"),
+            Ok(HubEvent::Received { text, .. }) => match frame_type(&text) {
+                Some(kind) => format!("received {kind}"),
+                None => "received a frame that is not JSON".to_owned(),
+            },
+            Ok(HubEvent::Sent { text, .. }) => format!("sent {}", frame_type(&text).unwrap_or_default()),
+            Ok(HubEvent::Closed { conn, code, by_hub, .. }) => format!(
+                "connection #{conn} closed by the {} (code {})",
+                if by_hub { "hub" } else { "sidecar" },
+                code.map_or("none".to_owned(), |c| c.to_string())
+            ),
+            Ok(_) | Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => std::future::pending().await,
+        };
+        println!("{:<12} {line}", "hub");
+    }
+}

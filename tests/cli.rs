@@ -1,0 +1,268 @@
+//! The real binary against the embedded hub over loopback: identify, signals, restarts, a
+//! black-holed link, WebSocket pings, hostile frames, and the token kept out of every output.
+
+mod support;
+
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+struct Setup {
+    hub: EmbeddedHub,
+    token: String,
+    dir: TempDir,
+    sidecar: Sidecar,
+    events: tokio::sync::broadcast::Receiver<HubEvent>,
+}
+
+/// A hub, a config for `agent`, and the binary running against `url` (the hub's unless given).
+async fn setup(agent: &str, url: Option<String>, extra: Value) -> Setup {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(agent);
+    let events = hub.events();
+    let dir = TempDir::new(agent);
+    let url = url.unwrap_or_else(|| hub.url());
+    write_private(&dir.join("config.json"), &config_json(agent, &token, &url, extra));
+    let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    Setup { hub, token, dir, sidecar, events }
+}
+
+fn frame(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn identify_carries_exactly_the_node_sidecar_fields() {
+    let mut s = setup("cli-identify", None, json!({"name": "Cli Identify", "capabilities": ["code", "review"]})).await;
+    let HubEvent::Received { text, .. } = wait_hub(&mut s.events, SECS(10), "identify", |e| {
+        matches!(e, HubEvent::Received { text, .. } if text.contains("identify"))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        frame(&text),
+        json!({"type":"identify","agent_id":"cli-identify","token":s.token,"name":"Cli Identify",
+               "status":"idle","capabilities":["code","review"],"client_type":"sidecar","protocol_version":1})
+    );
+    wait_hub(&mut s.events, SECS(10), "identified", identified("cli-identify")).await;
+    // Every frame the sidecar sends carries protocol_version 1; pings come once identified.
+    wait_hub(&mut s.events, SECS(10), "a ping", |e| {
+        matches!(e, HubEvent::Received { text, .. } if frame(text) == json!({"type":"ping","protocol_version":1}))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_and_sigint_close_with_1000_and_exit_0() {
+    for (signal, name) in [("TERM", "SIGTERM"), ("INT", "SIGINT")] {
+        let agent = format!("cli-{}", name.to_lowercase());
+        let mut s = setup(&agent, None, json!({})).await;
+        wait_hub(&mut s.events, SECS(10), "identified", identified(&agent)).await;
+        s.sidecar.signal(signal);
+        let status = s.sidecar.wait_exit(SECS(2)).await.expect("exited within 2 s");
+        assert_eq!(status.code(), Some(0), "{signal}: {}", s.sidecar.stderr());
+        wait_hub(&mut s.events, SECS(2), "close 1000", |e| {
+            matches!(e, HubEvent::Closed { code: Some(1000), by_hub: false, .. })
+        })
+        .await;
+        let log = s.sidecar.log_events();
+        let shutdown = log.iter().find(|e| e["event"] == "shutdown").expect("shutdown event");
+        assert_eq!(shutdown["signal"], name);
+        assert_eq!(shutdown["agent_id"], agent.as_str());
+    }
+}
+
+/// A WebSocket server that identifies anyone, then never reads again (so never answers a close).
+async fn deaf_hub() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = vec![];
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            use futures_util::{SinkExt, StreamExt};
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _identify = ws.next().await;
+            let reply = r#"{"agent_id":"cli-deaf","type":"identified"}"#;
+            ws.send(tokio_tungstenite::tungstenite::Message::text(reply)).await.unwrap();
+            held.push(ws);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn exits_within_2s_when_the_hub_never_answers_the_close() {
+    let (url, _deaf) = deaf_hub().await;
+    let mut s = setup("cli-deaf", Some(url), json!({"heartbeat_interval_ms": 60_000, "heartbeat_timeout_ms": 30_000})).await;
+    s.sidecar.wait_log_event("identified", SECS(10)).await.expect("identified");
+    s.sidecar.signal("TERM");
+    let status = s.sidecar.wait_exit(SECS(2)).await.expect("exited within 2 s");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn survives_a_hub_restart() {
+    let mut s = setup("cli-restart", None, json!({})).await;
+    wait_hub(&mut s.events, SECS(10), "identified", identified("cli-restart")).await;
+    s.hub.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.hub.restart().await.unwrap();
+    wait_hub(&mut s.events, SECS(10), "identified again", identified("cli-restart")).await;
+    let log = s.sidecar.log_events();
+    let names: Vec<&str> = log.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert!(names.contains(&"ws_close"), "{names:?}");
+    assert!(names.contains(&"ws_connect_error"), "{names:?}");
+    assert!(names.contains(&"reconnect_scheduled"), "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == "identified").count(), 2, "{names:?}");
+    assert!(s.sidecar.child.try_wait().unwrap().is_none(), "still running");
+}
+
+/// A TCP proxy that, once `black_hole` is set, swallows every byte of the connections it holds
+/// (no FIN, no RST), as a NAT that dropped the mapping would. New connections pass normally.
+async fn proxy(target: std::net::SocketAddr, black_hole: Arc<AtomicBool>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = TcpStream::connect(target).await.unwrap();
+            let hole = black_hole.clone();
+            black_hole.store(false, Ordering::SeqCst);
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, hole.clone()));
+            tokio::spawn(pump(sr, cw, hole));
+        }
+    });
+    url
+}
+
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, hole: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut swallowing = false;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        swallowing |= hole.load(Ordering::SeqCst);
+        if !swallowing && to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if !swallowing {
+        let _ = to.shutdown().await;
+    } else {
+        // Hold the connection open and silent.
+        std::future::pending::<()>().await;
+    }
+}
+
+#[tokio::test]
+async fn a_silent_link_is_dropped_within_interval_plus_timeout() {
+    let hole = Arc::new(AtomicBool::new(false));
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let url = proxy(hub.addr(), hole.clone()).await;
+    let token = hub.add_token("cli-silent");
+    let mut events = hub.events();
+    let dir = TempDir::new("cli-silent");
+    write_private(&dir.join("config.json"), &config_json("cli-silent", &token, &url, json!({})));
+    let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    wait_hub(&mut events, SECS(10), "identified", identified("cli-silent")).await;
+    hole.store(true, Ordering::SeqCst);
+    // interval 1 s + timeout 0.8 s + the first reconnect delay (<= 0.1 s), with slack.
+    let timeout = sidecar.wait_log_event("heartbeat_timeout", SECS(5)).await.expect("heartbeat_timeout logged");
+    assert_eq!(timeout["waiting_for"], "pong");
+    wait_hub(&mut events, SECS(5), "identified on a new connection", identified("cli-silent")).await;
+}
+
+#[tokio::test]
+async fn answers_websocket_pings_while_otherwise_idle() {
+    let mut s = setup("cli-wsping", None, json!({"heartbeat_interval_ms": 60_000, "heartbeat_timeout_ms": 30_000})).await;
+    wait_hub(&mut s.events, SECS(10), "identified", identified("cli-wsping")).await;
+    s.hub.ws_ping("cli-wsping", b"are-you-there".to_vec()).await.unwrap();
+    let pong = wait_hub(&mut s.events, SECS(5), "a WebSocket pong", |e| matches!(e, HubEvent::WsPong { .. })).await;
+    let HubEvent::WsPong { payload, .. } = pong else { unreachable!() };
+    assert_eq!(payload, b"are-you-there");
+}
+
+#[tokio::test]
+async fn hostile_frames_are_logged_and_the_link_carries_on() {
+    let mut s = setup("cli-hostile", None, json!({})).await;
+    wait_hub(&mut s.events, SECS(10), "identified", identified("cli-hostile")).await;
+    for hostile in [
+        json!([1, 2, 3]),
+        json!({"type": 42}),
+        json!({"no_type": true}),
+        json!({"type": "identified"}),
+        json!({"type": "from_the_future", "x": "y"}),
+        json!({"type": "error", "error": "validation_failed", "message_type": "ping", "errors": []}),
+        json!({"type": "rate_limited", "retry_after_ms": "soon"}),
+        json!("a bare string"),
+        json!({"type": "pong", "timestamp": "not a number"}),
+    ] {
+        s.hub.push("cli-hostile", hostile).await.unwrap();
+    }
+    s.sidecar.wait_log_event("unhandled_message", SECS(5)).await.expect("unknown type logged");
+    let malformed = s.sidecar.log_events().iter().filter(|e| e["event"] == "malformed_frame").count();
+    assert!(malformed >= 4, "{malformed} malformed_frame events");
+    // Still alive, still heartbeating on the same connection.
+    let before = s.hub.history().len();
+    wait_hub(&mut s.events, SECS(5), "a ping after the hostile frames", |e| {
+        matches!(e, HubEvent::Received { text, .. } if text.contains("\"ping\""))
+    })
+    .await;
+    assert!(s.hub.history().len() > before);
+    assert!(s.sidecar.child.try_wait().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_token_never_reaches_any_output() {
+    // A wrong token (auth failure path), then shutdown: scan stdout, stderr and the log.
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    hub.add_token("cli-secret");
+    let secret = "s3cr3t-d0-n0t-pr1nt-".repeat(3);
+    let dir = TempDir::new("cli-secret");
+    write_private(&dir.join("config.json"), &config_json("cli-secret", &secret, &hub.url(), json!({})));
+    let mut sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    let failed = sidecar.wait_log_event("auth_failed", SECS(10)).await.expect("auth_failed");
+    assert_eq!(failed["error"], "invalid_token");
+    sidecar.signal("TERM");
+    assert_eq!(sidecar.wait_exit(SECS(2)).await.and_then(|s| s.code()), Some(0));
+    let log = std::fs::read_to_string(dir.join("sidecar.log")).unwrap();
+    for (name, text) in [("stdout", sidecar.stdout()), ("stderr", sidecar.stderr()), ("log", log)] {
+        assert!(!text.is_empty() || name == "stderr", "{name} is empty");
+        assert!(!text.contains("s3cr3t"), "the token leaked into {name}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn auth_failure_is_reported_and_retried_at_the_capped_delay() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    hub.add_token("cli-auth");
+    let mut events = hub.events();
+    let dir = TempDir::new("cli-auth");
+    let config = config_json("cli-auth", "not-the-token", &hub.url(), json!({"reconnect_max_ms": 2000}));
+    write_private(&dir.join("config.json"), &config);
+    let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    let first = wait_hub(&mut events, SECS(10), "a connection", |e| matches!(e, HubEvent::Connected { .. })).await;
+    wait_hub(&mut events, SECS(5), "the sidecar's close", |e| {
+        matches!(e, HubEvent::Closed { code: Some(1000), by_hub: false, .. })
+    })
+    .await;
+    let second = wait_hub(&mut events, SECS(5), "a second connection", |e| matches!(e, HubEvent::Connected { .. })).await;
+    let (HubEvent::Connected { at: a, .. }, HubEvent::Connected { at: b, .. }) = (first, second) else { unreachable!() };
+    assert!(b - a >= Duration::from_millis(1000), "retried after {:?}, expected >= 1 s (capped 2 s, jitter 0.5)", b - a);
+    let event = sidecar.wait_log_event("auth_failed", SECS(1)).await.unwrap();
+    assert!(event["hint"].as_str().unwrap().contains("token"));
+}

@@ -1,0 +1,182 @@
+//! Shared helpers for the integration tests: temp folders, config files, the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A fresh folder under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "agentcom-sidecar-test-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Write `text` to `path` readable by its owner only.
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// A config for `agent_id` at `hub_url` with fast timers, plus `extra` keys merged in.
+pub fn config_json(agent_id: &str, token: &str, hub_url: &str, extra: serde_json::Value) -> String {
+    let mut config = serde_json::json!({
+        "agent_id": agent_id,
+        "token": token,
+        "hub_url": hub_url,
+        "capabilities": ["code"],
+        "heartbeat_interval_ms": 1000,
+        "heartbeat_timeout_ms": 800,
+        "reconnect_initial_ms": 100,
+        "reconnect_max_ms": 1000,
+        "reconnect_jitter": 0.5
+    });
+    if let serde_json::Value::Object(extra) = extra {
+        for (k, v) in extra {
+            config[k] = v;
+        }
+    }
+    serde_json::to_string_pretty(&config).unwrap()
+}
+
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_agentcom-sidecar"))
+}
+
+/// The real binary running `run --config PATH`, its output going to files in `dir`.
+pub struct Sidecar {
+    pub child: Child,
+    pub dir: PathBuf,
+}
+
+impl Sidecar {
+    pub fn spawn(dir: &Path, config: &Path) -> Sidecar {
+        let child = binary()
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
+            .spawn()
+            .unwrap();
+        Sidecar { child, dir: dir.to_owned() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal by name ("TERM", "INT") with the system's `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit, polling until `within` has passed.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.child.try_wait().unwrap()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.txt")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.txt")).unwrap_or_default()
+    }
+
+    /// The JSON-lines log, parsed.
+    pub fn log_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("sidecar.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Poll the log until an event named `name` appears.
+    pub async fn wait_log_event(&self, name: &str, within: Duration) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(e) = self.log_events().into_iter().find(|e| e["event"] == name) {
+                return Some(e);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait for the first hub event that matches, up to `within` (real time).
+pub async fn wait_hub<F>(
+    events: &mut tokio::sync::broadcast::Receiver<agentcom_sidecar::hub::HubEvent>,
+    within: Duration,
+    what: &str,
+    mut pred: F,
+) -> agentcom_sidecar::hub::HubEvent
+where
+    F: FnMut(&agentcom_sidecar::hub::HubEvent) -> bool,
+{
+    use tokio::sync::broadcast::error::RecvError;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if pred(&event) => return event,
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) => panic!("hub stopped while waiting for {what}"),
+            Err(_) => panic!("no {what} within {within:?}"),
+        }
+    }
+}
+
+/// True for the hub's `Identified` event of `agent`.
+pub fn identified(agent: &str) -> impl Fn(&agentcom_sidecar::hub::HubEvent) -> bool + '_ {
+    move |e| matches!(e, agentcom_sidecar::hub::HubEvent::Identified { agent_id, .. } if agent_id == agent)
+}
