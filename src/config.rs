@@ -156,7 +156,7 @@ pub enum ConfigErrorKind {
     InvalidJson {
         /// Line of the error, 1-based.
         line: usize,
-        /// Column of the error in characters, 1-based (0 when at the start of a line).
+        /// Column of the error in characters, 1-based.
         column: usize,
         /// What the JSON parser said, without its own position.
         message: String,
@@ -207,9 +207,9 @@ impl fmt::Display for ConfigError {
             ConfigErrorKind::NotFound => write!(
                 f,
                 "config file {path} not found\n\
-                 help: create it from the example, readable only by you (it holds the hub token):\n\
-                 \x20   install -m 600 config.json.example {quoted}\n\
-                 then set `agent_id`, `token` and `hub_url` in it.\n\
+                 help: create it from the example, readable only by you (it will hold the hub token),\n\
+                 \x20     then set `agent_id`, `token` and `hub_url` in it:\n\
+                 \x20         install -m 600 config.json.example {quoted}\n\
                  help: or give another file with `--config PATH` or the {CONFIG_ENV} environment variable.",
                 quoted = shell_quote(&self.path.to_string_lossy()),
             ),
@@ -680,13 +680,14 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
     let shown = echo(url, token);
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "`{shown}` holds a space or a control character\n{GOOD}"
+            "(`{shown}`) holds a space or a control character\n{GOOD}"
         ));
     }
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
-            "`{shown}` has no scheme\nhelp: write `ws://{}`",
-            echo(url.trim_start_matches('/'), token)
+            "(`{shown}`) has no scheme\nhelp: write `ws://{}{}`",
+            echo(url.trim_start_matches('/'), token),
+            if url.contains('/') { "" } else { "/ws" }
         ));
     };
     match scheme.to_ascii_lowercase().as_str() {
@@ -700,20 +701,20 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
                 fixed.push_str("ws");
             }
             return Err(format!(
-                "`{shown}` is an HTTP URL; the sidecar connects over WebSocket: use ws:// or wss://\nhelp: write `{}`",
+                "(`{shown}`) is an HTTP URL; the sidecar connects over WebSocket: use ws:// or wss://\nhelp: write `{}`",
                 echo(&fixed, token)
             ));
         }
         _ => {
             return Err(format!(
-                "`{shown}` has the scheme `{}`, but it must be ws:// or wss://\n{GOOD}",
+                "(`{shown}`) has the scheme `{}`, but it must be ws:// or wss://\n{GOOD}",
                 echo(scheme, token)
             ))
         }
     }
     if url.contains('#') {
         return Err(format!(
-            "`{shown}` has a `#fragment`, which WebSocket URLs cannot have\n{GOOD}"
+            "(`{shown}`) has a `#fragment`, which WebSocket URLs cannot have\n{GOOD}"
         ));
     }
     let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
@@ -723,15 +724,20 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
             "must not hold a user name or password (`user@`); the hub authenticates with `token`\n{GOOD}"
         ));
     }
+    if !authority.starts_with('[') && authority.matches(':').count() > 1 {
+        return Err(format!(
+            "(`{shown}`) has an IPv6 address without brackets\nhelp: write it like `ws://[::1]:4000/ws`"
+        ));
+    }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let Some((addr, after)) = v6.split_once(']') else {
             return Err(format!(
-                "`{shown}` has an IPv6 address without its closing `]`\n{GOOD}"
+                "(`{shown}`) has an IPv6 address without its closing `]`\n{GOOD}"
             ));
         };
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(format!(
-                "`{shown}`: `{}` is not an IPv6 address\nhelp: write it like `ws://[::1]:4000/ws`",
+                "(`{shown}`) has `{}`, which is not an IPv6 address\nhelp: write it like `ws://[::1]:4000/ws`",
                 echo(addr, token)
             ));
         }
@@ -740,7 +746,7 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
             None if after.is_empty() => (addr, None),
             None => {
                 return Err(format!(
-                    "`{shown}` has text after the IPv6 address's `]`\n{GOOD}"
+                    "(`{shown}`) has text after the IPv6 address's `]`\n{GOOD}"
                 ))
             }
         }
@@ -751,7 +757,7 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("`{shown}` has no host\n{GOOD}"));
+        return Err(format!("(`{shown}`) has no host\n{GOOD}"));
     }
     if !authority.starts_with('[')
         && !host
@@ -759,7 +765,7 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
     {
         return Err(format!(
-            "`{shown}`: `{}` is not a host name or address\n{GOOD}",
+            "(`{shown}`) has `{}`, which is not a host name or address\n{GOOD}",
             echo(host, token)
         ));
     }
@@ -769,7 +775,7 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
             || !matches!(p.parse::<u32>(), Ok(1..=65535))
         {
             return Err(format!(
-                "`{shown}`: the port must be a number from 1 to 65535, as in `ws://HOST:4000/ws`"
+                "(`{shown}`): the port must be a number from 1 to 65535, as in `ws://HOST:4000/ws`"
             ));
         }
     }
@@ -821,9 +827,10 @@ impl Config {
             warnings: Vec::new(),
         };
 
+        // agent_id's messages never echo a value, so it can come before the token is known.
+        let agent_id = b.required_string("agent_id", MAX_AGENT_ID_CHARS)?;
         let token = b.required_string("token", MAX_TOKEN_CHARS)?;
         b.check_keys(&pairs, Some(&token));
-        let agent_id = b.required_string("agent_id", MAX_AGENT_ID_CHARS)?;
         let hub_url = b.hub_url(&token)?;
 
         let name = match b.opt_string("name")? {
@@ -1003,9 +1010,9 @@ fn json_error(text: &str, e: &serde_json::Error) -> ConfigErrorKind {
             while !l.is_char_boundary(end) {
                 end += 1;
             }
-            l[..end].chars().count()
+            l[..end].chars().count().max(1)
         }
-        None => byte_col,
+        None => byte_col.max(1),
     };
     ConfigErrorKind::InvalidJson {
         line,
@@ -1501,6 +1508,11 @@ mod tests {
                 "`wss://h.example/ws`",
             ),
             ("h:4000/ws", "has no scheme", "`ws://h:4000/ws`"),
+            (
+                "localhost:4000",
+                "has no scheme",
+                "`ws://localhost:4000/ws`",
+            ),
             ("ftp://h/ws", "must be ws:// or wss://", "ws://HOST:4000/ws"),
             ("ws:///ws", "has no host", "wss://HOST/ws"),
             ("ws://h :4000/ws", "holds a space", "ws://HOST:4000/ws"),
