@@ -1,11 +1,12 @@
 //! agentcom-sidecar: keeps an AI coding agent connected to an AgentCom hub.
 
+pub mod config;
+pub mod demo;
 pub mod event_log;
+pub mod hub;
 pub mod link;
 pub mod protocol;
 pub mod shutdown;
-pub mod config;
-pub mod demo;
 
 /// The process exit codes, documented in `--help`.
 pub mod exit_code {
