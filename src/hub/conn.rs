@@ -1,0 +1,197 @@
+//! One WebSocket connection: the handshake on `/ws`, then a loop over incoming frames,
+//! orders from the rest of the hub and the idle timer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::session::{Action, Session};
+use super::state::ConnCmd;
+use super::{HubEvent, Shared};
+
+/// How long a handshake, or the client's answer to our close frame, may take.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// How a connection ended.
+enum End {
+    /// The hub sent a close frame.
+    HubClosed(u16, String),
+    /// The client sent a close frame.
+    ClientClosed(Option<u16>, String),
+    /// The stream ended or failed without a close frame.
+    Vanished,
+    /// The hub dropped the stream without a close frame.
+    Dropped,
+}
+
+// The signature is tungstenite's `Callback`; its error type is large by design.
+#[allow(clippy::result_large_err)]
+fn only_ws_path(req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
+    if req.uri().path() == "/ws" {
+        return Ok(resp);
+    }
+    let mut not_found = ErrorResponse::new(Some("not found".into()));
+    *not_found.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
+    Err(not_found)
+}
+
+/// Serves connection `conn` on `stream` until it ends, then unregisters it.
+pub async fn run<S>(shared: Arc<Shared>, conn: u64, stream: S, rx: UnboundedReceiver<ConnCmd>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let handshake = timeout(
+        GRACE,
+        tokio_tungstenite::accept_hdr_async(stream, only_ws_path),
+    )
+    .await;
+    let end = match handshake {
+        Ok(Ok(ws)) => {
+            shared.emit(HubEvent::Connected {
+                conn,
+                at: Instant::now(),
+            });
+            Some(serve(&shared, conn, ws, rx).await)
+        }
+        _ => None,
+    };
+    shared.lock().remove_conn(conn);
+    if let Some(end) = end {
+        let (code, reason, by_hub) = match end {
+            End::HubClosed(code, reason) => (Some(code), reason, true),
+            End::ClientClosed(code, reason) => (code, reason, false),
+            End::Vanished => (None, String::new(), false),
+            End::Dropped => (None, String::new(), true),
+        };
+        shared.emit(HubEvent::Closed {
+            conn,
+            at: Instant::now(),
+            code,
+            reason,
+            by_hub,
+        });
+    }
+    shared.conn_gone.notify_waiters();
+}
+
+async fn serve<S>(
+    shared: &Arc<Shared>,
+    conn: u64,
+    mut ws: WebSocketStream<S>,
+    mut rx: UnboundedReceiver<ConnCmd>,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = Session::new(shared.clone(), conn);
+    let mut last_recv = Instant::now();
+    loop {
+        let idle_deadline = last_recv + shared.opts.idle_timeout;
+        tokio::select! {
+            incoming = ws.next() => {
+                last_recv = Instant::now();
+                let msg = match incoming {
+                    Some(Ok(msg)) => msg,
+                    _ => return End::Vanished,
+                };
+                match msg {
+                    Message::Text(text) => {
+                        shared.emit(HubEvent::Received { conn, at: last_recv, text: text.to_string() });
+                        for action in session.on_text(text.as_str()) {
+                            match action {
+                                Action::Send(frame) => {
+                                    if send_text(shared, conn, &mut ws, frame.to_string()).await.is_err() {
+                                        return End::Vanished;
+                                    }
+                                }
+                                Action::Close(code, reason) => return close(&mut ws, code, reason).await,
+                            }
+                        }
+                    }
+                    // The real hub has no clause for binary frames: its process crashes.
+                    Message::Binary(_) => return close(&mut ws, 1011, String::new()).await,
+                    Message::Ping(_) => {
+                        if ws.flush().await.is_err() {
+                            return End::Vanished;
+                        }
+                    }
+                    Message::Pong(payload) => {
+                        shared.emit(HubEvent::WsPong { conn, at: last_recv, payload: payload.to_vec() });
+                    }
+                    Message::Close(frame) => {
+                        let (code, reason) = match frame {
+                            Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                            None => (None, String::new()),
+                        };
+                        drain(&mut ws).await;
+                        return End::ClientClosed(code, reason);
+                    }
+                    Message::Frame(_) => {}
+                }
+            }
+            cmd = rx.recv() => match cmd {
+                Some(ConnCmd::Push(text)) => {
+                    if send_text(shared, conn, &mut ws, text).await.is_err() {
+                        return End::Vanished;
+                    }
+                }
+                Some(ConnCmd::Close(code, reason)) => return close(&mut ws, code, reason).await,
+                Some(ConnCmd::Drop) | None => return End::Dropped,
+                Some(ConnCmd::Ping(payload)) => {
+                    if ws.send(Message::Ping(payload.into())).await.is_err() {
+                        return End::Vanished;
+                    }
+                }
+            },
+            _ = sleep_until(idle_deadline) => return close(&mut ws, 1002, String::new()).await,
+        }
+    }
+}
+
+async fn send_text<S>(
+    shared: &Shared,
+    conn: u64,
+    ws: &mut WebSocketStream<S>,
+    text: String,
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    shared.emit(HubEvent::Sent {
+        conn,
+        at: Instant::now(),
+        text: text.clone(),
+    });
+    ws.send(Message::text(text)).await
+}
+
+/// Sends a close frame, then waits (briefly) for the client's answer.
+async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: String) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: code.into(),
+        reason: reason.clone().into(),
+    };
+    if ws.close(Some(frame)).await.is_ok() {
+        drain(ws).await;
+    }
+    End::HubClosed(code, reason)
+}
+
+/// Reads until the stream ends so that close handshakes complete.
+async fn drain<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = timeout(GRACE, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+}

@@ -1,0 +1,337 @@
+//! An embedded AgentCom hub that plays the real hub's side of the `/ws` protocol, frame for
+//! frame as recorded in `shared/hub-transcripts/`. Used by tests, `demo` and `try`.
+//!
+//! It shares no parsing or protocol code with the sidecar: it works on raw JSON values and its
+//! own schema table ([`schema`]). Single-threaded friendly: every timer is a `tokio::time` one,
+//! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
+
+mod conn;
+pub mod rate;
+pub mod schema;
+mod session;
+pub mod state;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use state::{ConnCmd, ConnEntry, State};
+
+/// Timers and limits of the hub; `Default` gives the real hub's values.
+#[derive(Clone, Debug)]
+pub struct HubOptions {
+    /// Close a socket (1002 "") when no frame was received for this long.
+    pub idle_timeout: Duration,
+    /// The reaper drops an identified agent whose last JSON ping is older than this.
+    pub reaper_ttl: Duration,
+    /// How often the reaper sweeps.
+    pub reaper_interval: Duration,
+    /// The validation failure that closes the socket (1008), counted per connection.
+    pub violation_limit: u32,
+    /// The window in which violations are counted.
+    pub violation_window: Duration,
+    /// Cooldowns after the 1st, 2nd, 3rd and later strikes (the last one repeats).
+    pub cooldowns: Vec<Duration>,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        HubOptions {
+            idle_timeout: Duration::from_secs(60),
+            reaper_ttl: Duration::from_secs(60),
+            reaper_interval: Duration::from_secs(30),
+            violation_limit: 10,
+            violation_window: Duration::from_secs(60),
+            cooldowns: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(60),
+                Duration::from_secs(300),
+            ],
+        }
+    }
+}
+
+/// Something that happened on the hub, for tests and the demo to observe.
+#[derive(Clone, Debug)]
+pub enum HubEvent {
+    /// A WebSocket handshake completed.
+    Connected { conn: u64, at: Instant },
+    /// A text frame arrived, as received.
+    Received {
+        conn: u64,
+        at: Instant,
+        text: String,
+    },
+    /// A text frame was sent, as sent.
+    Sent {
+        conn: u64,
+        at: Instant,
+        text: String,
+    },
+    /// A socket identified successfully.
+    Identified {
+        conn: u64,
+        at: Instant,
+        agent_id: String,
+    },
+    /// The client answered a WebSocket ping with this control pong.
+    WsPong {
+        conn: u64,
+        at: Instant,
+        payload: Vec<u8>,
+    },
+    /// The connection ended; `code` is None when no close frame was involved.
+    Closed {
+        conn: u64,
+        at: Instant,
+        code: Option<u16>,
+        reason: String,
+        by_hub: bool,
+    },
+}
+
+/// The agent has no registered socket to push to.
+#[derive(Debug)]
+pub struct NotConnected;
+
+impl std::fmt::Display for NotConnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("agent_not_connected")
+    }
+}
+
+impl std::error::Error for NotConnected {}
+
+/// What the connections, the reaper and the handle share.
+pub(crate) struct Shared {
+    opts: HubOptions,
+    state: Mutex<State>,
+    events: broadcast::Sender<HubEvent>,
+    conn_gone: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn emit(&self, event: HubEvent) {
+        self.lock().history.push(event.clone());
+        let _ = self.events.send(event);
+    }
+}
+
+/// The listener and the reaper of the current run.
+#[derive(Default)]
+struct Running {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A handle to a running embedded hub; clones share the same hub.
+#[derive(Clone)]
+pub struct EmbeddedHub {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    running: Arc<Mutex<Running>>,
+}
+
+/// Milliseconds since the Unix epoch, for `timestamp` and `connected_at`.
+pub(crate) fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl EmbeddedHub {
+    /// Starts a hub on 127.0.0.1 with a free port.
+    pub async fn start(opts: HubOptions) -> std::io::Result<EmbeddedHub> {
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), opts).await
+    }
+
+    /// Starts a hub listening on `addr`.
+    pub async fn start_on(addr: SocketAddr, opts: HubOptions) -> std::io::Result<EmbeddedHub> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            opts,
+            state: Mutex::new(State::default()),
+            events: broadcast::channel(4096).0,
+            conn_gone: Notify::new(),
+        });
+        let hub = EmbeddedHub {
+            shared,
+            addr,
+            running: Arc::default(),
+        };
+        hub.launch(listener);
+        Ok(hub)
+    }
+
+    fn launch(&self, listener: TcpListener) {
+        let accept = tokio::spawn(accept_loop(self.clone(), listener));
+        let reaper = tokio::spawn(reaper(self.shared.clone()));
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper];
+    }
+
+    /// The address the hub listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The WebSocket URL agents connect to, `ws://127.0.0.1:PORT/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Creates a random 64-hex-char token bound to `agent_id` (like `POST /admin/tokens`).
+    pub fn add_token(&self, agent_id: &str) -> String {
+        let token: String = (0..64).map(|_| fastrand::digit(16)).collect();
+        self.insert_token(agent_id, &token);
+        token
+    }
+
+    /// Binds a given token to `agent_id`.
+    pub fn insert_token(&self, agent_id: &str, token: &str) {
+        self.shared
+            .lock()
+            .tokens
+            .insert(token.to_string(), agent_id.to_string());
+    }
+
+    /// Closes every connection with 1000 "" and stops listening (the port then refuses).
+    pub async fn stop(&self) {
+        let tasks =
+            std::mem::take(&mut self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks);
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        let wait_all = async {
+            loop {
+                let gone = self.shared.conn_gone.notified();
+                {
+                    let st = self.shared.lock();
+                    if st.conns.is_empty() {
+                        break;
+                    }
+                    for entry in st.conns.values() {
+                        let _ = entry.tx.send(ConnCmd::Close(1000, String::new()));
+                    }
+                }
+                gone.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), wait_all).await;
+        self.shared.lock().reset_runtime();
+    }
+
+    /// Listens again on the same port; tokens persist, cooldowns and presence do not.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await?;
+        self.launch(listener);
+        Ok(())
+    }
+
+    /// Serves one connection on any stream (e.g. `tokio::io::duplex`): handshake, then the hub logic.
+    pub fn serve_stream<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = {
+            let mut st = self.shared.lock();
+            st.next_conn += 1;
+            let conn = st.next_conn;
+            st.conns.insert(conn, ConnEntry { tx, agent_id: None });
+            conn
+        };
+        tokio::spawn(conn::run(self.shared.clone(), conn, stream, rx));
+    }
+
+    /// Subscribes to events from now on.
+    pub fn events(&self) -> broadcast::Receiver<HubEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Every event so far.
+    pub fn history(&self) -> Vec<HubEvent> {
+        self.shared.lock().history.clone()
+    }
+
+    /// Sends a frame to the socket registered for `agent_id` (the first one, as the real hub routes).
+    pub async fn push(&self, agent_id: &str, frame: serde_json::Value) -> Result<(), NotConnected> {
+        self.order(agent_id, ConnCmd::Push(frame.to_string()))
+    }
+
+    /// Test knob: `false` makes the hub swallow JSON pings (no pong), like a dead hub.
+    pub fn set_answer_pings(&self, on: bool) {
+        self.shared.lock().swallow_pings = !on;
+    }
+
+    /// Sends a WebSocket-level ping frame to the socket registered for `agent_id`.
+    pub async fn ws_ping(&self, agent_id: &str, payload: Vec<u8>) -> Result<(), NotConnected> {
+        self.order(agent_id, ConnCmd::Ping(payload))
+    }
+
+    /// The agent_ids in presence, sorted.
+    pub fn connected_agents(&self) -> Vec<String> {
+        self.shared.lock().presence.keys().cloned().collect()
+    }
+
+    fn order(&self, agent_id: &str, cmd: ConnCmd) -> Result<(), NotConnected> {
+        let st = self.shared.lock();
+        let conn = st.registry.get(agent_id).ok_or(NotConnected)?;
+        let entry = st.conns.get(conn).ok_or(NotConnected)?;
+        entry.tx.send(cmd).map_err(|_| NotConnected)
+    }
+}
+
+async fn accept_loop(hub: EmbeddedHub, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                let _ = tcp.set_nodelay(true);
+                hub.serve_stream(tcp);
+            }
+            // E.g. out of file descriptors: back off instead of spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Every `reaper_interval`, drops (no close frame) agents whose last JSON ping is too old.
+async fn reaper(shared: Arc<Shared>) {
+    let period = shared.opts.reaper_interval.max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    loop {
+        ticks.tick().await;
+        let now = Instant::now();
+        let mut st = shared.lock();
+        let stale: Vec<(String, u64)> = st
+            .presence
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > shared.opts.reaper_ttl)
+            .map(|(id, p)| (id.clone(), p.conn))
+            .collect();
+        for (agent_id, conn) in stale {
+            match st.conns.get(&conn) {
+                Some(entry) => {
+                    let _ = entry.tx.send(ConnCmd::Drop);
+                }
+                None => {
+                    st.presence.remove(&agent_id);
+                }
+            }
+        }
+    }
+}

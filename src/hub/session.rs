@@ -1,0 +1,234 @@
+//! The logic of one connection, free of I/O: each text frame in, a list of actions out.
+//! Covers decoding, validation and violations, identify, the identification check, rate
+//! limits and the replies of the message types the hub handles without a task queue.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use super::rate::{Tier, Verdict};
+use super::state::PresenceEntry;
+use super::{epoch_ms, schema, HubEvent, Shared};
+
+/// What the connection task must do after a frame.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Send this JSON frame.
+    Send(Value),
+    /// Close with this code and reason, then end the connection.
+    Close(u16, String),
+}
+
+/// Per-connection state: identity and the violation window.
+pub struct Session {
+    shared: Arc<Shared>,
+    conn: u64,
+    agent_id: Option<String>,
+    violations: VecDeque<Instant>,
+}
+
+fn error(reason: &str) -> Value {
+    json!({"type": "error", "error": reason})
+}
+
+fn str_field<'a>(msg: &'a Map<String, Value>, key: &str) -> &'a str {
+    msg.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+impl Session {
+    /// A fresh, unidentified session for connection `conn`.
+    pub fn new(shared: Arc<Shared>, conn: u64) -> Session {
+        Session {
+            shared,
+            conn,
+            agent_id: None,
+            violations: VecDeque::new(),
+        }
+    }
+
+    /// Handles one text frame.
+    pub fn on_text(&mut self, text: &str) -> Vec<Action> {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(_) => return vec![Action::Send(error("invalid_json"))],
+        };
+        // The real hub's connection process crashes on a non-object: close 1011, no frame.
+        let Value::Object(msg) = value else {
+            return vec![Action::Close(1011, String::new())];
+        };
+        let msg_type = match schema::validate(&msg) {
+            Ok(t) => t,
+            Err(frame) => return self.violation(frame),
+        };
+        let Some(agent_id) = self.agent_id.clone() else {
+            if msg_type == "identify" {
+                return self.identify(&msg);
+            }
+            return vec![Action::Send(error("not_identified"))];
+        };
+        let mut out = Vec::new();
+        let now = Instant::now();
+        match self.shared.lock().rate(&agent_id, Tier::of(msg_type), now) {
+            Verdict::Allow => {}
+            Verdict::Warn { remaining } => {
+                let tier = Tier::of(msg_type);
+                out.push(Action::Send(
+                    json!({"type": "rate_limit_warning", "tier": tier.name(),
+                    "remaining": remaining, "capacity": tier.capacity()}),
+                ));
+            }
+            Verdict::Deny { retry_after_ms } => {
+                let tier = Tier::of(msg_type).name();
+                let frame =
+                    json!({"type": "rate_limited", "tier": tier, "retry_after_ms": retry_after_ms});
+                return vec![Action::Send(frame)];
+            }
+        }
+        if msg_type == "identify" {
+            out.extend(self.identify(&msg));
+        } else {
+            out.extend(self.dispatch(&agent_id, msg_type, &msg));
+        }
+        out
+    }
+
+    /// Counts a validation failure; the limit-th one closes the socket (and strikes the agent).
+    fn violation(&mut self, frame: Value) -> Vec<Action> {
+        let now = Instant::now();
+        let opts = &self.shared.opts;
+        self.violations.push_back(now);
+        while let Some(first) = self.violations.front() {
+            if now.saturating_duration_since(*first) >= opts.violation_window {
+                self.violations.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.violations.len() < opts.violation_limit.max(1) as usize {
+            return vec![Action::Send(frame)];
+        }
+        if let Some(agent_id) = &self.agent_id {
+            self.shared.lock().add_strike(agent_id, now);
+        }
+        vec![Action::Close(1008, "too many validation errors".into())]
+    }
+
+    /// Cooldown check, token check, then registration (§2.2 processing order).
+    fn identify(&mut self, msg: &Map<String, Value>) -> Vec<Action> {
+        let agent_id = str_field(msg, "agent_id").to_string();
+        let token = str_field(msg, "token");
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        if let Some(secs) = st.cooldown_left(&agent_id, now, &self.shared.opts.cooldowns) {
+            return vec![Action::Close(
+                1008,
+                format!("cooldown active: retry in {secs}s"),
+            )];
+        }
+        match st.tokens.get(token) {
+            None => return vec![Action::Send(error("invalid_token"))],
+            Some(owner) if *owner != agent_id => {
+                return vec![Action::Send(error("token_agent_mismatch"))];
+            }
+            Some(_) => {}
+        }
+        let entry = PresenceEntry {
+            conn: self.conn,
+            name: msg
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(&agent_id)
+                .to_string(),
+            status: msg
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("connected")
+                .to_string(),
+            capabilities: msg
+                .get("capabilities")
+                .filter(|c| c.is_array())
+                .cloned()
+                .unwrap_or(json!([])),
+            connected_at: epoch_ms(),
+            last_seen: now,
+        };
+        // Unique registry: a duplicate agent_id leaves pushes going to the first socket.
+        st.registry.entry(agent_id.clone()).or_insert(self.conn);
+        let joined = json!({"type": "agent_joined", "agent": entry.to_json(&agent_id)});
+        st.presence.insert(agent_id.clone(), entry);
+        if let Some(c) = st.conns.get_mut(&self.conn) {
+            c.agent_id = Some(agent_id.clone());
+        }
+        st.broadcast(&joined, Some(&agent_id));
+        drop(st);
+        self.agent_id = Some(agent_id.clone());
+        self.shared.emit(HubEvent::Identified {
+            conn: self.conn,
+            at: now,
+            agent_id: agent_id.clone(),
+        });
+        vec![Action::Send(
+            json!({"type": "identified", "agent_id": agent_id}),
+        )]
+    }
+
+    /// Replies of an identified socket. Task-side types only get what the real hub answers
+    /// when it has no such task (a later `tasks` module will replace these).
+    fn dispatch(
+        &mut self,
+        agent_id: &str,
+        msg_type: &str,
+        msg: &Map<String, Value>,
+    ) -> Vec<Action> {
+        let task_id = str_field(msg, "task_id");
+        let reply = match msg_type {
+            "ping" => return self.ping(agent_id),
+            "status" => return self.status(agent_id, str_field(msg, "status")),
+            "list_agents" => {
+                let st = self.shared.lock();
+                let agents: Vec<Value> = st.presence.iter().map(|(id, p)| p.to_json(id)).collect();
+                json!({"type": "agents", "agents": agents})
+            }
+            "task_accepted" => {
+                json!({"type": "task_ack", "status": "accepted", "task_id": task_id})
+            }
+            "task_complete" => error("task_complete_failed: not_found"),
+            "task_failed" => error("task_fail_failed: not_found"),
+            "task_recovering" => json!({"type": "task_reassign", "task_id": task_id}),
+            "state_report" => {
+                json!({"type": "state_report_ack", "action": "abort", "task_id": task_id})
+            }
+            "ollama_report" => json!({"type": "ollama_report_ack", "status": "registered"}),
+            // task_progress, wake_result and resource_report never get a reply. Chat and
+            // channels (message, channel_*, list_channels) are not modelled: no reply.
+            _ => return Vec::new(),
+        };
+        vec![Action::Send(reply)]
+    }
+
+    fn ping(&mut self, agent_id: &str) -> Vec<Action> {
+        let mut st = self.shared.lock();
+        if let Some(p) = st.presence.get_mut(agent_id) {
+            p.last_seen = Instant::now();
+        }
+        if st.swallow_pings {
+            return Vec::new();
+        }
+        vec![Action::Send(
+            json!({"type": "pong", "timestamp": epoch_ms()}),
+        )]
+    }
+
+    fn status(&mut self, agent_id: &str, status: &str) -> Vec<Action> {
+        let mut st = self.shared.lock();
+        if let Some(p) = st.presence.get_mut(agent_id) {
+            p.status = status.to_string();
+            let changed = json!({"type": "status_changed", "agent": p.to_json(agent_id)});
+            // Queued behind status_updated on our own socket, as on the real hub.
+            st.broadcast(&changed, None);
+        }
+        vec![Action::Send(json!({"type": "status_updated"}))]
+    }
+}

@@ -1,0 +1,351 @@
+//! Replays the real hub's recorded transcripts (`../shared/hub-transcripts`) against the
+//! embedded hub on a paused clock, and checks it answers frame for frame.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use agentcom_sidecar::hub::{EmbeddedHub, HubOptions};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::DuplexStream;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Client = WebSocketStream<DuplexStream>;
+
+/// How long a `recv` may wait (virtual time) before the frame counts as missing.
+const RECV_LIMIT: Duration = Duration::from_secs(5);
+
+fn load(case: &str) -> Value {
+    let path = format!(
+        "{}/../shared/hub-transcripts/{case}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).expect("transcript is JSON")
+}
+
+/// Opens a client on an in-memory stream served by `hub`.
+async fn open(hub: &EmbeddedHub) -> Client {
+    let (client, server) = tokio::io::duplex(1 << 20);
+    hub.serve_stream(server);
+    let (ws, _) = tokio_tungstenite::client_async("ws://127.0.0.1:4000/ws", client)
+        .await
+        .expect("handshake");
+    ws
+}
+
+/// How much virtual time a reply may take: the hub answers at once, or exactly when one of
+/// its timers fires inside a preceding `wait_ms`.
+const PROMPT: Duration = Duration::from_millis(100);
+
+/// The next data or close frame (control pings and pongs are skipped); it must come promptly.
+async fn next_frame(ws: &mut Client, what: &str) -> Message {
+    let start = tokio::time::Instant::now();
+    let msg = next_frame_any_time(ws, what).await;
+    assert!(
+        start.elapsed() <= PROMPT,
+        "{what}: frame came {:?} late",
+        start.elapsed()
+    );
+    msg
+}
+
+async fn next_frame_any_time(ws: &mut Client, what: &str) -> Message {
+    loop {
+        match timeout(RECV_LIMIT, ws.next()).await {
+            Err(_) => panic!("{what}: no frame within {RECV_LIMIT:?}"),
+            Ok(None) => panic!("{what}: stream ended"),
+            Ok(Some(Err(e))) => panic!("{what}: {e}"),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(Some(Ok(msg))) => return msg,
+        }
+    }
+}
+
+/// Reads until the stream ends, so the close handshake completes on both sides.
+async fn finish(ws: &mut Client) {
+    let _ = timeout(RECV_LIMIT, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Whether `actual` matches `expected`, where `"<token>"`, `"<ms>"` and `"<task_id…>"` are placeholders.
+fn matches(expected: &Value, actual: &Value, tokens: &HashMap<String, String>) -> bool {
+    match (expected, actual) {
+        (Value::String(p), Value::String(a)) if p == "<token>" => tokens.values().any(|t| t == a),
+        (Value::String(p), Value::Number(n)) if p == "<ms>" => n
+            .as_u64()
+            .is_some_and(|ms| (1_000_000_000_000..10_000_000_000_000).contains(&ms)),
+        (Value::String(p), Value::String(_)) if p.starts_with("<task_id") => true,
+        (Value::Object(e), Value::Object(a)) => {
+            e.len() == a.len()
+                && e.iter()
+                    .all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av, tokens)))
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            e.len() == a.len() && e.iter().zip(a).all(|(ev, av)| matches(ev, av, tokens))
+        }
+        _ => expected == actual,
+    }
+}
+
+struct Replay {
+    case: String,
+    hub: EmbeddedHub,
+    conns: HashMap<String, Client>,
+    /// agent_id -> token from `POST /admin/tokens`.
+    tokens: HashMap<String, String>,
+    last_token: String,
+    stopping: Option<JoinHandle<()>>,
+}
+
+impl Replay {
+    async fn new(case: &str) -> Replay {
+        let hub = EmbeddedHub::start(HubOptions::default())
+            .await
+            .expect("hub starts");
+        Replay {
+            case: case.to_string(),
+            hub,
+            conns: HashMap::new(),
+            tokens: HashMap::new(),
+            last_token: String::new(),
+            stopping: None,
+        }
+    }
+
+    fn conn(&mut self, name: &str) -> &mut Client {
+        let case = &self.case;
+        self.conns
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{case}: conn {name} is not open"))
+    }
+
+    async fn run(mut self) {
+        let transcript = load(&self.case);
+        let steps = transcript["steps"].as_array().expect("steps").clone();
+        for (i, step) in steps.iter().enumerate() {
+            let conn = step
+                .get("conn")
+                .and_then(Value::as_str)
+                .unwrap_or("_")
+                .to_string();
+            let at = format!("{} step {i}", self.case);
+            if let Some(note) = step.get("note").and_then(Value::as_str) {
+                self.note(&conn, note).await;
+            } else if let Some(frame) = step.get("send") {
+                self.send(&conn, frame).await;
+            } else if let Some(expected) = step.get("recv") {
+                self.recv(&conn, expected, &at).await;
+            } else if let Some(close) = step.get("recv_close") {
+                self.recv_close(&conn, close, &at).await;
+            } else if let Some(ms) = step.get("wait_ms").and_then(Value::as_u64) {
+                self.wait(ms, &at).await;
+            } else if let Some(http) = step.get("http") {
+                self.http(http, &at).await;
+            } else {
+                panic!("{at}: unknown step {step}");
+            }
+        }
+        let open: Vec<String> = self.conns.keys().cloned().collect();
+        for name in open {
+            self.client_close(&name).await;
+        }
+    }
+
+    /// Lets `ms` of virtual time pass; nothing may arrive on any socket before its last millisecond.
+    async fn wait(&mut self, ms: u64, at: &str) {
+        tokio::time::sleep(Duration::from_millis(ms.saturating_sub(1))).await;
+        for (name, ws) in &mut self.conns {
+            if let Ok(frame) = timeout(Duration::ZERO, ws.next()).await {
+                panic!("{at}: {frame:?} arrived on {name} during the wait");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(ms.min(1))).await;
+    }
+
+    async fn note(&mut self, conn: &str, note: &str) {
+        if note.starts_with("client opens") {
+            let ws = open(&self.hub).await;
+            self.conns.insert(conn.to_string(), ws);
+        } else if note.starts_with("client closes") {
+            self.client_close(conn).await;
+        } else if note.contains("WebSocket-level ping") {
+            let ws = self.conn(conn);
+            ws.send(Message::Ping(b"tx".to_vec().into()))
+                .await
+                .expect("ws ping");
+            match timeout(RECV_LIMIT, ws.next()).await {
+                Ok(Some(Ok(Message::Pong(p)))) => assert_eq!(&p[..], b"tx"),
+                other => panic!("expected a control pong, got {other:?}"),
+            }
+        } else if note.starts_with("hub.sh stop") {
+            let hub = self.hub.clone();
+            self.stopping = Some(tokio::spawn(async move { hub.stop().await }));
+        } else if note.starts_with("hub restarted") {
+            if let Some(stop) = self.stopping.take() {
+                stop.await.expect("stop finished");
+            }
+            self.hub.restart().await.expect("restart");
+        }
+    }
+
+    /// Closes with 1000; every frame before the hub's close answer would be an unexpected one.
+    async fn client_close(&mut self, conn: &str) {
+        let case = self.case.clone();
+        let Some(mut ws) = self.conns.remove(conn) else {
+            return;
+        };
+        ws.close(None).await.expect("client close");
+        loop {
+            match timeout(RECV_LIMIT, ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => panic!("{case}: unexpected frame on {conn}: {t}"),
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+    }
+
+    async fn send(&mut self, conn: &str, frame: &Value) {
+        let raw = frame.as_object().filter(|o| o.len() == 1);
+        let msg = if let Some(text) = raw.and_then(|o| o.get("text")).and_then(Value::as_str) {
+            Message::text(text)
+        } else if let Some(hex) = raw
+            .and_then(|o| o.get("binary_hex"))
+            .and_then(Value::as_str)
+        {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            Message::Binary(bytes.into())
+        } else {
+            let mut frame = frame.clone();
+            if frame["token"] == "<token>" {
+                let agent = frame["agent_id"].as_str().unwrap_or_default();
+                let token = self.tokens.get(agent).unwrap_or(&self.last_token).clone();
+                frame["token"] = Value::from(token);
+            }
+            Message::text(frame.to_string())
+        };
+        self.conn(conn).send(msg).await.expect("send");
+    }
+
+    async fn recv(&mut self, conn: &str, expected: &Value, at: &str) {
+        let msg = next_frame(self.conn(conn), at).await;
+        let Message::Text(text) = msg else {
+            panic!("{at}: expected {expected}, got {msg:?}")
+        };
+        let actual: Value = serde_json::from_str(&text).expect("hub sends JSON");
+        assert!(
+            matches(expected, &actual, &self.tokens),
+            "{at}: expected {expected}\n got {actual}"
+        );
+    }
+
+    async fn recv_close(&mut self, conn: &str, close: &Value, at: &str) {
+        let ws = self.conn(conn);
+        match next_frame(ws, at).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), close["code"], "{at}");
+                assert_eq!(frame.reason.as_str(), close["reason"], "{at}");
+            }
+            other => panic!("{at}: expected close {close}, got {other:?}"),
+        }
+        finish(ws).await;
+        self.conns.remove(conn);
+    }
+
+    async fn http(&mut self, http: &Value, at: &str) {
+        let method = http["method"].as_str().unwrap_or_default();
+        let path = http["path"].as_str().unwrap_or_default();
+        let status = http["status"].as_u64().unwrap_or_default();
+        match (method, path) {
+            ("POST", "/admin/tokens") => {
+                let agent = http["body"]["agent_id"].as_str().expect("agent_id");
+                let token = self.hub.add_token(agent);
+                self.tokens.insert(agent.to_string(), token.clone());
+                self.last_token = token;
+            }
+            ("POST", p) if p.starts_with("/api/admin/agents/") && p.ends_with("/restart") => {
+                let agent = &p["/api/admin/agents/".len()..p.len() - "/restart".len()];
+                let reason = http["body"]["reason"].as_str().unwrap_or("admin_commanded");
+                let pushed = self
+                    .hub
+                    .push(agent, json!({"type": "restart_sidecar", "reason": reason}))
+                    .await;
+                assert_eq!(pushed.is_ok(), status == 200, "{at}: push to {agent}");
+            }
+            ("GET", "/api/agents") => {
+                let want: Vec<String> = http["response"]["agents"]
+                    .as_array()
+                    .expect("agents")
+                    .iter()
+                    .map(|a| a["agent_id"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                self.settle(|hub| hub.connected_agents() == want).await;
+                assert_eq!(self.hub.connected_agents(), want, "{at}");
+            }
+            ("GET", "/health") => {
+                let want = http["response"]["agents_connected"]
+                    .as_u64()
+                    .unwrap_or_default() as usize;
+                self.settle(|hub| hub.connected_agents().len() == want)
+                    .await;
+                assert_eq!(self.hub.connected_agents().len(), want, "{at}");
+            }
+            _ => {} // the rest of the HTTP API (task and FSM views) is not modelled
+        }
+    }
+
+    /// Gives connection tasks a moment (1 ms steps of virtual time) to finish their cleanup.
+    async fn settle(&self, done: impl Fn(&EmbeddedHub) -> bool) {
+        for _ in 0..50 {
+            if done(&self.hub) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+macro_rules! replay {
+    ($($case:ident),* $(,)?) => {$(
+        #[tokio::test(start_paused = true)]
+        async fn $case() {
+            Replay::new(stringify!($case)).await.run().await;
+        }
+    )*};
+}
+
+replay!(
+    identify_ok,
+    identify_invalid_token,
+    identify_token_agent_mismatch,
+    before_identify,
+    before_identify_violations,
+    ping_pong,
+    validation_binary_frame,
+    validation_generation_string,
+    validation_identify_capability_number,
+    validation_invalid_json,
+    validation_invalid_json_not_counted,
+    validation_json_array,
+    validation_missing_type,
+    validation_nonstring_type,
+    validation_reason_too_long,
+    validation_task_complete_no_generation,
+    validation_unknown_type_agent_restarting,
+    validation_unknown_type_task_rejected,
+    violation_cooldown,
+    idle_timeout,
+    duplicate_agent,
+    presence_pushes,
+    rate_limit,
+    hub_shutdown,
+    restart_sidecar,
+);
