@@ -17,7 +17,7 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 struct Setup {
     hub: EmbeddedHub,
     token: String,
-    dir: TempDir,
+    _dir: TempDir,
     sidecar: Sidecar,
     events: tokio::sync::broadcast::Receiver<HubEvent>,
 }
@@ -31,7 +31,7 @@ async fn setup(agent: &str, url: Option<String>, extra: Value) -> Setup {
     let url = url.unwrap_or_else(|| hub.url());
     write_private(&dir.join("config.json"), &config_json(agent, &token, &url, extra));
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
-    Setup { hub, token, dir, sidecar, events }
+    Setup { hub, token, _dir: dir, sidecar, events }
 }
 
 fn frame(text: &str) -> Value {
@@ -103,7 +103,7 @@ async fn deaf_hub() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test]
 async fn exits_within_2s_when_the_hub_never_answers_the_close() {
     let (url, _deaf) = deaf_hub().await;
-    let mut s = setup("cli-deaf", Some(url), json!({"heartbeat_interval_ms": 60_000, "heartbeat_timeout_ms": 30_000})).await;
+    let mut s = setup("cli-deaf", Some(url), json!({"heartbeat_interval_ms": 59_000, "heartbeat_timeout_ms": 30_000})).await;
     s.sidecar.wait_log_event("identified", SECS(10)).await.expect("identified");
     s.sidecar.signal("TERM");
     let status = s.sidecar.wait_exit(SECS(2)).await.expect("exited within 2 s");
@@ -179,6 +179,7 @@ async fn a_silent_link_is_dropped_within_interval_plus_timeout() {
     write_private(&dir.join("config.json"), &config_json("cli-silent", &token, &url, json!({})));
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
     wait_hub(&mut events, SECS(10), "identified", identified("cli-silent")).await;
+    sidecar.wait_log_event("identified", SECS(5)).await.expect("the sidecar saw identified");
     hole.store(true, Ordering::SeqCst);
     // interval 1 s + timeout 0.8 s + the first reconnect delay (<= 0.1 s), with slack.
     let timeout = sidecar.wait_log_event("heartbeat_timeout", SECS(5)).await.expect("heartbeat_timeout logged");
@@ -188,7 +189,7 @@ async fn a_silent_link_is_dropped_within_interval_plus_timeout() {
 
 #[tokio::test]
 async fn answers_websocket_pings_while_otherwise_idle() {
-    let mut s = setup("cli-wsping", None, json!({"heartbeat_interval_ms": 60_000, "heartbeat_timeout_ms": 30_000})).await;
+    let mut s = setup("cli-wsping", None, json!({"heartbeat_interval_ms": 59_000, "heartbeat_timeout_ms": 30_000})).await;
     wait_hub(&mut s.events, SECS(10), "identified", identified("cli-wsping")).await;
     s.hub.ws_ping("cli-wsping", b"are-you-there".to_vec()).await.unwrap();
     let pong = wait_hub(&mut s.events, SECS(5), "a WebSocket pong", |e| matches!(e, HubEvent::WsPong { .. })).await;
