@@ -43,6 +43,13 @@ fn only_ws_path(req: &Request, resp: Response) -> Result<Response, ErrorResponse
     Err(not_found)
 }
 
+/// `from + after`, or a year from `from` when that would overflow (absurd options must not panic).
+pub(crate) fn far_or(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .or_else(|| from.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(from)
+}
+
 /// Serves connection `conn` on `stream` until it ends, then unregisters it.
 pub async fn run<S>(shared: Arc<Shared>, conn: u64, stream: S, rx: UnboundedReceiver<ConnCmd>)
 where
@@ -94,7 +101,7 @@ where
     let mut session = Session::new(shared.clone(), conn);
     let mut last_recv = Instant::now();
     loop {
-        let idle_deadline = last_recv + shared.opts.idle_timeout;
+        let idle_deadline = far_or(last_recv, shared.opts.idle_timeout);
         tokio::select! {
             incoming = ws.next() => {
                 last_recv = Instant::now();

@@ -312,9 +312,10 @@ async fn accept_loop(hub: EmbeddedHub, listener: TcpListener) {
 /// Every `reaper_interval`, drops (no close frame) agents whose last JSON ping is too old.
 async fn reaper(shared: Arc<Shared>) {
     let period = shared.opts.reaper_interval.max(Duration::from_millis(1));
-    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    let mut next = conn::far_or(Instant::now(), period);
     loop {
-        ticks.tick().await;
+        tokio::time::sleep_until(next).await;
+        next = conn::far_or(next, period);
         let now = Instant::now();
         let mut st = shared.lock();
         let stale: Vec<(String, u64)> = st
