@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::session::{Action, Session};
 use super::state::ConnCmd;
-use super::{HubEvent, Shared};
+use super::{later, HubEvent, Shared};
 
 /// How long a handshake, or the client's answer to our close frame, may take.
 const GRACE: Duration = Duration::from_secs(5);
@@ -41,13 +41,6 @@ fn only_ws_path(req: &Request, resp: Response) -> Result<Response, ErrorResponse
     let mut not_found = ErrorResponse::new(Some("not found".into()));
     *not_found.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
     Err(not_found)
-}
-
-/// `from + after`, or a year from `from` when that would overflow (absurd options must not panic).
-pub(crate) fn far_or(from: Instant, after: Duration) -> Instant {
-    from.checked_add(after)
-        .or_else(|| from.checked_add(Duration::from_secs(365 * 86_400)))
-        .unwrap_or(from)
 }
 
 /// Serves connection `conn` on `stream` until it ends, then unregisters it.
@@ -101,7 +94,7 @@ where
     let mut session = Session::new(shared.clone(), conn);
     let mut last_recv = Instant::now();
     loop {
-        let idle_deadline = far_or(last_recv, shared.opts.idle_timeout);
+        let idle_deadline = later(last_recv, shared.opts.idle_timeout);
         tokio::select! {
             incoming = ws.next() => {
                 last_recv = Instant::now();

@@ -6,10 +6,10 @@
 //! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
 
 mod conn;
-pub mod rate;
+mod rate;
 pub mod schema;
 mod session;
-pub mod state;
+mod state;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,40 +58,65 @@ impl Default for HubOptions {
 }
 
 /// Something that happened on the hub, for tests and the demo to observe.
+///
+/// In every variant `conn` numbers the connection (1, 2, ... in order of arrival) and `at` is
+/// the `tokio::time::Instant` of the event (virtual time under a paused clock).
 #[derive(Clone, Debug)]
 pub enum HubEvent {
     /// A WebSocket handshake completed.
-    Connected { conn: u64, at: Instant },
-    /// A text frame arrived, as received.
-    Received {
+    Connected {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+    },
+    /// A text frame arrived.
+    Received {
+        /// Connection number.
+        conn: u64,
+        /// When it happened.
+        at: Instant,
+        /// The frame's text, exactly as received.
         text: String,
     },
-    /// A text frame was sent, as sent.
+    /// A text frame was sent.
     Sent {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+        /// The frame's text, exactly as sent.
         text: String,
     },
     /// A socket identified successfully.
     Identified {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+        /// The agent it identified as.
         agent_id: String,
     },
-    /// The client answered a WebSocket ping with this control pong.
+    /// The client answered a WebSocket ping with a control pong.
     WsPong {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+        /// The pong's payload.
         payload: Vec<u8>,
     },
-    /// The connection ended; `code` is None when no close frame was involved.
+    /// The connection ended.
     Closed {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+        /// The close code; None when the stream ended without one (or the hub dropped it).
         code: Option<u16>,
+        /// The close reason ("" when none).
         reason: String,
+        /// True when the hub closed or dropped the connection, false when the client did.
         by_hub: bool,
     },
 }
@@ -141,6 +166,13 @@ pub struct EmbeddedHub {
     shared: Arc<Shared>,
     addr: SocketAddr,
     running: Arc<Mutex<Running>>,
+}
+
+/// `from + after`, or a year from `from` when that would overflow (absurd options must not panic).
+pub(crate) fn later(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .or_else(|| from.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(from)
 }
 
 /// Milliseconds since the Unix epoch, for `timestamp` and `connected_at`.
@@ -312,10 +344,10 @@ async fn accept_loop(hub: EmbeddedHub, listener: TcpListener) {
 /// Every `reaper_interval`, drops (no close frame) agents whose last JSON ping is too old.
 async fn reaper(shared: Arc<Shared>) {
     let period = shared.opts.reaper_interval.max(Duration::from_millis(1));
-    let mut next = conn::far_or(Instant::now(), period);
+    let mut next = later(Instant::now(), period);
     loop {
         tokio::time::sleep_until(next).await;
-        next = conn::far_or(next, period);
+        next = later(next, period);
         let now = Instant::now();
         let mut st = shared.lock();
         let stale: Vec<(String, u64)> = st

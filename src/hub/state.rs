@@ -106,7 +106,7 @@ impl State {
             .count
             .saturating_sub(1)
             .min(cooldowns.len().checked_sub(1)?);
-        let until = super::conn::far_or(strike.at, cooldowns[idx]);
+        let until = super::later(strike.at, cooldowns[idx]);
         let left = until.checked_duration_since(now).filter(|d| !d.is_zero())?;
         Some(left.as_millis().div_ceil(1000) as u64)
     }
