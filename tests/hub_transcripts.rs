@@ -253,6 +253,12 @@ impl Replay {
             panic!("{at}: expected {expected}, got {msg:?}")
         };
         let actual: Value = serde_json::from_str(&text).expect("hub sends JSON");
+        // serde_json's default map is sorted: equality means compact text with sorted keys.
+        assert_eq!(
+            text.as_str(),
+            actual.to_string(),
+            "{at}: keys in alphabetical order"
+        );
         assert!(
             matches(expected, &actual, &self.tokens),
             "{at}: expected {expected}\n got {actual}"

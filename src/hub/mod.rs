@@ -175,6 +175,30 @@ pub(crate) fn later(from: Instant, after: Duration) -> Instant {
         .unwrap_or(from)
 }
 
+/// Compact JSON text with object keys in alphabetical order, as the real hub sends them
+/// (explicit, so it holds even if serde_json's `preserve_order` feature gets enabled).
+pub(crate) fn wire_text(frame: &serde_json::Value) -> String {
+    sorted(frame).to_string()
+}
+
+fn sorted(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Milliseconds since the Unix epoch, for `timestamp` and `connected_at`.
 pub(crate) fn epoch_ms() -> u64 {
     SystemTime::now()
@@ -302,7 +326,7 @@ impl EmbeddedHub {
 
     /// Sends a frame to the socket registered for `agent_id` (the first one, as the real hub routes).
     pub async fn push(&self, agent_id: &str, frame: serde_json::Value) -> Result<(), NotConnected> {
-        self.order(agent_id, ConnCmd::Push(frame.to_string()))
+        self.order(agent_id, ConnCmd::Push(wire_text(&frame)))
     }
 
     /// Test knob: `false` makes the hub swallow JSON pings (no pong), like a dead hub.

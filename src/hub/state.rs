@@ -134,7 +134,7 @@ impl State {
 
     /// Sends `frame` to every identified socket (except those identified as `skip`).
     pub fn broadcast(&self, frame: &Value, skip: Option<&str>) {
-        let text = frame.to_string();
+        let text = super::wire_text(frame);
         for entry in self.conns.values() {
             match &entry.agent_id {
                 Some(id) if Some(id.as_str()) != skip => {
