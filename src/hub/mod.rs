@@ -11,6 +11,7 @@ pub mod schema;
 mod session;
 mod state;
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -161,6 +162,9 @@ struct Running {
 }
 
 /// A handle to a running embedded hub; clones share the same hub.
+///
+/// Dropping the handles does not stop it (its tasks live until the runtime ends): call
+/// [`EmbeddedHub::stop`]. Every method that spawns must run inside a tokio runtime.
 #[derive(Clone)]
 pub struct EmbeddedHub {
     shared: Arc<Shared>,
@@ -271,6 +275,7 @@ impl EmbeddedHub {
             task.abort();
             let _ = task.await;
         }
+        let mut told = HashSet::new();
         let wait_all = async {
             loop {
                 let gone = self.shared.conn_gone.notified();
@@ -279,8 +284,11 @@ impl EmbeddedHub {
                     if st.conns.is_empty() {
                         break;
                     }
-                    for entry in st.conns.values() {
-                        let _ = entry.tx.send(ConnCmd::Close(1000, String::new()));
+                    // Connections served meanwhile (serve_stream) are told as well.
+                    for (conn, entry) in &st.conns {
+                        if told.insert(*conn) {
+                            let _ = entry.tx.send(ConnCmd::Close(1000, String::new()));
+                        }
                     }
                 }
                 gone.await;
