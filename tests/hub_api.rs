@@ -117,6 +117,7 @@ async fn push_ws_ping_and_events() {
         .expect("start");
     assert!(hub.push("nobody", json!({"type": "x"})).await.is_err());
     let token = hub.add_token("ev-1");
+    let mut live = hub.events();
     let mut ws = open(&hub).await;
     send(&mut ws, identify("ev-1", &token)).await;
     recv_json(&mut ws).await;
@@ -176,6 +177,16 @@ async fn push_ws_ping_and_events() {
         matches!(&history[6], HubEvent::Closed { code: Some(1000), by_hub: false, reason, .. } if reason == "bye")
     );
     assert!(hub.connected_agents().is_empty());
+    let mut live_count = 0;
+    while let Ok(event) = live.try_recv() {
+        assert_eq!(format!("{event:?}"), format!("{:?}", history[live_count]));
+        live_count += 1;
+    }
+    assert_eq!(
+        live_count,
+        history.len(),
+        "events() sees what history() records"
+    );
 }
 
 #[tokio::test(start_paused = true)]
