@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::DuplexStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -200,14 +201,25 @@ impl Replay {
         let Some(mut ws) = self.conns.remove(conn) else {
             return;
         };
-        ws.close(None).await.expect("client close");
+        let normal = CloseFrame {
+            code: 1000.into(),
+            reason: "".into(),
+        };
+        ws.close(Some(normal)).await.expect("client close");
+        let mut answer = None;
         loop {
             match timeout(RECV_LIMIT, ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => panic!("{case}: unexpected frame on {conn}: {t}"),
+                Ok(Some(Ok(Message::Close(frame)))) => answer = frame.map(|f| u16::from(f.code)),
                 Ok(Some(Ok(_))) => {}
                 _ => break,
             }
         }
+        assert_eq!(
+            answer,
+            Some(1000),
+            "{case}: the hub answers a client close with 1000"
+        );
     }
 
     async fn send(&mut self, conn: &str, frame: &Value) {
@@ -241,6 +253,12 @@ impl Replay {
             panic!("{at}: expected {expected}, got {msg:?}")
         };
         let actual: Value = serde_json::from_str(&text).expect("hub sends JSON");
+        // serde_json's default map is sorted: equality means compact text with sorted keys.
+        assert_eq!(
+            text.as_str(),
+            actual.to_string(),
+            "{at}: keys in alphabetical order"
+        );
         assert!(
             matches(expected, &actual, &self.tokens),
             "{at}: expected {expected}\n got {actual}"

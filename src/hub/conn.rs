@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::session::{Action, Session};
 use super::state::ConnCmd;
-use super::{HubEvent, Shared};
+use super::{later, wire_text, HubEvent, Shared};
 
 /// How long a handshake, or the client's answer to our close frame, may take.
 const GRACE: Duration = Duration::from_secs(5);
@@ -94,7 +94,7 @@ where
     let mut session = Session::new(shared.clone(), conn);
     let mut last_recv = Instant::now();
     loop {
-        let idle_deadline = last_recv + shared.opts.idle_timeout;
+        let idle_deadline = later(last_recv, shared.opts.idle_timeout);
         tokio::select! {
             incoming = ws.next() => {
                 last_recv = Instant::now();
@@ -108,7 +108,7 @@ where
                         for action in session.on_text(text.as_str()) {
                             match action {
                                 Action::Send(frame) => {
-                                    if send_text(shared, conn, &mut ws, frame.to_string()).await.is_err() {
+                                    if send_text(shared, conn, &mut ws, wire_text(&frame)).await.is_err() {
                                         return End::Vanished;
                                     }
                                 }

@@ -6,11 +6,12 @@
 //! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
 
 mod conn;
-pub mod rate;
+mod rate;
 pub mod schema;
 mod session;
-pub mod state;
+mod state;
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,40 +59,65 @@ impl Default for HubOptions {
 }
 
 /// Something that happened on the hub, for tests and the demo to observe.
+///
+/// In every variant `conn` numbers the connection (1, 2, ... in order of arrival) and `at` is
+/// the `tokio::time::Instant` of the event (virtual time under a paused clock).
 #[derive(Clone, Debug)]
 pub enum HubEvent {
     /// A WebSocket handshake completed.
-    Connected { conn: u64, at: Instant },
-    /// A text frame arrived, as received.
-    Received {
+    Connected {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+    },
+    /// A text frame arrived.
+    Received {
+        /// Connection number.
+        conn: u64,
+        /// When it happened.
+        at: Instant,
+        /// The frame's text, exactly as received.
         text: String,
     },
-    /// A text frame was sent, as sent.
+    /// A text frame was sent.
     Sent {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+        /// The frame's text, exactly as sent.
         text: String,
     },
     /// A socket identified successfully.
     Identified {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+        /// The agent it identified as.
         agent_id: String,
     },
-    /// The client answered a WebSocket ping with this control pong.
+    /// The client answered a WebSocket ping with a control pong.
     WsPong {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+        /// The pong's payload.
         payload: Vec<u8>,
     },
-    /// The connection ended; `code` is None when no close frame was involved.
+    /// The connection ended.
     Closed {
+        /// Connection number.
         conn: u64,
+        /// When it happened.
         at: Instant,
+        /// The close code; None when the stream ended without one (or the hub dropped it).
         code: Option<u16>,
+        /// The close reason ("" when none).
         reason: String,
+        /// True when the hub closed or dropped the connection, false when the client did.
         by_hub: bool,
     },
 }
@@ -136,11 +162,45 @@ struct Running {
 }
 
 /// A handle to a running embedded hub; clones share the same hub.
+///
+/// Dropping the handles does not stop it (its tasks live until the runtime ends): call
+/// [`EmbeddedHub::stop`]. Every method that spawns must run inside a tokio runtime.
 #[derive(Clone)]
 pub struct EmbeddedHub {
     shared: Arc<Shared>,
     addr: SocketAddr,
     running: Arc<Mutex<Running>>,
+}
+
+/// `from + after`, or a year from `from` when that would overflow (absurd options must not panic).
+pub(crate) fn later(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .or_else(|| from.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(from)
+}
+
+/// Compact JSON text with object keys in alphabetical order, as the real hub sends them
+/// (explicit, so it holds even if serde_json's `preserve_order` feature gets enabled).
+pub(crate) fn wire_text(frame: &serde_json::Value) -> String {
+    sorted(frame).to_string()
+}
+
+fn sorted(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Milliseconds since the Unix epoch, for `timestamp` and `connected_at`.
@@ -215,6 +275,7 @@ impl EmbeddedHub {
             task.abort();
             let _ = task.await;
         }
+        let mut told = HashSet::new();
         let wait_all = async {
             loop {
                 let gone = self.shared.conn_gone.notified();
@@ -223,8 +284,11 @@ impl EmbeddedHub {
                     if st.conns.is_empty() {
                         break;
                     }
-                    for entry in st.conns.values() {
-                        let _ = entry.tx.send(ConnCmd::Close(1000, String::new()));
+                    // Connections served meanwhile (serve_stream) are told as well.
+                    for (conn, entry) in &st.conns {
+                        if told.insert(*conn) {
+                            let _ = entry.tx.send(ConnCmd::Close(1000, String::new()));
+                        }
                     }
                 }
                 gone.await;
@@ -270,7 +334,7 @@ impl EmbeddedHub {
 
     /// Sends a frame to the socket registered for `agent_id` (the first one, as the real hub routes).
     pub async fn push(&self, agent_id: &str, frame: serde_json::Value) -> Result<(), NotConnected> {
-        self.order(agent_id, ConnCmd::Push(frame.to_string()))
+        self.order(agent_id, ConnCmd::Push(wire_text(&frame)))
     }
 
     /// Test knob: `false` makes the hub swallow JSON pings (no pong), like a dead hub.
@@ -312,9 +376,10 @@ async fn accept_loop(hub: EmbeddedHub, listener: TcpListener) {
 /// Every `reaper_interval`, drops (no close frame) agents whose last JSON ping is too old.
 async fn reaper(shared: Arc<Shared>) {
     let period = shared.opts.reaper_interval.max(Duration::from_millis(1));
-    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    let mut next = later(Instant::now(), period);
     loop {
-        ticks.tick().await;
+        tokio::time::sleep_until(next).await;
+        next = later(next, period);
         let now = Instant::now();
         let mut st = shared.lock();
         let stale: Vec<(String, u64)> = st

@@ -68,22 +68,18 @@ impl Session {
             }
             return vec![Action::Send(error("not_identified"))];
         };
+        let tier = Tier::of(msg_type);
         let mut out = Vec::new();
-        let now = Instant::now();
-        match self.shared.lock().rate(&agent_id, Tier::of(msg_type), now) {
+        match self.shared.lock().rate(&agent_id, tier, Instant::now()) {
             Verdict::Allow => {}
-            Verdict::Warn { remaining } => {
-                let tier = Tier::of(msg_type);
-                out.push(Action::Send(
-                    json!({"type": "rate_limit_warning", "tier": tier.name(),
-                    "remaining": remaining, "capacity": tier.capacity()}),
-                ));
-            }
+            Verdict::Warn { remaining } => out
+                .push(Action::Send(json!({"type": "rate_limit_warning",
+                "tier": tier.name(), "remaining": remaining, "capacity": tier.capacity()}))),
             Verdict::Deny { retry_after_ms } => {
-                let tier = Tier::of(msg_type).name();
-                let frame =
-                    json!({"type": "rate_limited", "tier": tier, "retry_after_ms": retry_after_ms});
-                return vec![Action::Send(frame)];
+                return vec![Action::Send(
+                    json!({"type": "rate_limited", "tier": tier.name(),
+                    "retry_after_ms": retry_after_ms}),
+                )];
             }
         }
         if msg_type == "identify" {

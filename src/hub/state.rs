@@ -106,7 +106,7 @@ impl State {
             .count
             .saturating_sub(1)
             .min(cooldowns.len().checked_sub(1)?);
-        let until = strike.at + cooldowns[idx];
+        let until = super::later(strike.at, cooldowns[idx]);
         let left = until.checked_duration_since(now).filter(|d| !d.is_zero())?;
         Some(left.as_millis().div_ceil(1000) as u64)
     }
@@ -134,7 +134,7 @@ impl State {
 
     /// Sends `frame` to every identified socket (except those identified as `skip`).
     pub fn broadcast(&self, frame: &Value, skip: Option<&str>) {
-        let text = frame.to_string();
+        let text = super::wire_text(frame);
         for entry in self.conns.values() {
             match &entry.agent_id {
                 Some(id) if Some(id.as_str()) != skip => {
