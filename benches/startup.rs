@@ -10,7 +10,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Resident set size in KiB, from /proc/PID/status.
@@ -66,7 +69,10 @@ async fn spawn_identified(hub: &EmbeddedHub, dir: &std::path::Path, agent: &str)
     loop {
         match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
             Ok(Ok(HubEvent::Identified { agent_id, at, .. })) if agent_id == agent => {
-                return Run { child, to_identified: at - start };
+                return Run {
+                    child,
+                    to_identified: at - start,
+                };
             }
             Ok(_) => {}
             Err(_) => panic!("{agent} did not identify within 10 s"),
@@ -77,7 +83,10 @@ async fn spawn_identified(hub: &EmbeddedHub, dir: &std::path::Path, agent: &str)
 fn main() {
     let runs = env_or("BENCH_RUNS", 20);
     let idle_secs = env_or("BENCH_IDLE_SECS", 60);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
         let dir = std::env::temp_dir().join(format!("agentcom-sidecar-bench-{}", std::process::id()));

@@ -400,9 +400,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -431,11 +429,13 @@ fn suggest(key: &str) -> Option<&'static str> {
 }
 
 /// A value from the file, made safe to quote in a message: control characters escaped, long
-/// values cut, and the token (if known) replaced by `<redacted>` wherever it occurs.
+/// values cut, and the token (if known) replaced by `<redacted>` wherever it occurs. A token of
+/// under 6 characters is no real secret (hub tokens are 64 hex digits), and replacing it would
+/// garble the message (`t` inside `http`), so only longer tokens are replaced.
 fn echo(value: &str, token: Option<&str>) -> String {
     let mut s = value.to_string();
     if let Some(t) = token {
-        if !t.is_empty() {
+        if t.chars().count() >= 6 {
             s = s.replace(t, "<redacted>");
         }
     }
@@ -482,8 +482,7 @@ impl Builder<'_> {
     }
 
     fn warn(&mut self, msg: String) {
-        self.warnings
-            .push(format!("{}: {msg}", self.path.display()));
+        self.warnings.push(format!("{}: {msg}", self.path.display()));
     }
 
     fn invalid(&self, field: &str, message: String) -> ConfigError {
@@ -590,14 +589,19 @@ impl Builder<'_> {
             if ms > MAX_DURATION_MS {
                 return Err(self.invalid(
                     key,
-                    format!("is {ms} ms, more than the largest accepted, {MAX_DURATION_MS} ms (about 24.8 days)"),
+                    format!(
+                        "is {ms} ms, more than the largest accepted, {MAX_DURATION_MS} ms (about 24.8 days)"
+                    ),
                 ));
             }
             Ok(Some(ms))
         } else if n.is_i64() {
             Err(self.invalid(
                 key,
-                format!("is negative ({n})\nhelp: give a duration in milliseconds, for example:\n    {}", example_line(key)),
+                format!(
+                    "is negative ({n})\nhelp: give a duration in milliseconds, for example:\n    {}",
+                    example_line(key)
+                ),
             ))
         } else {
             Err(wrong("a decimal number"))
@@ -610,9 +614,7 @@ impl Builder<'_> {
             None => Ok(default),
             Some(0) => Err(self.invalid(
                 key,
-                format!(
-                    "is 0, but it must be more than 0\nhelp: leave it out for the default, {default}"
-                ),
+                format!("is 0, but it must be more than 0\nhelp: leave it out for the default, {default}"),
             )),
             Some(ms) => Ok(ms),
         }
@@ -624,9 +626,7 @@ impl Builder<'_> {
         for (key, value) in pairs {
             let shown = echo(key, token);
             if seen.contains(&key.as_str()) {
-                self.warn(format!(
-                    "`{shown}` appears more than once; the last one is used"
-                ));
+                self.warn(format!("`{shown}` appears more than once; the last one is used"));
                 continue;
             }
             seen.push(key);
@@ -645,9 +645,7 @@ impl Builder<'_> {
                 continue;
             }
             match suggest(key) {
-                Some(k) => self.warn(format!(
-                    "unknown key `{shown}` is ignored; did you mean `{k}`?"
-                )),
+                Some(k) => self.warn(format!("unknown key `{shown}` is ignored; did you mean `{k}`?")),
                 None => self.warn(format!("unknown key `{shown}` is ignored")),
             }
         }
@@ -659,9 +657,7 @@ impl Builder<'_> {
             return Err(self.invalid("hub_url", message));
         }
         let after_scheme = &url[url.find("://").map_or(0, |i| i + 3)..];
-        let rest = after_scheme
-            .find(['/', '?'])
-            .map_or("", |i| &after_scheme[i..]);
+        let rest = after_scheme.find(['/', '?']).map_or("", |i| &after_scheme[i..]);
         if rest.is_empty() || rest == "/" {
             self.warn(format!(
                 "`hub_url` `{}` has no path, but the AgentCom hub serves WebSocket at /ws; did you mean `{}/ws`?",
@@ -847,46 +843,43 @@ impl Config {
             _ => agent_id.clone(),
         };
 
-        let capabilities = match b.get("capabilities") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => {
-                let mut caps = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(s) if s.trim().is_empty() => {
-                            return Err(b.invalid(
+        let capabilities =
+            match b.get("capabilities") {
+                None => Vec::new(),
+                Some(Value::Array(items)) => {
+                    let mut caps = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        match item {
+                            Value::String(s) if s.trim().is_empty() => return Err(b.invalid(
                                 &format!("capabilities[{i}]"),
-                                "is an empty string\nhelp: remove it, or name a capability such as \"code\"".to_string(),
-                            ))
-                        }
-                        Value::String(s) => caps.push(s.clone()),
-                        other => {
-                            return Err(b.err(ConfigErrorKind::WrongType {
-                                field: format!("capabilities[{i}]"),
-                                expected: "a string",
-                                found: json_type(other),
-                            }))
+                                "is an empty string\nhelp: remove it, or name a capability such as \"code\""
+                                    .to_string(),
+                            )),
+                            Value::String(s) => caps.push(s.clone()),
+                            other => {
+                                return Err(b.err(ConfigErrorKind::WrongType {
+                                    field: format!("capabilities[{i}]"),
+                                    expected: "a string",
+                                    found: json_type(other),
+                                }))
+                            }
                         }
                     }
+                    caps
                 }
-                caps
-            }
-            Some(other) => {
-                return Err(b.err(ConfigErrorKind::WrongType {
-                    field: "capabilities".to_string(),
-                    expected: "an array of strings",
-                    found: json_type(other),
-                }))
-            }
-        };
+                Some(other) => {
+                    return Err(b.err(ConfigErrorKind::WrongType {
+                        field: "capabilities".to_string(),
+                        expected: "an array of strings",
+                        found: json_type(other),
+                    }))
+                }
+            };
 
-        let wake_command = b
-            .opt_string("wake_command")?
-            .filter(|w| !w.trim().is_empty());
+        let wake_command = b.opt_string("wake_command")?.filter(|w| !w.trim().is_empty());
         if wake_command.is_none() {
             b.warn(
-                "no `wake_command`: every task will be failed with `no_wake_command_configured`"
-                    .to_string(),
+                "no `wake_command`: every task will be failed with `no_wake_command_configured`".to_string(),
             );
         }
 
@@ -1117,11 +1110,7 @@ mod tests {
         assert_eq!(c.name, "Agent One");
         assert_eq!(c.capabilities, ["code", "review"]);
         assert_eq!(c.wake_command, None);
-        assert!(
-            c.warnings[0].contains("no `wake_command`"),
-            "{:?}",
-            c.warnings
-        );
+        assert!(c.warnings[0].contains("no `wake_command`"), "{:?}", c.warnings);
         assert_eq!(c.confirmation_timeout, Duration::from_secs(120));
         assert_eq!(c.results_dir, PathBuf::from("/var/res"));
         assert_eq!(c.log_file, PathBuf::from("/srv/agent/logs/s.log"));
@@ -1134,10 +1123,7 @@ mod tests {
     fn relative_paths_resolve_against_the_config_folder() {
         let text = with("results_dir", r#""../shared/results""#);
         let c = Config::parse(&text, Path::new("/etc/agentcom/config.json")).unwrap();
-        assert_eq!(
-            c.results_dir,
-            PathBuf::from("/etc/agentcom/../shared/results")
-        );
+        assert_eq!(c.results_dir, PathBuf::from("/etc/agentcom/../shared/results"));
         assert_eq!(c.log_file, PathBuf::from("/etc/agentcom/sidecar.log"));
         // A relative config path is made absolute against the cwd, not left relative.
         let c = Config::parse(&minimal(), Path::new("sub/config.json")).unwrap();
@@ -1334,24 +1320,15 @@ mod tests {
     #[test]
     fn missing_and_empty() {
         let (kind, msg) = err(&without("hub_url"));
-        assert!(matches!(
-            kind,
-            ConfigErrorKind::Missing { field: "hub_url" }
-        ));
+        assert!(matches!(kind, ConfigErrorKind::Missing { field: "hub_url" }));
         assert!(
             msg.starts_with("/srv/agent/config.json: required field `hub_url` is missing"),
             "{msg}"
         );
-        assert!(
-            msg.contains(r#""hub_url": "ws://hub.example:4000/ws""#),
-            "{msg}"
-        );
+        assert!(msg.contains(r#""hub_url": "ws://hub.example:4000/ws""#), "{msg}");
 
         let (kind, msg) = err(&with("agent_id", "null"));
-        assert!(matches!(
-            kind,
-            ConfigErrorKind::Missing { field: "agent_id" }
-        ));
+        assert!(matches!(kind, ConfigErrorKind::Missing { field: "agent_id" }));
         assert!(msg.contains(r#""agent_id": "my-agent""#), "{msg}");
 
         let (kind, msg) = err(&with("token", r#""  ""#));
@@ -1405,9 +1382,7 @@ mod tests {
         assert!(msg.contains("field `heartbeat_interval_ms` must be a whole number of milliseconds, found a decimal number"), "{msg}");
         let (_, msg) = err(&with("reconnect_max_ms", r#""60000""#));
         assert!(
-            msg.contains(
-                "field `reconnect_max_ms` must be a whole number of milliseconds, found a string"
-            ),
+            msg.contains("field `reconnect_max_ms` must be a whole number of milliseconds, found a string"),
             "{msg}"
         );
         let (kind, msg) = err(&with("confirmation_timeout_ms", "-5"));
@@ -1424,9 +1399,19 @@ mod tests {
             "{msg}"
         );
         let (_, msg) = err(&with("reconnect_initial_ms", "70000"));
-        assert!(msg.contains("field `reconnect_initial_ms` (70000) must not be more than `reconnect_max_ms` (60000)"), "{msg}");
+        assert!(
+            msg.contains(
+                "field `reconnect_initial_ms` (70000) must not be more than `reconnect_max_ms` (60000)"
+            ),
+            "{msg}"
+        );
         let (_, msg) = err(&with("heartbeat_timeout_ms", "30000"));
-        assert!(msg.contains("field `heartbeat_timeout_ms` (30000) must be less than `heartbeat_interval_ms` (30000)"), "{msg}");
+        assert!(
+            msg.contains(
+                "field `heartbeat_timeout_ms` (30000) must be less than `heartbeat_interval_ms` (30000)"
+            ),
+            "{msg}"
+        );
         let (_, msg) = err(&with("heartbeat_interval_ms", "60000"));
         assert!(
             msg.contains("field `heartbeat_interval_ms` is 60000, but the hub drops"),
@@ -1456,9 +1441,7 @@ mod tests {
         );
         let (_, msg) = err(&with("reconnect_jitter", r#""0.5""#));
         assert!(
-            msg.contains(
-                "field `reconnect_jitter` must be a number from 0.0 to 1.0, found a string"
-            ),
+            msg.contains("field `reconnect_jitter` must be a number from 0.0 to 1.0, found a string"),
             "{msg}"
         );
     }
@@ -1467,19 +1450,12 @@ mod tests {
     fn limits() {
         let (_, msg) = err(&with("agent_id", &format!("\"{}\"", "a".repeat(129))));
         assert!(
-            msg.contains(
-                "field `agent_id` is too long: 129 characters, the hub accepts at most 128"
-            ),
+            msg.contains("field `agent_id` is too long: 129 characters, the hub accepts at most 128"),
             "{msg}"
         );
-        assert!(
-            Config::parse(&with("agent_id", &format!("\"{}\"", "é".repeat(128))), &p()).is_ok()
-        );
+        assert!(Config::parse(&with("agent_id", &format!("\"{}\"", "é".repeat(128))), &p()).is_ok());
         let (_, msg) = err(&with("name", &format!("\"{}\"", "n".repeat(257))));
-        assert!(
-            msg.contains("field `name` is too long: 257 characters"),
-            "{msg}"
-        );
+        assert!(msg.contains("field `name` is too long: 257 characters"), "{msg}");
         let (_, msg) = err(&with("agent_id", r#"" a1""#));
         assert!(msg.contains("field `agent_id` has spaces"), "{msg}");
         let (_, msg) = err(&with("capabilities", r#"["code", ""]"#));
@@ -1508,11 +1484,7 @@ mod tests {
                 "`wss://h.example/ws`",
             ),
             ("h:4000/ws", "has no scheme", "`ws://h:4000/ws`"),
-            (
-                "localhost:4000",
-                "has no scheme",
-                "`ws://localhost:4000/ws`",
-            ),
+            ("localhost:4000", "has no scheme", "`ws://localhost:4000/ws`"),
             ("ftp://h/ws", "must be ws:// or wss://", "ws://HOST:4000/ws"),
             ("ws:///ws", "has no host", "wss://HOST/ws"),
             ("ws://h :4000/ws", "holds a space", "ws://HOST:4000/ws"),
@@ -1571,10 +1543,7 @@ mod tests {
         // A too-long token is not echoed.
         let long = "s3cr3t".repeat(50);
         let (_, msg) = err(&with("token", &format!("\"{long}\"")));
-        assert!(
-            msg.contains("field `token` is too long: 300 characters"),
-            "{msg}"
-        );
+        assert!(msg.contains("field `token` is too long: 300 characters"), "{msg}");
         assert!(!msg.contains("s3cr3t"), "{msg}");
         // Nor one with stray spaces, nor one pasted into hub_url or used as a key.
         let (_, msg) = err(&with("token", "\"s3cr3t-value \""));
@@ -1593,10 +1562,7 @@ mod tests {
         std::env::set_var(CONFIG_ENV, "");
         assert_eq!(default_config_path(), PathBuf::from("./config.json"));
         std::env::set_var(CONFIG_ENV, "/etc/agentcom/sidecar.json");
-        assert_eq!(
-            default_config_path(),
-            PathBuf::from("/etc/agentcom/sidecar.json")
-        );
+        assert_eq!(default_config_path(), PathBuf::from("/etc/agentcom/sidecar.json"));
         std::env::remove_var(CONFIG_ENV);
     }
 

@@ -26,7 +26,10 @@ fn say(line: &str) {
 pub async fn run() -> ExitCode {
     match script().await {
         Ok(log_file) => {
-            say(&format!("done: every step seen. The JSON-lines log is at {}", log_file.display()));
+            say(&format!(
+                "done: every step seen. The JSON-lines log is at {}",
+                log_file.display()
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -74,7 +77,14 @@ async fn script() -> Result<PathBuf, String> {
     result?;
     // The sidecar has exited; the hub must have seen close code 1000.
     let closed_clean = hub.history().iter().any(|e| {
-        matches!(e, HubEvent::Closed { code: Some(1000), by_hub: false, .. })
+        matches!(
+            e,
+            HubEvent::Closed {
+                code: Some(1000),
+                by_hub: false,
+                ..
+            }
+        )
     });
     if !closed_clean {
         return Err("the hub did not see the sidecar close with code 1000".into());
@@ -115,9 +125,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 async fn steps(hub: &EmbeddedHub, events: &mut broadcast::Receiver<HubEvent>) -> Result<(), String> {
-    wait_for(events, Duration::from_secs(5), "identified", |e| {
-        matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == AGENT_ID)
-    })
+    wait_for(
+        events,
+        Duration::from_secs(5),
+        "identified",
+        |e| matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == AGENT_ID),
+    )
     .await?;
     for _ in 0..2 {
         wait_for(events, Duration::from_secs(5), "a pong", is_pong).await?;
@@ -126,10 +139,15 @@ async fn steps(hub: &EmbeddedHub, events: &mut broadcast::Receiver<HubEvent>) ->
     hub.stop().await;
     sleep(Duration::from_secs(3)).await;
     say("starting the hub again on the same port");
-    hub.restart().await.map_err(|e| format!("cannot restart the embedded hub: {e}"))?;
-    wait_for(events, Duration::from_secs(10), "identified after the restart", |e| {
-        matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == AGENT_ID)
-    })
+    hub.restart()
+        .await
+        .map_err(|e| format!("cannot restart the embedded hub: {e}"))?;
+    wait_for(
+        events,
+        Duration::from_secs(10),
+        "identified after the restart",
+        |e| matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == AGENT_ID),
+    )
     .await?;
     wait_for(events, Duration::from_secs(5), "a pong", is_pong).await?;
     say("sending the sidecar a stop signal, as Ctrl+C or SIGTERM would");
@@ -172,7 +190,9 @@ async fn narrate_hub(mut events: broadcast::Receiver<HubEvent>) -> std::convert:
                 None => "received a frame that is not JSON".to_owned(),
             },
             Ok(HubEvent::Sent { text, .. }) => format!("sent {}", frame_type(&text).unwrap_or_default()),
-            Ok(HubEvent::Closed { conn, code, by_hub, .. }) => format!(
+            Ok(HubEvent::Closed {
+                conn, code, by_hub, ..
+            }) => format!(
                 "connection #{conn} closed by the {} (code {})",
                 if by_hub { "hub" } else { "sidecar" },
                 code.map_or("none".to_owned(), |c| c.to_string())

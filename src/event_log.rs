@@ -15,7 +15,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The daemon started.
-    Startup { version: String, pid: u32, config: String, hub_url: String },
+    Startup {
+        version: String,
+        pid: u32,
+        config: String,
+        hub_url: String,
+    },
     /// A config key was accepted but is not used, or is unknown.
     ConfigWarning { message: String },
     /// Opening the WebSocket.
@@ -35,9 +40,16 @@ pub enum Event {
     /// The hub's rate limiter dropped a frame.
     RateLimited { retry_after_ms: u64, tier: String },
     /// The next connection attempt is scheduled.
-    ReconnectScheduled { delay_ms: u64, attempt: u32, reason: String },
+    ReconnectScheduled {
+        delay_ms: u64,
+        attempt: u32,
+        reason: String,
+    },
     /// A deadline passed without an answer: the link is treated as dead.
-    HeartbeatTimeout { waiting_for: &'static str, waited_ms: u64 },
+    HeartbeatTimeout {
+        waiting_for: &'static str,
+        waited_ms: u64,
+    },
     /// The WebSocket closed.
     WsClose { code: Option<u16>, reason: String },
     /// A frame the sidecar could not parse.
@@ -60,7 +72,12 @@ impl Event {
     /// A short sentence for a person reading the console.
     pub fn describe(&self) -> String {
         match self {
-            Event::Startup { version, config, hub_url, .. } => {
+            Event::Startup {
+                version,
+                config,
+                hub_url,
+                ..
+            } => {
                 format!("agentcom-sidecar {version} starting (config {config}, hub {hub_url})")
             }
             Event::ConfigWarning { message } => format!("warning: {message}"),
@@ -74,10 +91,20 @@ impl Event {
             Event::RateLimited { retry_after_ms, tier } => {
                 format!("rate limited by the hub ({tier} tier), retry in {retry_after_ms} ms")
             }
-            Event::ReconnectScheduled { delay_ms, attempt, reason } => {
-                format!("reconnecting in {:.1} s (attempt {attempt}, {reason})", *delay_ms as f64 / 1000.0)
+            Event::ReconnectScheduled {
+                delay_ms,
+                attempt,
+                reason,
+            } => {
+                format!(
+                    "reconnecting in {:.1} s (attempt {attempt}, {reason})",
+                    *delay_ms as f64 / 1000.0
+                )
             }
-            Event::HeartbeatTimeout { waiting_for, waited_ms } => {
+            Event::HeartbeatTimeout {
+                waiting_for,
+                waited_ms,
+            } => {
                 format!("no {waiting_for} from the hub within {waited_ms} ms: dropping the link")
             }
             Event::WsClose { code, reason } => match code {
@@ -94,7 +121,10 @@ impl Event {
 
 /// ISO 8601 UTC with milliseconds, e.g. `2026-11-25T14:43:09.123Z`.
 pub fn iso8601(t: SystemTime) -> String {
-    let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let ms = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant), proleptic Gregorian.
@@ -113,6 +143,27 @@ pub fn iso8601(t: SystemTime) -> String {
         sod / 60 % 60,
         sod % 60
     )
+}
+
+/// One JSON log line: `ts`, `event`, `agent_id`, then the event's fields (sorted by name).
+fn json_line(agent_id: &str, event: &Event, at: SystemTime) -> String {
+    let mut line = String::with_capacity(160);
+    line.push_str("{\"ts\":");
+    line.push_str(&Value::String(iso8601(at)).to_string());
+    line.push_str(",\"event\":");
+    line.push_str(&Value::String(event.name()).to_string());
+    line.push_str(",\"agent_id\":");
+    line.push_str(&Value::String(agent_id.to_owned()).to_string());
+    if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
+        for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "event") {
+            line.push(',');
+            line.push_str(&Value::String(k.clone()).to_string());
+            line.push(':');
+            line.push_str(&v.to_string());
+        }
+    }
+    line.push('}');
+    line
 }
 
 /// Writes events to the log file and the console.
@@ -134,56 +185,54 @@ impl EventLog {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(EventLog { file: Some(file), ..EventLog::console_only(agent_id, console) })
+        Ok(EventLog {
+            file: Some(file),
+            ..EventLog::console_only(agent_id, console)
+        })
     }
 
     /// A log that only prints to the console (or nowhere).
     pub fn console_only(agent_id: &str, console: bool) -> EventLog {
-        EventLog { agent_id: agent_id.to_owned(), file: None, console, failed_once: false, capture: None }
+        EventLog {
+            agent_id: agent_id.to_owned(),
+            file: None,
+            console,
+            failed_once: false,
+            capture: None,
+        }
     }
 
     /// A log that keeps every event in memory (and prints nothing), for tests.
     pub fn capture(agent_id: &str) -> (EventLog, Captured) {
         let captured = Captured::default();
-        let log = EventLog { capture: Some(captured.clone()), ..EventLog::console_only(agent_id, false) };
+        let log = EventLog {
+            capture: Some(captured.clone()),
+            ..EventLog::console_only(agent_id, false)
+        };
         (log, captured)
     }
 
     /// The JSON line for `event` at time `at` (without the newline).
     pub fn json_line(&self, event: &Event, at: SystemTime) -> String {
-        let mut line = String::with_capacity(160);
-        line.push_str("{\"ts\":");
-        line.push_str(&Value::String(iso8601(at)).to_string());
-        line.push_str(",\"event\":");
-        line.push_str(&Value::String(event.name()).to_string());
-        line.push_str(",\"agent_id\":");
-        line.push_str(&Value::String(self.agent_id.clone()).to_string());
-        if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
-            for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "event") {
-                line.push(',');
-                line.push_str(&Value::String(k.clone()).to_string());
-                line.push(':');
-                line.push_str(&v.to_string());
-            }
-        }
-        line.push('}');
-        line
+        json_line(&self.agent_id, event, at)
     }
 
     /// Record one event now. A failing log file is reported once on stderr and never stops the sidecar.
     pub fn record(&mut self, event: &Event) {
         if let Some(captured) = &self.capture {
-            captured.lock().unwrap_or_else(|e| e.into_inner()).push(event.clone());
+            captured
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(event.clone());
         }
         let now = SystemTime::now();
         if self.console {
             let ts = iso8601(now);
             println!("{} {:<20} {}", &ts[11..23], event.name(), event.describe());
         }
-        if self.file.is_some() {
-            let mut line = self.json_line(event, now);
+        if let Some(file) = &mut self.file {
+            let mut line = json_line(&self.agent_id, event, now);
             line.push('\n');
-            let file = self.file.as_mut().expect("checked above");
             if let Err(e) = file.write_all(line.as_bytes()) {
                 if !self.failed_once {
                     self.failed_once = true;
@@ -212,7 +261,11 @@ mod tests {
     fn json_line_has_ts_event_agent_then_fields() {
         let log = EventLog::console_only("a1", false);
         let line = log.json_line(
-            &Event::ReconnectScheduled { delay_ms: 1500, attempt: 2, reason: "closed".into() },
+            &Event::ReconnectScheduled {
+                delay_ms: 1500,
+                attempt: 2,
+                reason: "closed".into(),
+            },
             UNIX_EPOCH,
         );
         assert_eq!(

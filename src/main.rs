@@ -93,7 +93,9 @@ async fn run(config_path: PathBuf) -> ExitCode {
         hub_url: config.hub_url.clone(),
     });
     for message in &config.warnings {
-        log.record(&Event::ConfigWarning { message: message.clone() });
+        log.record(&Event::ConfigWarning {
+            message: message.clone(),
+        });
     }
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     socket::run(policy, NetConnector, &config.hub_url, &mut log, signals.recv()).await;

@@ -63,8 +63,11 @@ struct Envelope<'a> {
 impl Outbound {
     /// The frame as the JSON text that goes on the wire, with `protocol_version: 1`.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Envelope { frame: self, protocol_version: PROTOCOL_VERSION })
-            .expect("outbound frames always serialize")
+        serde_json::to_string(&Envelope {
+            frame: self,
+            protocol_version: PROTOCOL_VERSION,
+        })
+        .expect("outbound frames always serialize")
     }
 
     /// The frame's `type`, for logs.
@@ -170,7 +173,9 @@ pub enum FrameError {
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::TooLarge(n) => write!(f, "frame of {n} bytes is over the {MAX_FRAME_BYTES}-byte limit"),
+            FrameError::TooLarge(n) => {
+                write!(f, "frame of {n} bytes is over the {MAX_FRAME_BYTES}-byte limit")
+            }
             FrameError::NotJson(e) => write!(f, "not JSON: {e}"),
             FrameError::NotAnObject => write!(f, "JSON but not an object"),
             FrameError::NoType => write!(f, "object without a string \"type\""),
@@ -184,7 +189,10 @@ impl fmt::Display for FrameError {
 fn string_field(frame: &Map<String, Value>, kind: &str, field: &'static str) -> Result<String, FrameError> {
     match frame.get(field) {
         Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(FrameError::BadField { kind: kind.to_owned(), field }),
+        _ => Err(FrameError::BadField {
+            kind: kind.to_owned(),
+            field,
+        }),
     }
 }
 
@@ -202,13 +210,24 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, FrameError> {
         _ => return Err(FrameError::NoType),
     };
     Ok(match kind.as_str() {
-        "identified" => Inbound::Identified { agent_id: string_field(&frame, &kind, "agent_id")? },
+        "identified" => Inbound::Identified {
+            agent_id: string_field(&frame, &kind, "agent_id")?,
+        },
         "pong" => Inbound::Pong,
-        "agent_left" => Inbound::AgentLeft { agent_id: string_field(&frame, &kind, "agent_id")? },
+        "agent_left" => Inbound::AgentLeft {
+            agent_id: string_field(&frame, &kind, "agent_id")?,
+        },
         "rate_limit_warning" => Inbound::RateLimitWarning,
         "rate_limited" => Inbound::RateLimited {
-            retry_after_ms: frame.get("retry_after_ms").and_then(Value::as_u64).unwrap_or(1000),
-            tier: frame.get("tier").and_then(Value::as_str).unwrap_or("unknown").to_owned(),
+            retry_after_ms: frame
+                .get("retry_after_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(1000),
+            tier: frame
+                .get("tier")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_owned(),
         },
         "error" => Inbound::Error(match string_field(&frame, &kind, "error")?.as_str() {
             "invalid_token" => HubError::InvalidToken,
@@ -270,16 +289,24 @@ mod tests {
     fn parses_control_frames() {
         assert_eq!(
             parse_inbound(r#"{"agent_id":"a1","type":"identified"}"#),
-            Ok(Inbound::Identified { agent_id: "a1".into() })
+            Ok(Inbound::Identified {
+                agent_id: "a1".into()
+            })
         );
-        assert_eq!(parse_inbound(r#"{"timestamp":1795539977887,"type":"pong"}"#), Ok(Inbound::Pong));
+        assert_eq!(
+            parse_inbound(r#"{"timestamp":1795539977887,"type":"pong"}"#),
+            Ok(Inbound::Pong)
+        );
         assert_eq!(
             parse_inbound(r#"{"error":"invalid_token","type":"error"}"#),
             Ok(Inbound::Error(HubError::InvalidToken))
         );
         assert_eq!(
             parse_inbound(r#"{"retry_after_ms":1000,"tier":"normal","type":"rate_limited"}"#),
-            Ok(Inbound::RateLimited { retry_after_ms: 1000, tier: "normal".into() })
+            Ok(Inbound::RateLimited {
+                retry_after_ms: 1000,
+                tier: "normal".into()
+            })
         );
         assert!(matches!(
             parse_inbound(r#"{"error":"validation_failed","message_type":42,"errors":[],"type":"error"}"#),
@@ -294,9 +321,18 @@ mod tests {
         assert_eq!(parse_inbound(r#"{"type":5}"#), Err(FrameError::NoType));
         assert_eq!(
             parse_inbound(r#"{"type":"identified"}"#),
-            Err(FrameError::BadField { kind: "identified".into(), field: "agent_id" })
+            Err(FrameError::BadField {
+                kind: "identified".into(),
+                field: "agent_id"
+            })
         );
-        assert_eq!(parse_inbound(&" ".repeat(MAX_FRAME_BYTES + 1)), Err(FrameError::TooLarge(MAX_FRAME_BYTES + 1)));
-        assert!(matches!(parse_inbound(r#"{"type":"agent_joined","agent":{}}"#), Ok(Inbound::Other { .. })));
+        assert_eq!(
+            parse_inbound(&" ".repeat(MAX_FRAME_BYTES + 1)),
+            Err(FrameError::TooLarge(MAX_FRAME_BYTES + 1))
+        );
+        assert!(matches!(
+            parse_inbound(r#"{"type":"agent_joined","agent":{}}"#),
+            Ok(Inbound::Other { .. })
+        ));
     }
 }

@@ -23,12 +23,19 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
         #[cfg(windows)]
         {
             use tokio::signal::windows;
-            Ok(Signals { c: windows::ctrl_c()?, brk: windows::ctrl_break()?, close: windows::ctrl_close()? })
+            Ok(Signals {
+                c: windows::ctrl_c()?,
+                brk: windows::ctrl_break()?,
+                close: windows::ctrl_close()?,
+            })
         }
     }
 

@@ -31,7 +31,13 @@ async fn setup(agent: &str, url: Option<String>, extra: Value) -> Setup {
     let url = url.unwrap_or_else(|| hub.url());
     write_private(&dir.join("config.json"), &config_json(agent, &token, &url, extra));
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
-    Setup { hub, token, _dir: dir, sidecar, events }
+    Setup {
+        hub,
+        token,
+        _dir: dir,
+        sidecar,
+        events,
+    }
 }
 
 fn frame(text: &str) -> Value {
@@ -40,10 +46,18 @@ fn frame(text: &str) -> Value {
 
 #[tokio::test]
 async fn identify_carries_exactly_the_node_sidecar_fields() {
-    let mut s = setup("cli-identify", None, json!({"name": "Cli Identify", "capabilities": ["code", "review"]})).await;
-    let HubEvent::Received { text, .. } = wait_hub(&mut s.events, SECS(10), "identify", |e| {
-        matches!(e, HubEvent::Received { text, .. } if text.contains("identify"))
-    })
+    let mut s = setup(
+        "cli-identify",
+        None,
+        json!({"name": "Cli Identify", "capabilities": ["code", "review"]}),
+    )
+    .await;
+    let HubEvent::Received { text, .. } = wait_hub(
+        &mut s.events,
+        SECS(10),
+        "identify",
+        |e| matches!(e, HubEvent::Received { text, .. } if text.contains("identify")),
+    )
     .await
     else {
         unreachable!()
@@ -71,11 +85,21 @@ async fn sigterm_and_sigint_close_with_1000_and_exit_0() {
         let status = s.sidecar.wait_exit(SECS(2)).await.expect("exited within 2 s");
         assert_eq!(status.code(), Some(0), "{signal}: {}", s.sidecar.stderr());
         wait_hub(&mut s.events, SECS(2), "close 1000", |e| {
-            matches!(e, HubEvent::Closed { code: Some(1000), by_hub: false, .. })
+            matches!(
+                e,
+                HubEvent::Closed {
+                    code: Some(1000),
+                    by_hub: false,
+                    ..
+                }
+            )
         })
         .await;
         let log = s.sidecar.log_events();
-        let shutdown = log.iter().find(|e| e["event"] == "shutdown").expect("shutdown event");
+        let shutdown = log
+            .iter()
+            .find(|e| e["event"] == "shutdown")
+            .expect("shutdown event");
         assert_eq!(shutdown["signal"], name);
         assert_eq!(shutdown["agent_id"], agent.as_str());
     }
@@ -93,7 +117,9 @@ async fn deaf_hub() -> (String, tokio::task::JoinHandle<()>) {
             let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
             let _identify = ws.next().await;
             let reply = r#"{"agent_id":"cli-deaf","type":"identified"}"#;
-            ws.send(tokio_tungstenite::tungstenite::Message::text(reply)).await.unwrap();
+            ws.send(tokio_tungstenite::tungstenite::Message::text(reply))
+                .await
+                .unwrap();
             held.push(ws);
         }
     });
@@ -103,8 +129,16 @@ async fn deaf_hub() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test]
 async fn exits_within_2s_when_the_hub_never_answers_the_close() {
     let (url, _deaf) = deaf_hub().await;
-    let mut s = setup("cli-deaf", Some(url), json!({"heartbeat_interval_ms": 59_000, "heartbeat_timeout_ms": 30_000})).await;
-    s.sidecar.wait_log_event("identified", SECS(10)).await.expect("identified");
+    let mut s = setup(
+        "cli-deaf",
+        Some(url),
+        json!({"heartbeat_interval_ms": 59_000, "heartbeat_timeout_ms": 30_000}),
+    )
+    .await;
+    s.sidecar
+        .wait_log_event("identified", SECS(10))
+        .await
+        .expect("identified");
     s.sidecar.signal("TERM");
     let status = s.sidecar.wait_exit(SECS(2)).await.expect("exited within 2 s");
     assert_eq!(status.code(), Some(0));
@@ -117,13 +151,23 @@ async fn survives_a_hub_restart() {
     s.hub.stop().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.hub.restart().await.unwrap();
-    wait_hub(&mut s.events, SECS(10), "identified again", identified("cli-restart")).await;
+    wait_hub(
+        &mut s.events,
+        SECS(10),
+        "identified again",
+        identified("cli-restart"),
+    )
+    .await;
     let log = s.sidecar.log_events();
     let names: Vec<&str> = log.iter().filter_map(|e| e["event"].as_str()).collect();
     assert!(names.contains(&"ws_close"), "{names:?}");
     assert!(names.contains(&"ws_connect_error"), "{names:?}");
     assert!(names.contains(&"reconnect_scheduled"), "{names:?}");
-    assert_eq!(names.iter().filter(|n| **n == "identified").count(), 2, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| **n == "identified").count(),
+        2,
+        "{names:?}"
+    );
     assert!(s.sidecar.child.try_wait().unwrap().is_none(), "still running");
 }
 
@@ -147,7 +191,11 @@ async fn proxy(target: std::net::SocketAddr, black_hole: Arc<AtomicBool>) -> Str
     url
 }
 
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, hole: Arc<AtomicBool>) {
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hole: Arc<AtomicBool>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut swallowing = false;
     loop {
@@ -176,24 +224,52 @@ async fn a_silent_link_is_dropped_within_interval_plus_timeout() {
     let token = hub.add_token("cli-silent");
     let mut events = hub.events();
     let dir = TempDir::new("cli-silent");
-    write_private(&dir.join("config.json"), &config_json("cli-silent", &token, &url, json!({})));
+    write_private(
+        &dir.join("config.json"),
+        &config_json("cli-silent", &token, &url, json!({})),
+    );
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
     wait_hub(&mut events, SECS(10), "identified", identified("cli-silent")).await;
-    sidecar.wait_log_event("identified", SECS(5)).await.expect("the sidecar saw identified");
+    sidecar
+        .wait_log_event("identified", SECS(5))
+        .await
+        .expect("the sidecar saw identified");
     hole.store(true, Ordering::SeqCst);
     // interval 1 s + timeout 0.8 s + the first reconnect delay (<= 0.1 s), with slack.
-    let timeout = sidecar.wait_log_event("heartbeat_timeout", SECS(5)).await.expect("heartbeat_timeout logged");
+    let timeout = sidecar
+        .wait_log_event("heartbeat_timeout", SECS(5))
+        .await
+        .expect("heartbeat_timeout logged");
     assert_eq!(timeout["waiting_for"], "pong");
-    wait_hub(&mut events, SECS(5), "identified on a new connection", identified("cli-silent")).await;
+    wait_hub(
+        &mut events,
+        SECS(5),
+        "identified on a new connection",
+        identified("cli-silent"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn answers_websocket_pings_while_otherwise_idle() {
-    let mut s = setup("cli-wsping", None, json!({"heartbeat_interval_ms": 59_000, "heartbeat_timeout_ms": 30_000})).await;
+    let mut s = setup(
+        "cli-wsping",
+        None,
+        json!({"heartbeat_interval_ms": 59_000, "heartbeat_timeout_ms": 30_000}),
+    )
+    .await;
     wait_hub(&mut s.events, SECS(10), "identified", identified("cli-wsping")).await;
-    s.hub.ws_ping("cli-wsping", b"are-you-there".to_vec()).await.unwrap();
-    let pong = wait_hub(&mut s.events, SECS(5), "a WebSocket pong", |e| matches!(e, HubEvent::WsPong { .. })).await;
-    let HubEvent::WsPong { payload, .. } = pong else { unreachable!() };
+    s.hub
+        .ws_ping("cli-wsping", b"are-you-there".to_vec())
+        .await
+        .unwrap();
+    let pong = wait_hub(&mut s.events, SECS(5), "a WebSocket pong", |e| {
+        matches!(e, HubEvent::WsPong { .. })
+    })
+    .await;
+    let HubEvent::WsPong { payload, .. } = pong else {
+        unreachable!()
+    };
     assert_eq!(payload, b"are-you-there");
 }
 
@@ -214,14 +290,25 @@ async fn hostile_frames_are_logged_and_the_link_carries_on() {
     ] {
         s.hub.push("cli-hostile", hostile).await.unwrap();
     }
-    s.sidecar.wait_log_event("unhandled_message", SECS(5)).await.expect("unknown type logged");
-    let malformed = s.sidecar.log_events().iter().filter(|e| e["event"] == "malformed_frame").count();
+    s.sidecar
+        .wait_log_event("unhandled_message", SECS(5))
+        .await
+        .expect("unknown type logged");
+    let malformed = s
+        .sidecar
+        .log_events()
+        .iter()
+        .filter(|e| e["event"] == "malformed_frame")
+        .count();
     assert!(malformed >= 4, "{malformed} malformed_frame events");
     // Still alive, still heartbeating on the same connection.
     let before = s.hub.history().len();
-    wait_hub(&mut s.events, SECS(5), "a ping after the hostile frames", |e| {
-        matches!(e, HubEvent::Received { text, .. } if text.contains("\"ping\""))
-    })
+    wait_hub(
+        &mut s.events,
+        SECS(5),
+        "a ping after the hostile frames",
+        |e| matches!(e, HubEvent::Received { text, .. } if text.contains("\"ping\"")),
+    )
     .await;
     assert!(s.hub.history().len() > before);
     assert!(s.sidecar.child.try_wait().unwrap().is_none());
@@ -234,14 +321,24 @@ async fn the_token_never_reaches_any_output() {
     hub.add_token("cli-secret");
     let secret = "s3cr3t-d0-n0t-pr1nt-".repeat(3);
     let dir = TempDir::new("cli-secret");
-    write_private(&dir.join("config.json"), &config_json("cli-secret", &secret, &hub.url(), json!({})));
+    write_private(
+        &dir.join("config.json"),
+        &config_json("cli-secret", &secret, &hub.url(), json!({})),
+    );
     let mut sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
-    let failed = sidecar.wait_log_event("auth_failed", SECS(10)).await.expect("auth_failed");
+    let failed = sidecar
+        .wait_log_event("auth_failed", SECS(10))
+        .await
+        .expect("auth_failed");
     assert_eq!(failed["error"], "invalid_token");
     sidecar.signal("TERM");
     assert_eq!(sidecar.wait_exit(SECS(2)).await.and_then(|s| s.code()), Some(0));
     let log = std::fs::read_to_string(dir.join("sidecar.log")).unwrap();
-    for (name, text) in [("stdout", sidecar.stdout()), ("stderr", sidecar.stderr()), ("log", log)] {
+    for (name, text) in [
+        ("stdout", sidecar.stdout()),
+        ("stderr", sidecar.stderr()),
+        ("log", log),
+    ] {
         assert!(!text.is_empty() || name == "stderr", "{name} is empty");
         assert!(!text.contains("s3cr3t"), "the token leaked into {name}:\n{text}");
     }
@@ -253,17 +350,41 @@ async fn auth_failure_is_reported_and_retried_at_the_capped_delay() {
     hub.add_token("cli-auth");
     let mut events = hub.events();
     let dir = TempDir::new("cli-auth");
-    let config = config_json("cli-auth", "not-the-token", &hub.url(), json!({"reconnect_max_ms": 2000}));
+    let config = config_json(
+        "cli-auth",
+        "not-the-token",
+        &hub.url(),
+        json!({"reconnect_max_ms": 2000}),
+    );
     write_private(&dir.join("config.json"), &config);
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
-    let first = wait_hub(&mut events, SECS(10), "a connection", |e| matches!(e, HubEvent::Connected { .. })).await;
-    wait_hub(&mut events, SECS(5), "the sidecar's close", |e| {
-        matches!(e, HubEvent::Closed { code: Some(1000), by_hub: false, .. })
+    let first = wait_hub(&mut events, SECS(10), "a connection", |e| {
+        matches!(e, HubEvent::Connected { .. })
     })
     .await;
-    let second = wait_hub(&mut events, SECS(5), "a second connection", |e| matches!(e, HubEvent::Connected { .. })).await;
-    let (HubEvent::Connected { at: a, .. }, HubEvent::Connected { at: b, .. }) = (first, second) else { unreachable!() };
-    assert!(b - a >= Duration::from_millis(1000), "retried after {:?}, expected >= 1 s (capped 2 s, jitter 0.5)", b - a);
+    wait_hub(&mut events, SECS(5), "the sidecar's close", |e| {
+        matches!(
+            e,
+            HubEvent::Closed {
+                code: Some(1000),
+                by_hub: false,
+                ..
+            }
+        )
+    })
+    .await;
+    let second = wait_hub(&mut events, SECS(5), "a second connection", |e| {
+        matches!(e, HubEvent::Connected { .. })
+    })
+    .await;
+    let (HubEvent::Connected { at: a, .. }, HubEvent::Connected { at: b, .. }) = (first, second) else {
+        unreachable!()
+    };
+    assert!(
+        b - a >= Duration::from_millis(1000),
+        "retried after {:?}, expected >= 1 s (capped 2 s, jitter 0.5)",
+        b - a
+    );
     let event = sidecar.wait_log_event("auth_failed", SECS(1)).await.unwrap();
     assert!(event["hint"].as_str().unwrap().contains("token"));
 }

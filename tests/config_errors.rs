@@ -19,23 +19,41 @@ fn run_with(name: &str, text: Option<&str>) -> (Option<i32>, String, std::path::
         write_private(&path, &text);
     }
     let out = binary().arg("run").arg("--config").arg(&path).output().unwrap();
-    assert!(listener.accept().is_err(), "{name}: the sidecar connected despite a bad config");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), path, dir)
+    assert!(
+        listener.accept().is_err(),
+        "{name}: the sidecar connected despite a bad config"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path,
+        dir,
+    )
 }
 
 fn assert_error(name: &str, text: Option<&str>, needles: &[&str]) {
     let (code, stderr, path, _dir) = run_with(name, text);
     assert_eq!(code, Some(78), "{name}: exit code; stderr:\n{stderr}");
     assert!(stderr.starts_with("error: "), "{name}:\n{stderr}");
-    assert!(stderr.contains(&path.display().to_string()), "{name}: the message must name the file:\n{stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string()),
+        "{name}: the message must name the file:\n{stderr}"
+    );
     for needle in needles {
-        assert!(stderr.contains(needle), "{name}: expected {needle:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{name}: expected {needle:?} in:\n{stderr}"
+        );
     }
 }
 
 #[test]
 fn missing_file_points_to_the_example_and_a_private_copy() {
-    assert_error("missing", None, &["not found", "config.json.example", "install -m 600"]);
+    assert_error(
+        "missing",
+        None,
+        &["not found", "config.json.example", "install -m 600"],
+    );
 }
 
 #[test]
@@ -46,11 +64,31 @@ fn invalid_json_gives_line_and_column() {
 
 #[test]
 fn missing_and_empty_required_fields_are_named() {
-    assert_error("no-agent", Some(r#"{"token":"t","hub_url":"HUB"}"#), &["agent_id"]);
-    assert_error("no-token", Some(r#"{"agent_id":"a","hub_url":"HUB"}"#), &["token"]);
-    assert_error("no-url", Some(r#"{"agent_id":"a","token":"t"}"#), &["hub_url", "ws://"]);
-    assert_error("empty-agent", Some(r#"{"agent_id":"  ","token":"t","hub_url":"HUB"}"#), &["agent_id"]);
-    assert_error("empty-token", Some(r#"{"agent_id":"a","token":"","hub_url":"HUB"}"#), &["token"]);
+    assert_error(
+        "no-agent",
+        Some(r#"{"token":"t","hub_url":"HUB"}"#),
+        &["agent_id"],
+    );
+    assert_error(
+        "no-token",
+        Some(r#"{"agent_id":"a","hub_url":"HUB"}"#),
+        &["token"],
+    );
+    assert_error(
+        "no-url",
+        Some(r#"{"agent_id":"a","token":"t"}"#),
+        &["hub_url", "ws://"],
+    );
+    assert_error(
+        "empty-agent",
+        Some(r#"{"agent_id":"  ","token":"t","hub_url":"HUB"}"#),
+        &["agent_id"],
+    );
+    assert_error(
+        "empty-token",
+        Some(r#"{"agent_id":"a","token":"","hub_url":"HUB"}"#),
+        &["token"],
+    );
 }
 
 #[test]
@@ -75,7 +113,11 @@ fn bad_hub_urls_say_what_a_valid_one_looks_like() {
         Some(r#"{"agent_id":"a","token":"t","hub_url":"http://127.0.0.1:4000/ws"}"#),
         &["hub_url", "ws://"],
     );
-    assert_error("junk-url", Some(r#"{"agent_id":"a","token":"t","hub_url":"hub"}"#), &["hub_url", "ws://"]);
+    assert_error(
+        "junk-url",
+        Some(r#"{"agent_id":"a","token":"t","hub_url":"hub"}"#),
+        &["hub_url", "ws://"],
+    );
 }
 
 #[test]
@@ -95,17 +137,30 @@ fn unused_node_keys_are_warnings_not_errors() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     drop(listener);
-    let mut config: serde_json::Value = serde_json::from_str(&config_json("legacy", "tok", &url, serde_json::json!({}))).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&config_json("legacy", "tok", &url, serde_json::json!({}))).unwrap();
     config["hub_api_url"] = "http://127.0.0.1:4000".into();
     config["repo_dir"] = "/tmp/repo".into();
     config["reviewer"] = "someone".into();
     write_private(&dir.join("config.json"), &config.to_string());
     let mut sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        sidecar.wait_log_event("ws_connect_error", Duration::from_secs(10)).await.expect("it runs");
+        sidecar
+            .wait_log_event("ws_connect_error", Duration::from_secs(10))
+            .await
+            .expect("it runs");
         sidecar.signal("TERM");
-        assert_eq!(sidecar.wait_exit(Duration::from_secs(2)).await.and_then(|s| s.code()), Some(0));
+        assert_eq!(
+            sidecar
+                .wait_exit(Duration::from_secs(2))
+                .await
+                .and_then(|s| s.code()),
+            Some(0)
+        );
     });
     let warnings: Vec<String> = sidecar
         .log_events()
@@ -114,7 +169,11 @@ fn unused_node_keys_are_warnings_not_errors() {
         .map(|e| e["message"].as_str().unwrap().to_owned())
         .collect();
     for key in ["hub_api_url", "repo_dir", "reviewer"] {
-        assert_eq!(warnings.iter().filter(|w| w.contains(key)).count(), 1, "{key}: {warnings:?}");
+        assert_eq!(
+            warnings.iter().filter(|w| w.contains(key)).count(),
+            1,
+            "{key}: {warnings:?}"
+        );
     }
 }
 

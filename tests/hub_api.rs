@@ -58,9 +58,7 @@ fn close_code(msg: Option<Message>) -> Option<(u16, String)> {
 
 #[tokio::test]
 async fn tcp_start_stop_restart() {
-    let hub = EmbeddedHub::start(HubOptions::default())
-        .await
-        .expect("start");
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     assert!(hub.url().starts_with("ws://127.0.0.1:") && hub.url().ends_with("/ws"));
     let token = hub.add_token("tcp-1");
     assert_eq!(token.len(), 64);
@@ -102,9 +100,7 @@ async fn tcp_start_stop_restart() {
 
 #[tokio::test]
 async fn other_paths_are_refused() {
-    let hub = EmbeddedHub::start(HubOptions::default())
-        .await
-        .expect("start");
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     let url = format!("ws://{}/other", hub.addr());
     assert!(tokio_tungstenite::connect_async(url).await.is_err());
     hub.stop().await;
@@ -112,21 +108,16 @@ async fn other_paths_are_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn push_ws_ping_and_events() {
-    let hub = EmbeddedHub::start(HubOptions::default())
-        .await
-        .expect("start");
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     assert!(hub.push("nobody", json!({"type": "x"})).await.is_err());
     let token = hub.add_token("ev-1");
     let mut live = hub.events();
     let mut ws = open(&hub).await;
     send(&mut ws, identify("ev-1", &token)).await;
     recv_json(&mut ws).await;
-    hub.push(
-        "ev-1",
-        json!({"type": "restart_sidecar", "reason": "upgrade"}),
-    )
-    .await
-    .expect("push");
+    hub.push("ev-1", json!({"type": "restart_sidecar", "reason": "upgrade"}))
+        .await
+        .expect("push");
     assert_eq!(
         recv_json(&mut ws).await,
         json!({"reason": "upgrade", "type": "restart_sidecar"})
@@ -182,18 +173,12 @@ async fn push_ws_ping_and_events() {
         assert_eq!(format!("{event:?}"), format!("{:?}", history[live_count]));
         live_count += 1;
     }
-    assert_eq!(
-        live_count,
-        history.len(),
-        "events() sees what history() records"
-    );
+    assert_eq!(live_count, history.len(), "events() sees what history() records");
 }
 
 #[tokio::test(start_paused = true)]
 async fn swallowed_pings_get_no_pong() {
-    let hub = EmbeddedHub::start(HubOptions::default())
-        .await
-        .expect("start");
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     let token = hub.add_token("quiet-1");
     let mut ws = open(&hub).await;
     send(&mut ws, identify("quiet-1", &token)).await;
@@ -211,9 +196,7 @@ async fn swallowed_pings_get_no_pong() {
 
 #[tokio::test(start_paused = true)]
 async fn reaper_drops_agents_without_json_pings() {
-    let hub = EmbeddedHub::start(HubOptions::default())
-        .await
-        .expect("start");
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     let (silent, pinging) = (hub.add_token("silent-1"), hub.add_token("pinging-1"));
     let mut a = open(&hub).await;
     send(&mut a, identify("silent-1", &silent)).await;
@@ -262,9 +245,7 @@ async fn reaper_drops_agents_without_json_pings() {
 
 #[tokio::test(start_paused = true)]
 async fn reidentify_is_heavy_tier() {
-    let hub = EmbeddedHub::start(HubOptions::default())
-        .await
-        .expect("start");
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     let token = hub.add_token("heavy-1");
     let mut ws = open(&hub).await;
     send(&mut ws, identify("heavy-1", &token)).await;
@@ -275,7 +256,8 @@ async fn reidentify_is_heavy_tier() {
     }
     for remaining in [1, 0] {
         send(&mut ws, identify("heavy-1", &token)).await;
-        let warning = json!({"capacity": 10, "remaining": remaining, "tier": "heavy", "type": "rate_limit_warning"});
+        let warning =
+            json!({"capacity": 10, "remaining": remaining, "tier": "heavy", "type": "rate_limit_warning"});
         assert_eq!(recv_json(&mut ws).await, warning);
         assert_eq!(recv_json(&mut ws).await["type"], "identified");
     }
@@ -286,9 +268,7 @@ async fn reidentify_is_heavy_tier() {
 
 #[tokio::test(start_paused = true)]
 async fn violations_outside_the_window_do_not_count() {
-    let hub = EmbeddedHub::start(HubOptions::default())
-        .await
-        .expect("start");
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     let mut ws = open(&hub).await;
     for _ in 0..9 {
         send(&mut ws, json!({"type": "bogus"})).await;
@@ -304,9 +284,7 @@ async fn violations_outside_the_window_do_not_count() {
 
 #[tokio::test(start_paused = true)]
 async fn hostile_frames_never_crash_the_hub() {
-    let hub = EmbeddedHub::start(HubOptions::default())
-        .await
-        .expect("start");
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     let token = hub.add_token("ok-1");
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let texts = [
@@ -316,8 +294,7 @@ async fn hostile_frames_never_crash_the_hub() {
         deep.clone(),
         format!("{{\"type\":{deep}}}"),
         r#"{"type":"identify","agent_id":7,"token":null,"capabilities":"x"}"#.to_string(),
-        r#"{"type":"identify","agent_id":"ok-1","token":"nope","capabilities":[[],{},null]}"#
-            .to_string(),
+        r#"{"type":"identify","agent_id":"ok-1","token":"nope","capabilities":[[],{},null]}"#.to_string(),
         r#"{"type":"task_progress","task_id":"t","progress":1e400}"#.to_string(),
         r#"{"type":"task_failed","task_id":"t","generation":18446744073709551616}"#.to_string(),
         r#"{"type":"status"}"#.to_string(),

@@ -68,10 +68,7 @@ async fn next_frame_any_time(ws: &mut Client, what: &str) -> Message {
 
 /// Reads until the stream ends, so the close handshake completes on both sides.
 async fn finish(ws: &mut Client) {
-    let _ = timeout(RECV_LIMIT, async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
+    let _ = timeout(RECV_LIMIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
 
 /// Whether `actual` matches `expected`, where `"<token>"`, `"<ms>"` and `"<task_id…>"` are placeholders.
@@ -226,10 +223,7 @@ impl Replay {
         let raw = frame.as_object().filter(|o| o.len() == 1);
         let msg = if let Some(text) = raw.and_then(|o| o.get("text")).and_then(Value::as_str) {
             Message::text(text)
-        } else if let Some(hex) = raw
-            .and_then(|o| o.get("binary_hex"))
-            .and_then(Value::as_str)
-        {
+        } else if let Some(hex) = raw.and_then(|o| o.get("binary_hex")).and_then(Value::as_str) {
             let bytes: Vec<u8> = (0..hex.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
@@ -309,11 +303,8 @@ impl Replay {
                 assert_eq!(self.hub.connected_agents(), want, "{at}");
             }
             ("GET", "/health") => {
-                let want = http["response"]["agents_connected"]
-                    .as_u64()
-                    .unwrap_or_default() as usize;
-                self.settle(|hub| hub.connected_agents().len() == want)
-                    .await;
+                let want = http["response"]["agents_connected"].as_u64().unwrap_or_default() as usize;
+                self.settle(|hub| hub.connected_agents().len() == want).await;
                 assert_eq!(self.hub.connected_agents().len(), want, "{at}");
             }
             _ => {} // the rest of the HTTP API (task and FSM views) is not modelled

@@ -34,7 +34,11 @@ struct TestConnector {
 
 impl TestConnector {
     fn new(hub: &EmbeddedHub, net: Net) -> TestConnector {
-        TestConnector { hub: hub.clone(), net: Arc::new(Mutex::new(net)), attempts: Default::default() }
+        TestConnector {
+            hub: hub.clone(),
+            net: Arc::new(Mutex::new(net)),
+            attempts: Default::default(),
+        }
     }
 
     fn set(&self, net: Net) {
@@ -63,8 +67,13 @@ impl Connector for TestConnector {
                 Net::OpenThenClose => {
                     tokio::spawn(async move {
                         if let Ok(mut ws) = tokio_tungstenite::accept_async(server).await {
-                            use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
-                            let frame = CloseFrame { code: CloseCode::Protocol, reason: "".into() };
+                            use tokio_tungstenite::tungstenite::protocol::{
+                                frame::coding::CloseCode, CloseFrame,
+                            };
+                            let frame = CloseFrame {
+                                code: CloseCode::Protocol,
+                                reason: "".into(),
+                            };
                             let _ = ws.close(Some(frame)).await;
                         }
                     });
@@ -104,13 +113,24 @@ fn settings(token: &str, jitter: f64) -> LinkSettings {
 }
 
 /// Run the link for `for_how_long` of paused time, then stop it; returns the events it logged.
-async fn run_link(connector: TestConnector, settings: LinkSettings, seed: u64, for_how_long: Duration) -> Vec<Event> {
+async fn run_link(
+    connector: TestConnector,
+    settings: LinkSettings,
+    seed: u64,
+    for_how_long: Duration,
+) -> Vec<Event> {
     let (mut log, captured) = EventLog::capture(AGENT);
     let policy = LinkPolicy::new(settings, seed);
-    socket::run(policy, connector, "ws://127.0.0.1:4000/ws", &mut log, async move {
-        sleep(for_how_long).await;
-        "test".to_owned()
-    })
+    socket::run(
+        policy,
+        connector,
+        "ws://127.0.0.1:4000/ws",
+        &mut log,
+        async move {
+            sleep(for_how_long).await;
+            "test".to_owned()
+        },
+    )
     .await;
     let events = captured.lock().unwrap().clone();
     events
@@ -125,15 +145,27 @@ async fn refused_connections_back_off_within_the_jitter_bounds() {
     let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
     for seed in [1, 2, 3] {
         let connector = TestConnector::new(&hub, Net::Refused);
-        run_link(connector.clone(), settings("t", 0.5), seed, Duration::from_secs(600)).await;
+        run_link(
+            connector.clone(),
+            settings("t", 0.5),
+            seed,
+            Duration::from_secs(600),
+        )
+        .await;
         let gaps = connector.gaps();
         let nominal = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60];
         assert!(gaps.len() >= nominal.len(), "only {} attempts", gaps.len() + 1);
         for (gap, secs) in gaps.iter().zip(nominal) {
-            assert!(in_range(*gap, secs * 500, secs * 1000), "seed {seed}: gap {gap:?}, nominal {secs} s; all {gaps:?}");
+            assert!(
+                in_range(*gap, secs * 500, secs * 1000),
+                "seed {seed}: gap {gap:?}, nominal {secs} s; all {gaps:?}"
+            );
         }
         // Jitter spreads: not every gap sits on the nominal value.
-        assert!(gaps.iter().zip(nominal).any(|(g, s)| *g != Duration::from_secs(s)));
+        assert!(gaps
+            .iter()
+            .zip(nominal)
+            .any(|(g, s)| *g != Duration::from_secs(s)));
     }
 }
 
@@ -152,7 +184,15 @@ async fn schedule_resets_only_after_identified() {
         hub.stop().await;
         driver.set(Net::Refused);
     };
-    let (events, ()) = tokio::join!(run_link(connector.clone(), settings(&token, 0.0), 7, Duration::from_secs(100)), switch);
+    let (events, ()) = tokio::join!(
+        run_link(
+            connector.clone(),
+            settings(&token, 0.0),
+            7,
+            Duration::from_secs(100)
+        ),
+        switch
+    );
     let delays: Vec<u64> = events
         .iter()
         .filter_map(|e| match e {
@@ -163,7 +203,9 @@ async fn schedule_resets_only_after_identified() {
     // 1+2+4+8+16 = 31 s of open-then-close: five doublings, then identified (no reset before).
     assert_eq!(&delays[..5], &[1000, 2000, 4000, 8000, 16_000], "{delays:?}");
     assert!(events.iter().any(|e| matches!(e, Event::Identified { .. })));
-    let after_identified = events.iter().skip_while(|e| !matches!(e, Event::Identified { .. }));
+    let after_identified = events
+        .iter()
+        .skip_while(|e| !matches!(e, Event::Identified { .. }));
     let first_after = after_identified
         .filter_map(|e| match e {
             Event::ReconnectScheduled { delay_ms, .. } => Some(*delay_ms),
@@ -178,18 +220,38 @@ async fn invalid_token_waits_the_capped_delay_between_attempts() {
     let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
     hub.add_token(AGENT);
     let connector = TestConnector::new(&hub, Net::Hub);
-    let events = run_link(connector.clone(), settings("wrong-token", 0.5), 11, Duration::from_secs(400)).await;
+    let events = run_link(
+        connector.clone(),
+        settings("wrong-token", 0.5),
+        11,
+        Duration::from_secs(400),
+    )
+    .await;
     let gaps = connector.gaps();
     assert!(gaps.len() >= 5, "{gaps:?}");
     for gap in &gaps {
-        assert!(in_range(*gap, 30_000, 60_000), "auth failure retried after {gap:?}: {gaps:?}");
+        assert!(
+            in_range(*gap, 30_000, 60_000),
+            "auth failure retried after {gap:?}: {gaps:?}"
+        );
     }
-    assert!(events.iter().any(|e| matches!(e, Event::AuthFailed { error, .. } if error == "invalid_token")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::AuthFailed { error, .. } if error == "invalid_token")));
     // The sidecar closed each unidentified socket itself, politely.
     let closes = hub
         .history()
         .iter()
-        .filter(|e| matches!(e, HubEvent::Closed { code: Some(1000), by_hub: false, .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                HubEvent::Closed {
+                    code: Some(1000),
+                    by_hub: false,
+                    ..
+                }
+            )
+        })
         .count();
     assert!(closes >= gaps.len(), "closes {closes}");
 }
@@ -200,8 +262,16 @@ async fn token_of_another_agent_is_an_auth_failure_too() {
     let other = hub.add_token("someone-else");
     hub.add_token(AGENT);
     let connector = TestConnector::new(&hub, Net::Hub);
-    let events = run_link(connector.clone(), settings(&other, 0.5), 5, Duration::from_secs(130)).await;
-    assert!(events.iter().any(|e| matches!(e, Event::AuthFailed { error, .. } if error == "token_agent_mismatch")));
+    let events = run_link(
+        connector.clone(),
+        settings(&other, 0.5),
+        5,
+        Duration::from_secs(130),
+    )
+    .await;
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::AuthFailed { error, .. } if error == "token_agent_mismatch")));
     assert!(connector.gaps().iter().all(|g| in_range(*g, 30_000, 60_000)));
 }
 
@@ -212,26 +282,43 @@ async fn hub_cooldown_is_honoured() {
     // Earn a strike as this agent: 10 invalid frames on an identified socket.
     let (client, server) = tokio::io::duplex(64 * 1024);
     hub.serve_stream(server);
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://127.0.0.1:4000/ws", client).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://127.0.0.1:4000/ws", client)
+        .await
+        .unwrap();
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let identify = serde_json::json!({"type":"identify","agent_id":AGENT,"token":token}).to_string();
     ws.send(Message::text(identify)).await.unwrap();
     ws.next().await.unwrap().unwrap();
     for i in 0..10 {
-        ws.send(Message::text(format!(r#"{{"type":"bogus_{i}"}}"#))).await.unwrap();
+        ws.send(Message::text(format!(r#"{{"type":"bogus_{i}"}}"#)))
+            .await
+            .unwrap();
     }
     while let Some(Ok(_)) = ws.next().await {}
 
     let connector = TestConnector::new(&hub, Net::Hub);
-    let events = run_link(connector.clone(), settings(&token, 0.5), 3, Duration::from_secs(60)).await;
+    let events = run_link(
+        connector.clone(),
+        settings(&token, 0.5),
+        3,
+        Duration::from_secs(60),
+    )
+    .await;
     let gaps = connector.gaps();
     assert!(
         events.iter().any(|e| matches!(e, Event::WsClose { code: Some(1008), reason } if reason.starts_with("cooldown active"))),
         "{events:?}"
     );
-    assert!(gaps[0] >= Duration::from_secs(30), "retried {:?} after a 30 s cooldown", gaps[0]);
-    assert!(events.iter().any(|e| matches!(e, Event::Identified { .. })), "identified after the cooldown");
+    assert!(
+        gaps[0] >= Duration::from_secs(30),
+        "retried {:?} after a 30 s cooldown",
+        gaps[0]
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Identified { .. })),
+        "identified after the cooldown"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -240,12 +327,32 @@ async fn silent_hub_is_detected_by_the_heartbeat() {
     let token = hub.add_token(AGENT);
     hub.set_answer_pings(false);
     let connector = TestConnector::new(&hub, Net::Hub);
-    let events = run_link(connector.clone(), settings(&token, 0.5), 3, Duration::from_secs(45)).await;
+    let events = run_link(
+        connector.clone(),
+        settings(&token, 0.5),
+        3,
+        Duration::from_secs(45),
+    )
+    .await;
     let timeout = events
         .iter()
-        .find(|e| matches!(e, Event::HeartbeatTimeout { waiting_for: "pong", .. }))
+        .find(|e| {
+            matches!(
+                e,
+                Event::HeartbeatTimeout {
+                    waiting_for: "pong",
+                    ..
+                }
+            )
+        })
         .expect("heartbeat_timeout");
-    assert_eq!(timeout, &Event::HeartbeatTimeout { waiting_for: "pong", waited_ms: 10_000 });
+    assert_eq!(
+        timeout,
+        &Event::HeartbeatTimeout {
+            waiting_for: "pong",
+            waited_ms: 10_000
+        }
+    );
     // Identified at 0, ping at 30 s, dropped at 40 s, reconnected within a second after.
     let gaps = connector.gaps();
     assert!(in_range(gaps[0], 40_500, 41_000), "{gaps:?}");
@@ -256,8 +363,18 @@ async fn healthy_link_stays_up_with_one_ping_per_interval() {
     let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
     let token = hub.add_token(AGENT);
     let connector = TestConnector::new(&hub, Net::Hub);
-    let events = run_link(connector.clone(), settings(&token, 0.5), 3, Duration::from_secs(301)).await;
-    assert_eq!(connector.gaps().len(), 0, "one connection for the whole run: {events:?}");
+    let events = run_link(
+        connector.clone(),
+        settings(&token, 0.5),
+        3,
+        Duration::from_secs(301),
+    )
+    .await;
+    assert_eq!(
+        connector.gaps().len(),
+        0,
+        "one connection for the whole run: {events:?}"
+    );
     let pings = hub
         .history()
         .iter()
@@ -273,10 +390,23 @@ async fn own_agent_left_makes_the_sidecar_identify_again() {
     let connector = TestConnector::new(&hub, Net::Hub);
     let pusher = async {
         sleep(Duration::from_secs(5)).await;
-        hub.push(AGENT, serde_json::json!({"type":"agent_left","agent_id":AGENT})).await.unwrap();
+        hub.push(AGENT, serde_json::json!({"type":"agent_left","agent_id":AGENT}))
+            .await
+            .unwrap();
     };
-    let (events, ()) = tokio::join!(run_link(connector.clone(), settings(&token, 0.5), 3, Duration::from_secs(10)), pusher);
-    let identifies = events.iter().filter(|e| matches!(e, Event::IdentifySent { .. })).count();
+    let (events, ()) = tokio::join!(
+        run_link(
+            connector.clone(),
+            settings(&token, 0.5),
+            3,
+            Duration::from_secs(10)
+        ),
+        pusher
+    );
+    let identifies = events
+        .iter()
+        .filter(|e| matches!(e, Event::IdentifySent { .. }))
+        .count();
     assert_eq!(identifies, 2, "{events:?}");
     assert_eq!(connector.gaps().len(), 0, "same socket");
 }

@@ -48,11 +48,7 @@ pub async fn run<S>(shared: Arc<Shared>, conn: u64, stream: S, rx: UnboundedRece
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let handshake = timeout(
-        GRACE,
-        tokio_tungstenite::accept_hdr_async(stream, only_ws_path),
-    )
-    .await;
+    let handshake = timeout(GRACE, tokio_tungstenite::accept_hdr_async(stream, only_ws_path)).await;
     let end = match handshake {
         Ok(Ok(ws)) => {
             shared.emit(HubEvent::Connected {

@@ -144,9 +144,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn emit(&self, event: HubEvent) {
@@ -191,12 +189,7 @@ fn sorted(v: &serde_json::Value) -> serde_json::Value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k.clone(), sorted(v)))
-                    .collect(),
-            )
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
         }
         Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
         other => other.clone(),
@@ -269,8 +262,7 @@ impl EmbeddedHub {
 
     /// Closes every connection with 1000 "" and stops listening (the port then refuses).
     pub async fn stop(&self) {
-        let tasks =
-            std::mem::take(&mut self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks);
+        let tasks = std::mem::take(&mut self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks);
         for task in tasks {
             task.abort();
             let _ = task.await;

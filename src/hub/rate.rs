@@ -108,10 +108,9 @@ mod tests {
         assert!(verdicts[..48].iter().all(|v| *v == Verdict::Allow));
         assert_eq!(verdicts[48], Verdict::Warn { remaining: 11 });
         assert_eq!(verdicts[59], Verdict::Warn { remaining: 0 });
-        assert!(verdicts[60..].iter().all(|v| *v
-            == Verdict::Deny {
-                retry_after_ms: 1000
-            }));
+        assert!(verdicts[60..]
+            .iter()
+            .all(|v| *v == Verdict::Deny { retry_after_ms: 1000 }));
         let later = t0 + Duration::from_millis(3300);
         assert_eq!(b.take(later), Verdict::Warn { remaining: 2 });
     }

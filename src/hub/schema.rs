@@ -334,14 +334,8 @@ mod tests {
     #[test]
     fn unknown_type_lists_known_types() {
         let e = check(json!({"type":"task_rejected"})).unwrap_err();
-        assert_eq!(
-            e["errors"][0]["detail"],
-            "unknown message type 'task_rejected'"
-        );
-        assert_eq!(
-            e["errors"][0]["known_types"].as_array().map(Vec::len),
-            Some(19)
-        );
+        assert_eq!(e["errors"][0]["detail"], "unknown message type 'task_rejected'");
+        assert_eq!(e["errors"][0]["known_types"].as_array().map(Vec::len), Some(19));
     }
 
     #[test]
@@ -355,19 +349,15 @@ mod tests {
 
     #[test]
     fn list_items_and_lengths() {
-        let e =
-            check(json!({"type":"identify","agent_id":"a","token":"t","capabilities":["code",5]}))
-                .unwrap_err();
+        let e = check(json!({"type":"identify","agent_id":"a","token":"t","capabilities":["code",5]}))
+            .unwrap_err();
         assert_eq!(e["errors"][0]["field"], "capabilities[1]");
         let long = "é".repeat(2001);
-        let e = check(json!({"type":"task_failed","task_id":"t","generation":1,"reason":long}))
-            .unwrap_err();
+        let e = check(json!({"type":"task_failed","task_id":"t","generation":1,"reason":long})).unwrap_err();
         assert_eq!(e["errors"][0]["error"], "too_long");
         assert_eq!(e["errors"][0]["value"], format!("{}...", "é".repeat(50)));
         let fits = "r".repeat(2000);
-        assert!(
-            check(json!({"type":"task_failed","task_id":"t","generation":1,"reason":fits})).is_ok()
-        );
+        assert!(check(json!({"type":"task_failed","task_id":"t","generation":1,"reason":fits})).is_ok());
     }
 
     #[test]

@@ -72,14 +72,11 @@ impl Session {
         let mut out = Vec::new();
         match self.shared.lock().rate(&agent_id, tier, Instant::now()) {
             Verdict::Allow => {}
-            Verdict::Warn { remaining } => out
-                .push(Action::Send(json!({"type": "rate_limit_warning",
+            Verdict::Warn { remaining } => out.push(Action::Send(json!({"type": "rate_limit_warning",
                 "tier": tier.name(), "remaining": remaining, "capacity": tier.capacity()}))),
             Verdict::Deny { retry_after_ms } => {
-                return vec![Action::Send(
-                    json!({"type": "rate_limited", "tier": tier.name(),
-                    "retry_after_ms": retry_after_ms}),
-                )];
+                return vec![Action::Send(json!({"type": "rate_limited", "tier": tier.name(),
+                    "retry_after_ms": retry_after_ms}))];
             }
         }
         if msg_type == "identify" {
@@ -118,10 +115,7 @@ impl Session {
         let now = Instant::now();
         let mut st = self.shared.lock();
         if let Some(secs) = st.cooldown_left(&agent_id, now, &self.shared.opts.cooldowns) {
-            return vec![Action::Close(
-                1008,
-                format!("cooldown active: retry in {secs}s"),
-            )];
+            return vec![Action::Close(1008, format!("cooldown active: retry in {secs}s"))];
         }
         match st.tokens.get(token) {
             None => return vec![Action::Send(error("invalid_token"))],
@@ -165,19 +159,12 @@ impl Session {
             at: now,
             agent_id: agent_id.clone(),
         });
-        vec![Action::Send(
-            json!({"type": "identified", "agent_id": agent_id}),
-        )]
+        vec![Action::Send(json!({"type": "identified", "agent_id": agent_id}))]
     }
 
     /// Replies of an identified socket. Task-side types only get what the real hub answers
     /// when it has no such task (a later `tasks` module will replace these).
-    fn dispatch(
-        &mut self,
-        agent_id: &str,
-        msg_type: &str,
-        msg: &Map<String, Value>,
-    ) -> Vec<Action> {
+    fn dispatch(&mut self, agent_id: &str, msg_type: &str, msg: &Map<String, Value>) -> Vec<Action> {
         let task_id = str_field(msg, "task_id");
         let reply = match msg_type {
             "ping" => return self.ping(agent_id),
@@ -212,9 +199,7 @@ impl Session {
         if st.swallow_pings {
             return Vec::new();
         }
-        vec![Action::Send(
-            json!({"type": "pong", "timestamp": epoch_ms()}),
-        )]
+        vec![Action::Send(json!({"type": "pong", "timestamp": epoch_ms()}))]
     }
 
     fn status(&mut self, agent_id: &str, status: &str) -> Vec<Action> {

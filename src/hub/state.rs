@@ -95,12 +95,7 @@ pub struct State {
 
 impl State {
     /// Seconds of cooldown left for `agent_id` (rounded up), if one is active.
-    pub fn cooldown_left(
-        &self,
-        agent_id: &str,
-        now: Instant,
-        cooldowns: &[Duration],
-    ) -> Option<u64> {
+    pub fn cooldown_left(&self, agent_id: &str, now: Instant, cooldowns: &[Duration]) -> Option<u64> {
         let strike = self.strikes.get(agent_id)?;
         let idx = strike
             .count
@@ -190,19 +185,10 @@ mod tests {
             s.cooldown_left("a", t0 + Duration::from_millis(6), &cds),
             Some(30)
         );
-        assert_eq!(
-            s.cooldown_left("a", t0 + Duration::from_secs(10), &cds),
-            Some(20)
-        );
-        assert_eq!(
-            s.cooldown_left("a", t0 + Duration::from_secs(30), &cds),
-            None
-        );
+        assert_eq!(s.cooldown_left("a", t0 + Duration::from_secs(10), &cds), Some(20));
+        assert_eq!(s.cooldown_left("a", t0 + Duration::from_secs(30), &cds), None);
         s.add_strike("a", t0 + Duration::from_secs(40));
-        assert_eq!(
-            s.cooldown_left("a", t0 + Duration::from_secs(40), &cds),
-            Some(60)
-        );
+        assert_eq!(s.cooldown_left("a", t0 + Duration::from_secs(40), &cds), Some(60));
         s.add_strike("a", t0 + Duration::from_secs(50));
         s.add_strike("a", t0 + Duration::from_secs(50));
         assert_eq!(

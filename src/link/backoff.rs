@@ -24,7 +24,10 @@ pub struct Backoff {
 impl Backoff {
     /// A schedule at its start.
     pub fn new(settings: BackoffSettings) -> Backoff {
-        Backoff { settings, failures: 0 }
+        Backoff {
+            settings,
+            failures: 0,
+        }
     }
 
     /// How many delays have been drawn since the last reset.
@@ -70,7 +73,11 @@ mod tests {
     use super::*;
 
     fn settings(jitter: f64) -> BackoffSettings {
-        BackoffSettings { initial: Duration::from_secs(1), max: Duration::from_secs(60), jitter }
+        BackoffSettings {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            jitter,
+        }
     }
 
     #[test]

@@ -80,10 +80,19 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     NotStarted,
-    Waiting { until: Instant },
-    Connecting { since: Instant },
-    Identifying { since: Instant },
-    Identified { next_ping: Instant, ping_sent: Option<Instant> },
+    Waiting {
+        until: Instant,
+    },
+    Connecting {
+        since: Instant,
+    },
+    Identifying {
+        since: Instant,
+    },
+    Identified {
+        next_ping: Instant,
+        ping_sent: Option<Instant>,
+    },
     Stopped,
 }
 
@@ -166,9 +175,7 @@ impl LinkPolicy {
         let timeout = self.settings.heartbeat_timeout;
         match self.phase {
             Phase::Waiting { until } if now >= until => self.connect(now),
-            Phase::Connecting { since } if now >= since + timeout => {
-                self.dead_link(now, "connection", since)
-            }
+            Phase::Connecting { since } if now >= since + timeout => self.dead_link(now, "connection", since),
             Phase::Identifying { since } if now >= since + timeout => {
                 self.dead_link(now, "identified", since)
             }
@@ -197,7 +204,9 @@ impl LinkPolicy {
         match input {
             Input::Connected => {
                 if let Phase::Connecting { .. } = self.phase {
-                    self.log(Event::WsOpen { url: self.settings.hub_url.clone() });
+                    self.log(Event::WsOpen {
+                        url: self.settings.hub_url.clone(),
+                    });
                     self.identify(now, "new connection");
                 }
             }
@@ -208,21 +217,30 @@ impl LinkPolicy {
                 }
             }
             Input::Frame(frame) => self.on_frame(frame, now),
-            Input::BadFrame(error) => self.log(Event::MalformedFrame { error: error.to_string() }),
+            Input::BadFrame(error) => self.log(Event::MalformedFrame {
+                error: error.to_string(),
+            }),
             Input::Closed { code, reason } => {
                 if self.is_connected() {
                     let cooldown = (code == Some(1008)).then(|| parse_cooldown(&reason)).flatten();
                     self.log(Event::WsClose { code, reason });
-                    let why = if cooldown.is_some() { "hub cooldown" } else { "connection closed" };
+                    let why = if cooldown.is_some() {
+                        "hub cooldown"
+                    } else {
+                        "connection closed"
+                    };
                     self.reconnect_later(now, why, cooldown);
                 }
             }
             Input::Shutdown { signal } => {
                 self.log(Event::Shutdown { signal });
                 match self.phase {
-                    Phase::Identifying { .. } | Phase::Identified { .. } => self
-                        .actions
-                        .push_back(Action::Close { code: 1000, reason: "shutdown".into() }),
+                    Phase::Identifying { .. } | Phase::Identified { .. } => {
+                        self.actions.push_back(Action::Close {
+                            code: 1000,
+                            reason: "shutdown".into(),
+                        })
+                    }
                     Phase::Connecting { .. } => self.actions.push_back(Action::Abort),
                     _ => {}
                 }
@@ -237,17 +255,24 @@ impl LinkPolicy {
             Inbound::Identified { agent_id } => match self.phase {
                 Phase::Identifying { .. } => {
                     self.backoff.reset();
-                    self.log(Event::Identified { hub_agent_id: agent_id });
+                    self.log(Event::Identified {
+                        hub_agent_id: agent_id,
+                    });
                     self.phase = Phase::Identified {
                         next_ping: now + self.settings.heartbeat_interval,
                         ping_sent: None,
                     };
                 }
-                _ => self.log(Event::UnhandledMessage { message_type: "identified".into() }),
+                _ => self.log(Event::UnhandledMessage {
+                    message_type: "identified".into(),
+                }),
             },
             Inbound::Pong => {
                 if let Phase::Identified { next_ping, .. } = self.phase {
-                    self.phase = Phase::Identified { next_ping, ping_sent: None };
+                    self.phase = Phase::Identified {
+                        next_ping,
+                        ping_sent: None,
+                    };
                 }
             }
             Inbound::Error(error @ (HubError::InvalidToken | HubError::TokenAgentMismatch)) => {
@@ -258,7 +283,10 @@ impl LinkPolicy {
             Inbound::Error(HubError::NotIdentified) if self.is_identified() => {
                 // The hub no longer knows this socket (it restarted its state, or a ghost took our
                 // registration): identify again rather than wait for the pong deadline.
-                self.log(Event::HubError { error: "not_identified".into(), detail: None });
+                self.log(Event::HubError {
+                    error: "not_identified".into(),
+                    detail: None,
+                });
                 self.identify(now, "hub said not_identified");
             }
             Inbound::Error(error) => {
@@ -268,7 +296,10 @@ impl LinkPolicy {
                     }
                     _ => None,
                 };
-                self.log(Event::HubError { error: error.code().to_owned(), detail });
+                self.log(Event::HubError {
+                    error: error.code().to_owned(),
+                    detail,
+                });
             }
             Inbound::AgentLeft { agent_id } => {
                 if self.is_identified() && agent_id == self.settings.identify.agent_id {
@@ -319,15 +350,24 @@ impl LinkPolicy {
             ),
             _ => "the hub does not know this token: check `token` in the config (copy it again from the hub admin, POST /admin/tokens)".to_owned(),
         };
-        self.log(Event::AuthFailed { error: error.code().to_owned(), hint });
-        self.actions.push_back(Action::Close { code: 1000, reason: "authentication failed".into() });
+        self.log(Event::AuthFailed {
+            error: error.code().to_owned(),
+            hint,
+        });
+        self.actions.push_back(Action::Close {
+            code: 1000,
+            reason: "authentication failed".into(),
+        });
         let delay = self.backoff.capped_delay(self.rng.f64());
         self.schedule(now, delay, "authentication failed");
     }
 
     fn dead_link(&mut self, now: Instant, waiting_for: &'static str, since: Instant) {
         let waited_ms = now.saturating_duration_since(since).as_millis() as u64;
-        self.log(Event::HeartbeatTimeout { waiting_for, waited_ms });
+        self.log(Event::HeartbeatTimeout {
+            waiting_for,
+            waited_ms,
+        });
         self.actions.push_back(Action::Abort);
         self.reconnect_later(now, "dead link", None);
     }

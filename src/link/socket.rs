@@ -77,7 +77,8 @@ fn describe_connect_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
     }
 }
 
-/// What woke the driver up.
+/// What woke the driver up. Short-lived, so the size of the `Connect` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Wake<S> {
     Shutdown(String),
     Timer,
@@ -181,9 +182,10 @@ async fn socket_input<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(frame) => Input::Frame(frame),
             Err(error) => Input::BadFrame(error),
         }),
-        Some(Ok(Message::Binary(bytes))) => {
-            Some(Input::BadFrame(FrameError::NotJson(format!("binary frame of {} bytes", bytes.len()))))
-        }
+        Some(Ok(Message::Binary(bytes))) => Some(Input::BadFrame(FrameError::NotJson(format!(
+            "binary frame of {} bytes",
+            bytes.len()
+        )))),
         // tungstenite queues the pong itself; the next poll of the stream flushes it.
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
         Some(Ok(Message::Close(frame))) => {
@@ -199,11 +201,17 @@ async fn socket_input<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Some(Err(e)) => {
             *ws = None;
-            Some(Input::Closed { code: None, reason: e.to_string() })
+            Some(Input::Closed {
+                code: None,
+                reason: e.to_string(),
+            })
         }
         None => {
             *ws = None;
-            Some(Input::Closed { code: None, reason: "connection ended".to_owned() })
+            Some(Input::Closed {
+                code: None,
+                reason: "connection ended".to_owned(),
+            })
         }
     }
 }
@@ -214,7 +222,10 @@ async fn close_politely<S: AsyncRead + AsyncWrite + Unpin>(
     code: u16,
     reason: String,
 ) {
-    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
     let _ = timeout(CLOSE_GRACE, async {
         if sock.close(Some(frame)).await.is_ok() {
             while let Some(Ok(_)) = sock.next().await {}

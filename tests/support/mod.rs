@@ -90,7 +90,10 @@ impl Sidecar {
             .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
             .spawn()
             .unwrap();
-        Sidecar { child, dir: dir.to_owned() }
+        Sidecar {
+            child,
+            dir: dir.to_owned(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -99,7 +102,11 @@ impl Sidecar {
 
     /// Send a signal by name ("TERM", "INT") with the system's `kill`.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 

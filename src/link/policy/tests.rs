@@ -33,7 +33,10 @@ struct Harness {
 
 impl Harness {
     fn new(jitter: f64, seed: u64) -> Harness {
-        let mut h = Harness { policy: LinkPolicy::new(settings(jitter), seed), now: Instant::now() };
+        let mut h = Harness {
+            policy: LinkPolicy::new(settings(jitter), seed),
+            now: Instant::now(),
+        };
         h.policy.start(h.now);
         h
     }
@@ -58,7 +61,9 @@ impl Harness {
 
     fn identified(&mut self) {
         self.input(Input::Connected);
-        self.input(Input::Frame(Inbound::Identified { agent_id: "a1".into() }));
+        self.input(Input::Frame(Inbound::Identified {
+            agent_id: "a1".into(),
+        }));
         assert!(self.policy.is_identified());
     }
 
@@ -77,7 +82,11 @@ impl Harness {
 }
 
 fn io(actions: &[Action]) -> Vec<Action> {
-    actions.iter().filter(|a| !matches!(a, Action::Log(_))).cloned().collect()
+    actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Log(_)))
+        .cloned()
+        .collect()
 }
 
 fn events(actions: &[Action]) -> Vec<String> {
@@ -97,7 +106,10 @@ fn start_connects_at_once_and_identifies_on_open() {
     assert_eq!(io(&first), vec![Action::Connect]);
     assert_eq!(events(&first), vec!["ws_connecting"]);
     let open = h.input(Input::Connected);
-    assert_eq!(io(&open), vec![Action::Send(Outbound::Identify(settings(0.5).identify))]);
+    assert_eq!(
+        io(&open),
+        vec![Action::Send(Outbound::Identify(settings(0.5).identify))]
+    );
     assert_eq!(events(&open), vec!["ws_open", "identify_sent"]);
 }
 
@@ -128,18 +140,27 @@ fn missing_pong_drops_the_link_after_the_timeout() {
     assert_eq!(events(&actions), vec!["heartbeat_timeout", "reconnect_scheduled"]);
     assert!(matches!(
         actions[0],
-        Action::Log(Event::HeartbeatTimeout { waiting_for: "pong", waited_ms: 10_000 })
+        Action::Log(Event::HeartbeatTimeout {
+            waiting_for: "pong",
+            waited_ms: 10_000
+        })
     ));
     // The first reconnect after a healthy session starts the schedule from the beginning.
     let delay = Harness::scheduled_delay(&actions);
-    assert!(delay >= Duration::from_millis(500) && delay <= Duration::from_secs(1), "{delay:?}");
+    assert!(
+        delay >= Duration::from_millis(500) && delay <= Duration::from_secs(1),
+        "{delay:?}"
+    );
 }
 
 #[test]
 fn deadline_runs_from_the_oldest_unanswered_ping() {
     let mut s = settings(0.5);
     s.heartbeat_interval = Duration::from_secs(4);
-    let mut h = Harness { policy: LinkPolicy::new(s, 1), now: Instant::now() };
+    let mut h = Harness {
+        policy: LinkPolicy::new(s, 1),
+        now: Instant::now(),
+    };
     h.policy.start(h.now);
     h.drain();
     h.identified();
@@ -164,10 +185,15 @@ fn backoff_sequence_stays_within_jitter_bounds() {
         h.drain();
         let nominal = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60];
         for (i, secs) in nominal.iter().enumerate() {
-            let actions = h.input(Input::ConnectFailed { error: "refused".into() });
+            let actions = h.input(Input::ConnectFailed {
+                error: "refused".into(),
+            });
             let delay = Harness::scheduled_delay(&actions);
             let hi = Duration::from_secs(*secs);
-            assert!(delay >= hi / 2 && delay <= hi, "seed {seed} attempt {i}: {delay:?} vs {hi:?}");
+            assert!(
+                delay >= hi / 2 && delay <= hi,
+                "seed {seed} attempt {i}: {delay:?} vs {hi:?}"
+            );
             let (waited, next) = h.fire();
             assert_eq!(waited, delay);
             assert_eq!(io(&next), vec![Action::Connect]);
@@ -201,14 +227,20 @@ fn schedule_resets_only_after_identified_not_on_open() {
     let mut delays = vec![];
     for _ in 0..6 {
         h.input(Input::Connected);
-        let a = h.input(Input::Closed { code: Some(1002), reason: String::new() });
+        let a = h.input(Input::Closed {
+            code: Some(1002),
+            reason: String::new(),
+        });
         delays.push(Harness::scheduled_delay(&a).as_secs());
         h.fire();
     }
     assert_eq!(delays, [1, 2, 4, 8, 16, 32]);
     // Once identified, the next drop starts from the first delay again.
     h.identified();
-    let a = h.input(Input::Closed { code: Some(1000), reason: String::new() });
+    let a = h.input(Input::Closed {
+        code: Some(1000),
+        reason: String::new(),
+    });
     assert_eq!(Harness::scheduled_delay(&a), Duration::from_secs(1));
 }
 
@@ -225,7 +257,10 @@ fn auth_failure_closes_and_waits_the_capped_delay() {
             let actions = h.input(Input::Frame(Inbound::Error(error.clone())));
             assert_eq!(
                 io(&actions),
-                vec![Action::Close { code: 1000, reason: "authentication failed".into() }]
+                vec![Action::Close {
+                    code: 1000,
+                    reason: "authentication failed".into()
+                }]
             );
             match &actions[0] {
                 Action::Log(Event::AuthFailed { error, hint }) => {
@@ -235,9 +270,17 @@ fn auth_failure_closes_and_waits_the_capped_delay() {
                 other => panic!("expected auth_failed, got {other:?}"),
             }
             let delay = Harness::scheduled_delay(&actions);
-            assert!(delay >= Duration::from_secs(30) && delay <= Duration::from_secs(60), "{delay:?}");
+            assert!(
+                delay >= Duration::from_secs(30) && delay <= Duration::from_secs(60),
+                "{delay:?}"
+            );
             // The close that follows our own close is not a second reconnect.
-            assert!(h.input(Input::Closed { code: Some(1000), reason: String::new() }).is_empty());
+            assert!(h
+                .input(Input::Closed {
+                    code: Some(1000),
+                    reason: String::new()
+                })
+                .is_empty());
             let (waited, next) = h.fire();
             assert_eq!(waited, delay);
             assert_eq!(io(&next), vec![Action::Connect]);
@@ -256,13 +299,19 @@ fn cooldown_close_is_honoured() {
             reason: "cooldown active: retry in 30s".into(),
         });
         let delay = Harness::scheduled_delay(&a);
-        assert!(delay >= Duration::from_secs(30) && delay <= Duration::from_secs(31), "{delay:?}");
+        assert!(
+            delay >= Duration::from_secs(30) && delay <= Duration::from_secs(31),
+            "{delay:?}"
+        );
     }
     // A 1008 for another reason is an ordinary close.
     let mut h = Harness::new(0.0, 1);
     h.drain();
     h.input(Input::Connected);
-    let a = h.input(Input::Closed { code: Some(1008), reason: "too many validation errors".into() });
+    let a = h.input(Input::Closed {
+        code: Some(1008),
+        reason: "too many validation errors".into(),
+    });
     assert_eq!(Harness::scheduled_delay(&a), Duration::from_secs(1));
 }
 
@@ -273,13 +322,25 @@ fn connect_and_identify_that_never_answer_count_as_dead_links() {
     let (waited, a) = h.fire();
     assert_eq!(waited, TIMEOUT);
     assert_eq!(io(&a), vec![Action::Abort]);
-    assert!(matches!(a[0], Action::Log(Event::HeartbeatTimeout { waiting_for: "connection", .. })));
+    assert!(matches!(
+        a[0],
+        Action::Log(Event::HeartbeatTimeout {
+            waiting_for: "connection",
+            ..
+        })
+    ));
     h.fire(); // reconnect
     h.input(Input::Connected);
     let (waited, a) = h.fire();
     assert_eq!(waited, TIMEOUT);
     assert_eq!(io(&a), vec![Action::Abort]);
-    assert!(matches!(a[0], Action::Log(Event::HeartbeatTimeout { waiting_for: "identified", .. })));
+    assert!(matches!(
+        a[0],
+        Action::Log(Event::HeartbeatTimeout {
+            waiting_for: "identified",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -287,10 +348,21 @@ fn own_agent_left_triggers_identify_on_the_same_socket() {
     let mut h = Harness::new(0.0, 1);
     h.drain();
     h.identified();
-    assert!(h.input(Input::Frame(Inbound::AgentLeft { agent_id: "other".into() })).is_empty());
-    let a = h.input(Input::Frame(Inbound::AgentLeft { agent_id: "a1".into() }));
-    assert_eq!(io(&a), vec![Action::Send(Outbound::Identify(settings(0.0).identify))]);
-    h.input(Input::Frame(Inbound::Identified { agent_id: "a1".into() }));
+    assert!(h
+        .input(Input::Frame(Inbound::AgentLeft {
+            agent_id: "other".into()
+        }))
+        .is_empty());
+    let a = h.input(Input::Frame(Inbound::AgentLeft {
+        agent_id: "a1".into(),
+    }));
+    assert_eq!(
+        io(&a),
+        vec![Action::Send(Outbound::Identify(settings(0.0).identify))]
+    );
+    h.input(Input::Frame(Inbound::Identified {
+        agent_id: "a1".into(),
+    }));
     assert!(h.policy.is_identified());
 }
 
@@ -300,7 +372,10 @@ fn not_identified_while_identified_identifies_again() {
     h.drain();
     h.identified();
     let a = h.input(Input::Frame(Inbound::Error(HubError::NotIdentified)));
-    assert_eq!(io(&a), vec![Action::Send(Outbound::Identify(settings(0.0).identify))]);
+    assert_eq!(
+        io(&a),
+        vec![Action::Send(Outbound::Identify(settings(0.0).identify))]
+    );
 }
 
 #[test]
@@ -310,12 +385,24 @@ fn noise_is_logged_or_skipped_and_changes_nothing() {
     h.identified();
     let deadline = h.policy.poll_timeout();
     assert!(h.input(Input::Frame(Inbound::RateLimitWarning)).is_empty());
-    let informational = Inbound::Other { kind: "agent_joined".into(), frame: Default::default() };
+    let informational = Inbound::Other {
+        kind: "agent_joined".into(),
+        frame: Default::default(),
+    };
     assert!(h.input(Input::Frame(informational)).is_empty());
-    let unknown = Inbound::Other { kind: "surprise".into(), frame: Default::default() };
+    let unknown = Inbound::Other {
+        kind: "surprise".into(),
+        frame: Default::default(),
+    };
     assert_eq!(events(&h.input(Input::Frame(unknown))), vec!["unhandled_message"]);
-    assert_eq!(events(&h.input(Input::BadFrame(FrameError::NotAnObject))), vec!["malformed_frame"]);
-    let limited = Inbound::RateLimited { retry_after_ms: 1000, tier: "normal".into() };
+    assert_eq!(
+        events(&h.input(Input::BadFrame(FrameError::NotAnObject))),
+        vec!["malformed_frame"]
+    );
+    let limited = Inbound::RateLimited {
+        retry_after_ms: 1000,
+        tier: "normal".into(),
+    };
     assert_eq!(events(&h.input(Input::Frame(limited))), vec!["rate_limited"]);
     let err = Inbound::Error(HubError::Other("task_complete_failed: not_found".into()));
     assert_eq!(events(&h.input(Input::Frame(err))), vec!["hub_error"]);
@@ -328,28 +415,49 @@ fn shutdown_closes_with_1000_and_exits() {
     let mut h = Harness::new(0.0, 1);
     h.drain();
     h.identified();
-    let a = h.input(Input::Shutdown { signal: "SIGTERM".into() });
+    let a = h.input(Input::Shutdown {
+        signal: "SIGTERM".into(),
+    });
     assert_eq!(
         io(&a),
-        vec![Action::Close { code: 1000, reason: "shutdown".into() }, Action::Exit]
+        vec![
+            Action::Close {
+                code: 1000,
+                reason: "shutdown".into()
+            },
+            Action::Exit
+        ]
     );
     assert_eq!(events(&a), vec!["shutdown"]);
     assert!(h.policy.is_stopped());
     assert_eq!(h.policy.poll_timeout(), None);
-    assert!(h.input(Input::Closed { code: Some(1000), reason: String::new() }).is_empty());
+    assert!(h
+        .input(Input::Closed {
+            code: Some(1000),
+            reason: String::new()
+        })
+        .is_empty());
 
     // While waiting to reconnect there is nothing to close.
     let mut h = Harness::new(0.0, 1);
     h.drain();
     h.input(Input::ConnectFailed { error: "x".into() });
-    let a = h.input(Input::Shutdown { signal: "SIGINT".into() });
+    let a = h.input(Input::Shutdown {
+        signal: "SIGINT".into(),
+    });
     assert_eq!(io(&a), vec![Action::Exit]);
 }
 
 #[test]
 fn parses_cooldown_reasons() {
-    assert_eq!(parse_cooldown("cooldown active: retry in 30s"), Some(Duration::from_secs(30)));
-    assert_eq!(parse_cooldown("cooldown active: retry in 300s"), Some(Duration::from_secs(300)));
+    assert_eq!(
+        parse_cooldown("cooldown active: retry in 30s"),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        parse_cooldown("cooldown active: retry in 300s"),
+        Some(Duration::from_secs(300))
+    );
     assert_eq!(parse_cooldown("too many validation errors"), None);
     assert_eq!(parse_cooldown("cooldown active: retry in xs"), None);
 }
