@@ -120,11 +120,15 @@ fn main() {
         let after = cpu_time(pid);
         if let (Some(b), Some(a)) = (before, after) {
             let used = a - b;
+            if used.is_zero() {
+                println!("  CPU while idle          under one clock tick (10 ms) over {idle_secs} s (/proc resolution)");
+            } else {
             println!(
                 "  CPU while idle          {:6.3} s over {idle_secs} s  (= {:.3} s per hour; default heartbeat 30 s)",
                 used.as_secs_f64(),
                 used.as_secs_f64() * 3600.0 / idle_secs as f64
             );
+            }
         }
         if let Some(kib) = rss_kib(pid) {
             println!("  resident after idling   {:6.2} MiB", kib as f64 / 1024.0);
