@@ -23,6 +23,10 @@ enum Net {
     Refused,
     /// The WebSocket opens, then the peer closes it at once (code 1002), before any identify.
     OpenThenClose,
+    /// The TCP connect never completes (a black-holed SYN).
+    Hang,
+    /// The WebSocket opens, and the peer reads everything and answers nothing.
+    Mute,
 }
 
 #[derive(Clone)]
@@ -63,6 +67,15 @@ impl Connector for TestConnector {
             let (client, server) = tokio::io::duplex(64 * 1024);
             match net {
                 Net::Refused => return Err("connection refused".to_owned()),
+                Net::Hang => std::future::pending::<()>().await,
+                Net::Mute => {
+                    tokio::spawn(async move {
+                        use futures_util::StreamExt;
+                        if let Ok(mut ws) = tokio_tungstenite::accept_async(server).await {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        }
+                    });
+                }
                 Net::Hub => hub.serve_stream(server),
                 Net::OpenThenClose => {
                     tokio::spawn(async move {
@@ -409,4 +422,36 @@ async fn own_agent_left_makes_the_sidecar_identify_again() {
         .count();
     assert_eq!(identifies, 2, "{events:?}");
     assert_eq!(connector.gaps().len(), 0, "same socket");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_that_never_completes_is_abandoned_after_the_timeout() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let connector = TestConnector::new(&hub, Net::Hang);
+    let events = run_link(connector.clone(), settings("t", 0.0), 1, Duration::from_secs(40)).await;
+    // 10 s timeout, then 1 s, 10 s, 2 s, 10 s, 4 s: attempts at 0, 11, 23, 37.
+    let gaps = connector.gaps();
+    assert_eq!(gaps, [11, 12, 14].map(Duration::from_secs), "{events:?}");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::HeartbeatTimeout {
+            waiting_for: "connection",
+            waited_ms: 10_000
+        }
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_identify_that_gets_no_answer_is_a_dead_link() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let connector = TestConnector::new(&hub, Net::Mute);
+    let events = run_link(connector.clone(), settings("t", 0.0), 1, Duration::from_secs(25)).await;
+    assert_eq!(connector.gaps(), [11, 12].map(Duration::from_secs));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::HeartbeatTimeout {
+            waiting_for: "identified",
+            waited_ms: 10_000
+        }
+    )));
 }
