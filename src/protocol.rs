@@ -51,6 +51,92 @@ pub enum Outbound {
     Identify(Identify),
     /// Application-level keepalive; the hub answers `pong` and refreshes presence.
     Ping {},
+    /// The task is persisted and ours; the hub answers `task_ack accepted`.
+    TaskAccepted {
+        /// The task.
+        task_id: String,
+    },
+    /// Progress, or a keepalive that holds off the hub's stuck sweep. No reply.
+    TaskProgress {
+        /// The task.
+        task_id: String,
+        /// Percent or step count the agent reported.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<i64>,
+        /// `{event_type, text}` when the agent gave a message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        execution_event: Option<Value>,
+    },
+    /// The agent succeeded; fenced by generation on the hub.
+    TaskComplete {
+        /// The task.
+        task_id: String,
+        /// The generation the hub last gave this task.
+        generation: i64,
+        /// The agent's result object.
+        result: Map<String, Value>,
+        /// Tokens the agent reported, when an integer.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tokens_used: Option<i64>,
+    },
+    /// The task failed (or was refused); fenced by generation on the hub.
+    TaskFailed {
+        /// The task.
+        task_id: String,
+        /// Why, at most [`MAX_REASON_CHARS`] characters.
+        reason: String,
+        /// The generation of the assignment this answers.
+        generation: i64,
+    },
+    /// After a restart: "I held this task; is it still mine?"
+    TaskRecovering {
+        /// The task.
+        task_id: String,
+        /// Its description, as the Node sidecar sends.
+        description: String,
+        /// Its metadata object.
+        metadata: Value,
+        /// The status it had in queue.json.
+        last_status: String,
+    },
+    /// After a reconnect: "I am working on this task at this generation."
+    StateReport {
+        /// The task.
+        task_id: String,
+        /// The task's status in queue.json.
+        status: String,
+        /// The generation we hold.
+        generation: i64,
+        /// When the hub assigned it (epoch ms).
+        assigned_at: i64,
+    },
+    /// The outcome of one wake attempt. No reply.
+    WakeResult {
+        /// The task.
+        task_id: String,
+        /// success, failed or timeout.
+        status: &'static str,
+        /// Which attempt (1-based).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+        /// What went wrong, at most [`MAX_REASON_CHARS`] characters.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// A short code (`confirmation_timeout`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// The hub's limit on `reason` and `error` strings, in characters.
+pub const MAX_REASON_CHARS: usize = 2000;
+
+/// Cut `s` to at most `max` characters (the hub counts characters, not bytes).
+pub fn cut_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => s[..i].to_owned(),
+        None => s.to_owned(),
+    }
 }
 
 #[derive(Serialize)]
@@ -75,6 +161,13 @@ impl Outbound {
         match self {
             Outbound::Identify(_) => "identify",
             Outbound::Ping {} => "ping",
+            Outbound::TaskAccepted { .. } => "task_accepted",
+            Outbound::TaskProgress { .. } => "task_progress",
+            Outbound::TaskComplete { .. } => "task_complete",
+            Outbound::TaskFailed { .. } => "task_failed",
+            Outbound::TaskRecovering { .. } => "task_recovering",
+            Outbound::StateReport { .. } => "state_report",
+            Outbound::WakeResult { .. } => "wake_result",
         }
     }
 }
@@ -97,6 +190,13 @@ pub enum HubError {
     },
     /// The hub could not parse our text as JSON.
     InvalidJson,
+    /// `task_complete_failed: <reason>` or `task_fail_failed: <reason>`: an outcome was refused.
+    OutcomeRefused {
+        /// The whole error string, as sent.
+        error: String,
+        /// `stale_generation`, `invalid_state`, `not_found`, or whatever followed the colon.
+        reason: String,
+    },
     /// Any other error string (`task_complete_failed: ...` and friends).
     Other(String),
 }
@@ -110,6 +210,7 @@ impl HubError {
             HubError::NotIdentified => "not_identified",
             HubError::ValidationFailed { .. } => "validation_failed",
             HubError::InvalidJson => "invalid_json",
+            HubError::OutcomeRefused { error, .. } => error,
             HubError::Other(s) => s,
         }
     }
@@ -141,12 +242,57 @@ pub enum Inbound {
         /// The bucket: light, normal or heavy.
         tier: String,
     },
+    /// A frame about a task, for the relay.
+    Task(TaskFrame),
     /// Any other well-formed frame: informational pushes, and types the link does not handle.
     Other {
         /// The frame's `type`.
         kind: String,
         /// The whole frame.
         frame: Map<String, Value>,
+    },
+}
+
+/// A task frame from the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskFrame {
+    /// A task for this agent: the whole frame, checked field by field by the relay.
+    Assign(Map<String, Value>),
+    /// The hub recorded our `task_accepted`, `task_complete` or `task_failed`.
+    Ack {
+        /// The task.
+        task_id: String,
+        /// accepted, complete, retried or dead_letter.
+        status: String,
+    },
+    /// Answer to `task_recovering`: keep it, at this generation.
+    Continue {
+        /// The task.
+        task_id: String,
+        /// The hub's current generation.
+        generation: Option<i64>,
+    },
+    /// Answer to `task_recovering`: the hub took it back.
+    Reassign {
+        /// The task.
+        task_id: String,
+    },
+    /// Answer to `state_report`: `continue` or `abort`.
+    StateReportAck {
+        /// The task.
+        task_id: String,
+        /// continue or abort.
+        action: String,
+    },
+    /// The task was cancelled on the hub.
+    Cancelled {
+        /// The task.
+        task_id: String,
+    },
+    /// The hub asks the sidecar to restart.
+    RestartSidecar {
+        /// Why, as the hub says.
+        reason: String,
     },
 }
 
@@ -218,6 +364,27 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, FrameError> {
             agent_id: string_field(&frame, &kind, "agent_id")?,
         },
         "rate_limit_warning" => Inbound::RateLimitWarning,
+        "task_assign" => {
+            string_field(&frame, &kind, "task_id")?;
+            Inbound::Task(TaskFrame::Assign(frame))
+        }
+        "task_ack" => Inbound::Task(TaskFrame::Ack {
+            task_id: string_field(&frame, &kind, "task_id")?,
+            status: string_field(&frame, &kind, "status")?,
+        }),
+        "task_continue" => Inbound::Task(TaskFrame::Continue {
+            task_id: string_field(&frame, &kind, "task_id")?,
+            generation: frame.get("generation").and_then(Value::as_i64),
+        }),
+        "task_reassign" => Inbound::Task(TaskFrame::Reassign { task_id: string_field(&frame, &kind, "task_id")? }),
+        "state_report_ack" => Inbound::Task(TaskFrame::StateReportAck {
+            task_id: string_field(&frame, &kind, "task_id")?,
+            action: string_field(&frame, &kind, "action")?,
+        }),
+        "task_cancelled" => Inbound::Task(TaskFrame::Cancelled { task_id: string_field(&frame, &kind, "task_id")? }),
+        "restart_sidecar" => Inbound::Task(TaskFrame::RestartSidecar {
+            reason: frame.get("reason").and_then(Value::as_str).unwrap_or("hub_commanded").to_owned(),
+        }),
         "rate_limited" => Inbound::RateLimited {
             retry_after_ms: frame
                 .get("retry_after_ms")
@@ -242,7 +409,15 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, FrameError> {
                 },
                 errors: frame.get("errors").cloned().unwrap_or(Value::Null),
             },
-            other => HubError::Other(other.to_owned()),
+            other => match other
+                .strip_prefix("task_complete_failed:")
+                .or_else(|| other.strip_prefix("task_fail_failed:"))
+            {
+                Some(reason) => {
+                    HubError::OutcomeRefused { error: other.to_owned(), reason: reason.trim().to_owned() }
+                }
+                None => HubError::Other(other.to_owned()),
+            },
         }),
         _ => Inbound::Other { kind, frame },
     })

@@ -73,6 +73,10 @@ pub enum Action {
     Abort,
     /// Record an event.
     Log(Event),
+    /// The hub has (again) acknowledged our identity: task state may be reported.
+    Up,
+    /// The identified connection is gone: nothing can be sent until the next `Up`.
+    Down,
     /// Stop: the policy is done.
     Exit,
 }
@@ -116,6 +120,8 @@ pub struct LinkPolicy {
     rng: fastrand::Rng,
     phase: Phase,
     actions: VecDeque<Action>,
+    /// An `Up` was emitted on the current connection and no `Down` since.
+    up: bool,
 }
 
 impl LinkPolicy {
@@ -127,6 +133,7 @@ impl LinkPolicy {
             rng: fastrand::Rng::with_seed(seed),
             phase: Phase::NotStarted,
             actions: VecDeque::new(),
+            up: false,
         }
     }
 
@@ -234,6 +241,7 @@ impl LinkPolicy {
             }
             Input::Shutdown { signal } => {
                 self.log(Event::Shutdown { signal });
+                self.down();
                 match self.phase {
                     Phase::Identifying { .. } | Phase::Identified { .. } => {
                         self.actions.push_back(Action::Close {
@@ -262,6 +270,8 @@ impl LinkPolicy {
                         next_ping: now + self.settings.heartbeat_interval,
                         ping_sent: None,
                     };
+                    self.up = true;
+                    self.actions.push_back(Action::Up);
                 }
                 _ => self.log(Event::UnhandledMessage {
                     message_type: "identified".into(),
@@ -312,6 +322,8 @@ impl LinkPolicy {
             Inbound::RateLimited { retry_after_ms, tier } => {
                 self.log(Event::RateLimited { retry_after_ms, tier })
             }
+            // Task frames belong to the relay; rate_limited is also the relay's business.
+            Inbound::Task(_) => {}
             Inbound::Other { kind, .. } => {
                 if !INFORMATIONAL.contains(&kind.as_str()) {
                     self.log(Event::UnhandledMessage { message_type: kind });
@@ -381,7 +393,14 @@ impl LinkPolicy {
         self.schedule(now, delay, reason);
     }
 
+    fn down(&mut self) {
+        if std::mem::take(&mut self.up) {
+            self.actions.push_back(Action::Down);
+        }
+    }
+
     fn schedule(&mut self, now: Instant, delay: Duration, reason: &str) {
+        self.down();
         // Whole milliseconds: what is logged is exactly what is waited.
         let delay = Duration::from_millis(delay.as_millis() as u64);
         self.log(Event::ReconnectScheduled {

@@ -136,6 +136,7 @@ pub async fn run<C: Connector>(
                     connecting = None;
                 }
                 Action::Log(event) => log.record(&event),
+                Action::Up | Action::Down => {}
                 Action::Exit => return,
             }
         }
