@@ -48,6 +48,13 @@ const KNOWN_KEYS: &[&str] = &[
     "reconnect_initial_ms",
     "reconnect_max_ms",
     "reconnect_jitter",
+    "queue_file",
+    "cancel_command",
+    "wake_timeout_ms",
+    "wake_retry_delays_ms",
+    "max_pending",
+    "progress_keepalive_ms",
+    "readopt_window_ms",
 ];
 
 /// Keys of the Node sidecar's config (protocol §6.5) that this sidecar accepts but does not use.
@@ -123,6 +130,20 @@ pub struct Config {
     pub reconnect_max: Duration,
     /// Random spread applied to each reconnect delay, as a fraction (default 0.5, within 0..=1).
     pub reconnect_jitter: f64,
+    /// Where held tasks are persisted (`queue_file`, default `./queue.json`), absolute.
+    pub queue_file: PathBuf,
+    /// Run when the hub cancels a task (`cancel_command`, same template variables); `None` when unset.
+    pub cancel_command: Option<String>,
+    /// How long one wake attempt may run before its process group is killed (`wake_timeout_ms`, 60000).
+    pub wake_timeout: Duration,
+    /// Waits before the 2nd, 3rd, ... wake attempt (`wake_retry_delays_ms`, [5000, 15000, 30000]).
+    pub wake_retry_delays: Vec<Duration>,
+    /// Tasks accepted while one is in progress, before `busy` (`max_pending`, default 1).
+    pub max_pending: usize,
+    /// Period of the `task_progress` keepalive while a task is held (`progress_keepalive_ms`, 300000).
+    pub progress_keepalive: Duration,
+    /// How long a task the hub took back is kept for re-assignment (`readopt_window_ms`, 120000).
+    pub readopt_window: Duration,
     /// One human-readable line per accepted-but-unused, unknown or doubtful setting.
     pub warnings: Vec<String>,
 }
@@ -295,6 +316,12 @@ fn example_line(field: &str) -> String {
         "reconnect_max_ms" => "60000",
         "reconnect_jitter" => "0.5",
         "results_dir" => "\"./results\"",
+        "queue_file" => "\"./queue.json\"",
+        "wake_timeout_ms" => "60000",
+        "wake_retry_delays_ms" => "[5000, 15000, 30000]",
+        "max_pending" => "1",
+        "progress_keepalive_ms" => "300000",
+        "readopt_window_ms" => "120000",
         "log_file" => "\"./sidecar.log\"",
         _ => "...",
     };
@@ -969,7 +996,62 @@ impl Config {
             }
         };
 
+        let queue_file = resolve(
+            &dir,
+            &b.opt_string("queue_file")?
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "./queue.json".to_string()),
+        );
+        let cancel_command = b.opt_string("cancel_command")?.filter(|c| !c.trim().is_empty());
+        let wake_timeout = b.positive_ms("wake_timeout_ms", 60_000)?;
+        let wake_retry_delays = match b.get("wake_retry_delays_ms") {
+            None => vec![5_000, 15_000, 30_000],
+            Some(Value::Array(items)) => {
+                let mut delays = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_u64().filter(|ms| *ms <= MAX_DURATION_MS) {
+                        Some(ms) => delays.push(ms),
+                        None => {
+                            return Err(b.err(ConfigErrorKind::WrongType {
+                                field: format!("wake_retry_delays_ms[{i}]"),
+                                expected: "a whole number of milliseconds",
+                                found: json_type(item),
+                            }))
+                        }
+                    }
+                }
+                delays
+            }
+            Some(other) => {
+                return Err(b.err(ConfigErrorKind::WrongType {
+                    field: "wake_retry_delays_ms".to_string(),
+                    expected: "an array of milliseconds, e.g. [5000, 15000, 30000]",
+                    found: json_type(other),
+                }))
+            }
+        };
+        let max_pending = match b.get("max_pending") {
+            None => 1,
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => n.as_u64().unwrap_or(1) as usize,
+            Some(other) => {
+                return Err(b.err(ConfigErrorKind::WrongType {
+                    field: "max_pending".to_string(),
+                    expected: "a whole number from 0 to 100",
+                    found: json_type(other),
+                }))
+            }
+        };
+        let progress_keepalive = b.positive_ms("progress_keepalive_ms", 300_000)?;
+        let readopt_window = b.positive_ms("readopt_window_ms", 120_000)?;
+
         Ok(Config {
+            queue_file,
+            cancel_command,
+            wake_timeout: Duration::from_millis(wake_timeout),
+            wake_retry_delays: wake_retry_delays.into_iter().map(Duration::from_millis).collect(),
+            max_pending,
+            progress_keepalive: Duration::from_millis(progress_keepalive),
+            readopt_window: Duration::from_millis(readopt_window),
             path: path.clone(),
             agent_id,
             token: Secret::new(token),
@@ -1062,6 +1144,13 @@ mod tests {
         assert!(c.capabilities.is_empty());
         assert_eq!(c.wake_command.as_deref(), Some("true"));
         assert_eq!(c.confirmation_timeout, Duration::from_millis(30_000));
+        assert_eq!(c.queue_file, PathBuf::from("/srv/agent/queue.json"));
+        assert_eq!(c.cancel_command, None);
+        assert_eq!(c.wake_timeout, Duration::from_secs(60));
+        assert_eq!(c.wake_retry_delays, [5, 15, 30].map(Duration::from_secs));
+        assert_eq!(c.max_pending, 1);
+        assert_eq!(c.progress_keepalive, Duration::from_secs(300));
+        assert_eq!(c.readopt_window, Duration::from_secs(120));
         assert_eq!(c.results_dir, PathBuf::from("/srv/agent/results"));
         assert_eq!(c.log_file, PathBuf::from("/srv/agent/sidecar.log"));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(30_000));
@@ -1374,6 +1463,18 @@ mod tests {
             msg.contains("field `wake_command` must be a string, found a boolean"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn relay_settings_are_checked() {
+        let (_, msg) = err(&with("wake_retry_delays_ms", "[5000, \"15s\"]"));
+        assert!(msg.contains("wake_retry_delays_ms[1]"), "{msg}");
+        let (_, msg) = err(&with("max_pending", "-1"));
+        assert!(msg.contains("max_pending"), "{msg}");
+        let c = Config::parse(&with("wake_retry_delays_ms", "[]"), &p()).unwrap();
+        assert!(c.wake_retry_delays.is_empty());
+        let c = Config::parse(&with("max_pending", "3"), &p()).unwrap();
+        assert_eq!(c.max_pending, 3);
     }
 
     #[test]
