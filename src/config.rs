@@ -1032,7 +1032,9 @@ impl Config {
         };
         let max_pending = match b.get("max_pending") {
             None => 1,
-            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => n.as_u64().unwrap_or(1) as usize,
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => {
+                n.as_u64().unwrap_or(1) as usize
+            }
             Some(other) => {
                 return Err(b.err(ConfigErrorKind::WrongType {
                     field: "max_pending".to_string(),

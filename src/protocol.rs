@@ -376,14 +376,22 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, FrameError> {
             task_id: string_field(&frame, &kind, "task_id")?,
             generation: frame.get("generation").and_then(Value::as_i64),
         }),
-        "task_reassign" => Inbound::Task(TaskFrame::Reassign { task_id: string_field(&frame, &kind, "task_id")? }),
+        "task_reassign" => Inbound::Task(TaskFrame::Reassign {
+            task_id: string_field(&frame, &kind, "task_id")?,
+        }),
         "state_report_ack" => Inbound::Task(TaskFrame::StateReportAck {
             task_id: string_field(&frame, &kind, "task_id")?,
             action: string_field(&frame, &kind, "action")?,
         }),
-        "task_cancelled" => Inbound::Task(TaskFrame::Cancelled { task_id: string_field(&frame, &kind, "task_id")? }),
+        "task_cancelled" => Inbound::Task(TaskFrame::Cancelled {
+            task_id: string_field(&frame, &kind, "task_id")?,
+        }),
         "restart_sidecar" => Inbound::Task(TaskFrame::RestartSidecar {
-            reason: frame.get("reason").and_then(Value::as_str).unwrap_or("hub_commanded").to_owned(),
+            reason: frame
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("hub_commanded")
+                .to_owned(),
         }),
         "rate_limited" => Inbound::RateLimited {
             retry_after_ms: frame
@@ -413,9 +421,10 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, FrameError> {
                 .strip_prefix("task_complete_failed:")
                 .or_else(|| other.strip_prefix("task_fail_failed:"))
             {
-                Some(reason) => {
-                    HubError::OutcomeRefused { error: other.to_owned(), reason: reason.trim().to_owned() }
-                }
+                Some(reason) => HubError::OutcomeRefused {
+                    error: other.to_owned(),
+                    reason: reason.trim().to_owned(),
+                },
                 None => HubError::Other(other.to_owned()),
             },
         }),

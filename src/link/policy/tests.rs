@@ -82,7 +82,11 @@ impl Harness {
 }
 
 fn ups_and_downs(actions: &[Action]) -> Vec<Action> {
-    actions.iter().filter(|a| matches!(a, Action::Up | Action::Down)).cloned().collect()
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Up | Action::Down))
+        .cloned()
+        .collect()
 }
 
 /// The actions that touch the socket (not logs, not Up/Down notices).
@@ -472,18 +476,30 @@ fn up_after_each_identified_and_down_once_when_the_link_goes() {
     let mut h = Harness::new(0.0, 1);
     h.drain();
     h.input(Input::Connected);
-    let a = h.input(Input::Frame(Inbound::Identified { agent_id: "a1".into() }));
+    let a = h.input(Input::Frame(Inbound::Identified {
+        agent_id: "a1".into(),
+    }));
     assert_eq!(ups_and_downs(&a), vec![Action::Up]);
     // Re-identify after our own agent_left: a second Up without a Down.
-    h.input(Input::Frame(Inbound::AgentLeft { agent_id: "a1".into() }));
-    let a = h.input(Input::Frame(Inbound::Identified { agent_id: "a1".into() }));
+    h.input(Input::Frame(Inbound::AgentLeft {
+        agent_id: "a1".into(),
+    }));
+    let a = h.input(Input::Frame(Inbound::Identified {
+        agent_id: "a1".into(),
+    }));
     assert_eq!(ups_and_downs(&a), vec![Action::Up]);
-    let a = h.input(Input::Closed { code: Some(1000), reason: String::new() });
+    let a = h.input(Input::Closed {
+        code: Some(1000),
+        reason: String::new(),
+    });
     assert_eq!(ups_and_downs(&a), vec![Action::Down]);
     // A connection that never identified brings no Down.
     h.fire();
     h.input(Input::Connected);
-    let a = h.input(Input::Closed { code: Some(1002), reason: String::new() });
+    let a = h.input(Input::Closed {
+        code: Some(1002),
+        reason: String::new(),
+    });
     assert!(ups_and_downs(&a).is_empty());
     // Heartbeat loss and shutdown bring a Down too.
     h.fire();
@@ -493,6 +509,8 @@ fn up_after_each_identified_and_down_once_when_the_link_goes() {
     assert_eq!(ups_and_downs(&a), vec![Action::Down]);
     h.fire();
     h.identified();
-    let a = h.input(Input::Shutdown { signal: "SIGTERM".into() });
+    let a = h.input(Input::Shutdown {
+        signal: "SIGTERM".into(),
+    });
     assert_eq!(ups_and_downs(&a), vec![Action::Down]);
 }

@@ -1,0 +1,298 @@
+//! A held task as it is persisted in queue.json: the Node sidecar's shape, plus an outcome.
+
+use crate::protocol::{cut_chars, MAX_REASON_CHARS};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// The longest task_id accepted (it becomes a file name).
+pub const MAX_TASK_ID_CHARS: usize = 128;
+
+/// Why a `task_assign` cannot be taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AssignError {
+    /// task_id is empty, too long, or has characters outside `A-Za-z0-9._-` (or is `.`/`..`).
+    InvalidTaskId(String),
+    /// task_id is not a string at all: nothing valid can be sent back.
+    NoTaskId,
+}
+
+impl fmt::Display for AssignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AssignError::InvalidTaskId(id) => write!(
+                f,
+                "task_id {:?} is not 1-{MAX_TASK_ID_CHARS} characters of A-Za-z0-9._-",
+                cut_chars(id, 80)
+            ),
+            AssignError::NoTaskId => write!(f, "task_assign without a string task_id"),
+        }
+    }
+}
+
+/// Check a task_id before it touches a path.
+pub fn check_task_id(id: &str) -> Result<(), AssignError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_TASK_ID_CHARS
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AssignError::InvalidTaskId(id.to_owned()))
+    }
+}
+
+/// What came of a task: kept until the hub acknowledges it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The agent's result said `"status":"success"`.
+    Complete {
+        /// The result object, as the agent wrote it.
+        result: Map<String, Value>,
+        /// `tokens_used` from the result, when an integer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens_used: Option<i64>,
+    },
+    /// Anything else: the reason goes to the hub (at most 2000 characters).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// The outcome a result object stands for.
+    pub fn from_result(result: Map<String, Value>) -> Outcome {
+        if result.get("status").and_then(Value::as_str) == Some("success") {
+            let tokens_used = result.get("tokens_used").and_then(Value::as_i64);
+            return Outcome::Complete { result, tokens_used };
+        }
+        let reason = ["reason", "error"]
+            .iter()
+            .find_map(|k| match result.get(*k) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(Value::Null) | None => None,
+                Some(other) => Some(other.to_string()),
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        Outcome::failed(reason)
+    }
+
+    /// A failure with `reason` cut to the hub's limit.
+    pub fn failed(reason: impl AsRef<str>) -> Outcome {
+        Outcome::Failed {
+            reason: cut_chars(reason.as_ref(), MAX_REASON_CHARS),
+        }
+    }
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// A task as queue.json holds it. Field names and statuses are the Node sidecar's, so a queue.json
+/// left by the Node sidecar loads after an upgrade; the enrichment fields ride along verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The hub's id for the task (checked with [`check_task_id`]).
+    pub task_id: String,
+    /// What to do.
+    #[serde(default)]
+    pub description: String,
+    /// Free-form metadata from the hub.
+    #[serde(default = "empty_object")]
+    pub metadata: Value,
+    /// accepted, waking, waking_confirmation, working (Node's), or done (an outcome awaits its ack).
+    #[serde(default)]
+    pub status: String,
+    /// Hub wall clock at assignment (epoch ms).
+    #[serde(default)]
+    pub assigned_at: i64,
+    /// The generation the hub last gave this task.
+    #[serde(default)]
+    pub generation: i64,
+    /// Wake attempts made so far.
+    #[serde(default)]
+    pub wake_attempts: u32,
+    /// The outcome, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// repo, branch, file_hints, success_criteria, ... and anything else the hub sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl TaskRecord {
+    /// Build the record for a `task_assign` frame, as the Node sidecar does (its defaults for the
+    /// enrichment fields). `now_ms` stands in for a missing `assigned_at`.
+    pub fn from_assign(frame: &Map<String, Value>, now_ms: i64) -> Result<TaskRecord, AssignError> {
+        let task_id = match frame.get("task_id") {
+            Some(Value::String(id)) => id.clone(),
+            _ => return Err(AssignError::NoTaskId),
+        };
+        check_task_id(&task_id)?;
+        let mut extra = Map::new();
+        for (key, default) in [
+            ("repo", Value::Null),
+            ("branch", Value::Null),
+            ("file_hints", Value::Array(vec![])),
+            ("success_criteria", Value::Array(vec![])),
+            ("verification_steps", Value::Array(vec![])),
+            ("complexity", Value::Null),
+            ("skip_verification", Value::Bool(false)),
+            ("verification_timeout_ms", Value::Null),
+            ("routing_decision", Value::Null),
+            ("max_verification_retries", Value::from(0)),
+        ] {
+            extra.insert(key.to_owned(), frame.get(key).cloned().unwrap_or(default));
+        }
+        for (key, value) in frame {
+            let known = matches!(
+                key.as_str(),
+                "type"
+                    | "protocol_version"
+                    | "task_id"
+                    | "description"
+                    | "metadata"
+                    | "status"
+                    | "assigned_at"
+                    | "generation"
+                    | "wake_attempts"
+                    | "outcome"
+            );
+            if !known && !extra.contains_key(key) {
+                extra.insert(key.clone(), value.clone());
+            }
+        }
+        Ok(TaskRecord {
+            task_id,
+            description: frame
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            metadata: frame
+                .get("metadata")
+                .filter(|m| m.is_object())
+                .cloned()
+                .unwrap_or_else(empty_object),
+            status: "accepted".to_owned(),
+            assigned_at: frame.get("assigned_at").and_then(Value::as_i64).unwrap_or(now_ms),
+            generation: frame.get("generation").and_then(Value::as_i64).unwrap_or(0),
+            wake_attempts: 0,
+            outcome: None,
+            extra,
+        })
+    }
+
+    /// The record as `${TASK_JSON}` and the task file show it (without the outcome).
+    pub fn to_task_json(&self) -> String {
+        let mut shown = self.clone();
+        shown.outcome = None;
+        serde_json::to_string(&shown).expect("a task record always serializes")
+    }
+}
+
+/// The generation of a `task_assign` frame (Node: 0 when missing).
+pub fn assign_generation(frame: &Map<String, Value>) -> i64 {
+    frame.get("generation").and_then(Value::as_i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn task_ids_that_could_escape_a_folder_are_refused() {
+        for ok in ["task-3f9c0a1b2c3d4e5f", "a", "A.b_c-9", &"x".repeat(128)] {
+            assert_eq!(check_task_id(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            "a b",
+            "é",
+            "a\0",
+            &"x".repeat(129),
+        ] {
+            assert!(check_task_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn record_from_an_admin_push_has_the_node_defaults() {
+        let frame =
+            json!({"type":"task_assign","task_id":"t1","description":"d","generation":0,"assigned_at":5});
+        let r = TaskRecord::from_assign(frame.as_object().unwrap(), 99).unwrap();
+        let v: Value = serde_json::from_str(&r.to_task_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"task_id":"t1","description":"d","metadata":{},"status":"accepted","assigned_at":5,
+                   "generation":0,"wake_attempts":0,"repo":null,"branch":null,"file_hints":[],
+                   "success_criteria":[],"verification_steps":[],"complexity":null,"skip_verification":false,
+                   "verification_timeout_ms":null,"routing_decision":null,"max_verification_retries":0})
+        );
+    }
+
+    #[test]
+    fn node_queue_records_round_trip() {
+        let node = json!({"task_id":"t1","description":"d","metadata":{"k":1},"status":"working","assigned_at":5,
+            "generation":3,"wake_attempts":1,"repo":"r","branch":null,"file_hints":[],"success_criteria":[],
+            "verification_steps":[],"complexity":null,"skip_verification":false,"verification_timeout_ms":null,
+            "routing_decision":null,"max_verification_retries":0,"git_warning":"x"});
+        let r: TaskRecord = serde_json::from_value(node.clone()).unwrap();
+        assert_eq!(r.generation, 3);
+        assert_eq!(r.status, "working");
+        assert_eq!(serde_json::to_value(&r).unwrap(), node);
+    }
+
+    #[test]
+    fn outcomes_follow_the_result_contract() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        assert!(matches!(
+            Outcome::from_result(obj(json!({"status":"success","tokens_used":5}))),
+            Outcome::Complete {
+                tokens_used: Some(5),
+                ..
+            }
+        ));
+        assert_eq!(
+            Outcome::from_result(obj(json!({"status":"success","tokens_used":5.5}))),
+            Outcome::Complete {
+                result: obj(json!({"status":"success","tokens_used":5.5})),
+                tokens_used: None
+            }
+        );
+        assert_eq!(
+            Outcome::from_result(obj(json!({"status":"failed","reason":"tests failed"}))),
+            Outcome::failed("tests failed")
+        );
+        assert_eq!(
+            Outcome::from_result(obj(json!({"error":"boom"}))),
+            Outcome::failed("boom")
+        );
+        assert_eq!(
+            Outcome::from_result(obj(json!({"reason":{"code":7}}))),
+            Outcome::failed(r#"{"code":7}"#)
+        );
+        assert_eq!(
+            Outcome::from_result(obj(json!({"status":"SUCCESS"}))),
+            Outcome::failed("unknown")
+        );
+        let Outcome::Failed { reason } = Outcome::from_result(obj(json!({"reason": "x".repeat(5000)})))
+        else {
+            panic!()
+        };
+        assert_eq!(reason.len(), 2000);
+    }
+}
