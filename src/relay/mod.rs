@@ -3,5 +3,6 @@
 //! `machine` is the sans-IO state machine; `store` persists it to queue.json; `wake` runs the
 //! agent's wake command; `watch` turns the agent's files into events; `runtime` wires them up.
 
+pub mod machine;
 pub mod store;
 pub mod task;
