@@ -63,17 +63,33 @@ pub enum Event {
     /// queue.json could not be written.
     PersistFailed { error: String },
     /// A task held before the restart, to be reported to the hub.
-    TaskRecovered { task_id: String, status: String, generation: i64 },
+    TaskRecovered {
+        task_id: String,
+        status: String,
+        generation: i64,
+    },
     /// A `task_assign` arrived for a new task.
     TaskReceived { task_id: String, generation: i64 },
     /// The task is persisted and `task_accepted` went out.
     TaskAccepted { task_id: String, generation: i64 },
     /// A task was refused with `task_failed` (busy, invalid id, no wake command, disk).
-    TaskRefused { task_id: String, reason: String, detail: String },
+    TaskRefused {
+        task_id: String,
+        reason: String,
+        detail: String,
+    },
     /// The hub confirmed a task we hold (task_assign again, task_continue, state_report_ack continue).
-    TaskConfirmed { task_id: String, answer: String, generation: i64 },
+    TaskConfirmed {
+        task_id: String,
+        answer: String,
+        generation: i64,
+    },
     /// The hub took a task back; it is kept for a while in case it comes back.
-    TaskDetached { task_id: String, answer: String, keep_ms: u64 },
+    TaskDetached {
+        task_id: String,
+        answer: String,
+        keep_ms: u64,
+    },
     /// A detached task was not assigned again in time: the agent was stopped and the task dropped.
     TaskHandedBack { task_id: String },
     /// The hub cancelled a task.
@@ -81,9 +97,18 @@ pub enum Event {
     /// A wake attempt starts.
     WakeAttempt { task_id: String, attempt: u32 },
     /// A wake attempt ended.
-    WakeFinished { task_id: String, attempt: u32, status: String, error: Option<String> },
+    WakeFinished {
+        task_id: String,
+        attempt: u32,
+        status: String,
+        error: Option<String>,
+    },
     /// The next wake attempt is scheduled.
-    WakeRetryScheduled { task_id: String, attempt: u32, delay_ms: u64 },
+    WakeRetryScheduled {
+        task_id: String,
+        attempt: u32,
+        delay_ms: u64,
+    },
     /// `{task_id}.started` appeared.
     AgentStarted { task_id: String },
     /// No `.started` within confirmation_timeout_ms.
@@ -97,7 +122,11 @@ pub enum Event {
     /// The hub acknowledged an outcome.
     OutcomeAcknowledged { task_id: String, status: String },
     /// The hub refused an outcome (stale_generation, invalid_state, not_found).
-    OutcomeRefused { task_id: String, generation: i64, reason: String },
+    OutcomeRefused {
+        task_id: String,
+        generation: i64,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -159,40 +188,82 @@ impl Event {
                 format!("queue.json was unusable ({error}); moved aside to {moved_to}: inspect it")
             }
             Event::PersistFailed { error } => format!("cannot write queue.json: {error}"),
-            Event::TaskRecovered { task_id, status, generation } => {
+            Event::TaskRecovered {
+                task_id,
+                status,
+                generation,
+            } => {
                 format!("found task {task_id} ({status}, generation {generation}) from before the restart")
             }
-            Event::TaskReceived { task_id, generation } => format!("task {task_id} assigned (generation {generation})"),
+            Event::TaskReceived { task_id, generation } => {
+                format!("task {task_id} assigned (generation {generation})")
+            }
             Event::TaskAccepted { task_id, .. } => format!("task {task_id} saved and accepted"),
-            Event::TaskRefused { task_id, reason, detail } => format!("refused task {task_id}: {reason} ({detail})"),
-            Event::TaskConfirmed { task_id, answer, generation } => {
+            Event::TaskRefused {
+                task_id,
+                reason,
+                detail,
+            } => format!("refused task {task_id}: {reason} ({detail})"),
+            Event::TaskConfirmed {
+                task_id,
+                answer,
+                generation,
+            } => {
                 format!("the hub confirmed task {task_id} is ours ({answer}, generation {generation})")
             }
-            Event::TaskDetached { task_id, answer, keep_ms } => format!(
+            Event::TaskDetached {
+                task_id,
+                answer,
+                keep_ms,
+            } => format!(
                 "the hub took task {task_id} back ({answer}); keeping it {} s in case it is assigned again",
                 keep_ms / 1000
             ),
-            Event::TaskHandedBack { task_id } => format!("task {task_id} was not assigned again: agent stopped, task dropped"),
+            Event::TaskHandedBack { task_id } => {
+                format!("task {task_id} was not assigned again: agent stopped, task dropped")
+            }
             Event::TaskCancelled { task_id } => format!("task {task_id} cancelled by the hub"),
-            Event::WakeAttempt { task_id, attempt } => format!("waking the agent for {task_id} (attempt {attempt})"),
-            Event::WakeFinished { task_id, attempt, status, error } => match error {
+            Event::WakeAttempt { task_id, attempt } => {
+                format!("waking the agent for {task_id} (attempt {attempt})")
+            }
+            Event::WakeFinished {
+                task_id,
+                attempt,
+                status,
+                error,
+            } => match error {
                 Some(e) => format!("wake attempt {attempt} for {task_id}: {status}: {e}"),
                 None => format!("wake attempt {attempt} for {task_id}: {status}"),
             },
-            Event::WakeRetryScheduled { task_id, attempt, delay_ms } => {
-                format!("retrying the wake for {task_id} in {} s (attempt {attempt})", delay_ms / 1000)
+            Event::WakeRetryScheduled {
+                task_id,
+                attempt,
+                delay_ms,
+            } => {
+                format!(
+                    "retrying the wake for {task_id} in {} s (attempt {attempt})",
+                    delay_ms / 1000
+                )
             }
             Event::AgentStarted { task_id } => format!("the agent started {task_id}"),
-            Event::ConfirmationTimeout { task_id, waited_ms } => format!(
-                "no {task_id}.started within {waited_ms} ms: does the agent write it to results_dir?"
-            ),
-            Event::ResultInvalid { task_id, error } => format!("the result for {task_id} is unusable: {error}"),
+            Event::ConfirmationTimeout { task_id, waited_ms } => {
+                format!("no {task_id}.started within {waited_ms} ms: does the agent write it to results_dir?")
+            }
+            Event::ResultInvalid { task_id, error } => {
+                format!("the result for {task_id} is unusable: {error}")
+            }
             Event::ResultDiscarded { task_id, reason } => {
                 format!("a result for {task_id} was moved to discarded/ ({reason})")
             }
             Event::TaskOutcome { task_id, outcome } => format!("task {task_id} {outcome}"),
-            Event::OutcomeAcknowledged { task_id, status } => format!("the hub recorded task {task_id} ({status})"),
-            Event::OutcomeRefused { task_id, generation, reason } => {
+            Event::OutcomeAcknowledged { task_id, status } => {
+                format!("the hub recorded task {task_id} ({status})")
+            }
+            Event::OutcomeRefused {
+                task_id,
+                generation,
+                reason,
+            } => {
                 format!("the hub refused the outcome of {task_id} at generation {generation}: {reason}")
             }
         }

@@ -245,7 +245,9 @@ impl Relay {
                 (Some(_), _) => Phase::Done,
                 (None, "working") => Phase::Working,
                 // The confirmation timer is not persisted: it starts again when the hub confirms.
-                (None, "waking_confirmation") => Phase::AwaitStart { deadline: far_future() },
+                (None, "waking_confirmation") => Phase::AwaitStart {
+                    deadline: far_future(),
+                },
                 // Never woken, or the sidecar died mid-wake: wake (again) once confirmed.
                 _ => Phase::Queued,
             };
@@ -254,7 +256,9 @@ impl Relay {
                 status: record.status.clone(),
                 generation: record.generation,
             });
-            relay.actions.push_back(RelayAction::Track { task_id: record.task_id.clone() });
+            relay.actions.push_back(RelayAction::Track {
+                task_id: record.task_id.clone(),
+            });
             relay.held.push(Held {
                 started: phase == Phase::Working,
                 record,
@@ -318,16 +322,28 @@ impl Relay {
                 }
             }
             RelayInput::Persisted(result) => self.persisted(result),
-            RelayInput::WakeFinished { task_id, attempt, end } => self.wake_finished(&task_id, attempt, end, now),
+            RelayInput::WakeFinished {
+                task_id,
+                attempt,
+                end,
+            } => self.wake_finished(&task_id, attempt, end, now),
             RelayInput::Started { task_id } => self.started(&task_id, now),
             RelayInput::Result { task_id, file } => self.result(&task_id, file, now),
-            RelayInput::Progress { task_id, progress, message } => {
+            RelayInput::Progress {
+                task_id,
+                progress,
+                message,
+            } => {
                 if let Some(i) = self.find(&task_id) {
                     let h = &self.held[i];
                     if self.link_up && h.standing == Standing::Confirmed && h.phase != Phase::Done {
-                        let execution_event =
-                            message.map(|text| json!({"event_type": "progress", "text": cut_chars(&text, 10_000)}));
-                        self.send(Outbound::TaskProgress { task_id, progress: Some(progress), execution_event });
+                        let execution_event = message
+                            .map(|text| json!({"event_type": "progress", "text": cut_chars(&text, 10_000)}));
+                        self.send(Outbound::TaskProgress {
+                            task_id,
+                            progress: Some(progress),
+                            execution_event,
+                        });
                     }
                 }
             }
@@ -383,7 +399,11 @@ impl Relay {
                 .map(|h| h.record.task_id.clone())
                 .collect();
             for task_id in alive {
-                self.send(Outbound::TaskProgress { task_id, progress: None, execution_event: None });
+                self.send(Outbound::TaskProgress {
+                    task_id,
+                    progress: None,
+                    execution_event: None,
+                });
             }
         }
         self.pump(now);
@@ -440,7 +460,10 @@ impl Relay {
     fn on_frame(&mut self, frame: TaskFrame, now: Instant) {
         match frame {
             TaskFrame::Assign(frame) => {
-                let known = frame.get("task_id").and_then(Value::as_str).and_then(|id| self.find(id));
+                let known = frame
+                    .get("task_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| self.find(id));
                 if known.is_none() && self.held.iter().any(|h| h.standing == Standing::Asked) {
                     // Whether we are busy depends on the answers still to come.
                     self.deferred.push_back(frame);
@@ -452,7 +475,10 @@ impl Relay {
                 if status != "accepted" && self.in_flight.as_deref() == Some(task_id.as_str()) {
                     self.in_flight = None;
                     if let Some(i) = self.find(&task_id) {
-                        self.log(Event::OutcomeAcknowledged { task_id: task_id.clone(), status });
+                        self.log(Event::OutcomeAcknowledged {
+                            task_id: task_id.clone(),
+                            status,
+                        });
                         self.remove(i, RelayAction::ClearFiles { task_id });
                     }
                 }
@@ -487,8 +513,12 @@ impl Relay {
                     if self.in_flight.as_deref() == Some(task_id.as_str()) {
                         self.in_flight = None;
                     }
-                    self.log(Event::TaskCancelled { task_id: task_id.clone() });
-                    self.actions.push_back(RelayAction::Kill { task_id: task_id.clone() });
+                    self.log(Event::TaskCancelled {
+                        task_id: task_id.clone(),
+                    });
+                    self.actions.push_back(RelayAction::Kill {
+                        task_id: task_id.clone(),
+                    });
                     if self.settings.cancel_configured {
                         let task = self.held[i].record.clone();
                         self.actions.push_back(RelayAction::RunCancelCommand { task });
@@ -496,9 +526,9 @@ impl Relay {
                     self.remove(i, RelayAction::ClearFiles { task_id });
                 }
             }
-            TaskFrame::RestartSidecar { reason } => {
-                self.log(Event::UnhandledMessage { message_type: format!("restart_sidecar ({reason})") })
-            }
+            TaskFrame::RestartSidecar { reason } => self.log(Event::UnhandledMessage {
+                message_type: format!("restart_sidecar ({reason})"),
+            }),
         }
     }
 
@@ -508,8 +538,16 @@ impl Relay {
             Ok(r) => r,
             Err(AssignError::InvalidTaskId(id)) => {
                 let error = AssignError::InvalidTaskId(id.clone()).to_string();
-                self.log(Event::TaskRefused { task_id: cut_chars(&id, 200), reason: "invalid_task_id".into(), detail: error });
-                self.send(Outbound::TaskFailed { task_id: id, reason: "invalid_task_id".into(), generation });
+                self.log(Event::TaskRefused {
+                    task_id: cut_chars(&id, 200),
+                    reason: "invalid_task_id".into(),
+                    detail: error,
+                });
+                self.send(Outbound::TaskFailed {
+                    task_id: id,
+                    reason: "invalid_task_id".into(),
+                    generation,
+                });
                 return;
             }
             Err(e @ AssignError::NoTaskId) => {
@@ -522,25 +560,53 @@ impl Relay {
             return self.adopt(i, generation, now);
         }
         if !self.settings.wake_configured {
-            self.refuse(&task_id, generation, "no_wake_command_configured", "no wake_command in the config: set one so the agent can be woken");
+            self.refuse(
+                &task_id,
+                generation,
+                "no_wake_command_configured",
+                "no wake_command in the config: set one so the agent can be woken",
+            );
             return;
         }
-        let busy = self.held.iter().filter(|h| h.phase != Phase::Done && !h.is_detached()).count();
+        let busy = self
+            .held
+            .iter()
+            .filter(|h| h.phase != Phase::Done && !h.is_detached())
+            .count();
         if busy > self.settings.max_pending {
             let detail = format!("{busy} tasks held (max_pending {})", self.settings.max_pending);
             self.refuse(&task_id, generation, "busy", &detail);
             return;
         }
-        self.log(Event::TaskReceived { task_id: task_id.clone(), generation });
+        self.log(Event::TaskReceived {
+            task_id: task_id.clone(),
+            generation,
+        });
         // Leftovers of an earlier run with this id are not this assignment's work.
-        self.actions.push_back(RelayAction::ClearFiles { task_id: task_id.clone() });
-        self.held.push(Held { record, phase: Phase::Queued, standing: Standing::Persisting, recovered: false, started: false });
+        self.actions.push_back(RelayAction::ClearFiles {
+            task_id: task_id.clone(),
+        });
+        self.held.push(Held {
+            record,
+            phase: Phase::Queued,
+            standing: Standing::Persisting,
+            recovered: false,
+            started: false,
+        });
         self.persist();
     }
 
     fn refuse(&mut self, task_id: &str, generation: i64, reason: &str, detail: &str) {
-        self.log(Event::TaskRefused { task_id: task_id.to_owned(), reason: reason.to_owned(), detail: detail.to_owned() });
-        self.send(Outbound::TaskFailed { task_id: task_id.to_owned(), reason: reason.to_owned(), generation });
+        self.log(Event::TaskRefused {
+            task_id: task_id.to_owned(),
+            reason: reason.to_owned(),
+            detail: detail.to_owned(),
+        });
+        self.send(Outbound::TaskFailed {
+            task_id: task_id.to_owned(),
+            reason: reason.to_owned(),
+            generation,
+        });
     }
 
     /// The hub assigned a task we already hold: take its generation, accept again, do not wake again.
@@ -560,14 +626,22 @@ impl Relay {
         h.recovered = false;
         if let Phase::AwaitStart { deadline } = h.phase {
             if deadline == far_future() {
-                h.phase = Phase::AwaitStart { deadline: now + self.settings.confirmation_timeout };
+                h.phase = Phase::AwaitStart {
+                    deadline: now + self.settings.confirmation_timeout,
+                };
             }
         }
         let (task_id, generation) = (h.record.task_id.clone(), h.record.generation);
-        self.log(Event::TaskConfirmed { task_id: task_id.clone(), answer: why.to_owned(), generation });
+        self.log(Event::TaskConfirmed {
+            task_id: task_id.clone(),
+            answer: why.to_owned(),
+            generation,
+        });
         self.persist();
         // The hub's new AgentFSM waits 60 s for task_accepted after a reconnect (C6).
-        self.send(Outbound::TaskAccepted { task_id: task_id.clone() });
+        self.send(Outbound::TaskAccepted {
+            task_id: task_id.clone(),
+        });
         self.actions.push_back(RelayAction::Track { task_id });
     }
 
@@ -584,8 +658,12 @@ impl Relay {
     /// The readopt window passed: stop the agent and let the task go.
     fn hand_back(&mut self, i: usize) {
         let task_id = self.held[i].record.task_id.clone();
-        self.log(Event::TaskHandedBack { task_id: task_id.clone() });
-        self.actions.push_back(RelayAction::Kill { task_id: task_id.clone() });
+        self.log(Event::TaskHandedBack {
+            task_id: task_id.clone(),
+        });
+        self.actions.push_back(RelayAction::Kill {
+            task_id: task_id.clone(),
+        });
         let cleanup = if self.held[i].record.outcome.is_some() {
             RelayAction::DiscardResult { task_id }
         } else {
@@ -595,24 +673,34 @@ impl Relay {
     }
 
     fn asked(&self, task_id: &str) -> Option<usize> {
-        self.find(task_id).filter(|i| self.held[*i].standing == Standing::Asked)
+        self.find(task_id)
+            .filter(|i| self.held[*i].standing == Standing::Asked)
     }
 
     fn drain_deferred(&mut self, now: Instant) {
         while !self.held.iter().any(|h| h.standing == Standing::Asked) {
-            let Some(frame) = self.deferred.pop_front() else { break };
+            let Some(frame) = self.deferred.pop_front() else {
+                break;
+            };
             self.assign(frame, now);
         }
     }
 
     fn outcome_refused(&mut self, reason: String, now: Instant) {
         let Some(task_id) = self.in_flight.take() else {
-            self.log(Event::HubError { error: reason, detail: None });
+            self.log(Event::HubError {
+                error: reason,
+                detail: None,
+            });
             return;
         };
         let Some(i) = self.find(&task_id) else { return };
         let generation = self.held[i].record.generation;
-        self.log(Event::OutcomeRefused { task_id: task_id.clone(), generation, reason: reason.clone() });
+        self.log(Event::OutcomeRefused {
+            task_id: task_id.clone(),
+            generation,
+            reason: reason.clone(),
+        });
         if reason == "stale_generation" {
             // The hub moved on to another generation: it may assign the task to us again.
             self.detach(i, "stale_generation", now);
@@ -637,14 +725,21 @@ impl Relay {
     }
 
     fn persisted(&mut self, result: Result<(), String>) {
-        let fresh: Vec<usize> = (0..self.held.len()).filter(|i| self.held[*i].standing == Standing::Persisting).collect();
+        let fresh: Vec<usize> = (0..self.held.len())
+            .filter(|i| self.held[*i].standing == Standing::Persisting)
+            .collect();
         match result {
             Ok(()) => {
                 for i in fresh {
                     let task_id = self.held[i].record.task_id.clone();
                     self.held[i].standing = Standing::Confirmed;
-                    self.send(Outbound::TaskAccepted { task_id: task_id.clone() });
-                    self.log(Event::TaskAccepted { task_id: task_id.clone(), generation: self.held[i].record.generation });
+                    self.send(Outbound::TaskAccepted {
+                        task_id: task_id.clone(),
+                    });
+                    self.log(Event::TaskAccepted {
+                        task_id: task_id.clone(),
+                        generation: self.held[i].record.generation,
+                    });
                     self.actions.push_back(RelayAction::Track { task_id });
                 }
             }
@@ -653,7 +748,12 @@ impl Relay {
                 for i in fresh.into_iter().rev() {
                     let h = self.held.remove(i);
                     let reason = cut_chars(&format!("persist_failed: {error}"), MAX_REASON_CHARS);
-                    self.refuse(&h.record.task_id, h.record.generation, &reason, "queue.json could not be written");
+                    self.refuse(
+                        &h.record.task_id,
+                        h.record.generation,
+                        &reason,
+                        "queue.json could not be written",
+                    );
                 }
             }
         }
@@ -667,7 +767,10 @@ impl Relay {
         h.record.wake_attempts = attempt;
         h.record.status = "waking".into();
         let task = h.record.clone();
-        self.log(Event::WakeAttempt { task_id: task.task_id.clone(), attempt });
+        self.log(Event::WakeAttempt {
+            task_id: task.task_id.clone(),
+            attempt,
+        });
         self.persist();
         self.actions.push_back(RelayAction::Wake { task, attempt });
     }
@@ -677,12 +780,26 @@ impl Relay {
         let (status, error) = match &end {
             WakeEnd::Success => ("success", None),
             WakeEnd::Failed(e) => ("failed", Some(cut_chars(e, MAX_REASON_CHARS))),
-            WakeEnd::Timeout => ("timeout", Some("wake_command ran past wake_timeout_ms; its process group was killed".to_owned())),
+            WakeEnd::Timeout => (
+                "timeout",
+                Some("wake_command ran past wake_timeout_ms; its process group was killed".to_owned()),
+            ),
         };
-        self.log(Event::WakeFinished { task_id: task_id.to_owned(), attempt, status: status.to_owned(), error: error.clone() });
+        self.log(Event::WakeFinished {
+            task_id: task_id.to_owned(),
+            attempt,
+            status: status.to_owned(),
+            error: error.clone(),
+        });
         self.send_if_up(
             i,
-            Outbound::WakeResult { task_id: task_id.to_owned(), status, attempt: Some(attempt), error: error.clone(), reason: None },
+            Outbound::WakeResult {
+                task_id: task_id.to_owned(),
+                status,
+                attempt: Some(attempt),
+                error: error.clone(),
+                reason: None,
+            },
         );
         let h = &mut self.held[i];
         if h.phase != (Phase::Waking { attempt }) {
@@ -692,14 +809,26 @@ impl Relay {
             h.phase = if h.started {
                 Phase::Working
             } else {
-                Phase::AwaitStart { deadline: now + self.settings.confirmation_timeout }
+                Phase::AwaitStart {
+                    deadline: now + self.settings.confirmation_timeout,
+                }
             };
             self.persist();
         } else if let Some(delay) = self.settings.wake_retry_delays.get(attempt as usize - 1).copied() {
-            h.phase = Phase::RetryAt { attempt: attempt + 1, at: now + delay };
-            self.log(Event::WakeRetryScheduled { task_id: task_id.to_owned(), attempt: attempt + 1, delay_ms: delay.as_millis() as u64 });
+            h.phase = Phase::RetryAt {
+                attempt: attempt + 1,
+                at: now + delay,
+            };
+            self.log(Event::WakeRetryScheduled {
+                task_id: task_id.to_owned(),
+                attempt: attempt + 1,
+                delay_ms: delay.as_millis() as u64,
+            });
         } else {
-            let reason = format!("wake_failed_after_{attempt}_attempts: {}", error.unwrap_or_default());
+            let reason = format!(
+                "wake_failed_after_{attempt}_attempts: {}",
+                error.unwrap_or_default()
+            );
             self.finish(i, Outcome::failed(reason));
         }
     }
@@ -711,17 +840,30 @@ impl Relay {
             return;
         }
         h.started = true;
-        if matches!(h.phase, Phase::Queued | Phase::AwaitStart { .. } | Phase::RetryAt { .. }) {
+        if matches!(
+            h.phase,
+            Phase::Queued | Phase::AwaitStart { .. } | Phase::RetryAt { .. }
+        ) {
             h.phase = Phase::Working;
         }
-        self.log(Event::AgentStarted { task_id: task_id.to_owned() });
+        self.log(Event::AgentStarted {
+            task_id: task_id.to_owned(),
+        });
         self.persist();
     }
 
     fn result(&mut self, task_id: &str, file: ResultFile, _now: Instant) {
-        let Some(i) = self.find(task_id).filter(|i| self.held[*i].standing != Standing::Persisting) else {
-            self.log(Event::ResultDiscarded { task_id: task_id.to_owned(), reason: "no such task is held".into() });
-            self.actions.push_back(RelayAction::DiscardResult { task_id: task_id.to_owned() });
+        let Some(i) = self
+            .find(task_id)
+            .filter(|i| self.held[*i].standing != Standing::Persisting)
+        else {
+            self.log(Event::ResultDiscarded {
+                task_id: task_id.to_owned(),
+                reason: "no such task is held".into(),
+            });
+            self.actions.push_back(RelayAction::DiscardResult {
+                task_id: task_id.to_owned(),
+            });
             return;
         };
         if self.held[i].phase == Phase::Done {
@@ -730,7 +872,10 @@ impl Relay {
         let outcome = match file {
             ResultFile::Object(result) => Outcome::from_result(result),
             ResultFile::Invalid(why) => {
-                self.log(Event::ResultInvalid { task_id: task_id.to_owned(), error: why });
+                self.log(Event::ResultInvalid {
+                    task_id: task_id.to_owned(),
+                    error: why,
+                });
                 Outcome::failed("result_invalid")
             }
         };
@@ -746,7 +891,10 @@ impl Relay {
             Outcome::Failed { reason } => format!("failed: {}", cut_chars(reason, 200)),
         };
         h.record.outcome = Some(outcome);
-        self.log(Event::TaskOutcome { task_id: self.held[i].record.task_id.clone(), outcome: kind });
+        self.log(Event::TaskOutcome {
+            task_id: self.held[i].record.task_id.clone(),
+            outcome: kind,
+        });
         self.persist();
     }
 
@@ -756,22 +904,34 @@ impl Relay {
     fn pump(&mut self, now: Instant) {
         if self.link_up && self.in_flight.is_none() && self.resend_at.is_none_or(|t| now >= t) {
             self.resend_at = None;
-            if let Some(h) = self.held.iter().find(|h| h.standing == Standing::Confirmed && h.record.outcome.is_some()) {
+            if let Some(h) = self
+                .held
+                .iter()
+                .find(|h| h.standing == Standing::Confirmed && h.record.outcome.is_some())
+            {
                 let r = &h.record;
                 let frame = match r.outcome.clone().expect("filtered") {
-                    Outcome::Complete { result, tokens_used } => {
-                        Outbound::TaskComplete { task_id: r.task_id.clone(), generation: r.generation, result, tokens_used }
-                    }
-                    Outcome::Failed { reason } => {
-                        Outbound::TaskFailed { task_id: r.task_id.clone(), reason, generation: r.generation }
-                    }
+                    Outcome::Complete { result, tokens_used } => Outbound::TaskComplete {
+                        task_id: r.task_id.clone(),
+                        generation: r.generation,
+                        result,
+                        tokens_used,
+                    },
+                    Outcome::Failed { reason } => Outbound::TaskFailed {
+                        task_id: r.task_id.clone(),
+                        reason,
+                        generation: r.generation,
+                    },
                 };
                 self.in_flight = Some(r.task_id.clone());
                 self.send(frame);
             }
         }
         // Wake the first task that is not done, once the hub confirms it and nothing runs before it.
-        let current = self.held.iter().position(|h| h.phase != Phase::Done && !h.is_detached());
+        let current = self
+            .held
+            .iter()
+            .position(|h| h.phase != Phase::Done && !h.is_detached());
         if let Some(i) = current {
             if self.held[i].phase == Phase::Queued && self.held[i].standing == Standing::Confirmed {
                 let attempt = self.held[i].record.wake_attempts + 1;
@@ -782,7 +942,9 @@ impl Relay {
 
     fn remove(&mut self, i: usize, cleanup: RelayAction) {
         let h = self.held.remove(i);
-        self.actions.push_back(RelayAction::Untrack { task_id: h.record.task_id });
+        self.actions.push_back(RelayAction::Untrack {
+            task_id: h.record.task_id,
+        });
         self.actions.push_back(cleanup);
         self.persist();
     }

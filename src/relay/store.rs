@@ -287,8 +287,15 @@ mod tests {
 
     #[cfg(unix)]
     fn running_as_root() -> bool {
-        std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0
-").unwrap_or(false)
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| {
+                o.stdout
+                    == b"0
+"
+            })
+            .unwrap_or(false)
     }
 
     #[test]

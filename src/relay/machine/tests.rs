@@ -1,1 +1,688 @@
+//! I/O-free tests of the task lifecycle.
+
 use super::*;
+use serde_json::json;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn settings() -> RelaySettings {
+    RelaySettings {
+        wake_configured: true,
+        cancel_configured: true,
+        max_pending: 1,
+        wake_retry_delays: vec![5 * SEC, 15 * SEC, 30 * SEC],
+        confirmation_timeout: 30 * SEC,
+        progress_keepalive: 300 * SEC,
+        readopt_window: 120 * SEC,
+    }
+}
+
+struct H {
+    relay: Relay,
+    now: Instant,
+    persist_result: Result<(), String>,
+}
+
+impl H {
+    fn new(recovered: Vec<TaskRecord>) -> H {
+        H::with(settings(), recovered)
+    }
+
+    fn with(settings: RelaySettings, recovered: Vec<TaskRecord>) -> H {
+        let mut h = H {
+            relay: Relay::new(settings, recovered),
+            now: Instant::now(),
+            persist_result: Ok(()),
+        };
+        h.drain();
+        h
+    }
+
+    /// Drain actions, answering every Persist with `persist_result` as the I/O shell does.
+    fn drain(&mut self) -> Vec<RelayAction> {
+        let mut out = vec![];
+        while let Some(a) = self.relay.poll_action() {
+            let persist = matches!(a, RelayAction::Persist(_));
+            out.push(a);
+            if persist {
+                self.relay
+                    .handle(RelayInput::Persisted(self.persist_result.clone()), self.now, 0);
+            }
+        }
+        out
+    }
+
+    fn input(&mut self, input: RelayInput) -> Vec<RelayAction> {
+        self.relay.handle(input, self.now, 0);
+        self.drain()
+    }
+
+    fn frame(&mut self, frame: TaskFrame) -> Vec<RelayAction> {
+        self.input(RelayInput::Frame(frame))
+    }
+
+    fn assign(&mut self, id: &str, generation: i64) -> Vec<RelayAction> {
+        let frame = json!({"type":"task_assign","task_id":id,"description":format!("do {id}"),"generation":generation,"assigned_at":1000});
+        self.frame(TaskFrame::Assign(frame.as_object().unwrap().clone()))
+    }
+
+    /// Advance to the next deadline and fire it.
+    fn fire(&mut self) -> (Duration, Vec<RelayAction>) {
+        let at = self.relay.poll_timeout().expect("a deadline");
+        let waited = at.saturating_duration_since(self.now);
+        self.now = self.now.max(at);
+        self.relay.handle_timeout(self.now);
+        (waited, self.drain())
+    }
+
+    fn result(&mut self, id: &str, v: Value) -> Vec<RelayAction> {
+        let file = match v {
+            Value::Object(m) => ResultFile::Object(m),
+            other => ResultFile::Invalid(format!("not an object: {other}")),
+        };
+        self.input(RelayInput::Result {
+            task_id: id.into(),
+            file,
+        })
+    }
+
+    fn wake_end(&mut self, id: &str, attempt: u32, end: WakeEnd) -> Vec<RelayAction> {
+        self.input(RelayInput::WakeFinished {
+            task_id: id.into(),
+            attempt,
+            end,
+        })
+    }
+
+    /// Link up, one task assigned, woken, started.
+    fn working(&mut self, id: &str, generation: i64) {
+        self.input(RelayInput::LinkUp);
+        self.assign(id, generation);
+        self.wake_end(id, 1, WakeEnd::Success);
+        self.input(RelayInput::Started { task_id: id.into() });
+    }
+}
+
+fn sends(actions: &[RelayAction]) -> Vec<Outbound> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            RelayAction::Send(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kinds(actions: &[RelayAction]) -> Vec<String> {
+    actions
+        .iter()
+        .filter(|a| !matches!(a, RelayAction::Log(_)))
+        .map(|a| match a {
+            RelayAction::Send(f) => format!("send {}", f.kind()),
+            RelayAction::Persist(r) => format!("persist {}", r.len()),
+            RelayAction::Wake { attempt, .. } => format!("wake {attempt}"),
+            RelayAction::Kill { .. } => "kill".into(),
+            RelayAction::RunCancelCommand { .. } => "cancel_command".into(),
+            RelayAction::Track { .. } => "track".into(),
+            RelayAction::Untrack { .. } => "untrack".into(),
+            RelayAction::ClearFiles { .. } => "clear".into(),
+            RelayAction::DiscardResult { .. } => "discard".into(),
+            RelayAction::Log(_) => unreachable!(),
+        })
+        .collect()
+}
+
+fn accepted(id: &str) -> Outbound {
+    Outbound::TaskAccepted { task_id: id.into() }
+}
+
+fn failed(id: &str, reason: &str, generation: i64) -> Outbound {
+    Outbound::TaskFailed {
+        task_id: id.into(),
+        reason: reason.into(),
+        generation,
+    }
+}
+
+fn complete(id: &str, generation: i64, result: Value) -> Outbound {
+    Outbound::TaskComplete {
+        task_id: id.into(),
+        generation,
+        result: result.as_object().unwrap().clone(),
+        tokens_used: None,
+    }
+}
+
+fn record(id: &str, status: &str, generation: i64) -> TaskRecord {
+    let mut r = TaskRecord::from_assign(
+        json!({"task_id": id, "generation": generation})
+            .as_object()
+            .unwrap(),
+        0,
+    )
+    .unwrap();
+    r.status = status.into();
+    r
+}
+
+#[test]
+fn happy_path_persists_before_accepting_and_before_completing() {
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    let a = h.assign("t1", 1);
+    assert_eq!(
+        kinds(&a),
+        [
+            "clear",
+            "persist 1",
+            "send task_accepted",
+            "track",
+            "persist 1",
+            "wake 1"
+        ]
+    );
+    let RelayAction::Wake { task, .. } = &a[a.len() - 1] else {
+        panic!()
+    };
+    assert_eq!(task.status, "waking");
+    assert_eq!(task.description, "do t1");
+    let a = h.wake_end("t1", 1, WakeEnd::Success);
+    assert_eq!(
+        sends(&a),
+        [Outbound::WakeResult {
+            task_id: "t1".into(),
+            status: "success",
+            attempt: Some(1),
+            error: None,
+            reason: None
+        }]
+    );
+    let a = h.input(RelayInput::Started { task_id: "t1".into() });
+    let RelayAction::Persist(records) = &a.iter().find(|a| matches!(a, RelayAction::Persist(_))).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(records[0].status, "working");
+    let a = h.result("t1", json!({"status":"success","output":"done","tokens_used":7}));
+    assert_eq!(kinds(&a), ["persist 1", "send task_complete"]);
+    let RelayAction::Persist(records) = &a[a.len() - 2] else {
+        panic!()
+    };
+    assert!(
+        records[0].outcome.is_some(),
+        "the outcome is on disk before it is sent"
+    );
+    assert_eq!(
+        sends(&a),
+        [Outbound::TaskComplete {
+            task_id: "t1".into(),
+            generation: 1,
+            result: json!({"status":"success","output":"done","tokens_used":7})
+                .as_object()
+                .unwrap()
+                .clone(),
+            tokens_used: Some(7)
+        }]
+    );
+    let a = h.frame(TaskFrame::Ack {
+        task_id: "t1".into(),
+        status: "complete".into(),
+    });
+    assert_eq!(kinds(&a), ["untrack", "clear", "persist 0"]);
+    assert!(h.relay.held_ids().is_empty());
+}
+
+#[test]
+fn a_task_that_cannot_be_persisted_is_not_accepted() {
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    h.persist_result = Err("No space left on device (os error 28)".into());
+    let a = h.assign("t1", 4);
+    assert_eq!(
+        sends(&a),
+        [failed(
+            "t1",
+            "persist_failed: No space left on device (os error 28)",
+            4
+        )]
+    );
+    assert!(!kinds(&a).iter().any(|k| k.starts_with("wake")));
+    assert!(h.relay.held_ids().is_empty());
+}
+
+#[test]
+fn bad_task_ids_are_refused_before_touching_a_path() {
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    let a = h.assign("../../etc/passwd", 2);
+    assert_eq!(kinds(&a), ["send task_failed"]);
+    assert_eq!(sends(&a), [failed("../../etc/passwd", "invalid_task_id", 2)]);
+    let frame = json!({"type":"task_assign","task_id":42,"generation":1});
+    let a = h.frame(TaskFrame::Assign(frame.as_object().unwrap().clone()));
+    assert!(
+        kinds(&a).is_empty(),
+        "nothing valid can be sent without a string task_id"
+    );
+}
+
+#[test]
+fn no_wake_command_refuses_with_its_reason() {
+    let mut h = H::with(
+        RelaySettings {
+            wake_configured: false,
+            ..settings()
+        },
+        vec![],
+    );
+    h.input(RelayInput::LinkUp);
+    assert_eq!(
+        sends(&h.assign("t1", 1)),
+        [failed("t1", "no_wake_command_configured", 1)]
+    );
+}
+
+#[test]
+fn a_second_task_is_held_and_woken_when_the_first_ends_and_a_third_is_busy() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    let a = h.assign("t2", 1);
+    assert_eq!(
+        kinds(&a),
+        ["clear", "persist 2", "send task_accepted", "track"],
+        "held, not woken"
+    );
+    let a = h.assign("t3", 7);
+    assert_eq!(sends(&a), [failed("t3", "busy", 7)]);
+    let a = h.result("t1", json!({"status":"success"}));
+    assert_eq!(
+        kinds(&a),
+        ["persist 2", "send task_complete", "persist 2", "wake 1"]
+    );
+    let RelayAction::Wake { task, .. } = a.last().unwrap() else {
+        panic!()
+    };
+    assert_eq!(task.task_id, "t2");
+}
+
+#[test]
+fn the_same_assignment_again_is_adopted_without_a_new_wake() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    let a = h.assign("t1", 3);
+    assert_eq!(kinds(&a), ["persist 1", "send task_accepted", "track"]);
+    let a = h.result("t1", json!({"status":"success"}));
+    assert_eq!(sends(&a), [complete("t1", 3, json!({"status":"success"}))]);
+}
+
+#[test]
+fn wake_failures_retry_after_5_15_30_s_then_fail_with_the_count() {
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    h.assign("t1", 1);
+    for (attempt, delay) in [(1, 5), (2, 15), (3, 30)] {
+        let end = if attempt == 2 {
+            WakeEnd::Timeout
+        } else {
+            WakeEnd::Failed("exit code 1: nope".into())
+        };
+        let a = h.wake_end("t1", attempt, end.clone());
+        let status = if end == WakeEnd::Timeout {
+            "timeout"
+        } else {
+            "failed"
+        };
+        assert!(
+            matches!(&sends(&a)[..], [Outbound::WakeResult { status: s, attempt: Some(n), .. }] if *s == status && *n == attempt)
+        );
+        let (waited, a) = h.fire();
+        assert_eq!(waited, delay * SEC);
+        assert_eq!(
+            kinds(&a),
+            ["persist 1".to_string(), format!("wake {}", attempt + 1)]
+        );
+    }
+    let a = h.wake_end(
+        "t1",
+        4,
+        WakeEnd::Failed("exit code 127: sh: openclaw: not found".into()),
+    );
+    let sent = sends(&a);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1],
+        failed(
+            "t1",
+            "wake_failed_after_4_attempts: exit code 127: sh: openclaw: not found",
+            1
+        )
+    );
+}
+
+#[test]
+fn no_started_file_within_the_confirmation_timeout_fails_the_task() {
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    h.assign("t1", 1);
+    h.wake_end("t1", 1, WakeEnd::Success);
+    let (waited, a) = h.fire();
+    assert_eq!(waited, 30 * SEC);
+    assert_eq!(
+        kinds(&a),
+        ["send wake_result", "kill", "persist 1", "send task_failed"]
+    );
+    assert_eq!(sends(&a)[1], failed("t1", "confirmation_timeout", 1));
+    assert!(
+        matches!(&sends(&a)[0], Outbound::WakeResult { status: "timeout", reason: Some(r), .. } if r == "confirmation_timeout")
+    );
+}
+
+#[test]
+fn started_before_the_wake_command_exits_counts() {
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    h.assign("t1", 1);
+    h.input(RelayInput::Started { task_id: "t1".into() });
+    h.wake_end("t1", 1, WakeEnd::Success);
+    assert_eq!(
+        h.relay.poll_timeout(),
+        Some(h.now + 300 * SEC),
+        "only the keepalive is due: no confirmation timer"
+    );
+    // And a failing wake whose agent started anyway is not retried.
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    h.assign("t1", 1);
+    h.input(RelayInput::Started { task_id: "t1".into() });
+    h.wake_end("t1", 1, WakeEnd::Failed("exit code 2".into()));
+    assert_eq!(h.relay.poll_timeout(), Some(h.now + 300 * SEC));
+}
+
+#[test]
+fn results_that_are_not_objects_or_say_failure() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    assert_eq!(
+        sends(&h.result("t1", json!(null))),
+        [failed("t1", "result_invalid", 1)]
+    );
+    let mut h = H::new(vec![]);
+    h.working("t1", 2);
+    assert_eq!(
+        sends(&h.result("t1", json!({"status":"failed","error":"tests red"}))),
+        [failed("t1", "tests red", 2)]
+    );
+}
+
+#[test]
+fn a_result_for_a_task_not_held_is_discarded() {
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    assert_eq!(
+        kinds(&h.result("ghost", json!({"status":"success"}))),
+        ["discard"]
+    );
+}
+
+#[test]
+fn cancel_stops_the_agent_runs_the_cancel_command_and_clears() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    let a = h.frame(TaskFrame::Cancelled { task_id: "t1".into() });
+    assert_eq!(
+        kinds(&a),
+        ["kill", "cancel_command", "untrack", "clear", "persist 0"]
+    );
+    // A late result is discarded, not sent.
+    assert_eq!(kinds(&h.result("t1", json!({"status":"success"}))), ["discard"]);
+}
+
+#[test]
+fn after_a_restart_reassign_then_the_same_assignment_adopts_and_reports_the_result() {
+    let mut h = H::new(vec![record("t1", "working", 1)]);
+    let a = h.input(RelayInput::LinkUp);
+    assert_eq!(
+        sends(&a),
+        [Outbound::TaskRecovering {
+            task_id: "t1".into(),
+            description: String::new(),
+            metadata: json!({}),
+            last_status: "working".into()
+        }]
+    );
+    // The result was written while the sidecar was down; the watcher finds it.
+    let a = h.result("t1", json!({"status":"success"}));
+    assert!(
+        sends(&a).is_empty(),
+        "not sent before the hub says the task is ours"
+    );
+    let a = h.frame(TaskFrame::Reassign { task_id: "t1".into() });
+    assert!(sends(&a).is_empty());
+    let a = h.assign("t1", 3);
+    assert_eq!(
+        sends(&a),
+        [accepted("t1"), complete("t1", 3, json!({"status":"success"}))]
+    );
+    assert!(
+        !kinds(&a).iter().any(|k| k.starts_with("wake")),
+        "the agent is not woken again"
+    );
+}
+
+#[test]
+fn after_a_restart_continue_takes_the_hubs_generation() {
+    let mut h = H::new(vec![record("t1", "working", 1)]);
+    h.input(RelayInput::LinkUp);
+    let a = h.frame(TaskFrame::Continue {
+        task_id: "t1".into(),
+        generation: Some(5),
+    });
+    assert_eq!(sends(&a), [accepted("t1")]);
+    let a = h.result("t1", json!({"status":"success"}));
+    assert_eq!(sends(&a), [complete("t1", 5, json!({"status":"success"}))]);
+}
+
+#[test]
+fn a_recovered_task_that_was_never_woken_is_woken_once_confirmed() {
+    let mut h = H::new(vec![record("t1", "accepted", 1)]);
+    h.input(RelayInput::LinkUp);
+    let a = h.frame(TaskFrame::Continue {
+        task_id: "t1".into(),
+        generation: Some(1),
+    });
+    assert!(kinds(&a).contains(&"wake 1".to_string()), "{:?}", kinds(&a));
+}
+
+#[test]
+fn a_detached_task_is_handed_back_when_the_window_passes() {
+    let mut h = H::new(vec![record("t1", "working", 1)]);
+    h.input(RelayInput::LinkUp);
+    h.frame(TaskFrame::Reassign { task_id: "t1".into() });
+    let (waited, a) = h.fire();
+    assert_eq!(waited, 120 * SEC);
+    assert_eq!(kinds(&a), ["kill", "untrack", "clear", "persist 0"]);
+    // With an outcome, the result is moved aside instead.
+    let mut h = H::new(vec![record("t1", "working", 1)]);
+    h.input(RelayInput::LinkUp);
+    h.result("t1", json!({"status":"success"}));
+    h.frame(TaskFrame::Reassign { task_id: "t1".into() });
+    let (_, a) = h.fire();
+    assert_eq!(kinds(&a), ["kill", "untrack", "discard", "persist 0"]);
+}
+
+#[test]
+fn an_answer_that_arrives_after_re_adoption_is_stale() {
+    let mut h = H::new(vec![record("t1", "working", 1)]);
+    h.input(RelayInput::LinkUp);
+    h.assign("t1", 3); // the hub re-assigned before answering task_recovering
+    h.frame(TaskFrame::Reassign { task_id: "t1".into() });
+    let a = h.result("t1", json!({"status":"success"}));
+    assert_eq!(sends(&a), [complete("t1", 3, json!({"status":"success"}))]);
+}
+
+#[test]
+fn other_assignments_wait_for_the_answers() {
+    let mut h = H::new(vec![record("t1", "working", 1)]);
+    h.input(RelayInput::LinkUp);
+    let a = h.assign("t2", 1);
+    assert!(kinds(&a).is_empty(), "deferred until t1's standing is known");
+    let a = h.frame(TaskFrame::Reassign { task_id: "t1".into() });
+    assert_eq!(
+        sends(&a),
+        [accepted("t2")],
+        "t1 detached, so t2 is taken and woken"
+    );
+    assert!(kinds(&a).contains(&"wake 1".to_string()));
+}
+
+#[test]
+fn a_reconnect_reports_state_and_an_abort_then_reassign_keeps_the_work() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    h.input(RelayInput::LinkDown);
+    // The agent finishes while the link is down.
+    let a = h.result("t1", json!({"status":"success"}));
+    assert!(sends(&a).is_empty());
+    let a = h.input(RelayInput::LinkUp);
+    assert_eq!(
+        sends(&a),
+        [Outbound::StateReport {
+            task_id: "t1".into(),
+            status: "done".into(),
+            generation: 1,
+            assigned_at: 1000
+        }]
+    );
+    h.frame(TaskFrame::StateReportAck {
+        task_id: "t1".into(),
+        action: "abort".into(),
+    });
+    let a = h.assign("t1", 3);
+    assert_eq!(
+        sends(&a),
+        [accepted("t1"), complete("t1", 3, json!({"status":"success"}))]
+    );
+}
+
+#[test]
+fn state_report_continue_accepts_again_and_sends_the_outcome() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    h.input(RelayInput::LinkDown);
+    h.result("t1", json!({"status":"success"}));
+    h.input(RelayInput::LinkUp);
+    let a = h.frame(TaskFrame::StateReportAck {
+        task_id: "t1".into(),
+        action: "continue".into(),
+    });
+    assert_eq!(
+        sends(&a),
+        [accepted("t1"), complete("t1", 1, json!({"status":"success"}))]
+    );
+}
+
+#[test]
+fn outcomes_go_one_at_a_time() {
+    let mut s = settings();
+    s.max_pending = 2;
+    let mut h = H::with(s, vec![]);
+    h.input(RelayInput::LinkUp);
+    h.assign("t1", 1);
+    h.assign("t2", 1);
+    h.result("t1", json!({"status":"success"}));
+    let a = h.result("t2", json!({"status":"success"}));
+    assert!(sends(&a).is_empty(), "t1 is in flight");
+    let a = h.frame(TaskFrame::Ack {
+        task_id: "t1".into(),
+        status: "complete".into(),
+    });
+    assert_eq!(sends(&a), [complete("t2", 1, json!({"status":"success"}))]);
+}
+
+#[test]
+fn rate_limited_outcomes_are_sent_again_after_the_delay() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    h.result("t1", json!({"status":"success"}));
+    h.input(RelayInput::RateLimited { retry_after: SEC });
+    let (waited, a) = h.fire();
+    assert_eq!(waited, SEC);
+    assert_eq!(sends(&a), [complete("t1", 1, json!({"status":"success"}))]);
+}
+
+#[test]
+fn refused_outcomes_end_their_retries() {
+    for (reason, expect) in [("not_found", "discard"), ("invalid_state", "discard")] {
+        let mut h = H::new(vec![]);
+        h.working("t1", 1);
+        h.result("t1", json!({"status":"success"}));
+        let a = h.input(RelayInput::OutcomeRefused {
+            reason: reason.into(),
+        });
+        assert_eq!(kinds(&a), ["untrack", expect, "persist 0"], "{reason}");
+    }
+    // stale_generation: kept detached, so a re-assignment can still report it.
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    h.result("t1", json!({"status":"success"}));
+    h.input(RelayInput::OutcomeRefused {
+        reason: "stale_generation".into(),
+    });
+    let a = h.assign("t1", 4);
+    assert_eq!(
+        sends(&a),
+        [accepted("t1"), complete("t1", 4, json!({"status":"success"}))]
+    );
+}
+
+#[test]
+fn keepalive_progress_every_period_while_a_task_is_held() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    for _ in 0..3 {
+        let (waited, a) = h.fire();
+        assert_eq!(waited, 300 * SEC);
+        assert_eq!(
+            sends(&a),
+            [Outbound::TaskProgress {
+                task_id: "t1".into(),
+                progress: None,
+                execution_event: None
+            }]
+        );
+    }
+}
+
+#[test]
+fn agent_progress_is_forwarded() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    let a = h.input(RelayInput::Progress {
+        task_id: "t1".into(),
+        progress: 40,
+        message: Some("halfway".into()),
+    });
+    assert_eq!(
+        sends(&a),
+        [Outbound::TaskProgress {
+            task_id: "t1".into(),
+            progress: Some(40),
+            execution_event: Some(json!({"event_type":"progress","text":"halfway"}))
+        }]
+    );
+}
+
+#[test]
+fn nothing_is_sent_while_the_link_is_down() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    h.input(RelayInput::LinkDown);
+    let a = h.input(RelayInput::Progress {
+        task_id: "t1".into(),
+        progress: 1,
+        message: None,
+    });
+    assert!(sends(&a).is_empty());
+    let a = h.result("t1", json!({"status":"success"}));
+    assert!(sends(&a).is_empty());
+    assert_eq!(h.relay.outbox_depth(), 1);
+}
