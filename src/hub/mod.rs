@@ -7,9 +7,11 @@
 
 mod conn;
 mod rate;
+mod scheduler;
 pub mod schema;
 mod session;
 mod state;
+mod tasks;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use state::{ConnCmd, ConnEntry, State};
+pub use tasks::{AgentState, TaskRecord, TaskSpec};
 
 /// Timers and limits of the hub; `Default` gives the real hub's values.
 #[derive(Clone, Debug)]
@@ -39,6 +42,14 @@ pub struct HubOptions {
     pub violation_window: Duration,
     /// Cooldowns after the 1st, 2nd, 3rd and later strikes (the last one repeats).
     pub cooldowns: Vec<Duration>,
+    /// An assignment not accepted within this is reclaimed (and the agent flagged unresponsive).
+    pub acceptance_timeout: Duration,
+    /// How often the stuck sweep runs.
+    pub stuck_sweep_interval: Duration,
+    /// The stuck sweep reclaims an assigned task whose `updated_at` is older than this...
+    pub stuck_after: Duration,
+    /// ...or older than this when the holder's FSM is `working`.
+    pub stuck_after_working: Duration,
 }
 
 impl Default for HubOptions {
@@ -54,6 +65,10 @@ impl Default for HubOptions {
                 Duration::from_secs(60),
                 Duration::from_secs(300),
             ],
+            acceptance_timeout: Duration::from_secs(60),
+            stuck_sweep_interval: Duration::from_secs(30),
+            stuck_after: Duration::from_secs(600),
+            stuck_after_working: Duration::from_secs(1200),
         }
     }
 }
@@ -232,7 +247,8 @@ impl EmbeddedHub {
     fn launch(&self, listener: TcpListener) {
         let accept = tokio::spawn(accept_loop(self.clone(), listener));
         let reaper = tokio::spawn(reaper(self.shared.clone()));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper];
+        let sweep = tokio::spawn(scheduler::stuck_sweep(self.shared.clone()));
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper, sweep];
     }
 
     /// The address the hub listens on.
@@ -342,6 +358,88 @@ impl EmbeddedHub {
     /// The agent_ids in presence, sorted.
     pub fn connected_agents(&self) -> Vec<String> {
         self.shared.lock().presence.keys().cloned().collect()
+    }
+
+    /// Queues a task (like `POST /api/tasks`) and runs the scheduler; returns the task_id.
+    pub fn submit_task(&self, spec: TaskSpec) -> String {
+        let mut st = self.shared.lock();
+        let id = st.tasks.submit(spec, Instant::now());
+        scheduler::schedule(&self.shared, &mut st);
+        id
+    }
+
+    /// Admin push-task (`POST /api/admin/push-task`): a `task_assign` with generation 0 sent
+    /// straight to the agent, not stored in the queue. Moves an idle FSM to assigned (with
+    /// its acceptance timer). Returns the new task_id.
+    pub async fn push_task(&self, agent_id: &str, description: &str) -> Result<String, NotConnected> {
+        let mut st = self.shared.lock();
+        let task_id = tasks::new_task_id();
+        if !scheduler::push_to(&st, agent_id, &scheduler::push_frame(&task_id, description)) {
+            return Err(NotConnected);
+        }
+        if let Some(fsm) = st.tasks.fsms.get_mut(agent_id).filter(|f| f.state == "idle") {
+            fsm.state = "assigned";
+            fsm.current = Some(task_id.clone());
+            drop(st);
+            scheduler::arm_acceptance(&self.shared, agent_id, &task_id, 0);
+        }
+        Ok(task_id)
+    }
+
+    /// `POST /api/tasks/:id/cancel`: deletes the task; if it was assigned, pushes
+    /// `task_cancelled` to the agent and moves its FSM to idle. False if the task is unknown.
+    pub async fn cancel_task(&self, task_id: &str) -> bool {
+        let mut st = self.shared.lock();
+        let Some(task) = st.tasks.map.remove(task_id) else {
+            return false;
+        };
+        if task.rec.status != "assigned" {
+            return true;
+        }
+        if let Some(agent_id) = task.rec.assigned_to {
+            let frame = serde_json::json!({"type": "task_cancelled", "task_id": task_id,
+                "timestamp": epoch_ms()});
+            scheduler::push_to(&st, &agent_id, &frame);
+            if let Some(fsm) = st.tasks.fsms.get_mut(&agent_id) {
+                if fsm.current.as_deref() == Some(task_id) {
+                    fsm.idle();
+                }
+            }
+        }
+        scheduler::schedule(&self.shared, &mut st);
+        true
+    }
+
+    /// `POST /api/admin/agents/:id/restart`: pushes `{"type":"restart_sidecar","reason"}`.
+    pub async fn restart_sidecar(&self, agent_id: &str, reason: &str) -> Result<(), NotConnected> {
+        self.push(
+            agent_id,
+            serde_json::json!({"type": "restart_sidecar", "reason": reason}),
+        )
+        .await
+    }
+
+    /// A snapshot of a task (`GET /api/tasks/:id`); None if unknown or cancelled.
+    pub fn task(&self, task_id: &str) -> Option<TaskRecord> {
+        self.shared.lock().tasks.map.get(task_id).map(|t| t.rec.clone())
+    }
+
+    /// Test knob reproducing the real scheduler's race: `true` lets it also assign a queued
+    /// task to a capable agent that already holds one (when no idle agent is left).
+    pub fn set_double_assign(&self, on: bool) {
+        let mut st = self.shared.lock();
+        st.tasks.double_assign = on;
+        scheduler::schedule(&self.shared, &mut st);
+    }
+
+    /// An agent's state machine (`GET /api/agents/:id/state`); None when it has none.
+    pub fn agent_state(&self, agent_id: &str) -> Option<AgentState> {
+        self.shared
+            .lock()
+            .tasks
+            .fsms
+            .get(agent_id)
+            .map(tasks::Fsm::snapshot)
     }
 
     fn order(&self, agent_id: &str, cmd: ConnCmd) -> Result<(), NotConnected> {
