@@ -284,3 +284,65 @@ async fn odd_generations_and_results_do_not_panic() {
     assert_eq!(hub.task(&failing).and_then(|t| t.last_error), Some("e".into()));
     hub.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn hub_side_close_reclaims_and_another_agent_gets_the_task() {
+    let hub = hub(quiet_opts()).await;
+    let mut first = agent(&hub, "gone-1", &["code"]).await;
+    let id = hub.submit_task(spec("handed over", &["code"]));
+    assert_eq!(recv(&mut first).await["generation"], 1);
+    // Busy agents do not get it; the second agent joins while the first holds the task.
+    let mut second = agent(&hub, "gone-2", &["code"]).await;
+    assert_eq!(recv(&mut first).await["type"], "agent_joined");
+    silent(&mut second).await;
+    // A JSON array crashes the first agent's connection on the real hub: close 1011.
+    first
+        .send(Message::text(r#"[{"type":"ping"}]"#))
+        .await
+        .expect("send");
+    let mut close = None;
+    while let Ok(Some(Ok(msg))) = timeout(Duration::from_secs(5), first.next()).await {
+        if let Message::Close(Some(frame)) = msg {
+            close = Some(u16::from(frame.code));
+        }
+    }
+    assert_eq!(close, Some(1011));
+    assert_eq!(recv(&mut second).await["type"], "agent_left");
+    let assign = recv(&mut second).await;
+    assert_eq!(
+        (assign["task_id"].as_str(), assign["generation"].as_u64()),
+        (Some(id.as_str()), Some(3))
+    );
+    let task = hub.task(&id).expect("task");
+    assert_eq!(task.assigned_to.as_deref(), Some("gone-2"));
+    assert_eq!(
+        task.history[2],
+        ("reclaimed".to_string(), Some("agent_disconnect".to_string()))
+    );
+    assert!(hub.agent_state("gone-1").is_none());
+    hub.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn unaccepted_push_task_times_out_silently() {
+    let hub = hub(quiet_opts()).await;
+    let mut ws = agent(&hub, "late-1", &[]).await;
+    let id = hub.push_task("late-1", "never accepted").await.expect("pushed");
+    recv(&mut ws).await;
+    let fsm = hub.agent_state("late-1").expect("fsm");
+    assert_eq!(
+        (fsm.fsm_state.as_str(), fsm.current_task_id.as_deref()),
+        ("assigned", Some(id.as_str()))
+    );
+    sleep(Duration::from_secs(59)).await;
+    assert_eq!(
+        hub.agent_state("late-1").map(|s| s.fsm_state),
+        Some("assigned".into())
+    );
+    sleep(Duration::from_secs(1)).await;
+    silent(&mut ws).await;
+    let fsm = hub.agent_state("late-1").expect("fsm");
+    assert_eq!((fsm.fsm_state.as_str(), fsm.current_task_id), ("idle", None));
+    assert_eq!(fsm.flags, ["unresponsive"]);
+    hub.stop().await;
+}
