@@ -1,6 +1,11 @@
 //! An embedded AgentCom hub that plays the real hub's side of the `/ws` protocol, frame for
 //! frame as recorded in `shared/hub-transcripts/`. Used by tests, `demo` and `try`.
 //!
+//! Besides the connection side (identify, validation, violations, rate limits, presence and
+//! pushes) it runs the real hub's task side: a FIFO task queue with generation fencing, a
+//! scheduler matching capabilities, per-agent state machines, reclaims on disconnect, the
+//! acceptance timer and the stuck sweep (see [`TaskSpec`], [`EmbeddedHub::submit_task`]).
+//!
 //! It shares no parsing or protocol code with the sidecar: it works on raw JSON values and its
 //! own schema table ([`schema`]). Single-threaded friendly: every timer is a `tokio::time` one,
 //! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
@@ -11,6 +16,7 @@ mod scheduler;
 pub mod schema;
 mod session;
 mod state;
+mod task_api;
 mod tasks;
 
 use std::collections::HashSet;
@@ -358,88 +364,6 @@ impl EmbeddedHub {
     /// The agent_ids in presence, sorted.
     pub fn connected_agents(&self) -> Vec<String> {
         self.shared.lock().presence.keys().cloned().collect()
-    }
-
-    /// Queues a task (like `POST /api/tasks`) and runs the scheduler; returns the task_id.
-    pub fn submit_task(&self, spec: TaskSpec) -> String {
-        let mut st = self.shared.lock();
-        let id = st.tasks.submit(spec, Instant::now());
-        scheduler::schedule(&self.shared, &mut st);
-        id
-    }
-
-    /// Admin push-task (`POST /api/admin/push-task`): a `task_assign` with generation 0 sent
-    /// straight to the agent, not stored in the queue. Moves an idle FSM to assigned (with
-    /// its acceptance timer). Returns the new task_id.
-    pub async fn push_task(&self, agent_id: &str, description: &str) -> Result<String, NotConnected> {
-        let mut st = self.shared.lock();
-        let task_id = tasks::new_task_id();
-        if !scheduler::push_to(&st, agent_id, &scheduler::push_frame(&task_id, description)) {
-            return Err(NotConnected);
-        }
-        if let Some(fsm) = st.tasks.fsms.get_mut(agent_id).filter(|f| f.state == "idle") {
-            fsm.state = "assigned";
-            fsm.current = Some(task_id.clone());
-            drop(st);
-            scheduler::arm_acceptance(&self.shared, agent_id, &task_id, 0);
-        }
-        Ok(task_id)
-    }
-
-    /// `POST /api/tasks/:id/cancel`: deletes the task; if it was assigned, pushes
-    /// `task_cancelled` to the agent and moves its FSM to idle. False if the task is unknown.
-    pub async fn cancel_task(&self, task_id: &str) -> bool {
-        let mut st = self.shared.lock();
-        let Some(task) = st.tasks.map.remove(task_id) else {
-            return false;
-        };
-        if task.rec.status != "assigned" {
-            return true;
-        }
-        if let Some(agent_id) = task.rec.assigned_to {
-            let frame = serde_json::json!({"type": "task_cancelled", "task_id": task_id,
-                "timestamp": epoch_ms()});
-            scheduler::push_to(&st, &agent_id, &frame);
-            if let Some(fsm) = st.tasks.fsms.get_mut(&agent_id) {
-                if fsm.current.as_deref() == Some(task_id) {
-                    fsm.idle();
-                }
-            }
-        }
-        scheduler::schedule(&self.shared, &mut st);
-        true
-    }
-
-    /// `POST /api/admin/agents/:id/restart`: pushes `{"type":"restart_sidecar","reason"}`.
-    pub async fn restart_sidecar(&self, agent_id: &str, reason: &str) -> Result<(), NotConnected> {
-        self.push(
-            agent_id,
-            serde_json::json!({"type": "restart_sidecar", "reason": reason}),
-        )
-        .await
-    }
-
-    /// A snapshot of a task (`GET /api/tasks/:id`); None if unknown or cancelled.
-    pub fn task(&self, task_id: &str) -> Option<TaskRecord> {
-        self.shared.lock().tasks.map.get(task_id).map(|t| t.rec.clone())
-    }
-
-    /// Test knob reproducing the real scheduler's race: `true` lets it also assign a queued
-    /// task to a capable agent that already holds one (when no idle agent is left).
-    pub fn set_double_assign(&self, on: bool) {
-        let mut st = self.shared.lock();
-        st.tasks.double_assign = on;
-        scheduler::schedule(&self.shared, &mut st);
-    }
-
-    /// An agent's state machine (`GET /api/agents/:id/state`); None when it has none.
-    pub fn agent_state(&self, agent_id: &str) -> Option<AgentState> {
-        self.shared
-            .lock()
-            .tasks
-            .fsms
-            .get(agent_id)
-            .map(tasks::Fsm::snapshot)
     }
 
     fn order(&self, agent_id: &str, cmd: ConnCmd) -> Result<(), NotConnected> {

@@ -1,6 +1,6 @@
 //! The logic of one connection, free of I/O: each text frame in, a list of actions out.
 //! Covers decoding, validation and violations, identify, the identification check, rate
-//! limits and the replies of the message types the hub handles without a task queue.
+//! limits, and the replies of every message type (the task-side ones through [`super::tasks`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
