@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubOptions};
+use agentcom_sidecar::hub::{EmbeddedHub, HubOptions, TaskSpec};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::DuplexStream;
@@ -71,23 +71,66 @@ async fn finish(ws: &mut Client) {
     let _ = timeout(RECV_LIMIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
 }
 
-/// Whether `actual` matches `expected`, where `"<token>"`, `"<ms>"` and `"<task_id…>"` are placeholders.
-fn matches(expected: &Value, actual: &Value, tokens: &HashMap<String, String>) -> bool {
+/// Whether `actual` matches `expected`, where `"<token>"`, `"<ms>"` and `"<task_id…>"` are
+/// placeholders. A task placeholder binds (in `ids`) to the first id it meets; later uses must match.
+fn matches(
+    expected: &Value,
+    actual: &Value,
+    tokens: &HashMap<String, String>,
+    ids: &mut HashMap<String, String>,
+) -> bool {
     match (expected, actual) {
         (Value::String(p), Value::String(a)) if p == "<token>" => tokens.values().any(|t| t == a),
         (Value::String(p), Value::Number(n)) if p == "<ms>" => n
             .as_u64()
             .is_some_and(|ms| (1_000_000_000_000..10_000_000_000_000).contains(&ms)),
-        (Value::String(p), Value::String(_)) if p.starts_with("<task_id") => true,
+        (Value::String(p), Value::String(a)) if p.starts_with("<task_id") => {
+            ids.entry(p.clone()).or_insert_with(|| a.clone()) == a
+        }
         (Value::Object(e), Value::Object(a)) => {
             e.len() == a.len()
                 && e.iter()
-                    .all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av, tokens)))
+                    .all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av, tokens, ids)))
         }
         (Value::Array(e), Value::Array(a)) => {
-            e.len() == a.len() && e.iter().zip(a).all(|(ev, av)| matches(ev, av, tokens))
+            e.len() == a.len() && e.iter().zip(a).all(|(ev, av)| matches(ev, av, tokens, ids))
         }
         _ => expected == actual,
+    }
+}
+
+/// Replaces bound task placeholders (also inside strings such as paths) by the real ids.
+fn bind_str(text: &str, ids: &HashMap<String, String>) -> String {
+    let mut names: Vec<&String> = ids.keys().collect();
+    // Longest first, so "<task_id_2>" is not touched by "<task_id>".
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    let mut out = text.to_string();
+    for name in names {
+        out = out.replace(name.as_str(), &ids[name]);
+    }
+    out
+}
+
+/// A frame to send with its placeholders filled in (`"<ms>"` becomes the current epoch ms).
+fn bind(v: &Value, ids: &HashMap<String, String>) -> Value {
+    match v {
+        Value::String(s) if s == "<ms>" => json!(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)),
+        Value::String(s) => Value::String(bind_str(s, ids)),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), bind(v, ids))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|v| bind(v, ids)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A history detail as `TaskRecord` renders it: strings as they are, objects as sorted JSON.
+fn detail(v: &Value, ids: &HashMap<String, String>) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(bind_str(s, ids)),
+        other => Some(bind(other, ids).to_string()),
     }
 }
 
@@ -99,6 +142,8 @@ struct Replay {
     tokens: HashMap<String, String>,
     last_token: String,
     stopping: Option<JoinHandle<()>>,
+    /// Task placeholder -> real task id.
+    ids: HashMap<String, String>,
 }
 
 impl Replay {
@@ -113,6 +158,7 @@ impl Replay {
             tokens: HashMap::new(),
             last_token: String::new(),
             stopping: None,
+            ids: HashMap::new(),
         }
     }
 
@@ -230,7 +276,7 @@ impl Replay {
                 .collect();
             Message::Binary(bytes.into())
         } else {
-            let mut frame = frame.clone();
+            let mut frame = bind(frame, &self.ids);
             if frame["token"] == "<token>" {
                 let agent = frame["agent_id"].as_str().unwrap_or_default();
                 let token = self.tokens.get(agent).unwrap_or(&self.last_token).clone();
@@ -254,7 +300,7 @@ impl Replay {
             "{at}: keys in alphabetical order"
         );
         assert!(
-            matches(expected, &actual, &self.tokens),
+            matches(expected, &actual, &self.tokens, &mut self.ids),
             "{at}: expected {expected}\n got {actual}"
         );
     }
@@ -274,7 +320,8 @@ impl Replay {
 
     async fn http(&mut self, http: &Value, at: &str) {
         let method = http["method"].as_str().unwrap_or_default();
-        let path = http["path"].as_str().unwrap_or_default();
+        let path = bind_str(http["path"].as_str().unwrap_or_default(), &self.ids);
+        let path = path.as_str();
         let status = http["status"].as_u64().unwrap_or_default();
         match (method, path) {
             ("POST", "/admin/tokens") => {
@@ -286,11 +333,27 @@ impl Replay {
             ("POST", p) if p.starts_with("/api/admin/agents/") && p.ends_with("/restart") => {
                 let agent = &p["/api/admin/agents/".len()..p.len() - "/restart".len()];
                 let reason = http["body"]["reason"].as_str().unwrap_or("admin_commanded");
-                let pushed = self
-                    .hub
-                    .push(agent, json!({"type": "restart_sidecar", "reason": reason}))
-                    .await;
+                let pushed = self.hub.restart_sidecar(agent, reason).await;
                 assert_eq!(pushed.is_ok(), status == 200, "{at}: push to {agent}");
+            }
+            ("POST", "/api/tasks") => self.submit(http, at),
+            ("POST", "/api/admin/push-task") => {
+                let agent = http["body"]["agent_id"].as_str().unwrap_or_default();
+                let description = http["body"]["description"].as_str().unwrap_or_default();
+                let pushed = self.hub.push_task(agent, description).await;
+                assert_eq!(pushed.is_ok(), status == 200, "{at}: push-task to {agent}");
+            }
+            ("POST", p) if p.starts_with("/api/tasks/") && p.ends_with("/cancel") => {
+                let id = &p["/api/tasks/".len()..p.len() - "/cancel".len()];
+                assert_eq!(self.hub.cancel_task(id).await, status == 200, "{at}: cancel");
+            }
+            ("GET", p) if p.starts_with("/api/tasks/") => {
+                let id = &p["/api/tasks/".len()..];
+                self.check_task(id, status, &http["response"], at);
+            }
+            ("GET", p) if p.starts_with("/api/agents/") && p.ends_with("/state") => {
+                let agent = &p["/api/agents/".len()..p.len() - "/state".len()];
+                self.check_fsm(agent, status, &http["response"], at).await;
             }
             ("GET", "/api/agents") => {
                 let want: Vec<String> = http["response"]["agents"]
@@ -307,8 +370,91 @@ impl Replay {
                 self.settle(|hub| hub.connected_agents().len() == want).await;
                 assert_eq!(self.hub.connected_agents().len(), want, "{at}");
             }
-            _ => {} // the rest of the HTTP API (task and FSM views) is not modelled
+            _ => {} // the rest of the HTTP API is not modelled
         }
+    }
+
+    /// `POST /api/tasks`: submits and binds the response's task placeholder to the new id.
+    fn submit(&mut self, http: &Value, at: &str) {
+        let body = &http["body"];
+        let mut spec = TaskSpec {
+            description: body["description"].as_str().unwrap_or_default().to_string(),
+            ..TaskSpec::default()
+        };
+        if body["metadata"].is_object() {
+            spec.metadata = body["metadata"].clone();
+        }
+        if let Some(caps) = body["needed_capabilities"].as_array() {
+            spec.needed_capabilities = caps.iter().filter_map(Value::as_str).map(String::from).collect();
+        }
+        if let Some(n) = body["max_retries"].as_u64() {
+            spec.max_retries = n as u32;
+        }
+        let id = self.hub.submit_task(spec);
+        let placeholder = &http["response"]["task_id"];
+        assert!(
+            matches(placeholder, &json!(id), &self.tokens, &mut self.ids),
+            "{at}: {placeholder} is already bound to another id than {id}"
+        );
+    }
+
+    /// `GET /api/tasks/:id`: compares the modelled fields with `task()`.
+    fn check_task(&self, id: &str, status: u64, want: &Value, at: &str) {
+        let got = self.hub.task(id);
+        if status == 404 {
+            assert!(got.is_none(), "{at}: task {id} should be gone, got {got:?}");
+            return;
+        }
+        let got = got.unwrap_or_else(|| panic!("{at}: task {id} not found"));
+        assert_eq!(got.task_id, id, "{at}");
+        assert_eq!(got.status, want["status"], "{at}: status");
+        assert_eq!(got.generation, want["generation"], "{at}: generation");
+        assert_eq!(got.retry_count, want["retry_count"], "{at}: retry_count");
+        assert_eq!(
+            got.assigned_to.as_deref(),
+            want["assigned_to"].as_str(),
+            "{at}: assigned_to"
+        );
+        assert_eq!(
+            got.last_error.as_deref(),
+            want["last_error"].as_str(),
+            "{at}: last_error"
+        );
+        assert_eq!(got.tokens_used, want["tokens_used"].as_i64(), "{at}: tokens_used");
+        assert_eq!(got.result.unwrap_or(Value::Null), want["result"], "{at}: result");
+        // The real hub lists history newest first; TaskRecord oldest first.
+        let mut history: Vec<(String, Option<String>)> = want["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|h| {
+                (
+                    h["event"].as_str().unwrap_or_default().to_string(),
+                    detail(&h["details"], &self.ids),
+                )
+            })
+            .collect();
+        history.reverse();
+        assert_eq!(got.history, history, "{at}: history");
+    }
+
+    /// `GET /api/agents/:id/state`: compares the FSM with `agent_state()`.
+    async fn check_fsm(&self, agent: &str, status: u64, want: &Value, at: &str) {
+        let same = |hub: &EmbeddedHub| match hub.agent_state(agent) {
+            None => status == 404,
+            Some(s) => {
+                status == 200
+                    && s.fsm_state == want["fsm_state"]
+                    && s.current_task_id == want["current_task_id"].as_str().map(|p| bind_str(p, &self.ids))
+                    && json!(s.flags) == want["flags"]
+            }
+        };
+        self.settle(same).await;
+        assert!(
+            same(&self.hub),
+            "{at}: FSM of {agent}: got {:?}, want {status} {want}",
+            self.hub.agent_state(agent)
+        );
     }
 
     /// Gives connection tasks a moment (1 ms steps of virtual time) to finish their cleanup.
@@ -357,4 +503,12 @@ replay!(
     rate_limit,
     hub_shutdown,
     restart_sidecar,
+    task_lifecycle_success,
+    task_lifecycle_failed,
+    stale_generation,
+    recovering,
+    state_report,
+    disconnect_reclaim,
+    acceptance_timeout,
+    cancel,
 );

@@ -59,7 +59,14 @@ where
         }
         _ => None,
     };
-    shared.lock().remove_conn(conn);
+    {
+        let mut st = shared.lock();
+        let agent = st.conns.get(&conn).and_then(|e| e.agent_id.clone());
+        st.remove_conn(conn);
+        if let Some(agent_id) = agent {
+            super::scheduler::agent_gone(&shared, &mut st, &agent_id);
+        }
+    }
     if let Some(end) = end {
         let (code, reason, by_hub) = match end {
             End::HubClosed(code, reason) => (Some(code), reason, true),

@@ -1,15 +1,23 @@
 //! An embedded AgentCom hub that plays the real hub's side of the `/ws` protocol, frame for
 //! frame as recorded in `shared/hub-transcripts/`. Used by tests, `demo` and `try`.
 //!
+//! Besides the connection side (identify, validation, violations, rate limits, presence and
+//! pushes) it runs the real hub's task side: a FIFO task queue with generation fencing, a
+//! scheduler matching capabilities, per-agent state machines, reclaims on disconnect, the
+//! acceptance timer and the stuck sweep (see [`TaskSpec`], [`EmbeddedHub::submit_task`]).
+//!
 //! It shares no parsing or protocol code with the sidecar: it works on raw JSON values and its
 //! own schema table ([`schema`]). Single-threaded friendly: every timer is a `tokio::time` one,
 //! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
 
 mod conn;
 mod rate;
+mod scheduler;
 pub mod schema;
 mod session;
 mod state;
+mod task_api;
+mod tasks;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use state::{ConnCmd, ConnEntry, State};
+pub use tasks::{AgentState, TaskRecord, TaskSpec};
 
 /// Timers and limits of the hub; `Default` gives the real hub's values.
 #[derive(Clone, Debug)]
@@ -39,6 +48,14 @@ pub struct HubOptions {
     pub violation_window: Duration,
     /// Cooldowns after the 1st, 2nd, 3rd and later strikes (the last one repeats).
     pub cooldowns: Vec<Duration>,
+    /// An assignment not accepted within this is reclaimed (and the agent flagged unresponsive).
+    pub acceptance_timeout: Duration,
+    /// How often the stuck sweep runs.
+    pub stuck_sweep_interval: Duration,
+    /// The stuck sweep reclaims an assigned task whose `updated_at` is older than this...
+    pub stuck_after: Duration,
+    /// ...or older than this when the holder's FSM is `working`.
+    pub stuck_after_working: Duration,
 }
 
 impl Default for HubOptions {
@@ -54,6 +71,10 @@ impl Default for HubOptions {
                 Duration::from_secs(60),
                 Duration::from_secs(300),
             ],
+            acceptance_timeout: Duration::from_secs(60),
+            stuck_sweep_interval: Duration::from_secs(30),
+            stuck_after: Duration::from_secs(600),
+            stuck_after_working: Duration::from_secs(1200),
         }
     }
 }
@@ -232,7 +253,8 @@ impl EmbeddedHub {
     fn launch(&self, listener: TcpListener) {
         let accept = tokio::spawn(accept_loop(self.clone(), listener));
         let reaper = tokio::spawn(reaper(self.shared.clone()));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper];
+        let sweep = tokio::spawn(scheduler::stuck_sweep(self.shared.clone()));
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper, sweep];
     }
 
     /// The address the hub listens on.

@@ -1,6 +1,6 @@
 //! The logic of one connection, free of I/O: each text frame in, a list of actions out.
 //! Covers decoding, validation and violations, identify, the identification check, rate
-//! limits and the replies of the message types the hub handles without a task queue.
+//! limits, and the replies of every message type (the task-side ones through [`super::tasks`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,7 +9,9 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::rate::{Tier, Verdict};
+use super::scheduler;
 use super::state::PresenceEntry;
+use super::tasks::{Fsm, Refusal};
 use super::{epoch_ms, schema, HubEvent, Shared};
 
 /// What the connection task must do after a frame.
@@ -152,6 +154,19 @@ impl Session {
             c.agent_id = Some(agent_id.clone());
         }
         st.broadcast(&joined, Some(&agent_id));
+        let caps: Vec<String> = msg
+            .get("capabilities")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        match st.tasks.fsms.get_mut(&agent_id) {
+            Some(fsm) => fsm.capabilities = caps,
+            None => {
+                st.tasks.fsms.insert(agent_id.clone(), Fsm::new(caps));
+            }
+        }
+        // Queued behind `identified`: the scheduler's pushes go through the connection's channel.
+        scheduler::schedule(&self.shared, &mut st);
         drop(st);
         self.agent_id = Some(agent_id.clone());
         self.shared.emit(HubEvent::Identified {
@@ -162,8 +177,7 @@ impl Session {
         vec![Action::Send(json!({"type": "identified", "agent_id": agent_id}))]
     }
 
-    /// Replies of an identified socket. Task-side types only get what the real hub answers
-    /// when it has no such task (a later `tasks` module will replace these).
+    /// Replies of an identified socket.
     fn dispatch(&mut self, agent_id: &str, msg_type: &str, msg: &Map<String, Value>) -> Vec<Action> {
         let task_id = str_field(msg, "task_id");
         let reply = match msg_type {
@@ -174,17 +188,12 @@ impl Session {
                 let agents: Vec<Value> = st.presence.iter().map(|(id, p)| p.to_json(id)).collect();
                 json!({"type": "agents", "agents": agents})
             }
-            "task_accepted" => {
-                json!({"type": "task_ack", "status": "accepted", "task_id": task_id})
-            }
-            "task_complete" => error("task_complete_failed: not_found"),
-            "task_failed" => error("task_fail_failed: not_found"),
-            "task_recovering" => json!({"type": "task_reassign", "task_id": task_id}),
-            "state_report" => {
-                json!({"type": "state_report_ack", "action": "abort", "task_id": task_id})
+            "task_accepted" | "task_complete" | "task_failed" | "task_recovering" | "state_report"
+            | "task_progress" | "wake_result" => {
+                return tasks_reply(&self.shared, agent_id, msg_type, task_id, msg);
             }
             "ollama_report" => json!({"type": "ollama_report_ack", "status": "registered"}),
-            // task_progress, wake_result and resource_report never get a reply. Chat and
+            // resource_report never gets a reply. Chat and
             // channels (message, channel_*, list_channels) are not modelled: no reply.
             _ => return Vec::new(),
         };
@@ -212,4 +221,88 @@ impl Session {
         }
         vec![Action::Send(json!({"type": "status_updated"}))]
     }
+}
+
+/// The task-side message types of an identified agent (already validated).
+fn tasks_reply(
+    shared: &Arc<Shared>,
+    agent_id: &str,
+    msg_type: &str,
+    task_id: &str,
+    msg: &Map<String, Value>,
+) -> Vec<Action> {
+    let now = Instant::now();
+    let mut st = shared.lock();
+    let generation = msg.get("generation").and_then(Value::as_i64).unwrap_or(0);
+    // A negative generation can match nothing: it fences like a stale one.
+    let fence = u64::try_from(generation).unwrap_or(u64::MAX);
+    let ack = |status: &str| json!({"type": "task_ack", "status": status, "task_id": task_id});
+    let reply = match msg_type {
+        "task_accepted" => {
+            st.tasks.touch(task_id, now);
+            if let Some(fsm) = st.tasks.fsms.get_mut(agent_id) {
+                if fsm.state == "assigned" && fsm.current.as_deref() == Some(task_id) {
+                    fsm.state = "working";
+                }
+            }
+            ack("accepted")
+        }
+        "task_complete" => {
+            let result = msg.get("result").filter(|r| !r.is_null()).cloned();
+            let tokens = msg.get("tokens_used").and_then(Value::as_i64).or_else(|| {
+                result
+                    .as_ref()
+                    .and_then(|r| r.get("tokens_used"))
+                    .and_then(Value::as_i64)
+            });
+            match st.tasks.complete(agent_id, task_id, fence, result, tokens, now) {
+                Ok(()) => {
+                    scheduler::schedule(shared, &mut st);
+                    ack("complete")
+                }
+                Err(r) => refused("task_complete_failed", r),
+            }
+        }
+        "task_failed" => {
+            let text = |k: &str| msg.get(k).and_then(Value::as_str);
+            let why = text("error").or_else(|| text("reason")).unwrap_or("unknown");
+            match st.tasks.fail(agent_id, task_id, fence, why, now) {
+                Ok(status) => {
+                    scheduler::schedule(shared, &mut st);
+                    ack(status)
+                }
+                Err(r) => refused("task_fail_failed", r),
+            }
+        }
+        "task_recovering" => match st.tasks.recover(task_id) {
+            Some(generation) => {
+                json!({"type": "task_continue", "task_id": task_id, "generation": generation})
+            }
+            None => json!({"type": "task_reassign", "task_id": task_id}),
+        },
+        "state_report" => {
+            let action = if st.tasks.report(agent_id, task_id, generation, now) {
+                "continue"
+            } else {
+                "abort"
+            };
+            json!({"type": "state_report_ack", "action": action, "task_id": task_id})
+        }
+        "task_progress" => {
+            st.tasks.touch(task_id, now);
+            return Vec::new();
+        }
+        "wake_result" => {
+            if str_field(msg, "status") == "success" {
+                st.tasks.touch(task_id, now);
+            }
+            return Vec::new();
+        }
+        _ => return Vec::new(),
+    };
+    vec![Action::Send(reply)]
+}
+
+fn refused(prefix: &str, why: Refusal) -> Value {
+    error(&format!("{prefix}: {}", why.text()))
 }

@@ -9,6 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::rate::{Bucket, Tier, Verdict};
+use super::tasks::Tasks;
 use super::HubEvent;
 
 /// How long a strike is remembered for escalating the next cooldown (the hub sweeps after 10 min).
@@ -91,6 +92,8 @@ pub struct State {
     pub next_conn: u64,
     /// False makes the hub swallow JSON pings.
     pub swallow_pings: bool,
+    /// The task queue and the agents' FSMs (tasks survive a restart).
+    pub tasks: Tasks,
 }
 
 impl State {
@@ -163,6 +166,7 @@ impl State {
         self.registry.clear();
         self.presence.clear();
         self.buckets.clear();
+        self.tasks.fsms.clear();
     }
 }
 

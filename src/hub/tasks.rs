@@ -1,0 +1,389 @@
+//! The hub's task queue (TaskQueue) and the agents' state machines (AgentFSM), free of I/O.
+//!
+//! Works on raw `serde_json::Value`; the scheduler ([`super::scheduler`]) decides who gets
+//! what and pushes the frames.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// What `POST /api/tasks` takes (the fields the embedded hub models).
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    /// The task's description, forwarded in `task_assign`.
+    pub description: String,
+    /// Free-form metadata object, forwarded in `task_assign`.
+    pub metadata: Value,
+    /// Capabilities an agent must all have declared in its identify to be given the task.
+    pub needed_capabilities: Vec<String>,
+    /// Failures allowed before dead-lettering (`retry_count + 1 >= max_retries`).
+    pub max_retries: u32,
+}
+
+impl Default for TaskSpec {
+    fn default() -> Self {
+        TaskSpec {
+            description: String::new(),
+            metadata: json!({}),
+            needed_capabilities: Vec::new(),
+            max_retries: 3,
+        }
+    }
+}
+
+/// A snapshot of a task as `GET /api/tasks/:id` shows it (the modelled fields).
+#[derive(Clone, Debug)]
+pub struct TaskRecord {
+    /// `task-` + 16 hex digits.
+    pub task_id: String,
+    /// `queued`, `assigned`, `completed` or `dead_letter`.
+    pub status: String,
+    /// The fencing generation: 0 when queued first, +1 on every assignment and every reclaim or retry.
+    pub generation: u64,
+    /// The last agent it was assigned to (kept after completion, retry and dead-letter).
+    pub assigned_to: Option<String>,
+    /// Failures so far.
+    pub retry_count: u32,
+    /// `result` of the accepted `task_complete`.
+    pub result: Option<Value>,
+    /// `tokens_used` of the accepted `task_complete` (top-level, else `result.tokens_used`).
+    pub tokens_used: Option<i64>,
+    /// The last failure's `error`, else `reason`, else "unknown".
+    pub last_error: Option<String>,
+    /// `(event, details)`, oldest first. String details as they are (`queued` "submitted",
+    /// `reclaimed` "agent_disconnect", `retry`/`dead_letter` the error); object details as
+    /// compact JSON with sorted keys (`assigned` `{"agent_id":"a","generation":1}`,
+    /// `completed` `{"tokens_used":5}`).
+    pub history: Vec<(String, Option<String>)>,
+}
+
+/// A snapshot of an agent's state machine, as `GET /api/agents/:id/state` shows it.
+#[derive(Clone, Debug)]
+pub struct AgentState {
+    /// `idle`, `assigned` or `working`.
+    pub fsm_state: String,
+    /// The task the FSM holds, if any.
+    pub current_task_id: Option<String>,
+    /// E.g. `unresponsive` after an acceptance timeout (it stays set).
+    pub flags: Vec<String>,
+}
+
+/// One task in the queue.
+#[derive(Clone, Debug)]
+pub struct Task {
+    /// The modelled record.
+    pub rec: TaskRecord,
+    /// From the spec.
+    pub description: String,
+    /// From the spec.
+    pub metadata: Value,
+    /// From the spec.
+    pub needed: Vec<String>,
+    /// From the spec.
+    pub max_retries: u32,
+    /// Submission order (the FIFO key; kept across reclaims and retries).
+    pub seq: u64,
+    /// Last touch (the stuck sweep's clock).
+    pub updated_at: Instant,
+}
+
+/// One agent's state machine.
+#[derive(Clone, Debug)]
+pub struct Fsm {
+    /// `idle`, `assigned` or `working`.
+    pub state: &'static str,
+    /// The task it holds.
+    pub current: Option<String>,
+    /// Sticky flags such as `unresponsive`.
+    pub flags: Vec<String>,
+    /// Capabilities from identify (strings only).
+    pub capabilities: Vec<String>,
+}
+
+impl Fsm {
+    /// A fresh idle FSM.
+    pub fn new(capabilities: Vec<String>) -> Fsm {
+        Fsm {
+            state: "idle",
+            current: None,
+            flags: Vec::new(),
+            capabilities,
+        }
+    }
+
+    /// Back to idle without a task.
+    pub fn idle(&mut self) {
+        self.state = "idle";
+        self.current = None;
+    }
+
+    /// The public snapshot.
+    pub fn snapshot(&self) -> AgentState {
+        AgentState {
+            fsm_state: self.state.to_string(),
+            current_task_id: self.current.clone(),
+            flags: self.flags.clone(),
+        }
+    }
+}
+
+/// Why `task_complete` / `task_failed` was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such task (never submitted, cancelled, or an admin push).
+    NotFound,
+    /// The generation does not match.
+    StaleGeneration,
+    /// The task is not assigned (e.g. already completed).
+    InvalidState,
+}
+
+impl Refusal {
+    /// The reason text after `task_complete_failed: `.
+    pub fn text(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not_found",
+            Refusal::StaleGeneration => "stale_generation",
+            Refusal::InvalidState => "invalid_state",
+        }
+    }
+}
+
+/// The task table and the FSMs.
+#[derive(Debug, Default)]
+pub struct Tasks {
+    /// task_id -> task.
+    pub map: HashMap<String, Task>,
+    /// agent_id -> FSM.
+    pub fsms: HashMap<String, Fsm>,
+    /// Last submission number.
+    pub next_seq: u64,
+    /// The scheduler race knob.
+    pub double_assign: bool,
+}
+
+fn detail_text(details: Value) -> Option<String> {
+    match details {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => Some(super::wire_text(&other)),
+    }
+}
+
+fn push_history(task: &mut Task, event: &str, details: Value) {
+    task.rec.history.push((event.to_string(), detail_text(details)));
+}
+
+/// A fresh `task-` + 16 hex id.
+pub fn new_task_id() -> String {
+    let hex: String = (0..16).map(|_| fastrand::digit(16)).collect();
+    format!("task-{hex}")
+}
+
+impl Tasks {
+    /// Queues a new task and returns its id.
+    pub fn submit(&mut self, spec: TaskSpec, now: Instant) -> String {
+        let mut id = new_task_id();
+        while self.map.contains_key(&id) {
+            id = new_task_id();
+        }
+        self.next_seq += 1;
+        let metadata = if spec.metadata.is_object() {
+            spec.metadata
+        } else {
+            json!({})
+        };
+        let mut task = Task {
+            rec: TaskRecord {
+                task_id: id.clone(),
+                status: "queued".into(),
+                generation: 0,
+                assigned_to: None,
+                retry_count: 0,
+                result: None,
+                tokens_used: None,
+                last_error: None,
+                history: Vec::new(),
+            },
+            description: spec.description,
+            metadata,
+            needed: spec.needed_capabilities,
+            max_retries: spec.max_retries,
+            seq: self.next_seq,
+            updated_at: now,
+        };
+        push_history(&mut task, "queued", json!("submitted"));
+        self.map.insert(id.clone(), task);
+        id
+    }
+
+    /// Assigns a queued task to `agent_id` (generation + 1) and moves its FSM to assigned.
+    pub fn assign(&mut self, task_id: &str, agent_id: &str, now: Instant) -> Option<Task> {
+        let task = self.map.get_mut(task_id)?;
+        task.rec.generation += 1;
+        task.rec.status = "assigned".into();
+        task.rec.assigned_to = Some(agent_id.to_string());
+        task.updated_at = now;
+        let generation = task.rec.generation;
+        push_history(
+            task,
+            "assigned",
+            json!({"agent_id": agent_id, "generation": generation}),
+        );
+        let snapshot = task.clone();
+        if let Some(fsm) = self.fsms.get_mut(agent_id) {
+            fsm.state = "assigned";
+            fsm.current = Some(task_id.to_string());
+        }
+        Some(snapshot)
+    }
+
+    /// Puts an assigned task back in the queue (generation + 1), recording `why`.
+    /// Returns false if it was not assigned.
+    pub fn reclaim(&mut self, task_id: &str, why: &str, now: Instant) -> bool {
+        let Some(task) = self.map.get_mut(task_id) else {
+            return false;
+        };
+        if task.rec.status != "assigned" {
+            return false;
+        }
+        task.rec.generation += 1;
+        task.rec.status = "queued".into();
+        task.updated_at = now;
+        push_history(task, "reclaimed", json!(why));
+        true
+    }
+
+    /// Refreshes `updated_at` (holds off the stuck sweep).
+    pub fn touch(&mut self, task_id: &str, now: Instant) {
+        if let Some(task) = self.map.get_mut(task_id) {
+            task.updated_at = now;
+        }
+    }
+
+    fn fenced(&mut self, task_id: &str, generation: u64) -> Result<&mut Task, Refusal> {
+        let task = self.map.get_mut(task_id).ok_or(Refusal::NotFound)?;
+        if task.rec.generation != generation {
+            return Err(Refusal::StaleGeneration);
+        }
+        if task.rec.status != "assigned" {
+            return Err(Refusal::InvalidState);
+        }
+        Ok(task)
+    }
+
+    /// `task_complete`: generation-fenced; on success the sender's FSM goes idle.
+    pub fn complete(
+        &mut self,
+        agent_id: &str,
+        task_id: &str,
+        generation: u64,
+        result: Option<Value>,
+        tokens_used: Option<i64>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let task = self.fenced(task_id, generation)?;
+        task.rec.status = "completed".into();
+        task.rec.result = result;
+        task.rec.tokens_used = tokens_used;
+        task.updated_at = now;
+        push_history(task, "completed", json!({"tokens_used": tokens_used}));
+        if let Some(fsm) = self.fsms.get_mut(agent_id) {
+            fsm.idle();
+        }
+        Ok(())
+    }
+
+    /// `task_failed`: generation-fenced; retries (back to queued, generation + 1) or
+    /// dead-letters. Returns the ack status, `retried` or `dead_letter`.
+    pub fn fail(
+        &mut self,
+        agent_id: &str,
+        task_id: &str,
+        generation: u64,
+        error: &str,
+        now: Instant,
+    ) -> Result<&'static str, Refusal> {
+        let task = self.fenced(task_id, generation)?;
+        task.rec.last_error = Some(error.to_string());
+        task.updated_at = now;
+        let status = if task.rec.retry_count.saturating_add(1) >= task.max_retries {
+            task.rec.retry_count = task.rec.retry_count.saturating_add(1);
+            task.rec.status = "dead_letter".into();
+            push_history(task, "dead_letter", json!(error));
+            "dead_letter"
+        } else {
+            task.rec.retry_count += 1;
+            task.rec.generation += 1;
+            task.rec.status = "queued".into();
+            push_history(task, "retry", json!(error));
+            "retried"
+        };
+        if let Some(fsm) = self.fsms.get_mut(agent_id) {
+            fsm.idle();
+        }
+        Ok(status)
+    }
+
+    /// The generation to continue with, if the task is assigned to any agent (`task_recovering`).
+    pub fn recover(&self, task_id: &str) -> Option<u64> {
+        self.map
+            .get(task_id)
+            .filter(|t| t.rec.status == "assigned")
+            .map(|t| t.rec.generation)
+    }
+
+    /// `state_report`: true (and a touch) if the task is assigned to `agent_id` with `generation`.
+    pub fn report(&mut self, agent_id: &str, task_id: &str, generation: i64, now: Instant) -> bool {
+        match self.map.get_mut(task_id) {
+            Some(t)
+                if t.rec.status == "assigned"
+                    && t.rec.assigned_to.as_deref() == Some(agent_id)
+                    && i64::try_from(t.rec.generation).ok() == Some(generation) =>
+            {
+                t.updated_at = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queued task ids in FIFO (submission) order.
+    pub fn queued(&self) -> Vec<String> {
+        let mut queued: Vec<&Task> = self.map.values().filter(|t| t.rec.status == "queued").collect();
+        queued.sort_by_key(|t| t.seq);
+        queued.into_iter().map(|t| t.rec.task_id.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fencing_and_retries() {
+        let now = Instant::now();
+        let mut t = Tasks::default();
+        t.fsms.insert("a".into(), Fsm::new(vec!["code".into()]));
+        let id = t.submit(TaskSpec::default(), now);
+        assert_eq!(id.len(), 21);
+        assert_eq!(
+            t.complete("a", &id, 0, None, None, now),
+            Err(Refusal::InvalidState)
+        );
+        t.assign(&id, "a", now);
+        assert_eq!(t.fail("a", &id, 0, "x", now), Err(Refusal::StaleGeneration));
+        assert_eq!(t.fail("a", &id, 1, "x", now), Ok("retried"));
+        assert_eq!(t.map[&id].rec.generation, 2);
+        t.assign(&id, "a", now);
+        assert_eq!(t.fail("a", &id, 3, "y", now), Ok("retried"));
+        t.assign(&id, "a", now);
+        assert_eq!(t.fail("a", &id, 5, "z", now), Ok("dead_letter"));
+        assert_eq!(t.map[&id].rec.retry_count, 3);
+        assert_eq!(
+            t.complete("a", "nope", 5, None, None, now),
+            Err(Refusal::NotFound)
+        );
+    }
+}
