@@ -6,3 +6,4 @@
 pub mod machine;
 pub mod store;
 pub mod task;
+pub mod wake;

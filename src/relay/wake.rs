@@ -1,0 +1,1260 @@
+//! Waking the agent: render the configured `wake_command` with the task's values and run it.
+//!
+//! Task data (the description above all) comes from the network and is hostile. The Node
+//! sidecar escaped only `"` (protocol §5.4, C16), so `$(...)`, backticks and `\` in a description
+//! ran as code. Here every value reaches the woken program byte for byte and never runs:
+//!
+//! - [`render_sh`] quotes each value for the POSIX `sh` quoting context its `${NAME}` stands in;
+//! - [`render_cmd`] (Windows) never puts a value in the command text at all: it refers to an
+//!   environment variable with cmd's delayed expansion, which is not re-parsed;
+//! - [`spawn_wake`] runs the command in its own process group, with stdout and stderr going to a
+//!   file (never a pipe, so a backgrounded agent that keeps them open cannot hold the wake
+//!   hostage, protocol C10), and kills the whole group on timeout.
+//!
+//! Every value is also passed in the environment as `AGENTCOM_V_<NAME>` (for example
+//! `AGENTCOM_V_TASK_DESCRIPTION`), which templates may use directly: `"$AGENTCOM_V_TASK_ID"`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The values substituted into a wake_command template.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WakeVars {
+    /// `${TASK_ID}`: the hub's task id.
+    pub task_id: String,
+    /// `${TASK_DESCRIPTION}`: the task description, as received (hostile).
+    pub description: String,
+    /// `${TASK_JSON}`: the whole task as JSON.
+    pub task_json: String,
+    /// `${TASK_FILE}`: the file holding the task JSON.
+    pub task_file: PathBuf,
+    /// `${RESULTS_DIR}`: where the agent writes `{task_id}.started` and `{task_id}.json`.
+    pub results_dir: PathBuf,
+    /// `${GENERATION}`: the task's generation.
+    pub generation: i64,
+}
+
+/// The template variables, in the order of [`WakeVars::get`]'s index.
+pub const VAR_NAMES: [&str; 6] = [
+    "TASK_ID",
+    "TASK_DESCRIPTION",
+    "TASK_JSON",
+    "TASK_FILE",
+    "RESULTS_DIR",
+    "GENERATION",
+];
+
+/// The prefix of the environment variables that carry the values: `AGENTCOM_V_TASK_ID` and so on.
+pub const ENV_PREFIX: &str = "AGENTCOM_V_";
+
+/// What stands in for a NUL byte in a value: NUL cannot be part of an argument or an
+/// environment entry, so it is replaced (not rejected) by U+FFFD REPLACEMENT CHARACTER.
+pub const NUL_REPLACEMENT: char = '\u{FFFD}';
+
+/// The longest argument or environment entry Linux accepts (`MAX_ARG_STRLEN`, 32 pages),
+/// counting the terminating NUL.
+const MAX_ARG_BYTES: usize = 128 * 1024;
+
+impl WakeVars {
+    /// The value of variable `index` (see [`VAR_NAMES`]), NUL bytes replaced by
+    /// [`NUL_REPLACEMENT`]. Paths that are not UTF-8 are converted lossily.
+    pub fn get(&self, index: usize) -> String {
+        let raw = match index {
+            0 => self.task_id.clone(),
+            1 => self.description.clone(),
+            2 => self.task_json.clone(),
+            3 => self.task_file.to_string_lossy().into_owned(),
+            4 => self.results_dir.to_string_lossy().into_owned(),
+            _ => self.generation.to_string(),
+        };
+        replace_nul(&raw)
+    }
+
+    /// The environment entries carrying the values: `(AGENTCOM_V_<NAME>, value)` for every variable.
+    pub fn env_entries(&self) -> Vec<(String, String)> {
+        VAR_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (env_name(name), self.get(i)))
+            .collect()
+    }
+}
+
+fn env_name(var: &str) -> String {
+    format!("{ENV_PREFIX}{var}")
+}
+
+fn replace_nul(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', &NUL_REPLACEMENT.to_string())
+    } else {
+        s.to_string()
+    }
+}
+
+/// Render a template for POSIX `sh -c`: `${TASK_ID}` `${TASK_DESCRIPTION}` `${TASK_JSON}`
+/// `${TASK_FILE}` `${RESULTS_DIR}` `${GENERATION}` are replaced by their values, each quoted for
+/// the context it stands in (bare, inside "...", inside '...'), so that the program receives
+/// exactly the value. Unknown `${X}` and everything else is left as written.
+///
+/// A small sh lexer tracks the quoting context:
+/// - bare: `'value'` with each `'` written `'\''`;
+/// - inside `"..."`: the double quote is closed, the single-quoted value added, and it is reopened: `"'value'"`;
+/// - inside `'...'`: the value with each `'` written `'\''`.
+///
+/// A `${NAME}` the shell would not expand is left as written: escaped (`\${TASK_ID}`), in a
+/// comment, or inside `$'...'`. Where the lexer cannot be sure how the shell will re-read the
+/// text (inside backticks, inside another `${...}`, in `$((...))`, in a here-document body, or
+/// anywhere after a `$'` since shells disagree on it), the reference becomes
+/// `${AGENTCOM_V_NAME}`: a parameter expansion, whose result the shell never parses as code.
+/// Those references (and the whole render when it is too long for one argument, see
+/// [`spawn_wake`]) need the environment that [`spawn_wake`] provides.
+///
+/// NUL bytes in values (and in the template) are replaced by [`NUL_REPLACEMENT`]: an argument
+/// cannot hold NUL. Limitations: `case` patterns with an unmatched `)` inside `$(...)` confuse
+/// the parenthesis count; values inside arithmetic (`$((...))`) are evaluated as arithmetic by
+/// the shell, as the template asks.
+pub fn render_sh(template: &str, vars: &WakeVars) -> String {
+    render(template, vars, Mode::Inline).0
+}
+
+/// Windows `cmd.exe`: returns the command text in which each variable is replaced by a
+/// delayed-expansion reference (`!AGENTCOM_V_TASK_ID!` ...) and the environment entries that
+/// hold the values; run with `cmd /V:ON /D /S /C`.
+///
+/// cmd expands `!VAR!` after it has parsed the line, so `& | < > ^ % ! "` in a value are not
+/// cmd syntax. The program still splits its own command line (for most programs with the MSVC
+/// rules), so a `"` in a value can end the argument it stands in; a program that must get a value
+/// exactly can read it from its environment or from `${TASK_FILE}`. A literal `!` in the
+/// template itself is special under `/V:ON`. NUL bytes in values are replaced by
+/// [`NUL_REPLACEMENT`].
+pub fn render_cmd(template: &str, vars: &WakeVars) -> (String, Vec<(String, String)>) {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(pos) = rest.find("${") {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        match var_in_str(after) {
+            Some((index, len)) => {
+                out.push('!');
+                out.push_str(&env_name(VAR_NAMES[index]));
+                out.push('!');
+                rest = &after[len..];
+            }
+            None => {
+                out.push_str("${");
+                rest = &after[2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    (replace_nul(&out), vars.env_entries())
+}
+
+/// `${NAME}` at the start of `s`, NAME one of [`VAR_NAMES`]: its index and byte length.
+fn var_in_str(s: &str) -> Option<(usize, usize)> {
+    let inner = s.strip_prefix("${")?;
+    let end = inner.find('}')?;
+    let index = VAR_NAMES.iter().position(|n| *n == &inner[..end])?;
+    Some((index, end + 3))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Values written into the text, quoted.
+    Inline,
+    /// Values referenced as `${AGENTCOM_V_NAME}` everywhere (short text; needs the environment).
+    EnvRef,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ctx {
+    /// Top level, unquoted.
+    Bare,
+    /// Inside `$(`, with the count of open inner parentheses.
+    Sub(u32),
+    /// Inside `"`.
+    Double,
+    /// Inside backticks.
+    Backtick,
+    /// Inside a `${...}` that is not one of ours, with the count of open inner braces.
+    Brace(u32),
+    /// Inside `$((`, with the count of open inner parentheses.
+    Arith(u32),
+}
+
+/// Where a substitution stands, once the lexer has decided.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spot {
+    Bare,
+    Double,
+    Single,
+    /// Somewhere the lexer cannot be sure of: a bare `${AGENTCOM_V_NAME}`.
+    Unsure,
+    /// Not expanded by the shell: left as written.
+    Literal,
+}
+
+struct Heredoc {
+    delim: String,
+    strip_tabs: bool,
+    quoted: bool,
+}
+
+struct Lexer<'a> {
+    s: Vec<char>,
+    i: usize,
+    out: String,
+    vars: &'a WakeVars,
+    mode: Mode,
+    stack: Vec<Ctx>,
+    /// Seen a construct shells disagree on: every later substitution is [`Spot::Unsure`].
+    poisoned: bool,
+    used: [bool; 6],
+    heredocs: Vec<Heredoc>,
+}
+
+/// Render; also says which variables the text refers to through the environment.
+fn render(template: &str, vars: &WakeVars, mode: Mode) -> (String, [bool; 6]) {
+    let mut lx = Lexer {
+        s: template.chars().collect(),
+        i: 0,
+        out: String::with_capacity(template.len() + 64),
+        vars,
+        mode,
+        stack: vec![Ctx::Bare],
+        poisoned: false,
+        used: [false; 6],
+        heredocs: Vec::new(),
+    };
+    lx.run();
+    (replace_nul(&lx.out), lx.used)
+}
+
+impl Lexer<'_> {
+    fn peek(&self, k: usize) -> Option<char> {
+        self.s.get(self.i + k).copied()
+    }
+
+    fn copy(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some(c) = self.peek(0) {
+                self.out.push(c);
+                self.i += 1;
+            }
+        }
+    }
+
+    /// `${NAME}` at the cursor, NAME one of ours: its index and length in chars.
+    fn var_here(&self) -> Option<(usize, usize)> {
+        if self.peek(0) != Some('$') || self.peek(1) != Some('{') {
+            return None;
+        }
+        let mut name = String::new();
+        let mut k = 2;
+        loop {
+            match self.peek(k)? {
+                '}' => break,
+                c if c.is_ascii_uppercase() || c == '_' => name.push(c),
+                _ => return None,
+            }
+            k += 1;
+        }
+        let index = VAR_NAMES.iter().position(|n| *n == name)?;
+        Some((index, k + 1))
+    }
+
+    /// Whether every enclosing context is one the quoting rules are exact for.
+    fn certain(&self) -> bool {
+        !self.poisoned
+            && self
+                .stack
+                .iter()
+                .all(|c| matches!(c, Ctx::Bare | Ctx::Sub(_) | Ctx::Double))
+    }
+
+    fn emit(&mut self, index: usize, spot: Spot) {
+        let spot = match spot {
+            Spot::Literal => Spot::Literal,
+            _ if self.poisoned => Spot::Unsure,
+            s => s,
+        };
+        if spot == Spot::Literal {
+            self.out.push_str("${");
+            self.out.push_str(VAR_NAMES[index]);
+            self.out.push('}');
+            return;
+        }
+        if self.mode == Mode::EnvRef || spot == Spot::Unsure {
+            self.used[index] = true;
+            let r = format!("${{{}}}", env_name(VAR_NAMES[index]));
+            match (self.mode, spot) {
+                (_, Spot::Unsure) => self.out.push_str(&r),
+                (_, Spot::Bare) => self.out.push_str(&format!("\"{r}\"")),
+                (_, Spot::Double) => self.out.push_str(&r),
+                (_, Spot::Single) => self.out.push_str(&format!("'\"{r}\"'")),
+                (_, Spot::Literal) => unreachable!(),
+            }
+            return;
+        }
+        let quoted = self.vars.get(index).replace('\'', "'\\''");
+        match spot {
+            Spot::Bare => {
+                self.out.push('\'');
+                self.out.push_str(&quoted);
+                self.out.push('\'');
+            }
+            Spot::Double => {
+                self.out.push_str("\"'");
+                self.out.push_str(&quoted);
+                self.out.push_str("'\"");
+            }
+            Spot::Single => self.out.push_str(&quoted),
+            Spot::Unsure | Spot::Literal => unreachable!(),
+        }
+    }
+
+    fn run(&mut self) {
+        let mut word_start = true;
+        while let Some(c) = self.peek(0) {
+            let top = *self.stack.last().unwrap_or(&Ctx::Bare);
+            let certain = self.certain();
+            if let Some((index, len)) = self.var_here() {
+                let spot = match top {
+                    Ctx::Bare | Ctx::Sub(_) if certain => Spot::Bare,
+                    Ctx::Double if certain => Spot::Double,
+                    _ => Spot::Unsure,
+                };
+                self.emit(index, spot);
+                self.i += len;
+                word_start = false;
+                continue;
+            }
+            match top {
+                Ctx::Bare | Ctx::Sub(_) | Ctx::Arith(_) => {
+                    self.code_char(c, top, word_start);
+                    // (a `#` after these starts a comment)
+                    word_start = c.is_whitespace() || ";&|()<>".contains(c);
+                    if matches!(self.stack.last(), Some(Ctx::Sub(0))) && c == '(' {
+                        word_start = true;
+                    }
+                }
+                Ctx::Double => match c {
+                    '\\' => self.copy(2),
+                    '"' => {
+                        self.copy(1);
+                        self.stack.pop();
+                    }
+                    '`' => {
+                        self.copy(1);
+                        self.stack.push(Ctx::Backtick);
+                    }
+                    '$' => self.dollar(),
+                    _ => self.copy(1),
+                },
+                Ctx::Backtick => match c {
+                    '\\' => self.copy(2),
+                    '`' => {
+                        self.copy(1);
+                        self.stack.pop();
+                    }
+                    _ => self.copy(1),
+                },
+                Ctx::Brace(depth) => match c {
+                    '\\' => self.copy(2),
+                    '"' => {
+                        self.copy(1);
+                        self.stack.push(Ctx::Double);
+                    }
+                    '\'' => {
+                        let in_double = self.stack.len() >= 2
+                            && self.stack[..self.stack.len() - 1].contains(&Ctx::Double);
+                        if in_double {
+                            // Literal in bash, a quote in some other shells.
+                            self.poisoned = true;
+                            self.copy(1);
+                        } else {
+                            self.single_quoted();
+                        }
+                    }
+                    '`' => {
+                        self.copy(1);
+                        self.stack.push(Ctx::Backtick);
+                    }
+                    '$' => self.dollar(),
+                    '{' => {
+                        self.copy(1);
+                        self.set_top(Ctx::Brace(depth + 1));
+                    }
+                    '}' => {
+                        self.copy(1);
+                        if depth == 0 {
+                            self.stack.pop();
+                        } else {
+                            self.set_top(Ctx::Brace(depth - 1));
+                        }
+                    }
+                    _ => self.copy(1),
+                },
+            }
+        }
+    }
+
+    fn set_top(&mut self, ctx: Ctx) {
+        if let Some(top) = self.stack.last_mut() {
+            *top = ctx;
+        }
+    }
+
+    /// One character of unquoted shell code (top level, `$(...)` or `$((...))`).
+    fn code_char(&mut self, c: char, top: Ctx, word_start: bool) {
+        match c {
+            '\\' => self.copy(2),
+            '\'' => self.single_quoted(),
+            '"' => {
+                self.copy(1);
+                self.stack.push(Ctx::Double);
+            }
+            '`' => {
+                self.copy(1);
+                self.stack.push(Ctx::Backtick);
+            }
+            '$' => self.dollar(),
+            '#' if word_start && !matches!(top, Ctx::Arith(_)) => {
+                while let Some(c) = self.peek(0) {
+                    if c == '\n' {
+                        break;
+                    }
+                    self.copy(1);
+                }
+            }
+            '(' => {
+                self.copy(1);
+                match top {
+                    Ctx::Sub(d) => self.set_top(Ctx::Sub(d + 1)),
+                    Ctx::Arith(d) => self.set_top(Ctx::Arith(d + 1)),
+                    _ => {}
+                }
+            }
+            ')' => {
+                self.copy(1);
+                match top {
+                    Ctx::Sub(0) => {
+                        self.stack.pop();
+                    }
+                    Ctx::Sub(d) => self.set_top(Ctx::Sub(d - 1)),
+                    Ctx::Arith(0) => {
+                        if self.peek(0) == Some(')') {
+                            self.copy(1);
+                        }
+                        self.stack.pop();
+                    }
+                    Ctx::Arith(d) => self.set_top(Ctx::Arith(d - 1)),
+                    _ => {}
+                }
+            }
+            '<' if self.peek(1) == Some('<')
+                && self.peek(2) != Some('<')
+                && !matches!(top, Ctx::Arith(_)) =>
+            {
+                self.heredoc_operator()
+            }
+            '\n' => {
+                self.copy(1);
+                if !self.heredocs.is_empty() {
+                    self.heredoc_bodies();
+                }
+            }
+            _ => self.copy(1),
+        }
+    }
+
+    /// At a `'` in unquoted code: the single-quoted string through its closing `'`.
+    fn single_quoted(&mut self) {
+        let certain = self.certain();
+        self.copy(1);
+        while let Some(c) = self.peek(0) {
+            if c == '\'' {
+                self.copy(1);
+                return;
+            }
+            if let Some((index, len)) = self.var_here() {
+                self.emit(index, if certain { Spot::Single } else { Spot::Unsure });
+                self.i += len;
+            } else {
+                self.copy(1);
+            }
+        }
+    }
+
+    /// At a `$` that is not one of our variables.
+    fn dollar(&mut self) {
+        match self.peek(1) {
+            Some('$') => self.copy(2),
+            Some('{') => {
+                self.copy(2);
+                self.stack.push(Ctx::Brace(0));
+            }
+            Some('(') if self.peek(2) == Some('(') => {
+                self.copy(3);
+                self.stack.push(Ctx::Arith(0));
+            }
+            Some('(') => {
+                self.copy(2);
+                self.stack.push(Ctx::Sub(0));
+            }
+            Some('\'') if !matches!(self.stack.last(), Some(Ctx::Double)) => {
+                // bash's $'...' (escapes, `\'` does not end it); dash reads `$` then '...'.
+                // Nothing in it is expanded by either; what follows may be read differently.
+                self.poisoned = true;
+                self.copy(2);
+                while let Some(c) = self.peek(0) {
+                    match c {
+                        '\\' => self.copy(2),
+                        '\'' => {
+                            self.copy(1);
+                            break;
+                        }
+                        _ => self.copy(1),
+                    }
+                }
+            }
+            _ => self.copy(1),
+        }
+    }
+
+    /// At `<<`: the operator and its delimiter word; the body follows the next newline.
+    fn heredoc_operator(&mut self) {
+        self.copy(2);
+        let strip_tabs = self.peek(0) == Some('-');
+        if strip_tabs {
+            self.copy(1);
+        }
+        while matches!(self.peek(0), Some(' ') | Some('\t')) {
+            self.copy(1);
+        }
+        let mut delim = String::new();
+        let mut quoted = false;
+        while let Some(c) = self.peek(0) {
+            if c.is_whitespace() || ";&|<>()".contains(c) {
+                break;
+            }
+            match c {
+                '\'' => {
+                    quoted = true;
+                    self.copy(1);
+                    while let Some(c) = self.peek(0) {
+                        self.copy(1);
+                        if c == '\'' {
+                            break;
+                        }
+                        delim.push(c);
+                    }
+                }
+                '"' => {
+                    quoted = true;
+                    self.copy(1);
+                    while let Some(c) = self.peek(0) {
+                        if c == '\\' {
+                            if let Some(n) = self.peek(1) {
+                                delim.push(n);
+                            }
+                            self.copy(2);
+                            continue;
+                        }
+                        self.copy(1);
+                        if c == '"' {
+                            break;
+                        }
+                        delim.push(c);
+                    }
+                }
+                '\\' => {
+                    quoted = true;
+                    if let Some(n) = self.peek(1) {
+                        delim.push(n);
+                    }
+                    self.copy(2);
+                }
+                _ => {
+                    delim.push(c);
+                    self.copy(1);
+                }
+            }
+        }
+        self.heredocs.push(Heredoc {
+            delim,
+            strip_tabs,
+            quoted,
+        });
+    }
+
+    /// Right after a newline with here-documents pending: their bodies, in order. Variables in
+    /// an unquoted body become `${AGENTCOM_V_NAME}` (quotes mean nothing there).
+    fn heredoc_bodies(&mut self) {
+        let docs = std::mem::take(&mut self.heredocs);
+        for doc in docs {
+            loop {
+                let start = self.i;
+                if start >= self.s.len() {
+                    break;
+                }
+                let end = self.s[start..]
+                    .iter()
+                    .position(|&c| c == '\n')
+                    .map_or(self.s.len(), |p| start + p);
+                let line: String = self.s[start..end].iter().collect();
+                let check = if doc.strip_tabs {
+                    line.trim_start_matches('\t')
+                } else {
+                    &line
+                };
+                if check == doc.delim {
+                    self.copy(end - start + 1);
+                    break;
+                }
+                if doc.quoted {
+                    self.copy(end - start);
+                } else {
+                    while self.i < end {
+                        if self.peek(0) == Some('\\') {
+                            self.copy(2);
+                        } else if let Some((index, len)) = self.var_here() {
+                            self.emit(index, Spot::Unsure);
+                            self.i += len;
+                        } else {
+                            self.copy(1);
+                        }
+                    }
+                }
+                // The newline (a `\` just before it may already have taken it).
+                if self.i == end {
+                    self.copy(1);
+                }
+            }
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct WakeSpec {
+    /// The wake_command template.
+    pub command: String,
+    /// The values substituted into it (and passed as `AGENTCOM_V_*`).
+    pub vars: WakeVars,
+    /// Extra environment entries (`AGENTCOM_*`). Never the hub token.
+    pub env: Vec<(String, String)>,
+    /// The working directory; the sidecar's when `None`.
+    pub cwd: Option<PathBuf>,
+    /// How long the command may run before its process group is killed.
+    pub timeout: Duration,
+    /// stdout and stderr are appended here (created with its folder).
+    pub output_file: PathBuf,
+}
+
+/// The result of one wake attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WakeOutcome {
+    /// The shell exited with code 0.
+    Success,
+    /// The shell exited non-zero or was killed by a signal: `exit code N` (or `killed by
+    /// signal N`) and the tail of the output, at most 2000 chars.
+    Failed {
+        /// What happened, for `wake_result.error`.
+        error: String,
+    },
+    /// The timeout passed first; the process group was killed.
+    Timeout,
+    /// The command could not be started (output file, spawn error, argument too long).
+    CouldNotStart {
+        /// Why.
+        error: String,
+    },
+}
+
+/// [`spawn_wake`]'s result: `Err` is always [`WakeOutcome::CouldNotStart`].
+pub type WakeHandleResult = Result<WakeHandle, WakeOutcome>;
+
+/// A started wake command: its process group id (Unix: the shell's pid; Windows: the pid) and a
+/// future for its end.
+#[derive(Debug)]
+pub struct WakeHandle {
+    /// The process group id, for [`kill_process_group`].
+    pub pgid: u32,
+    child: tokio::process::Child,
+    timeout: Duration,
+    output_file: PathBuf,
+}
+
+/// How long a timed-out group gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How much of the output file's end goes into a failure's error text.
+const TAIL_BYTES: u64 = 500;
+/// The longest error text (the hub's limit for `wake_result.error`, protocol C15).
+const MAX_ERROR_CHARS: usize = 2000;
+
+impl WakeHandle {
+    /// Wait for the shell to exit, or for the timeout (then the whole group is killed:
+    /// SIGTERM, SIGKILL 2 s later). Processes the command left running in the background are
+    /// not waited for.
+    pub async fn wait(mut self) -> WakeOutcome {
+        match tokio::time::timeout(self.timeout, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => WakeOutcome::Success,
+            Ok(Ok(status)) => {
+                let what = match status.code() {
+                    Some(code) => format!("exit code {code}"),
+                    None => signal_text(&status),
+                };
+                let tail = output_tail(&self.output_file).await;
+                let error = if tail.trim().is_empty() {
+                    what
+                } else {
+                    format!("{what}; output: {}", tail.trim_end())
+                };
+                WakeOutcome::Failed {
+                    error: cut_chars(&error, MAX_ERROR_CHARS),
+                }
+            }
+            Ok(Err(e)) => WakeOutcome::Failed {
+                error: cut_chars(&format!("wait failed: {e}"), MAX_ERROR_CHARS),
+            },
+            Err(_) => {
+                // Reap the shell while the group is being killed, so that its zombie does not
+                // count as a live member.
+                let pgid = self.pgid;
+                let _ = tokio::join!(kill_process_group(pgid, KILL_GRACE), self.child.wait());
+                WakeOutcome::Timeout
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn signal_text(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(sig) => format!("killed by signal {sig}"),
+        None => format!("{status}"),
+    }
+}
+
+#[cfg(not(unix))]
+fn signal_text(status: &std::process::ExitStatus) -> String {
+    format!("{status}")
+}
+
+/// The last [`TAIL_BYTES`] of the file, from a char boundary, lossily decoded.
+async fn output_tail(path: &Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return String::new();
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(TAIL_BYTES);
+    if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    if file.take(TAIL_BYTES).read_to_end(&mut buf).await.is_err() {
+        return String::new();
+    }
+    let skip = if start > 0 {
+        buf.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count()
+    } else {
+        0
+    };
+    String::from_utf8_lossy(&buf[skip..]).into_owned()
+}
+
+fn cut_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => s[..at].to_string(),
+        None => s.to_string(),
+    }
+}
+
+fn could_not_start(error: String) -> WakeOutcome {
+    WakeOutcome::CouldNotStart {
+        error: cut_chars(&error, MAX_ERROR_CHARS),
+    }
+}
+
+/// Open (append, create with its folder) the output file twice: for stdout and stderr.
+fn open_output(path: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let second = file.try_clone()?;
+    Ok((file, second))
+}
+
+/// The environment entries for a spec: `spec.env` then the variables (which win), NUL bytes
+/// replaced, entries whose key cannot be an environment name dropped.
+fn spec_env(spec: &WakeSpec) -> Vec<(String, String)> {
+    spec.env
+        .iter()
+        .cloned()
+        .chain(spec.vars.env_entries())
+        .filter(|(k, _)| !k.is_empty() && !k.contains('=') && !k.contains('\0'))
+        .map(|(k, v)| (k, replace_nul(&v)))
+        .collect()
+}
+
+/// Start the command in its own process group (Unix: `process_group(0)`; Windows:
+/// `CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW`), stdin null, stdout and stderr appended to
+/// `output_file` (created with its folder), env = the sidecar's env + `spec.env` + the variables
+/// as `AGENTCOM_V_*` (never a token: the caller does not pass one). Must be called inside a
+/// tokio runtime.
+///
+/// [`WakeHandle::wait`] resolves when the shell exits (exit 0 = Success; non-zero = Failed
+/// with "exit code N" plus the last ~500 bytes of `output_file`, the whole error at most 2000
+/// chars); if `timeout` passes first, it kills the whole process group (SIGTERM, then SIGKILL
+/// after 2 s) and returns Timeout. A command that backgrounds a child with its stdio still open
+/// does not keep `wait` waiting: only the shell's exit counts (stdio goes to a file, not a pipe).
+///
+/// Unix: the template is rendered with [`render_sh`] and run as `/bin/sh -c`. When the rendered
+/// text is too long for one argument (Linux: 128 KiB), it is rendered again with every value
+/// referenced as `${AGENTCOM_V_NAME}` instead. A value over 128 KiB cannot be passed at all (an
+/// environment entry has the same limit): it is left out of the environment, and a template that
+/// refers to it gives CouldNotStart (use `${TASK_FILE}` for big tasks).
+/// Windows: [`render_cmd`], run as `cmd.exe /V:ON /D /S /C "..."`.
+pub fn spawn_wake(spec: &WakeSpec) -> WakeHandleResult {
+    let (stdout, stderr) = open_output(&spec.output_file).map_err(|e| {
+        could_not_start(format!(
+            "cannot open output file {}: {e}",
+            spec.output_file.display()
+        ))
+    })?;
+    let mut env = spec_env(spec);
+    let mut cmd = platform_command(spec, &mut env)?;
+    cmd.envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(stdout))
+        .stderr(std::process::Stdio::from(stderr))
+        .kill_on_drop(false);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| could_not_start(format!("cannot start the wake command: {e}")))?;
+    let pgid = child
+        .id()
+        .ok_or_else(|| could_not_start("the wake command exited before it could be tracked".into()))?;
+    Ok(WakeHandle {
+        pgid,
+        child,
+        timeout: spec.timeout,
+        output_file: spec.output_file.clone(),
+    })
+}
+
+#[cfg(unix)]
+fn platform_command(
+    spec: &WakeSpec,
+    env: &mut Vec<(String, String)>,
+) -> Result<tokio::process::Command, WakeOutcome> {
+    let fits = |k: &str, v: &str| k.len() + 1 + v.len() < MAX_ARG_BYTES;
+    // `used`: the variables the text refers to through the environment.
+    let (mut text, mut used) = render(&spec.command, &spec.vars, Mode::Inline);
+    if text.len() + 1 >= MAX_ARG_BYTES {
+        (text, used) = render(&spec.command, &spec.vars, Mode::EnvRef);
+    }
+    for (index, name) in VAR_NAMES.iter().enumerate() {
+        let key = env_name(name);
+        let value = spec.vars.get(index);
+        if !fits(&key, &value) {
+            env.retain(|(k, _)| *k != key);
+            if used[index] {
+                return Err(could_not_start(format!(
+                    "${{{name}}} is {} bytes, more than one argument or environment entry may hold \
+                     (128 KiB); use ${{TASK_FILE}} instead",
+                    value.len()
+                )));
+            }
+        }
+    }
+    if text.len() + 1 >= MAX_ARG_BYTES {
+        return Err(could_not_start(format!(
+            "the wake command is {} bytes, more than one argument may hold (128 KiB)",
+            text.len()
+        )));
+    }
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(text).process_group(0);
+    Ok(cmd)
+}
+
+#[cfg(windows)]
+fn platform_command(
+    spec: &WakeSpec,
+    env: &mut Vec<(String, String)>,
+) -> Result<tokio::process::Command, WakeOutcome> {
+    const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+    const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+    let (text, _) = render_cmd(&spec.command, &spec.vars);
+    let _ = env;
+    let mut cmd = tokio::process::Command::new("cmd.exe");
+    cmd.raw_arg("/V:ON /D /S /C")
+        .raw_arg(format!("\"{text}\""))
+        .creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    Ok(cmd)
+}
+
+/// Kill a process group started by [`spawn_wake`] (SIGTERM, then SIGKILL after `grace`); no
+/// error if it is gone. Returns once the group is gone or SIGKILL was sent. A `pgid` of 0 or 1
+/// is ignored (it would mean our own group or every process). Windows: `taskkill /T /F /PID`.
+pub async fn kill_process_group(pgid: u32, grace: Duration) {
+    #[cfg(unix)]
+    {
+        let Ok(pg) = i32::try_from(pgid) else { return };
+        if pg <= 1 {
+            return;
+        }
+        // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
+        let signal = |sig: i32| unsafe { libc::kill(-pg, sig) } == 0;
+        if !signal(libc::SIGTERM) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !signal(0) {
+                return;
+            }
+        }
+        signal(libc::SIGKILL);
+    }
+    #[cfg(windows)]
+    {
+        let _ = grace;
+        let _ = tokio::process::Command::new("taskkill")
+            .args(["/T", "/F", "/PID", &pgid.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .creation_flags(0x0800_0000)
+            .status()
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(description: &str) -> WakeVars {
+        WakeVars {
+            task_id: "task-1".into(),
+            description: description.into(),
+            task_json: format!("{{\"d\":{}}}", serde_json::to_string(description).unwrap()),
+            task_file: PathBuf::from("/tmp/a b/task.json"),
+            results_dir: PathBuf::from("/tmp/it's/results"),
+            generation: -7,
+        }
+    }
+
+    #[test]
+    fn quoting_per_context() {
+        let v = vars("it's \"x\" $(y)");
+        assert_eq!(
+            render_sh("a ${TASK_DESCRIPTION} b", &v),
+            r#"a 'it'\''s "x" $(y)' b"#
+        );
+        assert_eq!(
+            render_sh(r#"a "<${TASK_DESCRIPTION}>" b"#, &v),
+            r#"a "<"'it'\''s "x" $(y)'">" b"#
+        );
+        assert_eq!(
+            render_sh("a '<${TASK_DESCRIPTION}>' b", &v),
+            r#"a '<it'\''s "x" $(y)>' b"#
+        );
+        assert_eq!(
+            render_sh("--gen ${GENERATION} ${TASK_ID}", &v),
+            "--gen '-7' 'task-1'"
+        );
+    }
+
+    #[test]
+    fn unknown_and_unexpanded_references_are_left_as_written() {
+        let v = vars("x");
+        for t in [
+            "${HOME} $TASK_ID ${TASK_ID ${task_id} ${TASK_IDX} $",
+            r"echo \${TASK_ID}",
+            r#"echo "\${TASK_ID}""#,
+            "echo hi # ${TASK_ID}",
+            "echo hi #${TASK_ID}\n",
+            "echo $'${TASK_ID}'",
+        ] {
+            assert_eq!(render_sh(t, &v), t, "{t}");
+        }
+        // `#` inside a word is not a comment.
+        assert_eq!(render_sh("echo a#${TASK_ID}", &v), "echo a#'task-1'");
+    }
+
+    #[test]
+    fn unsure_contexts_use_the_environment() {
+        let v = vars("x");
+        let e = "${AGENTCOM_V_TASK_ID}";
+        assert_eq!(
+            render_sh("echo `echo ${TASK_ID}`", &v),
+            format!("echo `echo {e}`")
+        );
+        assert_eq!(
+            render_sh("echo \"${X:-${TASK_ID}}\"", &v),
+            format!("echo \"${{X:-{e}}}\"")
+        );
+        assert_eq!(
+            render_sh("echo $((${GENERATION} + 1))", &v),
+            "echo $((${AGENTCOM_V_GENERATION} + 1))"
+        );
+        assert_eq!(
+            render_sh("cat <<EOF\n${TASK_ID} '${TASK_ID}'\nEOF\necho ${TASK_ID}", &v),
+            format!("cat <<EOF\n{e} '{e}'\nEOF\necho 'task-1'")
+        );
+        assert_eq!(
+            render_sh("cat <<'EOF'\n${TASK_ID}\nEOF\necho ${TASK_ID}", &v),
+            "cat <<'EOF'\n${TASK_ID}\nEOF\necho 'task-1'"
+        );
+        // After `$'`, shells disagree on what follows.
+        assert_eq!(render_sh("echo $'a' ${TASK_ID}", &v), format!("echo $'a' {e}"));
+        // `$(...)` is exact again: its quoting is plain.
+        assert_eq!(
+            render_sh("echo \"$(echo \"${TASK_ID}\")\"", &v),
+            "echo \"$(echo \"\"'task-1'\"\")\""
+        );
+    }
+
+    #[test]
+    fn nul_is_replaced() {
+        let v = vars("a\0b");
+        assert_eq!(render_sh("${TASK_DESCRIPTION}", &v), "'a\u{FFFD}b'");
+        assert!(v.env_entries().iter().all(|(_, v)| !v.contains('\0')));
+    }
+
+    #[test]
+    fn cmd_rendering() {
+        let v = vars("a & b | c > d %PATH% !x! ^");
+        let (text, env) = render_cmd("agent --m \"${TASK_DESCRIPTION}\" ${TASK_ID} ${NOPE} ${", &v);
+        assert_eq!(
+            text,
+            "agent --m \"!AGENTCOM_V_TASK_DESCRIPTION!\" !AGENTCOM_V_TASK_ID! ${NOPE} ${"
+        );
+        assert!(env.contains(&("AGENTCOM_V_TASK_DESCRIPTION".into(), v.description.clone())));
+        assert!(env.contains(&("AGENTCOM_V_GENERATION".into(), "-7".into())));
+        assert_eq!(env.len(), 6);
+    }
+
+    #[test]
+    fn error_text_is_cut_on_char_boundaries() {
+        assert_eq!(cut_chars("ééé", 2), "éé");
+        assert_eq!(cut_chars("ab", 5), "ab");
+    }
+
+    #[cfg(unix)]
+    mod sh {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        struct Dir(PathBuf);
+        impl Dir {
+            fn new() -> Dir {
+                static N: AtomicUsize = AtomicUsize::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "agentcom-wake-unit-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                let _ = std::fs::remove_dir_all(&p);
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+
+        /// Render `template`, run it with /bin/sh in a fresh folder (with the AGENTCOM_V_*
+        /// environment), and return what it wrote to `out`. Panics if anything created `pwned`.
+        /// With bash as well when it is installed: both must give the same bytes.
+        fn run(template: &str, v: &WakeVars) -> Vec<u8> {
+            let got = run_with("/bin/sh", template, v);
+            for shell in ["/bin/bash", "/usr/bin/bash"] {
+                if Path::new(shell).exists() {
+                    assert_eq!(
+                        run_with(shell, template, v),
+                        got,
+                        "{shell} differs on {template:?} {v:?}"
+                    );
+                    break;
+                }
+            }
+            got
+        }
+
+        fn run_with(shell: &str, template: &str, v: &WakeVars) -> Vec<u8> {
+            let dir = Dir::new();
+            let text = render_sh(template, v);
+            let status = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(&text)
+                .current_dir(&dir.0)
+                .envs(v.env_entries())
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "sh failed ({status}) on {text:?}");
+            assert!(!dir.0.join("pwned").exists(), "injection: {text:?}");
+            std::fs::read(dir.0.join("out")).unwrap_or_default()
+        }
+
+        const HOSTILE: &[&str] = &[
+            "$(touch pwned)",
+            "`touch pwned`",
+            "'; touch pwned; '",
+            "\"; touch pwned; \"",
+            "\"$(touch pwned)\"",
+            "'$(touch pwned)'",
+            "'\"'\"$(touch pwned)",
+            "a\\",
+            "\\",
+            "\\\\",
+            "'",
+            "\"",
+            "''",
+            "'\\''",
+            "\\'",
+            "\\\"",
+            "$HOME ${HOME} $1 $@ $* $# $$ $?",
+            "${TASK_ID}",
+            "$(",
+            ";&|<>",
+            "; touch pwned",
+            "& touch pwned &",
+            "| touch pwned",
+            "%PATH% !x! ^ !!",
+            "line1\nline2\n",
+            "\n",
+            "x\ntouch pwned\n",
+            "x\nEOF\ntouch pwned\nEOF\n",
+            "",
+            " leading and  trailing ",
+            "\t\r\n",
+            "* ? [a] ~ ~root",
+            "-n",
+            "--",
+            "#not a comment",
+            "$((1+1))",
+            "}",
+            "é漢字🎉\u{202E}\u{FEFF}",
+            "a\0b",
+        ];
+
+        fn expected(s: &str) -> Vec<u8> {
+            replace_nul(s).into_bytes()
+        }
+
+        fn check_all(template: &str, wrap: impl Fn(&str) -> String) {
+            for value in HOSTILE {
+                let got = run(template, &vars(value));
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    wrap(&replace_nul(value)),
+                    "{template} {value:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn hostile_values_bare() {
+            check_all("printf %s ${TASK_DESCRIPTION} > out", |v| v.to_string());
+            check_all("printf %s ${TASK_ID}${TASK_DESCRIPTION}${TASK_ID} > out", |v| {
+                format!("task-1{v}task-1")
+            });
+        }
+
+        #[test]
+        fn hostile_values_in_double_quotes() {
+            check_all("printf %s \"Task: ${TASK_DESCRIPTION}!\" > out", |v| {
+                format!("Task: {v}!")
+            });
+            for value in HOSTILE {
+                let v = vars(value);
+                assert_eq!(
+                    run("printf %s \"${TASK_JSON}\" > out", &v),
+                    v.task_json.as_bytes(),
+                    "{value:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn hostile_values_in_single_quotes() {
+            check_all("printf %s '<${TASK_DESCRIPTION}>' > out", |v| format!("<{v}>"));
+            check_all("printf '%s' ''${TASK_DESCRIPTION}'' > out", |v| v.to_string());
+        }
+
+        #[test]
+        fn hostile_values_in_unsure_contexts() {
+            // Command substitution drops trailing newlines.
+            let strip = |v: &str| v.trim_end_matches('\n').to_string();
+            check_all("printf %s \"`printf %s \"${TASK_DESCRIPTION}\"`\" > out", strip);
+            check_all("printf %s \"$(printf %s \"${TASK_DESCRIPTION}\")\" > out", strip);
+            check_all("printf %s \"$(printf %s ${TASK_DESCRIPTION})\" > out", strip);
+            check_all(
+                "printf %s \"${UNSET_AGENTCOM_X:-${TASK_DESCRIPTION}}\" > out",
+                |v| v.to_string(),
+            );
+            check_all("cat > out <<EOF\n${TASK_DESCRIPTION}\nEOF\n", |v| {
+                format!("{v}\n")
+            });
+            check_all("cat > out <<-\"EOF\"\n\t${TASK_DESCRIPTION}\n\tEOF\n", |_| {
+                "${TASK_DESCRIPTION}\n".into()
+            });
+            check_all(
+                "printf %s \"${TASK_DESCRIPTION}\" > out # ${TASK_DESCRIPTION}",
+                |v| v.to_string(),
+            );
+        }
+
+        #[test]
+        fn paths_and_generation() {
+            let v = vars("d");
+            assert_eq!(run("printf %s ${TASK_FILE} > out", &v), b"/tmp/a b/task.json");
+            assert_eq!(
+                run("printf %s \"${RESULTS_DIR}\" > out", &v),
+                b"/tmp/it's/results"
+            );
+            assert_eq!(run("printf %s '${GENERATION}' > out", &v), b"-7");
+        }
+
+        fn hostile_string() -> impl Strategy<Value = String> {
+            let special = prop::sample::select(vec![
+                '\'', '"', '\\', '$', '`', '(', ')', '{', '}', ';', '&', '|', '%', '!', '\n', '\0', ' ', '#',
+                '*', '~', '<', '>', '\t', 'é', '🎉',
+            ]);
+            prop::collection::vec(prop_oneof![special, any::<char>()], 0..24)
+                .prop_map(|v| v.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+            #[test]
+            fn arbitrary_values_arrive_intact(value in hostile_string()) {
+                let v = vars(&value);
+                let want = expected(&value);
+                prop_assert_eq!(run("printf %s ${TASK_DESCRIPTION} > out", &v), want.clone());
+                prop_assert_eq!(run("printf %s \"<${TASK_DESCRIPTION}>\" > out", &v), [b"<", &want[..], b">"].concat());
+                prop_assert_eq!(run("printf %s '<${TASK_DESCRIPTION}>' > out", &v), [b"<", &want[..], b">"].concat());
+            }
+        }
+    }
+}
