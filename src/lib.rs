@@ -6,6 +6,7 @@ pub mod event_log;
 pub mod hub;
 pub mod link;
 pub mod protocol;
+pub mod relay;
 pub mod shutdown;
 
 /// The process exit codes, documented in `--help`.

@@ -1,0 +1,3 @@
+//! Relaying tasks between the hub and the agent.
+
+pub mod watch;
