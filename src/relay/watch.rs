@@ -164,7 +164,9 @@ impl ResultWatcher {
 /// `[A-Za-z0-9._-]{1,128}`.
 fn valid_task_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The three files of a task.
@@ -270,11 +272,19 @@ impl MetaKey {
         #[cfg(unix)]
         let (ino, ctime_ns) = {
             use std::os::unix::fs::MetadataExt;
-            (meta.ino(), meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128)
+            (
+                meta.ino(),
+                meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            )
         };
         #[cfg(not(unix))]
         let (ino, ctime_ns) = (0, 0);
-        MetaKey { len: meta.len(), modified: meta.modified().ok(), ino, ctime_ns }
+        MetaKey {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            ino,
+            ctime_ns,
+        }
     }
 }
 
@@ -290,7 +300,9 @@ fn dir_ident(dir: &Path) -> Option<DirIdent> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        Some(DirIdent { dev_ino: (meta.dev(), meta.ino()) })
+        Some(DirIdent {
+            dev_ino: (meta.dev(), meta.ino()),
+        })
     }
     #[cfg(not(unix))]
     {
@@ -324,7 +336,10 @@ enum Observation {
     /// A result file, classified; `fp` identifies its content.
     Result { key: MetaKey, fp: u64, parsed: Parsed },
     /// A progress file: `None` if not (yet) a valid progress report.
-    Progress { key: MetaKey, value: Option<(i64, Option<String>)> },
+    Progress {
+        key: MetaKey,
+        value: Option<(i64, Option<String>)>,
+    },
 }
 
 fn observe(dir: &Path, job: &Job, max_result_bytes: u64) -> Observation {
@@ -355,7 +370,11 @@ fn observe(dir: &Path, job: &Job, max_result_bytes: u64) -> Observation {
     let too_large = |len: u64| {
         let mut h = std::hash::DefaultHasher::new();
         (len, key.modified, key.ino, key.ctime_ns).hash(&mut h);
-        Observation::Result { key, fp: h.finish(), parsed: Parsed::Settle(ResultContent::TooLarge(len)) }
+        Observation::Result {
+            key,
+            fp: h.finish(),
+            parsed: Parsed::Settle(ResultContent::TooLarge(len)),
+        }
     };
     if meta.len() > limit {
         return match job.kind {
@@ -363,8 +382,12 @@ fn observe(dir: &Path, job: &Job, max_result_bytes: u64) -> Observation {
             _ => Observation::Progress { key, value: None },
         };
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-    if (&mut file).take(limit + 1).read_to_end(&mut bytes).is_err() {
+    let mut bytes = Vec::with_capacity(meta.len().min(1 << 20) as usize + 1);
+    if (&mut file)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .is_err()
+    {
         return Observation::Missing;
     }
     if bytes.len() as u64 > limit {
@@ -376,8 +399,15 @@ fn observe(dir: &Path, job: &Job, max_result_bytes: u64) -> Observation {
         };
     }
     match job.kind {
-        FileKind::Result => Observation::Result { key, fp: fingerprint(&bytes), parsed: classify_result(&bytes) },
-        _ => Observation::Progress { key, value: parse_progress(&bytes) },
+        FileKind::Result => Observation::Result {
+            key,
+            fp: fingerprint(&bytes),
+            parsed: classify_result(&bytes),
+        },
+        _ => Observation::Progress {
+            key,
+            value: parse_progress(&bytes),
+        },
     }
 }
 
@@ -504,7 +534,9 @@ impl WatchTask {
             }
         })
         .map_err(notify_to_io)?;
-        watcher.watch(&self.opts.dir, RecursiveMode::NonRecursive).map_err(notify_to_io)?;
+        watcher
+            .watch(&self.opts.dir, RecursiveMode::NonRecursive)
+            .map_err(notify_to_io)?;
         self.ident = dir_ident(&self.opts.dir);
         self.canonical = std::fs::canonicalize(&self.opts.dir).ok();
         self.watcher = Some(watcher);
@@ -628,7 +660,11 @@ impl WatchTask {
     fn push_all(&self, id: &str, jobs: &mut Vec<Job>, queued: &mut HashSet<(String, FileKind)>) {
         for kind in FileKind::ALL {
             if queued.insert((id.to_owned(), kind)) {
-                jobs.push(Job { id: id.to_owned(), kind, skip_if: None });
+                jobs.push(Job {
+                    id: id.to_owned(),
+                    kind,
+                    skip_if: None,
+                });
             }
         }
     }
@@ -667,7 +703,10 @@ impl WatchTask {
                 if !path.parent().is_some_and(|p| self.is_dir_path(p)) {
                     continue;
                 }
-                let Some((id, kind)) = path.file_name().and_then(|n| n.to_str()).and_then(parse_file_name)
+                let Some((id, kind)) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(parse_file_name)
                 else {
                     continue;
                 };
@@ -676,7 +715,11 @@ impl WatchTask {
                     None => kind == FileKind::Result,
                 };
                 if wanted && queued.insert((id.to_owned(), kind)) {
-                    jobs.push(Job { id: id.to_owned(), kind, skip_if: None });
+                    jobs.push(Job {
+                        id: id.to_owned(),
+                        kind,
+                        skip_if: None,
+                    });
                 }
             }
         }
@@ -706,7 +749,11 @@ impl WatchTask {
             .map(|(id, _)| id.clone());
         for id in settled.collect::<Vec<_>>() {
             queued.insert((id.clone(), FileKind::Result));
-            jobs.push(Job { id, kind: FileKind::Result, skip_if: None });
+            jobs.push(Job {
+                id,
+                kind: FileKind::Result,
+                skip_if: None,
+            });
         }
         if self.next_tick.is_some_and(|t| t <= now) {
             self.next_tick = None;
@@ -725,7 +772,11 @@ impl WatchTask {
                             FileKind::Progress => t.progress_seen,
                         };
                         if queued.insert((id.clone(), kind)) {
-                            jobs.push(Job { id: id.clone(), kind, skip_if });
+                            jobs.push(Job {
+                                id: id.clone(),
+                                kind,
+                                skip_if,
+                            });
                         }
                     }
                 }
@@ -777,7 +828,11 @@ impl WatchTask {
                     match value {
                         Some(v) if t.progress_reported.as_ref() != Some(&v) => {
                             t.progress_reported = Some(v.clone());
-                            Some(FileEvent::Progress { task_id: id, progress: v.0, message: v.1 })
+                            Some(FileEvent::Progress {
+                                task_id: id,
+                                progress: v.0,
+                                message: v.1,
+                            })
                         }
                         _ => None,
                     }
@@ -795,7 +850,9 @@ impl WatchTask {
                         self.remember_untracked(id.clone(), ResultState::default());
                     }
                     let state = self.untracked.get_mut(&id).expect("just inserted");
-                    state.apply(obs, now, settle).map(|content| FileEvent::Result { task_id: id, content })
+                    state
+                        .apply(obs, now, settle)
+                        .map(|content| FileEvent::Result { task_id: id, content })
                 }
                 // Gone (moved aside or deleted): forget it.
                 _ => {
@@ -845,9 +902,21 @@ mod tests {
     #[test]
     fn file_names() {
         assert_eq!(parse_file_name("t-1.json"), Some(("t-1", FileKind::Result)));
-        assert_eq!(parse_file_name("a.b_c.started"), Some(("a.b_c", FileKind::Started)));
+        assert_eq!(
+            parse_file_name("a.b_c.started"),
+            Some(("a.b_c", FileKind::Started))
+        );
         assert_eq!(parse_file_name("x.progress"), Some(("x", FileKind::Progress)));
-        for odd in ["x.json.tmp", ".json", "x.JSON", "x y.json", "x.txt", "discarded", "é.json", "x/y.json"] {
+        for odd in [
+            "x.json.tmp",
+            ".json",
+            "x.JSON",
+            "x y.json",
+            "x.txt",
+            "discarded",
+            "é.json",
+            "x/y.json",
+        ] {
             assert_eq!(parse_file_name(odd), None, "{odd}");
         }
         // A swap file's name is a valid id with a leading dot, but the extension is wrong.
@@ -859,24 +928,61 @@ mod tests {
 
     #[test]
     fn classify() {
-        assert!(matches!(classify_result(br#"{"status":"success"}"#), Parsed::Complete(ResultContent::Object(_))));
-        assert!(matches!(classify_result(b"\xEF\xBB\xBF{}"), Parsed::Complete(ResultContent::Object(_))));
-        for prefix in [&b""[..], b"  \n", b"{", br#"{"status":"succ"#, br#"{"a":"#, b"[1,", b"nu", b"tr"] {
-            assert_eq!(classify_result(prefix), Parsed::Incomplete, "{:?}", String::from_utf8_lossy(prefix));
+        assert!(matches!(
+            classify_result(br#"{"status":"success"}"#),
+            Parsed::Complete(ResultContent::Object(_))
+        ));
+        assert!(matches!(
+            classify_result(b"\xEF\xBB\xBF{}"),
+            Parsed::Complete(ResultContent::Object(_))
+        ));
+        for prefix in [
+            &b""[..],
+            b"  \n",
+            b"{",
+            br#"{"status":"succ"#,
+            br#"{"a":"#,
+            b"[1,",
+            b"nu",
+            b"tr",
+        ] {
+            assert_eq!(
+                classify_result(prefix),
+                Parsed::Incomplete,
+                "{:?}",
+                String::from_utf8_lossy(prefix)
+            );
         }
         // A multi-byte character cut in half at the end is a prefix too.
         let e_acute = "é".as_bytes();
         let mut cut = br#"{"a":""#.to_vec();
         cut.push(e_acute[0]);
         assert_eq!(classify_result(&cut), Parsed::Incomplete);
-        for (text, kind) in [("null", "null"), ("[1]", "array"), ("\"x\"", "string"), ("true", "boolean")] {
-            assert_eq!(classify_result(text.as_bytes()), Parsed::Complete(ResultContent::NotObject(kind.into())));
+        for (text, kind) in [
+            ("null", "null"),
+            ("[1]", "array"),
+            ("\"x\"", "string"),
+            ("true", "boolean"),
+        ] {
+            assert_eq!(
+                classify_result(text.as_bytes()),
+                Parsed::Complete(ResultContent::NotObject(kind.into()))
+            );
         }
-        assert_eq!(classify_result(b"12"), Parsed::Settle(ResultContent::NotObject("number".into())));
-        assert_eq!(classify_result(b"12\n"), Parsed::Complete(ResultContent::NotObject("number".into())));
+        assert_eq!(
+            classify_result(b"12"),
+            Parsed::Settle(ResultContent::NotObject("number".into()))
+        );
+        assert_eq!(
+            classify_result(b"12\n"),
+            Parsed::Complete(ResultContent::NotObject("number".into()))
+        );
         for garbage in [&b"garbage"[..], b"{\"a\":1}}", b"{'a':1}", b"{\"a\":1} x"] {
             assert!(
-                matches!(classify_result(garbage), Parsed::Settle(ResultContent::Invalid(_))),
+                matches!(
+                    classify_result(garbage),
+                    Parsed::Settle(ResultContent::Invalid(_))
+                ),
                 "{:?}",
                 String::from_utf8_lossy(garbage)
             );
@@ -886,8 +992,14 @@ mod tests {
     #[test]
     fn progress() {
         assert_eq!(parse_progress(br#"{"progress":5}"#), Some((5, None)));
-        assert_eq!(parse_progress(br#"{"progress":50,"message":"half"}"#), Some((50, Some("half".into()))));
-        assert_eq!(parse_progress(br#"{"progress":50,"message":7}"#), Some((50, None)));
+        assert_eq!(
+            parse_progress(br#"{"progress":50,"message":"half"}"#),
+            Some((50, Some("half".into())))
+        );
+        assert_eq!(
+            parse_progress(br#"{"progress":50,"message":7}"#),
+            Some((50, None))
+        );
         assert_eq!(parse_progress(br#"{"progress":5.5}"#), None);
         assert_eq!(parse_progress(br#"{"progress":"5"}"#), None);
         assert_eq!(parse_progress(br#"{"progress":5"#), None);
@@ -898,8 +1010,17 @@ mod tests {
     fn settle_state() {
         let settle = Duration::from_secs(2);
         let t0 = Instant::now();
-        let key = MetaKey { len: 1, modified: None, ino: 0, ctime_ns: 0 };
-        let invalid = |fp| Observation::Result { key, fp, parsed: Parsed::Settle(ResultContent::Invalid("x".into())) };
+        let key = MetaKey {
+            len: 1,
+            modified: None,
+            ino: 0,
+            ctime_ns: 0,
+        };
+        let invalid = |fp| Observation::Result {
+            key,
+            fp,
+            parsed: Parsed::Settle(ResultContent::Invalid("x".into())),
+        };
         let mut s = ResultState::default();
         assert_eq!(s.apply(invalid(1), t0, settle), None);
         assert_eq!(s.deadline(settle), Some(t0 + settle));
@@ -916,8 +1037,15 @@ mod tests {
         assert_eq!(s.apply(invalid(2), t0 + Duration::from_secs(9), settle), None);
         assert_eq!(s.deadline(settle), None);
         // A complete result replaces it.
-        let done = Observation::Result { key, fp: 3, parsed: Parsed::Complete(ResultContent::NotObject("null".into())) };
-        assert_eq!(s.apply(done, t0, settle), Some(ResultContent::NotObject("null".into())));
+        let done = Observation::Result {
+            key,
+            fp: 3,
+            parsed: Parsed::Complete(ResultContent::NotObject("null".into())),
+        };
+        assert_eq!(
+            s.apply(done, t0, settle),
+            Some(ResultContent::NotObject("null".into()))
+        );
     }
 
     #[test]
