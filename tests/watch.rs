@@ -247,6 +247,9 @@ async fn progress_is_reported_when_it_changes() {
     );
     // The same content rewritten (in place, too): nothing new.
     put(&tmp.0, "p.progress", r#"{"progress":60}"#);
+    // Not a valid progress report: ignored.
+    put(&tmp.0, "p.progress", r#"{"progress":"70%"}"#);
+    put(&tmp.0, "p.progress", r#"{"progress":60}"#);
     std::fs::write(tmp.0.join("p.progress"), r#"{ "progress": 60 }"#).unwrap();
     none(&mut rx, Duration::from_millis(1500)).await;
 }

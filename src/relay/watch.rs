@@ -1048,6 +1048,93 @@ mod tests {
         );
     }
 
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("agentcom-watch-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A task whose file system events all get lost: only the fallback check can see anything.
+    fn deaf_task(
+        opts: WatchOptions,
+    ) -> (
+        UnboundedSender<Command>,
+        UnboundedReceiver<FileEvent>,
+        UnboundedReceiver<notify::Result<notify::Event>>,
+    ) {
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (fs_tx, lost) = mpsc::unbounded_channel();
+        let mut task = WatchTask::new(opts, event_tx, fs_tx);
+        task.watch_dir().unwrap();
+        let (_, no_events) = mpsc::unbounded_channel();
+        tokio::spawn(task.run(cmd_rx, no_events));
+        (cmd_tx, event_rx, lost)
+    }
+
+    async fn wait(rx: &mut UnboundedReceiver<FileEvent>) -> FileEvent {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn fallback_check_finds_results_when_events_are_lost() {
+        let dir = temp_dir("fallback");
+        let opts = WatchOptions {
+            rescan_every: Duration::from_millis(100),
+            ..WatchOptions::new(&dir)
+        };
+        let (cmds, mut events, _lost) = deaf_task(opts);
+        cmds.send(Command::Track("t".into())).unwrap();
+        std::fs::write(dir.join("t.started"), "").unwrap();
+        std::fs::write(dir.join("t.json"), "{}").unwrap();
+        let mut got = vec![wait(&mut events).await, wait(&mut events).await];
+        got.sort_by_key(|e| format!("{e:?}"));
+        assert_eq!(
+            got,
+            vec![
+                FileEvent::Result {
+                    task_id: "t".into(),
+                    content: ResultContent::Object(Default::default())
+                },
+                FileEvent::Started { task_id: "t".into() },
+            ]
+        );
+        // The folder replaced behind our back: re-watched, and still checked.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t.progress"), r#"{"progress":3}"#).unwrap();
+        assert_eq!(
+            wait(&mut events).await,
+            FileEvent::Progress {
+                task_id: "t".into(),
+                progress: 3,
+                message: None
+            }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn no_timer_when_nothing_is_tracked() {
+        let dir = temp_dir("idle");
+        let (event_tx, _events) = mpsc::unbounded_channel();
+        let (fs_tx, _fs_rx) = mpsc::unbounded_channel();
+        let mut task = WatchTask::new(WatchOptions::new(&dir), event_tx, fs_tx);
+        task.watch_dir().unwrap();
+        assert_eq!(task.next_deadline(), None);
+        task.handle_commands(vec![Command::Track("a".into()), Command::Track("b".into())])
+            .await;
+        assert!(task.next_deadline().is_some());
+        task.handle_commands(vec![Command::Untrack("a".into())]).await;
+        assert!(task.next_deadline().is_some());
+        task.handle_commands(vec![Command::Untrack("b".into())]).await;
+        assert_eq!(task.next_deadline(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn task_ids() {
         assert!(valid_task_id("task-1_a.B"));
