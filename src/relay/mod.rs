@@ -7,3 +7,4 @@ pub mod machine;
 pub mod store;
 pub mod task;
 pub mod wake;
+pub mod watch;
