@@ -67,7 +67,7 @@ async fn script() -> Result<PathBuf, String> {
         let _ = stop_tx.send("the demo's stop signal".to_owned());
         result
     };
-    let link = socket::run(policy, NetConnector, &config.hub_url, &mut log, stop);
+    let link = socket::run(policy, NetConnector, &config.hub_url, &mut log, stop, None);
     // The narration runs until the sidecar and the steps are both done.
     let (result, ()) = tokio::select! {
         biased;

@@ -4,6 +4,7 @@ use agentcom_sidecar::config::{default_config_path, Config};
 use agentcom_sidecar::event_log::{Event, EventLog};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
 use agentcom_sidecar::link::socket::{self, NetConnector};
+use agentcom_sidecar::relay::runtime::RelayRuntime;
 use agentcom_sidecar::shutdown::Signals;
 use agentcom_sidecar::{demo, exit_code};
 use clap::{Parser, Subcommand};
@@ -97,7 +98,22 @@ async fn run(config_path: PathBuf) -> ExitCode {
             message: message.clone(),
         });
     }
+    let mut relay = match RelayRuntime::start(&config, &mut log) {
+        Ok(relay) => relay,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::FATAL);
+        }
+    };
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
-    socket::run(policy, NetConnector, &config.hub_url, &mut log, signals.recv()).await;
+    socket::run(
+        policy,
+        NetConnector,
+        &config.hub_url,
+        &mut log,
+        signals.recv(),
+        Some(&mut relay),
+    )
+    .await;
     ExitCode::SUCCESS
 }

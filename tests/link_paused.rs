@@ -143,6 +143,7 @@ async fn run_link(
             sleep(for_how_long).await;
             "test".to_owned()
         },
+        None,
     )
     .await;
     let events = captured.lock().unwrap().clone();

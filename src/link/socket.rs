@@ -6,7 +6,9 @@
 
 use super::policy::{Action, Input, LinkPolicy};
 use crate::event_log::EventLog;
-use crate::protocol::{self, FrameError, MAX_FRAME_BYTES};
+use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, MAX_FRAME_BYTES};
+use crate::relay::machine::RelayInput;
+use crate::relay::runtime::RelayRuntime;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -84,6 +86,7 @@ enum Wake<S> {
     Timer,
     Connect(Result<WebSocketStream<S>, String>),
     Socket(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Relay(RelayInput),
 }
 
 fn now() -> std::time::Instant {
@@ -91,12 +94,16 @@ fn now() -> std::time::Instant {
 }
 
 /// Run the link until the policy exits (after `shutdown` resolves with the signal's name).
+///
+/// With a `relay`, task frames go to it, its frames go out on the link, and the link's
+/// up/down transitions reach it; without one the link runs alone (tests of the link).
 pub async fn run<C: Connector>(
     mut policy: LinkPolicy,
     connector: C,
     hub_url: &str,
     log: &mut EventLog,
     shutdown: impl Future<Output = String>,
+    mut relay: Option<&mut RelayRuntime>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut shutdown_seen = false;
@@ -106,54 +113,76 @@ pub async fn run<C: Connector>(
     let send_timeout = policy.heartbeat_timeout();
     policy.start(now());
     loop {
-        while let Some(action) = policy.poll_action() {
-            match action {
-                Action::Connect => {
-                    ws = None;
-                    connecting = Some(connector.connect(hub_url));
-                }
-                Action::Send(frame) => {
-                    let Some(sock) = ws.as_mut() else { continue };
-                    let result = timeout(send_timeout, sock.send(Message::text(frame.to_json()))).await;
-                    let failure = match result {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(format!("send failed: {e}")),
-                        Err(_) => Some("send timed out: the hub is not reading".to_owned()),
-                    };
-                    if let Some(reason) = failure {
+        // Carry out the link's actions and the relay's sends until neither has more.
+        loop {
+            let mut busy = false;
+            while let Some(action) = policy.poll_action() {
+                busy = true;
+                match action {
+                    Action::Connect => {
                         ws = None;
-                        policy.handle(Input::Closed { code: None, reason }, now());
+                        connecting = Some(connector.connect(hub_url));
                     }
-                }
-                Action::Close { code, reason } => {
-                    if let Some(sock) = ws.take() {
-                        close_politely(sock, code, reason).await;
+                    Action::Send(frame) => send(&mut ws, &frame, send_timeout, &mut policy).await,
+                    Action::Close { code, reason } => {
+                        if let Some(sock) = ws.take() {
+                            close_politely(sock, code, reason).await;
+                        }
+                        connecting = None;
                     }
-                    connecting = None;
+                    Action::Abort => {
+                        ws = None;
+                        connecting = None;
+                    }
+                    Action::Log(event) => log.record(&event),
+                    Action::Up => {
+                        if let Some(r) = relay.as_deref_mut() {
+                            r.handle(RelayInput::LinkUp, log);
+                        }
+                    }
+                    Action::Down => {
+                        if let Some(r) = relay.as_deref_mut() {
+                            r.handle(RelayInput::LinkDown, log);
+                        }
+                    }
+                    Action::Exit => return,
                 }
-                Action::Abort => {
-                    ws = None;
-                    connecting = None;
+            }
+            if let Some(r) = relay.as_deref_mut() {
+                for frame in r.take_sends() {
+                    busy = true;
+                    send(&mut ws, &frame, send_timeout, &mut policy).await;
                 }
-                Action::Log(event) => log.record(&event),
-                Action::Up | Action::Down => {}
-                Action::Exit => return,
+            }
+            if !busy {
+                break;
             }
         }
 
-        let deadline = policy.poll_timeout().map(Instant::from_std);
+        let relay_deadline = relay.as_deref().and_then(RelayRuntime::poll_timeout);
+        let deadline = match (policy.poll_timeout(), relay_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(Instant::from_std);
         let wake = tokio::select! {
             signal = &mut shutdown, if !shutdown_seen => Wake::Shutdown(signal),
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
             result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => Wake::Connect(result),
             message = async { ws.as_mut().expect("guarded").next().await }, if ws.is_some() => Wake::Socket(message),
+            input = async { relay.as_deref_mut().expect("guarded").next_input().await }, if relay.is_some() => Wake::Relay(input),
         };
         match wake {
             Wake::Shutdown(signal) => {
                 shutdown_seen = true;
                 policy.handle(Input::Shutdown { signal }, now());
             }
-            Wake::Timer => policy.handle_timeout(now()),
+            Wake::Timer => {
+                policy.handle_timeout(now());
+                if let Some(r) = relay.as_deref_mut() {
+                    r.handle_timeout(log);
+                }
+            }
             Wake::Connect(result) => {
                 connecting = None;
                 match result {
@@ -166,11 +195,65 @@ pub async fn run<C: Connector>(
             }
             Wake::Socket(message) => {
                 if let Some(input) = socket_input(message, &mut ws).await {
+                    if let (Some(r), Input::Frame(frame)) = (relay.as_deref_mut(), &input) {
+                        if let Some(relay_input) = relay_input(frame) {
+                            r.handle(relay_input, log);
+                        }
+                    }
                     policy.handle(input, now());
+                }
+            }
+            Wake::Relay(input) => {
+                if let Some(r) = relay.as_deref_mut() {
+                    r.handle(input, log);
                 }
             }
         }
     }
+}
+
+/// The part of a hub frame that concerns the relay, if any.
+fn relay_input(frame: &Inbound) -> Option<RelayInput> {
+    match frame {
+        Inbound::Task(task) => Some(RelayInput::Frame(task.clone())),
+        Inbound::Error(HubError::OutcomeRefused { reason, .. }) => Some(RelayInput::OutcomeRefused {
+            reason: reason.clone(),
+        }),
+        Inbound::Error(HubError::ValidationFailed { message_type, .. })
+            if message_type == "task_complete" || message_type == "task_failed" =>
+        {
+            Some(RelayInput::OutcomeRefused {
+                reason: "validation_failed".into(),
+            })
+        }
+        Inbound::RateLimited { retry_after_ms, .. } => Some(RelayInput::RateLimited {
+            retry_after: Duration::from_millis(*retry_after_ms),
+        }),
+        _ => None,
+    }
+}
+
+/// Send one frame; a failed or stuck send ends the connection.
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut Option<WebSocketStream<S>>,
+    frame: &Outbound,
+    send_timeout: Duration,
+    policy: &mut LinkPolicy,
+) {
+    let Some(sock) = ws.as_mut() else { return };
+    let failure = match timeout(send_timeout, sock.send(Message::text(frame.to_json()))).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("send failed: {e}"),
+        Err(_) => "send timed out: the hub is not reading".to_owned(),
+    };
+    *ws = None;
+    policy.handle(
+        Input::Closed {
+            code: None,
+            reason: failure,
+        },
+        now(),
+    );
 }
 
 /// Turn what the socket produced into a policy input; drops the socket when it has ended.

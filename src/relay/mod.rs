@@ -4,6 +4,7 @@
 //! agent's wake command; `watch` turns the agent's files into events; `runtime` wires them up.
 
 pub mod machine;
+pub mod runtime;
 pub mod store;
 pub mod task;
 pub mod wake;

@@ -1,0 +1,336 @@
+//! `RelayRuntime`: the I/O shell around the task [`Relay`] machine.
+//!
+//! It carries out the machine's actions (queue.json writes, wake processes, kills, file moves,
+//! watching the results folder) and turns their outcomes back into machine inputs. Frames the
+//! machine wants sent are queued for the link driver ([`RelayRuntime::take_sends`]).
+
+use super::machine::{Relay, RelayAction, RelayInput, RelaySettings, ResultFile, WakeEnd};
+use super::store::TaskStore;
+use super::task::TaskRecord;
+use super::wake::{kill_process_group, spawn_wake, WakeOutcome, WakeSpec, WakeVars};
+use super::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
+use crate::config::Config;
+use crate::event_log::{Event, EventLog};
+use crate::protocol::Outbound;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How long a killed process group gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// The relay, its store, its watcher and its running wake commands.
+pub struct RelayRuntime {
+    relay: Relay,
+    store: TaskStore,
+    watcher: ResultWatcher,
+    files: mpsc::UnboundedReceiver<FileEvent>,
+    wakes_tx: mpsc::UnboundedSender<RelayInput>,
+    wakes_rx: mpsc::UnboundedReceiver<RelayInput>,
+    running: HashMap<String, u32>,
+    sends: VecDeque<Outbound>,
+    wake_command: Option<String>,
+    cancel_command: Option<String>,
+    wake_timeout: Duration,
+    results_dir: PathBuf,
+    hub_url: String,
+}
+
+/// The machine's settings a config asks for.
+pub fn relay_settings(config: &Config) -> RelaySettings {
+    RelaySettings {
+        wake_configured: config.wake_command.is_some(),
+        cancel_configured: config.cancel_command.is_some(),
+        max_pending: config.max_pending,
+        wake_retry_delays: config.wake_retry_delays.clone(),
+        confirmation_timeout: config.confirmation_timeout,
+        progress_keepalive: config.progress_keepalive,
+        readopt_window: config.readopt_window,
+    }
+}
+
+fn epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl RelayRuntime {
+    /// Load queue.json (a corrupt one is moved aside and logged), start watching results_dir.
+    /// Fails only when queue.json can be neither read nor moved aside, or the folder cannot be watched.
+    pub fn start(config: &Config, log: &mut EventLog) -> Result<RelayRuntime, String> {
+        let store = TaskStore::new(&config.queue_file);
+        let loaded = store.load()?;
+        if let Some(moved) = loaded.moved_aside {
+            log.record(&Event::QueueCorrupt {
+                moved_to: moved.moved_to.display().to_string(),
+                error: moved.error,
+            });
+        }
+        let (watcher, files) = ResultWatcher::start(WatchOptions::new(&config.results_dir))
+            .map_err(|e| format!("cannot watch results_dir {}: {e}", config.results_dir.display()))?;
+        let (wakes_tx, wakes_rx) = mpsc::unbounded_channel();
+        let mut runtime = RelayRuntime {
+            relay: Relay::new(relay_settings(config), loaded.tasks),
+            store,
+            watcher,
+            files,
+            wakes_tx,
+            wakes_rx,
+            running: HashMap::new(),
+            sends: VecDeque::new(),
+            wake_command: config.wake_command.clone(),
+            cancel_command: config.cancel_command.clone(),
+            wake_timeout: config.wake_timeout,
+            results_dir: config.results_dir.clone(),
+            hub_url: config.hub_url.clone(),
+        };
+        runtime.run_actions(log);
+        Ok(runtime)
+    }
+
+    /// Feed one input and carry out what follows.
+    pub fn handle(&mut self, input: RelayInput, log: &mut EventLog) {
+        if let RelayInput::WakeFinished { task_id, .. } = &input {
+            self.running.remove(task_id);
+        }
+        self.relay.handle(input, now(), epoch_ms());
+        self.run_actions(log);
+    }
+
+    /// Act on the machine's deadlines.
+    pub fn handle_timeout(&mut self, log: &mut EventLog) {
+        self.relay.handle_timeout(now());
+        self.run_actions(log);
+    }
+
+    /// When the machine next wants [`RelayRuntime::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.relay.poll_timeout()
+    }
+
+    /// Frames to send now, in order.
+    pub fn take_sends(&mut self) -> Vec<Outbound> {
+        self.sends.drain(..).collect()
+    }
+
+    /// Tasks held, for status displays.
+    pub fn held_ids(&self) -> Vec<String> {
+        self.relay.held_ids()
+    }
+
+    /// The next input from the agent's side: a file event or a wake command's end.
+    pub async fn next_input(&mut self) -> RelayInput {
+        loop {
+            tokio::select! {
+                Some(input) = self.wakes_rx.recv() => return input,
+                event = self.files.recv() => match event {
+                    Some(event) => return file_input(event),
+                    // The watcher stopped: nothing more will come from it.
+                    None => std::future::pending::<()>().await,
+                },
+            }
+        }
+    }
+
+    fn run_actions(&mut self, log: &mut EventLog) {
+        while let Some(action) = self.relay.poll_action() {
+            match action {
+                RelayAction::Send(frame) => self.sends.push_back(frame),
+                RelayAction::Persist(records) => {
+                    let result = self.store.save(&records).map_err(|e| e.to_string());
+                    self.relay
+                        .handle(RelayInput::Persisted(result), now(), epoch_ms());
+                }
+                RelayAction::Wake { task, attempt } => self.wake(task, attempt),
+                RelayAction::Kill { task_id } => {
+                    if let Some(pgid) = self.running.remove(&task_id) {
+                        tokio::spawn(kill_process_group(pgid, KILL_GRACE));
+                    }
+                }
+                RelayAction::RunCancelCommand { task } => self.run_cancel_command(task),
+                RelayAction::Track { task_id } => self.watcher.track(&task_id),
+                RelayAction::Untrack { task_id } => self.watcher.untrack(&task_id),
+                RelayAction::ClearFiles { task_id } => self.clear_files(&task_id),
+                RelayAction::DiscardResult { task_id } => self.discard_result(&task_id, log),
+                RelayAction::Log(event) => log.record(&event),
+            }
+        }
+    }
+
+    fn spec(&self, template: &str, task: &TaskRecord, output: PathBuf) -> WakeSpec {
+        let task_file = self.task_file(&task.task_id);
+        let vars = WakeVars {
+            task_id: task.task_id.clone(),
+            description: task.description.clone(),
+            task_json: task.to_task_json(),
+            task_file: task_file.clone(),
+            results_dir: self.results_dir.clone(),
+            generation: task.generation,
+        };
+        let file = |ext: &str| {
+            self.results_dir
+                .join(format!("{}.{ext}", task.task_id))
+                .display()
+                .to_string()
+        };
+        let env = vec![
+            ("AGENTCOM_TASK_ID".to_owned(), task.task_id.clone()),
+            ("AGENTCOM_TASK_FILE".to_owned(), task_file.display().to_string()),
+            ("AGENTCOM_GENERATION".to_owned(), task.generation.to_string()),
+            (
+                "AGENTCOM_RESULTS_DIR".to_owned(),
+                self.results_dir.display().to_string(),
+            ),
+            ("AGENTCOM_STARTED_FILE".to_owned(), file("started")),
+            ("AGENTCOM_RESULT_FILE".to_owned(), file("json")),
+            ("AGENTCOM_PROGRESS_FILE".to_owned(), file("progress")),
+            ("AGENTCOM_HUB_URL".to_owned(), self.hub_url.clone()),
+        ];
+        WakeSpec {
+            command: template.to_owned(),
+            vars,
+            env,
+            cwd: None,
+            timeout: self.wake_timeout,
+            output_file: output,
+        }
+    }
+
+    /// `results_dir/tasks/{task_id}.json`: the full task for the agent (`${TASK_FILE}`).
+    fn task_file(&self, task_id: &str) -> PathBuf {
+        self.results_dir.join("tasks").join(format!("{task_id}.json"))
+    }
+
+    fn wake(&mut self, task: TaskRecord, attempt: u32) {
+        let task_id = task.task_id.clone();
+        let finished = |end| RelayInput::WakeFinished {
+            task_id: task_id.clone(),
+            attempt,
+            end,
+        };
+        let Some(template) = self.wake_command.clone() else {
+            let _ = self
+                .wakes_tx
+                .send(finished(WakeEnd::Failed("no wake_command configured".into())));
+            return;
+        };
+        if let Err(e) = write_task_file(&self.task_file(&task_id), &task.to_task_json()) {
+            let error = format!("cannot write the task file: {e}");
+            let _ = self.wakes_tx.send(finished(WakeEnd::Failed(error)));
+            return;
+        }
+        let output = self.results_dir.join("logs").join(format!("{task_id}.wake.log"));
+        match spawn_wake(&self.spec(&template, &task, output)) {
+            Ok(handle) => {
+                self.running.insert(task_id.clone(), handle.pgid);
+                let tx = self.wakes_tx.clone();
+                tokio::spawn(async move {
+                    let end = match handle.wait().await {
+                        WakeOutcome::Success => WakeEnd::Success,
+                        WakeOutcome::Timeout => WakeEnd::Timeout,
+                        WakeOutcome::Failed { error } | WakeOutcome::CouldNotStart { error } => {
+                            WakeEnd::Failed(error)
+                        }
+                    };
+                    let _ = tx.send(RelayInput::WakeFinished {
+                        task_id,
+                        attempt,
+                        end,
+                    });
+                });
+            }
+            Err(outcome) => {
+                let error = match outcome {
+                    WakeOutcome::CouldNotStart { error } | WakeOutcome::Failed { error } => error,
+                    other => format!("{other:?}"),
+                };
+                let _ = self.wakes_tx.send(finished(WakeEnd::Failed(error)));
+            }
+        }
+    }
+
+    fn run_cancel_command(&mut self, task: TaskRecord) {
+        let Some(template) = self.cancel_command.clone() else {
+            return;
+        };
+        let output = self
+            .results_dir
+            .join("logs")
+            .join(format!("{}.cancel.log", task.task_id));
+        if let Ok(handle) = spawn_wake(&self.spec(&template, &task, output)) {
+            // Waiting enforces the timeout (the group is killed past it).
+            tokio::spawn(handle.wait());
+        }
+    }
+
+    fn clear_files(&self, task_id: &str) {
+        for ext in ["started", "json", "progress"] {
+            remove_if_present(&self.results_dir.join(format!("{task_id}.{ext}")));
+        }
+        remove_if_present(&self.task_file(task_id));
+    }
+
+    fn discard_result(&self, task_id: &str, log: &mut EventLog) {
+        let from = self.results_dir.join(format!("{task_id}.json"));
+        if from.exists() {
+            let dir = self.results_dir.join("discarded");
+            let mut to = dir.join(format!("{task_id}.json"));
+            if to.exists() {
+                to = dir.join(format!("{task_id}.{}.json", epoch_ms()));
+            }
+            let moved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(&from, &to));
+            if let Err(e) = moved {
+                log.record(&Event::PersistFailed {
+                    error: format!("cannot move {} to {}: {e}", from.display(), to.display()),
+                });
+            }
+        }
+        for ext in ["started", "progress"] {
+            remove_if_present(&self.results_dir.join(format!("{task_id}.{ext}")));
+        }
+        remove_if_present(&self.task_file(task_id));
+    }
+}
+
+fn file_input(event: FileEvent) -> RelayInput {
+    match event {
+        FileEvent::Started { task_id } => RelayInput::Started { task_id },
+        FileEvent::Progress {
+            task_id,
+            progress,
+            message,
+        } => RelayInput::Progress {
+            task_id,
+            progress,
+            message,
+        },
+        FileEvent::Result { task_id, content } => {
+            let file = match content {
+                ResultContent::Object(map) => ResultFile::Object(map),
+                ResultContent::NotObject(what) => ResultFile::Invalid(format!("not a JSON object: {what}")),
+                ResultContent::Invalid(why) => ResultFile::Invalid(format!("not JSON: {why}")),
+                ResultContent::TooLarge(n) => ResultFile::Invalid(format!("{n} bytes, over the size limit")),
+            };
+            RelayInput::Result { task_id, file }
+        }
+    }
+}
+
+fn write_task_file(path: &Path, json: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, json)
+}
+
+fn remove_if_present(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
