@@ -1,0 +1,430 @@
+//! Tasks end to end: the real binary, the embedded hub's task queue, and a shell-script agent.
+
+mod support;
+
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// The test agent: counts its wakes, records its argument, writes `.started`, then waits for
+/// `release` (if `$HOLD` is set) and writes the result atomically. `$RESULT` overrides the result.
+const AGENT_SH: &str = r#"#!/bin/sh
+dir="$AGENTCOM_RESULTS_DIR"
+echo "$$" >> "$dir/../wakes-$AGENTCOM_TASK_ID"
+printf '%s' "$1" > "$dir/../arg-$AGENTCOM_TASK_ID"
+[ -n "$NO_START" ] || : > "$AGENTCOM_STARTED_FILE"
+if [ -n "$HOLD" ]; then
+  while [ ! -e "$dir/../release" ]; do sleep 0.05; done
+fi
+result="${RESULT:-{\"status\":\"success\",\"output\":\"done\",\"tokens_used\":3\}}"
+printf '%s' "$result" > "$AGENTCOM_RESULT_FILE.tmp" && mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+struct World {
+    hub: EmbeddedHub,
+    dir: TempDir,
+    config: PathBuf,
+    agent: String,
+    events: tokio::sync::broadcast::Receiver<HubEvent>,
+}
+
+impl World {
+    async fn new(agent: &str, wake_command: &str, extra: Value) -> World {
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        let token = hub.add_token(agent);
+        let dir = TempDir::new(agent);
+        std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
+        let mut config: Value = serde_json::from_str(&config_json(agent, &token, &hub.url(), extra)).unwrap();
+        config["wake_command"] = wake_command
+            .replace("AGENT", &dir.join("agent.sh").display().to_string())
+            .into();
+        let path = dir.join("config.json");
+        write_private(&path, &config.to_string());
+        let events = hub.events();
+        World {
+            hub,
+            dir,
+            config: path,
+            agent: agent.to_owned(),
+            events,
+        }
+    }
+
+    fn spawn(&self) -> Sidecar {
+        Sidecar::spawn(self.dir.path(), &self.config)
+    }
+
+    async fn identified(&mut self) {
+        let agent = self.agent.clone();
+        wait_hub(&mut self.events, SECS(10), "identified", identified(&agent)).await;
+    }
+
+    fn submit(&self, description: &str) -> String {
+        self.hub.submit_task(TaskSpec {
+            description: description.into(),
+            ..TaskSpec::default()
+        })
+    }
+
+    async fn wait_status(
+        &self,
+        task_id: &str,
+        status: &str,
+        within: Duration,
+    ) -> agentcom_sidecar::hub::TaskRecord {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let record = self.hub.task(task_id);
+            if record.as_ref().is_some_and(|r| r.status == status) {
+                return record.unwrap();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "task {task_id} not {status} within {within:?}: {record:?}\nframes: {:#?}",
+                    self.frames_from_sidecar()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_file(&self, path: &Path, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !path.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not appear",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn results(&self) -> PathBuf {
+        self.dir.join("results")
+    }
+
+    fn wakes(&self, task_id: &str) -> usize {
+        std::fs::read_to_string(self.dir.join(&format!("wakes-{task_id}")))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn release(&self) {
+        std::fs::write(self.dir.join("release"), "").unwrap();
+    }
+
+    /// Every frame the sidecar sent, parsed, in order.
+    fn frames_from_sidecar(&self) -> Vec<Value> {
+        self.hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Received { text, .. } => serde_json::from_str(text).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent_of_type(&self, kind: &str) -> Vec<Value> {
+        self.frames_from_sidecar()
+            .into_iter()
+            .filter(|f| f["type"] == kind)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
+    let mut w = World::new("tasks-happy", "sh AGENT ${TASK_DESCRIPTION}", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    let id = w.submit("add a README section");
+    let record = w.wait_status(&id, "completed", SECS(10)).await;
+    assert_eq!(record.generation, 1);
+    assert_eq!(
+        record.result,
+        Some(json!({"status":"success","output":"done","tokens_used":3}))
+    );
+    assert_eq!(record.tokens_used, Some(3));
+    assert_eq!(
+        std::fs::read_to_string(w.dir.join(&format!("arg-{id}"))).unwrap(),
+        "add a README section"
+    );
+    assert_eq!(w.wakes(&id), 1);
+    let complete = &w.sent_of_type("task_complete")[0];
+    assert_eq!(complete["generation"], 1);
+    assert_eq!(complete["protocol_version"], 1);
+    // The task's files are removed once the hub acknowledged; queue.json holds nothing.
+    sidecar
+        .wait_log_event("outcome_acknowledged", SECS(5))
+        .await
+        .expect("ack logged");
+    for ext in ["started", "json"] {
+        assert!(
+            !w.results().join(format!("{id}.{ext}")).exists(),
+            "{ext} left behind"
+        );
+    }
+    let queue: Value =
+        serde_json::from_str(&std::fs::read_to_string(w.dir.join("queue.json")).unwrap()).unwrap();
+    assert_eq!(queue, json!({"active": null, "recovering": null}));
+    // wake_result success went out with the attempt number.
+    let wake = &w.sent_of_type("wake_result")[0];
+    assert_eq!(
+        (wake["status"].as_str(), wake["attempt"].as_i64()),
+        (Some("success"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn hostile_descriptions_reach_the_agent_byte_for_byte_and_run_nothing() {
+    let mut w = World::new(
+        "tasks-hostile",
+        r#"sh AGENT ${TASK_DESCRIPTION} "also ${TASK_ID}" 'and ${TASK_ID}'"#,
+        json!({}),
+    )
+    .await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let pwned = w.dir.join("pwned");
+    for description in [
+        format!("$(touch {})", pwned.display()),
+        format!("`touch {}`", pwned.display()),
+        format!("\"; touch {}; echo \"", pwned.display()),
+        format!("'; touch {}; echo '", pwned.display()),
+        "trailing backslash \\".to_owned(),
+        "a & b | c ; d > e < f %PATH% !x! \n second line \t tab".to_owned(),
+        "unicode: héllo wörld ✓ 日本語".to_owned(),
+    ] {
+        let id = w.submit(&description);
+        w.wait_status(&id, "completed", SECS(10)).await;
+        assert_eq!(
+            std::fs::read_to_string(w.dir.join(&format!("arg-{id}"))).unwrap(),
+            description
+        );
+    }
+    assert!(!pwned.exists(), "a description ran as code");
+}
+
+#[tokio::test]
+async fn a_path_traversal_task_id_is_refused_and_touches_nothing() {
+    let mut w = World::new("tasks-traversal", "sh AGENT", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    let frame =
+        json!({"type":"task_assign","task_id":"../../escape","description":"x","generation":0,"metadata":{}});
+    w.hub.push("tasks-traversal", frame).await.unwrap();
+    sidecar
+        .wait_log_event("task_refused", SECS(5))
+        .await
+        .expect("refused");
+    let failed = w.sent_of_type("task_failed");
+    assert_eq!(failed[0]["reason"], "invalid_task_id");
+    assert_eq!(failed[0]["task_id"], "../../escape");
+    assert!(!w.dir.path().parent().unwrap().join("escape.json").exists());
+    assert!(w.sent_of_type("task_accepted").is_empty());
+}
+
+#[tokio::test]
+async fn a_second_task_while_busy_is_held_and_woken_after_the_first() {
+    let mut w = World::new("tasks-double", "HOLD=1 sh AGENT", json!({})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    w.hub.set_double_assign(true);
+    let first = w.submit("first");
+    let second = w.submit("second");
+    w.wait_file(&w.results().join(format!("{first}.started")), SECS(10))
+        .await;
+    // Both accepted; only the first woken so far.
+    let accepted: Vec<Value> = w.sent_of_type("task_accepted");
+    assert!(
+        accepted.iter().any(|f| f["task_id"] == second.as_str()),
+        "{accepted:?}"
+    );
+    assert_eq!(w.wakes(&second), 0);
+    w.release();
+    w.wait_status(&first, "completed", SECS(10)).await;
+    w.wait_status(&second, "completed", SECS(10)).await;
+    assert_eq!((w.wakes(&first), w.wakes(&second)), (1, 1));
+    assert!(
+        w.sent_of_type("task_failed").is_empty(),
+        "nothing refused: {:?}",
+        w.sent_of_type("task_failed")
+    );
+}
+
+#[tokio::test]
+async fn a_result_written_while_the_sidecar_was_killed_is_reported_with_the_new_generation() {
+    let mut w = World::new("tasks-sigkill", "HOLD=1 sh AGENT", json!({})).await;
+    let mut sidecar = w.spawn();
+    w.identified().await;
+    let id = w.submit("survive a crash");
+    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+        .await;
+    sidecar.signal("KILL");
+    sidecar.wait_exit(SECS(5)).await.expect("killed");
+    // The agent (in its own process group) finishes while the sidecar is down.
+    w.release();
+    w.wait_file(&w.results().join(format!("{id}.json")), SECS(10))
+        .await;
+    let _again = w.spawn();
+    let record = w.wait_status(&id, "completed", SECS(15)).await;
+    let complete = w.sent_of_type("task_complete");
+    assert_eq!(complete.len(), 1, "{complete:?}");
+    assert_eq!(complete[0]["generation"].as_u64(), Some(record.generation));
+    assert!(
+        record.generation > 1,
+        "completed with the re-assignment's generation"
+    );
+    assert_eq!(w.wakes(&id), 1, "the agent was not woken again");
+    assert_eq!(w.sent_of_type("task_recovering").len(), 1);
+}
+
+#[tokio::test]
+async fn an_outcome_produced_while_the_hub_is_down_is_delivered_after_it_is_back() {
+    let mut w = World::new("tasks-hubdown", "HOLD=1 sh AGENT", json!({})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.submit("outlive the hub");
+    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+        .await;
+    w.hub.stop().await;
+    w.release();
+    w.wait_file(&w.results().join(format!("{id}.json")), SECS(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.hub.restart().await.unwrap();
+    let record = w.wait_status(&id, "completed", SECS(15)).await;
+    let complete = w.sent_of_type("task_complete");
+    assert_eq!(
+        complete.last().unwrap()["generation"].as_u64(),
+        Some(record.generation)
+    );
+    assert_eq!(w.wakes(&id), 1);
+}
+
+#[tokio::test]
+async fn cancel_stops_the_agents_process_group_and_clears_its_files() {
+    let mut w = World::new("tasks-cancel", "HOLD=1 sh AGENT", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    let id = w.submit("to be cancelled");
+    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+        .await;
+    let pid = std::fs::read_to_string(w.dir.join(&format!("wakes-{id}")))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(w.hub.cancel_task(&id).await);
+    sidecar
+        .wait_log_event("task_cancelled", SECS(5))
+        .await
+        .expect("cancel logged");
+    let deadline = tokio::time::Instant::now() + SECS(5);
+    while std::process::Command::new("kill")
+        .args(["-0", &pid])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent {pid} still runs after cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!w.results().join(format!("{id}.started")).exists());
+    assert!(w.sent_of_type("task_complete").is_empty());
+}
+
+#[tokio::test]
+async fn wake_failures_are_retried_then_reported_with_the_attempt_count() {
+    let mut w = World::new(
+        "tasks-wakefail",
+        "exit 3",
+        json!({"wake_retry_delays_ms": [50, 50, 50]}),
+    )
+    .await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(TaskSpec {
+        description: "x".into(),
+        max_retries: 1,
+        ..TaskSpec::default()
+    });
+    let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
+    assert!(
+        record
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("wake_failed_after_4_attempts: exit code 3"),
+        "{record:?}"
+    );
+    let attempts: Vec<i64> = w
+        .sent_of_type("wake_result")
+        .iter()
+        .map(|f| f["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn no_started_file_fails_the_task_with_confirmation_timeout() {
+    let mut w = World::new(
+        "tasks-nostart",
+        "NO_START=1 HOLD=1 sh AGENT &",
+        json!({"confirmation_timeout_ms": 300}),
+    )
+    .await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(TaskSpec {
+        description: "x".into(),
+        max_retries: 1,
+        ..TaskSpec::default()
+    });
+    let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
+    assert_eq!(record.last_error.as_deref(), Some("confirmation_timeout"));
+    w.release();
+}
+
+#[tokio::test]
+async fn a_result_that_is_not_an_object_fails_the_task() {
+    let mut w = World::new("tasks-notobject", "RESULT='[1,2]' sh AGENT", json!({})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(TaskSpec {
+        description: "x".into(),
+        max_retries: 1,
+        ..TaskSpec::default()
+    });
+    let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
+    assert_eq!(record.last_error.as_deref(), Some("result_invalid"));
+}
+
+#[tokio::test]
+async fn a_corrupt_queue_json_is_moved_aside_loudly() {
+    let mut w = World::new("tasks-corrupt", "sh AGENT", json!({})).await;
+    std::fs::write(w.dir.join("queue.json"), "{\"active\": {\"task_id\": \"t1\", ").unwrap();
+    let sidecar = w.spawn();
+    w.identified().await;
+    let event = sidecar
+        .wait_log_event("queue_corrupt", SECS(5))
+        .await
+        .expect("queue_corrupt logged");
+    let moved = PathBuf::from(event["moved_to"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&moved).unwrap(),
+        "{\"active\": {\"task_id\": \"t1\", "
+    );
+    // And it still works.
+    let id = w.submit("after the corrupt queue");
+    w.wait_status(&id, "completed", SECS(10)).await;
+}
