@@ -1,14 +1,16 @@
 //! `agentcom-sidecar demo`: a sidecar against the embedded hub, narrated.
 //!
 //! It writes a real config file (mode 0600) to a temporary folder, loads it as `run` would, and
-//! drives the same link code over real loopback TCP: connect, identify, heartbeat, the hub going
-//! away and coming back, reconnect with backoff, and a clean shutdown.
+//! drives the same link and relay code over real loopback TCP: connect, identify, heartbeat, a task
+//! through a sample agent (this binary's hidden `sample-agent` command), the hub going away and
+//! coming back, reconnect with backoff, and a clean shutdown.
 
 use crate::config::Config;
 use crate::event_log::EventLog;
-use crate::hub::{EmbeddedHub, HubEvent, HubOptions};
+use crate::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
 use crate::link::policy::{LinkPolicy, LinkSettings};
 use crate::link::socket::{self, NetConnector};
+use crate::relay::runtime::RelayRuntime;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +42,7 @@ pub async fn run() -> ExitCode {
 }
 
 async fn script() -> Result<PathBuf, String> {
+    // The token is in this folder's config: keep it private.
     let dir = std::env::temp_dir().join(format!("agentcom-sidecar-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let hub = EmbeddedHub::start(HubOptions::default())
@@ -56,6 +59,7 @@ async fn script() -> Result<PathBuf, String> {
     ));
     let mut log = EventLog::open(&config.log_file, &config.agent_id, true)
         .map_err(|e| format!("cannot open {}: {e}", config.log_file.display()))?;
+    let mut relay = RelayRuntime::start(&config, &mut log)?;
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
     let stop = async move { stop_rx.await.unwrap_or_else(|_| "demo ended".to_owned()) };
@@ -67,7 +71,14 @@ async fn script() -> Result<PathBuf, String> {
         let _ = stop_tx.send("the demo's stop signal".to_owned());
         result
     };
-    let link = socket::run(policy, NetConnector, &config.hub_url, &mut log, stop, None);
+    let link = socket::run(
+        policy,
+        NetConnector,
+        &config.hub_url,
+        &mut log,
+        stop,
+        Some(&mut relay),
+    );
     // The narration runs until the sidecar and the steps are both done.
     let (result, ()) = tokio::select! {
         biased;
@@ -94,6 +105,18 @@ async fn script() -> Result<PathBuf, String> {
     Ok(config.log_file)
 }
 
+/// The wake command for the sample agent: this very binary, `sample-agent`.
+fn sample_agent_command() -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "agentcom-sidecar".into());
+    if cfg!(windows) {
+        format!("\"{exe}\" sample-agent")
+    } else {
+        format!("'{}' sample-agent", exe.replace('\'', "'\\''"))
+    }
+}
+
 fn write_config(dir: &Path, hub_url: &str, token: &str) -> Result<PathBuf, String> {
     let path = dir.join("config.json");
     let config = serde_json::json!({
@@ -107,7 +130,9 @@ fn write_config(dir: &Path, hub_url: &str, token: &str) -> Result<PathBuf, Strin
         "heartbeat_timeout_ms": 1000,
         "reconnect_initial_ms": 500,
         "reconnect_max_ms": 4000,
-        "reconnect_jitter": 0.5
+        "reconnect_jitter": 0.5,
+        "wake_command": sample_agent_command(),
+        "confirmation_timeout_ms": 5000
     });
     let text = serde_json::to_string_pretty(&config).expect("json");
     write_private(&path, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -132,8 +157,31 @@ async fn steps(hub: &EmbeddedHub, events: &mut broadcast::Receiver<HubEvent>) ->
         |e| matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == AGENT_ID),
     )
     .await?;
-    for _ in 0..2 {
-        wait_for(events, Duration::from_secs(5), "a pong", is_pong).await?;
+    wait_for(events, Duration::from_secs(5), "a pong", is_pong).await?;
+    let description = "Say hello to the team";
+    let task_id = hub.submit_task(TaskSpec {
+        description: description.into(),
+        ..TaskSpec::default()
+    });
+    say(&format!(
+        "submitting a task to the hub: {task_id} \"{description}\" (the sample agent will take it)"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match hub.task(&task_id) {
+            Some(t) if t.status == "completed" => {
+                let result = t.result.map(|r| r.to_string()).unwrap_or_default();
+                say(&format!(
+                    "the hub recorded {task_id} as completed (generation {}): {result}",
+                    t.generation
+                ));
+                break;
+            }
+            _ if Instant::now() > deadline => {
+                return Err(format!("task {task_id} did not complete within 10 s"))
+            }
+            _ => sleep(Duration::from_millis(50)).await,
+        }
     }
     say("stopping the hub, as a hub restart or a network loss would");
     hub.stop().await;
@@ -201,5 +249,43 @@ async fn narrate_hub(mut events: broadcast::Receiver<HubEvent>) -> std::convert:
             Err(RecvError::Closed) => std::future::pending().await,
         };
         println!("{:<12} {line}", "hub");
+    }
+}
+
+/// The sample agent the demo wakes: reads the task from `$AGENTCOM_TASK_FILE`, writes `.started`,
+/// a progress file, then the result (to a temp file, renamed into place), as a real agent should.
+pub fn sample_agent() -> ExitCode {
+    let var = |name: &str| {
+        std::env::var(name).map_err(|_| format!("{name} is not set: run me from a wake_command"))
+    };
+    let run = || -> Result<(), String> {
+        let task: Value = serde_json::from_str(
+            &std::fs::read_to_string(var("AGENTCOM_TASK_FILE")?)
+                .map_err(|e| format!("cannot read the task file: {e}"))?,
+        )
+        .map_err(|e| format!("the task file is not JSON: {e}"))?;
+        let description = task["description"].as_str().unwrap_or_default();
+        let write = |path: String, text: String| -> Result<(), String> {
+            let tmp = format!("{path}.tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("{path}: {e}"))
+        };
+        write(var("AGENTCOM_STARTED_FILE")?, String::new())?;
+        std::thread::sleep(Duration::from_millis(300));
+        write(
+            var("AGENTCOM_PROGRESS_FILE")?,
+            r#"{"progress":50,"message":"thinking"}"#.to_owned(),
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        let result = serde_json::json!({"status": "success", "output": format!("Hello! (done: {description})"), "tokens_used": 0});
+        write(var("AGENTCOM_RESULT_FILE")?, result.to_string())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sample-agent: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -44,6 +44,9 @@ On a stop signal the WebSocket is closed with code 1000 and the process exits 0 
     /// Watch a sidecar connect, identify, heartbeat, survive a hub restart and shut down, against
     /// an embedded hub on a free loopback port. Needs no config; takes about 15 s.
     Demo,
+    /// The demo's sample agent (run by the demo's wake_command).
+    #[command(hide = true)]
+    SampleAgent,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => runtime.block_on(run(config.unwrap_or_else(default_config_path))),
         Command::Demo => runtime.block_on(demo::run()),
+        Command::SampleAgent => demo::sample_agent(),
     }
 }
 
