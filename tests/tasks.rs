@@ -428,3 +428,49 @@ async fn a_corrupt_queue_json_is_moved_aside_loudly() {
     let id = w.submit("after the corrupt queue");
     w.wait_status(&id, "completed", SECS(10)).await;
 }
+
+#[tokio::test]
+async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
+    for step in ["accepted", "started", "complete_sent"] {
+        let agent = format!("tasks-kill-{step}");
+        let mut w = World::new(&agent, "HOLD=1 sh AGENT", json!({})).await;
+        let mut sidecar = w.spawn();
+        w.identified().await;
+        let id = w.submit(&format!("killed at {step}"));
+        match step {
+            "accepted" => {
+                let id2 = id.clone();
+                wait_hub(&mut w.events, SECS(10), "task_accepted", move |e| {
+                    matches!(e, HubEvent::Received { text, .. } if text.contains("task_accepted") && text.contains(&id2))
+                })
+                .await;
+            }
+            "started" => w.wait_file(&w.results().join(format!("{id}.started")), SECS(10)).await,
+            _ => {
+                // Killed the moment the outcome is on the wire: the ack may not have been read.
+                w.release();
+                wait_hub(&mut w.events, SECS(10), "task_complete", |e| {
+                    matches!(e, HubEvent::Received { text, .. } if text.contains("task_complete"))
+                })
+                .await;
+            }
+        }
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        w.release();
+        let _again = w.spawn();
+        let record = w.wait_status(&id, "completed", SECS(15)).await;
+        let completed = record.history.iter().filter(|(event, _)| event == "completed").count();
+        assert_eq!(completed, 1, "{step}: {record:?}");
+        let refusals: Vec<String> = w
+            .hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Sent { text, .. } if text.contains("stale_generation") => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(refusals.is_empty(), "{step}: a stale generation was sent: {refusals:?}");
+    }
+}
