@@ -21,6 +21,13 @@ if [ -n "$HOLD" ]; then
   while [ ! -e "$dir/../release" ]; do sleep 0.05; done
 fi
 result="${RESULT:-{\"status\":\"success\",\"output\":\"done\",\"tokens_used\":3\}}"
+if [ -n "$SLOW" ]; then
+  # Written in place, in three pieces, with pauses: never reported half-written.
+  printf '{"status":' > "$AGENTCOM_RESULT_FILE"; sleep 0.3
+  printf '"success","output":"slow' >> "$AGENTCOM_RESULT_FILE"; sleep 0.3
+  printf 'ly"}' >> "$AGENTCOM_RESULT_FILE"
+  exit 0
+fi
 printf '%s' "$result" > "$AGENTCOM_RESULT_FILE.tmp" && mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
 "#;
 
@@ -473,4 +480,16 @@ async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
             .collect();
         assert!(refusals.is_empty(), "{step}: a stale generation was sent: {refusals:?}");
     }
+}
+
+#[tokio::test]
+async fn a_result_written_slowly_in_place_is_reported_once_complete() {
+    let mut w = World::new("tasks-slow", "SLOW=1 sh AGENT", json!({})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.submit("write slowly");
+    let record = w.wait_status(&id, "completed", SECS(10)).await;
+    assert_eq!(record.result, Some(json!({"status":"success","output":"slowly"})));
+    assert_eq!(w.sent_of_type("task_complete").len(), 1);
+    assert!(w.sent_of_type("task_failed").is_empty());
 }
