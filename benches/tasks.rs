@@ -18,8 +18,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn next_matching(events: &mut Receiver<HubEvent>, what: &str, id: &str) -> Instant {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
-            Ok(Ok(HubEvent::Received { text, at, .. })) if what.starts_with('>') && text.contains(&what[1..]) && text.contains(id) => return at,
-            Ok(Ok(HubEvent::Sent { text, at, .. })) if what.starts_with('<') && text.contains(&what[1..]) && text.contains(id) => return at,
+            Ok(Ok(HubEvent::Received { text, at, .. }))
+                if what.starts_with('>') && text.contains(&what[1..]) && text.contains(id) =>
+            {
+                return at
+            }
+            Ok(Ok(HubEvent::Sent { text, at, .. }))
+                if what.starts_with('<') && text.contains(&what[1..]) && text.contains(id) =>
+            {
+                return at
+            }
             Ok(_) => {}
             Err(_) => panic!("no {what} for {id} within 10 s"),
         }
@@ -27,8 +35,14 @@ async fn next_matching(events: &mut Receiver<HubEvent>, what: &str, id: &str) ->
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let n: usize = std::env::var("BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
         let token = hub.add_token("bench-tasks");

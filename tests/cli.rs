@@ -158,7 +158,7 @@ async fn survives_a_hub_restart() {
         identified("cli-restart"),
     )
     .await;
-    let log = s.sidecar.log_events();
+    let log = s.sidecar.wait_log_count("identified", 2, SECS(5)).await;
     let names: Vec<&str> = log.iter().filter_map(|e| e["event"].as_str()).collect();
     assert!(names.contains(&"ws_close"), "{names:?}");
     assert!(names.contains(&"ws_connect_error"), "{names:?}");

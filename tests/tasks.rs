@@ -452,13 +452,19 @@ async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
                 })
                 .await;
             }
-            "started" => w.wait_file(&w.results().join(format!("{id}.started")), SECS(10)).await,
+            "started" => {
+                w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+                    .await
+            }
             _ => {
                 // Killed the moment the outcome is on the wire: the ack may not have been read.
                 w.release();
-                wait_hub(&mut w.events, SECS(10), "task_complete", |e| {
-                    matches!(e, HubEvent::Received { text, .. } if text.contains("task_complete"))
-                })
+                wait_hub(
+                    &mut w.events,
+                    SECS(10),
+                    "task_complete",
+                    |e| matches!(e, HubEvent::Received { text, .. } if text.contains("task_complete")),
+                )
                 .await;
             }
         }
@@ -467,7 +473,11 @@ async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
         w.release();
         let _again = w.spawn();
         let record = w.wait_status(&id, "completed", SECS(15)).await;
-        let completed = record.history.iter().filter(|(event, _)| event == "completed").count();
+        let completed = record
+            .history
+            .iter()
+            .filter(|(event, _)| event == "completed")
+            .count();
         assert_eq!(completed, 1, "{step}: {record:?}");
         let refusals: Vec<String> = w
             .hub
@@ -478,7 +488,10 @@ async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
                 _ => None,
             })
             .collect();
-        assert!(refusals.is_empty(), "{step}: a stale generation was sent: {refusals:?}");
+        assert!(
+            refusals.is_empty(),
+            "{step}: a stale generation was sent: {refusals:?}"
+        );
     }
 }
 

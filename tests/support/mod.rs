@@ -139,6 +139,18 @@ impl Sidecar {
             .collect()
     }
 
+    /// Poll the log until `n` events named `name` are in it; returns the whole log.
+    pub async fn wait_log_count(&self, name: &str, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log_events();
+            if log.iter().filter(|e| e["event"] == name).count() >= n || Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Poll the log until an event named `name` appears.
     pub async fn wait_log_event(&self, name: &str, within: Duration) -> Option<serde_json::Value> {
         let deadline = Instant::now() + within;
