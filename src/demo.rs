@@ -78,9 +78,10 @@ async fn script() -> Result<PathBuf, String> {
         &mut log,
         stop,
         Some(&mut relay),
+        None,
     );
     // The narration runs until the sidecar and the steps are both done.
-    let (result, ()) = tokio::select! {
+    let (result, _end) = tokio::select! {
         biased;
         done = async { tokio::join!(steps, link) } => done,
         never = narrate => match never {},

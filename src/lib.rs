@@ -5,14 +5,20 @@ pub mod demo;
 pub mod event_log;
 pub mod hub;
 pub mod link;
+pub mod lock;
 pub mod protocol;
 pub mod relay;
 pub mod shutdown;
+pub mod status;
 
 /// The process exit codes, documented in `--help`.
 pub mod exit_code {
     /// A fatal runtime error.
     pub const FATAL: u8 = 1;
+    /// Another sidecar holds the state folder's lock (sysexits' EX_CANTCREAT).
+    pub const ALREADY_RUNNING: u8 = 73;
+    /// The hub asked for a restart (sysexits' EX_TEMPFAIL); the service unit restarts on it.
+    pub const RESTART: u8 = 75;
     /// The config file is missing or invalid (sysexits' EX_CONFIG).
     pub const CONFIG: u8 = 78;
 }

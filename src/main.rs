@@ -3,9 +3,11 @@
 use agentcom_sidecar::config::{default_config_path, Config};
 use agentcom_sidecar::event_log::{Event, EventLog};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
-use agentcom_sidecar::link::socket::{self, NetConnector};
+use agentcom_sidecar::link::socket::{self, NetConnector, RunEnd};
+use agentcom_sidecar::lock::InstanceLock;
 use agentcom_sidecar::relay::runtime::RelayRuntime;
 use agentcom_sidecar::shutdown::Signals;
+use agentcom_sidecar::status::{self, StatusBoard};
 use agentcom_sidecar::{demo, exit_code};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -19,7 +21,9 @@ use std::process::ExitCode;
     long_about = "Keeps an AI coding agent connected to an AgentCom hub: connects over WebSocket, \
 identifies, heartbeats, and reconnects with jittered backoff through network loss and hub restarts.\n\n\
 A drop-in for the Node.js sidecar: it reads the same config.json and writes the same JSON-lines log.",
-    after_help = "Exit codes:\n  0   stopped by SIGINT/SIGTERM (Ctrl+C, Ctrl+Break on Windows)\n  1   a fatal runtime error (for example the log file cannot be opened)\n  2   bad command line\n  78  the config file is missing or invalid (fix it; a service manager should not restart)\n\n\
+    after_help = "Exit codes:\n  0   stopped by SIGINT/SIGTERM (Ctrl+C, Ctrl+Break on Windows)\n  1   a fatal runtime error (for example the log file cannot be opened)\n  2   bad command line\n  73  another sidecar already runs with this state folder
+  75  the hub asked for a restart (restart_sidecar) while under a service manager
+  78  the config file is missing or invalid (fix it; a service manager should not restart)\n\n\
 Examples:\n  agentcom-sidecar demo\n  agentcom-sidecar run --config /etc/agentcom/config.json"
 )]
 struct Cli {
@@ -44,6 +48,22 @@ On a stop signal the WebSocket is closed with code 1000 and the process exits 0 
     /// Watch a sidecar connect, identify, heartbeat, survive a hub restart and shut down, against
     /// an embedded hub on a free loopback port. Needs no config; takes about 15 s.
     Demo,
+    /// Show the daemon's state: running or not, connection, current task, outbox.
+    #[command(
+        long_about = "Show the daemon's state: whether it runs, its connection, last hub contact, \
+reconnect attempt, current task, outbox depth, version and uptime.\n\n\
+It reads the state file the daemon keeps beside queue.json, so it works whether the daemon runs \
+or not, and says which. With --json, `running` and `connection` are always present.",
+        after_help = "Examples:\n  agentcom-sidecar status\n  agentcom-sidecar status --json | jq .connection"
+    )]
+    Status {
+        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// The demo's sample agent (run by the demo's wake_command).
     #[command(hide = true)]
     SampleAgent,
@@ -62,7 +82,32 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime.block_on(run(config.unwrap_or_else(default_config_path))),
         Command::Demo => runtime.block_on(demo::run()),
         Command::SampleAgent => demo::sample_agent(),
+        Command::Status { config, json } => status_command(config.unwrap_or_else(default_config_path), json),
     }
+}
+
+fn status_command(config_path: PathBuf, json: bool) -> ExitCode {
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::CONFIG);
+        }
+    };
+    let state_dir = config
+        .queue_file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let report = status::report(&state_dir);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
+    } else {
+        print!("{}", status::render(&report));
+    }
+    ExitCode::SUCCESS
 }
 
 async fn run(config_path: PathBuf) -> ExitCode {
@@ -82,6 +127,18 @@ async fn run(config_path: PathBuf) -> ExitCode {
                 config.path.display()
             );
             return ExitCode::from(exit_code::FATAL);
+        }
+    };
+    // One sidecar per state folder (the folder holding queue.json).
+    let state_dir = config
+        .queue_file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let lock = match InstanceLock::acquire(&state_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::ALREADY_RUNNING);
         }
     };
     let signals = match Signals::install() {
@@ -109,15 +166,47 @@ async fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::from(exit_code::FATAL);
         }
     };
+    let mut board = StatusBoard::new(&state_dir, &config.agent_id, &config.hub_url);
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
-    socket::run(
+    let end = socket::run(
         policy,
         NetConnector,
         &config.hub_url,
         &mut log,
         signals.recv(),
         Some(&mut relay),
+        Some(&mut board),
     )
     .await;
-    ExitCode::SUCCESS
+    drop(lock);
+    match end {
+        RunEnd::Stopped => ExitCode::SUCCESS,
+        RunEnd::RestartRequested { .. } => restart(),
+    }
+}
+
+/// After `restart_sidecar`: under a service manager exit with [`exit_code::RESTART`] (the unit
+/// restarts on it); otherwise re-execute this binary with the same arguments.
+fn restart() -> ExitCode {
+    let supervised = ["INVOCATION_ID", "NOTIFY_SOCKET", "XPC_SERVICE_NAME"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !supervised {
+        if let Ok(exe) = std::env::current_exe() {
+            let args: Vec<_> = std::env::args_os().skip(1).collect();
+            #[cfg(unix)]
+            {
+                use std::os::unix::process::CommandExt;
+                let error = std::process::Command::new(&exe).args(&args).exec();
+                eprintln!("error: cannot restart {}: {error}", exe.display());
+            }
+            #[cfg(not(unix))]
+            {
+                if std::process::Command::new(&exe).args(&args).spawn().is_ok() {
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    }
+    ExitCode::from(exit_code::RESTART)
 }

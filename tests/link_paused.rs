@@ -144,6 +144,7 @@ async fn run_link(
             "test".to_owned()
         },
         None,
+        None,
     )
     .await;
     let events = captured.lock().unwrap().clone();

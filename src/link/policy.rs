@@ -149,6 +149,20 @@ impl LinkPolicy {
         matches!(self.phase, Phase::Identified { .. })
     }
 
+    /// The connection's state for `status`: its name, the attempt number, and when the next
+    /// connection attempt is due (while waiting).
+    pub fn status(&self) -> (&'static str, u32, Option<Instant>) {
+        let attempt = self.backoff.failures() + 1;
+        match self.phase {
+            Phase::NotStarted => ("starting", attempt, None),
+            Phase::Waiting { until } => ("waiting", attempt, Some(until)),
+            Phase::Connecting { .. } => ("connecting", attempt, None),
+            Phase::Identifying { .. } => ("identifying", attempt, None),
+            Phase::Identified { .. } => ("identified", attempt, None),
+            Phase::Stopped => ("stopped", attempt, None),
+        }
+    }
+
     /// How long a pong, a connect or an `identified` may take.
     pub fn heartbeat_timeout(&self) -> Duration {
         self.settings.heartbeat_timeout

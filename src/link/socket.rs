@@ -6,9 +6,10 @@
 
 use super::policy::{Action, Input, LinkPolicy};
 use crate::event_log::EventLog;
-use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, MAX_FRAME_BYTES};
+use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, TaskFrame, MAX_FRAME_BYTES};
 use crate::relay::machine::RelayInput;
 use crate::relay::runtime::RelayRuntime;
+use crate::status::StatusBoard;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -79,6 +80,18 @@ fn describe_connect_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
     }
 }
 
+/// Why [`run`] returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEnd {
+    /// A stop signal.
+    Stopped,
+    /// The hub sent `restart_sidecar`.
+    RestartRequested {
+        /// The hub's reason.
+        reason: String,
+    },
+}
+
 /// What woke the driver up. Short-lived, so the size of the `Connect` variant does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Wake<S> {
@@ -104,7 +117,9 @@ pub async fn run<C: Connector>(
     log: &mut EventLog,
     shutdown: impl Future<Output = String>,
     mut relay: Option<&mut RelayRuntime>,
-) {
+    mut board: Option<&mut StatusBoard>,
+) -> RunEnd {
+    let mut end = RunEnd::Stopped;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut shutdown_seen = false;
     let mut ws: Option<WebSocketStream<C::Stream>> = None;
@@ -145,7 +160,12 @@ pub async fn run<C: Connector>(
                             r.handle(RelayInput::LinkDown, log);
                         }
                     }
-                    Action::Exit => return,
+                    Action::Exit => {
+                        if let Some(b) = board.as_deref_mut() {
+                            b.update(policy.status(), vec![], 0);
+                        }
+                        return end;
+                    }
                 }
             }
             if let Some(r) = relay.as_deref_mut() {
@@ -157,6 +177,10 @@ pub async fn run<C: Connector>(
             if !busy {
                 break;
             }
+        }
+        if let Some(b) = board.as_deref_mut() {
+            let (tasks, outbox) = relay.as_deref().map(RelayRuntime::snapshot).unwrap_or_default();
+            b.update(policy.status(), tasks, outbox);
         }
 
         let relay_deadline = relay.as_deref().and_then(RelayRuntime::poll_timeout);
@@ -194,7 +218,23 @@ pub async fn run<C: Connector>(
                 }
             }
             Wake::Socket(message) => {
+                if let (Some(b), Some(Ok(Message::Text(_)))) = (board.as_deref_mut(), &message) {
+                    b.hub_contact();
+                }
                 if let Some(input) = socket_input(message, &mut ws).await {
+                    if let Input::Frame(Inbound::Task(TaskFrame::RestartSidecar { reason })) = &input {
+                        // Everything is persisted as it changes: stop cleanly, then restart.
+                        end = RunEnd::RestartRequested {
+                            reason: reason.clone(),
+                        };
+                        policy.handle(
+                            Input::Shutdown {
+                                signal: format!("restart_sidecar from the hub ({reason})"),
+                            },
+                            now(),
+                        );
+                        continue;
+                    }
                     if let (Some(r), Input::Frame(frame)) = (relay.as_deref_mut(), &input) {
                         if let Some(relay_input) = relay_input(frame) {
                             r.handle(relay_input, log);

@@ -280,6 +280,14 @@ impl Relay {
         self.held.iter().map(|h| h.record.task_id.clone()).collect()
     }
 
+    /// Each held task's id, status (as queue.json says it) and generation, for `status`.
+    pub fn snapshot(&self) -> Vec<(String, &'static str, i64)> {
+        self.held
+            .iter()
+            .map(|h| (h.record.task_id.clone(), h.status(), h.record.generation))
+            .collect()
+    }
+
     /// Outcomes not yet acknowledged by the hub.
     pub fn outbox_depth(&self) -> usize {
         self.held.iter().filter(|h| h.record.outcome.is_some()).count()

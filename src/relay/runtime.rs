@@ -121,9 +121,9 @@ impl RelayRuntime {
         self.sends.drain(..).collect()
     }
 
-    /// Tasks held, for status displays.
-    pub fn held_ids(&self) -> Vec<String> {
-        self.relay.held_ids()
+    /// Each held task's id, status and generation, and the outbox depth, for `status`.
+    pub fn snapshot(&self) -> (Vec<(String, &'static str, i64)>, usize) {
+        (self.relay.snapshot(), self.relay.outbox_depth())
     }
 
     /// The next input from the agent's side: a file event or a wake command's end.

@@ -81,7 +81,21 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn spawn(dir: &Path, config: &Path) -> Sidecar {
-        let child = binary()
+        Sidecar::spawn_with_env(dir, config, &[])
+    }
+
+    pub fn spawn_with_env(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Sidecar {
+        let mut command = binary();
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        // A test must not look supervised unless it says so.
+        for var in ["INVOCATION_ID", "NOTIFY_SOCKET", "XPC_SERVICE_NAME"] {
+            if !env.iter().any(|(k, _)| *k == var) {
+                command.env_remove(var);
+            }
+        }
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(config)
