@@ -137,6 +137,22 @@ impl World {
             .collect()
     }
 
+    /// Wait until the sidecar has sent a frame of `kind` that `pred` accepts; returns it.
+    async fn wait_sent(&self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + SECS(10);
+        loop {
+            if let Some(f) = self.sent_of_type(kind).into_iter().find(|f| pred(f)) {
+                return f;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no matching {kind}: {:#?}",
+                self.frames_from_sidecar()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn sent_of_type(&self, kind: &str) -> Vec<Value> {
         self.frames_from_sidecar()
             .into_iter()
@@ -147,7 +163,7 @@ impl World {
 
 #[tokio::test]
 async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
-    let mut w = World::new("tasks-happy", "sh AGENT ${TASK_DESCRIPTION}", json!({})).await;
+    let mut w = World::new("tasks-happy", "sh AGENT ${TASK_DESCRIPTION} &", json!({})).await;
     let sidecar = w.spawn();
     w.identified().await;
     let id = w.submit("add a README section");
@@ -177,11 +193,21 @@ async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
             "{ext} left behind"
         );
     }
-    let queue: Value =
-        serde_json::from_str(&std::fs::read_to_string(w.dir.join("queue.json")).unwrap()).unwrap();
-    assert_eq!(queue, json!({"active": null, "recovering": null}));
+    let deadline = tokio::time::Instant::now() + SECS(5);
+    loop {
+        let queue: Value =
+            serde_json::from_str(&std::fs::read_to_string(w.dir.join("queue.json")).unwrap()).unwrap();
+        if queue == json!({"active": null, "recovering": null}) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue.json still holds {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // wake_result success went out with the attempt number.
-    let wake = &w.sent_of_type("wake_result")[0];
+    let wake = &w.wait_sent("wake_result", |_| true).await;
     assert_eq!(
         (wake["status"].as_str(), wake["attempt"].as_i64()),
         (Some("success"), Some(1))
@@ -230,9 +256,9 @@ async fn a_path_traversal_task_id_is_refused_and_touches_nothing() {
         .wait_log_event("task_refused", SECS(5))
         .await
         .expect("refused");
-    let failed = w.sent_of_type("task_failed");
-    assert_eq!(failed[0]["reason"], "invalid_task_id");
-    assert_eq!(failed[0]["task_id"], "../../escape");
+    let failed = w.wait_sent("task_failed", |_| true).await;
+    assert_eq!(failed["reason"], "invalid_task_id");
+    assert_eq!(failed["task_id"], "../../escape");
     assert!(!w.dir.path().parent().unwrap().join("escape.json").exists());
     assert!(w.sent_of_type("task_accepted").is_empty());
 }
@@ -248,11 +274,8 @@ async fn a_second_task_while_busy_is_held_and_woken_after_the_first() {
     w.wait_file(&w.results().join(format!("{first}.started")), SECS(10))
         .await;
     // Both accepted; only the first woken so far.
-    let accepted: Vec<Value> = w.sent_of_type("task_accepted");
-    assert!(
-        accepted.iter().any(|f| f["task_id"] == second.as_str()),
-        "{accepted:?}"
-    );
+    w.wait_sent("task_accepted", |f| f["task_id"] == second.as_str())
+        .await;
     assert_eq!(w.wakes(&second), 0);
     w.release();
     w.wait_status(&first, "completed", SECS(10)).await;
@@ -346,7 +369,16 @@ async fn cancel_stops_the_agents_process_group_and_clears_its_files() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!w.results().join(format!("{id}.started")).exists());
+    let started = w.results().join(format!("{id}.started"));
+    let deadline = tokio::time::Instant::now() + SECS(5);
+    while started.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} left behind after cancel",
+            started.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(w.sent_of_type("task_complete").is_empty());
 }
 

@@ -74,11 +74,24 @@ impl RelayRuntime {
                 error: moved.error,
             });
         }
+        // An agent that started (or even finished) while the sidecar was down must not be woken
+        // again: look at its files before the machine decides what to resume.
+        let mut tasks = loaded.tasks;
+        for task in &mut tasks {
+            let file = |ext: &str| config.results_dir.join(format!("{}.{ext}", task.task_id));
+            let woken = matches!(
+                task.status.as_str(),
+                "accepted" | "waking" | "waking_confirmation" | ""
+            );
+            if task.outcome.is_none() && woken && (file("started").exists() || file("json").exists()) {
+                task.status = "working".into();
+            }
+        }
         let (watcher, files) = ResultWatcher::start(WatchOptions::new(&config.results_dir))
             .map_err(|e| format!("cannot watch results_dir {}: {e}", config.results_dir.display()))?;
         let (wakes_tx, wakes_rx) = mpsc::unbounded_channel();
         let mut runtime = RelayRuntime {
-            relay: Relay::new(relay_settings(config), loaded.tasks),
+            relay: Relay::new(relay_settings(config), tasks),
             store,
             watcher,
             files,
