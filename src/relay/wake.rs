@@ -723,7 +723,14 @@ impl WakeHandle {
                 // Reap the shell while the group is being killed, so that its zombie does not
                 // count as a live member.
                 let pgid = self.pgid;
-                let _ = tokio::join!(kill_process_group(pgid, KILL_GRACE), self.child.wait());
+                let child = &mut self.child;
+                let reap = tokio::time::timeout(KILL_GRACE + Duration::from_secs(1), child.wait());
+                let (_, reaped) = tokio::join!(kill_process_group(pgid, KILL_GRACE), reap);
+                if !matches!(reaped, Ok(Ok(_))) {
+                    // Not in its group any more (it called setpgid/setsid): the shell itself.
+                    let _ = self.child.start_kill();
+                    let _ = self.child.wait().await;
+                }
                 WakeOutcome::Timeout
             }
         }
