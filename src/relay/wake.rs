@@ -53,6 +53,7 @@ pub const NUL_REPLACEMENT: char = '\u{FFFD}';
 
 /// The longest argument or environment entry Linux accepts (`MAX_ARG_STRLEN`, 32 pages),
 /// counting the terminating NUL.
+#[cfg(unix)]
 const MAX_ARG_BYTES: usize = 128 * 1024;
 
 impl WakeVars {
@@ -212,6 +213,8 @@ struct Lexer<'a> {
     poisoned: bool,
     used: [bool; 6],
     heredocs: Vec<Heredoc>,
+    /// Whether the next character of unquoted code starts a word (so `#` starts a comment).
+    word_start: bool,
 }
 
 /// Render; also says which variables the text refers to through the environment.
@@ -226,6 +229,7 @@ fn render(template: &str, vars: &WakeVars, mode: Mode) -> (String, [bool; 6]) {
         poisoned: false,
         used: [false; 6],
         heredocs: Vec::new(),
+        word_start: true,
     };
     lx.run();
     (replace_nul(&lx.out), lx.used)
@@ -315,7 +319,6 @@ impl Lexer<'_> {
     }
 
     fn run(&mut self) {
-        let mut word_start = true;
         while let Some(c) = self.peek(0) {
             let top = *self.stack.last().unwrap_or(&Ctx::Bare);
             let certain = self.certain();
@@ -327,17 +330,12 @@ impl Lexer<'_> {
                 };
                 self.emit(index, spot);
                 self.i += len;
-                word_start = false;
+                self.word_start = false;
                 continue;
             }
             match top {
                 Ctx::Bare | Ctx::Sub(_) | Ctx::Arith(_) => {
-                    self.code_char(c, top, word_start);
-                    // (a `#` after these starts a comment)
-                    word_start = c.is_whitespace() || ";&|()<>".contains(c);
-                    if matches!(self.stack.last(), Some(Ctx::Sub(0))) && c == '(' {
-                        word_start = true;
-                    }
+                    self.word_start = self.code_char(c, top, self.word_start);
                 }
                 Ctx::Double => match c {
                     '\\' => self.copy(2),
@@ -406,20 +404,35 @@ impl Lexer<'_> {
         }
     }
 
-    /// One character of unquoted shell code (top level, `$(...)` or `$((...))`).
-    fn code_char(&mut self, c: char, top: Ctx, word_start: bool) {
+    /// One character (or escape, quoted string, opening) of unquoted shell code: top level,
+    /// `$(...)` or `$((...))`. Returns whether the next character starts a word (for `#`).
+    fn code_char(&mut self, c: char, top: Ctx, word_start: bool) -> bool {
         match c {
-            '\\' => self.copy(2),
-            '\'' => self.single_quoted(),
+            '\\' => {
+                // A line continuation is removed: the word state carries over it.
+                let continuation = self.peek(1) == Some('\n');
+                self.copy(2);
+                continuation && word_start
+            }
+            '\'' => {
+                self.single_quoted();
+                false
+            }
             '"' => {
                 self.copy(1);
                 self.stack.push(Ctx::Double);
+                false
             }
             '`' => {
                 self.copy(1);
                 self.stack.push(Ctx::Backtick);
+                false
             }
-            '$' => self.dollar(),
+            '$' => {
+                self.word_start = false;
+                self.dollar();
+                self.word_start
+            }
             '#' if word_start && !matches!(top, Ctx::Arith(_)) => {
                 while let Some(c) = self.peek(0) {
                     if c == '\n' {
@@ -427,6 +440,7 @@ impl Lexer<'_> {
                     }
                     self.copy(1);
                 }
+                true
             }
             '(' => {
                 self.copy(1);
@@ -435,37 +449,52 @@ impl Lexer<'_> {
                     Ctx::Arith(d) => self.set_top(Ctx::Arith(d + 1)),
                     _ => {}
                 }
+                true
             }
             ')' => {
                 self.copy(1);
                 match top {
                     Ctx::Sub(0) => {
+                        // The end of `$(...)`: a word goes on after it.
                         self.stack.pop();
+                        false
                     }
-                    Ctx::Sub(d) => self.set_top(Ctx::Sub(d - 1)),
+                    Ctx::Sub(d) => {
+                        self.set_top(Ctx::Sub(d - 1));
+                        true
+                    }
                     Ctx::Arith(0) => {
                         if self.peek(0) == Some(')') {
                             self.copy(1);
                         }
                         self.stack.pop();
+                        false
                     }
-                    Ctx::Arith(d) => self.set_top(Ctx::Arith(d - 1)),
-                    _ => {}
+                    Ctx::Arith(d) => {
+                        self.set_top(Ctx::Arith(d - 1));
+                        true
+                    }
+                    _ => true,
                 }
             }
             '<' if self.peek(1) == Some('<')
                 && self.peek(2) != Some('<')
                 && !matches!(top, Ctx::Arith(_)) =>
             {
-                self.heredoc_operator()
+                self.heredoc_operator();
+                false
             }
             '\n' => {
                 self.copy(1);
                 if !self.heredocs.is_empty() {
                     self.heredoc_bodies();
                 }
+                true
             }
-            _ => self.copy(1),
+            _ => {
+                self.copy(1);
+                c.is_whitespace() || ";&|<>".contains(c)
+            }
         }
     }
 
@@ -502,6 +531,8 @@ impl Lexer<'_> {
             Some('(') => {
                 self.copy(2);
                 self.stack.push(Ctx::Sub(0));
+                // A command starts: `$(# ...` is a comment.
+                self.word_start = true;
             }
             Some('\'') if !matches!(self.stack.last(), Some(Ctx::Double)) => {
                 // bash's $'...' (escapes, `\'` does not end it); dash reads `$` then '...'.
@@ -1001,6 +1032,18 @@ mod tests {
         }
         // `#` inside a word is not a comment.
         assert_eq!(render_sh("echo a#${TASK_ID}", &v), "echo a#'task-1'");
+        assert_eq!(render_sh("echo $(echo)#${TASK_ID}", &v), "echo $(echo)#'task-1'");
+        assert_eq!(render_sh("echo \\ #${TASK_ID}", &v), "echo \\ #'task-1'");
+        assert_eq!(render_sh("echo \\#${TASK_ID}", &v), "echo \\#'task-1'");
+        assert_eq!(render_sh("echo \"x\"#${TASK_ID}", &v), "echo \"x\"#'task-1'");
+        // Comments inside `$(...)`, also within double quotes.
+        for t in [
+            "echo \"$(# ${TASK_ID}\necho)\"",
+            "echo $( # ${TASK_ID}\necho)",
+            "(#${TASK_ID}\n)",
+        ] {
+            assert_eq!(render_sh(t, &v), t, "{t}");
+        }
     }
 
     #[test]
@@ -1230,6 +1273,14 @@ mod tests {
                 "printf %s \"${TASK_DESCRIPTION}\" > out # ${TASK_DESCRIPTION}",
                 |v| v.to_string(),
             );
+            check_all("printf %s \\ #${TASK_DESCRIPTION}# > out", |v| format!(" #{v}#"));
+            check_all(
+                "printf %s \"$(printf %s x # ${TASK_DESCRIPTION}\n)\" > out",
+                |_| "x".into(),
+            );
+            check_all("printf %s $(printf %s x)#${TASK_DESCRIPTION} > out", |v| {
+                format!("x#{v}")
+            });
         }
 
         #[test]
