@@ -104,12 +104,14 @@ fn replace_nul(s: &str) -> String {
 /// - inside `'...'`: the value with each `'` written `'\''`.
 ///
 /// A `${NAME}` the shell would not expand is left as written: escaped (`\${TASK_ID}`), in a
-/// comment, or inside `$'...'`. Where the lexer cannot be sure how the shell will re-read the
-/// text (inside backticks, inside another `${...}`, in `$((...))`, in a here-document body, or
-/// anywhere after a `$'` since shells disagree on it), the reference becomes
-/// `${AGENTCOM_V_NAME}`: a parameter expansion, whose result the shell never parses as code.
-/// Those references (and the whole render when it is too long for one argument, see
-/// [`spawn_wake`]) need the environment that [`spawn_wake`] provides.
+/// comment, or inside `$'...'`. `$(...)` and unquoted backquotes without a `\` in them are
+/// scripts of their own and are rendered as such (exact). Where the lexer cannot be sure how the
+/// shell will re-read the text (other backquotes, inside another `${...}`, in `$((...))`, in a
+/// here-document body, or anywhere after a `$'` since shells disagree on it), the reference
+/// becomes `${AGENTCOM_V_NAME}`: a parameter expansion, whose result the shell never parses as
+/// code (where it is unquoted it is split into words and globbed like any `$VAR`, and inside
+/// single quotes it stays literal text). Those references (and the whole render when it is too
+/// long for one argument, see [`spawn_wake`]) need the environment that [`spawn_wake`] provides.
 ///
 /// NUL bytes in values (and in the template) are replaced by [`NUL_REPLACEMENT`]: an argument
 /// cannot hold NUL. Limitations: `case` patterns with an unmatched `)` inside `$(...)` confuse
@@ -219,23 +221,60 @@ struct Lexer<'a> {
 
 /// Render; also says which variables the text refers to through the environment.
 fn render(template: &str, vars: &WakeVars, mode: Mode) -> (String, [bool; 6]) {
-    let mut lx = Lexer {
-        s: template.chars().collect(),
-        i: 0,
-        out: String::with_capacity(template.len() + 64),
-        vars,
-        mode,
-        stack: vec![Ctx::Bare],
-        poisoned: false,
-        used: [false; 6],
-        heredocs: Vec::new(),
-        word_start: true,
-    };
+    let mut lx = Lexer::new(template, vars, mode);
     lx.run();
     (replace_nul(&lx.out), lx.used)
 }
 
-impl Lexer<'_> {
+impl<'a> Lexer<'a> {
+    fn new(template: &str, vars: &'a WakeVars, mode: Mode) -> Lexer<'a> {
+        Lexer {
+            s: template.chars().collect(),
+            i: 0,
+            out: String::with_capacity(template.len() + 64),
+            vars,
+            mode,
+            stack: vec![Ctx::Bare],
+            poisoned: false,
+            used: [false; 6],
+            heredocs: Vec::new(),
+            word_start: true,
+        }
+    }
+
+    /// At a backtick in certain, unquoted code whose content has no `\`: the shell parses the
+    /// content as a script of its own, so it is rendered as one, then `\` and backticks in the
+    /// result are escaped for the backquote. Returns false (and does nothing) otherwise.
+    fn plain_backtick(&mut self) -> bool {
+        if !self.certain() || self.stack.contains(&Ctx::Double) {
+            return false;
+        }
+        let mut end = self.i + 1;
+        loop {
+            match self.s.get(end) {
+                Some('`') => break,
+                Some('\\') | None => return false,
+                Some(_) => end += 1,
+            }
+        }
+        let inner: String = self.s[self.i + 1..end].iter().collect();
+        let mut sub = Lexer::new(&inner, self.vars, self.mode);
+        sub.run();
+        for (mine, theirs) in self.used.iter_mut().zip(sub.used) {
+            *mine |= theirs;
+        }
+        self.poisoned |= sub.poisoned;
+        self.out.push('`');
+        for c in sub.out.chars() {
+            if c == '\\' || c == '`' {
+                self.out.push('\\');
+            }
+            self.out.push(c);
+        }
+        self.out.push('`');
+        self.i = end + 1;
+        true
+    }
     fn peek(&self, k: usize) -> Option<char> {
         self.s.get(self.i + k).copied()
     }
@@ -424,8 +463,10 @@ impl Lexer<'_> {
                 false
             }
             '`' => {
-                self.copy(1);
-                self.stack.push(Ctx::Backtick);
+                if !self.plain_backtick() {
+                    self.copy(1);
+                    self.stack.push(Ctx::Backtick);
+                }
                 false
             }
             '$' => {
@@ -1051,8 +1092,19 @@ mod tests {
         let v = vars("x");
         let e = "${AGENTCOM_V_TASK_ID}";
         assert_eq!(
-            render_sh("echo `echo ${TASK_ID}`", &v),
-            format!("echo `echo {e}`")
+            render_sh("echo \"`echo ${TASK_ID}`\"", &v),
+            format!("echo \"`echo {e}`\"")
+        );
+        assert_eq!(
+            render_sh("echo `echo \\${TASK_ID}`", &v),
+            "echo `echo \\${TASK_ID}`"
+        );
+        // A plain backquote is a script of its own: exact, escaped for the backquote.
+        assert_eq!(render_sh("echo `echo ${TASK_ID}`", &v), "echo `echo 'task-1'`");
+        let w = vars("a`b\\c");
+        assert_eq!(
+            render_sh("echo `echo \"${TASK_DESCRIPTION}\"`", &w),
+            "echo `echo \"\"'a\\`b\\\\c'\"\"`"
         );
         assert_eq!(
             render_sh("echo \"${X:-${TASK_ID}}\"", &v),
@@ -1257,6 +1309,18 @@ mod tests {
             // Command substitution drops trailing newlines.
             let strip = |v: &str| v.trim_end_matches('\n').to_string();
             check_all("printf %s \"`printf %s \"${TASK_DESCRIPTION}\"`\" > out", strip);
+            check_all(
+                "printf %s `printf %s ${TASK_DESCRIPTION}`#${TASK_ID} > out",
+                |v| {
+                    // Unquoted: field splitting (spaces, tabs, newlines) and globbing of the result.
+                    format!("{}#task-1", v.split([' ', '\t', '\n']).collect::<String>())
+                },
+            );
+            // Single quotes inside backquotes inside double quotes: safe, but not the value.
+            check_all("printf %s \"`printf %s '${TASK_DESCRIPTION}'`\" > out", |_| {
+                "${AGENTCOM_V_TASK_DESCRIPTION}".into()
+            });
+            check_all("`printf %s \"${TASK_DESCRIPTION}\" > out`", |v| v.to_string());
             check_all("printf %s \"$(printf %s \"${TASK_DESCRIPTION}\")\" > out", strip);
             check_all("printf %s \"$(printf %s ${TASK_DESCRIPTION})\" > out", strip);
             check_all(
