@@ -53,6 +53,7 @@ pub const NUL_REPLACEMENT: char = '\u{FFFD}';
 
 /// The longest argument or environment entry Linux accepts (`MAX_ARG_STRLEN`, 32 pages),
 /// counting the terminating NUL.
+#[cfg(unix)]
 const MAX_ARG_BYTES: usize = 128 * 1024;
 
 impl WakeVars {
@@ -103,12 +104,14 @@ fn replace_nul(s: &str) -> String {
 /// - inside `'...'`: the value with each `'` written `'\''`.
 ///
 /// A `${NAME}` the shell would not expand is left as written: escaped (`\${TASK_ID}`), in a
-/// comment, or inside `$'...'`. Where the lexer cannot be sure how the shell will re-read the
-/// text (inside backticks, inside another `${...}`, in `$((...))`, in a here-document body, or
-/// anywhere after a `$'` since shells disagree on it), the reference becomes
-/// `${AGENTCOM_V_NAME}`: a parameter expansion, whose result the shell never parses as code.
-/// Those references (and the whole render when it is too long for one argument, see
-/// [`spawn_wake`]) need the environment that [`spawn_wake`] provides.
+/// comment, or inside `$'...'`. `$(...)` and unquoted backquotes without a `\` in them are
+/// scripts of their own and are rendered as such (exact). Where the lexer cannot be sure how the
+/// shell will re-read the text (other backquotes, inside another `${...}`, in `$((...))`, in a
+/// here-document body, or anywhere after a `$'` since shells disagree on it), the reference
+/// becomes `${AGENTCOM_V_NAME}`: a parameter expansion, whose result the shell never parses as
+/// code (where it is unquoted it is split into words and globbed like any `$VAR`, and inside
+/// single quotes it stays literal text). Those references (and the whole render when it is too
+/// long for one argument, see [`spawn_wake`]) need the environment that [`spawn_wake`] provides.
 ///
 /// NUL bytes in values (and in the template) are replaced by [`NUL_REPLACEMENT`]: an argument
 /// cannot hold NUL. Limitations: `case` patterns with an unmatched `)` inside `$(...)` confuse
@@ -212,26 +215,66 @@ struct Lexer<'a> {
     poisoned: bool,
     used: [bool; 6],
     heredocs: Vec<Heredoc>,
+    /// Whether the next character of unquoted code starts a word (so `#` starts a comment).
+    word_start: bool,
 }
 
 /// Render; also says which variables the text refers to through the environment.
 fn render(template: &str, vars: &WakeVars, mode: Mode) -> (String, [bool; 6]) {
-    let mut lx = Lexer {
-        s: template.chars().collect(),
-        i: 0,
-        out: String::with_capacity(template.len() + 64),
-        vars,
-        mode,
-        stack: vec![Ctx::Bare],
-        poisoned: false,
-        used: [false; 6],
-        heredocs: Vec::new(),
-    };
+    let mut lx = Lexer::new(template, vars, mode);
     lx.run();
     (replace_nul(&lx.out), lx.used)
 }
 
-impl Lexer<'_> {
+impl<'a> Lexer<'a> {
+    fn new(template: &str, vars: &'a WakeVars, mode: Mode) -> Lexer<'a> {
+        Lexer {
+            s: template.chars().collect(),
+            i: 0,
+            out: String::with_capacity(template.len() + 64),
+            vars,
+            mode,
+            stack: vec![Ctx::Bare],
+            poisoned: false,
+            used: [false; 6],
+            heredocs: Vec::new(),
+            word_start: true,
+        }
+    }
+
+    /// At a backtick in certain, unquoted code whose content has no `\`: the shell parses the
+    /// content as a script of its own, so it is rendered as one, then `\` and backticks in the
+    /// result are escaped for the backquote. Returns false (and does nothing) otherwise.
+    fn plain_backtick(&mut self) -> bool {
+        if !self.certain() || self.stack.contains(&Ctx::Double) {
+            return false;
+        }
+        let mut end = self.i + 1;
+        loop {
+            match self.s.get(end) {
+                Some('`') => break,
+                Some('\\') | None => return false,
+                Some(_) => end += 1,
+            }
+        }
+        let inner: String = self.s[self.i + 1..end].iter().collect();
+        let mut sub = Lexer::new(&inner, self.vars, self.mode);
+        sub.run();
+        for (mine, theirs) in self.used.iter_mut().zip(sub.used) {
+            *mine |= theirs;
+        }
+        self.poisoned |= sub.poisoned;
+        self.out.push('`');
+        for c in sub.out.chars() {
+            if c == '\\' || c == '`' {
+                self.out.push('\\');
+            }
+            self.out.push(c);
+        }
+        self.out.push('`');
+        self.i = end + 1;
+        true
+    }
     fn peek(&self, k: usize) -> Option<char> {
         self.s.get(self.i + k).copied()
     }
@@ -315,7 +358,6 @@ impl Lexer<'_> {
     }
 
     fn run(&mut self) {
-        let mut word_start = true;
         while let Some(c) = self.peek(0) {
             let top = *self.stack.last().unwrap_or(&Ctx::Bare);
             let certain = self.certain();
@@ -327,17 +369,12 @@ impl Lexer<'_> {
                 };
                 self.emit(index, spot);
                 self.i += len;
-                word_start = false;
+                self.word_start = false;
                 continue;
             }
             match top {
                 Ctx::Bare | Ctx::Sub(_) | Ctx::Arith(_) => {
-                    self.code_char(c, top, word_start);
-                    // (a `#` after these starts a comment)
-                    word_start = c.is_whitespace() || ";&|()<>".contains(c);
-                    if matches!(self.stack.last(), Some(Ctx::Sub(0))) && c == '(' {
-                        word_start = true;
-                    }
+                    self.word_start = self.code_char(c, top, self.word_start);
                 }
                 Ctx::Double => match c {
                     '\\' => self.copy(2),
@@ -406,20 +443,37 @@ impl Lexer<'_> {
         }
     }
 
-    /// One character of unquoted shell code (top level, `$(...)` or `$((...))`).
-    fn code_char(&mut self, c: char, top: Ctx, word_start: bool) {
+    /// One character (or escape, quoted string, opening) of unquoted shell code: top level,
+    /// `$(...)` or `$((...))`. Returns whether the next character starts a word (for `#`).
+    fn code_char(&mut self, c: char, top: Ctx, word_start: bool) -> bool {
         match c {
-            '\\' => self.copy(2),
-            '\'' => self.single_quoted(),
+            '\\' => {
+                // A line continuation is removed: the word state carries over it.
+                let continuation = self.peek(1) == Some('\n');
+                self.copy(2);
+                continuation && word_start
+            }
+            '\'' => {
+                self.single_quoted();
+                false
+            }
             '"' => {
                 self.copy(1);
                 self.stack.push(Ctx::Double);
+                false
             }
             '`' => {
-                self.copy(1);
-                self.stack.push(Ctx::Backtick);
+                if !self.plain_backtick() {
+                    self.copy(1);
+                    self.stack.push(Ctx::Backtick);
+                }
+                false
             }
-            '$' => self.dollar(),
+            '$' => {
+                self.word_start = false;
+                self.dollar();
+                self.word_start
+            }
             '#' if word_start && !matches!(top, Ctx::Arith(_)) => {
                 while let Some(c) = self.peek(0) {
                     if c == '\n' {
@@ -427,6 +481,7 @@ impl Lexer<'_> {
                     }
                     self.copy(1);
                 }
+                true
             }
             '(' => {
                 self.copy(1);
@@ -435,37 +490,52 @@ impl Lexer<'_> {
                     Ctx::Arith(d) => self.set_top(Ctx::Arith(d + 1)),
                     _ => {}
                 }
+                true
             }
             ')' => {
                 self.copy(1);
                 match top {
                     Ctx::Sub(0) => {
+                        // The end of `$(...)`: a word goes on after it.
                         self.stack.pop();
+                        false
                     }
-                    Ctx::Sub(d) => self.set_top(Ctx::Sub(d - 1)),
+                    Ctx::Sub(d) => {
+                        self.set_top(Ctx::Sub(d - 1));
+                        true
+                    }
                     Ctx::Arith(0) => {
                         if self.peek(0) == Some(')') {
                             self.copy(1);
                         }
                         self.stack.pop();
+                        false
                     }
-                    Ctx::Arith(d) => self.set_top(Ctx::Arith(d - 1)),
-                    _ => {}
+                    Ctx::Arith(d) => {
+                        self.set_top(Ctx::Arith(d - 1));
+                        true
+                    }
+                    _ => true,
                 }
             }
             '<' if self.peek(1) == Some('<')
                 && self.peek(2) != Some('<')
                 && !matches!(top, Ctx::Arith(_)) =>
             {
-                self.heredoc_operator()
+                self.heredoc_operator();
+                false
             }
             '\n' => {
                 self.copy(1);
                 if !self.heredocs.is_empty() {
                     self.heredoc_bodies();
                 }
+                true
             }
-            _ => self.copy(1),
+            _ => {
+                self.copy(1);
+                c.is_whitespace() || ";&|<>".contains(c)
+            }
         }
     }
 
@@ -502,6 +572,8 @@ impl Lexer<'_> {
             Some('(') => {
                 self.copy(2);
                 self.stack.push(Ctx::Sub(0));
+                // A command starts: `$(# ...` is a comment.
+                self.word_start = true;
             }
             Some('\'') if !matches!(self.stack.last(), Some(Ctx::Double)) => {
                 // bash's $'...' (escapes, `\'` does not end it); dash reads `$` then '...'.
@@ -723,7 +795,14 @@ impl WakeHandle {
                 // Reap the shell while the group is being killed, so that its zombie does not
                 // count as a live member.
                 let pgid = self.pgid;
-                let _ = tokio::join!(kill_process_group(pgid, KILL_GRACE), self.child.wait());
+                let child = &mut self.child;
+                let reap = tokio::time::timeout(KILL_GRACE + Duration::from_secs(1), child.wait());
+                let (_, reaped) = tokio::join!(kill_process_group(pgid, KILL_GRACE), reap);
+                if !matches!(reaped, Ok(Ok(_))) {
+                    // Not in its group any more (it called setpgid/setsid): the shell itself.
+                    let _ = self.child.start_kill();
+                    let _ = self.child.wait().await;
+                }
                 WakeOutcome::Timeout
             }
         }
@@ -994,6 +1073,18 @@ mod tests {
         }
         // `#` inside a word is not a comment.
         assert_eq!(render_sh("echo a#${TASK_ID}", &v), "echo a#'task-1'");
+        assert_eq!(render_sh("echo $(echo)#${TASK_ID}", &v), "echo $(echo)#'task-1'");
+        assert_eq!(render_sh("echo \\ #${TASK_ID}", &v), "echo \\ #'task-1'");
+        assert_eq!(render_sh("echo \\#${TASK_ID}", &v), "echo \\#'task-1'");
+        assert_eq!(render_sh("echo \"x\"#${TASK_ID}", &v), "echo \"x\"#'task-1'");
+        // Comments inside `$(...)`, also within double quotes.
+        for t in [
+            "echo \"$(# ${TASK_ID}\necho)\"",
+            "echo $( # ${TASK_ID}\necho)",
+            "(#${TASK_ID}\n)",
+        ] {
+            assert_eq!(render_sh(t, &v), t, "{t}");
+        }
     }
 
     #[test]
@@ -1001,8 +1092,19 @@ mod tests {
         let v = vars("x");
         let e = "${AGENTCOM_V_TASK_ID}";
         assert_eq!(
-            render_sh("echo `echo ${TASK_ID}`", &v),
-            format!("echo `echo {e}`")
+            render_sh("echo \"`echo ${TASK_ID}`\"", &v),
+            format!("echo \"`echo {e}`\"")
+        );
+        assert_eq!(
+            render_sh("echo `echo \\${TASK_ID}`", &v),
+            "echo `echo \\${TASK_ID}`"
+        );
+        // A plain backquote is a script of its own: exact, escaped for the backquote.
+        assert_eq!(render_sh("echo `echo ${TASK_ID}`", &v), "echo `echo 'task-1'`");
+        let w = vars("a`b\\c");
+        assert_eq!(
+            render_sh("echo `echo \"${TASK_DESCRIPTION}\"`", &w),
+            "echo `echo \"\"'a\\`b\\\\c'\"\"`"
         );
         assert_eq!(
             render_sh("echo \"${X:-${TASK_ID}}\"", &v),
@@ -1207,6 +1309,18 @@ mod tests {
             // Command substitution drops trailing newlines.
             let strip = |v: &str| v.trim_end_matches('\n').to_string();
             check_all("printf %s \"`printf %s \"${TASK_DESCRIPTION}\"`\" > out", strip);
+            check_all(
+                "printf %s `printf %s ${TASK_DESCRIPTION}`#${TASK_ID} > out",
+                |v| {
+                    // Unquoted: field splitting (spaces, tabs, newlines) and globbing of the result.
+                    format!("{}#task-1", v.split([' ', '\t', '\n']).collect::<String>())
+                },
+            );
+            // Single quotes inside backquotes inside double quotes: safe, but not the value.
+            check_all("printf %s \"`printf %s '${TASK_DESCRIPTION}'`\" > out", |_| {
+                "${AGENTCOM_V_TASK_DESCRIPTION}".into()
+            });
+            check_all("`printf %s \"${TASK_DESCRIPTION}\" > out`", |v| v.to_string());
             check_all("printf %s \"$(printf %s \"${TASK_DESCRIPTION}\")\" > out", strip);
             check_all("printf %s \"$(printf %s ${TASK_DESCRIPTION})\" > out", strip);
             check_all(
@@ -1223,6 +1337,14 @@ mod tests {
                 "printf %s \"${TASK_DESCRIPTION}\" > out # ${TASK_DESCRIPTION}",
                 |v| v.to_string(),
             );
+            check_all("printf %s \\ #${TASK_DESCRIPTION}# > out", |v| format!(" #{v}#"));
+            check_all(
+                "printf %s \"$(printf %s x # ${TASK_DESCRIPTION}\n)\" > out",
+                |_| "x".into(),
+            );
+            check_all("printf %s $(printf %s x)#${TASK_DESCRIPTION} > out", |v| {
+                format!("x#{v}")
+            });
         }
 
         #[test]
