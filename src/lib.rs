@@ -4,12 +4,14 @@ pub mod config;
 pub mod demo;
 pub mod event_log;
 pub mod hub;
+pub mod init;
 pub mod link;
 pub mod lock;
 pub mod protocol;
 pub mod relay;
 pub mod shutdown;
 pub mod status;
+pub mod trial;
 
 /// The process exit codes, documented in `--help`.
 pub mod exit_code {

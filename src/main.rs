@@ -8,7 +8,8 @@ use agentcom_sidecar::lock::InstanceLock;
 use agentcom_sidecar::relay::runtime::RelayRuntime;
 use agentcom_sidecar::shutdown::Signals;
 use agentcom_sidecar::status::{self, StatusBoard};
-use agentcom_sidecar::{demo, exit_code};
+use agentcom_sidecar::{demo, exit_code, init, trial};
+use std::time::Duration;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,59 @@ or not, and says which. With --json, `running` and `connection` are always prese
         #[arg(long)]
         json: bool,
     },
+    /// Run one task through your own wake_command and agent, against an embedded hub.
+    #[command(
+        long_about = "Run one task through your own wake_command and results contract, against an embedded \
+hub on loopback: no real hub is involved. Each step is printed with its time; on failure it says what \
+the agent did not do (no .started file, no result, a malformed result, a failing wake command).\n\n\
+It uses the config's agent_id, wake_command, results_dir and timeouts; the hub, token, queue and log \
+are private to the run. Stop the daemon first: it watches the same results folder.",
+        after_help = "Examples:\n  agentcom-sidecar try \"Add a README section\"\n  agentcom-sidecar try --config ./config.json --timeout 120 \"say hello\""
+    )]
+    Try {
+        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        timeout: u64,
+        /// The task's description.
+        description: String,
+    },
+    /// Write a config file (mode 600) and print the next steps.
+    #[command(
+        long_about = "Write a valid config file, readable by its owner only (it names the token and the \
+wake command), and print the next steps. It never overwrites a file unless --force is given.\n\n\
+The token is not written into the config: give --token-file (a file holding the token, also mode 600), \
+or set AGENTCOM_TOKEN in the sidecar's environment.",
+        after_help = "Example:\n  agentcom-sidecar init --agent-id my-agent --hub-url ws://hub.local:4000/ws \\\n      --token-file ~/.config/agentcom/token --wake-command 'my-agent --task-file ${TASK_FILE}'"
+    )]
+    Init {
+        /// Where to write it [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The agent's id on the hub.
+        #[arg(long, value_name = "ID")]
+        agent_id: String,
+        /// The hub's WebSocket URL, e.g. ws://hub.local:4000/ws.
+        #[arg(long, value_name = "URL")]
+        hub_url: String,
+        /// A file holding the token (relative paths resolve against the config's folder).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The display name [default: the agent id].
+        #[arg(long)]
+        name: Option<String>,
+        /// Capabilities, comma-separated (e.g. code,review).
+        #[arg(long, value_delimiter = ',')]
+        capabilities: Vec<String>,
+        /// The command that wakes the agent (see the README's agent contract).
+        #[arg(long, value_name = "CMD")]
+        wake_command: Option<String>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// The demo's sample agent (run by the demo's wake_command).
     #[command(hide = true)]
     SampleAgent,
@@ -82,6 +136,20 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime.block_on(run(config.unwrap_or_else(default_config_path))),
         Command::Demo => runtime.block_on(demo::run()),
         Command::SampleAgent => demo::sample_agent(),
+        Command::Try { config, timeout, description } => {
+            let path = config.unwrap_or_else(default_config_path);
+            match Config::load(&path) {
+                Ok(config) => runtime.block_on(trial::run(config, description, Duration::from_secs(timeout))),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(exit_code::CONFIG)
+                }
+            }
+        }
+        Command::Init { config, agent_id, hub_url, token_file, name, capabilities, wake_command, force } => {
+            let path = config.unwrap_or_else(default_config_path);
+            init::run(&path, init::InitArgs { agent_id, hub_url, token_file, name, capabilities, wake_command }, force)
+        }
         Command::Status { config, json } => status_command(config.unwrap_or_else(default_config_path), json),
     }
 }
