@@ -1367,6 +1367,101 @@ mod tests {
                 .prop_map(|v| v.into_iter().collect())
         }
 
+        /// Pieces of shell syntax, none of which runs anything that could create `pwned`.
+        const FRAGMENTS: &[&str] = &[
+            "printf %s ",
+            " ",
+            "\"",
+            "'",
+            "`",
+            "$(",
+            ")",
+            "(",
+            "#",
+            "\n",
+            "\\",
+            ";",
+            "|",
+            "&",
+            "x",
+            "{",
+            "}",
+            "${X:-",
+            "$'",
+            "$((",
+            "<<E\n",
+            "<<'E'\n",
+            "<<-E\n",
+            "E\n",
+            "\tE\n",
+            "${TASK_DESCRIPTION}",
+            "${TASK_ID}",
+            "${TASK_JSON}",
+            "$",
+            "=",
+        ];
+
+        /// Values that create `pwned` if any part of them is ever parsed as code. (Words split off
+        /// them are harmless: `touch${IFS}pwned` is no command.)
+        const ATTACKS: &[&str] = &[
+            "$(touch${IFS}pwned)",
+            "`touch${IFS}pwned`",
+            "';touch${IFS}pwned;'",
+            "\";touch${IFS}pwned;\"",
+            "\ntouch${IFS}pwned\n",
+            "x\nE\ntouch${IFS}pwned\nE\n",
+            "'\\''$(touch${IFS}pwned)",
+            "$(touch${IFS}pwned)\\",
+            "})$(touch${IFS}pwned)",
+            "\"'`$(touch${IFS}pwned)`'\"",
+            "\\`touch${IFS}pwned\\`",
+            "#\ntouch${IFS}pwned",
+        ];
+
+        fn template() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(FRAGMENTS), 0..14).prop_map(|v| v.concat())
+        }
+
+        /// Run `text` with `shell` in a fresh folder; whatever it does, `pwned` must not appear.
+        fn no_injection(shell: &str, text: &str, v: &WakeVars) -> Result<(), TestCaseError> {
+            let dir = Dir::new();
+            std::process::Command::new(shell)
+                .arg("-c")
+                .arg(text)
+                .current_dir(&dir.0)
+                .envs(v.env_entries())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            prop_assert!(
+                !dir.0.join("pwned").exists(),
+                "{} ran the value in {:?}",
+                shell,
+                text
+            );
+            Ok(())
+        }
+
+        proptest! {
+            // AGENTCOM_WAKE_FUZZ_CASES=5000 for a longer campaign.
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("AGENTCOM_WAKE_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(96),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+            #[test]
+            fn arbitrary_templates_never_run_values(t in template(), attack in prop::sample::select(ATTACKS)) {
+                let v = vars(attack);
+                let text = render_sh(&t, &v);
+                no_injection("/bin/sh", &text, &v)?;
+                if Path::new("/bin/bash").exists() {
+                    no_injection("/bin/bash", &text, &v)?;
+                }
+            }
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
             #[test]
