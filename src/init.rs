@@ -30,7 +30,10 @@ pub fn config_text(args: &InitArgs) -> String {
         config.insert("token_file".into(), file.display().to_string().into());
     }
     config.insert("hub_url".into(), args.hub_url.clone().into());
-    config.insert("name".into(), args.name.clone().unwrap_or_else(|| args.agent_id.clone()).into());
+    config.insert(
+        "name".into(),
+        args.name.clone().unwrap_or_else(|| args.agent_id.clone()).into(),
+    );
     config.insert("capabilities".into(), args.capabilities.clone().into());
     if let Some(wake) = &args.wake_command {
         config.insert("wake_command".into(), wake.clone().into());
@@ -53,7 +56,13 @@ pub fn run(path: &Path, args: InitArgs, force: bool) -> ExitCode {
     let text = config_text(&args);
     // Check it as `run` will, before writing anything (a token from the environment or the token
     // file makes it complete; without one, say how to give it).
-    if let Err(e) = Config::parse(&text.replace("\"agent_id\"", "\"token\": \"placeholder-for-the-check\",\n  \"agent_id\""), &path) {
+    if let Err(e) = Config::parse(
+        &text.replace(
+            "\"agent_id\"",
+            "\"token\": \"placeholder-for-the-check\",\n  \"agent_id\"",
+        ),
+        &path,
+    ) {
         eprintln!("error: that would not be a valid config: {e}");
         return ExitCode::from(crate::exit_code::CONFIG);
     }

@@ -9,10 +9,10 @@ use agentcom_sidecar::relay::runtime::RelayRuntime;
 use agentcom_sidecar::shutdown::Signals;
 use agentcom_sidecar::status::{self, StatusBoard};
 use agentcom_sidecar::{demo, exit_code, init, trial};
-use std::time::Duration;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -136,7 +136,11 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime.block_on(run(config.unwrap_or_else(default_config_path))),
         Command::Demo => runtime.block_on(demo::run()),
         Command::SampleAgent => demo::sample_agent(),
-        Command::Try { config, timeout, description } => {
+        Command::Try {
+            config,
+            timeout,
+            description,
+        } => {
             let path = config.unwrap_or_else(default_config_path);
             match Config::load(&path) {
                 Ok(config) => runtime.block_on(trial::run(config, description, Duration::from_secs(timeout))),
@@ -146,9 +150,29 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Init { config, agent_id, hub_url, token_file, name, capabilities, wake_command, force } => {
+        Command::Init {
+            config,
+            agent_id,
+            hub_url,
+            token_file,
+            name,
+            capabilities,
+            wake_command,
+            force,
+        } => {
             let path = config.unwrap_or_else(default_config_path);
-            init::run(&path, init::InitArgs { agent_id, hub_url, token_file, name, capabilities, wake_command }, force)
+            init::run(
+                &path,
+                init::InitArgs {
+                    agent_id,
+                    hub_url,
+                    token_file,
+                    name,
+                    capabilities,
+                    wake_command,
+                },
+                force,
+            )
         }
         Command::Status { config, json } => status_command(config.unwrap_or_else(default_config_path), json),
     }

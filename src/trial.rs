@@ -15,7 +15,10 @@ use tokio::time::{sleep, Instant};
 
 /// How `try` ended, as an exit code: 0 the task completed, 1 it did not.
 pub async fn run(mut config: Config, description: String, timeout: Duration) -> ExitCode {
-    let state_dir = config.queue_file.parent().map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let state_dir = config
+        .queue_file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
     if let Some(pid) = InstanceLock::holder(&state_dir) {
         let who = pid.map_or("a sidecar".to_owned(), |p| format!("a sidecar (PID {p})"));
         eprintln!(
@@ -60,7 +63,15 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
     let stop = async move { stop_rx.await.unwrap_or_default() };
-    let link = socket::run(policy, NetConnector, &config.hub_url, &mut log, stop, Some(&mut relay), None);
+    let link = socket::run(
+        policy,
+        NetConnector,
+        &config.hub_url,
+        &mut log,
+        stop,
+        Some(&mut relay),
+        None,
+    );
     let watch = async {
         let verdict = watch(&hub, &captured, &config, description, timeout).await;
         let _ = stop_tx.send("try finished".into());
@@ -82,14 +93,24 @@ async fn watch(
     let start = Instant::now();
     let say = |line: String| println!("{:>8.3}s  {line}", start.elapsed().as_secs_f64());
     // Wait for the sidecar side to identify.
-    while !captured.lock().map(|e| e.iter().any(|e| matches!(e, Event::Identified { .. }))).unwrap_or(false) {
+    while !captured
+        .lock()
+        .map(|e| e.iter().any(|e| matches!(e, Event::Identified { .. })))
+        .unwrap_or(false)
+    {
         if start.elapsed() > Duration::from_secs(10) {
-            say("the sidecar did not identify with the embedded hub (this is a bug: please report it)".into());
+            say(
+                "the sidecar did not identify with the embedded hub (this is a bug: please report it)".into(),
+            );
             return ExitCode::FAILURE;
         }
         sleep(Duration::from_millis(10)).await;
     }
-    let task_id = hub.submit_task(TaskSpec { description: description.clone(), max_retries: 1, ..TaskSpec::default() });
+    let task_id = hub.submit_task(TaskSpec {
+        description: description.clone(),
+        max_retries: 1,
+        ..TaskSpec::default()
+    });
     say(format!("task {task_id} assigned: {description:?}"));
     let mut seen = captured.lock().map(|e| e.len()).unwrap_or(0);
     let mut story = Story::default();
@@ -143,7 +164,12 @@ impl Story {
                 self.woken = true;
                 format!("running wake_command (attempt {attempt})")
             }
-            Event::WakeFinished { attempt, status, error, .. } => {
+            Event::WakeFinished {
+                attempt,
+                status,
+                error,
+                ..
+            } => {
                 if let Some(e) = error {
                     self.wake_error = Some(e.clone());
                 }
@@ -152,7 +178,9 @@ impl Story {
                     None => format!("wake_command attempt {attempt} exited: {status}"),
                 }
             }
-            Event::WakeRetryScheduled { delay_ms, attempt, .. } => {
+            Event::WakeRetryScheduled {
+                delay_ms, attempt, ..
+            } => {
                 format!("retrying the wake in {} s (attempt {attempt})", delay_ms / 1000)
             }
             Event::AgentStarted { task_id } => {
@@ -165,7 +193,7 @@ impl Story {
             }
             Event::TaskOutcome { outcome, .. } => {
                 self.result = true;
-                format!("result read: {outcome}")
+                format!("outcome: {outcome}")
             }
             Event::ConfirmationTimeout { waited_ms, .. } => format!("no .started within {waited_ms} ms"),
             Event::OutcomeAcknowledged { .. } => "the hub acknowledged the outcome".into(),
@@ -175,11 +203,27 @@ impl Story {
 
     fn diagnose(&self, reason: &str, config: &Config, task_id: &str) -> String {
         let dir = config.results_dir.display();
-        let log = config.results_dir.join("logs").join(format!("{task_id}.wake.log"));
+        let log = config
+            .results_dir
+            .join("logs")
+            .join(format!("{task_id}.wake.log"));
         let tail = std::fs::read_to_string(&log)
-            .map(|t| t.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n    "))
+            .map(|t| {
+                t.lines()
+                    .rev()
+                    .take(10)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n    ")
+            })
             .unwrap_or_default();
-        let output = if tail.is_empty() { String::new() } else { format!("\nits output ({}):\n    {tail}", log.display()) };
+        let output = if tail.is_empty() {
+            String::new()
+        } else {
+            format!("\nits output ({}):\n    {tail}", log.display())
+        };
         if !self.woken {
             return format!("failed: the wake command never ran ({reason}).");
         }
