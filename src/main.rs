@@ -74,6 +74,12 @@ async fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::from(exit_code::CONFIG);
         }
     };
+    // TODO(ca_file): config.ca_file once Config has it.
+    let net = NetOptions::from_env(None);
+    if let Err(e) = net.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit_code::CONFIG);
+    }
     let mut log = match EventLog::open(&config.log_file, &config.agent_id, true) {
         Ok(log) => log,
         Err(e) => {
@@ -110,12 +116,6 @@ async fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::from(exit_code::FATAL);
         }
     };
-    // TODO(ca_file): config.ca_file once Config has it.
-    let net = NetOptions::from_env(None);
-    if let Err(e) = net.check() {
-        eprintln!("error: {e}");
-        return ExitCode::from(exit_code::CONFIG);
-    }
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     socket::run(
         policy,

@@ -590,3 +590,41 @@ fn no_proxy_matching() {
         );
     }
 }
+
+#[test]
+fn the_binary_refuses_an_unusable_proxy_before_connecting() {
+    let dir = TempDir::new("net-bin-proxy");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let hub_url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let config = dir.join("config.json");
+    support::write_private(
+        &config,
+        &support::config_json("agent-1", "tok", &hub_url, serde_json::json!({})),
+    );
+    let mut command = support::binary();
+    for name in [
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        command.env_remove(name);
+    }
+    // The child's environment only: this process's stays untouched.
+    let out = command
+        .env("http_proxy", "socks5://user:topsecret@127.0.0.1:1080")
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "stderr:\n{stderr}");
+    assert!(stderr.starts_with("error: HTTP_PROXY: "), "{stderr}");
+    assert!(stderr.contains("only http:// proxies"), "{stderr}");
+    assert!(!stderr.contains("topsecret"), "{stderr}");
+    assert!(listener.accept().is_err(), "the sidecar connected anyway");
+}
