@@ -16,9 +16,10 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OnceCell;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -471,8 +472,9 @@ pub struct NetConnector {
 #[derive(Default)]
 struct Inner {
     options: NetOptions,
-    /// Built on the first `wss://` connect, then shared.
-    tls: OnceLock<Result<Arc<ClientConfig>, String>>,
+    /// Built on the first `wss://` connect (off the runtime's thread: it reads the system's
+    /// certificate store), then shared.
+    tls: OnceCell<Result<Arc<ClientConfig>, String>>,
 }
 
 impl fmt::Debug for NetConnector {
@@ -495,7 +497,7 @@ impl NetConnector {
         NetConnector {
             inner: Arc::new(Inner {
                 options,
-                tls: OnceLock::new(),
+                tls: OnceCell::new(),
             }),
         }
     }
@@ -505,10 +507,16 @@ impl NetConnector {
         &self.inner.options
     }
 
-    fn tls(&self) -> Result<Arc<ClientConfig>, ConnectError> {
+    async fn tls(&self) -> Result<Arc<ClientConfig>, ConnectError> {
+        let ca_file = self.inner.options.ca_file.clone();
         self.inner
             .tls
-            .get_or_init(|| tls_config(self.inner.options.ca_file.as_deref()))
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || tls_config(ca_file.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("cannot load the trusted certificates: {e}")))
+            })
+            .await
             .clone()
             .map_err(|reason| ConnectError::Tls { reason })
     }
@@ -516,7 +524,7 @@ impl NetConnector {
     /// Connect to `url` (`ws://` or `wss://`), with a [`ConnectError`] on failure.
     pub async fn connect_classified(&self, url: &str) -> Result<WebSocketStream<NetStream>, ConnectError> {
         let target = Target::parse(url)?;
-        let tls = if target.tls { Some(self.tls()?) } else { None };
+        let tls = if target.tls { Some(self.tls().await?) } else { None };
         let options = &self.inner.options;
         let proxy = options
             .proxy
