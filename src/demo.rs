@@ -8,8 +8,9 @@
 use crate::config::Config;
 use crate::event_log::EventLog;
 use crate::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
+use crate::link::connect::{NetConnector, NetOptions, ProxyConfig};
 use crate::link::policy::{LinkPolicy, LinkSettings};
-use crate::link::socket::{self, NetConnector};
+use crate::link::socket;
 use crate::relay::runtime::RelayRuntime;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -73,7 +74,11 @@ async fn script() -> Result<PathBuf, String> {
     };
     let link = socket::run(
         policy,
-        NetConnector,
+        // The embedded hub is on loopback: never through a proxy from the environment.
+        NetConnector::new(NetOptions {
+            proxy: ProxyConfig::default(),
+            ..NetOptions::from_env(None)
+        }),
         &config.hub_url,
         &mut log,
         stop,

@@ -2,8 +2,9 @@
 
 use agentcom_sidecar::config::{default_config_path, Config};
 use agentcom_sidecar::event_log::{Event, EventLog};
+use agentcom_sidecar::link::connect::{NetConnector, NetOptions};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
-use agentcom_sidecar::link::socket::{self, NetConnector, RunEnd};
+use agentcom_sidecar::link::socket::{self, RunEnd};
 use agentcom_sidecar::lock::InstanceLock;
 use agentcom_sidecar::relay::runtime::RelayRuntime;
 use agentcom_sidecar::shutdown::Signals;
@@ -210,6 +211,12 @@ async fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::from(exit_code::CONFIG);
         }
     };
+    // TODO(ca_file): config.ca_file once Config has it.
+    let net = NetOptions::from_env(None);
+    if let Err(e) = net.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit_code::CONFIG);
+    }
     let mut log = match EventLog::open(&config.log_file, &config.agent_id, true) {
         Ok(log) => log,
         Err(e) => {
@@ -262,7 +269,7 @@ async fn run(config_path: PathBuf) -> ExitCode {
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let end = socket::run(
         policy,
-        NetConnector,
+        NetConnector::new(net),
         &config.hub_url,
         &mut log,
         signals.recv(),

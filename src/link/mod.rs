@@ -2,6 +2,7 @@
 //! async [`socket`] driver that carries out its actions on a real WebSocket.
 
 pub mod backoff;
+pub mod connect;
 pub mod policy;
 pub mod socket;
 

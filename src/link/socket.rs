@@ -2,7 +2,8 @@
 //!
 //! All decisions live in the policy; this file only carries out its [`Action`]s and turns what
 //! happens on the socket into [`Input`]s. A [`Connector`] makes the WebSocket, so tests can hand
-//! the driver in-memory streams and run it on tokio's paused clock.
+//! the driver in-memory streams and run it on tokio's paused clock; the network one is
+//! [`super::connect::NetConnector`].
 
 use super::policy::{Action, Input, LinkPolicy};
 use crate::event_log::EventLog;
@@ -41,43 +42,6 @@ pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
-}
-
-/// Connects over TCP, with TLS (rustls, the system's roots) for `wss://`.
-#[derive(Debug, Clone, Default)]
-pub struct NetConnector;
-
-impl Connector for NetConnector {
-    type Stream = tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>;
-
-    fn connect(&self, url: &str) -> ConnectFuture<Self::Stream> {
-        let url = url.to_owned();
-        Box::pin(async move {
-            let (ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
-                url.as_str(),
-                Some(websocket_config()),
-                true,
-                None,
-            )
-            .await
-            .map_err(|e| describe_connect_error(&e))?;
-            Ok(ws)
-        })
-    }
-}
-
-fn describe_connect_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
-    use tokio_tungstenite::tungstenite::Error;
-    match e {
-        Error::Http(response) => format!(
-            "the server answered HTTP {} instead of upgrading to a WebSocket: is hub_url's path right (usually /ws)?",
-            response.status()
-        ),
-        Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            "connection refused: is the hub running, and is the port in hub_url right?".to_owned()
-        }
-        other => other.to_string(),
-    }
 }
 
 /// Why [`run`] returned.
