@@ -121,6 +121,10 @@ async fn round_trip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 enum ProxyMode {
     Tunnel,
     Refuse407,
+    /// Answers 200 and then bytes of its own before the client has spoken.
+    Chatty,
+    /// Answers with something that is not HTTP.
+    NotHttp,
 }
 
 /// A tiny HTTP CONNECT proxy on 127.0.0.1; records each request head it receives.
@@ -175,6 +179,15 @@ async fn proxy_one(mut client: TcpStream, mode: ProxyMode, seen: Arc<Mutex<Vec<S
 Proxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n",
                 )
                 .await;
+        }
+        ProxyMode::Chatty => {
+            let _ = client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\nSURPRISE")
+                .await;
+            let _ = client.read(&mut byte).await;
+        }
+        ProxyMode::NotHttp => {
+            let _ = client.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
         }
         ProxyMode::Tunnel => {
             let target = head
@@ -430,6 +443,25 @@ async fn a_proxy_answering_407_is_a_proxy_error() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert_eq!(proxy.heads().len(), 1);
     assert!(proxy.heads()[0].starts_with("CONNECT 127.0.0.1:9 HTTP/1.1\r\n"));
+}
+
+#[tokio::test]
+async fn a_proxy_that_talks_out_of_turn_or_not_http_is_a_proxy_error() {
+    for (mode, want) in [
+        (ProxyMode::Chatty, "unexpected bytes after its CONNECT answer"),
+        (ProxyMode::NotHttp, "something that is not HTTP"),
+    ] {
+        let proxy = Proxy::start(mode).await;
+        let config = ProxyConfig {
+            http: Some(proxy.url()),
+            ..ProxyConfig::default()
+        };
+        let (options, _) = options(None, config);
+        match connect(options, "ws://127.0.0.1:9/ws").await.unwrap_err() {
+            ConnectError::Proxy { reason } => assert!(reason.contains(want), "{reason}"),
+            other => panic!("expected a proxy error, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
