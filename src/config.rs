@@ -277,6 +277,14 @@ pub enum ConfigErrorKind {
         /// What it is, e.g. "a number".
         found: &'static str,
     },
+    /// The config file or the token file can be read or written by its group or by others
+    /// (Unix only; `--allow-insecure-permissions` skips the check).
+    InsecurePermissions {
+        /// The file: the config file itself, or its `token_file`.
+        file: PathBuf,
+        /// Its permission bits (`mode & 0o7777`).
+        mode: u32,
+    },
     /// `$AGENTCOM_TOKEN` is set, but its value cannot be a hub token.
     EnvToken {
         /// What is wrong and what to do; it follows "the AGENTCOM_TOKEN environment variable ".
@@ -370,6 +378,41 @@ impl fmt::Display for ConfigError {
                     write!(f, "\nhelp: for example:\n    {}", example_line(base))?;
                 }
                 Ok(())
+            }
+            ConfigErrorKind::InsecurePermissions { file, mode } => {
+                let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
+                    (true, true) => "its group and by others",
+                    (true, false) => "its group",
+                    _ => "others",
+                };
+                let how = match (mode & 0o044 != 0, mode & 0o022 != 0) {
+                    (true, true) => "read and written",
+                    (false, true) => "written",
+                    _ => "read",
+                };
+                let quoted = shell_quote(&file.to_string_lossy());
+                if *file == self.path {
+                    write!(
+                        f,
+                        "config file {path} can be {how} by {who} (mode {mode:04o})\n\
+                         why: it holds the hub token and the wake command: anyone who can write it can run \
+                         commands as the sidecar's user, and anyone who can read it can connect to the hub as this agent"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "token file {} (the `token_file` of {path}) can be {how} by {who} (mode {mode:04o})\n\
+                         why: it holds the hub token: anyone who can read it can connect to the hub as this agent, \
+                         and anyone who can write it can change which agent the sidecar runs as",
+                        file.display()
+                    )?;
+                }
+                write!(
+                    f,
+                    "\nhelp: as the file's owner, run `chmod 600 {quoted}`\n\
+                     help: to start anyway (only on a machine where every user is trusted), \
+                     run with `--allow-insecure-permissions`"
+                )
             }
             ConfigErrorKind::EnvToken { message } => write!(
                 f,
@@ -579,6 +622,23 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
         .collect()
 }
 
+/// Refuses a file that its group or others may read or write (`mode & 0o077 != 0`): it holds the
+/// hub token (and, for the config file, the wake command). Returns the file's permission bits on
+/// refusal. A file whose metadata cannot be read passes: reading it will report the problem.
+#[cfg(unix)]
+fn insecure_mode(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// On Windows nothing is checked: files there have ACLs, not mode bits, and a file in the user's
+/// profile is private by default.
+#[cfg(not(unix))]
+fn insecure_mode(_file: &Path) -> Option<u32> {
+    None
+}
+
 /// Makes a path absolute (against the current directory) without touching the file system.
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -589,6 +649,8 @@ struct Builder<'a> {
     path: &'a Path,
     obj: serde_json::Map<String, Value>,
     warnings: Vec<String>,
+    /// Refuse a token file its group or others may read or write.
+    check_permissions: bool,
 }
 
 impl Builder<'_> {
@@ -772,6 +834,14 @@ impl Builder<'_> {
             return Err(fail(format!(
                 "names {shown}, which is a folder\nhelp: name the file that holds the token"
             )));
+        }
+        if self.check_permissions {
+            if let Some(mode) = insecure_mode(file) {
+                return Err(self.err(ConfigErrorKind::InsecurePermissions {
+                    file: file.to_path_buf(),
+                    mode,
+                }));
+            }
         }
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
@@ -1004,7 +1074,9 @@ impl Config {
         Config::load_with(path, &LoadOptions::from_env())
     }
 
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`. On Unix, a config file or token file that
+    /// its group or others may read or write is refused ([`ConfigErrorKind::InsecurePermissions`])
+    /// unless `opts.allow_insecure_permissions`; on Windows nothing is checked.
     pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
         let abs = absolute(path);
         let fail = |kind| ConfigError {
@@ -1015,6 +1087,16 @@ impl Config {
             return Err(fail(ConfigErrorKind::Unreadable(std::io::Error::other(
                 "it is a directory; give the path of the JSON file itself",
             ))));
+        }
+        // Before anything reads the token or connects: a file others can write is a way to run
+        // commands as this user.
+        if !opts.allow_insecure_permissions {
+            if let Some(mode) = insecure_mode(&abs) {
+                return Err(fail(ConfigErrorKind::InsecurePermissions {
+                    file: abs.clone(),
+                    mode,
+                }));
+            }
         }
         let text = match std::fs::read_to_string(&abs) {
             Ok(t) => t,
@@ -1033,7 +1115,8 @@ impl Config {
     }
 
     /// Validates config text. `path` names the file in messages and anchors relative paths; a
-    /// `token_file` is read from disk.
+    /// `token_file` is read from disk, and refused, like the config file in [`Config::load_with`],
+    /// when its group or others may read or write it, unless `opts.allow_insecure_permissions`.
     pub fn parse_with(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
         let path = absolute(path);
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -1053,6 +1136,7 @@ impl Config {
             path: &path,
             obj,
             warnings: Vec::new(),
+            check_permissions: !opts.allow_insecure_permissions,
         };
 
         // agent_id's messages never echo a value, so it can come before the token is known.
@@ -1302,13 +1386,15 @@ impl Config {
         let log_keep = match b.opt_uint("log_keep", "a whole number from 1 to 100")? {
             None => DEFAULT_LOG_KEEP,
             Some(n @ 1..=100) => n as u32,
-            Some(n) => return Err(b.invalid(
-                "log_keep",
-                format!(
+            Some(n) => {
+                return Err(b.invalid(
+                    "log_keep",
+                    format!(
                     "is {n}, but it must be from 1 to {MAX_LOG_KEEP} (how many rotated log files are kept)\n\
                          help: the default is {DEFAULT_LOG_KEEP}"
                 ),
-            )),
+                ))
+            }
         };
         let report_resources = match b.get("report_resources") {
             None => true,
@@ -1605,12 +1691,13 @@ mod tests {
 
         let bad = dir.join("latin1.json");
         std::fs::write(&bad, b"{\"agent_id\":\"\xe9\"}").unwrap();
+        set_private(&bad);
         let e = Config::load(&bad).unwrap_err();
         assert!(matches!(e.kind, ConfigErrorKind::Unreadable(_)));
         assert!(e.to_string().contains("UTF-8"), "{e}");
 
         let good = dir.join("config.json");
-        std::fs::write(&good, minimal()).unwrap();
+        write_private(&good, &minimal());
         let c = Config::load(&good).unwrap();
         assert_eq!(c.results_dir, dir.join("results"));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -1979,11 +2066,107 @@ mod tests {
     /// Writes `text` to `path`, readable and writable only by its owner.
     fn write_private(path: &Path, text: &str) {
         std::fs::write(path, text).unwrap();
+        set_private(path);
+    }
+
+    fn set_private(path: &Path) {
         #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        set_mode(path, 0o600);
+    }
+
+    #[cfg(unix)]
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn insecure_permissions_are_refused() {
+        let dir = temp_dir("permissions");
+        let cfg = dir.join("config.json");
+        let token_path = dir.join("token");
+        write_private(&token_path, FILE_TOKEN);
+        let strict = LoadOptions::default();
+        let lax = LoadOptions {
+            env_token: None,
+            allow_insecure_permissions: true,
+        };
+
+        for (mode, shown, how) in [
+            (0o644, "0644", "can be read by its group and by others"),
+            (0o640, "0640", "can be read by its group (mode"),
+            (0o606, "0606", "can be read and written by others"),
+            (0o620, "0620", "can be written by its group"),
+        ] {
+            write_private(&cfg, &minimal());
+            set_mode(&cfg, mode);
+            let e = Config::load_with(&cfg, &strict).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(e.kind, ConfigErrorKind::InsecurePermissions { ref file, mode: m } if *file == cfg && m == mode),
+                "{msg}"
+            );
+            assert!(
+                msg.starts_with(&format!("config file {} {how}", cfg.display())),
+                "{msg}"
+            );
+            assert!(msg.contains(&format!("(mode {shown})")), "{msg}");
+            assert!(
+                msg.contains("anyone who can write it can run commands as the sidecar's user"),
+                "{msg}"
+            );
+            assert!(msg.contains(&format!("chmod 600 {}", cfg.display())), "{msg}");
+            assert!(msg.contains("--allow-insecure-permissions"), "{msg}");
+            assert!(!msg.contains(TOKEN), "{msg}");
+            // Allowed on request.
+            assert!(Config::load_with(&cfg, &lax).is_ok());
         }
+        // 0600 and 0400 pass; so does 0700 (the owner's bits are the owner's business).
+        for mode in [0o600, 0o400, 0o700] {
+            set_mode(&cfg, mode);
+            assert!(Config::load_with(&cfg, &strict).is_ok(), "{mode:o}");
+        }
+
+        // The token file too, through load_with and parse_with alike.
+        write_private(&cfg, &without("token").replace('}', r#","token_file":"token"}"#));
+        assert_eq!(
+            Config::load_with(&cfg, &strict).unwrap().token.expose(),
+            FILE_TOKEN
+        );
+        set_mode(&token_path, 0o644);
+        for e in [
+            Config::load_with(&cfg, &strict).unwrap_err(),
+            Config::parse_with(&std::fs::read_to_string(&cfg).unwrap(), &cfg, &strict).unwrap_err(),
+        ] {
+            let msg = e.to_string();
+            assert!(
+                matches!(e.kind, ConfigErrorKind::InsecurePermissions { ref file, mode: 0o644 } if *file == token_path),
+                "{msg}"
+            );
+            assert!(
+                msg.starts_with(&format!(
+                    "token file {} (the `token_file` of {})",
+                    token_path.display(),
+                    cfg.display()
+                )),
+                "{msg}"
+            );
+            assert!(msg.contains("(mode 0644)") && msg.contains("chmod 600"), "{msg}");
+            assert!(!msg.contains(FILE_TOKEN), "{msg}");
+        }
+        assert_eq!(Config::load_with(&cfg, &lax).unwrap().token.expose(), FILE_TOKEN);
+        // An environment token means the token file is not read, nor checked.
+        let c = Config::load_with(
+            &cfg,
+            &LoadOptions {
+                env_token: Some(ENV_TOKEN.into()),
+                allow_insecure_permissions: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.token_source, TokenSource::Environment);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn env(token: &str) -> LoadOptions {
@@ -2126,6 +2309,7 @@ mod tests {
         write_private(&token_path, &FILE_TOKEN.repeat(5));
         check(&["too long: 320 characters"]);
         std::fs::write(&token_path, b"\xff\xfe").unwrap();
+        set_private(&token_path);
         check(&["not UTF-8"]);
         let (_, msg) = err(&with("token_file", "7"));
         assert!(
