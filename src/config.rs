@@ -1118,6 +1118,44 @@ impl Config {
     /// `token_file` is read from disk, and refused, like the config file in [`Config::load_with`],
     /// when its group or others may read or write it, unless `opts.allow_insecure_permissions`.
     pub fn parse_with(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
+        let result = Config::build(text, path, opts);
+        // Each message is made with the token in use kept out. A `token` that $AGENTCOM_TOKEN or
+        // `token_file` overrides is a secret too: keep it out as well. Under 6 characters it is
+        // no real secret (see `echo`).
+        let ignored = serde_json::from_str::<Value>(text.strip_prefix('\u{feff}').unwrap_or(text))
+            .ok()
+            .and_then(|v| v.get("token")?.as_str().map(str::to_owned))
+            .filter(|t| t.chars().count() >= 6);
+        let Some(secret) = ignored else {
+            return result;
+        };
+        let scrub = |s: &mut String| {
+            if s.contains(&secret) {
+                *s = s.replace(&secret, "<redacted>");
+            }
+        };
+        match result {
+            Ok(mut config) => {
+                config.warnings.iter_mut().for_each(scrub);
+                Ok(config)
+            }
+            Err(mut e) => {
+                match &mut e.kind {
+                    ConfigErrorKind::Invalid { field, message } => {
+                        scrub(field);
+                        scrub(message);
+                    }
+                    ConfigErrorKind::WrongType { field, .. } => scrub(field),
+                    ConfigErrorKind::EnvToken { message } => scrub(message),
+                    _ => {}
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Config::parse_with`] before the overridden `token` is scrubbed from its messages.
+    fn build(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
         let path = absolute(path);
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let fail = |kind| ConfigError {
@@ -2271,6 +2309,21 @@ mod tests {
         assert!(msg.contains("the AGENTCOM_TOKEN environment variable"), "{msg}");
         assert!(msg.contains(&cfg.display().to_string()), "{msg}");
         assert!(!msg.contains(ENV_TOKEN), "{msg}");
+        // The overridden `token` is kept out of messages as well as the one in use.
+        let ignored = "s3cr3t-config-token";
+        let text = with("token", &format!("\"{ignored}\""));
+        let e = Config::parse_with(
+            &text.replace("ws://127.0.0.1:4000/ws", &format!("http://h/ws?t={ignored}")),
+            &cfg,
+            &env(ENV_TOKEN),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("<redacted>"), "{e}");
+        assert!(!e.to_string().contains(ignored), "{e}");
+        let text = text.replace('}', &format!(r#","{ignored}":1}}"#));
+        let c = Config::parse_with(&text, &cfg, &env(ENV_TOKEN)).unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(!c.warnings.concat().contains(ignored), "{:?}", c.warnings);
         // Debug of the options does not show it either.
         assert!(!format!("{:?}", env(ENV_TOKEN)).contains(ENV_TOKEN));
         std::fs::remove_dir_all(&dir).unwrap();
