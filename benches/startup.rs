@@ -56,10 +56,11 @@ async fn spawn_identified(hub: &EmbeddedHub, dir: &std::path::Path, agent: &str)
         "log_file": dir.join(format!("{agent}.log")),
     });
     let path = dir.join(format!("{agent}.json"));
-    std::fs::write(&path, config.to_string()).unwrap();
+    write_private(&path, &config.to_string());
     let mut events = hub.events();
     let start = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_agentcom-sidecar"))
+        .env_remove("AGENTCOM_TOKEN")
         .args(["run", "--config"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -137,4 +138,14 @@ fn main() {
         let _ = idle.child.wait();
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+/// Writes the config readable by its owner only: the sidecar refuses one others can read.
+fn write_private(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }

@@ -52,9 +52,10 @@ fn main() {
             "agent_id": "bench-tasks", "token": token, "hub_url": hub.url(),
             "wake_command": ": > \"$AGENTCOM_STARTED_FILE\"",
         });
-        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        write_private(&dir.join("config.json"), &config.to_string());
         let mut events = hub.events();
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentcom-sidecar"))
+            .env_remove("AGENTCOM_TOKEN")
             .args(["run", "--config"])
             .arg(dir.join("config.json"))
             .stdout(Stdio::null())
@@ -102,4 +103,14 @@ fn main() {
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+/// Writes the config readable by its owner only: the sidecar refuses one others can read.
+fn write_private(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }

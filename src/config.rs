@@ -16,6 +16,19 @@ use serde_json::Value;
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "AGENTCOM_SIDECAR_CONFIG";
 
+/// The environment variable holding the hub token; when set and non-empty it wins over
+/// `token_file` and `token`.
+pub const TOKEN_ENV: &str = "AGENTCOM_TOKEN";
+
+/// Default `log_max_bytes`: 10 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10_485_760;
+/// Smallest `log_max_bytes` accepted: 64 KiB.
+pub const MIN_LOG_MAX_BYTES: u64 = 65_536;
+/// Default `log_keep`.
+pub const DEFAULT_LOG_KEEP: u32 = 5;
+/// Largest `log_keep` accepted.
+pub const MAX_LOG_KEEP: u32 = 100;
+
 /// Longest `agent_id` the hub accepts (hub schema, protocol §2.4).
 pub const MAX_AGENT_ID_CHARS: usize = 128;
 /// Longest `token` the hub accepts (hub schema, protocol §2.4).
@@ -55,6 +68,11 @@ const KNOWN_KEYS: &[&str] = &[
     "max_pending",
     "progress_keepalive_ms",
     "readopt_window_ms",
+    "token_file",
+    "ca_file",
+    "log_max_bytes",
+    "log_keep",
+    "report_resources",
 ];
 
 /// Keys of the Node sidecar's config (protocol §6.5) that this sidecar accepts but does not use.
@@ -104,8 +122,23 @@ pub struct Config {
     pub path: PathBuf,
     /// The agent's id at the hub: non-empty, at most 128 characters.
     pub agent_id: String,
-    /// The hub token bound to `agent_id`: non-empty, at most 256 characters.
+    /// The hub token bound to `agent_id`: non-empty, at most 256 characters. It comes from
+    /// `$AGENTCOM_TOKEN`, else the file `token_file`, else the key `token` (see [`TokenSource`]).
     pub token: Secret,
+    /// Where [`Config::token`] came from.
+    pub token_source: TokenSource,
+    /// The file holding the token (`token_file`), absolute; `None` when unset. Set even when
+    /// `$AGENTCOM_TOKEN` overrides it.
+    pub token_file: Option<PathBuf>,
+    /// Extra PEM CA certificates trusted for `wss://` (`ca_file`), absolute; `None` when unset.
+    pub ca_file: Option<PathBuf>,
+    /// The log file is rotated when it would grow past this many bytes (`log_max_bytes`,
+    /// default 10485760, at least 65536).
+    pub log_max_bytes: u64,
+    /// How many rotated log files are kept (`log_keep`, 1 to 100, default 5).
+    pub log_keep: u32,
+    /// Whether a `resource_report` is sent every 30 s (`report_resources`, default true).
+    pub report_resources: bool,
     /// The hub's WebSocket URL: `ws://` or `wss://` with a host.
     pub hub_url: String,
     /// The display name sent in `identify`; defaults to `agent_id`. At most 256 characters.
@@ -146,6 +179,47 @@ pub struct Config {
     pub readopt_window: Duration,
     /// One human-readable line per accepted-but-unused, unknown or doubtful setting.
     pub warnings: Vec<String>,
+}
+
+/// Where the hub token was read from. Precedence: `$AGENTCOM_TOKEN` > `token_file` > `token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The `AGENTCOM_TOKEN` environment variable.
+    Environment,
+    /// The file named by `token_file`.
+    File,
+    /// The `token` key of the config file.
+    Config,
+}
+
+/// What [`Config::load_with`] and [`Config::parse_with`] take from outside the config file, so
+/// tests need not touch the process environment.
+#[derive(Clone, Default)]
+pub struct LoadOptions {
+    /// The value of `$AGENTCOM_TOKEN`; `None` (or blank) when unset.
+    pub env_token: Option<String>,
+    /// Accept a config file or token file that its group or others may read or write
+    /// (`--allow-insecure-permissions`).
+    pub allow_insecure_permissions: bool,
+}
+
+impl LoadOptions {
+    /// `$AGENTCOM_TOKEN` from the process environment; permissions are checked.
+    pub fn from_env() -> Self {
+        LoadOptions {
+            env_token: std::env::var(TOKEN_ENV).ok(),
+            allow_insecure_permissions: false,
+        }
+    }
+}
+
+impl fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("env_token", &self.env_token.as_ref().map(|_| "<redacted>"))
+            .field("allow_insecure_permissions", &self.allow_insecure_permissions)
+            .finish()
+    }
 }
 
 /// `$AGENTCOM_SIDECAR_CONFIG` if set and non-empty, else `./config.json`.
@@ -202,6 +276,19 @@ pub enum ConfigErrorKind {
         expected: &'static str,
         /// What it is, e.g. "a number".
         found: &'static str,
+    },
+    /// The config file or the token file can be read or written by its group or by others
+    /// (Unix only; `--allow-insecure-permissions` skips the check).
+    InsecurePermissions {
+        /// The file: the config file itself, or its `token_file`.
+        file: PathBuf,
+        /// Its permission bits (`mode & 0o7777`).
+        mode: u32,
+    },
+    /// `$AGENTCOM_TOKEN` is set, but its value cannot be a hub token.
+    EnvToken {
+        /// What is wrong and what to do; it follows "the AGENTCOM_TOKEN environment variable ".
+        message: String,
     },
     /// A field has the right type but a value that cannot be used.
     Invalid {
@@ -292,6 +379,46 @@ impl fmt::Display for ConfigError {
                 }
                 Ok(())
             }
+            ConfigErrorKind::InsecurePermissions { file, mode } => {
+                let who = match (mode & 0o070 != 0, mode & 0o007 != 0) {
+                    (true, true) => "its group and by others",
+                    (true, false) => "its group",
+                    _ => "others",
+                };
+                let how = match (mode & 0o044 != 0, mode & 0o022 != 0) {
+                    (true, true) => "read and written",
+                    (false, true) => "written",
+                    _ => "read",
+                };
+                let quoted = shell_quote(&file.to_string_lossy());
+                if *file == self.path {
+                    write!(
+                        f,
+                        "config file {path} can be {how} by {who} (mode {mode:04o})\n\
+                         why: it holds the hub token and the wake command: anyone who can write it can run \
+                         commands as the sidecar's user, and anyone who can read it can connect to the hub as this agent"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "token file {} (the `token_file` of {path}) can be {how} by {who} (mode {mode:04o})\n\
+                         why: it holds the hub token: anyone who can read it can connect to the hub as this agent, \
+                         and anyone who can write it can change which agent the sidecar runs as",
+                        file.display()
+                    )?;
+                }
+                write!(
+                    f,
+                    "\nhelp: as the file's owner, run `chmod 600 {quoted}`\n\
+                     help: to start anyway (only on a machine where every user is trusted), \
+                     run with `--allow-insecure-permissions`"
+                )
+            }
+            ConfigErrorKind::EnvToken { message } => write!(
+                f,
+                "the {TOKEN_ENV} environment variable (which overrides the token of {path}) {message}\n\
+                 help: or unset {TOKEN_ENV} to use `token_file` or `token` from the config"
+            ),
             ConfigErrorKind::Invalid { field, message } => {
                 write!(f, "{path}: field `{field}` {message}")
             }
@@ -323,6 +450,11 @@ fn example_line(field: &str) -> String {
         "progress_keepalive_ms" => "300000",
         "readopt_window_ms" => "120000",
         "log_file" => "\"./sidecar.log\"",
+        "token_file" => "\"/etc/agentcom/token\"",
+        "ca_file" => "\"/etc/agentcom/hub-ca.pem\"",
+        "log_max_bytes" => "10485760",
+        "log_keep" => "5",
+        "report_resources" => "true",
         _ => "...",
     };
     format!("\"{field}\": {value}")
@@ -333,7 +465,9 @@ fn extra_help(f: &mut fmt::Formatter<'_>, field: &str) -> fmt::Result {
     match field {
         "token" => f.write_str(
             "\nhelp: get a token on the hub with `mix agent_com.gen_token --agent-id ID`, \
-             or from `POST /api/onboard/register`",
+             or from `POST /api/onboard/register`\n\
+             help: or keep it out of this file: name a file holding it with `token_file`, \
+             or set the AGENTCOM_TOKEN environment variable",
         ),
         "hub_url" => f.write_str(
             "\nhelp: the hub serves WebSocket at /ws: `ws://HOST:4000/ws`, or `wss://HOST/ws` behind TLS",
@@ -488,6 +622,23 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
         .collect()
 }
 
+/// Refuses a file that its group or others may read or write (`mode & 0o077 != 0`): it holds the
+/// hub token (and, for the config file, the wake command). Returns the file's permission bits on
+/// refusal. A file whose metadata cannot be read passes: reading it will report the problem.
+#[cfg(unix)]
+fn insecure_mode(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// On Windows nothing is checked: files there have ACLs, not mode bits, and a file in the user's
+/// profile is private by default.
+#[cfg(not(unix))]
+fn insecure_mode(_file: &Path) -> Option<u32> {
+    None
+}
+
 /// Makes a path absolute (against the current directory) without touching the file system.
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
@@ -498,6 +649,8 @@ struct Builder<'a> {
     path: &'a Path,
     obj: serde_json::Map<String, Value>,
     warnings: Vec<String>,
+    /// Refuse a token file its group or others may read or write.
+    check_permissions: bool,
 }
 
 impl Builder<'_> {
@@ -635,6 +788,96 @@ impl Builder<'_> {
         }
     }
 
+    /// A whole number; `None` when absent or null. `expected` names it in messages
+    /// ("a whole number of bytes").
+    fn opt_uint(&self, key: &'static str, expected: &'static str) -> Result<Option<u64>, ConfigError> {
+        let v = match self.get(key) {
+            None => return Ok(None),
+            Some(v) => v,
+        };
+        let wrong = |found| {
+            self.err(ConfigErrorKind::WrongType {
+                field: key.to_string(),
+                expected,
+                found,
+            })
+        };
+        let Value::Number(n) = v else {
+            return Err(wrong(json_type(v)));
+        };
+        if let Some(x) = n.as_u64() {
+            Ok(Some(x))
+        } else if n.is_i64() {
+            Err(self.invalid(
+                key,
+                format!("is negative ({n})\nhelp: for example:\n    {}", example_line(key)),
+            ))
+        } else {
+            Err(wrong("a decimal number"))
+        }
+    }
+
+    /// An optional path resolved against `dir`; absent, null, "" or blank is `None`.
+    fn opt_path(&self, key: &'static str, dir: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self
+            .opt_string(key)?
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| resolve(dir, &s)))
+    }
+
+    /// Reads the token from `file` (the `token_file`), trimmed of surrounding whitespace. The
+    /// file's content is never echoed.
+    fn read_token_file(&self, file: &Path) -> Result<String, ConfigError> {
+        let shown = shell_quote(&file.to_string_lossy());
+        let fail = |message: String| self.invalid("token_file", message);
+        if file.is_dir() {
+            return Err(fail(format!(
+                "names {shown}, which is a folder\nhelp: name the file that holds the token"
+            )));
+        }
+        if self.check_permissions {
+            if let Some(mode) = insecure_mode(file) {
+                return Err(self.err(ConfigErrorKind::InsecurePermissions {
+                    file: file.to_path_buf(),
+                    mode,
+                }));
+            }
+        }
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(fail(match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "names {shown}, which does not exist\n\
+                         help: create it holding only the token, readable only by you:\n\
+                         \x20   (umask 077 && printf '%s\\n' 'THE_TOKEN' > {shown})\n\
+                         help: a relative path is read from the config file's folder"
+                    ),
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "names {shown}, which cannot be read: {e}\n\
+                         help: it must be readable by the user running the sidecar; as its owner, run `chmod 600 {shown}`"
+                    ),
+                    std::io::ErrorKind::InvalidData => format!(
+                        "names {shown}, which is not UTF-8 text\nhelp: it must hold the token alone, as text"
+                    ),
+                    _ => format!("names {shown}, which cannot be read: {e}"),
+                }))
+            }
+        };
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(fail(format!(
+                "names {shown}, which is empty\n\
+                 help: write the token the hub issued for this agent_id into it \
+                 (`mix agent_com.gen_token --agent-id ID` on the hub)"
+            )));
+        }
+        if let Err(message) = check_token(token) {
+            return Err(fail(format!("names {shown}, whose token {message}")));
+        }
+        Ok(token.to_string())
+    }
+
     /// A duration in milliseconds that must be more than 0.
     fn positive_ms(&self, key: &'static str, default: u64) -> Result<u64, ConfigError> {
         match self.opt_ms(key)? {
@@ -694,6 +937,25 @@ impl Builder<'_> {
         }
         Ok(url)
     }
+}
+
+/// Checks a token read from `token_file` or the environment (already trimmed and non-empty);
+/// on error returns a message that never holds the token.
+fn check_token(token: &str) -> Result<(), String> {
+    let n = token.chars().count();
+    if n > MAX_TOKEN_CHARS {
+        return Err(format!(
+            "is too long: {n} characters, the hub accepts at most {MAX_TOKEN_CHARS}\n\
+             help: it must hold the token alone"
+        ));
+    }
+    if token.chars().any(char::is_control) {
+        return Err(
+            "holds a control character or a line break inside it\nhelp: it must hold the token alone, on one line"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// Checks a hub URL; on error returns the message that follows "field `hub_url` ".
@@ -806,8 +1068,16 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
 }
 
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`, with `$AGENTCOM_TOKEN` from the process
+    /// environment and permissions checked: `load_with(path, &LoadOptions::from_env())`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &LoadOptions::from_env())
+    }
+
+    /// Reads and validates the config file at `path`. On Unix, a config file or token file that
+    /// its group or others may read or write is refused ([`ConfigErrorKind::InsecurePermissions`])
+    /// unless `opts.allow_insecure_permissions`; on Windows nothing is checked.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
         let abs = absolute(path);
         let fail = |kind| ConfigError {
             path: abs.clone(),
@@ -818,6 +1088,16 @@ impl Config {
                 "it is a directory; give the path of the JSON file itself",
             ))));
         }
+        // Before anything reads the token or connects: a file others can write is a way to run
+        // commands as this user.
+        if !opts.allow_insecure_permissions {
+            if let Some(mode) = insecure_mode(&abs) {
+                return Err(fail(ConfigErrorKind::InsecurePermissions {
+                    file: abs.clone(),
+                    mode,
+                }));
+            }
+        }
         let text = match std::fs::read_to_string(&abs) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -825,11 +1105,57 @@ impl Config {
             }
             Err(e) => return Err(fail(ConfigErrorKind::Unreadable(e))),
         };
-        Config::parse(&text, &abs)
+        Config::parse_with(&text, &abs, opts)
     }
 
-    /// Validates config text. `path` names the file in messages and anchors relative paths.
+    /// Validates config text, without `$AGENTCOM_TOKEN` (`LoadOptions::default()`). `path` names
+    /// the file in messages and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, &LoadOptions::default())
+    }
+
+    /// Validates config text. `path` names the file in messages and anchors relative paths; a
+    /// `token_file` is read from disk, and refused, like the config file in [`Config::load_with`],
+    /// when its group or others may read or write it, unless `opts.allow_insecure_permissions`.
+    pub fn parse_with(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
+        let result = Config::build(text, path, opts);
+        // Each message is made with the token in use kept out. A `token` that $AGENTCOM_TOKEN or
+        // `token_file` overrides is a secret too: keep it out as well. Under 6 characters it is
+        // no real secret (see `echo`).
+        let ignored = serde_json::from_str::<Value>(text.strip_prefix('\u{feff}').unwrap_or(text))
+            .ok()
+            .and_then(|v| v.get("token")?.as_str().map(str::to_owned))
+            .filter(|t| t.chars().count() >= 6);
+        let Some(secret) = ignored else {
+            return result;
+        };
+        let scrub = |s: &mut String| {
+            if s.contains(&secret) {
+                *s = s.replace(&secret, "<redacted>");
+            }
+        };
+        match result {
+            Ok(mut config) => {
+                config.warnings.iter_mut().for_each(scrub);
+                Ok(config)
+            }
+            Err(mut e) => {
+                match &mut e.kind {
+                    ConfigErrorKind::Invalid { field, message } => {
+                        scrub(field);
+                        scrub(message);
+                    }
+                    ConfigErrorKind::WrongType { field, .. } => scrub(field),
+                    ConfigErrorKind::EnvToken { message } => scrub(message),
+                    _ => {}
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Config::parse_with`] before the overridden `token` is scrubbed from its messages.
+    fn build(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
         let path = absolute(path);
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let fail = |kind| ConfigError {
@@ -848,11 +1174,49 @@ impl Config {
             path: &path,
             obj,
             warnings: Vec::new(),
+            check_permissions: !opts.allow_insecure_permissions,
         };
 
         // agent_id's messages never echo a value, so it can come before the token is known.
         let agent_id = b.required_string("agent_id", MAX_AGENT_ID_CHARS)?;
-        let token = b.required_string("token", MAX_TOKEN_CHARS)?;
+        let dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+
+        // The token: $AGENTCOM_TOKEN > token_file > token. Never echoed.
+        let token_file = b.opt_path("token_file", &dir)?;
+        let env_token = opts.env_token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let config_token_present = b
+            .get("token")
+            .is_some_and(|v| v.as_str().is_none_or(|s| !s.trim().is_empty()));
+        let (token, token_source) = if let Some(t) = env_token {
+            if let Err(message) = check_token(t) {
+                return Err(b.err(ConfigErrorKind::EnvToken { message }));
+            }
+            let ignored = match (token_file.is_some(), config_token_present) {
+                (true, true) => Some("`token_file` and `token` in the config are"),
+                (true, false) => Some("`token_file` in the config is"),
+                (false, true) => Some("`token` in the config is"),
+                (false, false) => None,
+            };
+            if let Some(ignored) = ignored {
+                b.warn(format!(
+                    "the token from the {TOKEN_ENV} environment variable is used; {ignored} ignored"
+                ));
+            }
+            (t.to_string(), TokenSource::Environment)
+        } else if let Some(file) = &token_file {
+            let t = b.read_token_file(file)?;
+            if config_token_present {
+                b.warn(format!(
+                    "the token from `token_file` ({}) is used; `token` is ignored",
+                    file.display()
+                ));
+            }
+            (t, TokenSource::File)
+        } else {
+            (b.required_string("token", MAX_TOKEN_CHARS)?, TokenSource::Config)
+        };
         b.check_keys(&pairs, Some(&token));
         let hub_url = b.hub_url(&token)?;
 
@@ -923,9 +1287,6 @@ impl Config {
             Some(ms) => ms,
         };
 
-        let dir = path
-            .parent()
-            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         let results_dir = resolve(
             &dir,
             &b.opt_string("results_dir")?
@@ -1046,6 +1407,45 @@ impl Config {
         let progress_keepalive = b.positive_ms("progress_keepalive_ms", 300_000)?;
         let readopt_window = b.positive_ms("readopt_window_ms", 120_000)?;
 
+        let ca_file = b.opt_path("ca_file", &dir)?;
+        let log_max_bytes = match b.opt_uint("log_max_bytes", "a whole number of bytes")? {
+            None => DEFAULT_LOG_MAX_BYTES,
+            Some(n) if n < MIN_LOG_MAX_BYTES => {
+                return Err(b.invalid(
+                    "log_max_bytes",
+                    format!(
+                        "is {n}, but it must be at least {MIN_LOG_MAX_BYTES} (64 KiB)\n\
+                         help: the default is {DEFAULT_LOG_MAX_BYTES} (10 MiB)"
+                    ),
+                ))
+            }
+            Some(n) => n,
+        };
+        let log_keep = match b.opt_uint("log_keep", "a whole number from 1 to 100")? {
+            None => DEFAULT_LOG_KEEP,
+            Some(n @ 1..=100) => n as u32,
+            Some(n) => {
+                return Err(b.invalid(
+                    "log_keep",
+                    format!(
+                    "is {n}, but it must be from 1 to {MAX_LOG_KEEP} (how many rotated log files are kept)\n\
+                         help: the default is {DEFAULT_LOG_KEEP}"
+                ),
+                ))
+            }
+        };
+        let report_resources = match b.get("report_resources") {
+            None => true,
+            Some(Value::Bool(v)) => *v,
+            Some(other) => {
+                return Err(b.err(ConfigErrorKind::WrongType {
+                    field: "report_resources".to_string(),
+                    expected: "true or false",
+                    found: json_type(other),
+                }))
+            }
+        };
+
         Ok(Config {
             queue_file,
             cancel_command,
@@ -1057,6 +1457,12 @@ impl Config {
             path: path.clone(),
             agent_id,
             token: Secret::new(token),
+            token_source,
+            token_file,
+            ca_file,
+            log_max_bytes,
+            log_keep,
+            report_resources,
             hub_url,
             name,
             capabilities,
@@ -1323,12 +1729,13 @@ mod tests {
 
         let bad = dir.join("latin1.json");
         std::fs::write(&bad, b"{\"agent_id\":\"\xe9\"}").unwrap();
+        set_private(&bad);
         let e = Config::load(&bad).unwrap_err();
         assert!(matches!(e.kind, ConfigErrorKind::Unreadable(_)));
         assert!(e.to_string().contains("UTF-8"), "{e}");
 
         let good = dir.join("config.json");
-        std::fs::write(&good, minimal()).unwrap();
+        write_private(&good, &minimal());
         let c = Config::load(&good).unwrap();
         assert_eq!(c.results_dir, dir.join("results"));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -1684,6 +2091,359 @@ mod tests {
         );
         assert_eq!(c.confirmation_timeout, Duration::from_millis(30_000));
         assert_eq!(c.reconnect_jitter, 0.5);
+    }
+
+    /// A fresh folder under the temp dir for one test.
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("agentcom-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Writes `text` to `path`, readable and writable only by its owner.
+    fn write_private(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        set_private(path);
+    }
+
+    fn set_private(path: &Path) {
+        #[cfg(unix)]
+        set_mode(path, 0o600);
+        #[cfg(not(unix))]
+        let _ = path;
+    }
+
+    #[cfg(unix)]
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn insecure_permissions_are_refused() {
+        let dir = temp_dir("permissions");
+        let cfg = dir.join("config.json");
+        let token_path = dir.join("token");
+        write_private(&token_path, FILE_TOKEN);
+        let strict = LoadOptions::default();
+        let lax = LoadOptions {
+            env_token: None,
+            allow_insecure_permissions: true,
+        };
+
+        for (mode, shown, how) in [
+            (0o644, "0644", "can be read by its group and by others"),
+            (0o640, "0640", "can be read by its group (mode"),
+            (0o606, "0606", "can be read and written by others"),
+            (0o620, "0620", "can be written by its group"),
+        ] {
+            write_private(&cfg, &minimal());
+            set_mode(&cfg, mode);
+            let e = Config::load_with(&cfg, &strict).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(e.kind, ConfigErrorKind::InsecurePermissions { ref file, mode: m } if *file == cfg && m == mode),
+                "{msg}"
+            );
+            assert!(
+                msg.starts_with(&format!("config file {} {how}", cfg.display())),
+                "{msg}"
+            );
+            assert!(msg.contains(&format!("(mode {shown})")), "{msg}");
+            assert!(
+                msg.contains("anyone who can write it can run commands as the sidecar's user"),
+                "{msg}"
+            );
+            assert!(msg.contains(&format!("chmod 600 {}", cfg.display())), "{msg}");
+            assert!(msg.contains("--allow-insecure-permissions"), "{msg}");
+            assert!(!msg.contains(TOKEN), "{msg}");
+            // Allowed on request.
+            assert!(Config::load_with(&cfg, &lax).is_ok());
+        }
+        // 0600 and 0400 pass; so does 0700 (the owner's bits are the owner's business).
+        for mode in [0o600, 0o400, 0o700] {
+            set_mode(&cfg, mode);
+            assert!(Config::load_with(&cfg, &strict).is_ok(), "{mode:o}");
+        }
+
+        // The token file too, through load_with and parse_with alike.
+        write_private(&cfg, &without("token").replace('}', r#","token_file":"token"}"#));
+        assert_eq!(
+            Config::load_with(&cfg, &strict).unwrap().token.expose(),
+            FILE_TOKEN
+        );
+        set_mode(&token_path, 0o644);
+        for e in [
+            Config::load_with(&cfg, &strict).unwrap_err(),
+            Config::parse_with(&std::fs::read_to_string(&cfg).unwrap(), &cfg, &strict).unwrap_err(),
+        ] {
+            let msg = e.to_string();
+            assert!(
+                matches!(e.kind, ConfigErrorKind::InsecurePermissions { ref file, mode: 0o644 } if *file == token_path),
+                "{msg}"
+            );
+            assert!(
+                msg.starts_with(&format!(
+                    "token file {} (the `token_file` of {})",
+                    token_path.display(),
+                    cfg.display()
+                )),
+                "{msg}"
+            );
+            assert!(msg.contains("(mode 0644)") && msg.contains("chmod 600"), "{msg}");
+            assert!(!msg.contains(FILE_TOKEN), "{msg}");
+        }
+        assert_eq!(Config::load_with(&cfg, &lax).unwrap().token.expose(), FILE_TOKEN);
+        // An environment token means the token file is not read, nor checked.
+        let c = Config::load_with(
+            &cfg,
+            &LoadOptions {
+                env_token: Some(ENV_TOKEN.into()),
+                allow_insecure_permissions: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.token_source, TokenSource::Environment);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn env(token: &str) -> LoadOptions {
+        LoadOptions {
+            env_token: Some(token.to_string()),
+            allow_insecure_permissions: false,
+        }
+    }
+
+    const FILE_TOKEN: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+    const ENV_TOKEN: &str = "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1";
+
+    #[test]
+    fn token_file_is_read_trimmed_and_resolved() {
+        let dir = temp_dir("token-file");
+        write_private(&dir.join("token"), &format!("  {FILE_TOKEN}\n\n"));
+        let cfg = dir.join("config.json");
+        let text = without("token").replace('}', r#","token_file":"./token"}"#);
+        let c = Config::parse(&text, &cfg).unwrap();
+        assert_eq!(c.token.expose(), FILE_TOKEN);
+        assert_eq!(c.token_source, TokenSource::File);
+        assert_eq!(c.token_file, Some(dir.join("token")));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(!format!("{c:?}").contains(FILE_TOKEN));
+
+        // Both present: the file wins, with one warning that names neither value.
+        let text = with("token_file", r#""token""#);
+        let c = Config::parse(&text, &cfg).unwrap();
+        assert_eq!(c.token.expose(), FILE_TOKEN);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].contains("the token from `token_file` (")
+                && c.warnings[0].contains("is used; `token` is ignored"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(!c.warnings[0].contains(FILE_TOKEN) && !c.warnings[0].contains(TOKEN));
+        // "" is unset, as for the other paths.
+        let c = Config::parse(&with("token_file", r#""""#), &cfg).unwrap();
+        assert_eq!(c.token_source, TokenSource::Config);
+        assert_eq!(c.token_file, None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn env_token_wins() {
+        let dir = temp_dir("env-token");
+        write_private(&dir.join("token"), FILE_TOKEN);
+        let cfg = dir.join("config.json");
+
+        // Only the environment: `token` becomes optional.
+        let c = Config::parse_with(&without("token"), &cfg, &env(ENV_TOKEN)).unwrap();
+        assert_eq!(c.token.expose(), ENV_TOKEN);
+        assert_eq!(c.token_source, TokenSource::Environment);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let cases = [
+            (minimal(), "`token` in the config is ignored"),
+            (
+                without("token").replace('}', r#","token_file":"token"}"#),
+                "`token_file` in the config is ignored",
+            ),
+            (
+                with("token_file", r#""token""#),
+                "`token_file` and `token` in the config are ignored",
+            ),
+        ];
+        for (text, ignored) in cases {
+            let c = Config::parse_with(&text, &cfg, &env(&format!(" {ENV_TOKEN}\n"))).unwrap();
+            assert_eq!(c.token.expose(), ENV_TOKEN);
+            assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+            assert!(
+                c.warnings[0].contains("the token from the AGENTCOM_TOKEN environment variable is used")
+                    && c.warnings[0].contains(ignored),
+                "{:?}",
+                c.warnings
+            );
+            for secret in [TOKEN, FILE_TOKEN, ENV_TOKEN] {
+                assert!(!c.warnings[0].contains(secret));
+                assert!(!format!("{c:?}").contains(secret));
+            }
+        }
+        // An empty or blank variable counts as unset.
+        for blank in ["", "  "] {
+            let c = Config::parse_with(&minimal(), &cfg, &env(blank)).unwrap();
+            assert_eq!(c.token_source, TokenSource::Config);
+            let e = Config::parse_with(&without("token"), &cfg, &env(blank)).unwrap_err();
+            assert!(matches!(e.kind, ConfigErrorKind::Missing { field: "token" }));
+            let msg = e.to_string();
+            assert!(
+                msg.contains("token_file") && msg.contains("AGENTCOM_TOKEN"),
+                "{msg}"
+            );
+        }
+        // A bad variable: named, not echoed.
+        let bad = format!("{ENV_TOKEN}\n{ENV_TOKEN}");
+        let e = Config::parse_with(&minimal(), &cfg, &env(&bad)).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e.kind, ConfigErrorKind::EnvToken { .. }));
+        assert!(msg.contains("the AGENTCOM_TOKEN environment variable"), "{msg}");
+        assert!(msg.contains(&cfg.display().to_string()), "{msg}");
+        assert!(!msg.contains(ENV_TOKEN), "{msg}");
+        // The overridden `token` is kept out of messages as well as the one in use.
+        let ignored = "s3cr3t-config-token";
+        let text = with("token", &format!("\"{ignored}\""));
+        let e = Config::parse_with(
+            &text.replace("ws://127.0.0.1:4000/ws", &format!("http://h/ws?t={ignored}")),
+            &cfg,
+            &env(ENV_TOKEN),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("<redacted>"), "{e}");
+        assert!(!e.to_string().contains(ignored), "{e}");
+        let text = text.replace('}', &format!(r#","{ignored}":1}}"#));
+        let c = Config::parse_with(&text, &cfg, &env(ENV_TOKEN)).unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(!c.warnings.concat().contains(ignored), "{:?}", c.warnings);
+        // Debug of the options does not show it either.
+        assert!(!format!("{:?}", env(ENV_TOKEN)).contains(ENV_TOKEN));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn token_file_errors_name_the_file_and_the_fix() {
+        let dir = temp_dir("token-file-errors");
+        let cfg = dir.join("config.json");
+        let text = without("token").replace('}', r#","token_file":"secret/token"}"#);
+        let token_path = dir.join("secret/token");
+        let shown = token_path.display().to_string();
+        let check = |needles: &[&str]| {
+            let e = Config::parse(&text, &cfg).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(e.kind, ConfigErrorKind::Invalid { ref field, .. } if field == "token_file"),
+                "{msg}"
+            );
+            assert!(
+                msg.starts_with(&format!("{}: field `token_file`", cfg.display())),
+                "{msg}"
+            );
+            assert!(msg.contains(&shown), "{msg}");
+            for n in needles {
+                assert!(msg.contains(n), "{n:?} in {msg}");
+            }
+            assert!(!msg.contains(FILE_TOKEN), "{msg}");
+        };
+        check(&["does not exist", "umask 077", "help:"]);
+        std::fs::create_dir_all(&token_path).unwrap();
+        check(&["is a folder"]);
+        std::fs::remove_dir(&token_path).unwrap();
+        write_private(&token_path, " \n\n");
+        check(&["is empty", "mix agent_com.gen_token"]);
+        write_private(&token_path, &format!("{FILE_TOKEN}\n{FILE_TOKEN}\n"));
+        check(&["line break", "token alone"]);
+        write_private(&token_path, &FILE_TOKEN.repeat(5));
+        check(&["too long: 320 characters"]);
+        std::fs::write(&token_path, b"\xff\xfe").unwrap();
+        set_private(&token_path);
+        check(&["not UTF-8"]);
+        let (_, msg) = err(&with("token_file", "7"));
+        assert!(
+            msg.contains("field `token_file` must be a string, found a number"),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ca_file_and_log_and_resource_keys() {
+        let c = Config::parse(&minimal(), &p()).unwrap();
+        assert_eq!(c.ca_file, None);
+        assert_eq!(c.log_max_bytes, 10_485_760);
+        assert_eq!(c.log_keep, 5);
+        assert!(c.report_resources);
+        assert_eq!(c.token_source, TokenSource::Config);
+        assert_eq!(c.token_file, None);
+
+        let c = Config::parse(&with("ca_file", r#""certs/hub.pem""#), &p()).unwrap();
+        assert_eq!(c.ca_file, Some(PathBuf::from("/srv/agent/certs/hub.pem")));
+        let c = Config::parse(&with("ca_file", r#""/etc/ssl/ca.pem""#), &p()).unwrap();
+        assert_eq!(c.ca_file, Some(PathBuf::from("/etc/ssl/ca.pem")));
+        let c = Config::parse(&with("ca_file", "null"), &p()).unwrap();
+        assert_eq!(c.ca_file, None);
+        let (_, msg) = err(&with("ca_file", "true"));
+        assert!(
+            msg.contains("field `ca_file` must be a string, found a boolean"),
+            "{msg}"
+        );
+        assert!(msg.contains(r#""ca_file": "/etc/agentcom/hub-ca.pem""#), "{msg}");
+
+        let c = Config::parse(&with("log_max_bytes", "65536"), &p()).unwrap();
+        assert_eq!(c.log_max_bytes, 65_536);
+        let (_, msg) = err(&with("log_max_bytes", "65535"));
+        assert!(
+            msg.contains("field `log_max_bytes` is 65535, but it must be at least 65536"),
+            "{msg}"
+        );
+        assert!(msg.contains("the default is 10485760"), "{msg}");
+        let (_, msg) = err(&with("log_max_bytes", "-1"));
+        assert!(msg.contains("field `log_max_bytes` is negative (-1)"), "{msg}");
+        let (_, msg) = err(&with("log_max_bytes", r#""10M""#));
+        assert!(
+            msg.contains("field `log_max_bytes` must be a whole number of bytes, found a string"),
+            "{msg}"
+        );
+        let (_, msg) = err(&with("log_max_bytes", "1e7"));
+        assert!(msg.contains("found a decimal number"), "{msg}");
+
+        for (v, n) in [("1", 1), ("100", 100)] {
+            assert_eq!(Config::parse(&with("log_keep", v), &p()).unwrap().log_keep, n);
+        }
+        for bad in ["0", "101"] {
+            let (_, msg) = err(&with("log_keep", bad));
+            assert!(
+                msg.contains(&format!(
+                    "field `log_keep` is {bad}, but it must be from 1 to 100"
+                )),
+                "{msg}"
+            );
+        }
+        let (_, msg) = err(&with("log_keep", "2.5"));
+        assert!(
+            msg.contains("field `log_keep` must be a whole number from 1 to 100"),
+            "{msg}"
+        );
+
+        assert!(
+            !Config::parse(&with("report_resources", "false"), &p())
+                .unwrap()
+                .report_resources
+        );
+        let (_, msg) = err(&with("report_resources", r#""no""#));
+        assert!(
+            msg.contains("field `report_resources` must be true or false, found a string"),
+            "{msg}"
+        );
+        assert!(msg.contains(r#""report_resources": true"#), "{msg}");
     }
 
     #[test]

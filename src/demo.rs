@@ -5,7 +5,7 @@
 //! through a sample agent (this binary's hidden `sample-agent` command), the hub going away and
 //! coming back, reconnect with backoff, and a clean shutdown.
 
-use crate::config::Config;
+use crate::config::{Config, LoadOptions};
 use crate::event_log::EventLog;
 use crate::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
 use crate::link::connect::{NetConnector, NetOptions, ProxyConfig};
@@ -52,7 +52,8 @@ async fn script() -> Result<PathBuf, String> {
     say(&format!("embedded hub listening on {}", hub.url()));
     let token = hub.add_token(AGENT_ID);
     let config_path = write_config(&dir, &hub.url(), &token)?;
-    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    // The demo's token is the embedded hub's: $AGENTCOM_TOKEN must not override it.
+    let config = Config::load_with(&config_path, &LoadOptions::default()).map_err(|e| e.to_string())?;
     say(&format!(
         "config written to {} (heartbeat every {} ms for the demo; 30 s by default)",
         config.path.display(),

@@ -1,6 +1,6 @@
 //! The `agentcom-sidecar` command line.
 
-use agentcom_sidecar::config::{default_config_path, Config};
+use agentcom_sidecar::config::{default_config_path, Config, LoadOptions};
 use agentcom_sidecar::event_log::{Event, EventLog};
 use agentcom_sidecar::link::connect::{NetConnector, NetOptions};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
@@ -46,6 +46,11 @@ On a stop signal the WebSocket is closed with code 1000 and the process exits 0 
         /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Start even when the config file or token file can be read or written by its group or
+        /// others (Unix). Those files hold the token and the wake command: only on a machine
+        /// where every user is trusted.
+        #[arg(long)]
+        allow_insecure_permissions: bool,
     },
     /// Watch a sidecar connect, identify, heartbeat, survive a hub restart and shut down, against
     /// an embedded hub on a free loopback port. Needs no config; takes about 15 s.
@@ -134,7 +139,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { config } => runtime.block_on(run(config.unwrap_or_else(default_config_path))),
+        Command::Run {
+            config,
+            allow_insecure_permissions,
+        } => {
+            let options = LoadOptions {
+                allow_insecure_permissions,
+                ..LoadOptions::from_env()
+            };
+            runtime.block_on(run(config.unwrap_or_else(default_config_path), options))
+        }
         Command::Demo => runtime.block_on(demo::run()),
         Command::SampleAgent => demo::sample_agent(),
         Command::Try {
@@ -203,16 +217,17 @@ fn status_command(config_path: PathBuf, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(config_path: PathBuf) -> ExitCode {
-    let config = match Config::load(&config_path) {
+async fn run(config_path: PathBuf, options: LoadOptions) -> ExitCode {
+    let config = match Config::load_with(&config_path, &options) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(exit_code::CONFIG);
         }
     };
-    // TODO(ca_file): config.ca_file once Config has it.
-    let net = NetOptions::from_env(None);
+    // As soon as the token is known: no panic message may show it.
+    agentcom_sidecar::secrets::install_redacting_panic_hook(&config.token);
+    let net = NetOptions::from_env(config.ca_file.clone());
     if let Err(e) = net.check() {
         eprintln!("error: {e}");
         return ExitCode::from(exit_code::CONFIG);

@@ -3,6 +3,7 @@
 
 mod support;
 
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions};
 use std::net::TcpListener;
 use std::time::Duration;
 use support::*;
@@ -187,4 +188,204 @@ fn config_path_comes_from_the_environment_when_not_given() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("from-env.json"));
+}
+
+// Secrets: permissions of the config and token files, the token from the environment.
+
+const SECRET: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
+
+#[cfg(unix)]
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Starts `run --config PATH` with `args` and `env`, output to files in `dir`.
+fn spawn_with(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Sidecar {
+    let mut command = binary();
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("config.json"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Sidecar {
+        child: command.spawn().unwrap(),
+        dir: dir.path().to_owned(),
+    }
+}
+
+/// Everything the sidecar wrote: stdout, stderr and the JSON-lines log.
+fn all_output(sidecar: &Sidecar) -> String {
+    let log = std::fs::read_to_string(sidecar.dir.join("sidecar.log")).unwrap_or_default();
+    format!("{}{}{log}", sidecar.stdout(), sidecar.stderr())
+}
+
+#[cfg(unix)]
+#[test]
+fn a_config_others_can_read_is_refused_with_the_chmod_fix() {
+    let dir = TempDir::new("config-0644");
+    let path = dir.join("config.json");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    write_private(&path, &config_json("perm", SECRET, &url, serde_json::json!({})));
+    set_mode(&path, 0o644);
+    let out = binary().arg("run").arg("--config").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(listener.accept().is_err(), "it connected despite the permissions");
+    assert!(
+        stderr.starts_with(&format!("error: config file {}", path.display())),
+        "{stderr}"
+    );
+    for needle in [
+        "(mode 0644)",
+        "run commands as the sidecar's user",
+        &format!("chmod 600 {}", path.display()),
+        "--allow-insecure-permissions",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains(SECRET), "token leaked:\n{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
+}
+
+#[cfg(unix)]
+#[test]
+fn allow_insecure_permissions_lets_it_start() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        let token = hub.add_token("perm-allowed");
+        let mut events = hub.events();
+        let dir = TempDir::new("config-0644-allowed");
+        let path = dir.join("config.json");
+        write_private(
+            &path,
+            &config_json("perm-allowed", &token, &hub.url(), serde_json::json!({})),
+        );
+        set_mode(&path, 0o664);
+        let mut sidecar = spawn_with(&dir, &["--allow-insecure-permissions"], &[]);
+        wait_hub(
+            &mut events,
+            Duration::from_secs(10),
+            "identified",
+            identified("perm-allowed"),
+        )
+        .await;
+        sidecar.signal("TERM");
+        let status = sidecar.wait_exit(Duration::from_secs(2)).await;
+        assert_eq!(status.and_then(|s| s.code()), Some(0));
+        assert!(!all_output(&sidecar).contains(&token));
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_token_file_others_can_read_is_refused() {
+    let dir = TempDir::new("token-file-0644");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let mut config: serde_json::Value =
+        serde_json::from_str(&config_json("perm-token", "unused", &url, serde_json::json!({}))).unwrap();
+    config.as_object_mut().unwrap().remove("token");
+    config["token_file"] = "agent.token".into();
+    write_private(&dir.join("config.json"), &config.to_string());
+    let token_path = dir.join("agent.token");
+    write_private(&token_path, &format!("{SECRET}\n"));
+    set_mode(&token_path, 0o644);
+    let mut sidecar = spawn_with(&dir, &[], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(sidecar.wait_exit(Duration::from_secs(10)));
+    let stderr = sidecar.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "{stderr}");
+    assert!(listener.accept().is_err(), "it connected despite the permissions");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: token file {} (the `token_file` of {})",
+            token_path.display(),
+            dir.join("config.json").display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(mode 0644)"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", token_path.display())),
+        "{stderr}"
+    );
+    assert!(!all_output(&sidecar).contains(SECRET), "token leaked");
+}
+
+#[test]
+fn the_token_comes_from_agentcom_token_then_token_file_and_is_never_shown() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        // The hub knows the environment's token; the config's and the file's are wrong.
+        let env_token = hub.add_token("env-token");
+        let file_token = "f11ef11ef11ef11ef11ef11ef11ef11ef11ef11ef11ef11ef11ef11ef11ef11e";
+        let mut events = hub.events();
+        let dir = TempDir::new("env-token");
+        let config = config_json(
+            "env-token",
+            SECRET,
+            &hub.url(),
+            serde_json::json!({"token_file": "agent.token"}),
+        );
+        write_private(&dir.join("config.json"), &config);
+        write_private(&dir.join("agent.token"), &format!("{file_token}\n"));
+        let mut sidecar = spawn_with(&dir, &[], &[("AGENTCOM_TOKEN", &env_token)]);
+        let HubEvent::Received { text, .. } = wait_hub(
+            &mut events,
+            Duration::from_secs(10),
+            "identify",
+            |e| matches!(e, HubEvent::Received { text, .. } if text.contains("\"identify\"")),
+        )
+        .await
+        else {
+            unreachable!()
+        };
+        let identify: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(identify["token"], env_token.as_str());
+        wait_hub(
+            &mut events,
+            Duration::from_secs(10),
+            "identified",
+            identified("env-token"),
+        )
+        .await;
+        let warning = sidecar
+            .wait_log_event("config_warning", Duration::from_secs(5))
+            .await
+            .expect("a warning says which token is used");
+        let message = warning["message"].as_str().unwrap();
+        assert!(
+            message.contains("AGENTCOM_TOKEN environment variable is used")
+                && message.contains("`token_file` and `token` in the config are ignored"),
+            "{message}"
+        );
+        sidecar.signal("TERM");
+        let status = sidecar.wait_exit(Duration::from_secs(2)).await;
+        assert_eq!(status.and_then(|s| s.code()), Some(0));
+        let output = all_output(&sidecar);
+        for secret in [env_token.as_str(), file_token, SECRET] {
+            assert!(!output.contains(secret), "a token leaked:\n{output}");
+        }
+    });
 }

@@ -69,8 +69,12 @@ pub fn config_json(agent_id: &str, token: &str, hub_url: &str, extra: serde_json
     serde_json::to_string_pretty(&config).unwrap()
 }
 
+/// The binary, without `$AGENTCOM_TOKEN` from the caller's environment (it would override the
+/// token of every test config).
 pub fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_agentcom-sidecar"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agentcom-sidecar"));
+    command.env_remove("AGENTCOM_TOKEN");
+    command
 }
 
 /// The real binary running `run --config PATH`, its output going to files in `dir`.
