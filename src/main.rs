@@ -5,6 +5,8 @@ use agentcom_sidecar::event_log::{Event, EventLog};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
 use agentcom_sidecar::link::socket::{self, NetConnector};
 use agentcom_sidecar::relay::runtime::RelayRuntime;
+use agentcom_sidecar::service::notify::Notifier;
+use agentcom_sidecar::service::{self, ServiceCli, StopFuture};
 use agentcom_sidecar::shutdown::Signals;
 use agentcom_sidecar::{demo, exit_code};
 use clap::{Parser, Subcommand};
@@ -40,7 +42,16 @@ On a stop signal the WebSocket is closed with code 1000 and the process exits 0 
         /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Run under the Windows Service Control Manager (set by `service install`).
+        #[arg(long, hide = true)]
+        windows_service: bool,
     },
+    /// Run the sidecar as a service: systemd (Linux), launchd (macOS), Windows service.
+    #[command(
+        long_about = "Install, remove or show the service definition that keeps the sidecar running: a systemd unit on Linux (Type=notify, watchdog, restart unless the config is invalid), a launchd plist on macOS, a Windows service. The service runs `agentcom-sidecar run --config PATH` with this binary's and the config's absolute paths.",
+        after_help = "Examples:\n  agentcom-sidecar service print --config ~/agent/config.json\n  agentcom-sidecar service install --config ~/agent/config.json\n  agentcom-sidecar service uninstall"
+    )]
+    Service(ServiceCli),
     /// Watch a sidecar connect, identify, heartbeat, survive a hub restart and shut down, against
     /// an embedded hub on a free loopback port. Needs no config; takes about 15 s.
     Demo,
@@ -59,13 +70,50 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { config } => runtime.block_on(run(config.unwrap_or_else(default_config_path))),
+        Command::Run {
+            config,
+            windows_service,
+        } => {
+            let config = config.unwrap_or_else(default_config_path);
+            if windows_service {
+                return run_windows_service(runtime, config);
+            }
+            runtime.block_on(run(config, None))
+        }
+        Command::Service(cli) => ExitCode::from(service::main(cli)),
         Command::Demo => runtime.block_on(demo::run()),
         Command::SampleAgent => demo::sample_agent(),
     }
 }
 
-async fn run(config_path: PathBuf) -> ExitCode {
+#[cfg(windows)]
+fn run_windows_service(runtime: tokio::runtime::Runtime, config: PathBuf) -> ExitCode {
+    let body = Box::new(move |stop: StopFuture| {
+        let code = runtime.block_on(run(config, Some(stop)));
+        if code == ExitCode::SUCCESS {
+            0
+        } else if code == ExitCode::from(exit_code::CONFIG) {
+            exit_code::CONFIG
+        } else {
+            exit_code::FATAL
+        }
+    });
+    match service::windows::run_as_service(body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code::FATAL)
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn run_windows_service(_runtime: tokio::runtime::Runtime, _config: PathBuf) -> ExitCode {
+    eprintln!("error: --windows-service works only on Windows");
+    ExitCode::from(2)
+}
+
+async fn run(config_path: PathBuf, stop: Option<StopFuture>) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(e) => {
@@ -110,14 +158,18 @@ async fn run(config_path: PathBuf) -> ExitCode {
         }
     };
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
-    socket::run(
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&format!("connecting to {}", config.hub_url));
+    socket::run_with_notifier(
         policy,
         NetConnector,
         &config.hub_url,
         &mut log,
-        signals.recv(),
+        service::stop_requested(signals.recv(), stop),
         Some(&mut relay),
+        Some(&mut notifier),
     )
     .await;
+    notifier.stopping("stopped");
     ExitCode::SUCCESS
 }

@@ -9,6 +9,7 @@ use crate::event_log::EventLog;
 use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, MAX_FRAME_BYTES};
 use crate::relay::machine::RelayInput;
 use crate::relay::runtime::RelayRuntime;
+use crate::service::notify::{self, Notifier};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -98,12 +99,27 @@ fn now() -> std::time::Instant {
 /// With a `relay`, task frames go to it, its frames go out on the link, and the link's
 /// up/down transitions reach it; without one the link runs alone (tests of the link).
 pub async fn run<C: Connector>(
+    policy: LinkPolicy,
+    connector: C,
+    hub_url: &str,
+    log: &mut EventLog,
+    shutdown: impl Future<Output = String>,
+    relay: Option<&mut RelayRuntime>,
+) {
+    run_with_notifier(policy, connector, hub_url, log, shutdown, relay, None).await
+}
+
+/// [`run`], also keeping systemd informed through `notifier` (see [`crate::service::notify`]):
+/// `STATUS=` follows the link, `STOPPING=1` goes out on the stop signal, and `WATCHDOG=1` is sent
+/// from this loop while [`notify::link_healthy`] holds, so a wedged loop stops feeding it.
+pub async fn run_with_notifier<C: Connector>(
     mut policy: LinkPolicy,
     connector: C,
     hub_url: &str,
     log: &mut EventLog,
     shutdown: impl Future<Output = String>,
     mut relay: Option<&mut RelayRuntime>,
+    mut notifier: Option<&mut Notifier>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut shutdown_seen = false;
@@ -118,6 +134,9 @@ pub async fn run<C: Connector>(
             let mut busy = false;
             while let Some(action) = policy.poll_action() {
                 busy = true;
+                if let Some(n) = notifier.as_deref_mut() {
+                    n.on_action(&action);
+                }
                 match action {
                     Action::Connect => {
                         ws = None;
@@ -160,11 +179,18 @@ pub async fn run<C: Connector>(
         }
 
         let relay_deadline = relay.as_deref().and_then(RelayRuntime::poll_timeout);
-        let deadline = match (policy.poll_timeout(), relay_deadline) {
+        let mut deadline = match (policy.poll_timeout(), relay_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        if let Some(n) = notifier.as_deref_mut() {
+            n.tick(now(), notify::link_healthy(&policy, now()));
+            deadline = match (deadline, n.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
-        .map(Instant::from_std);
+        let deadline = deadline.map(Instant::from_std);
         let wake = tokio::select! {
             signal = &mut shutdown, if !shutdown_seen => Wake::Shutdown(signal),
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
