@@ -22,7 +22,10 @@ pub type StopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String>
 
 /// Resolve with whichever comes first: `signals` (SIGINT/SIGTERM, Ctrl+C) or `stop`, if any.
 /// Both end the run the same way: a close with 1000 and exit 0.
-pub async fn stop_requested(signals: impl std::future::Future<Output = String>, stop: Option<StopFuture>) -> String {
+pub async fn stop_requested(
+    signals: impl std::future::Future<Output = String>,
+    stop: Option<StopFuture>,
+) -> String {
     match stop {
         Some(stop) => tokio::select! {
             why = signals => why,
@@ -195,7 +198,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -210,7 +215,10 @@ pub fn resolve(args: &ServiceArgs) -> Result<ServiceSpec, String> {
     if let Some(name) = &args.name {
         check_name(name)?;
     }
-    let config = args.config.clone().unwrap_or_else(crate::config::default_config_path);
+    let config = args
+        .config
+        .clone()
+        .unwrap_or_else(crate::config::default_config_path);
     let config = std::path::absolute(&config)
         .map_err(|e| format!("cannot make the config path {} absolute: {e}", config.display()))?;
     let binary = std::env::current_exe().map_err(|e| format!("cannot find this binary's path: {e}"))?;
@@ -241,11 +249,16 @@ pub fn resolve(args: &ServiceArgs) -> Result<ServiceSpec, String> {
 
 /// A path as UTF-8 text without control characters (a service file cannot carry anything else).
 fn text(path: &Path) -> Result<String, String> {
-    let s = path
-        .to_str()
-        .ok_or_else(|| format!("the path {} is not UTF-8: move it to a plain path", path.display()))?;
+    let s = path.to_str().ok_or_else(|| {
+        format!(
+            "the path {} is not UTF-8: move it to a plain path",
+            path.display()
+        )
+    })?;
     if s.chars().any(char::is_control) {
-        return Err(format!("the path {s:?} holds a control character: move it to a plain path"));
+        return Err(format!(
+            "the path {s:?} holds a control character: move it to a plain path"
+        ));
     }
     Ok(s.to_owned())
 }
@@ -267,7 +280,11 @@ fn invoking_user() -> Option<String> {
     ["SUDO_USER", "USER", "USERNAME", "LOGNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
-        .find(|u| !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric() || "._-@$".contains(c)))
+        .find(|u| {
+            !u.is_empty()
+                && u.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@$".contains(c))
+        })
 }
 
 /// `agentcom-sidecar service ...`: returns the process exit code.
@@ -405,7 +422,10 @@ mod tests {
             home: "/home/a b".into(),
         };
         assert_eq!(spec.working_directory(), "/home/a b/agent");
-        assert_eq!(spec.run_args(), ["run", "--config", "/home/a b/agent/config.json"]);
+        assert_eq!(
+            spec.run_args(),
+            ["run", "--config", "/home/a b/agent/config.json"]
+        );
         assert_eq!(spec.base_name(), "agentcom-sidecar");
     }
 }

@@ -69,9 +69,9 @@ impl Notifier {
     /// Read `$NOTIFY_SOCKET`, `$WATCHDOG_USEC` and `$WATCHDOG_PID` (the watchdog is ignored when
     /// `$WATCHDOG_PID` names another process). Disabled when `$NOTIFY_SOCKET` is unset or unusable.
     pub fn from_env() -> Notifier {
-        let mut notifier = Notifier::disabled();
         #[cfg(unix)]
         {
+            let mut notifier = Notifier::disabled();
             let Some(socket) = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()) else {
                 return notifier;
             };
@@ -90,8 +90,12 @@ impl Notifier {
             if let (true, Some(usec)) = (for_us, usec) {
                 notifier.watchdog = Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)));
             }
+            notifier
         }
-        notifier
+        #[cfg(not(unix))]
+        {
+            Notifier::disabled()
+        }
     }
 
     /// True when messages go somewhere.

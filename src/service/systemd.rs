@@ -62,7 +62,11 @@ pub fn unit(spec: &ServiceSpec) -> String {
          Description=AgentCom sidecar{suffix}\n\
          Documentation=https://github.com/notno/AgentCom\n",
         name = unit_name(spec),
-        suffix = spec.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+        suffix = spec
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
     ));
     if spec.scope == Scope::System {
         u.push_str("Wants=network-online.target\nAfter=network-online.target\n");

@@ -112,8 +112,8 @@ mod imp {
     use std::time::Duration;
     use windows_service::service::{
         ServiceAccess, ServiceAction, ServiceActionType, ServiceControl, ServiceControlAccept,
-        ServiceErrorControl, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod,
-        ServiceInfo, ServiceStartType, ServiceState, ServiceStatus, ServiceType,
+        ServiceErrorControl, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod, ServiceInfo,
+        ServiceStartType, ServiceState, ServiceStatus, ServiceType,
     };
     use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
     use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
@@ -196,7 +196,9 @@ mod imp {
                 let _ = service.stop();
             }
         }
-        service.delete().map_err(|e| err("cannot delete the service", e))?;
+        service
+            .delete()
+            .map_err(|e| err("cannot delete the service", e))?;
         println!("{name} is uninstalled (removed once it has stopped).");
         Ok(())
     }
@@ -213,7 +215,11 @@ mod imp {
         })
     }
 
-    fn status(state: ServiceState, accept: ServiceControlAccept, exit_code: ServiceExitCode) -> ServiceStatus {
+    fn status(
+        state: ServiceState,
+        accept: ServiceControlAccept,
+        exit_code: ServiceExitCode,
+    ) -> ServiceStatus {
         ServiceStatus {
             service_type: ServiceType::OWN_PROCESS,
             current_state: state,
@@ -265,7 +271,11 @@ mod imp {
         } else {
             ServiceExitCode::ServiceSpecific(u32::from(code))
         };
-        let _ = handle.set_service_status(status(ServiceState::Stopped, ServiceControlAccept::empty(), exit_code));
+        let _ = handle.set_service_status(status(
+            ServiceState::Stopped,
+            ServiceControlAccept::empty(),
+            exit_code,
+        ));
     }
 }
 
@@ -277,7 +287,10 @@ mod tests {
     #[test]
     fn windows_quoting() {
         assert_eq!(windows_arg("run"), "run");
-        assert_eq!(windows_arg(r"C:\Program Files\a.exe"), r#""C:\Program Files\a.exe""#);
+        assert_eq!(
+            windows_arg(r"C:\Program Files\a.exe"),
+            r#""C:\Program Files\a.exe""#
+        );
         assert_eq!(windows_arg(r"C:\my dir\"), r#""C:\my dir\\""#);
         assert_eq!(windows_arg(r#"a"b"#), r#""a\"b""#);
         assert_eq!(windows_arg(""), r#""""#);
@@ -297,6 +310,8 @@ mod tests {
         assert!(text.contains(
             r#"sc.exe create agentcom-sidecar binPath= "\"C:\Program Files\agentcom\agentcom-sidecar.exe\" run --config \"C:\Users\a b\agent\config.json\" --windows-service" start= auto"#
         ), "{text}");
-        assert!(text.contains("sc.exe failure agentcom-sidecar reset= 86400 actions= restart/2000/restart/10000/restart/60000"));
+        assert!(text.contains(
+            "sc.exe failure agentcom-sidecar reset= 86400 actions= restart/2000/restart/10000/restart/60000"
+        ));
     }
 }
