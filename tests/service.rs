@@ -203,6 +203,17 @@ fn install_and_uninstall_with_a_fake_systemctl() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
 
+    // Installing again replaces the unit and restarts the running service with it.
+    let out = service(&[&["install"][..], &common].concat(), &env);
+    assert!(out.status.success(), "{out:?}");
+    let log = std::fs::read_to_string(dir.join("systemctl.log")).unwrap();
+    assert!(
+        log.ends_with(
+            "--user enable --now agentcom-sidecar-t1.service\n--user restart agentcom-sidecar-t1.service\n"
+        ),
+        "{log}"
+    );
+
     let out = service(&[&["uninstall"][..], &common].concat(), &env);
     assert!(out.status.success(), "{out:?}");
     assert!(!unit_path.exists());

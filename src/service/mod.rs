@@ -66,7 +66,8 @@ a systemd unit on Linux, a launchd plist on macOS, the equivalent sc.exe command
         long_about = "Install the sidecar as a service and start it now.\n\n\
 Linux (systemd): writes agentcom-sidecar[-NAME].service to ~/.config/systemd/user/ (--user, the default \
 when not root) or /etc/systemd/system/ (--system, the default as root), then runs `systemctl [--user] \
-daemon-reload` and `systemctl [--user] enable --now`, printing each command and its result. \
+daemon-reload` and `systemctl [--user] enable --now` (and `restart` when it replaced an installed unit), \
+printing each command and its result. \
 Without systemctl, the unit is still written and the manual commands are printed.\n\n\
 macOS (launchd): writes com.agentcom.sidecar[.NAME].plist to ~/Library/LaunchAgents/ (--user) or \
 /Library/LaunchDaemons/ (--system) and loads it with `launchctl bootstrap`.\n\n\

@@ -121,10 +121,12 @@ fn manual_commands(spec: &ServiceSpec, verbs: &[&[&str]]) -> String {
         .collect()
 }
 
-/// Write the unit, then `systemctl [--user] daemon-reload` and `enable --now`.
+/// Write the unit, then `systemctl [--user] daemon-reload` and `enable --now`; when it replaced an
+/// installed unit, also `restart`, so the running sidecar picks up the new definition.
 pub fn install(spec: &ServiceSpec) -> Result<(), String> {
     let path = unit_path(spec);
     let name = unit_name(spec);
+    let replacing = path.exists();
     write_file(&path, &unit(spec))?;
     let Some(_) = find_on_path("systemctl") else {
         println!(
@@ -136,6 +138,9 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
     };
     step("systemctl", &systemctl_args(spec, &["daemon-reload"]))?;
     step("systemctl", &systemctl_args(spec, &["enable", "--now", &name]))?;
+    if replacing {
+        step("systemctl", &systemctl_args(spec, &["restart", &name]))?;
+    }
     let (user, journal) = match spec.scope {
         Scope::User => (" --user", "journalctl --user"),
         Scope::System => ("", "journalctl"),
