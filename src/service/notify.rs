@@ -324,6 +324,74 @@ mod tests {
     }
 
     #[test]
+    fn healthy_while_identified_or_in_backoff_not_when_stuck_or_stopped() {
+        use crate::link::backoff::BackoffSettings;
+        use crate::link::policy::{Input, LinkSettings};
+        use crate::protocol::{Identify, Inbound};
+        let timeout = Duration::from_secs(10);
+        let mut policy = LinkPolicy::new(
+            LinkSettings {
+                hub_url: "ws://127.0.0.1:1/ws".into(),
+                identify: Identify {
+                    agent_id: "a1".into(),
+                    token: "t".into(),
+                    name: "a1".into(),
+                    status: "idle",
+                    capabilities: vec![],
+                    client_type: "sidecar",
+                },
+                heartbeat_interval: Duration::from_secs(30),
+                heartbeat_timeout: timeout,
+                backoff: BackoffSettings {
+                    initial: Duration::from_secs(1),
+                    max: Duration::from_secs(60),
+                    jitter: 0.0,
+                },
+            },
+            1,
+        );
+        let t0 = Instant::now();
+        let allowance = timeout + CLOSE_GRACE + OVERDUE_SLACK;
+        policy.start(t0);
+        assert!(link_healthy(&policy, t0), "connecting");
+        // The connect deadline (t0 + 10 s) passed long ago without being acted on: stuck.
+        assert!(!link_healthy(
+            &policy,
+            t0 + timeout + allowance + Duration::from_millis(1)
+        ));
+        // A hub outage: hours of failed connects, each in its designed backoff, stay healthy.
+        let mut now = t0;
+        for _ in 0..200 {
+            policy.handle(
+                Input::ConnectFailed {
+                    error: "refused".into(),
+                },
+                now,
+            );
+            now = policy.poll_timeout().unwrap();
+            assert!(link_healthy(&policy, now), "in backoff");
+            policy.handle_timeout(now);
+        }
+        assert!(now >= t0 + Duration::from_secs(3600));
+        policy.handle(Input::Connected, now);
+        policy.handle(
+            Input::Frame(Inbound::Identified {
+                agent_id: "a1".into(),
+            }),
+            now,
+        );
+        assert!(policy.is_identified());
+        assert!(link_healthy(&policy, now + Duration::from_secs(29)), "identified");
+        policy.handle(
+            Input::Shutdown {
+                signal: "SIGTERM".into(),
+            },
+            now,
+        );
+        assert!(!link_healthy(&policy, now), "stopped");
+    }
+
+    #[test]
     fn relative_or_empty_socket_is_disabled() {
         assert!(open_target(std::ffi::OsStr::new("relative/sock")).is_none());
         let n = Notifier::disabled();
