@@ -10,6 +10,7 @@ pub mod lock;
 pub mod protocol;
 pub mod relay;
 pub mod secrets;
+pub mod service;
 pub mod shutdown;
 pub mod status;
 pub mod trial;

@@ -7,6 +7,8 @@ use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
 use agentcom_sidecar::link::socket::{self, RunEnd};
 use agentcom_sidecar::lock::InstanceLock;
 use agentcom_sidecar::relay::runtime::RelayRuntime;
+use agentcom_sidecar::service::notify::Notifier;
+use agentcom_sidecar::service::{self, ServiceCli, StopFuture};
 use agentcom_sidecar::shutdown::Signals;
 use agentcom_sidecar::status::{self, StatusBoard};
 use agentcom_sidecar::{demo, exit_code, init, trial};
@@ -51,7 +53,16 @@ On a stop signal the WebSocket is closed with code 1000 and the process exits 0 
         /// where every user is trusted.
         #[arg(long)]
         allow_insecure_permissions: bool,
+        /// Run under the Windows Service Control Manager (set by `service install`).
+        #[arg(long, hide = true)]
+        windows_service: bool,
     },
+    /// Run the sidecar as a service: systemd (Linux), launchd (macOS), Windows service.
+    #[command(
+        long_about = "Install, remove or show the service definition that keeps the sidecar running: a systemd unit on Linux (Type=notify, watchdog, restart unless the config is invalid), a launchd plist on macOS, a Windows service. The service runs `agentcom-sidecar run --config PATH` with this binary's and the config's absolute paths.",
+        after_help = "Examples:\n  agentcom-sidecar service print --config ~/agent/config.json\n  agentcom-sidecar service install --config ~/agent/config.json\n  agentcom-sidecar service uninstall"
+    )]
+    Service(ServiceCli),
     /// Watch a sidecar connect, identify, heartbeat, survive a hub restart and shut down, against
     /// an embedded hub on a free loopback port. Needs no config; takes about 15 s.
     Demo,
@@ -142,13 +153,19 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             allow_insecure_permissions,
+            windows_service,
         } => {
             let options = LoadOptions {
                 allow_insecure_permissions,
                 ..LoadOptions::from_env()
             };
-            runtime.block_on(run(config.unwrap_or_else(default_config_path), options))
+            let config = config.unwrap_or_else(default_config_path);
+            if windows_service {
+                return run_windows_service(runtime, config, options);
+            }
+            runtime.block_on(run(config, options, None))
         }
+        Command::Service(cli) => ExitCode::from(service::main(cli)),
         Command::Demo => runtime.block_on(demo::run()),
         Command::SampleAgent => demo::sample_agent(),
         Command::Try {
@@ -193,6 +210,37 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(windows)]
+fn run_windows_service(runtime: tokio::runtime::Runtime, config: PathBuf, options: LoadOptions) -> ExitCode {
+    let body = Box::new(move |stop: StopFuture| {
+        let code = runtime.block_on(run(config, options, Some(stop)));
+        if code == ExitCode::SUCCESS {
+            0
+        } else if code == ExitCode::from(exit_code::CONFIG) {
+            exit_code::CONFIG
+        } else {
+            exit_code::FATAL
+        }
+    });
+    match service::windows::run_as_service(body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code::FATAL)
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn run_windows_service(
+    _runtime: tokio::runtime::Runtime,
+    _config: PathBuf,
+    _options: LoadOptions,
+) -> ExitCode {
+    eprintln!("error: --windows-service works only on Windows");
+    ExitCode::from(2)
+}
+
 fn status_command(config_path: PathBuf, json: bool) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(config) => config,
@@ -217,7 +265,7 @@ fn status_command(config_path: PathBuf, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(config_path: PathBuf, options: LoadOptions) -> ExitCode {
+async fn run(config_path: PathBuf, options: LoadOptions, stop: Option<StopFuture>) -> ExitCode {
     let config = match Config::load_with(&config_path, &options) {
         Ok(config) => config,
         Err(e) => {
@@ -282,16 +330,20 @@ async fn run(config_path: PathBuf, options: LoadOptions) -> ExitCode {
     };
     let mut board = StatusBoard::new(&state_dir, &config.agent_id, &config.hub_url);
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
-    let end = socket::run(
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&format!("connecting to {}", config.hub_url));
+    let end = socket::run_with_notifier(
         policy,
         NetConnector::new(net),
         &config.hub_url,
         &mut log,
-        signals.recv(),
+        service::stop_requested(signals.recv(), stop),
         Some(&mut relay),
         Some(&mut board),
+        Some(&mut notifier),
     )
     .await;
+    notifier.stopping("stopped");
     drop(lock);
     match end {
         RunEnd::Stopped => ExitCode::SUCCESS,

@@ -4,8 +4,8 @@
 use crate::config::{Config, Secret};
 use crate::event_log::{Event, EventLog};
 use crate::hub::{EmbeddedHub, HubOptions, TaskSpec};
-use crate::link::policy::{LinkPolicy, LinkSettings};
 use crate::link::connect::{NetConnector, NetOptions, ProxyConfig};
+use crate::link::policy::{LinkPolicy, LinkSettings};
 use crate::link::socket;
 use crate::lock::InstanceLock;
 use crate::relay::runtime::RelayRuntime;
@@ -65,7 +65,10 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
     let stop = async move { stop_rx.await.unwrap_or_default() };
     // The embedded hub is on loopback: never through a proxy from the environment.
-    let connector = NetConnector::new(NetOptions { proxy: ProxyConfig::default(), ..NetOptions::from_env(None) });
+    let connector = NetConnector::new(NetOptions {
+        proxy: ProxyConfig::default(),
+        ..NetOptions::from_env(None)
+    });
     let link = socket::run(
         policy,
         connector,

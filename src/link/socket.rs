@@ -10,6 +10,7 @@ use crate::event_log::EventLog;
 use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, TaskFrame, MAX_FRAME_BYTES};
 use crate::relay::machine::RelayInput;
 use crate::relay::runtime::RelayRuntime;
+use crate::service::notify::{self, Notifier};
 use crate::status::StatusBoard;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
@@ -73,8 +74,25 @@ fn now() -> std::time::Instant {
 /// Run the link until the policy exits (after `shutdown` resolves with the signal's name).
 ///
 /// With a `relay`, task frames go to it, its frames go out on the link, and the link's
-/// up/down transitions reach it; without one the link runs alone (tests of the link).
+/// up/down transitions reach it; without one the link runs alone (tests of the link). With a
+/// `board`, the state file for `status` follows the link and the tasks.
 pub async fn run<C: Connector>(
+    policy: LinkPolicy,
+    connector: C,
+    hub_url: &str,
+    log: &mut EventLog,
+    shutdown: impl Future<Output = String>,
+    relay: Option<&mut RelayRuntime>,
+    board: Option<&mut StatusBoard>,
+) -> RunEnd {
+    run_with_notifier(policy, connector, hub_url, log, shutdown, relay, board, None).await
+}
+
+/// [`run`], also keeping systemd informed through `notifier` (see [`crate::service::notify`]):
+/// `STATUS=` follows the link, `STOPPING=1` goes out on the stop signal, and `WATCHDOG=1` is sent
+/// from this loop while [`notify::link_healthy`] holds, so a wedged loop stops feeding it.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with_notifier<C: Connector>(
     mut policy: LinkPolicy,
     connector: C,
     hub_url: &str,
@@ -82,6 +100,7 @@ pub async fn run<C: Connector>(
     shutdown: impl Future<Output = String>,
     mut relay: Option<&mut RelayRuntime>,
     mut board: Option<&mut StatusBoard>,
+    mut notifier: Option<&mut Notifier>,
 ) -> RunEnd {
     let mut end = RunEnd::Stopped;
     let mut shutdown = std::pin::pin!(shutdown);
@@ -97,6 +116,9 @@ pub async fn run<C: Connector>(
             let mut busy = false;
             while let Some(action) = policy.poll_action() {
                 busy = true;
+                if let Some(n) = notifier.as_deref_mut() {
+                    n.on_action(&action);
+                }
                 match action {
                     Action::Connect => {
                         ws = None;
@@ -148,11 +170,18 @@ pub async fn run<C: Connector>(
         }
 
         let relay_deadline = relay.as_deref().and_then(RelayRuntime::poll_timeout);
-        let deadline = match (policy.poll_timeout(), relay_deadline) {
+        let mut deadline = match (policy.poll_timeout(), relay_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        if let Some(n) = notifier.as_deref_mut() {
+            n.tick(now(), notify::link_healthy(&policy, now()));
+            deadline = match (deadline, n.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
-        .map(Instant::from_std);
+        let deadline = deadline.map(Instant::from_std);
         let wake = tokio::select! {
             signal = &mut shutdown, if !shutdown_seen => Wake::Shutdown(signal),
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
