@@ -1,7 +1,7 @@
 //! The `agentcom-sidecar` command line.
 
 use agentcom_sidecar::config::{default_config_path, Config};
-use agentcom_sidecar::event_log::{Event, EventLog};
+use agentcom_sidecar::event_log::{ConsoleFormat, Event, EventLog, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
 use agentcom_sidecar::link::socket::{self, NetConnector};
 use agentcom_sidecar::relay::runtime::RelayRuntime;
@@ -40,6 +40,9 @@ On a stop signal the WebSocket is closed with code 1000 and the process exits 0 
         /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// What stdout gets for each event: a readable line, the log file's JSON line, or nothing.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: ConsoleFormat,
     },
     /// Watch a sidecar connect, identify, heartbeat, survive a hub restart and shut down, against
     /// an embedded hub on a free loopback port. Needs no config; takes about 15 s.
@@ -59,13 +62,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run { config } => runtime.block_on(run(config.unwrap_or_else(default_config_path))),
+        Command::Run { config, log_format } => {
+            runtime.block_on(run(config.unwrap_or_else(default_config_path), log_format))
+        }
         Command::Demo => runtime.block_on(demo::run()),
         Command::SampleAgent => demo::sample_agent(),
     }
 }
 
-async fn run(config_path: PathBuf) -> ExitCode {
+async fn run(config_path: PathBuf, log_format: ConsoleFormat) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(e) => {
@@ -73,7 +78,15 @@ async fn run(config_path: PathBuf) -> ExitCode {
             return ExitCode::from(exit_code::CONFIG);
         }
     };
-    let mut log = match EventLog::open(&config.log_file, &config.agent_id, true) {
+    // TODO(config): config.log_max_bytes / log_keep
+    let (log_max_bytes, log_keep) = (DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_KEEP);
+    let mut log = match EventLog::open_rotating(
+        &config.log_file,
+        &config.agent_id,
+        log_format,
+        log_max_bytes,
+        log_keep,
+    ) {
         Ok(log) => log,
         Err(e) => {
             eprintln!(
