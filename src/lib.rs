@@ -7,6 +7,7 @@ pub mod hub;
 pub mod link;
 pub mod protocol;
 pub mod relay;
+pub mod resources;
 pub mod shutdown;
 
 /// The process exit codes, documented in `--help`.
