@@ -5,6 +5,7 @@ use agentcom_sidecar::event_log::{ConsoleFormat, Event, EventLog, DEFAULT_LOG_KE
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
 use agentcom_sidecar::link::socket::{self, NetConnector};
 use agentcom_sidecar::relay::runtime::RelayRuntime;
+use agentcom_sidecar::resources::ResourceReporter;
 use agentcom_sidecar::shutdown::Signals;
 use agentcom_sidecar::{demo, exit_code};
 use clap::{Parser, Subcommand};
@@ -123,13 +124,16 @@ async fn run(config_path: PathBuf, log_format: ConsoleFormat) -> ExitCode {
         }
     };
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
-    socket::run(
+    // TODO(config): config.report_resources
+    let resources = ResourceReporter::system(&config.agent_id, true);
+    socket::run_with_resources(
         policy,
         NetConnector,
         &config.hub_url,
         &mut log,
         signals.recv(),
         Some(&mut relay),
+        Some(resources),
     )
     .await;
     ExitCode::SUCCESS

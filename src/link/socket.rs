@@ -9,6 +9,7 @@ use crate::event_log::EventLog;
 use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, MAX_FRAME_BYTES};
 use crate::relay::machine::RelayInput;
 use crate::relay::runtime::RelayRuntime;
+use crate::resources::ResourceReporter;
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -97,13 +98,27 @@ fn now() -> std::time::Instant {
 ///
 /// With a `relay`, task frames go to it, its frames go out on the link, and the link's
 /// up/down transitions reach it; without one the link runs alone (tests of the link).
+/// Sends no `resource_report`: see [`run_with_resources`].
 pub async fn run<C: Connector>(
+    policy: LinkPolicy,
+    connector: C,
+    hub_url: &str,
+    log: &mut EventLog,
+    shutdown: impl Future<Output = String>,
+    relay: Option<&mut RelayRuntime>,
+) {
+    run_with_resources(policy, connector, hub_url, log, shutdown, relay, None).await;
+}
+
+/// [`run`], plus `resource_report` frames from `resources` while the link is identified.
+pub async fn run_with_resources<C: Connector>(
     mut policy: LinkPolicy,
     connector: C,
     hub_url: &str,
     log: &mut EventLog,
     shutdown: impl Future<Output = String>,
     mut relay: Option<&mut RelayRuntime>,
+    mut resources: Option<ResourceReporter>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut shutdown_seen = false;
@@ -136,11 +151,17 @@ pub async fn run<C: Connector>(
                     }
                     Action::Log(event) => log.record(&event),
                     Action::Up => {
+                        if let Some(reporter) = resources.as_mut() {
+                            reporter.on_up(now());
+                        }
                         if let Some(r) = relay.as_deref_mut() {
                             r.handle(RelayInput::LinkUp, log);
                         }
                     }
                     Action::Down => {
+                        if let Some(reporter) = resources.as_mut() {
+                            reporter.on_down();
+                        }
                         if let Some(r) = relay.as_deref_mut() {
                             r.handle(RelayInput::LinkDown, log);
                         }
@@ -154,17 +175,22 @@ pub async fn run<C: Connector>(
                     send(&mut ws, &frame, send_timeout, &mut policy).await;
                 }
             }
+            if let Some(frame) = resources.as_mut().and_then(|r| r.handle_timeout(now())) {
+                busy = true;
+                send(&mut ws, &frame, send_timeout, &mut policy).await;
+            }
             if !busy {
                 break;
             }
         }
 
         let relay_deadline = relay.as_deref().and_then(RelayRuntime::poll_timeout);
-        let deadline = match (policy.poll_timeout(), relay_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(Instant::from_std);
+        let resources_deadline = resources.as_ref().and_then(ResourceReporter::poll_timeout);
+        let deadline = [policy.poll_timeout(), relay_deadline, resources_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(Instant::from_std);
         let wake = tokio::select! {
             signal = &mut shutdown, if !shutdown_seen => Wake::Shutdown(signal),
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
