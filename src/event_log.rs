@@ -374,7 +374,16 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(windows)]
+    {
+        // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE: the open log can be renamed
+        // (rotated) and read by others, as on Unix.
+        use std::os::windows::fs::OpenOptionsExt;
+        options.share_mode(0x1 | 0x2 | 0x4);
+    }
+    options.open(path)
 }
 
 impl LogFile {
