@@ -10,7 +10,7 @@ use crate::event_log::EventLog;
 use crate::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
 use crate::link::connect::{NetConnector, NetOptions, ProxyConfig};
 use crate::link::policy::{LinkPolicy, LinkSettings};
-use crate::link::socket;
+use crate::link::socket::{self, Companions};
 use crate::relay::runtime::RelayRuntime;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -83,8 +83,10 @@ async fn script() -> Result<PathBuf, String> {
         &config.hub_url,
         &mut log,
         stop,
-        Some(&mut relay),
-        None,
+        Companions {
+            relay: Some(&mut relay),
+            ..Companions::default()
+        },
     );
     // The narration runs until the sidecar and the steps are both done.
     let (result, _end) = tokio::select! {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Something worth recording. Serialized with its name under `event`.
@@ -317,11 +317,159 @@ fn json_line(agent_id: &str, event: &Event, at: SystemTime) -> String {
     line
 }
 
+/// What goes to stdout for each event (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConsoleFormat {
+    /// A readable line: time, event name, a sentence (for journald and people).
+    #[default]
+    Text,
+    /// The same JSON line as the log file (for log shippers).
+    Json,
+    /// Nothing on stdout.
+    Off,
+}
+
+impl From<bool> for ConsoleFormat {
+    /// `true` is [`ConsoleFormat::Text`], `false` is [`ConsoleFormat::Off`].
+    fn from(console: bool) -> ConsoleFormat {
+        if console {
+            ConsoleFormat::Text
+        } else {
+            ConsoleFormat::Off
+        }
+    }
+}
+
+/// The default size past which the log file is rotated (10 MiB, as the Node sidecar).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+
+/// The default number of rotated files kept (`sidecar.log.1` .. `sidecar.log.5`).
+pub const DEFAULT_LOG_KEEP: u32 = 5;
+
+/// Size-based rotation settings of a log file.
+#[derive(Debug, Clone, Copy)]
+struct Rotation {
+    max_bytes: u64,
+    keep: u32,
+}
+
+/// The open log file, its tracked size and its rotation state.
+struct LogFile {
+    file: File,
+    path: PathBuf,
+    /// The file's length at open plus every byte written since (no stat per line).
+    size: u64,
+    rotation: Option<Rotation>,
+    /// After a failed rotation, the size at which to try again (not on every line).
+    retry_at: Option<u64>,
+    /// A rotation failure was reported on stderr (once per run of failures).
+    rotation_failure_reported: bool,
+}
+
+/// `path` with `.{n}` appended to its file name: `sidecar.log` -> `sidecar.log.3`.
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(windows)]
+    {
+        // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE: the open log can be renamed
+        // (rotated) and read by others, as on Unix.
+        use std::os::windows::fs::OpenOptionsExt;
+        options.share_mode(0x1 | 0x2 | 0x4);
+    }
+    options.open(path)
+}
+
+impl LogFile {
+    fn open(path: &Path, rotation: Option<Rotation>) -> io::Result<LogFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            file,
+            path: path.to_owned(),
+            size,
+            rotation,
+            retry_at: None,
+            rotation_failure_reported: false,
+        })
+    }
+
+    /// Whether a line of `len` bytes must go to a fresh file.
+    fn must_rotate(&self, len: u64) -> bool {
+        let Some(rotation) = self.rotation else {
+            return false;
+        };
+        if self.size == 0 || self.size + len <= rotation.max_bytes {
+            return false;
+        }
+        self.retry_at.is_none_or(|at| self.size >= at)
+    }
+
+    /// Shift `path.{keep-1}` -> `path.{keep}` ... `path` -> `path.1`, then open a fresh `path`.
+    fn rotate(&mut self, keep: u32) -> io::Result<()> {
+        let remove = |p: &Path| match std::fs::remove_file(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        if keep == 0 {
+            remove(&self.path)?;
+        } else {
+            remove(&numbered(&self.path, keep))?;
+            for n in (1..keep).rev() {
+                match std::fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, numbered(&self.path, 1))?;
+        }
+        // Until this succeeds the old handle stays in use: lines still land (in the renamed file).
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Append one whole line (with its newline), rotating first when it would pass `max_bytes`.
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        let len = line.len() as u64;
+        if self.must_rotate(len) {
+            let rotation = self.rotation.expect("must_rotate checked it");
+            match self.rotate(rotation.keep) {
+                Ok(()) => {
+                    self.retry_at = None;
+                    self.rotation_failure_reported = false;
+                }
+                Err(e) => {
+                    self.retry_at = Some(self.size + rotation.max_bytes);
+                    if !std::mem::replace(&mut self.rotation_failure_reported, true) {
+                        eprintln!(
+                            "agentcom-sidecar: cannot rotate the log file {}: {e}; still appending to it",
+                            self.path.display()
+                        );
+                    }
+                }
+            }
+        }
+        self.file.write_all(line)?;
+        self.size += len;
+        Ok(())
+    }
+}
+
 /// Writes events to the log file and the console.
 pub struct EventLog {
     agent_id: String,
-    file: Option<File>,
-    console: bool,
+    file: Option<LogFile>,
+    console: ConsoleFormat,
     failed_once: bool,
     capture: Option<Captured>,
 }
@@ -330,15 +478,33 @@ pub struct EventLog {
 pub type Captured = std::sync::Arc<std::sync::Mutex<Vec<Event>>>;
 
 impl EventLog {
-    /// Open (create or append) the log file at `path`, creating its folder.
+    /// Open (create or append) the log file at `path`, creating its folder. It is never rotated:
+    /// see [`EventLog::open_rotating`]. `console` prints the readable text line.
     pub fn open(path: &Path, agent_id: &str, console: bool) -> io::Result<EventLog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(EventLog {
-            file: Some(file),
+            file: Some(LogFile::open(path, None)?),
             ..EventLog::console_only(agent_id, console)
+        })
+    }
+
+    /// Open (create or append) the log file at `path`, creating its folder, rotated by size:
+    /// when appending a line would take the file past `max_bytes`, `path.{keep-1}` becomes
+    /// `path.{keep}` ... and `path` becomes `path.1` (the oldest beyond `keep` is dropped), then the
+    /// line goes to a fresh `path`. A line is never split between files; a line longer than
+    /// `max_bytes` goes whole into a file of its own. If rotating fails the log keeps appending to
+    /// the current file (reported once on stderr) and tries again after another `max_bytes`.
+    /// `keep: 0` keeps no old file at all.
+    pub fn open_rotating(
+        path: &Path,
+        agent_id: &str,
+        console: ConsoleFormat,
+        max_bytes: u64,
+        keep: u32,
+    ) -> io::Result<EventLog> {
+        Ok(EventLog {
+            file: Some(LogFile::open(path, Some(Rotation { max_bytes, keep }))?),
+            console,
+            ..EventLog::console_only(agent_id, false)
         })
     }
 
@@ -347,7 +513,7 @@ impl EventLog {
         EventLog {
             agent_id: agent_id.to_owned(),
             file: None,
-            console,
+            console: ConsoleFormat::from(console),
             failed_once: false,
             capture: None,
         }
@@ -377,14 +543,23 @@ impl EventLog {
                 .push(event.clone());
         }
         let now = SystemTime::now();
-        if self.console {
-            let ts = iso8601(now);
-            println!("{} {:<20} {}", &ts[11..23], event.name(), event.describe());
+        let needs_json = self.file.is_some() || self.console == ConsoleFormat::Json;
+        let mut line = if needs_json {
+            json_line(&self.agent_id, event, now)
+        } else {
+            String::new()
+        };
+        match self.console {
+            ConsoleFormat::Text => {
+                let ts = iso8601(now);
+                println!("{} {:<20} {}", &ts[11..23], event.name(), event.describe());
+            }
+            ConsoleFormat::Json => println!("{line}"),
+            ConsoleFormat::Off => {}
         }
         if let Some(file) = &mut self.file {
-            let mut line = json_line(&self.agent_id, event, now);
             line.push('\n');
-            if let Err(e) = file.write_all(line.as_bytes()) {
+            if let Err(e) = file.append(line.as_bytes()) {
                 if !self.failed_once {
                     self.failed_once = true;
                     eprintln!("agentcom-sidecar: cannot write the log file: {e}; events still go to stdout");
@@ -425,5 +600,191 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "reconnect_scheduled");
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("agentcom-log-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn warning(n: usize) -> Event {
+        Event::ConfigWarning {
+            message: format!("line {n:06}"),
+        }
+    }
+
+    /// The length of one `warning` line with its newline (all are the same length).
+    fn warning_len() -> u64 {
+        EventLog::console_only("a1", false)
+            .json_line(&warning(0), UNIX_EPOCH)
+            .len() as u64
+            + 1
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn numbers(path: &Path) -> Vec<usize> {
+        lines(path)
+            .iter()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("every line is JSON");
+                v["message"].as_str().unwrap()[5..].parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rotates_only_when_a_line_would_pass_max_bytes() {
+        let dir = temp_dir("boundary");
+        let path = dir.join("sidecar.log");
+        let len = warning_len();
+        let mut log = EventLog::open_rotating(&path, "a1", ConsoleFormat::Off, 3 * len, 5).unwrap();
+        for n in 1..=3 {
+            log.record(&warning(n));
+        }
+        // Exactly max_bytes: no rotation yet.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * len);
+        assert!(!numbered(&path, 1).exists());
+        log.record(&warning(4));
+        assert_eq!(numbers(&numbered(&path, 1)), [1, 2, 3]);
+        assert_eq!(numbers(&path), [4]);
+
+        // One byte less: two lines per file.
+        let path = dir.join("tight.log");
+        let mut log = EventLog::open_rotating(&path, "a1", ConsoleFormat::Off, 3 * len - 1, 5).unwrap();
+        for n in 1..=5 {
+            log.record(&warning(n));
+        }
+        assert_eq!(numbers(&numbered(&path, 2)), [1, 2]);
+        assert_eq!(numbers(&numbered(&path, 1)), [3, 4]);
+        assert_eq!(numbers(&path), [5]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn size_counts_what_the_file_held_at_open() {
+        let dir = temp_dir("reopen");
+        let path = dir.join("sidecar.log");
+        let len = warning_len();
+        let mut log = EventLog::open_rotating(&path, "a1", ConsoleFormat::Off, 2 * len, 3).unwrap();
+        log.record(&warning(1));
+        log.record(&warning(2));
+        drop(log);
+        let mut log = EventLog::open_rotating(&path, "a1", ConsoleFormat::Off, 2 * len, 3).unwrap();
+        log.record(&warning(3));
+        assert_eq!(numbers(&numbered(&path, 1)), [1, 2]);
+        assert_eq!(numbers(&path), [3]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn keeps_at_most_keep_old_files() {
+        let dir = temp_dir("keep");
+        let path = dir.join("sidecar.log");
+        let len = warning_len();
+        let mut log = EventLog::open_rotating(&path, "a1", ConsoleFormat::Off, 2 * len, 2).unwrap();
+        for n in 1..=20 {
+            log.record(&warning(n));
+        }
+        assert_eq!(numbers(&path), [19, 20]);
+        assert_eq!(numbers(&numbered(&path, 1)), [17, 18]);
+        assert_eq!(numbers(&numbered(&path, 2)), [15, 16]);
+        assert!(!numbered(&path, 3).exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+
+        // keep 0: no old file at all.
+        let path = dir.join("none.log");
+        let mut log = EventLog::open_rotating(&path, "a1", ConsoleFormat::Off, 2 * len, 0).unwrap();
+        for n in 1..=5 {
+            log.record(&warning(n));
+        }
+        assert_eq!(numbers(&path), [5]);
+        assert!(!numbered(&path, 1).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_line_is_lost_split_or_duplicated_across_rotations() {
+        let dir = temp_dir("nolost");
+        let path = dir.join("sidecar.log");
+        let max = 700;
+        let keep = 50;
+        let mut log = EventLog::open_rotating(&path, "a1", ConsoleFormat::Off, max, keep).unwrap();
+        let n = 120;
+        for i in 1..=n {
+            // Lines of varying length, so the boundary falls anywhere.
+            log.record(&Event::WsConnectError {
+                error: format!("{i} {}", "x".repeat(i % 37)),
+            });
+        }
+        let rotated = (1..=keep).filter(|k| numbered(&path, *k).exists()).count();
+        assert!(rotated >= 3, "only {rotated} rotations");
+        let mut seen = Vec::new();
+        for file in (1..=keep).rev().map(|k| numbered(&path, k)).chain([path.clone()]) {
+            if !file.exists() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                text.len() as u64 <= max,
+                "{} holds {} bytes",
+                file.display(),
+                text.len()
+            );
+            assert!(text.ends_with('\n'), "{} ends mid-line", file.display());
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).expect("every line is whole JSON");
+                let error = v["error"].as_str().unwrap();
+                seen.push(error.split(' ').next().unwrap().parse::<usize>().unwrap());
+            }
+        }
+        // Each line once, in order, oldest file first.
+        assert_eq!(seen, (1..=n).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_rotation_keeps_appending_and_recovers() {
+        let dir = temp_dir("fail");
+        let path = dir.join("sidecar.log");
+        // A non-empty folder where the rotated file must go: neither removable nor a rename
+        // target, even for root.
+        std::fs::create_dir_all(numbered(&path, 1).join("blocker")).unwrap();
+        let len = warning_len();
+        let mut log = EventLog::open_rotating(&path, "a1", ConsoleFormat::Off, 2 * len, 1).unwrap();
+        for n in 1..=5 {
+            log.record(&warning(n));
+        }
+        assert_eq!(numbers(&path), [1, 2, 3, 4, 5]);
+        assert!(!log.failed_once, "writing never failed");
+        // Once the obstacle is gone, rotation resumes (after another max_bytes).
+        std::fs::remove_dir_all(numbered(&path, 1)).unwrap();
+        for n in 6..=7 {
+            log.record(&warning(n));
+        }
+        assert_eq!(numbers(&numbered(&path, 1)), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(numbers(&path), [7]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn open_appends_without_rotating() {
+        let dir = temp_dir("plain");
+        let path = dir.join("sidecar.log");
+        let mut log = EventLog::open(&path, "a1", false).unwrap();
+        for n in 1..=50 {
+            log.record(&warning(n));
+        }
+        assert_eq!(numbers(&path), (1..=50).collect::<Vec<_>>());
+        assert!(!numbered(&path, 1).exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,6 +9,7 @@ pub mod link;
 pub mod lock;
 pub mod protocol;
 pub mod relay;
+pub mod resources;
 pub mod secrets;
 pub mod service;
 pub mod shutdown;

@@ -1,12 +1,13 @@
 //! The `agentcom-sidecar` command line.
 
 use agentcom_sidecar::config::{default_config_path, Config, LoadOptions};
-use agentcom_sidecar::event_log::{Event, EventLog};
+use agentcom_sidecar::event_log::{ConsoleFormat, Event, EventLog};
 use agentcom_sidecar::link::connect::{NetConnector, NetOptions};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
-use agentcom_sidecar::link::socket::{self, RunEnd};
+use agentcom_sidecar::link::socket::{self, Companions, RunEnd};
 use agentcom_sidecar::lock::InstanceLock;
 use agentcom_sidecar::relay::runtime::RelayRuntime;
+use agentcom_sidecar::resources::ResourceReporter;
 use agentcom_sidecar::service::notify::Notifier;
 use agentcom_sidecar::service::{self, ServiceCli, StopFuture};
 use agentcom_sidecar::shutdown::Signals;
@@ -56,6 +57,9 @@ On a stop signal the WebSocket is closed with code 1000 and the process exits 0 
         /// Run under the Windows Service Control Manager (set by `service install`).
         #[arg(long, hide = true)]
         windows_service: bool,
+        /// What stdout gets for each event: a readable line, the log file's JSON line, or nothing.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: ConsoleFormat,
     },
     /// Run the sidecar as a service: systemd (Linux), launchd (macOS), Windows service.
     #[command(
@@ -154,6 +158,7 @@ fn main() -> ExitCode {
             config,
             allow_insecure_permissions,
             windows_service,
+            log_format,
         } => {
             let options = LoadOptions {
                 allow_insecure_permissions,
@@ -161,9 +166,9 @@ fn main() -> ExitCode {
             };
             let config = config.unwrap_or_else(default_config_path);
             if windows_service {
-                return run_windows_service(runtime, config, options);
+                return run_windows_service(runtime, config, options, log_format);
             }
-            runtime.block_on(run(config, options, None))
+            runtime.block_on(run(config, options, log_format, None))
         }
         Command::Service(cli) => ExitCode::from(service::main(cli)),
         Command::Demo => runtime.block_on(demo::run()),
@@ -211,9 +216,14 @@ fn main() -> ExitCode {
 }
 
 #[cfg(windows)]
-fn run_windows_service(runtime: tokio::runtime::Runtime, config: PathBuf, options: LoadOptions) -> ExitCode {
+fn run_windows_service(
+    runtime: tokio::runtime::Runtime,
+    config: PathBuf,
+    options: LoadOptions,
+    log_format: ConsoleFormat,
+) -> ExitCode {
     let body = Box::new(move |stop: StopFuture| {
-        let code = runtime.block_on(run(config, options, Some(stop)));
+        let code = runtime.block_on(run(config, options, log_format, Some(stop)));
         if code == ExitCode::SUCCESS {
             0
         } else if code == ExitCode::from(exit_code::CONFIG) {
@@ -236,6 +246,7 @@ fn run_windows_service(
     _runtime: tokio::runtime::Runtime,
     _config: PathBuf,
     _options: LoadOptions,
+    _log_format: ConsoleFormat,
 ) -> ExitCode {
     eprintln!("error: --windows-service works only on Windows");
     ExitCode::from(2)
@@ -265,7 +276,12 @@ fn status_command(config_path: PathBuf, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(config_path: PathBuf, options: LoadOptions, stop: Option<StopFuture>) -> ExitCode {
+async fn run(
+    config_path: PathBuf,
+    options: LoadOptions,
+    log_format: ConsoleFormat,
+    stop: Option<StopFuture>,
+) -> ExitCode {
     let config = match Config::load_with(&config_path, &options) {
         Ok(config) => config,
         Err(e) => {
@@ -280,7 +296,13 @@ async fn run(config_path: PathBuf, options: LoadOptions, stop: Option<StopFuture
         eprintln!("error: {e}");
         return ExitCode::from(exit_code::CONFIG);
     }
-    let mut log = match EventLog::open(&config.log_file, &config.agent_id, true) {
+    let mut log = match EventLog::open_rotating(
+        &config.log_file,
+        &config.agent_id,
+        log_format,
+        config.log_max_bytes,
+        config.log_keep,
+    ) {
         Ok(log) => log,
         Err(e) => {
             eprintln!(
@@ -332,15 +354,19 @@ async fn run(config_path: PathBuf, options: LoadOptions, stop: Option<StopFuture
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let mut notifier = Notifier::from_env();
     notifier.ready(&format!("connecting to {}", config.hub_url));
-    let end = socket::run_with_notifier(
+    let resources = ResourceReporter::system(&config.agent_id, config.report_resources);
+    let end = socket::run(
         policy,
         NetConnector::new(net),
         &config.hub_url,
         &mut log,
         service::stop_requested(signals.recv(), stop),
-        Some(&mut relay),
-        Some(&mut board),
-        Some(&mut notifier),
+        Companions {
+            relay: Some(&mut relay),
+            board: Some(&mut board),
+            notifier: Some(&mut notifier),
+            resources: Some(resources),
+        },
     )
     .await;
     notifier.stopping("stopped");

@@ -126,6 +126,24 @@ pub enum Outbound {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Host resources, every 30 s while identified. No reply. Every field is sent, null when
+    /// unknown, as the Node sidecar does.
+    ResourceReport {
+        /// The agent reporting.
+        agent_id: String,
+        /// 1-minute load average / CPU count, in percent, capped at 100, one decimal.
+        cpu_percent: Option<f64>,
+        /// RAM in use (total - available), in bytes.
+        ram_used_bytes: Option<u64>,
+        /// RAM installed, in bytes.
+        ram_total_bytes: Option<u64>,
+        /// VRAM in use: Node asks Ollama; always `None` (null) here.
+        vram_used_bytes: Option<u64>,
+        /// VRAM installed: always `None` (null), as Node.
+        vram_total_bytes: Option<u64>,
+        /// When the sample was taken, epoch milliseconds.
+        timestamp: i64,
+    },
 }
 
 /// The hub's limit on `reason` and `error` strings, in characters.
@@ -168,6 +186,7 @@ impl Outbound {
             Outbound::TaskRecovering { .. } => "task_recovering",
             Outbound::StateReport { .. } => "state_report",
             Outbound::WakeResult { .. } => "wake_result",
+            Outbound::ResourceReport { .. } => "resource_report",
         }
     }
 }
@@ -518,5 +537,47 @@ mod tests {
             parse_inbound(r#"{"type":"agent_joined","agent":{}}"#),
             Ok(Inbound::Other { .. })
         ));
+    }
+
+    fn resource_report(cpu: Option<f64>, ram: Option<u64>) -> Outbound {
+        Outbound::ResourceReport {
+            agent_id: "a1".into(),
+            cpu_percent: cpu,
+            ram_used_bytes: ram,
+            ram_total_bytes: ram.map(|r| r * 2),
+            vram_used_bytes: None,
+            vram_total_bytes: None,
+            timestamp: 1_795_539_977_887,
+        }
+    }
+
+    #[test]
+    fn resource_report_has_the_node_fields_with_null_vram() {
+        let v: Value = serde_json::from_str(&resource_report(Some(12.5), Some(1 << 30)).to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"resource_report","agent_id":"a1","cpu_percent":12.5,
+                   "ram_used_bytes":1_073_741_824u64,"ram_total_bytes":2_147_483_648u64,
+                   "vram_used_bytes":null,"vram_total_bytes":null,
+                   "timestamp":1_795_539_977_887i64,"protocol_version":1})
+        );
+        let v: Value = serde_json::from_str(&resource_report(None, None).to_json()).unwrap();
+        assert_eq!(v["cpu_percent"], Value::Null);
+        assert_eq!(v["ram_total_bytes"], Value::Null);
+    }
+
+    #[test]
+    fn resource_report_passes_the_hub_schema() {
+        for frame in [
+            resource_report(Some(0.0), Some(0)),
+            resource_report(Some(100.0), Some(u64::from(u32::MAX) * 16)),
+            resource_report(Some(37.1), None),
+            resource_report(None, None),
+        ] {
+            let Value::Object(map) = serde_json::from_str(&frame.to_json()).unwrap() else {
+                panic!("not an object");
+            };
+            assert_eq!(crate::hub::schema::validate(&map), Ok("resource_report"));
+        }
     }
 }

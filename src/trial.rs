@@ -6,7 +6,7 @@ use crate::event_log::{Event, EventLog};
 use crate::hub::{EmbeddedHub, HubOptions, TaskSpec};
 use crate::link::connect::{NetConnector, NetOptions, ProxyConfig};
 use crate::link::policy::{LinkPolicy, LinkSettings};
-use crate::link::socket;
+use crate::link::socket::{self, Companions};
 use crate::lock::InstanceLock;
 use crate::relay::runtime::RelayRuntime;
 use std::path::PathBuf;
@@ -75,8 +75,10 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
         &config.hub_url,
         &mut log,
         stop,
-        Some(&mut relay),
-        None,
+        Companions {
+            relay: Some(&mut relay),
+            ..Companions::default()
+        },
     );
     let watch = async {
         let verdict = watch(&hub, &captured, &config, description, timeout).await;

@@ -388,3 +388,64 @@ async fn auth_failure_is_reported_and_retried_at_the_capped_delay() {
     let event = sidecar.wait_log_event("auth_failed", SECS(1)).await.unwrap();
     assert!(event["hint"].as_str().unwrap().contains("token"));
 }
+
+#[tokio::test]
+async fn log_format_json_and_a_resource_report_the_hub_accepts() {
+    let agent = "cli-json-log";
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(agent);
+    let mut events = hub.events();
+    let dir = TempDir::new(agent);
+    write_private(
+        &dir.join("config.json"),
+        &config_json(agent, &token, &hub.url(), json!({})),
+    );
+    let child = binary()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(dir.join("config.json"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut sidecar = Sidecar {
+        child,
+        dir: dir.path().to_owned(),
+    };
+    wait_hub(&mut events, SECS(10), "identified", identified(agent)).await;
+    // The real binary reports resources 5 s after identified; the hub validates the frame.
+    let HubEvent::Received { text, .. } = wait_hub(
+        &mut events,
+        SECS(10),
+        "a resource_report",
+        |e| matches!(e, HubEvent::Received { text, .. } if frame(text)["type"] == "resource_report"),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    let report = frame(&text);
+    assert_eq!(report["agent_id"], agent);
+    assert!(report["vram_used_bytes"].is_null());
+    let errors: Vec<String> = hub
+        .history()
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Sent { text, .. } if frame(&text)["type"] == "error" => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    sidecar.signal("TERM");
+    sidecar.wait_exit(SECS(2)).await.expect("exited within 2 s");
+    // stdout carries exactly the log file's JSON lines.
+    let stdout = sidecar.stdout();
+    let file = std::fs::read_to_string(dir.join("sidecar.log")).unwrap();
+    assert!(stdout.lines().count() >= 5, "{stdout}");
+    assert_eq!(stdout, file);
+    for line in stdout.lines() {
+        let v: Value = serde_json::from_str(line).expect("stdout line is JSON");
+        assert_eq!(v["agent_id"], agent);
+    }
+}

@@ -5,8 +5,9 @@ use agentcom_sidecar::event_log::{Event, EventLog};
 use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions};
 use agentcom_sidecar::link::backoff::BackoffSettings;
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
-use agentcom_sidecar::link::socket::{self, websocket_config, ConnectFuture, Connector};
+use agentcom_sidecar::link::socket::{self, websocket_config, Companions, ConnectFuture, Connector};
 use agentcom_sidecar::protocol::Identify;
+use agentcom_sidecar::resources::ResourceReporter;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::DuplexStream;
@@ -143,8 +144,7 @@ async fn run_link(
             sleep(for_how_long).await;
             "test".to_owned()
         },
-        None,
-        None,
+        Companions::default(),
     )
     .await;
     let events = captured.lock().unwrap().clone();
@@ -456,4 +456,141 @@ async fn an_identify_that_gets_no_answer_is_a_dead_link() {
             waited_ms: 10_000
         }
     )));
+}
+
+/// The `resource_report` frames the hub received, with when each arrived.
+fn resource_reports(hub: &EmbeddedHub) -> Vec<(Instant, serde_json::Value)> {
+    hub.history()
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Received { at, text, .. } => {
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                (v["type"] == "resource_report").then_some((at, v))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// When the hub identified each connection.
+fn identified_at(hub: &EmbeddedHub) -> Vec<Instant> {
+    hub.history()
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Identified { at, .. } => Some(at),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every error frame the hub sent.
+fn hub_errors(hub: &EmbeddedHub) -> Vec<String> {
+    hub.history()
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Sent { text, .. } if text.contains(r#""type":"error""#) => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn run_reporting(connector: TestConnector, token: &str, enabled: bool, for_how_long: Duration) {
+    let (mut log, _captured) = EventLog::capture(AGENT);
+    socket::run(
+        LinkPolicy::new(settings(token, 0.0), 9),
+        connector,
+        "ws://127.0.0.1:4000/ws",
+        &mut log,
+        async move {
+            sleep(for_how_long).await;
+            "test".to_owned()
+        },
+        Companions {
+            resources: Some(ResourceReporter::system(AGENT, enabled)),
+            ..Companions::default()
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn resource_reports_reach_the_hub_5_s_after_identified_then_every_30_s() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(AGENT);
+    let connector = TestConnector::new(&hub, Net::Hub);
+    run_reporting(connector, &token, true, Duration::from_secs(100)).await;
+    // The hub's schema accepted every report: no validation_failed (or any error) came back.
+    assert_eq!(hub_errors(&hub), Vec::<String>::new());
+
+    let identified = identified_at(&hub);
+    assert_eq!(identified.len(), 1);
+    let reports = resource_reports(&hub);
+    let offsets: Vec<Duration> = reports.iter().map(|(at, _)| *at - identified[0]).collect();
+    let secs = |s: u64| Duration::from_secs(s);
+    assert_eq!(offsets.len(), 4, "{offsets:?}");
+    for (offset, expected) in offsets.iter().zip([5, 35, 65, 95]) {
+        assert!(
+            in_range(*offset, expected * 1000, expected * 1000 + 50),
+            "{offsets:?} (expected about {:?})",
+            secs(expected)
+        );
+    }
+    // Every field as Node sends it.
+    let (_, frame) = &reports[0];
+    assert_eq!(frame["agent_id"], AGENT);
+    assert_eq!(frame["protocol_version"], 1);
+    assert!(frame["vram_used_bytes"].is_null() && frame["vram_total_bytes"].is_null());
+    assert!(frame.get("vram_used_bytes").is_some() && frame.get("vram_total_bytes").is_some());
+    assert!(frame["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+    if cfg!(target_os = "linux") {
+        let cpu = frame["cpu_percent"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&cpu));
+        assert!(frame["ram_used_bytes"].as_u64().unwrap() <= frame["ram_total_bytes"].as_u64().unwrap());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn resource_reports_stop_while_down_and_restart_5_s_after_identified_again() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(AGENT);
+    let connector = TestConnector::new(&hub, Net::Hub);
+    let driver = connector.clone();
+    let outage = async {
+        // Identified at about 0 s; reports at 5 and 35 s. Down at 50 s for a while.
+        sleep(Duration::from_secs(50)).await;
+        driver.set(Net::Refused);
+        hub.stop().await;
+        sleep(Duration::from_secs(60)).await;
+        hub.restart().await.unwrap();
+        driver.set(Net::Hub);
+    };
+    let ((), ()) = tokio::join!(
+        run_reporting(connector, &token, true, Duration::from_secs(200)),
+        outage
+    );
+    let identified = identified_at(&hub);
+    assert_eq!(identified.len(), 2, "identified twice");
+    let reports: Vec<Instant> = resource_reports(&hub).into_iter().map(|(at, _)| at).collect();
+    let (first, second): (Vec<Instant>, Vec<Instant>) = reports.iter().partition(|at| **at < identified[1]);
+    assert_eq!(first.len(), 2, "before the outage: {first:?}");
+    assert!(
+        first
+            .iter()
+            .all(|at| *at < identified[0] + Duration::from_secs(50)),
+        "nothing sent while down"
+    );
+    let after: Vec<Duration> = second.iter().map(|at| *at - identified[1]).collect();
+    assert!(!after.is_empty());
+    assert!(in_range(after[0], 5000, 5050), "{after:?}");
+    assert_eq!(hub_errors(&hub), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_resource_report_when_disabled() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(AGENT);
+    let connector = TestConnector::new(&hub, Net::Hub);
+    run_reporting(connector, &token, false, Duration::from_secs(100)).await;
+    assert_eq!(identified_at(&hub).len(), 1);
+    assert!(resource_reports(&hub).is_empty());
 }

@@ -10,6 +10,7 @@ use crate::event_log::EventLog;
 use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, TaskFrame, MAX_FRAME_BYTES};
 use crate::relay::machine::RelayInput;
 use crate::relay::runtime::RelayRuntime;
+use crate::resources::ResourceReporter;
 use crate::service::notify::{self, Notifier};
 use crate::status::StatusBoard;
 use futures_util::{SinkExt, StreamExt};
@@ -71,37 +72,38 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-/// Run the link until the policy exits (after `shutdown` resolves with the signal's name).
-///
-/// With a `relay`, task frames go to it, its frames go out on the link, and the link's
-/// up/down transitions reach it; without one the link runs alone (tests of the link). With a
-/// `board`, the state file for `status` follows the link and the tasks.
-pub async fn run<C: Connector>(
-    policy: LinkPolicy,
-    connector: C,
-    hub_url: &str,
-    log: &mut EventLog,
-    shutdown: impl Future<Output = String>,
-    relay: Option<&mut RelayRuntime>,
-    board: Option<&mut StatusBoard>,
-) -> RunEnd {
-    run_with_notifier(policy, connector, hub_url, log, shutdown, relay, board, None).await
+/// What runs alongside the link, all optional: the task relay, the state file for `status`,
+/// systemd's notifications, and `resource_report`s.
+#[derive(Default)]
+pub struct Companions<'a> {
+    /// Task frames go to it, its frames go out on the link, and it hears the link go up and down.
+    pub relay: Option<&'a mut RelayRuntime>,
+    /// The state file follows the link and the tasks.
+    pub board: Option<&'a mut StatusBoard>,
+    /// `STATUS=` follows the link, `STOPPING=1` goes out on the stop signal, and `WATCHDOG=1` is
+    /// sent from this loop while [`notify::link_healthy`] holds, so a wedged loop stops feeding it.
+    pub notifier: Option<&'a mut Notifier>,
+    /// `resource_report` frames while the link is identified.
+    pub resources: Option<ResourceReporter>,
 }
 
-/// [`run`], also keeping systemd informed through `notifier` (see [`crate::service::notify`]):
-/// `STATUS=` follows the link, `STOPPING=1` goes out on the stop signal, and `WATCHDOG=1` is sent
-/// from this loop while [`notify::link_healthy`] holds, so a wedged loop stops feeding it.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_with_notifier<C: Connector>(
+/// Run the link until the policy exits (after `shutdown` resolves with the signal's name).
+///
+/// Without companions the link runs alone (tests of the link); see [`Companions`].
+pub async fn run<C: Connector>(
     mut policy: LinkPolicy,
     connector: C,
     hub_url: &str,
     log: &mut EventLog,
     shutdown: impl Future<Output = String>,
-    mut relay: Option<&mut RelayRuntime>,
-    mut board: Option<&mut StatusBoard>,
-    mut notifier: Option<&mut Notifier>,
+    companions: Companions<'_>,
 ) -> RunEnd {
+    let Companions {
+        mut relay,
+        mut board,
+        mut notifier,
+        mut resources,
+    } = companions;
     let mut end = RunEnd::Stopped;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut shutdown_seen = false;
@@ -137,11 +139,17 @@ pub async fn run_with_notifier<C: Connector>(
                     }
                     Action::Log(event) => log.record(&event),
                     Action::Up => {
+                        if let Some(reporter) = resources.as_mut() {
+                            reporter.on_up(now());
+                        }
                         if let Some(r) = relay.as_deref_mut() {
                             r.handle(RelayInput::LinkUp, log);
                         }
                     }
                     Action::Down => {
+                        if let Some(reporter) = resources.as_mut() {
+                            reporter.on_down();
+                        }
                         if let Some(r) = relay.as_deref_mut() {
                             r.handle(RelayInput::LinkDown, log);
                         }
@@ -160,6 +168,10 @@ pub async fn run_with_notifier<C: Connector>(
                     send(&mut ws, &frame, send_timeout, &mut policy).await;
                 }
             }
+            if let Some(frame) = resources.as_mut().and_then(|r| r.handle_timeout(now())) {
+                busy = true;
+                send(&mut ws, &frame, send_timeout, &mut policy).await;
+            }
             if !busy {
                 break;
             }
@@ -170,18 +182,21 @@ pub async fn run_with_notifier<C: Connector>(
         }
 
         let relay_deadline = relay.as_deref().and_then(RelayRuntime::poll_timeout);
-        let mut deadline = match (policy.poll_timeout(), relay_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(n) = notifier.as_deref_mut() {
+        let resources_deadline = resources.as_ref().and_then(ResourceReporter::poll_timeout);
+        let notifier_deadline = notifier.as_deref_mut().and_then(|n| {
             n.tick(now(), notify::link_healthy(&policy, now()));
-            deadline = match (deadline, n.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        let deadline = deadline.map(Instant::from_std);
+            n.poll_timeout()
+        });
+        let deadline = [
+            policy.poll_timeout(),
+            relay_deadline,
+            resources_deadline,
+            notifier_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(Instant::from_std);
         let wake = tokio::select! {
             signal = &mut shutdown, if !shutdown_seen => Wake::Shutdown(signal),
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
