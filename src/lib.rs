@@ -1,5 +1,6 @@
 //! agentcom-sidecar: keeps an AI coding agent connected to an AgentCom hub.
 
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod event_log;

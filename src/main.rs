@@ -12,7 +12,7 @@ use agentcom_sidecar::service::notify::Notifier;
 use agentcom_sidecar::service::{self, ServiceCli, StopFuture};
 use agentcom_sidecar::shutdown::Signals;
 use agentcom_sidecar::status::{self, StatusBoard};
-use agentcom_sidecar::{demo, exit_code, init, trial};
+use agentcom_sidecar::{check, demo, exit_code, init, trial};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +70,24 @@ On a stop signal the WebSocket is closed with code 1000 and the process exits 0 
     /// Watch a sidecar connect, identify, heartbeat, survive a hub restart and shut down, against
     /// an embedded hub on a free loopback port. Needs no config; takes about 15 s.
     Demo,
+    /// Check a config: the host, then connect and identify once; one verdict, one exit code.
+    #[command(
+        long_about = "Check that a config is ready to run: validate it and the host (results_dir and the log \
+folder writable, the wake command's program found), then connect to the hub and identify once, and \
+report one precise verdict.\n\n\
+While a daemon runs with the same config it does not identify (a second identify would take the \
+agent's registration away from the running connection): it shows the daemon's state instead.",
+        after_help = "Exit codes:\n  0   ok: the hub answered identified\n  10  a host problem (a folder not writable, the wake command's program missing)\n  11  the hub's name does not resolve\n  12  connection refused\n  13  TLS failure (the message says why)\n  14  invalid_token\n  15  token_agent_mismatch\n  16  the hub has this agent in a cooldown\n  17  no answer in time\n  18  another connection failure (proxy, HTTP status, I/O)\n  20  a daemon runs with this config but is not identified\n  78  the config is invalid\n\n\
+Example:\n  agentcom-sidecar check --config ./config.json"
+    )]
+    Check {
+        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Accept a config or token file its group or others can read (Unix).
+        #[arg(long)]
+        allow_insecure_permissions: bool,
+    },
     /// Show the daemon's state: running or not, connection, current task, outbox.
     #[command(
         long_about = "Show the daemon's state: whether it runs, its connection, last hub contact, \
@@ -210,6 +228,22 @@ fn main() -> ExitCode {
                 },
                 force,
             )
+        }
+        Command::Check {
+            config,
+            allow_insecure_permissions,
+        } => {
+            let options = LoadOptions {
+                allow_insecure_permissions,
+                ..LoadOptions::from_env()
+            };
+            match Config::load_with(&config.unwrap_or_else(default_config_path), &options) {
+                Ok(config) => ExitCode::from(runtime.block_on(check::run(config))),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(exit_code::CONFIG)
+                }
+            }
         }
         Command::Status { config, json } => status_command(config.unwrap_or_else(default_config_path), json),
     }

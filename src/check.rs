@@ -1,0 +1,334 @@
+//! `agentcom-sidecar check`: is this config ready to run? One precise verdict, one exit code.
+//!
+//! It validates the config and the host (results_dir and the log folder writable, the wake
+//! command's program found), then connects and identifies once. While a daemon runs on the same
+//! state folder it does not identify (on the real hub a second identify takes the agent's
+//! registration away from the running connection, reference section 2.3): it shows the
+//! daemon's state instead.
+
+use crate::config::Config;
+use crate::link::connect::{ConnectError, NetConnector, NetOptions};
+use crate::link::policy::LinkSettings;
+use crate::lock::InstanceLock;
+use crate::protocol::{self, HubError, Inbound, Outbound};
+use crate::status;
+use futures_util::{SinkExt, StreamExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The exit codes of `check`, one per verdict.
+pub mod code {
+    /// Everything works: the hub answered `identified`.
+    pub const OK: u8 = 0;
+    /// A host problem: a folder is not writable, or the wake command's program is missing.
+    pub const HOST: u8 = 10;
+    /// The hub's host name does not resolve.
+    pub const NAME_NOT_RESOLVED: u8 = 11;
+    /// Nothing listens at the hub's address.
+    pub const REFUSED: u8 = 12;
+    /// The TLS handshake failed.
+    pub const TLS: u8 = 13;
+    /// The hub does not know the token.
+    pub const INVALID_TOKEN: u8 = 14;
+    /// The token belongs to another agent_id.
+    pub const TOKEN_AGENT_MISMATCH: u8 = 15;
+    /// The hub has this agent in a cooldown (after too many invalid frames).
+    pub const COOLDOWN: u8 = 16;
+    /// The connection or the identify got no answer in time.
+    pub const NO_ANSWER: u8 = 17;
+    /// Another connection failure (proxy, an HTTP status instead of a WebSocket, I/O).
+    pub const OTHER: u8 = 18;
+    /// A daemon runs with this config but is not identified right now.
+    pub const DAEMON_NOT_IDENTIFIED: u8 = 20;
+}
+
+/// What `check` concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The exit code (see [`code`]).
+    pub code: u8,
+    /// One line for a person.
+    pub message: String,
+}
+
+fn verdict(code: u8, message: impl Into<String>) -> Verdict {
+    Verdict {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The verdict for a connection that could not be made.
+pub fn connect_verdict(e: &ConnectError) -> Verdict {
+    let code = match e {
+        ConnectError::NameNotResolved { .. } => code::NAME_NOT_RESOLVED,
+        ConnectError::Refused { .. } => code::REFUSED,
+        ConnectError::TimedOut => code::NO_ANSWER,
+        ConnectError::Tls { .. } => code::TLS,
+        ConnectError::Proxy { .. } | ConnectError::HttpStatus { .. } | ConnectError::Io(_) => code::OTHER,
+    };
+    verdict(code, e.to_string())
+}
+
+/// Connect to the hub and identify once; close with 1000 either way.
+pub async fn probe(config: &Config, net: NetOptions, within: Duration) -> Verdict {
+    let connector = NetConnector::new(net);
+    let ws = tokio::time::timeout(within, connector.connect_classified(&config.hub_url)).await;
+    let mut ws = match ws {
+        Err(_) => {
+            return verdict(
+                code::NO_ANSWER,
+                format!("no answer from {} within {} s", config.hub_url, within.as_secs()),
+            )
+        }
+        Ok(Err(e)) => return connect_verdict(&e),
+        Ok(Ok(ws)) => ws,
+    };
+    let identify = Outbound::Identify(LinkSettings::from_config(config).identify).to_json();
+    if let Err(e) = ws.send(Message::text(identify)).await {
+        return verdict(
+            code::OTHER,
+            format!("the connection broke while identifying: {e}"),
+        );
+    }
+    let answer = tokio::time::timeout(within, async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Text(text)) => match protocol::parse_inbound(text.as_str()) {
+                    Ok(Inbound::Identified { agent_id }) => {
+                        return verdict(code::OK, format!("ok: the hub identified this sidecar as {agent_id}"))
+                    }
+                    Ok(Inbound::Error(HubError::InvalidToken)) => {
+                        return verdict(code::INVALID_TOKEN, "invalid_token: the hub does not know this token; copy it again from the hub admin (POST /admin/tokens) into token, token_file or AGENTCOM_TOKEN")
+                    }
+                    Ok(Inbound::Error(HubError::TokenAgentMismatch)) => {
+                        return verdict(code::TOKEN_AGENT_MISMATCH, format!("token_agent_mismatch: the token belongs to another agent, not \"{}\"; set agent_id to the agent the token was issued for", config.agent_id))
+                    }
+                    Ok(Inbound::Error(e)) => return verdict(code::OTHER, format!("the hub answered an error: {}", e.code())),
+                    _ => continue,
+                },
+                Ok(Message::Close(frame)) => {
+                    let (c, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((0, String::new()));
+                    if reason.starts_with("cooldown active") {
+                        return verdict(code::COOLDOWN, format!("cooldown: the hub refuses this agent for now ({reason}); this follows 10 invalid frames in a minute. Wait, then check again"));
+                    }
+                    return verdict(code::OTHER, format!("the hub closed the connection (code {c} {reason})"));
+                }
+                Ok(_) => continue,
+                Err(e) => return verdict(code::OTHER, format!("the connection broke: {e}")),
+            }
+        }
+        verdict(code::OTHER, "the hub closed the connection without answering identify")
+    })
+    .await
+    .unwrap_or_else(|_| verdict(code::NO_ANSWER, format!("the hub did not answer identify within {} s", within.as_secs())));
+    let done = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "check done".into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(done))).await;
+    answer
+}
+
+/// Checks of the host, each an `(ok, line)`.
+pub fn host_checks(config: &Config) -> Vec<(bool, String)> {
+    let mut out = vec![writable(&config.results_dir, "results_dir")];
+    if let Some(dir) = config.log_file.parent() {
+        out.push(writable(dir, "the log folder"));
+    }
+    if let Some(dir) = config.queue_file.parent() {
+        out.push(writable(dir, "the queue.json folder"));
+    }
+    match &config.wake_command {
+        None => out.push((
+            true,
+            "warning: no wake_command: every task will be refused (no_wake_command_configured)".into(),
+        )),
+        Some(command) => out.push(wake_program(
+            command,
+            config.path.parent().unwrap_or(Path::new(".")),
+        )),
+    }
+    out
+}
+
+fn writable(dir: &Path, what: &str) -> (bool, String) {
+    let probe = dir.join(format!(".agentcom-check-{}", std::process::id()));
+    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b"")) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            (true, format!("ok: {what} {} is writable", dir.display()))
+        }
+        Err(e) => (
+            false,
+            format!("error: {what} {} is not writable: {e}", dir.display()),
+        ),
+    }
+}
+
+/// Shell words that are not programs on PATH.
+const BUILTINS: &[&str] = &[
+    "true", "false", ":", "echo", "printf", "exec", "cd", "test", "[", "export", "set", "eval", ".", "exit",
+    "nohup", "env",
+];
+
+/// The wake command's program: the first word that is not a `NAME=value` assignment.
+pub fn wake_program_name(command: &str) -> Option<String> {
+    let mut word = String::new();
+    let mut words = vec![];
+    let (mut quote, mut chars) = (None::<char>, command.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '\\') => word.extend(chars.next()),
+            (None, c) if c.is_whitespace() || matches!(c, ';' | '&' | '|') => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                if !c.is_whitespace() {
+                    break;
+                }
+            }
+            (_, c) => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words.into_iter().find(|w| {
+        let assignment = w.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        !assignment
+    })
+}
+
+fn wake_program(command: &str, base: &Path) -> (bool, String) {
+    let Some(program) = wake_program_name(command) else {
+        return (false, "error: wake_command has no program to run".into());
+    };
+    if BUILTINS.contains(&program.as_str()) || program.contains("${") {
+        return (true, format!("ok: wake_command runs `{program}` (a shell word)"));
+    }
+    let found: Option<PathBuf> = if program.contains('/') || program.contains('\\') {
+        let path = base.join(&program);
+        path.exists().then_some(path)
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(&program))
+                .find(|p| is_executable(p))
+        })
+    };
+    match found {
+        Some(path) => (true, format!("ok: wake_command's program `{program}` is {}", path.display())),
+        None => (
+            false,
+            format!(
+                "error: wake_command's program `{program}` is not found{}\nhelp: install it, or give its absolute path in wake_command (a service's PATH is often shorter than your shell's)",
+                if program.contains('/') { String::new() } else { " on PATH".to_owned() }
+            ),
+        ),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file() || path.with_extension("exe").is_file() || path.with_extension("cmd").is_file()
+    }
+}
+
+/// The whole `check`: prints each step, returns the exit code.
+pub async fn run(config: Config) -> u8 {
+    println!(
+        "ok: config {} (agent_id {}, hub {})",
+        config.path.display(),
+        config.agent_id,
+        config.hub_url
+    );
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
+    let net = NetOptions::from_env(config.ca_file.clone());
+    if let Err(e) = net.check() {
+        println!("error: {e}");
+        return crate::exit_code::CONFIG;
+    }
+    let mut host_ok = true;
+    for (ok, line) in host_checks(&config) {
+        host_ok &= ok;
+        println!("{line}");
+    }
+    let state_dir = config
+        .queue_file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    if InstanceLock::holder(&state_dir).is_some() {
+        let report = status::report(&state_dir);
+        println!(
+            "\na sidecar is running with this config: not identifying again (a second identify would take the\n\
+             agent's registration away from the running connection). Its state:\n"
+        );
+        print!("{}", status::render(&report));
+        return if !host_ok {
+            code::HOST
+        } else if report.connection == "identified" {
+            code::OK
+        } else {
+            code::DAEMON_NOT_IDENTIFIED
+        };
+    }
+    let verdict = probe(&config, net, Duration::from_secs(10)).await;
+    println!("{}", verdict.message);
+    if verdict.code == code::OK && !host_ok {
+        return code::HOST;
+    }
+    verdict.code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_program_past_assignments_and_quotes() {
+        assert_eq!(
+            wake_program_name("openclaw system event --text \"x\"").as_deref(),
+            Some("openclaw")
+        );
+        assert_eq!(
+            wake_program_name("HOLD=1 FOO='a b' sh ./agent.sh").as_deref(),
+            Some("sh")
+        );
+        assert_eq!(
+            wake_program_name("'/opt/my agent/bin' run").as_deref(),
+            Some("/opt/my agent/bin")
+        );
+        assert_eq!(wake_program_name("cd /x && run").as_deref(), Some("cd"));
+        assert_eq!(wake_program_name("  ").as_deref(), None);
+    }
+
+    #[test]
+    fn a_missing_program_is_a_host_error() {
+        let (ok, line) = wake_program("definitely-not-a-program-xyz --flag", Path::new("/"));
+        assert!(!ok);
+        assert!(
+            line.contains("`definitely-not-a-program-xyz` is not found on PATH"),
+            "{line}"
+        );
+        assert!(wake_program("sh -c true", Path::new("/")).0);
+        assert!(wake_program("true", Path::new("/")).0);
+    }
+}
