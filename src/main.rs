@@ -411,10 +411,11 @@ async fn run(
     }
 }
 
-/// After `restart_sidecar`: under a service manager exit with [`exit_code::RESTART`] (the unit
-/// restarts on it); otherwise re-execute this binary with the same arguments.
+/// After `restart_sidecar`: under systemd exit with [`exit_code::RESTART`] (the unit restarts on
+/// any exit but 78); elsewhere (a terminal, launchd, which restarts only after a crash) re-execute
+/// this binary with the same arguments, keeping the PID. Everything was persisted as it changed.
 fn restart() -> ExitCode {
-    let supervised = ["INVOCATION_ID", "NOTIFY_SOCKET", "XPC_SERVICE_NAME"]
+    let supervised = ["INVOCATION_ID", "NOTIFY_SOCKET"]
         .iter()
         .any(|v| std::env::var_os(v).is_some());
     if !supervised {

@@ -94,7 +94,7 @@ impl Sidecar {
             command.env(k, v);
         }
         // A test must not look supervised unless it says so.
-        for var in ["INVOCATION_ID", "NOTIFY_SOCKET", "XPC_SERVICE_NAME"] {
+        for var in ["INVOCATION_ID", "NOTIFY_SOCKET"] {
             if !env.iter().any(|(k, _)| *k == var) {
                 command.env_remove(var);
             }
