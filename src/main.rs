@@ -418,22 +418,18 @@ fn restart() -> ExitCode {
     let supervised = ["INVOCATION_ID", "NOTIFY_SOCKET"]
         .iter()
         .any(|v| std::env::var_os(v).is_some());
+    #[cfg(unix)]
     if !supervised {
         if let Ok(exe) = std::env::current_exe() {
+            use std::os::unix::process::CommandExt;
             let args: Vec<_> = std::env::args_os().skip(1).collect();
-            #[cfg(unix)]
-            {
-                use std::os::unix::process::CommandExt;
-                let error = std::process::Command::new(&exe).args(&args).exec();
-                eprintln!("error: cannot restart {}: {error}", exe.display());
-            }
-            #[cfg(not(unix))]
-            {
-                if std::process::Command::new(&exe).args(&args).spawn().is_ok() {
-                    return ExitCode::SUCCESS;
-                }
-            }
+            let error = std::process::Command::new(&exe).args(&args).exec();
+            eprintln!("error: cannot restart {}: {error}", exe.display());
         }
     }
+    // Windows: a service is restarted by the Service Control Manager's failure actions; a
+    // console sidecar exits 75 (a new process could not take the lock before this one exits).
+    #[cfg(not(unix))]
+    let _ = supervised;
     ExitCode::from(exit_code::RESTART)
 }
