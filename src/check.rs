@@ -11,6 +11,7 @@ use crate::link::connect::{ConnectError, NetConnector, NetOptions};
 use crate::link::policy::LinkSettings;
 use crate::lock::InstanceLock;
 use crate::protocol::{self, HubError, Inbound, Outbound};
+use crate::service::find_on_path;
 use crate::status;
 use futures_util::{SinkExt, StreamExt};
 use std::path::{Path, PathBuf};
@@ -218,11 +219,7 @@ fn wake_program(command: &str, base: &Path) -> (bool, String) {
         let path = base.join(&program);
         path.exists().then_some(path)
     } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(&program))
-                .find(|p| is_executable(p))
-        })
+        find_on_path(&program)
     };
     match found {
         Some(path) => (true, format!("ok: wake_command's program `{program}` is {}", path.display())),
@@ -233,20 +230,6 @@ fn wake_program(command: &str, base: &Path) -> (bool, String) {
                 if program.contains('/') { String::new() } else { " on PATH".to_owned() }
             ),
         ),
-    }
-}
-
-fn is_executable(path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        path.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    }
-    #[cfg(not(unix))]
-    {
-        path.is_file() || path.with_extension("exe").is_file() || path.with_extension("cmd").is_file()
     }
 }
 
@@ -271,10 +254,7 @@ pub async fn run(config: Config) -> u8 {
         host_ok &= ok;
         println!("{line}");
     }
-    let state_dir = config
-        .queue_file
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let state_dir = config.state_dir();
     if InstanceLock::holder(&state_dir).is_some() {
         let report = status::report(&state_dir);
         println!(

@@ -1068,6 +1068,14 @@ fn check_hub_url(url: &str, token: Option<&str>) -> Result<(), String> {
 }
 
 impl Config {
+    /// The state folder: the one holding queue.json, where the instance lock and the state file
+    /// for `status` live.
+    pub fn state_dir(&self) -> PathBuf {
+        self.queue_file
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
     /// Reads and validates the config file at `path`, with `$AGENTCOM_TOKEN` from the process
     /// environment and permissions checked: `load_with(path, &LoadOptions::from_env())`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -8,7 +8,7 @@
 use crate::config::{Config, LoadOptions};
 use crate::event_log::EventLog;
 use crate::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
-use crate::link::connect::{NetConnector, NetOptions, ProxyConfig};
+use crate::link::connect::NetConnector;
 use crate::link::policy::{LinkPolicy, LinkSettings};
 use crate::link::socket::{self, Companions};
 use crate::relay::runtime::RelayRuntime;
@@ -75,11 +75,7 @@ async fn script() -> Result<PathBuf, String> {
     };
     let link = socket::run(
         policy,
-        // The embedded hub is on loopback: never through a proxy from the environment.
-        NetConnector::new(NetOptions {
-            proxy: ProxyConfig::default(),
-            ..NetOptions::from_env(None)
-        }),
+        NetConnector::direct(),
         &config.hub_url,
         &mut log,
         stop,

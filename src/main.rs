@@ -294,10 +294,7 @@ fn status_command(config_path: PathBuf, json: bool) -> ExitCode {
             return ExitCode::from(exit_code::CONFIG);
         }
     };
-    let state_dir = config
-        .queue_file
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let state_dir = config.state_dir();
     let report = status::report(&state_dir);
     if json {
         println!(
@@ -348,10 +345,7 @@ async fn run(
         }
     };
     // One sidecar per state folder (the folder holding queue.json).
-    let state_dir = config
-        .queue_file
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let state_dir = config.state_dir();
     let lock = match InstanceLock::acquire(&state_dir) {
         Ok(lock) => lock,
         Err(e) => {

@@ -4,22 +4,18 @@
 use crate::config::{Config, Secret};
 use crate::event_log::{Event, EventLog};
 use crate::hub::{EmbeddedHub, HubOptions, TaskSpec};
-use crate::link::connect::{NetConnector, NetOptions, ProxyConfig};
+use crate::link::connect::NetConnector;
 use crate::link::policy::{LinkPolicy, LinkSettings};
 use crate::link::socket::{self, Companions};
 use crate::lock::InstanceLock;
 use crate::relay::runtime::RelayRuntime;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 /// How `try` ended, as an exit code: 0 the task completed, 1 it did not.
 pub async fn run(mut config: Config, description: String, timeout: Duration) -> ExitCode {
-    let state_dir = config
-        .queue_file
-        .parent()
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let state_dir = config.state_dir();
     if let Some(pid) = InstanceLock::holder(&state_dir) {
         let who = pid.map_or("a sidecar".to_owned(), |p| format!("a sidecar (PID {p})"));
         eprintln!(
@@ -64,11 +60,7 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
     let stop = async move { stop_rx.await.unwrap_or_default() };
-    // The embedded hub is on loopback: never through a proxy from the environment.
-    let connector = NetConnector::new(NetOptions {
-        proxy: ProxyConfig::default(),
-        ..NetOptions::from_env(None)
-    });
+    let connector = NetConnector::direct();
     let link = socket::run(
         policy,
         connector,

@@ -492,6 +492,14 @@ pub type NetStream = MaybeTlsStream<TcpStream>;
 const MAX_PROXY_HEAD: usize = 16 * 1024;
 
 impl NetConnector {
+    /// A connector that never goes through a proxy: for the embedded hub on loopback (`demo`, `try`).
+    pub fn direct() -> NetConnector {
+        NetConnector::new(NetOptions {
+            proxy: ProxyConfig::default(),
+            ..NetOptions::from_env(None)
+        })
+    }
+
     /// A connector with these options.
     pub fn new(options: NetOptions) -> NetConnector {
         NetConnector {
