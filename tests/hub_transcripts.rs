@@ -19,13 +19,32 @@ type Client = WebSocketStream<DuplexStream>;
 /// How long a `recv` may wait (virtual time) before the frame counts as missing.
 const RECV_LIMIT: Duration = Duration::from_secs(5);
 
+/// The recorded transcripts, vendored from the project's shared reference (`../shared/hub-transcripts`)
+/// so that a clone runs its tests anywhere.
 fn load(case: &str) -> Value {
-    let path = format!(
-        "{}/../shared/hub-transcripts/{case}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/hub-transcripts/{case}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("transcript is JSON")
+}
+
+/// Where the shared reference sits beside the repo, the vendored copies must match it exactly.
+#[test]
+fn vendored_transcripts_match_the_shared_reference() {
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/hub-transcripts");
+    let Ok(entries) = std::fs::read_dir(&shared) else {
+        eprintln!("no {} here: nothing to compare", shared.display());
+        return;
+    };
+    let vendored = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hub-transcripts");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let ours = std::fs::read(vendored.join(&name)).unwrap_or_default();
+        assert_eq!(
+            ours,
+            std::fs::read(entry.path()).unwrap(),
+            "tests/hub-transcripts/{name:?} differs from the shared reference: copy it again"
+        );
+    }
 }
 
 /// Opens a client on an in-memory stream served by `hub`.
