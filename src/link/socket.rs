@@ -156,7 +156,9 @@ pub async fn run<C: Connector>(
                     }
                     Action::Exit => {
                         if let Some(b) = board.as_deref_mut() {
-                            b.update(policy.status(), vec![], 0);
+                            let (tasks, outbox) =
+                                relay.as_deref().map(RelayRuntime::snapshot).unwrap_or_default();
+                            b.update(policy.status(), tasks, outbox);
                         }
                         return end;
                     }
