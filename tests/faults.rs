@@ -1,0 +1,443 @@
+//! Fault injection on the real binary: SIGKILL at random points across many task lifecycles,
+//! the hub killed and restarted, the link black-holed, the results folder deleted, queue.json
+//! corrupted between runs, and the disk full at persist time.
+//!
+//! `cargo test --test faults` runs the CI profile (30 lifecycles); the full run is
+//! `FAULT_PROFILE=full cargo test --test faults -- --nocapture` (200 lifecycles). The kill
+//! points come from a seeded RNG: the seed is printed, `FAULT_SEED=N` replays it.
+
+mod support;
+
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskRecord, TaskSpec};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+/// The agent. `$1` is `MODE:DELAY`: `now` (started and result at once, in the wake command),
+/// `slow` (the wake command itself works DELAY seconds), `bg` (the work is backgrounded and the
+/// wake command returns at once), `hold` (like slow, but waits for `../release`). Every wake is
+/// recorded in `../wakes` and its process group in `../pgids` (killed at the end of the test).
+const AGENT_SH: &str = r#"#!/bin/sh
+dir="$AGENTCOM_RESULTS_DIR"
+id="$AGENTCOM_TASK_ID"
+echo "$id" >> "$dir/../wakes"
+cut -d' ' -f5 /proc/$$/stat >> "$dir/../pgids" 2>/dev/null
+mode="${1%%:*}"
+delay="${1#*:}"
+work() {
+  : > "$AGENTCOM_STARTED_FILE"
+  if [ "$mode" = hold ]; then
+    while [ ! -e "$dir/../release" ]; do sleep 0.05; done
+  else
+    sleep "$delay"
+  fi
+  tmp="$AGENTCOM_RESULT_FILE.tmp.$$.$1"
+  printf '{"status":"success","output":"%s","tokens_used":1}' "$id" > "$tmp" && mv "$tmp" "$AGENTCOM_RESULT_FILE"
+}
+case "$mode" in
+  bg) (work bg) > /dev/null 2>&1 & ;;
+  *) work fg ;;
+esac
+"#;
+
+/// Kills every process group the agent recorded, on drop (agents outlive the sidecar on purpose).
+struct AgentReaper(PathBuf);
+
+impl Drop for AgentReaper {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("release"), "");
+        for pgid in std::fs::read_to_string(self.0.join("pgids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1)
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+struct World {
+    hub: EmbeddedHub,
+    dir: TempDir,
+    config: PathBuf,
+    agent: String,
+    _reaper: AgentReaper,
+}
+
+impl World {
+    async fn new(agent: &str, extra: Value) -> World {
+        Self::with_hub(agent, extra, HubOptions::default(), None).await
+    }
+
+    /// `url`: connect there instead of the hub (a proxy in front of it).
+    async fn with_hub(agent: &str, extra: Value, opts: HubOptions, url: Option<&dyn Fn(&EmbeddedHub) -> String>) -> World {
+        let hub = EmbeddedHub::start(opts).await.unwrap();
+        let token = hub.add_token(agent);
+        let dir = TempDir::new(agent);
+        std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
+        let hub_url = url.map_or_else(|| hub.url(), |f| f(&hub));
+        let mut config: Value = serde_json::from_str(&config_json(agent, &token, &hub_url, json!({}))).unwrap();
+        config["wake_command"] = format!("sh {} ${{TASK_DESCRIPTION}}", dir.join("agent.sh").display()).into();
+        if let Value::Object(extra) = extra {
+            for (k, v) in extra {
+                config[k] = v;
+            }
+        }
+        let path = dir.join("config.json");
+        write_private(&path, &config.to_string());
+        let reaper = AgentReaper(dir.path().to_owned());
+        World {
+            hub,
+            dir,
+            config: path,
+            agent: agent.to_owned(),
+            _reaper: reaper,
+        }
+    }
+
+    fn spawn(&self) -> Sidecar {
+        Sidecar::spawn(self.dir.path(), &self.config)
+    }
+
+    fn submit(&self, description: &str, max_retries: u32) -> String {
+        self.hub.submit_task(TaskSpec {
+            description: description.into(),
+            max_retries,
+            ..TaskSpec::default()
+        })
+    }
+
+    fn results(&self) -> PathBuf {
+        self.dir.join("results")
+    }
+
+    /// Waits until the hub sees the agent identified (on a connection after `after` events).
+    async fn identified_after(&self, after: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.hub.history()[after..]
+                .iter()
+                .any(|e| matches!(e, HubEvent::Identified { agent_id, .. } if *agent_id == self.agent));
+            if seen {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} not identified within {within:?}", self.agent);
+            tokio::time::sleep(MS(10)).await;
+        }
+    }
+
+    async fn wait_terminal(&self, id: &str, within: Duration) -> TaskRecord {
+        let deadline = Instant::now() + within;
+        loop {
+            let record = self.hub.task(id);
+            if let Some(r) = &record {
+                if r.status == "completed" || r.status == "dead_letter" {
+                    return r.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} not completed or dead-lettered within {within:?}: {record:?}\n{}",
+                self.dump(id)
+            );
+            tokio::time::sleep(MS(20)).await;
+        }
+    }
+
+    /// What the sidecar logged and holds about `id`, and the frames it exchanged about it.
+    fn dump(&self, id: &str) -> String {
+        let log = std::fs::read_to_string(self.dir.join("sidecar.log")).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(id) || l.contains("\"startup\"") || l.contains("identified"))
+            .collect();
+        let frames: Vec<String> = self
+            .hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Received { conn, text, .. } if text.contains(id) => Some(format!("{conn} <- {text}")),
+                HubEvent::Sent { conn, text, .. } if text.contains(id) => Some(format!("{conn} -> {text}")),
+                HubEvent::Connected { conn, .. } => Some(format!("{conn} connected")),
+                HubEvent::Sent { conn, text, .. } if !text.contains("pong") => Some(format!("{conn} -> {text}")),
+                _ => None,
+            })
+            .collect();
+        let results: Vec<String> = std::fs::read_dir(self.results())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        format!(
+            "log:\n{}\nframes:\n{}\nqueue.json: {}\nresults: {results:?}\nwakes: {}",
+            lines.join("\n"),
+            frames.join("\n"),
+            std::fs::read_to_string(self.dir.join("queue.json")).unwrap_or_default(),
+            self.wakes(id)
+        )
+    }
+
+    async fn wait_file(&self, path: &Path, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "{} did not appear", path.display());
+            tokio::time::sleep(MS(10)).await;
+        }
+    }
+
+    fn release(&self) {
+        std::fs::write(self.dir.join("release"), "").unwrap();
+    }
+
+    fn wakes(&self, id: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("wakes"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == id)
+            .count()
+    }
+
+    /// Frames the hub sent that refused an outcome or a generation: must stay empty.
+    fn refusals(&self) -> Vec<String> {
+        self.hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Sent { text, .. }
+                    if text.contains("stale_generation") || text.contains("invalid_state") =>
+                {
+                    Some(text.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent_by_sidecar(&self, kind: &str) -> Vec<Value> {
+        self.hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Received { text, .. } => serde_json::from_str::<Value>(text).ok(),
+                _ => None,
+            })
+            .filter(|f| f["type"] == kind)
+            .collect()
+    }
+
+    /// The per-task invariants: known to the hub, completed at most once with the agent's own
+    /// result, or handed back with a reason.
+    fn check_task(&self, record: &TaskRecord) {
+        let completed = record.history.iter().filter(|(e, _)| e == "completed").count();
+        assert!(completed <= 1, "completed twice: {record:?}");
+        match record.status.as_str() {
+            "completed" => {
+                assert_eq!(completed, 1, "{record:?}");
+                let output = record.result.as_ref().and_then(|r| r["output"].as_str());
+                assert_eq!(output, Some(record.task_id.as_str()), "another task's result: {record:?}");
+            }
+            "dead_letter" => assert!(
+                record.last_error.as_deref().is_some_and(|e| !e.is_empty()),
+                "handed back without a reason: {record:?}"
+            ),
+            other => panic!("task neither completed nor handed back ({other}): {record:?}"),
+        }
+    }
+
+    async fn wait_queue_empty(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(self.dir.join("queue.json")).unwrap_or_default();
+            let queue: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if queue == json!({"active": null, "recovering": null}) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "queue.json still holds {text}");
+            tokio::time::sleep(MS(20)).await;
+        }
+    }
+}
+
+fn full_profile() -> bool {
+    std::env::var("FAULT_PROFILE").is_ok_and(|p| p == "full")
+}
+
+fn seed() -> u64 {
+    match std::env::var("FAULT_SEED") {
+        Ok(s) => s.trim().parse().expect("FAULT_SEED must be an integer"),
+        Err(_) => fastrand::u64(..),
+    }
+}
+
+/// What the sidecar was doing when it was killed: the last task frame it sent on its current
+/// connection (`connecting` before it identified, `idle` when it had sent nothing task-related).
+fn kill_point(history: &[HubEvent]) -> String {
+    let mut point = "connecting".to_owned();
+    for event in history {
+        match event {
+            HubEvent::Identified { .. } => point = "identified".into(),
+            HubEvent::Received { text, .. } => {
+                let frame: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                let kind = frame["type"].as_str().unwrap_or("?");
+                if kind.starts_with("task_") || kind == "wake_result" || kind == "state_report" {
+                    point = format!("after {kind}");
+                }
+            }
+            _ => {}
+        }
+    }
+    point
+}
+
+#[tokio::test]
+async fn sigkill_at_random_points_across_many_lifecycles_loses_nothing() {
+    let lifecycles: usize = std::env::var("FAULT_LIFECYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if full_profile() { 200 } else { 30 });
+    // The hub's rate limits (60 task frames a minute) would make this take an hour: they get
+    // their own campaign below.
+    campaign("faults-kill", lifecycles, false, 600, None).await;
+}
+
+/// Restarts every few hundred milliseconds exhaust the hub's rate limit (60 frames a minute),
+/// so the hub drops `task_recovering`, `task_accepted` and `task_complete` with `rate_limited`:
+/// each must be asked or sent again, and every task still ends once.
+#[tokio::test]
+async fn sigkill_loops_under_the_hubs_real_rate_limits_lose_nothing() {
+    // A burst of kills drains the buckets; then it must recover on its own, in the refill's time.
+    let limited = campaign("faults-kill-rl", 8, true, 150, Some(if full_profile() { 120 } else { 40 })).await;
+    assert!(limited > 0, "the hub never rate-limited: the campaign proved nothing");
+}
+
+/// `lifecycles` tasks, up to three at a time, with the sidecar killed at random every
+/// 0..`max_gap_ms` and restarted, until all have ended.
+/// Returns how many frames the hub refused with `rate_limited`.
+/// With `max_kills`, the kills stop there and the rest runs undisturbed.
+async fn campaign(
+    agent: &str,
+    lifecycles: usize,
+    rate_limits: bool,
+    max_gap_ms: u64,
+    max_kills: Option<usize>,
+) -> usize {
+    let seed = seed();
+    println!("{agent}: {lifecycles} lifecycles, FAULT_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let w = World::new(
+        agent,
+        // A finished task the hub answers with task_reassign (it is already completed) is kept
+        // for readopt_window_ms in case the hub assigns it again: short here, so queue.json empties.
+        json!({"max_pending": 4, "wake_retry_delays_ms": [100, 200, 400], "confirmation_timeout_ms": 20000,
+               "readopt_window_ms": 1000}),
+    )
+    .await;
+    w.hub.set_double_assign(true);
+    w.hub.set_rate_limits(rate_limits);
+    let started = Instant::now();
+    let mut sidecar = w.spawn();
+    let mut spawned_at = 0;
+    let mut ids: Vec<String> = Vec::new();
+    let mut modes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut points: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kills = 0usize;
+    let budget = if rate_limits {
+        Duration::from_secs(8 * lifecycles as u64 + 30)
+    } else {
+        Duration::from_millis(1500 * lifecycles as u64 + 10_000)
+    };
+    let terminal = |id: &String| {
+        w.hub
+            .task(id)
+            .is_some_and(|r| r.status == "completed" || r.status == "dead_letter")
+    };
+    loop {
+        let in_flight = ids.iter().filter(|id| !terminal(id)).count();
+        if ids.len() == lifecycles && in_flight == 0
+            || started.elapsed() > budget
+            || max_kills.is_some_and(|max| kills >= max)
+        {
+            break;
+        }
+        // Up to three tasks in flight, each with its own agent speed.
+        let want = rng.usize(1..=3);
+        for _ in in_flight..want {
+            if ids.len() == lifecycles {
+                break;
+            }
+            let (mode, delay) = match rng.u8(0..3) {
+                0 => ("now", 0),
+                1 => ("slow", rng.u64(50..800)),
+                _ => ("bg", rng.u64(0..800)),
+            };
+            *modes.entry(mode).or_default() += 1;
+            ids.push(w.submit(&format!("{mode}:{}.{:03}", delay / 1000, delay % 1000), 5));
+        }
+        // Let it run a random while, then kill it wherever it is.
+        tokio::time::sleep(MS(rng.u64(0..max_gap_ms))).await;
+        let history = w.hub.history();
+        *points.entry(kill_point(&history[spawned_at..])).or_default() += 1;
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        kills += 1;
+        tokio::time::sleep(MS(rng.u64(0..150))).await;
+        spawned_at = w.hub.history().len();
+        sidecar = w.spawn();
+    }
+    // No more kills: everything must settle.
+    if max_kills.is_some() {
+        while ids.len() < lifecycles {
+            ids.push(w.submit("now:0", 5));
+        }
+    }
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &ids {
+        let record = w.wait_terminal(id, SECS(90)).await;
+        w.check_task(&record);
+        *outcomes.entry(record.status.clone()).or_default() += 1;
+    }
+    w.identified_after(spawned_at, SECS(10)).await;
+    w.wait_queue_empty(SECS(20)).await;
+    let refusals = w.refusals();
+    assert!(refusals.is_empty(), "seed {seed}: refused outcomes: {refusals:?}");
+    let records: Vec<TaskRecord> = ids.iter().filter_map(|id| w.hub.task(id)).collect();
+    let count = |event: &str| -> usize {
+        records
+            .iter()
+            .map(|r| r.history.iter().filter(|(e, _)| e == event).count())
+            .sum()
+    };
+    let rewoken = ids.iter().filter(|id| w.wakes(id) > 1).count();
+    let limited = w
+        .hub
+        .history()
+        .iter()
+        .filter(|e| matches!(e, HubEvent::Sent { text, .. } if text.contains("\"rate_limited\"")))
+        .count();
+    println!(
+        "{agent} (seed {seed}, rate limits {rate_limits}): {} lifecycles, {kills} kills in {:.1} s\n  agents: {modes:?}\n  \
+         kill points: {points:?}\n  outcomes: {outcomes:?}; hub reclaims {}, retries {}; \
+         tasks woken more than once {rewoken}; frames rate-limited {limited}; stale or duplicate outcomes 0",
+        ids.len(),
+        started.elapsed().as_secs_f64(),
+        count("reclaimed"),
+        count("retry"),
+    );
+    assert_eq!(ids.len(), lifecycles, "seed {seed}: the campaign ran out of time");
+    assert!(
+        kills >= max_kills.unwrap_or(lifecycles / 2),
+        "seed {seed}: only {kills} kills"
+    );
+    limited
+}
