@@ -79,16 +79,16 @@ struct World {
 
 impl World {
     async fn new(agent: &str, extra: Value) -> World {
-        Self::with_hub(agent, extra, HubOptions::default(), None).await
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        Self::with_hub(agent, extra, hub, None)
     }
 
     /// `url`: connect there instead of the hub (a proxy in front of it).
-    async fn with_hub(agent: &str, extra: Value, opts: HubOptions, url: Option<&dyn Fn(&EmbeddedHub) -> String>) -> World {
-        let hub = EmbeddedHub::start(opts).await.unwrap();
+    fn with_hub(agent: &str, extra: Value, hub: EmbeddedHub, url: Option<String>) -> World {
         let token = hub.add_token(agent);
         let dir = TempDir::new(agent);
         std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
-        let hub_url = url.map_or_else(|| hub.url(), |f| f(&hub));
+        let hub_url = url.unwrap_or_else(|| hub.url());
         let mut config: Value = serde_json::from_str(&config_json(agent, &token, &hub_url, json!({}))).unwrap();
         config["wake_command"] = format!("sh {} ${{TASK_DESCRIPTION}}", dir.join("agent.sh").display()).into();
         if let Value::Object(extra) = extra {
@@ -440,4 +440,123 @@ async fn campaign(
         "seed {seed}: only {kills} kills"
     );
     limited
+}
+
+#[tokio::test]
+async fn the_hub_killed_and_restarted_mid_task_loses_nothing() {
+    let w = World::new("faults-hub", json!({})).await;
+    let _sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    // 1. Stopped while the agent works, back before it finishes.
+    let working = w.submit("hold:0", 3);
+    w.wait_file(&w.results().join(format!("{working}.started")), SECS(10))
+        .await;
+    w.hub.stop().await;
+    let mark = w.hub.history().len();
+    w.hub.restart().await.unwrap();
+    w.identified_after(mark, SECS(10)).await;
+    w.release();
+    // 2. Stopped the moment a task is assigned (before or after task_accepted reached it).
+    let mark = w.hub.history().len();
+    let fresh = w.submit("now:0", 3);
+    w.hub.stop().await;
+    tokio::time::sleep(MS(200)).await;
+    w.hub.restart().await.unwrap();
+    w.identified_after(mark + 1, SECS(10)).await;
+    // 3. Stopped while an outcome is on its way (the agent finishes while the hub is down).
+    let late = w.submit("slow:0.3", 3);
+    w.wait_file(&w.results().join(format!("{late}.started")), SECS(10))
+        .await;
+    w.hub.stop().await;
+    w.wait_file(&w.results().join(format!("{late}.json")), SECS(10))
+        .await;
+    w.hub.restart().await.unwrap();
+    for id in [&working, &fresh, &late] {
+        let record = w.wait_terminal(id, SECS(20)).await;
+        assert_eq!(record.status, "completed", "{record:?}");
+        w.check_task(&record);
+    }
+    assert_eq!((w.wakes(&working), w.wakes(&late)), (1, 1), "woken again");
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+    w.wait_queue_empty(SECS(10)).await;
+}
+
+/// A TCP proxy that, once `black_hole` is set, swallows every byte of the connections it holds
+/// (no FIN, no RST), as a NAT that dropped the mapping would. New connections pass normally.
+async fn proxy(target: std::net::SocketAddr, black_hole: Arc<AtomicBool>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let hole = black_hole.clone();
+            black_hole.store(false, Ordering::SeqCst);
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, hole.clone()));
+            tokio::spawn(pump(sr, cw, hole));
+        }
+    });
+    url
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hole: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut swallowing = false;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        swallowing |= hole.load(Ordering::SeqCst);
+        if !swallowing && to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if !swallowing {
+        let _ = to.shutdown().await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[tokio::test]
+async fn a_link_black_holed_mid_task_is_dropped_and_the_outcome_delivered_once() {
+    // The hub notices the dead connection only by its idle timeout (3 s here instead of 60 s).
+    let hub = EmbeddedHub::start(HubOptions {
+        idle_timeout: SECS(3),
+        ..HubOptions::default()
+    })
+    .await
+    .unwrap();
+    let hole = Arc::new(AtomicBool::new(false));
+    let url = proxy(hub.addr(), hole.clone()).await;
+    let w = World::with_hub("faults-hole", json!({}), hub, Some(url));
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    let held = w.submit("hold:0", 3);
+    w.wait_file(&w.results().join(format!("{held}.started")), SECS(10))
+        .await;
+    hole.store(true, Ordering::SeqCst);
+    w.release();
+    sidecar
+        .wait_log_event("heartbeat_timeout", SECS(10))
+        .await
+        .expect("the silent link is noticed");
+    let record = w.wait_terminal(&held, SECS(20)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    w.check_task(&record);
+    // And the next task goes through the new connection.
+    let next = w.submit("now:0", 3);
+    let record = w.wait_terminal(&next, SECS(20)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    assert_eq!(w.wakes(&held), 1);
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
 }
