@@ -560,3 +560,122 @@ async fn a_link_black_holed_mid_task_is_dropped_and_the_outcome_delivered_once()
     assert_eq!(w.wakes(&held), 1);
     assert!(w.refusals().is_empty(), "{:?}", w.refusals());
 }
+
+#[tokio::test]
+async fn the_results_folder_deleted_while_running_is_recreated_and_rewatched() {
+    let w = World::new("faults-rmdir", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    // Deleted while the agent works: re-created (by the watcher's fallback check) before the
+    // agent writes its result into it, and the result is still picked up.
+    let held = w.submit("hold:0", 3);
+    w.wait_file(&w.results().join(format!("{held}.started")), SECS(10))
+        .await;
+    std::fs::remove_dir_all(w.results()).unwrap();
+    w.wait_file(&w.results(), SECS(10)).await;
+    w.release();
+    let record = w.wait_terminal(&held, SECS(15)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    w.check_task(&record);
+    // Deleted while idle: the next task is woken and reported as usual.
+    sidecar
+        .wait_log_event("outcome_acknowledged", SECS(5))
+        .await
+        .expect("acknowledged");
+    std::fs::remove_dir_all(w.results()).unwrap();
+    let next = w.submit("bg:0.1", 3);
+    let record = w.wait_terminal(&next, SECS(15)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    // And once more, replaced by a fresh folder at the same path while a task runs.
+    let replaced = w.submit("slow:0.6", 3);
+    w.wait_file(&w.results().join(format!("{replaced}.started")), SECS(10))
+        .await;
+    let aside = w.dir.join("results-old");
+    std::fs::rename(w.results(), &aside).unwrap();
+    std::fs::create_dir(w.results()).unwrap();
+    let record = w.wait_terminal(&replaced, SECS(15)).await;
+    // The agent wrote into the folder it was given (by path): the new one.
+    assert_eq!(record.status, "completed", "{record:?}");
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+    assert!(sidecar.stderr().is_empty(), "{}", sidecar.stderr());
+}
+
+#[tokio::test]
+async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the_sidecar_runs_on() {
+    let seed = seed();
+    println!("queue corruption: FAULT_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let w = World::new("faults-queue", json!({})).await;
+    let mut corrupt_events = 0;
+    let variants: Vec<(&str, Box<dyn Fn(&[u8], &mut fastrand::Rng) -> Vec<u8>>)> = vec![
+        (
+            "truncated at a random byte",
+            Box::new(|b: &[u8], rng: &mut fastrand::Rng| b[..rng.usize(1..b.len() - 3)].to_vec()),
+        ),
+        ("truncated to nothing", Box::new(|_: &[u8], _: &mut fastrand::Rng| Vec::new())),
+        (
+            "zeroed (a lost page)",
+            Box::new(|b: &[u8], _: &mut fastrand::Rng| vec![0u8; b.len()]),
+        ),
+        (
+            "random bytes overwritten",
+            Box::new(|b: &[u8], rng: &mut fastrand::Rng| {
+                let mut b = b.to_vec();
+                let at = rng.usize(0..b.len() / 2);
+                for byte in &mut b[at..at + 8] {
+                    *byte = 0xff;
+                }
+                b
+            }),
+        ),
+        (
+            "not a queue",
+            Box::new(|_: &[u8], _: &mut fastrand::Rng| b"[1, 2, 3]\n".to_vec()),
+        ),
+        (
+            "a hostile task id",
+            Box::new(|_: &[u8], _: &mut fastrand::Rng| br#"{"active": {"task_id": "../../x"}}"#.to_vec()),
+        ),
+    ];
+    for (what, corrupt) in variants {
+        let _ = std::fs::remove_file(w.dir.join("release"));
+        let mut sidecar = w.spawn();
+        let id = w.submit("hold:0", 3);
+        w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+            .await;
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        let good = std::fs::read(w.dir.join("queue.json")).unwrap();
+        assert!(good.len() > 20, "{what}: queue.json holds the task");
+        let bad = corrupt(&good, &mut rng);
+        std::fs::write(w.dir.join("queue.json"), &bad).unwrap();
+        w.release();
+        let mark = w.hub.history().len();
+        let sidecar = w.spawn();
+        corrupt_events += 1;
+        let log = sidecar
+            .wait_log_count("queue_corrupt", corrupt_events, SECS(10))
+            .await;
+        let event = log
+            .iter()
+            .filter(|e| e["event"] == "queue_corrupt")
+            .nth(corrupt_events - 1)
+            .unwrap_or_else(|| panic!("{what}: no queue_corrupt event"));
+        let moved = PathBuf::from(event["moved_to"].as_str().unwrap());
+        assert_eq!(std::fs::read(&moved).unwrap(), bad, "{what}: moved aside as it was");
+        assert!(!event["error"].as_str().unwrap_or("").is_empty(), "{what}: {event}");
+        w.identified_after(mark, SECS(10)).await;
+        // The hub took the task back when the connection dropped and assigns it again: it ends
+        // once, from the agent's result, although the sidecar forgot it.
+        let record = w.wait_terminal(&id, SECS(20)).await;
+        w.check_task(&record);
+        assert_eq!(record.status, "completed", "{what}: {record:?}");
+        // The sidecar runs on and writes a good queue.json again.
+        let next = w.submit("now:0", 3);
+        let record = w.wait_terminal(&next, SECS(20)).await;
+        assert_eq!(record.status, "completed", "{what}: {record:?}");
+        w.wait_queue_empty(SECS(10)).await;
+        drop(sidecar);
+    }
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+}
