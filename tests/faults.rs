@@ -55,6 +55,7 @@ struct AgentReaper(PathBuf);
 impl Drop for AgentReaper {
     fn drop(&mut self) {
         let _ = std::fs::write(self.0.join("release"), "");
+        let _ = std::fs::write(self.0.join("fill"), "");
         for pgid in std::fs::read_to_string(self.0.join("pgids"))
             .unwrap_or_default()
             .lines()
@@ -677,5 +678,129 @@ async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the
         w.wait_queue_empty(SECS(10)).await;
         drop(sidecar);
     }
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+}
+
+/// The per-task checks for a task that could not be persisted: refused with `task_failed` and
+/// the reason (dead-lettered here after its retries), never accepted; `persist_failed` logged.
+async fn refused_for_persist(w: &World, sidecar: &Sidecar, id: &str, why: &str) {
+    let record = w.wait_terminal(id, SECS(20)).await;
+    assert_eq!(record.status, "dead_letter", "{record:?}");
+    let error = record.last_error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("persist_failed: ") && error.to_lowercase().contains(why),
+        "{record:?}"
+    );
+    assert!(
+        !w.sent_by_sidecar("task_accepted").iter().any(|f| f["task_id"] == id),
+        "a task that could not be persisted was accepted"
+    );
+    assert_eq!(w.wakes(id), 0, "an unpersisted task was woken");
+    sidecar
+        .wait_log_event("persist_failed", SECS(5))
+        .await
+        .expect("persist_failed logged");
+}
+
+#[tokio::test]
+async fn a_full_disk_at_persist_time_refuses_the_task_with_the_reason() {
+    // A 64 KiB tmpfs in a private mount namespace holds queue.json (and the instance lock); a
+    // helper inside the namespace fills it when `fill` appears, and empties it on `release`.
+    let w = World::new("faults-enospc", json!({})).await;
+    let state = w.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let unshare: &[&str] = if unsafe_is_root() { &["-m"] } else { &["-r", "-m"] };
+    let probe = std::process::Command::new("unshare")
+        .args(unshare)
+        .args(["sh", "-c", "mount -t tmpfs -o size=64k tmpfs \"$1\"", "sh"])
+        .arg(&state)
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            println!(
+                "SKIPPED a_full_disk_at_persist_time: cannot mount a tmpfs in a private namespace here ({}); \
+                 the injected write error test still runs",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("SKIPPED a_full_disk_at_persist_time: no unshare ({e}); the injected write error test still runs");
+            return;
+        }
+    }
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
+    config["queue_file"] = state.join("queue.json").display().to_string().into();
+    write_private(&w.config, &config.to_string());
+    const SCRIPT: &str = r#"
+mount -t tmpfs -o size=64k tmpfs "$1" || exit 97
+(
+  while [ ! -e "$5" ]; do sleep 0.05; done
+  dd if=/dev/zero of="$1/filler" bs=4096 2>/dev/null
+  : > "$5.done"
+  while [ ! -e "$2" ]; do sleep 0.05; done
+  rm -f "$1/filler"
+) &
+exec "$3" run --config "$4"
+"#;
+    let child = std::process::Command::new("unshare")
+        .args(unshare)
+        .args(["sh", "-c", SCRIPT, "sh"])
+        .arg(&state)
+        .arg(w.dir.join("release"))
+        .arg(env!("CARGO_BIN_EXE_agentcom-sidecar"))
+        .arg(&w.config)
+        .arg(w.dir.join("fill"))
+        .env_remove("AGENTCOM_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(w.dir.join("stdout.txt")).unwrap())
+        .stderr(std::fs::File::create(w.dir.join("stderr.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut sidecar = Sidecar {
+        child,
+        dir: w.dir.path().to_owned(),
+    };
+    if let Some(status) = sidecar.wait_exit(MS(1500)).await {
+        panic!("the sidecar exited ({status}) on a full disk:\n{}{}", sidecar.stdout(), sidecar.stderr());
+    }
+    w.identified_after(0, SECS(10)).await;
+    std::fs::write(w.dir.join("fill"), "").unwrap();
+    w.wait_file(&w.dir.join("fill.done"), SECS(10)).await;
+    let refused = w.submit("now:0", 2);
+    refused_for_persist(&w, &sidecar, &refused, "no space left").await;
+    // Space again: the next task is persisted, accepted and completed.
+    w.release();
+    tokio::time::sleep(MS(300)).await;
+    let next = w.submit("now:0", 3);
+    let record = w.wait_terminal(&next, SECS(20)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+}
+
+fn unsafe_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}
+
+#[tokio::test]
+async fn an_injected_write_error_at_persist_time_refuses_the_task_with_the_reason() {
+    // Works as root too: the store's temp file name is taken by a folder, so creating it fails.
+    let w = World::new("faults-eisdir", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    let blocker = w.dir.join(&format!("queue.json.tmp-{}", sidecar.pid()));
+    std::fs::create_dir_all(blocker.join("occupied")).unwrap();
+    let refused = w.submit("now:0", 2);
+    refused_for_persist(&w, &sidecar, &refused, "directory").await;
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let next = w.submit("now:0", 3);
+    let record = w.wait_terminal(&next, SECS(20)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    w.wait_queue_empty(SECS(10)).await;
     assert!(w.refusals().is_empty(), "{:?}", w.refusals());
 }
