@@ -25,7 +25,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 /// The agent. `$1` is `MODE:DELAY`: `now` (started and result at once, in the wake command),
 /// `slow` (the wake command itself works DELAY seconds), `bg` (the work is backgrounded and the
 /// wake command returns at once), `hold` (like slow, but waits for `../release`). Every wake is
-/// recorded in `../wakes` and its process group in `../pgids` (killed at the end of the test).
+/// recorded in `../wakes`; `huge` writes a 100 MiB result and its process group in `../pgids` (killed at the end of the test).
 const AGENT_SH: &str = r#"#!/bin/sh
 dir="$AGENTCOM_RESULTS_DIR"
 id="$AGENTCOM_TASK_ID"
@@ -44,6 +44,10 @@ work() {
   printf '{"status":"success","output":"%s","tokens_used":1}' "$id" > "$tmp" && mv "$tmp" "$AGENTCOM_RESULT_FILE"
 }
 case "$mode" in
+  huge)
+    : > "$AGENTCOM_STARTED_FILE"
+    # 100 MiB, sparse: costs no disk, and would cost 100 MiB of memory if it were read.
+    dd if=/dev/zero of="$AGENTCOM_RESULT_FILE" bs=1 count=0 seek=104857600 2>/dev/null ;;
   bg) (work bg) > /dev/null 2>&1 & ;;
   *) work fg ;;
 esac
@@ -803,4 +807,117 @@ async fn an_injected_write_error_at_persist_time_refuses_the_task_with_the_reaso
     assert_eq!(record.status, "completed", "{record:?}");
     w.wait_queue_empty(SECS(10)).await;
     assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+}
+
+/// The peak resident memory of a process, in KiB (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_100_mib_result_file_is_refused_as_too_large_without_being_read() {
+    let w = World::new("faults-huge", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    let id = w.submit("huge:0", 1);
+    let record = w.wait_terminal(&id, SECS(20)).await;
+    assert_eq!(record.status, "dead_letter", "{record:?}");
+    assert_eq!(record.last_error.as_deref(), Some("result_invalid"));
+    let event = sidecar
+        .wait_log_event("result_invalid", SECS(5))
+        .await
+        .expect("result_invalid logged");
+    assert!(
+        event.to_string().contains("104857600 bytes, over the size limit"),
+        "{event}"
+    );
+    let peak = peak_rss_kib(sidecar.pid());
+    assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
+}
+
+#[tokio::test]
+async fn an_over_limit_frame_from_the_hub_is_dropped_with_the_link_and_logged() {
+    let w = World::new("faults-bigframe", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    let mark = w.hub.history().len();
+    // 2 MiB: over the 1 MiB limit; the hub sends it whole.
+    let frame = json!({"type": "task_assign", "task_id": "big", "generation": 1, "description": "x".repeat(2 << 20)});
+    w.hub.push("faults-bigframe", frame).await.unwrap();
+    w.identified_after(mark, SECS(10)).await;
+    let closed = sidecar
+        .wait_log_event("ws_close", SECS(5))
+        .await
+        .expect("ws_close logged");
+    assert!(
+        closed["reason"].as_str().unwrap_or("").contains("Message too long"),
+        "{closed}"
+    );
+    let log = std::fs::read_to_string(w.dir.join("sidecar.log")).unwrap();
+    assert!(!log.contains("\"task_received\""), "the frame was used: {log}");
+    // And tasks still flow on the new connection.
+    let id = w.submit("now:0", 3);
+    assert_eq!(w.wait_terminal(&id, SECS(20)).await.status, "completed");
+    let peak = peak_rss_kib(sidecar.pid());
+    assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
+}
+
+#[tokio::test]
+async fn a_100_mib_frame_is_refused_from_its_header_not_buffered() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // A fake hub: identifies the sidecar, then announces a 100 MiB text frame and streams it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let dir = TempDir::new("faults-100mib");
+    write_private(&dir.join("config.json"), &config_json("faults-100mib", "t", &url, json!({})));
+    let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    let accept = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tokio_tungstenite::accept_async(tcp).await.unwrap()
+    };
+    let mut ws = tokio::time::timeout(SECS(10), accept).await.expect("connected");
+    let identify = tokio::time::timeout(SECS(5), ws.next()).await.expect("identify");
+    assert!(format!("{identify:?}").contains("identify"));
+    ws.send(Message::text(json!({"type": "identified", "agent_id": "faults-100mib"}).to_string()))
+        .await
+        .unwrap();
+    const LEN: u64 = 100 << 20;
+    let tcp = ws.get_mut();
+    let mut header = vec![0x81u8, 127];
+    header.extend_from_slice(&LEN.to_be_bytes());
+    tcp.write_all(&header).await.unwrap();
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0u64;
+    let streaming = async {
+        while sent < LEN {
+            if tcp.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+    };
+    let _ = tokio::time::timeout(SECS(20), streaming).await;
+    assert!(sent < LEN / 2, "the sidecar read {sent} bytes of an over-limit frame");
+    // It reconnects.
+    let again = tokio::time::timeout(SECS(10), listener.accept()).await;
+    assert!(again.is_ok(), "no reconnect after the refused frame");
+    let peak = peak_rss_kib(sidecar.pid());
+    assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
+    let closed = sidecar
+        .wait_log_event("ws_close", SECS(5))
+        .await
+        .expect("ws_close logged");
+    assert!(
+        closed["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Message too long: 104857600 > 1048576"),
+        "{closed}"
+    );
 }
