@@ -94,8 +94,10 @@ impl World {
         let dir = TempDir::new(agent);
         std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
         let hub_url = url.unwrap_or_else(|| hub.url());
-        let mut config: Value = serde_json::from_str(&config_json(agent, &token, &hub_url, json!({}))).unwrap();
-        config["wake_command"] = format!("sh {} ${{TASK_DESCRIPTION}}", dir.join("agent.sh").display()).into();
+        let mut config: Value =
+            serde_json::from_str(&config_json(agent, &token, &hub_url, json!({}))).unwrap();
+        config["wake_command"] =
+            format!("sh {} ${{TASK_DESCRIPTION}}", dir.join("agent.sh").display()).into();
         if let Value::Object(extra) = extra {
             for (k, v) in extra {
                 config[k] = v;
@@ -139,7 +141,11 @@ impl World {
             if seen {
                 return;
             }
-            assert!(Instant::now() < deadline, "{} not identified within {within:?}", self.agent);
+            assert!(
+                Instant::now() < deadline,
+                "{} not identified within {within:?}",
+                self.agent
+            );
             tokio::time::sleep(MS(10)).await;
         }
     }
@@ -174,15 +180,23 @@ impl World {
             .history()
             .iter()
             .filter_map(|e| match e {
-                HubEvent::Received { conn, text, .. } if text.contains(id) => Some(format!("{conn} <- {text}")),
+                HubEvent::Received { conn, text, .. } if text.contains(id) => {
+                    Some(format!("{conn} <- {text}"))
+                }
                 HubEvent::Sent { conn, text, .. } if text.contains(id) => Some(format!("{conn} -> {text}")),
                 HubEvent::Connected { conn, .. } => Some(format!("{conn} connected")),
-                HubEvent::Sent { conn, text, .. } if !text.contains("pong") => Some(format!("{conn} -> {text}")),
+                HubEvent::Sent { conn, text, .. } if !text.contains("pong") => {
+                    Some(format!("{conn} -> {text}"))
+                }
                 _ => None,
             })
             .collect();
         let results: Vec<String> = std::fs::read_dir(self.results())
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         format!(
             "log:\n{}\nframes:\n{}\nqueue.json: {}\nresults: {results:?}\nwakes: {}",
@@ -250,7 +264,11 @@ impl World {
             "completed" => {
                 assert_eq!(completed, 1, "{record:?}");
                 let output = record.result.as_ref().and_then(|r| r["output"].as_str());
-                assert_eq!(output, Some(record.task_id.as_str()), "another task's result: {record:?}");
+                assert_eq!(
+                    output,
+                    Some(record.task_id.as_str()),
+                    "another task's result: {record:?}"
+                );
             }
             "dead_letter" => assert!(
                 record.last_error.as_deref().is_some_and(|e| !e.is_empty()),
@@ -322,8 +340,18 @@ async fn sigkill_at_random_points_across_many_lifecycles_loses_nothing() {
 #[tokio::test]
 async fn sigkill_loops_under_the_hubs_real_rate_limits_lose_nothing() {
     // A burst of kills drains the buckets; then it must recover on its own, in the refill's time.
-    let limited = campaign("faults-kill-rl", 8, true, 150, Some(if full_profile() { 120 } else { 40 })).await;
-    assert!(limited > 0, "the hub never rate-limited: the campaign proved nothing");
+    let limited = campaign(
+        "faults-kill-rl",
+        8,
+        true,
+        150,
+        Some(if full_profile() { 120 } else { 40 }),
+    )
+    .await;
+    assert!(
+        limited > 0,
+        "the hub never rate-limited: the campaign proved nothing"
+    );
 }
 
 /// `lifecycles` tasks, up to three at a time, with the sidecar killed at random every
@@ -605,6 +633,9 @@ async fn the_results_folder_deleted_while_running_is_recreated_and_rewatched() {
     assert!(sidecar.stderr().is_empty(), "{}", sidecar.stderr());
 }
 
+/// Turns a good queue.json into a bad one.
+type Corruption = dyn Fn(&[u8], &mut fastrand::Rng) -> Vec<u8>;
+
 #[tokio::test]
 async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the_sidecar_runs_on() {
     let seed = seed();
@@ -612,12 +643,15 @@ async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the
     let mut rng = fastrand::Rng::with_seed(seed);
     let w = World::new("faults-queue", json!({})).await;
     let mut corrupt_events = 0;
-    let variants: Vec<(&str, Box<dyn Fn(&[u8], &mut fastrand::Rng) -> Vec<u8>>)> = vec![
+    let variants: Vec<(&str, Box<Corruption>)> = vec![
         (
             "truncated at a random byte",
             Box::new(|b: &[u8], rng: &mut fastrand::Rng| b[..rng.usize(1..b.len() - 3)].to_vec()),
         ),
-        ("truncated to nothing", Box::new(|_: &[u8], _: &mut fastrand::Rng| Vec::new())),
+        (
+            "truncated to nothing",
+            Box::new(|_: &[u8], _: &mut fastrand::Rng| Vec::new()),
+        ),
         (
             "zeroed (a lost page)",
             Box::new(|b: &[u8], _: &mut fastrand::Rng| vec![0u8; b.len()]),
@@ -667,8 +701,15 @@ async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the
             .nth(corrupt_events - 1)
             .unwrap_or_else(|| panic!("{what}: no queue_corrupt event"));
         let moved = PathBuf::from(event["moved_to"].as_str().unwrap());
-        assert_eq!(std::fs::read(&moved).unwrap(), bad, "{what}: moved aside as it was");
-        assert!(!event["error"].as_str().unwrap_or("").is_empty(), "{what}: {event}");
+        assert_eq!(
+            std::fs::read(&moved).unwrap(),
+            bad,
+            "{what}: moved aside as it was"
+        );
+        assert!(
+            !event["error"].as_str().unwrap_or("").is_empty(),
+            "{what}: {event}"
+        );
         w.identified_after(mark, SECS(10)).await;
         // The hub took the task back when the connection dropped and assigns it again: it ends
         // once, from the agent's result, although the sidecar forgot it.
@@ -696,7 +737,9 @@ async fn refused_for_persist(w: &World, sidecar: &Sidecar, id: &str, why: &str) 
         "{record:?}"
     );
     assert!(
-        !w.sent_by_sidecar("task_accepted").iter().any(|f| f["task_id"] == id),
+        !w.sent_by_sidecar("task_accepted")
+            .iter()
+            .any(|f| f["task_id"] == id),
         "a task that could not be persisted was accepted"
     );
     assert_eq!(w.wakes(id), 0, "an unpersisted task was woken");
@@ -768,7 +811,11 @@ exec "$3" run --config "$4"
         dir: w.dir.path().to_owned(),
     };
     if let Some(status) = sidecar.wait_exit(MS(1500)).await {
-        panic!("the sidecar exited ({status}) on a full disk:\n{}{}", sidecar.stdout(), sidecar.stderr());
+        panic!(
+            "the sidecar exited ({status}) on a full disk:\n{}{}",
+            sidecar.stdout(),
+            sidecar.stderr()
+        );
     }
     w.identified_after(0, SECS(10)).await;
     std::fs::write(w.dir.join("fill"), "").unwrap();
@@ -847,7 +894,8 @@ async fn an_over_limit_frame_from_the_hub_is_dropped_with_the_link_and_logged() 
     w.identified_after(0, SECS(10)).await;
     let mark = w.hub.history().len();
     // 2 MiB: over the 1 MiB limit; the hub sends it whole.
-    let frame = json!({"type": "task_assign", "task_id": "big", "generation": 1, "description": "x".repeat(2 << 20)});
+    let frame =
+        json!({"type": "task_assign", "task_id": "big", "generation": 1, "description": "x".repeat(2 << 20)});
     w.hub.push("faults-bigframe", frame).await.unwrap();
     w.identified_after(mark, SECS(10)).await;
     let closed = sidecar
@@ -855,7 +903,10 @@ async fn an_over_limit_frame_from_the_hub_is_dropped_with_the_link_and_logged() 
         .await
         .expect("ws_close logged");
     assert!(
-        closed["reason"].as_str().unwrap_or("").contains("Message too long"),
+        closed["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Message too long"),
         "{closed}"
     );
     let log = std::fs::read_to_string(w.dir.join("sidecar.log")).unwrap();
@@ -875,7 +926,10 @@ async fn a_100_mib_frame_is_refused_from_its_header_not_buffered() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     let dir = TempDir::new("faults-100mib");
-    write_private(&dir.join("config.json"), &config_json("faults-100mib", "t", &url, json!({})));
+    write_private(
+        &dir.join("config.json"),
+        &config_json("faults-100mib", "t", &url, json!({})),
+    );
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
     let accept = async {
         let (tcp, _) = listener.accept().await.unwrap();
@@ -884,9 +938,11 @@ async fn a_100_mib_frame_is_refused_from_its_header_not_buffered() {
     let mut ws = tokio::time::timeout(SECS(10), accept).await.expect("connected");
     let identify = tokio::time::timeout(SECS(5), ws.next()).await.expect("identify");
     assert!(format!("{identify:?}").contains("identify"));
-    ws.send(Message::text(json!({"type": "identified", "agent_id": "faults-100mib"}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "identified", "agent_id": "faults-100mib"}).to_string(),
+    ))
+    .await
+    .unwrap();
     const LEN: u64 = 100 << 20;
     let tcp = ws.get_mut();
     let mut header = vec![0x81u8, 127];
@@ -903,7 +959,10 @@ async fn a_100_mib_frame_is_refused_from_its_header_not_buffered() {
         }
     };
     let _ = tokio::time::timeout(SECS(20), streaming).await;
-    assert!(sent < LEN / 2, "the sidecar read {sent} bytes of an over-limit frame");
+    assert!(
+        sent < LEN / 2,
+        "the sidecar read {sent} bytes of an over-limit frame"
+    );
     // It reconnects.
     let again = tokio::time::timeout(SECS(10), listener.accept()).await;
     assert!(again.is_ok(), "no reconnect after the refused frame");

@@ -30,7 +30,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         ".{0,24}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
@@ -43,14 +45,45 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 const FRAME_TYPES: &[&str] = &[
-    "identified", "pong", "agent_left", "rate_limit_warning", "rate_limited", "error", "task_assign",
-    "task_ack", "task_continue", "task_reassign", "task_cancelled", "state_report_ack", "restart_sidecar",
-    "agent_joined", "status_changed", "ollama_report_ack", "agents", "ping", "",
+    "identified",
+    "pong",
+    "agent_left",
+    "rate_limit_warning",
+    "rate_limited",
+    "error",
+    "task_assign",
+    "task_ack",
+    "task_continue",
+    "task_reassign",
+    "task_cancelled",
+    "state_report_ack",
+    "restart_sidecar",
+    "agent_joined",
+    "status_changed",
+    "ollama_report_ack",
+    "agents",
+    "ping",
+    "",
 ];
 
 const FRAME_FIELDS: &[&str] = &[
-    "type", "agent_id", "task_id", "generation", "status", "reason", "error", "retry_after_ms", "tier",
-    "action", "message", "description", "metadata", "assigned_at", "code", "capacity", "remaining",
+    "type",
+    "agent_id",
+    "task_id",
+    "generation",
+    "status",
+    "reason",
+    "error",
+    "retry_after_ms",
+    "tier",
+    "action",
+    "message",
+    "description",
+    "metadata",
+    "assigned_at",
+    "code",
+    "capacity",
+    "remaining",
 ];
 
 /// Objects shaped like hub frames: a known type and known fields with arbitrary values.
@@ -157,11 +190,36 @@ fn hub_frames_at_the_limits() {
 }
 
 const CONFIG_KEYS: &[&str] = &[
-    "agent_id", "token", "token_file", "hub_url", "ca_file", "name", "capabilities", "wake_command",
-    "cancel_command", "confirmation_timeout_ms", "wake_timeout_ms", "wake_retry_delays_ms", "max_pending",
-    "progress_keepalive_ms", "readopt_window_ms", "results_dir", "queue_file", "log_file", "log_max_bytes",
-    "log_keep", "report_resources", "heartbeat_interval_ms", "heartbeat_timeout_ms", "reconnect_initial_ms",
-    "reconnect_max_ms", "reconnect_jitter", "hub_api_url", "repo_dir", "log_level", "agnet_id",
+    "agent_id",
+    "token",
+    "token_file",
+    "hub_url",
+    "ca_file",
+    "name",
+    "capabilities",
+    "wake_command",
+    "cancel_command",
+    "confirmation_timeout_ms",
+    "wake_timeout_ms",
+    "wake_retry_delays_ms",
+    "max_pending",
+    "progress_keepalive_ms",
+    "readopt_window_ms",
+    "results_dir",
+    "queue_file",
+    "log_file",
+    "log_max_bytes",
+    "log_keep",
+    "report_resources",
+    "heartbeat_interval_ms",
+    "heartbeat_timeout_ms",
+    "reconnect_initial_ms",
+    "reconnect_max_ms",
+    "reconnect_jitter",
+    "hub_api_url",
+    "repo_dir",
+    "log_level",
+    "agnet_id",
 ];
 
 fn config_path() -> std::path::PathBuf {
@@ -328,7 +386,10 @@ async fn result_and_progress_files_with_any_content() {
                     sentinel = true;
                     quiet_until = Some(tokio::time::Instant::now() + Duration::from_millis(500));
                 } else {
-                    assert!(results.insert(task_id.clone(), content).is_none(), "{task_id} reported twice");
+                    assert!(
+                        results.insert(task_id.clone(), content).is_none(),
+                        "{task_id} reported twice"
+                    );
                 }
             }
             Ok(Some(_)) => {}
@@ -343,7 +404,10 @@ async fn result_and_progress_files_with_any_content() {
         match (results.get(&format!("r{i}")), parsed) {
             (Some(ResultContent::Object(map)), Some(Value::Object(expected))) => assert_eq!(map, &expected),
             (Some(ResultContent::Object(map)), other) => panic!("r{i}: {map:?} reported for {other:?}"),
-            (_, Some(Value::Object(_))) => panic!("r{i}: an object not reported as one: {:?}", String::from_utf8_lossy(bytes)),
+            (_, Some(Value::Object(_))) => panic!(
+                "r{i}: an object not reported as one: {:?}",
+                String::from_utf8_lossy(bytes)
+            ),
             _ => {}
         }
     }
@@ -359,5 +423,8 @@ fn floats_in_task_metadata_survive_a_persist_and_reload_exactly() {
     let path = dir.join("queue.json");
     std::fs::write(&path, queue).unwrap();
     let loaded = TaskStore::new(&path).load().unwrap();
-    assert_eq!(loaded.tasks[0].metadata["x"].as_f64(), Some(2.996188030483753e-167));
+    assert_eq!(
+        loaded.tasks[0].metadata["x"].as_f64(),
+        Some(2.996188030483753e-167)
+    );
 }
