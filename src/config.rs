@@ -843,10 +843,14 @@ impl Builder<'_> {
                 }));
             }
         }
-        let text = match std::fs::read_to_string(file) {
+        let text = match read_limited(file, MAX_TOKEN_FILE_BYTES) {
             Ok(t) => t,
             Err(e) => {
                 return Err(fail(match e.kind() {
+                    std::io::ErrorKind::FileTooLarge => format!(
+                        "names {shown}, which holds more than {MAX_TOKEN_FILE_BYTES} bytes\n\
+                         help: it must hold the token alone"
+                    ),
                     std::io::ErrorKind::NotFound => format!(
                         "names {shown}, which does not exist\n\
                          help: create it holding only the token, readable only by you:\n\
@@ -937,6 +941,28 @@ impl Builder<'_> {
         }
         Ok(url)
     }
+}
+
+/// The largest config file read (a config is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The largest token file read (a token is 64 characters).
+pub const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
+
+/// Reads a UTF-8 text file of at most `limit` bytes. A larger one, or an endless one such as
+/// `/dev/zero`, is refused (`ErrorKind::FileTooLarge`) after reading `limit + 1` bytes.
+fn read_limited(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it holds more than {limit} bytes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Checks a token read from `token_file` or the environment (already trimmed and non-empty);
@@ -1106,7 +1132,7 @@ impl Config {
                 }));
             }
         }
-        let text = match std::fs::read_to_string(&abs) {
+        let text = match read_limited(&abs, MAX_CONFIG_BYTES) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(fail(ConfigErrorKind::NotFound))

@@ -356,6 +356,12 @@ impl EmbeddedHub {
         self.shared.lock().swallow_pings = !on;
     }
 
+    /// Test knob: `false` turns the per-agent rate limits off (the real hub always has them),
+    /// for tests that send far more frames a minute than a real agent does.
+    pub fn set_rate_limits(&self, on: bool) {
+        self.shared.lock().unlimited = !on;
+    }
+
     /// Sends a WebSocket-level ping frame to the socket registered for `agent_id`.
     pub async fn ws_ping(&self, agent_id: &str, payload: Vec<u8>) -> Result<(), NotConnected> {
         self.order(agent_id, ConnCmd::Ping(payload))

@@ -219,6 +219,9 @@ pub struct Relay {
     /// The task whose outcome was sent and awaits `task_ack` (or an error frame).
     in_flight: Option<String>,
     resend_at: Option<Instant>,
+    /// After a `rate_limited`: when to report again the tasks still waiting for an answer (the
+    /// hub dropped a `task_recovering` or `state_report`, and will never answer it).
+    reask_at: Option<Instant>,
     next_keepalive: Option<Instant>,
     /// Assignments of other tasks that arrived while we wait for answers about held ones.
     deferred: VecDeque<Map<String, Value>>,
@@ -235,6 +238,7 @@ impl Relay {
             link_up: false,
             in_flight: None,
             resend_at: None,
+            reask_at: None,
             next_keepalive: None,
             deferred: VecDeque::new(),
             actions: VecDeque::new(),
@@ -310,6 +314,9 @@ impl Relay {
         if let Some(t) = self.resend_at {
             consider(t);
         }
+        if let Some(t) = self.reask_at {
+            consider(t);
+        }
         if let Some(t) = self.next_keepalive {
             consider(t);
         }
@@ -327,6 +334,11 @@ impl Relay {
             RelayInput::RateLimited { retry_after } => {
                 if self.in_flight.take().is_some() {
                     self.resend_at = Some(now + retry_after);
+                }
+                // The frame the hub dropped may have been a question about a held task: until
+                // it is answered, that task sends nothing and new assignments are deferred.
+                if self.link_up && self.held.iter().any(|h| h.standing == Standing::Asked) {
+                    self.reask_at = Some(now + retry_after);
                 }
             }
             RelayInput::Persisted(result) => self.persisted(result),
@@ -398,6 +410,17 @@ impl Relay {
         if self.resend_at.is_some_and(|t| now >= t) {
             self.resend_at = None;
         }
+        if self.reask_at.is_some_and(|t| now >= t) {
+            self.reask_at = None;
+            if self.link_up {
+                for i in 0..self.held.len() {
+                    if self.held[i].standing == Standing::Asked {
+                        let frame = self.ask_frame(i);
+                        self.send(frame);
+                    }
+                }
+            }
+        }
         if self.next_keepalive.is_some_and(|t| now >= t) {
             self.next_keepalive = Some(now + self.settings.progress_keepalive);
             let alive: Vec<String> = self
@@ -428,24 +451,30 @@ impl Relay {
             if h.is_detached() || h.standing == Standing::Persisting {
                 continue;
             }
-            let r = &h.record;
-            let frame = if h.recovered {
-                Outbound::TaskRecovering {
-                    task_id: r.task_id.clone(),
-                    description: r.description.clone(),
-                    metadata: r.metadata.clone(),
-                    last_status: h.status().to_owned(),
-                }
-            } else {
-                Outbound::StateReport {
-                    task_id: r.task_id.clone(),
-                    status: h.status().to_owned(),
-                    generation: r.generation,
-                    assigned_at: r.assigned_at,
-                }
-            };
+            let frame = self.ask_frame(i);
             self.send(frame);
             self.held[i].standing = Standing::Asked;
+        }
+    }
+
+    /// What to ask the hub about held task `i` after a reconnect (or again after `rate_limited`).
+    fn ask_frame(&self, i: usize) -> Outbound {
+        let h = &self.held[i];
+        let r = &h.record;
+        if h.recovered {
+            Outbound::TaskRecovering {
+                task_id: r.task_id.clone(),
+                description: r.description.clone(),
+                metadata: r.metadata.clone(),
+                last_status: h.status().to_owned(),
+            }
+        } else {
+            Outbound::StateReport {
+                task_id: r.task_id.clone(),
+                status: h.status().to_owned(),
+                generation: r.generation,
+                assigned_at: r.assigned_at,
+            }
         }
     }
 
@@ -453,6 +482,7 @@ impl Relay {
         self.link_up = false;
         self.in_flight = None;
         self.resend_at = None;
+        self.reask_at = None;
         self.next_keepalive = None;
         // The hub reclaims a task the moment the connection drops; it will assign them again.
         self.deferred.clear();

@@ -610,6 +610,40 @@ fn rate_limited_outcomes_are_sent_again_after_the_delay() {
 }
 
 #[test]
+fn a_rate_limited_question_is_asked_again_after_the_delay() {
+    // The hub dropped the task_recovering (rate_limited): it will never answer it, so without a
+    // second ask t1 would stay unconfirmed (its outcome unsent) and t2 deferred until a reconnect.
+    let mut h = H::new(vec![record("t1", "working", 1)]);
+    let a = h.input(RelayInput::LinkUp);
+    assert_eq!(kinds(&a), ["send task_recovering"]);
+    h.input(RelayInput::RateLimited { retry_after: SEC });
+    let a = h.assign("t2", 1);
+    assert!(kinds(&a).is_empty(), "deferred until t1's standing is known");
+    let (waited, a) = h.fire();
+    assert_eq!(waited, SEC);
+    assert_eq!(kinds(&a), ["send task_recovering"]);
+    let a = h.frame(TaskFrame::Continue {
+        task_id: "t1".into(),
+        generation: Some(2),
+    });
+    assert_eq!(sends(&a), [accepted("t1"), accepted("t2")]);
+    let a = h.result("t1", json!({"status":"success"}));
+    assert_eq!(sends(&a), [complete("t1", 2, json!({"status":"success"}))]);
+    // Answered questions are not asked again.
+    let mut h = H::new(vec![record("t1", "working", 1)]);
+    h.input(RelayInput::LinkUp);
+    h.frame(TaskFrame::Continue {
+        task_id: "t1".into(),
+        generation: Some(2),
+    });
+    h.input(RelayInput::RateLimited { retry_after: SEC });
+    assert!(
+        h.relay.poll_timeout().is_none_or(|t| t > h.now + SEC),
+        "nothing to ask again"
+    );
+}
+
+#[test]
 fn refused_outcomes_end_their_retries() {
     for (reason, expect) in [("not_found", "discard"), ("invalid_state", "discard")] {
         let mut h = H::new(vec![]);

@@ -1,0 +1,987 @@
+//! Fault injection on the real binary: SIGKILL at random points across many task lifecycles,
+//! the hub killed and restarted, the link black-holed, the results folder deleted, queue.json
+//! corrupted between runs, and the disk full at persist time.
+//!
+//! `cargo test --test faults` runs the CI profile (30 lifecycles); the full run is
+//! `FAULT_PROFILE=full cargo test --test faults -- --nocapture` (200 lifecycles). The kill
+//! points come from a seeded RNG: the seed is printed, `FAULT_SEED=N` replays it.
+
+mod support;
+
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskRecord, TaskSpec};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+/// The agent. `$1` is `MODE:DELAY`: `now` (started and result at once, in the wake command),
+/// `slow` (the wake command itself works DELAY seconds), `bg` (the work is backgrounded and the
+/// wake command returns at once), `hold` (like slow, but waits for `../release`). Every wake is
+/// recorded in `../wakes`; `huge` writes a 100 MiB result and its process group in `../pgids` (killed at the end of the test).
+const AGENT_SH: &str = r#"#!/bin/sh
+dir="$AGENTCOM_RESULTS_DIR"
+id="$AGENTCOM_TASK_ID"
+echo "$id" >> "$dir/../wakes"
+cut -d' ' -f5 /proc/$$/stat >> "$dir/../pgids" 2>/dev/null
+mode="${1%%:*}"
+delay="${1#*:}"
+work() {
+  : > "$AGENTCOM_STARTED_FILE"
+  if [ "$mode" = hold ]; then
+    while [ ! -e "$dir/../release" ]; do sleep 0.05; done
+  else
+    sleep "$delay"
+  fi
+  tmp="$AGENTCOM_RESULT_FILE.tmp.$$.$1"
+  printf '{"status":"success","output":"%s","tokens_used":1}' "$id" > "$tmp" && mv "$tmp" "$AGENTCOM_RESULT_FILE"
+}
+case "$mode" in
+  huge)
+    : > "$AGENTCOM_STARTED_FILE"
+    # 100 MiB, sparse: costs no disk, and would cost 100 MiB of memory if it were read.
+    dd if=/dev/zero of="$AGENTCOM_RESULT_FILE" bs=1 count=0 seek=104857600 2>/dev/null ;;
+  bg) (work bg) > /dev/null 2>&1 & ;;
+  *) work fg ;;
+esac
+"#;
+
+/// Kills every process group the agent recorded, on drop (agents outlive the sidecar on purpose).
+struct AgentReaper(PathBuf);
+
+impl Drop for AgentReaper {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("release"), "");
+        let _ = std::fs::write(self.0.join("fill"), "");
+        for pgid in std::fs::read_to_string(self.0.join("pgids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1)
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+struct World {
+    hub: EmbeddedHub,
+    dir: TempDir,
+    config: PathBuf,
+    agent: String,
+    _reaper: AgentReaper,
+}
+
+impl World {
+    async fn new(agent: &str, extra: Value) -> World {
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        Self::with_hub(agent, extra, hub, None)
+    }
+
+    /// `url`: connect there instead of the hub (a proxy in front of it).
+    fn with_hub(agent: &str, extra: Value, hub: EmbeddedHub, url: Option<String>) -> World {
+        let token = hub.add_token(agent);
+        let dir = TempDir::new(agent);
+        std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
+        let hub_url = url.unwrap_or_else(|| hub.url());
+        let mut config: Value =
+            serde_json::from_str(&config_json(agent, &token, &hub_url, json!({}))).unwrap();
+        config["wake_command"] =
+            format!("sh {} ${{TASK_DESCRIPTION}}", dir.join("agent.sh").display()).into();
+        if let Value::Object(extra) = extra {
+            for (k, v) in extra {
+                config[k] = v;
+            }
+        }
+        let path = dir.join("config.json");
+        write_private(&path, &config.to_string());
+        let reaper = AgentReaper(dir.path().to_owned());
+        World {
+            hub,
+            dir,
+            config: path,
+            agent: agent.to_owned(),
+            _reaper: reaper,
+        }
+    }
+
+    fn spawn(&self) -> Sidecar {
+        Sidecar::spawn(self.dir.path(), &self.config)
+    }
+
+    fn submit(&self, description: &str, max_retries: u32) -> String {
+        self.hub.submit_task(TaskSpec {
+            description: description.into(),
+            max_retries,
+            ..TaskSpec::default()
+        })
+    }
+
+    fn results(&self) -> PathBuf {
+        self.dir.join("results")
+    }
+
+    /// Waits until the hub sees the agent identified (on a connection after `after` events).
+    async fn identified_after(&self, after: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.hub.history()[after..]
+                .iter()
+                .any(|e| matches!(e, HubEvent::Identified { agent_id, .. } if *agent_id == self.agent));
+            if seen {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not identified within {within:?}",
+                self.agent
+            );
+            tokio::time::sleep(MS(10)).await;
+        }
+    }
+
+    async fn wait_terminal(&self, id: &str, within: Duration) -> TaskRecord {
+        let deadline = Instant::now() + within;
+        loop {
+            let record = self.hub.task(id);
+            if let Some(r) = &record {
+                if r.status == "completed" || r.status == "dead_letter" {
+                    return r.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} not completed or dead-lettered within {within:?}: {record:?}\n{}",
+                self.dump(id)
+            );
+            tokio::time::sleep(MS(20)).await;
+        }
+    }
+
+    /// What the sidecar logged and holds about `id`, and the frames it exchanged about it.
+    fn dump(&self, id: &str) -> String {
+        let log = std::fs::read_to_string(self.dir.join("sidecar.log")).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(id) || l.contains("\"startup\"") || l.contains("identified"))
+            .collect();
+        let frames: Vec<String> = self
+            .hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Received { conn, text, .. } if text.contains(id) => {
+                    Some(format!("{conn} <- {text}"))
+                }
+                HubEvent::Sent { conn, text, .. } if text.contains(id) => Some(format!("{conn} -> {text}")),
+                HubEvent::Connected { conn, .. } => Some(format!("{conn} connected")),
+                HubEvent::Sent { conn, text, .. } if !text.contains("pong") => {
+                    Some(format!("{conn} -> {text}"))
+                }
+                _ => None,
+            })
+            .collect();
+        let results: Vec<String> = std::fs::read_dir(self.results())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "log:\n{}\nframes:\n{}\nqueue.json: {}\nresults: {results:?}\nwakes: {}",
+            lines.join("\n"),
+            frames.join("\n"),
+            std::fs::read_to_string(self.dir.join("queue.json")).unwrap_or_default(),
+            self.wakes(id)
+        )
+    }
+
+    async fn wait_file(&self, path: &Path, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "{} did not appear", path.display());
+            tokio::time::sleep(MS(10)).await;
+        }
+    }
+
+    fn release(&self) {
+        std::fs::write(self.dir.join("release"), "").unwrap();
+    }
+
+    fn wakes(&self, id: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("wakes"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == id)
+            .count()
+    }
+
+    /// Frames the hub sent that refused an outcome or a generation: must stay empty.
+    fn refusals(&self) -> Vec<String> {
+        self.hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Sent { text, .. }
+                    if text.contains("stale_generation") || text.contains("invalid_state") =>
+                {
+                    Some(text.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent_by_sidecar(&self, kind: &str) -> Vec<Value> {
+        self.hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Received { text, .. } => serde_json::from_str::<Value>(text).ok(),
+                _ => None,
+            })
+            .filter(|f| f["type"] == kind)
+            .collect()
+    }
+
+    /// The per-task invariants: known to the hub, completed at most once with the agent's own
+    /// result, or handed back with a reason.
+    fn check_task(&self, record: &TaskRecord) {
+        let completed = record.history.iter().filter(|(e, _)| e == "completed").count();
+        assert!(completed <= 1, "completed twice: {record:?}");
+        match record.status.as_str() {
+            "completed" => {
+                assert_eq!(completed, 1, "{record:?}");
+                let output = record.result.as_ref().and_then(|r| r["output"].as_str());
+                assert_eq!(
+                    output,
+                    Some(record.task_id.as_str()),
+                    "another task's result: {record:?}"
+                );
+            }
+            "dead_letter" => assert!(
+                record.last_error.as_deref().is_some_and(|e| !e.is_empty()),
+                "handed back without a reason: {record:?}"
+            ),
+            other => panic!("task neither completed nor handed back ({other}): {record:?}"),
+        }
+    }
+
+    async fn wait_queue_empty(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(self.dir.join("queue.json")).unwrap_or_default();
+            let queue: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if queue == json!({"active": null, "recovering": null}) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "queue.json still holds {text}");
+            tokio::time::sleep(MS(20)).await;
+        }
+    }
+}
+
+fn full_profile() -> bool {
+    std::env::var("FAULT_PROFILE").is_ok_and(|p| p == "full")
+}
+
+fn seed() -> u64 {
+    match std::env::var("FAULT_SEED") {
+        Ok(s) => s.trim().parse().expect("FAULT_SEED must be an integer"),
+        Err(_) => fastrand::u64(..),
+    }
+}
+
+/// What the sidecar was doing when it was killed: the last task frame it sent on its current
+/// connection (`connecting` before it identified, `idle` when it had sent nothing task-related).
+fn kill_point(history: &[HubEvent]) -> String {
+    let mut point = "connecting".to_owned();
+    for event in history {
+        match event {
+            HubEvent::Identified { .. } => point = "identified".into(),
+            HubEvent::Received { text, .. } => {
+                let frame: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                let kind = frame["type"].as_str().unwrap_or("?");
+                if kind.starts_with("task_") || kind == "wake_result" || kind == "state_report" {
+                    point = format!("after {kind}");
+                }
+            }
+            _ => {}
+        }
+    }
+    point
+}
+
+#[tokio::test]
+async fn sigkill_at_random_points_across_many_lifecycles_loses_nothing() {
+    let lifecycles: usize = std::env::var("FAULT_LIFECYCLES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if full_profile() { 200 } else { 30 });
+    // The hub's rate limits (60 task frames a minute) would make this take an hour: they get
+    // their own campaign below.
+    campaign("faults-kill", lifecycles, false, 600, None).await;
+}
+
+/// Restarts every few hundred milliseconds exhaust the hub's rate limit (60 frames a minute),
+/// so the hub drops `task_recovering`, `task_accepted` and `task_complete` with `rate_limited`:
+/// each must be asked or sent again, and every task still ends once.
+#[tokio::test]
+async fn sigkill_loops_under_the_hubs_real_rate_limits_lose_nothing() {
+    // A burst of kills drains the buckets; then it must recover on its own, in the refill's time.
+    let limited = campaign(
+        "faults-kill-rl",
+        8,
+        true,
+        150,
+        Some(if full_profile() { 120 } else { 40 }),
+    )
+    .await;
+    assert!(
+        limited > 0,
+        "the hub never rate-limited: the campaign proved nothing"
+    );
+}
+
+/// `lifecycles` tasks, up to three at a time, with the sidecar killed at random every
+/// 0..`max_gap_ms` and restarted, until all have ended. With `max_kills`, tasks keep coming
+/// until that many kills, then the rest runs undisturbed. Returns how many frames the hub
+/// refused with `rate_limited`.
+async fn campaign(
+    agent: &str,
+    lifecycles: usize,
+    rate_limits: bool,
+    max_gap_ms: u64,
+    max_kills: Option<usize>,
+) -> usize {
+    let seed = seed();
+    println!("{agent}: {lifecycles} lifecycles, FAULT_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let w = World::new(
+        agent,
+        // A finished task the hub answers with task_reassign (it is already completed) is kept
+        // for readopt_window_ms in case the hub assigns it again: short here, so queue.json empties.
+        json!({"max_pending": 4, "wake_retry_delays_ms": [100, 200, 400], "confirmation_timeout_ms": 20000,
+               "readopt_window_ms": 1000}),
+    )
+    .await;
+    w.hub.set_double_assign(true);
+    w.hub.set_rate_limits(rate_limits);
+    let started = Instant::now();
+    let mut sidecar = w.spawn();
+    let mut spawned_at = 0;
+    let mut ids: Vec<String> = Vec::new();
+    let mut modes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut points: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kills = 0usize;
+    let budget = if rate_limits {
+        Duration::from_secs(8 * lifecycles as u64 + 30)
+    } else {
+        Duration::from_millis(1500 * lifecycles as u64 + 10_000)
+    };
+    let terminal = |id: &String| {
+        w.hub
+            .task(id)
+            .is_some_and(|r| r.status == "completed" || r.status == "dead_letter")
+    };
+    loop {
+        let in_flight = ids.iter().filter(|id| !terminal(id)).count();
+        let done = match max_kills {
+            // A burst of kills: as many lifecycles as it takes (at least `lifecycles`).
+            Some(max) => kills >= max,
+            None => ids.len() == lifecycles && in_flight == 0,
+        };
+        if done || started.elapsed() > budget {
+            break;
+        }
+        // Up to three tasks in flight, each with its own agent speed.
+        let want = rng.usize(1..=3);
+        for _ in in_flight..want {
+            if ids.len() == lifecycles && max_kills.is_none() {
+                break;
+            }
+            let (mode, delay) = match rng.u8(0..3) {
+                0 => ("now", 0),
+                1 => ("slow", rng.u64(50..800)),
+                _ => ("bg", rng.u64(0..800)),
+            };
+            *modes.entry(mode).or_default() += 1;
+            ids.push(w.submit(&format!("{mode}:{}.{:03}", delay / 1000, delay % 1000), 5));
+        }
+        // Let it run a random while, then kill it wherever it is.
+        tokio::time::sleep(MS(rng.u64(0..max_gap_ms))).await;
+        let history = w.hub.history();
+        *points.entry(kill_point(&history[spawned_at..])).or_default() += 1;
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        kills += 1;
+        tokio::time::sleep(MS(rng.u64(0..150))).await;
+        spawned_at = w.hub.history().len();
+        sidecar = w.spawn();
+    }
+    // No more kills: everything must settle.
+    if max_kills.is_some() {
+        while ids.len() < lifecycles {
+            ids.push(w.submit("now:0", 5));
+        }
+    }
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &ids {
+        let record = w.wait_terminal(id, SECS(90)).await;
+        w.check_task(&record);
+        *outcomes.entry(record.status.clone()).or_default() += 1;
+    }
+    w.identified_after(spawned_at, SECS(10)).await;
+    w.wait_queue_empty(SECS(20)).await;
+    let refusals = w.refusals();
+    assert!(refusals.is_empty(), "seed {seed}: refused outcomes: {refusals:?}");
+    let records: Vec<TaskRecord> = ids.iter().filter_map(|id| w.hub.task(id)).collect();
+    let count = |event: &str| -> usize {
+        records
+            .iter()
+            .map(|r| r.history.iter().filter(|(e, _)| e == event).count())
+            .sum()
+    };
+    let rewoken = ids.iter().filter(|id| w.wakes(id) > 1).count();
+    let limited = w
+        .hub
+        .history()
+        .iter()
+        .filter(|e| matches!(e, HubEvent::Sent { text, .. } if text.contains("\"rate_limited\"")))
+        .count();
+    println!(
+        "{agent} (seed {seed}, rate limits {rate_limits}): {} lifecycles, {kills} kills in {:.1} s\n  agents: {modes:?}\n  \
+         kill points: {points:?}\n  outcomes: {outcomes:?}; hub reclaims {}, retries {}; \
+         tasks woken more than once {rewoken}; frames rate-limited {limited}; stale or duplicate outcomes 0",
+        ids.len(),
+        started.elapsed().as_secs_f64(),
+        count("reclaimed"),
+        count("retry"),
+    );
+    assert!(
+        ids.len() >= lifecycles,
+        "seed {seed}: the campaign ran out of time"
+    );
+    assert!(
+        kills >= max_kills.unwrap_or(lifecycles / 2),
+        "seed {seed}: only {kills} kills"
+    );
+    limited
+}
+
+#[tokio::test]
+async fn the_hub_killed_and_restarted_mid_task_loses_nothing() {
+    let w = World::new("faults-hub", json!({})).await;
+    let _sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    // 1. Stopped while the agent works, back before it finishes.
+    let working = w.submit("hold:0", 3);
+    w.wait_file(&w.results().join(format!("{working}.started")), SECS(10))
+        .await;
+    w.hub.stop().await;
+    let mark = w.hub.history().len();
+    w.hub.restart().await.unwrap();
+    w.identified_after(mark, SECS(10)).await;
+    w.release();
+    // 2. Stopped the moment a task is assigned (before or after task_accepted reached it).
+    let mark = w.hub.history().len();
+    let fresh = w.submit("now:0", 3);
+    w.hub.stop().await;
+    tokio::time::sleep(MS(200)).await;
+    w.hub.restart().await.unwrap();
+    w.identified_after(mark + 1, SECS(10)).await;
+    // 3. Stopped while an outcome is on its way (the agent finishes while the hub is down).
+    let late = w.submit("slow:0.3", 3);
+    w.wait_file(&w.results().join(format!("{late}.started")), SECS(10))
+        .await;
+    w.hub.stop().await;
+    w.wait_file(&w.results().join(format!("{late}.json")), SECS(10))
+        .await;
+    w.hub.restart().await.unwrap();
+    for id in [&working, &fresh, &late] {
+        let record = w.wait_terminal(id, SECS(20)).await;
+        assert_eq!(record.status, "completed", "{record:?}");
+        w.check_task(&record);
+    }
+    assert_eq!((w.wakes(&working), w.wakes(&late)), (1, 1), "woken again");
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+    w.wait_queue_empty(SECS(10)).await;
+}
+
+/// A TCP proxy that, once `black_hole` is set, swallows every byte of the connections it holds
+/// (no FIN, no RST), as a NAT that dropped the mapping would. New connections pass normally.
+async fn proxy(target: std::net::SocketAddr, black_hole: Arc<AtomicBool>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let hole = black_hole.clone();
+            black_hole.store(false, Ordering::SeqCst);
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, hole.clone()));
+            tokio::spawn(pump(sr, cw, hole));
+        }
+    });
+    url
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hole: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut swallowing = false;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        swallowing |= hole.load(Ordering::SeqCst);
+        if !swallowing && to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if !swallowing {
+        let _ = to.shutdown().await;
+    } else {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[tokio::test]
+async fn a_link_black_holed_mid_task_is_dropped_and_the_outcome_delivered_once() {
+    // The hub notices the dead connection only by its idle timeout (3 s here instead of 60 s).
+    let hub = EmbeddedHub::start(HubOptions {
+        idle_timeout: SECS(3),
+        ..HubOptions::default()
+    })
+    .await
+    .unwrap();
+    let hole = Arc::new(AtomicBool::new(false));
+    let url = proxy(hub.addr(), hole.clone()).await;
+    let w = World::with_hub("faults-hole", json!({}), hub, Some(url));
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    let held = w.submit("hold:0", 3);
+    w.wait_file(&w.results().join(format!("{held}.started")), SECS(10))
+        .await;
+    hole.store(true, Ordering::SeqCst);
+    w.release();
+    sidecar
+        .wait_log_event("heartbeat_timeout", SECS(10))
+        .await
+        .expect("the silent link is noticed");
+    let record = w.wait_terminal(&held, SECS(20)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    w.check_task(&record);
+    // And the next task goes through the new connection.
+    let next = w.submit("now:0", 3);
+    let record = w.wait_terminal(&next, SECS(20)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    assert_eq!(w.wakes(&held), 1);
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+}
+
+#[tokio::test]
+async fn the_results_folder_deleted_while_running_is_recreated_and_rewatched() {
+    let w = World::new("faults-rmdir", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    // Deleted while the agent works: re-created (by the watcher's fallback check) before the
+    // agent writes its result into it, and the result is still picked up.
+    let held = w.submit("hold:0", 3);
+    w.wait_file(&w.results().join(format!("{held}.started")), SECS(10))
+        .await;
+    std::fs::remove_dir_all(w.results()).unwrap();
+    w.wait_file(&w.results(), SECS(10)).await;
+    w.release();
+    let record = w.wait_terminal(&held, SECS(15)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    w.check_task(&record);
+    // Deleted while idle: the next task is woken and reported as usual.
+    sidecar
+        .wait_log_event("outcome_acknowledged", SECS(5))
+        .await
+        .expect("acknowledged");
+    std::fs::remove_dir_all(w.results()).unwrap();
+    let next = w.submit("bg:0.1", 3);
+    let record = w.wait_terminal(&next, SECS(15)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    // And once more, replaced by a fresh folder at the same path while a task runs.
+    let replaced = w.submit("slow:0.6", 3);
+    w.wait_file(&w.results().join(format!("{replaced}.started")), SECS(10))
+        .await;
+    let aside = w.dir.join("results-old");
+    std::fs::rename(w.results(), &aside).unwrap();
+    std::fs::create_dir(w.results()).unwrap();
+    let record = w.wait_terminal(&replaced, SECS(15)).await;
+    // The agent wrote into the folder it was given (by path): the new one.
+    assert_eq!(record.status, "completed", "{record:?}");
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+    assert!(sidecar.stderr().is_empty(), "{}", sidecar.stderr());
+}
+
+/// Turns a good queue.json into a bad one.
+type Corruption = dyn Fn(&[u8], &mut fastrand::Rng) -> Vec<u8>;
+
+#[tokio::test]
+async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the_sidecar_runs_on() {
+    let seed = seed();
+    println!("queue corruption: FAULT_SEED={seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let w = World::new("faults-queue", json!({})).await;
+    let mut corrupt_events = 0;
+    let variants: Vec<(&str, Box<Corruption>)> = vec![
+        (
+            "truncated at a random byte",
+            Box::new(|b: &[u8], rng: &mut fastrand::Rng| b[..rng.usize(1..b.len() - 3)].to_vec()),
+        ),
+        (
+            "truncated to nothing",
+            Box::new(|_: &[u8], _: &mut fastrand::Rng| Vec::new()),
+        ),
+        (
+            "zeroed (a lost page)",
+            Box::new(|b: &[u8], _: &mut fastrand::Rng| vec![0u8; b.len()]),
+        ),
+        (
+            "random bytes overwritten",
+            Box::new(|b: &[u8], rng: &mut fastrand::Rng| {
+                let mut b = b.to_vec();
+                let at = rng.usize(0..b.len() / 2);
+                for byte in &mut b[at..at + 8] {
+                    *byte = 0xff;
+                }
+                b
+            }),
+        ),
+        (
+            "not a queue",
+            Box::new(|_: &[u8], _: &mut fastrand::Rng| b"[1, 2, 3]\n".to_vec()),
+        ),
+        (
+            "a hostile task id",
+            Box::new(|_: &[u8], _: &mut fastrand::Rng| br#"{"active": {"task_id": "../../x"}}"#.to_vec()),
+        ),
+    ];
+    for (what, corrupt) in variants {
+        let _ = std::fs::remove_file(w.dir.join("release"));
+        let mut sidecar = w.spawn();
+        let id = w.submit("hold:0", 3);
+        w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+            .await;
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        let good = std::fs::read(w.dir.join("queue.json")).unwrap();
+        assert!(good.len() > 20, "{what}: queue.json holds the task");
+        let bad = corrupt(&good, &mut rng);
+        std::fs::write(w.dir.join("queue.json"), &bad).unwrap();
+        w.release();
+        let mark = w.hub.history().len();
+        let sidecar = w.spawn();
+        corrupt_events += 1;
+        let log = sidecar
+            .wait_log_count("queue_corrupt", corrupt_events, SECS(10))
+            .await;
+        let event = log
+            .iter()
+            .filter(|e| e["event"] == "queue_corrupt")
+            .nth(corrupt_events - 1)
+            .unwrap_or_else(|| panic!("{what}: no queue_corrupt event"));
+        let moved = PathBuf::from(event["moved_to"].as_str().unwrap());
+        assert_eq!(
+            std::fs::read(&moved).unwrap(),
+            bad,
+            "{what}: moved aside as it was"
+        );
+        assert!(
+            !event["error"].as_str().unwrap_or("").is_empty(),
+            "{what}: {event}"
+        );
+        w.identified_after(mark, SECS(10)).await;
+        // The hub took the task back when the connection dropped and assigns it again: it ends
+        // once, from the agent's result, although the sidecar forgot it.
+        let record = w.wait_terminal(&id, SECS(20)).await;
+        w.check_task(&record);
+        assert_eq!(record.status, "completed", "{what}: {record:?}");
+        // The sidecar runs on and writes a good queue.json again.
+        let next = w.submit("now:0", 3);
+        let record = w.wait_terminal(&next, SECS(20)).await;
+        assert_eq!(record.status, "completed", "{what}: {record:?}");
+        w.wait_queue_empty(SECS(10)).await;
+        drop(sidecar);
+    }
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+}
+
+/// The per-task checks for a task that could not be persisted: refused with `task_failed` and
+/// the reason (dead-lettered here after its retries), never accepted; `persist_failed` logged.
+async fn refused_for_persist(w: &World, sidecar: &Sidecar, id: &str, why: &str) {
+    let record = w.wait_terminal(id, SECS(20)).await;
+    assert_eq!(record.status, "dead_letter", "{record:?}");
+    let error = record.last_error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("persist_failed: ") && error.to_lowercase().contains(why),
+        "{record:?}"
+    );
+    assert!(
+        !w.sent_by_sidecar("task_accepted")
+            .iter()
+            .any(|f| f["task_id"] == id),
+        "a task that could not be persisted was accepted"
+    );
+    assert_eq!(w.wakes(id), 0, "an unpersisted task was woken");
+    sidecar
+        .wait_log_event("persist_failed", SECS(5))
+        .await
+        .expect("persist_failed logged");
+}
+
+#[tokio::test]
+async fn a_full_disk_at_persist_time_refuses_the_task_with_the_reason() {
+    // A 64 KiB tmpfs in a private mount namespace holds queue.json (and the instance lock); a
+    // helper inside the namespace fills it when `fill` appears, and empties it on `release`.
+    let w = World::new("faults-enospc", json!({})).await;
+    let state = w.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let unshare: &[&str] = if unsafe_is_root() { &["-m"] } else { &["-r", "-m"] };
+    let probe = std::process::Command::new("unshare")
+        .args(unshare)
+        .args(["sh", "-c", "mount -t tmpfs -o size=64k tmpfs \"$1\"", "sh"])
+        .arg(&state)
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            println!(
+                "SKIPPED a_full_disk_at_persist_time: cannot mount a tmpfs in a private namespace here ({}); \
+                 the injected write error test still runs",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("SKIPPED a_full_disk_at_persist_time: no unshare ({e}); the injected write error test still runs");
+            return;
+        }
+    }
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
+    config["queue_file"] = state.join("queue.json").display().to_string().into();
+    write_private(&w.config, &config.to_string());
+    const SCRIPT: &str = r#"
+mount -t tmpfs -o size=64k tmpfs "$1" || exit 97
+(
+  while [ ! -e "$5" ]; do sleep 0.05; done
+  dd if=/dev/zero of="$1/filler" bs=4096 2>/dev/null
+  : > "$5.done"
+  while [ ! -e "$2" ]; do sleep 0.05; done
+  rm -f "$1/filler"
+) &
+exec "$3" run --config "$4"
+"#;
+    let child = std::process::Command::new("unshare")
+        .args(unshare)
+        .args(["sh", "-c", SCRIPT, "sh"])
+        .arg(&state)
+        .arg(w.dir.join("release"))
+        .arg(env!("CARGO_BIN_EXE_agentcom-sidecar"))
+        .arg(&w.config)
+        .arg(w.dir.join("fill"))
+        .env_remove("AGENTCOM_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(w.dir.join("stdout.txt")).unwrap())
+        .stderr(std::fs::File::create(w.dir.join("stderr.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut sidecar = Sidecar {
+        child,
+        dir: w.dir.path().to_owned(),
+    };
+    if let Some(status) = sidecar.wait_exit(MS(1500)).await {
+        panic!(
+            "the sidecar exited ({status}) on a full disk:\n{}{}",
+            sidecar.stdout(),
+            sidecar.stderr()
+        );
+    }
+    w.identified_after(0, SECS(10)).await;
+    std::fs::write(w.dir.join("fill"), "").unwrap();
+    w.wait_file(&w.dir.join("fill.done"), SECS(10)).await;
+    let refused = w.submit("now:0", 2);
+    refused_for_persist(&w, &sidecar, &refused, "no space left").await;
+    // Space again: the next task is persisted, accepted and completed.
+    w.release();
+    tokio::time::sleep(MS(300)).await;
+    let next = w.submit("now:0", 3);
+    let record = w.wait_terminal(&next, SECS(20)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+}
+
+fn unsafe_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}
+
+#[tokio::test]
+async fn an_injected_write_error_at_persist_time_refuses_the_task_with_the_reason() {
+    // Works as root too: the store's temp file name is taken by a folder, so creating it fails.
+    let w = World::new("faults-eisdir", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    let blocker = w.dir.join(&format!("queue.json.tmp-{}", sidecar.pid()));
+    std::fs::create_dir_all(blocker.join("occupied")).unwrap();
+    let refused = w.submit("now:0", 2);
+    refused_for_persist(&w, &sidecar, &refused, "directory").await;
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let next = w.submit("now:0", 3);
+    let record = w.wait_terminal(&next, SECS(20)).await;
+    assert_eq!(record.status, "completed", "{record:?}");
+    w.wait_queue_empty(SECS(10)).await;
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+}
+
+/// The peak resident memory of a process, in KiB (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_100_mib_result_file_is_refused_as_too_large_without_being_read() {
+    let w = World::new("faults-huge", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    let id = w.submit("huge:0", 1);
+    let record = w.wait_terminal(&id, SECS(20)).await;
+    assert_eq!(record.status, "dead_letter", "{record:?}");
+    assert_eq!(record.last_error.as_deref(), Some("result_invalid"));
+    let event = sidecar
+        .wait_log_event("result_invalid", SECS(5))
+        .await
+        .expect("result_invalid logged");
+    assert!(
+        event.to_string().contains("104857600 bytes, over the size limit"),
+        "{event}"
+    );
+    let peak = peak_rss_kib(sidecar.pid());
+    assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
+}
+
+#[tokio::test]
+async fn an_over_limit_frame_from_the_hub_is_dropped_with_the_link_and_logged() {
+    let w = World::new("faults-bigframe", json!({})).await;
+    let sidecar = w.spawn();
+    w.identified_after(0, SECS(10)).await;
+    let mark = w.hub.history().len();
+    // 2 MiB: over the 1 MiB limit; the hub sends it whole.
+    let frame =
+        json!({"type": "task_assign", "task_id": "big", "generation": 1, "description": "x".repeat(2 << 20)});
+    w.hub.push("faults-bigframe", frame).await.unwrap();
+    w.identified_after(mark, SECS(10)).await;
+    let closed = sidecar
+        .wait_log_event("ws_close", SECS(5))
+        .await
+        .expect("ws_close logged");
+    assert!(
+        closed["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Message too long"),
+        "{closed}"
+    );
+    let log = std::fs::read_to_string(w.dir.join("sidecar.log")).unwrap();
+    assert!(!log.contains("\"task_received\""), "the frame was used: {log}");
+    // And tasks still flow on the new connection.
+    let id = w.submit("now:0", 3);
+    assert_eq!(w.wait_terminal(&id, SECS(20)).await.status, "completed");
+    let peak = peak_rss_kib(sidecar.pid());
+    assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
+}
+
+#[tokio::test]
+async fn a_100_mib_frame_is_refused_from_its_header_not_buffered() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // A fake hub: identifies the sidecar, then announces a 100 MiB text frame and streams it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let dir = TempDir::new("faults-100mib");
+    write_private(
+        &dir.join("config.json"),
+        &config_json("faults-100mib", "t", &url, json!({})),
+    );
+    let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    let accept = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tokio_tungstenite::accept_async(tcp).await.unwrap()
+    };
+    let mut ws = tokio::time::timeout(SECS(10), accept).await.expect("connected");
+    let identify = tokio::time::timeout(SECS(5), ws.next()).await.expect("identify");
+    assert!(format!("{identify:?}").contains("identify"));
+    ws.send(Message::text(
+        json!({"type": "identified", "agent_id": "faults-100mib"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    const LEN: u64 = 100 << 20;
+    let tcp = ws.get_mut();
+    let mut header = vec![0x81u8, 127];
+    header.extend_from_slice(&LEN.to_be_bytes());
+    tcp.write_all(&header).await.unwrap();
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0u64;
+    let streaming = async {
+        while sent < LEN {
+            if tcp.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+    };
+    let _ = tokio::time::timeout(SECS(20), streaming).await;
+    assert!(
+        sent < LEN / 2,
+        "the sidecar read {sent} bytes of an over-limit frame"
+    );
+    // It reconnects.
+    let again = tokio::time::timeout(SECS(10), listener.accept()).await;
+    assert!(again.is_ok(), "no reconnect after the refused frame");
+    let peak = peak_rss_kib(sidecar.pid());
+    assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
+    let closed = sidecar
+        .wait_log_event("ws_close", SECS(5))
+        .await
+        .expect("ws_close logged");
+    assert!(
+        closed["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Message too long: 104857600 > 1048576"),
+        "{closed}"
+    );
+}
