@@ -18,9 +18,9 @@
 //!   with one sidecar at the defaults (reconnect_initial_ms 1000, jitter 0.5), then with
 //!   reconnect_initial_ms 100;
 //! - throughput: `BENCH_THROUGHPUT` (10 000) tasks through one sidecar whose wake command is the
-//!   whole agent (touches `.started`, writes the result to `.tmp`, renames it), the next task
-//!   submitted to the hub as soon as the current one is assigned (`BENCH_AHEAD`, 1; 0: only once it
-//!   completed); tasks per second and the sidecar's own CPU (utime+stime) per task. Then
+//!   whole agent (touches `.started`, writes the result to `.tmp`, renames it), each task
+//!   submitted to the hub once the previous one completed (`BENCH_AHEAD` above 1 queues more at
+//!   the hub); tasks per second and the sidecar's own CPU (utime+stime) per task. Then
 //!   `BENCH_BENCH_TASKS` (30) tasks whose wake command only touches `.started` while the bench
 //!   writes each result as soon as `.started` is there (polled every 1 ms);
 //! - scale: `BENCH_FLEET` (500) sidecar processes against one hub, `BENCH_FLEET_RUNS` (3) fleets at
@@ -647,7 +647,7 @@ mod linux {
         let ahead: usize = std::env::var("BENCH_AHEAD")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+            .unwrap_or(1);
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         let run_section = |name: &str| only.is_empty() || only.split(',').any(|s| s == name);
         let fleet_size = scaled("BENCH_FLEET", 500, 10);
