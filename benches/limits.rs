@@ -29,6 +29,10 @@
 //!   the time until all are identified again. Children are spawned from the main thread (the hub
 //!   runs on two tokio workers) in batches of 50 with a yield between batches.
 //!
+//! The task path and throughput sections switch the hub's rate limits off
+//! (`EmbeddedHub::set_rate_limits(false)`): the hub allows an agent 60 "normal" messages a minute,
+//! and each task takes two (`task_accepted`, `task_complete`), so with them on it measures the hub.
+//!
 //! `BENCH_SCALE` (a fraction, e.g. 0.1) shrinks the fleet, the task counts and the idle time for a
 //! quick run. Every child is killed at the end, also on panic (a guard, plus PR_SET_PDEATHSIG).
 //! Linux only (/proc).
@@ -416,6 +420,7 @@ mod linux {
 
     async fn task_path(root: &Path, n: usize) -> (Vec<f64>, Vec<f64>) {
         let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        hub.set_rate_limits(false);
         let dir = root.join("latency");
         let config = write_config(
             &hub,
@@ -486,6 +491,7 @@ mod linux {
     /// writes each result once `.started` is there. The hub is kept a few tasks ahead.
     async fn throughput(root: &Path, n: usize, agent_writes: bool, ahead: usize) -> Throughput {
         let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        hub.set_rate_limits(false);
         let wake = if agent_writes {
             ": > \"$AGENTCOM_STARTED_FILE\" && printf '{\"status\":\"success\"}' > \"$AGENTCOM_RESULT_FILE.tmp\" && mv \"$AGENTCOM_RESULT_FILE.tmp\" \"$AGENTCOM_RESULT_FILE\""
         } else {

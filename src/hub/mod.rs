@@ -356,6 +356,12 @@ impl EmbeddedHub {
         self.shared.lock().swallow_pings = !on;
     }
 
+    /// Test knob: `false` lets every message through (no per-agent rate buckets), so a benchmark
+    /// measures the sidecar rather than the hub's 60 messages a minute.
+    pub fn set_rate_limits(&self, on: bool) {
+        self.shared.lock().no_rate_limits = !on;
+    }
+
     /// Sends a WebSocket-level ping frame to the socket registered for `agent_id`.
     pub async fn ws_ping(&self, agent_id: &str, payload: Vec<u8>) -> Result<(), NotConnected> {
         self.order(agent_id, ConnCmd::Ping(payload))
