@@ -27,7 +27,9 @@
 //!   jitter 0.5 and as many at jitter 1.0: time from the first spawn until all are identified,
 //!   total VmRSS, then one hub restart each: the most `Connected` events in any 100 ms window and
 //!   the time until all are identified again. Children are spawned from the main thread (the hub
-//!   runs on two tokio workers) in batches of 50 with a yield between batches.
+//!   runs on two tokio workers) in batches of 50 with a yield between batches. Each sidecar holds
+//!   an inotify instance: the fleet needs `fs.inotify.max_user_instances` above its size (the
+//!   default is 128; the bench warns).
 //!
 //! The task path and throughput sections switch the hub's rate limits off
 //! (`EmbeddedHub::set_rate_limits(false)`): the hub allows an agent 60 "normal" messages a minute,
@@ -662,6 +664,17 @@ mod linux {
             .and_then(|v| v.parse().ok())
             .unwrap_or(3usize);
         let nofile = raise_nofile();
+        // Each sidecar holds one inotify instance (its results folder); the per-user default is 128.
+        let inotify: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if inotify < fleet_size + 10 {
+            eprintln!(
+                "warning: fs.inotify.max_user_instances is {inotify}: sidecars past it exit (\"cannot watch results_dir\"); \
+                 raise it (sysctl -w fs.inotify.max_user_instances=1024) for a fleet of {fleet_size}"
+            );
+        }
         let root =
             Scratch(std::env::temp_dir().join(format!("agentcom-sidecar-limits-{}", std::process::id())));
         let _ = std::fs::remove_dir_all(&root.0);
@@ -851,6 +864,7 @@ mod linux {
             "counts": {
                 "idle_sidecars": runs, "tasks": tasks, "restarts": restarts_n, "throughput_tasks": through_n, "bench_written_tasks": agent_n, "tasks_ahead": ahead,
                 "fleet": fleet_size, "fleet_runs_per_jitter": fleet_runs,
+                "open_files_limit": nofile, "inotify_max_user_instances": inotify,
             },
             "percentiles": "nearest rank; p99 of fewer than 100 samples is the maximum",
             "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
