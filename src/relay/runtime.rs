@@ -88,7 +88,7 @@ impl RelayRuntime {
             }
         }
         let (watcher, files) = ResultWatcher::start(WatchOptions::new(&config.results_dir))
-            .map_err(|e| format!("cannot watch results_dir {}: {e}", config.results_dir.display()))?;
+            .map_err(|e| watch_error(&config.results_dir, &e))?;
         let (wakes_tx, wakes_rx) = mpsc::unbounded_channel();
         let mut runtime = RelayRuntime {
             relay: Relay::new(relay_settings(config), tasks),
@@ -313,6 +313,19 @@ impl RelayRuntime {
     }
 }
 
+/// Why the results folder cannot be watched, and what to do.
+fn watch_error(dir: &Path, e: &std::io::Error) -> String {
+    let mut message = format!("cannot watch results_dir {}: {e}", dir.display());
+    // inotify_init fails with EMFILE when the user's inotify instances are used up (128 by default).
+    if cfg!(target_os = "linux") && e.raw_os_error() == Some(24) {
+        message.push_str(
+            "\nhelp: on Linux this usually means the user's inotify instances are used up (one per sidecar and per\n\
+             help: file-watching program); raise the limit: sudo sysctl fs.inotify.max_user_instances=1024",
+        );
+    }
+    message
+}
+
 fn file_input(event: FileEvent) -> RelayInput {
     match event {
         FileEvent::Started { task_id } => RelayInput::Started { task_id },
@@ -346,4 +359,20 @@ fn write_task_file(path: &Path, json: &str) -> std::io::Result<()> {
 
 fn remove_if_present(path: &Path) {
     let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_inotify_instances_says_how_to_raise_the_limit() {
+        let message = watch_error(Path::new("/r"), &std::io::Error::from_raw_os_error(24));
+        assert!(message.starts_with("cannot watch results_dir /r: "), "{message}");
+        if cfg!(target_os = "linux") {
+            assert!(message.contains("fs.inotify.max_user_instances"), "{message}");
+        }
+        let other = watch_error(Path::new("/r"), &std::io::Error::from_raw_os_error(13));
+        assert!(!other.contains("inotify"), "{other}");
+    }
 }
