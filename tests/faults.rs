@@ -28,6 +28,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 /// recorded in `../wakes`; `huge` writes a 100 MiB result and its process group in `../pgids` (killed at the end of the test).
 const AGENT_SH: &str = r#"#!/bin/sh
 dir="$AGENTCOM_RESULTS_DIR"
+top=$(dirname "$dir")
 id="$AGENTCOM_TASK_ID"
 echo "$id" >> "$dir/../wakes"
 cut -d' ' -f5 /proc/$$/stat >> "$dir/../pgids" 2>/dev/null
@@ -36,7 +37,8 @@ delay="${1#*:}"
 work() {
   : > "$AGENTCOM_STARTED_FILE"
   if [ "$mode" = hold ]; then
-    while [ ! -e "$dir/../release" ]; do sleep 0.05; done
+    # (and gives up when the test's folder is gone)
+    while [ ! -e "$top/release" ] && [ -d "$top" ]; do sleep 0.05; done
   else
     sleep "$delay"
   fi
@@ -75,11 +77,12 @@ impl Drop for AgentReaper {
 }
 
 struct World {
+    // Dropped first: it needs the folder, which `dir` removes.
+    _reaper: AgentReaper,
     hub: EmbeddedHub,
     dir: TempDir,
     config: PathBuf,
     agent: String,
-    _reaper: AgentReaper,
 }
 
 impl World {
@@ -171,10 +174,10 @@ impl World {
     /// What the sidecar logged and holds about `id`, and the frames it exchanged about it.
     fn dump(&self, id: &str) -> String {
         let log = std::fs::read_to_string(self.dir.join("sidecar.log")).unwrap_or_default();
-        let lines: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains(id) || l.contains("\"startup\"") || l.contains("identified"))
-            .collect();
+        let mut lines: Vec<&str> = log.lines().filter(|l| l.contains(id)).collect();
+        lines.push("... the log's last 40 lines:");
+        let all: Vec<&str> = log.lines().collect();
+        lines.extend(&all[all.len().saturating_sub(40)..]);
         let frames: Vec<String> = self
             .hub
             .history()
@@ -368,14 +371,26 @@ async fn campaign(
     let seed = seed();
     println!("{agent}: {lifecycles} lifecycles, FAULT_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let w = World::new(
+    // A second task the hub assigned while another was current (double assignment), killed with
+    // the sidecar before it was persisted and accepted, stays assigned at the hub until its stuck
+    // sweep (10 min; its acceptance timer covers only the current task): swept every second here.
+    let hub = EmbeddedHub::start(HubOptions {
+        stuck_sweep_interval: SECS(1),
+        stuck_after: SECS(10),
+        stuck_after_working: SECS(10),
+        ..HubOptions::default()
+    })
+    .await
+    .unwrap();
+    let w = World::with_hub(
         agent,
         // A finished task the hub answers with task_reassign (it is already completed) is kept
         // for readopt_window_ms in case the hub assigns it again: short here, so queue.json empties.
         json!({"max_pending": 4, "wake_retry_delays_ms": [100, 200, 400], "confirmation_timeout_ms": 20000,
                "readopt_window_ms": 1000}),
-    )
-    .await;
+        hub,
+        None,
+    );
     w.hub.set_double_assign(true);
     w.hub.set_rate_limits(rate_limits);
     let started = Instant::now();
@@ -630,7 +645,8 @@ async fn the_results_folder_deleted_while_running_is_recreated_and_rewatched() {
         .await;
     let aside = w.dir.join("results-old");
     std::fs::rename(w.results(), &aside).unwrap();
-    std::fs::create_dir(w.results()).unwrap();
+    // (the watcher may already have re-created it)
+    std::fs::create_dir_all(w.results()).unwrap();
     let record = w.wait_terminal(&replaced, SECS(15)).await;
     // The agent wrote into the folder it was given (by path): the new one.
     assert_eq!(record.status, "completed", "{record:?}");
@@ -789,10 +805,10 @@ async fn a_full_disk_at_persist_time_refuses_the_task_with_the_reason() {
     const SCRIPT: &str = r#"
 mount -t tmpfs -o size=64k tmpfs "$1" || exit 97
 (
-  while [ ! -e "$5" ]; do sleep 0.05; done
+  while [ ! -e "$5" ] && [ -e "$4" ]; do sleep 0.05; done
   dd if=/dev/zero of="$1/filler" bs=4096 2>/dev/null
   : > "$5.done"
-  while [ ! -e "$2" ]; do sleep 0.05; done
+  while [ ! -e "$2" ] && [ -e "$4" ]; do sleep 0.05; done
   rm -f "$1/filler"
 ) &
 exec "$3" run --config "$4"
