@@ -24,7 +24,10 @@ use std::time::Duration;
     version,
     about = "Keeps an AI coding agent connected to an AgentCom hub.",
     long_about = "Keeps an AI coding agent connected to an AgentCom hub: connects over WebSocket, \
-identifies, heartbeats, and reconnects with jittered backoff through network loss and hub restarts.\n\n\
+identifies, heartbeats, and reconnects with jittered backoff through network loss and hub restarts; \
+takes the hub's tasks, persists them crash-safely, wakes the agent with wake_command, and reports \
+its results.\n\n\
+Getting started: init, then check, then try, then service install (see each command's --help).\n\n\
 A drop-in for the Node.js sidecar: it reads the same config.json and writes the same JSON-lines log.",
     after_help = "Exit codes:\n  0   stopped by SIGINT/SIGTERM (Ctrl+C, Ctrl+Break on Windows)\n  1   a fatal runtime error (for example the log file cannot be opened)\n  2   bad command line\n  73  another sidecar already runs with this state folder
   75  the hub asked for a restart (restart_sidecar) while under a service manager
@@ -38,91 +41,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Connect to the hub and stay connected until stopped (the daemon).
-    #[command(
-        long_about = "Connect to the hub named in the config and stay connected until SIGINT or SIGTERM.\n\n\
-Every event goes to stdout as a readable line and to log_file as one JSON object per line. \
-On a stop signal the WebSocket is closed with code 1000 and the process exits 0 within 2 s.",
-        after_help = "Example:\n  agentcom-sidecar run --config ./config.json"
-    )]
-    Run {
-        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
-        #[arg(long, value_name = "PATH")]
-        config: Option<PathBuf>,
-        /// Start even when the config file or token file can be read or written by its group or
-        /// others (Unix). Those files hold the token and the wake command: only on a machine
-        /// where every user is trusted.
-        #[arg(long)]
-        allow_insecure_permissions: bool,
-        /// Run under the Windows Service Control Manager (set by `service install`).
-        #[arg(long, hide = true)]
-        windows_service: bool,
-        /// What stdout gets for each event: a readable line, the log file's JSON line, or nothing.
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: ConsoleFormat,
-    },
-    /// Run the sidecar as a service: systemd (Linux), launchd (macOS), Windows service.
-    #[command(
-        long_about = "Install, remove or show the service definition that keeps the sidecar running: a systemd unit on Linux (Type=notify, watchdog, restart unless the config is invalid), a launchd plist on macOS, a Windows service. The service runs `agentcom-sidecar run --config PATH` with this binary's and the config's absolute paths.",
-        after_help = "Examples:\n  agentcom-sidecar service print --config ~/agent/config.json\n  agentcom-sidecar service install --config ~/agent/config.json\n  agentcom-sidecar service uninstall"
-    )]
-    Service(ServiceCli),
-    /// Watch a sidecar connect, identify, heartbeat, survive a hub restart and shut down, against
-    /// an embedded hub on a free loopback port. Needs no config; takes about 15 s.
-    Demo,
-    /// Check a config: the host, then connect and identify once; one verdict, one exit code.
-    #[command(
-        long_about = "Check that a config is ready to run: validate it and the host (results_dir and the log \
-folder writable, the wake command's program found), then connect to the hub and identify once, and \
-report one precise verdict.\n\n\
-While a daemon runs with the same config it does not identify (a second identify would take the \
-agent's registration away from the running connection): it shows the daemon's state instead.",
-        after_help = "Exit codes:\n  0   ok: the hub answered identified\n  10  a host problem (a folder not writable, the wake command's program missing)\n  11  the hub's name does not resolve\n  12  connection refused\n  13  TLS failure (the message says why)\n  14  invalid_token\n  15  token_agent_mismatch\n  16  the hub has this agent in a cooldown\n  17  no answer in time\n  18  another connection failure (proxy, HTTP status, I/O)\n  20  a daemon runs with this config but is not identified\n  78  the config is invalid\n\n\
-Example:\n  agentcom-sidecar check --config ./config.json"
-    )]
-    Check {
-        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
-        #[arg(long, value_name = "PATH")]
-        config: Option<PathBuf>,
-        /// Accept a config or token file its group or others can read (Unix).
-        #[arg(long)]
-        allow_insecure_permissions: bool,
-    },
-    /// Show the daemon's state: running or not, connection, current task, outbox.
-    #[command(
-        long_about = "Show the daemon's state: whether it runs, its connection, last hub contact, \
-reconnect attempt, current task, outbox depth, version and uptime.\n\n\
-It reads the state file the daemon keeps beside queue.json, so it works whether the daemon runs \
-or not, and says which. With --json, `running` and `connection` are always present.",
-        after_help = "Examples:\n  agentcom-sidecar status\n  agentcom-sidecar status --json | jq .connection"
-    )]
-    Status {
-        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
-        #[arg(long, value_name = "PATH")]
-        config: Option<PathBuf>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run one task through your own wake_command and agent, against an embedded hub.
-    #[command(
-        long_about = "Run one task through your own wake_command and results contract, against an embedded \
-hub on loopback: no real hub is involved. Each step is printed with its time; on failure it says what \
-the agent did not do (no .started file, no result, a malformed result, a failing wake command).\n\n\
-It uses the config's agent_id, wake_command, results_dir and timeouts; the hub, token, queue and log \
-are private to the run. Stop the daemon first: it watches the same results folder.",
-        after_help = "Examples:\n  agentcom-sidecar try \"Add a README section\"\n  agentcom-sidecar try --config ./config.json --timeout 120 \"say hello\""
-    )]
-    Try {
-        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
-        #[arg(long, value_name = "PATH")]
-        config: Option<PathBuf>,
-        /// Give up after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 600)]
-        timeout: u64,
-        /// The task's description.
-        description: String,
-    },
     /// Write a config file (mode 600) and print the next steps.
     #[command(
         long_about = "Write a valid config file, readable by its owner only (it names the token and the \
@@ -157,6 +75,91 @@ or set AGENTCOM_TOKEN in the sidecar's environment.",
         #[arg(long)]
         force: bool,
     },
+    /// Check a config: the host, then connect and identify once; one verdict, one exit code.
+    #[command(
+        long_about = "Check that a config is ready to run: validate it and the host (results_dir and the log \
+folder writable, the wake command's program found), then connect to the hub and identify once, and \
+report one precise verdict.\n\n\
+While a daemon runs with the same config it does not identify (a second identify would take the \
+agent's registration away from the running connection): it shows the daemon's state instead.",
+        after_help = "Exit codes:\n  0   ok: the hub answered identified\n  10  a host problem (a folder not writable, the wake command's program missing)\n  11  the hub's name does not resolve\n  12  connection refused\n  13  TLS failure (the message says why)\n  14  invalid_token\n  15  token_agent_mismatch\n  16  the hub has this agent in a cooldown\n  17  no answer in time\n  18  another connection failure (proxy, HTTP status, I/O)\n  20  a daemon runs with this config but is not identified\n  78  the config is invalid\n\n\
+Example:\n  agentcom-sidecar check --config ./config.json"
+    )]
+    Check {
+        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Accept a config or token file its group or others can read (Unix).
+        #[arg(long)]
+        allow_insecure_permissions: bool,
+    },
+    /// Run one task through your own wake_command and agent, against an embedded hub.
+    #[command(
+        long_about = "Run one task through your own wake_command and results contract, against an embedded \
+hub on loopback: no real hub is involved. Each step is printed with its time; on failure it says what \
+the agent did not do (no .started file, no result, a malformed result, a failing wake command).\n\n\
+It uses the config's agent_id, wake_command, results_dir and timeouts; the hub, token, queue and log \
+are private to the run. Stop the daemon first: it watches the same results folder.",
+        after_help = "Examples:\n  agentcom-sidecar try \"Add a README section\"\n  agentcom-sidecar try --config ./config.json --timeout 120 \"say hello\""
+    )]
+    Try {
+        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        timeout: u64,
+        /// The task's description.
+        description: String,
+    },
+    /// Connect to the hub and stay connected until stopped (the daemon).
+    #[command(
+        long_about = "Connect to the hub named in the config and stay connected until SIGINT or SIGTERM.\n\n\
+Every event goes to stdout as a readable line and to log_file as one JSON object per line. \
+On a stop signal the WebSocket is closed with code 1000 and the process exits 0 within 2 s.",
+        after_help = "Example:\n  agentcom-sidecar run --config ./config.json"
+    )]
+    Run {
+        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Start even when the config file or token file can be read or written by its group or
+        /// others (Unix). Those files hold the token and the wake command: only on a machine
+        /// where every user is trusted.
+        #[arg(long)]
+        allow_insecure_permissions: bool,
+        /// Run under the Windows Service Control Manager (set by `service install`).
+        #[arg(long, hide = true)]
+        windows_service: bool,
+        /// What stdout gets for each event: a readable line, the log file's JSON line, or nothing.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: ConsoleFormat,
+    },
+    /// Show the daemon's state: running or not, connection, current task, outbox.
+    #[command(
+        long_about = "Show the daemon's state: whether it runs, its connection, last hub contact, \
+reconnect attempt, current task, outbox depth, version and uptime.\n\n\
+It reads the state file the daemon keeps beside queue.json, so it works whether the daemon runs \
+or not, and says which. With --json, `running` and `connection` are always present.",
+        after_help = "Examples:\n  agentcom-sidecar status\n  agentcom-sidecar status --json | jq .connection"
+    )]
+    Status {
+        /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the sidecar as a service: systemd (Linux), launchd (macOS), Windows service.
+    #[command(
+        long_about = "Install, remove or show the service definition that keeps the sidecar running: a systemd unit on Linux (Type=notify, watchdog, restart unless the config is invalid), a launchd plist on macOS, a Windows service. The service runs `agentcom-sidecar run --config PATH` with this binary's and the config's absolute paths.",
+        after_help = "Examples:\n  agentcom-sidecar service print --config ~/agent/config.json\n  agentcom-sidecar service install --config ~/agent/config.json\n  agentcom-sidecar service uninstall"
+    )]
+    Service(ServiceCli),
+    /// Watch a sidecar connect, take a task through a sample agent, survive a hub restart and shut
+    /// down, against an embedded hub on a free loopback port. Needs no config; takes about 15 s.
+    Demo,
     /// The demo's sample agent (run by the demo's wake_command).
     #[command(hide = true)]
     SampleAgent,
