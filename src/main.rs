@@ -114,7 +114,9 @@ are private to the run. Stop the daemon first: it watches the same results folde
     },
     /// Connect to the hub and stay connected until stopped (the daemon).
     #[command(
-        long_about = "Connect to the hub named in the config and stay connected until SIGINT or SIGTERM.\n\n\
+        long_about = "Connect to the hub named in the config and stay connected until SIGINT or SIGTERM, \
+relaying the hub's tasks to the agent: each is saved to queue.json, the agent is woken with \
+wake_command, and its files in results_dir are reported back (see the README's agent contract).\n\n\
 Every event goes to stdout as a readable line and to log_file as one JSON object per line. \
 On a stop signal the WebSocket is closed with code 1000 and the process exits 0 within 2 s.",
         after_help = "Example:\n  agentcom-sidecar run --config ./config.json"
