@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -532,52 +532,6 @@ async fn the_hub_killed_and_restarted_mid_task_loses_nothing() {
     assert_eq!((w.wakes(&working), w.wakes(&late)), (1, 1), "woken again");
     assert!(w.refusals().is_empty(), "{:?}", w.refusals());
     w.wait_queue_empty(SECS(10)).await;
-}
-
-/// A TCP proxy that, once `black_hole` is set, swallows every byte of the connections it holds
-/// (no FIN, no RST), as a NAT that dropped the mapping would. New connections pass normally.
-async fn proxy(target: std::net::SocketAddr, black_hole: Arc<AtomicBool>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let (client, _) = listener.accept().await.unwrap();
-            let Ok(server) = TcpStream::connect(target).await else {
-                continue;
-            };
-            let hole = black_hole.clone();
-            black_hole.store(false, Ordering::SeqCst);
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            tokio::spawn(pump(cr, sw, hole.clone()));
-            tokio::spawn(pump(sr, cw, hole));
-        }
-    });
-    url
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    hole: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut swallowing = false;
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        swallowing |= hole.load(Ordering::SeqCst);
-        if !swallowing && to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    if !swallowing {
-        let _ = to.shutdown().await;
-    } else {
-        std::future::pending::<()>().await;
-    }
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A fresh folder under the system temp dir, removed on drop.
@@ -216,4 +217,52 @@ where
 /// True for the hub's `Identified` event of `agent`.
 pub fn identified(agent: &str) -> impl Fn(&agentcom_sidecar::hub::HubEvent) -> bool + '_ {
     move |e| matches!(e, agentcom_sidecar::hub::HubEvent::Identified { agent_id, .. } if agent_id == agent)
+}
+
+/// A TCP proxy that, once `black_hole` is set, swallows every byte of the connections it holds
+/// (no FIN, no RST), as a NAT that dropped the mapping would. New connections pass normally.
+pub async fn proxy(target: std::net::SocketAddr, black_hole: Arc<AtomicBool>) -> String {
+    use tokio::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let hole = black_hole.clone();
+            black_hole.store(false, Ordering::SeqCst);
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, hole.clone()));
+            tokio::spawn(pump(sr, cw, hole));
+        }
+    });
+    url
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hole: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut swallowing = false;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        swallowing |= hole.load(Ordering::SeqCst);
+        if !swallowing && to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if !swallowing {
+        let _ = to.shutdown().await;
+    } else {
+        std::future::pending::<()>().await;
+    }
 }
