@@ -127,6 +127,23 @@ pub enum Event {
         generation: i64,
         reason: String,
     },
+    /// More tasks than `max_pending` wait behind the current one; this one is held all the same.
+    MaxPendingExceeded {
+        task_id: String,
+        held: usize,
+        max_pending: usize,
+    },
+    /// queue.json cannot be written: the link is dropped (the hub takes back `task_ids`) and
+    /// kept down; queue.json is tried again in `retry_ms`.
+    StorageUnwritable {
+        error: String,
+        task_ids: Vec<String>,
+        retry_ms: u64,
+    },
+    /// queue.json can be written again after the link was held down: connecting.
+    StorageWritable { held_down_ms: u64 },
+    /// The link is dropped on purpose and kept down (see `storage_unwritable`).
+    LinkHeld { reason: String },
 }
 
 impl Event {
@@ -266,6 +283,33 @@ impl Event {
             } => {
                 format!("the hub refused the outcome of {task_id} at generation {generation}: {reason}")
             }
+            Event::MaxPendingExceeded {
+                task_id,
+                held,
+                max_pending,
+            } => format!(
+                "holding task {task_id} beyond max_pending {max_pending} ({held} tasks held): the hub assigned more at once; raise max_pending if this recurs"
+            ),
+            Event::StorageUnwritable {
+                error,
+                task_ids,
+                retry_ms,
+            } => {
+                let given_back = if task_ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" the hub takes back {} without counting a retry;", task_ids.join(", "))
+                };
+                format!(
+                    "cannot write queue.json ({error}): staying disconnected so no task is accepted that cannot be kept;{given_back} trying again in {:.1} s (free disk space or fix the folder's permissions)",
+                    *retry_ms as f64 / 1000.0
+                )
+            }
+            Event::StorageWritable { held_down_ms } => format!(
+                "queue.json can be written again after {:.1} s: reconnecting",
+                *held_down_ms as f64 / 1000.0
+            ),
+            Event::LinkHeld { reason } => format!("disconnecting and staying away: {reason}"),
         }
     }
 }

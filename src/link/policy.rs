@@ -97,6 +97,11 @@ enum Phase {
         next_ping: Instant,
         ping_sent: Option<Instant>,
     },
+    /// Disconnected on purpose (see [`LinkPolicy::hold`]) until [`LinkPolicy::release`]; `tick`
+    /// is only a heartbeat of the driver's loop, so a watchdog sees it alive.
+    Held {
+        tick: Instant,
+    },
     Stopped,
 }
 
@@ -159,6 +164,7 @@ impl LinkPolicy {
             Phase::Connecting { .. } => ("connecting", attempt, None),
             Phase::Identifying { .. } => ("identifying", attempt, None),
             Phase::Identified { .. } => ("identified", attempt, None),
+            Phase::Held { .. } => ("held", attempt, None),
             Phase::Stopped => ("stopped", attempt, None),
         }
     }
@@ -187,8 +193,46 @@ impl LinkPolicy {
             Phase::Identified { next_ping, ping_sent } => {
                 Some(ping_sent.map_or(next_ping, |sent| next_ping.min(sent + timeout)))
             }
+            Phase::Held { tick } => Some(tick),
             Phase::NotStarted | Phase::Stopped => None,
         }
+    }
+
+    /// Drop the connection (or the connect in flight, or the wait for the next one) and do not
+    /// connect again until [`LinkPolicy::release`]. For a sidecar that cannot keep what the hub
+    /// would give it (queue.json cannot be written): on a disconnect the hub takes back the task
+    /// it assigned without counting a retry, and assigns it elsewhere.
+    pub fn hold(&mut self, reason: &str, now: Instant) {
+        if matches!(self.phase, Phase::Held { .. } | Phase::Stopped) {
+            return;
+        }
+        self.log(Event::LinkHeld {
+            reason: reason.to_owned(),
+        });
+        self.down();
+        match self.phase {
+            Phase::Identifying { .. } | Phase::Identified { .. } => self.actions.push_back(Action::Close {
+                code: 1000,
+                reason: cut_reason(reason),
+            }),
+            Phase::Connecting { .. } => self.actions.push_back(Action::Abort),
+            _ => {}
+        }
+        self.phase = Phase::Held {
+            tick: now + self.settings.heartbeat_interval,
+        };
+    }
+
+    /// End a [`LinkPolicy::hold`]: connect at once (the backoff is unchanged).
+    pub fn release(&mut self, now: Instant) {
+        if let Phase::Held { .. } = self.phase {
+            self.connect(now);
+        }
+    }
+
+    /// True while the link is held down by [`LinkPolicy::hold`].
+    pub fn is_held(&self) -> bool {
+        matches!(self.phase, Phase::Held { .. })
     }
 
     /// Act on every deadline that has passed by `now`.
@@ -199,6 +243,11 @@ impl LinkPolicy {
             Phase::Connecting { since } if now >= since + timeout => self.dead_link(now, "connection", since),
             Phase::Identifying { since } if now >= since + timeout => {
                 self.dead_link(now, "identified", since)
+            }
+            Phase::Held { tick } if now >= tick => {
+                self.phase = Phase::Held {
+                    tick: now + self.settings.heartbeat_interval,
+                };
             }
             Phase::Identified { next_ping, ping_sent } => {
                 if let Some(sent) = ping_sent.filter(|sent| now >= *sent + timeout) {
@@ -432,6 +481,15 @@ impl LinkPolicy {
     fn log(&mut self, event: Event) {
         self.actions.push_back(Action::Log(event));
     }
+}
+
+/// A WebSocket close reason fits in 123 bytes: cut at a character boundary.
+fn cut_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
 }
 
 /// The N of a hub close reason "cooldown active: retry in Ns".

@@ -9,7 +9,7 @@ use super::policy::{Action, Input, LinkPolicy};
 use crate::event_log::EventLog;
 use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, TaskFrame, MAX_FRAME_BYTES};
 use crate::relay::machine::RelayInput;
-use crate::relay::runtime::RelayRuntime;
+use crate::relay::runtime::{LinkRequest, RelayRuntime};
 use crate::resources::ResourceReporter;
 use crate::service::notify::{self, Notifier};
 use crate::status::StatusBoard;
@@ -168,6 +168,15 @@ pub async fn run<C: Connector>(
                 for frame in r.take_sends() {
                     busy = true;
                     send(&mut ws, &frame, send_timeout, &mut policy).await;
+                }
+                // queue.json cannot be written: the policy drops the link and stays away until
+                // the relay's probe of the storage succeeds.
+                for request in r.take_link_requests() {
+                    busy = true;
+                    match request {
+                        LinkRequest::Hold { reason } => policy.hold(&reason, now()),
+                        LinkRequest::Release => policy.release(now()),
+                    }
                 }
             }
             if let Some(frame) = resources.as_mut().and_then(|r| r.handle_timeout(now())) {

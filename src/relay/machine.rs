@@ -20,7 +20,9 @@ pub struct RelaySettings {
     pub wake_configured: bool,
     /// Whether a cancel_command is configured.
     pub cancel_configured: bool,
-    /// Tasks held beyond the current one before `busy`.
+    /// Tasks held waiting behind the current one before each further one is logged as a warning
+    /// (`max_pending_exceeded`). An assignment is never refused: a `task_failed` before
+    /// `task_accepted` stalls the agent at the hub for 60 s and still costs the task a retry.
     pub max_pending: usize,
     /// Waits before the 2nd, 3rd, ... wake attempt.
     pub wake_retry_delays: Vec<Duration>,
@@ -73,6 +75,8 @@ pub enum RelayInput {
     },
     /// The result of the last [`RelayAction::Persist`].
     Persisted(Result<(), String>),
+    /// The result of the last [`RelayAction::ProbeStorage`].
+    StorageProbed(Result<(), String>),
     /// A wake attempt ended.
     WakeFinished {
         /// The task.
@@ -151,6 +155,31 @@ pub enum RelayAction {
     },
     /// Record an event.
     Log(Event),
+    /// A new task could not be persisted: drop the connection (the hub takes the task back at
+    /// once, without counting a retry) and do not connect again until [`RelayAction::ReleaseLink`].
+    HoldLink {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// queue.json can be written again: connect.
+    ReleaseLink,
+    /// Write these held tasks to queue.json as a test of the storage, then feed back
+    /// [`RelayInput::StorageProbed`].
+    ProbeStorage(Vec<TaskRecord>),
+}
+
+/// The first wait before queue.json is tried again after a failed persist.
+pub const STORAGE_PROBE_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two tries of queue.json (the wait doubles up to it).
+pub const STORAGE_PROBE_MAX: Duration = Duration::from_secs(60);
+
+/// The link is held down because queue.json could not be written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct StorageHold {
+    /// When to try queue.json again (None while a probe is out).
+    probe_at: Option<Instant>,
+    /// Since when the link is held down.
+    since: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -225,6 +254,10 @@ pub struct Relay {
     next_keepalive: Option<Instant>,
     /// Assignments of other tasks that arrived while we wait for answers about held ones.
     deferred: VecDeque<Map<String, Value>>,
+    /// Set while the link is held down for a storage failure.
+    storage_hold: Option<StorageHold>,
+    /// The next wait between storage probes (doubles; reset once a new task is persisted).
+    probe_delay: Duration,
     actions: VecDeque<RelayAction>,
     now_ms: i64,
 }
@@ -241,6 +274,8 @@ impl Relay {
             reask_at: None,
             next_keepalive: None,
             deferred: VecDeque::new(),
+            storage_hold: None,
+            probe_delay: STORAGE_PROBE_FIRST,
             actions: VecDeque::new(),
             now_ms: 0,
         };
@@ -320,6 +355,9 @@ impl Relay {
         if let Some(t) = self.next_keepalive {
             consider(t);
         }
+        if let Some(t) = self.storage_hold.and_then(|h| h.probe_at) {
+            consider(t);
+        }
         next.filter(|t| *t != far_future())
     }
 
@@ -341,7 +379,8 @@ impl Relay {
                     self.reask_at = Some(now + retry_after);
                 }
             }
-            RelayInput::Persisted(result) => self.persisted(result),
+            RelayInput::Persisted(result) => self.persisted(result, now),
+            RelayInput::StorageProbed(result) => self.storage_probed(result, now),
             RelayInput::WakeFinished {
                 task_id,
                 attempt,
@@ -419,6 +458,13 @@ impl Relay {
                         self.send(frame);
                     }
                 }
+            }
+        }
+        if let Some(hold) = self.storage_hold.as_mut() {
+            if hold.probe_at.is_some_and(|t| now >= t) {
+                hold.probe_at = None;
+                let records = self.records();
+                self.actions.push_back(RelayAction::ProbeStorage(records));
             }
         }
         if self.next_keepalive.is_some_and(|t| now >= t) {
@@ -579,8 +625,11 @@ impl Relay {
                 self.log(Event::TaskRefused {
                     task_id: cut_chars(&id, 200),
                     reason: "invalid_task_id".into(),
-                    detail: error,
+                    detail: format!("{error}; accepted, then failed"),
                 });
+                // Never task_failed before task_accepted: the hub's agent state machine ignores
+                // it and stalls the agent until its 60 s acceptance timeout.
+                self.send(Outbound::TaskAccepted { task_id: id.clone() });
                 self.send(Outbound::TaskFailed {
                     task_id: id,
                     reason: "invalid_task_id".into(),
@@ -597,54 +646,61 @@ impl Relay {
         if let Some(i) = self.find(&task_id) {
             return self.adopt(i, generation, now);
         }
-        if !self.settings.wake_configured {
-            self.refuse(
-                &task_id,
-                generation,
-                "no_wake_command_configured",
-                "no wake_command in the config: set one so the agent can be woken",
-            );
-            return;
-        }
-        let busy = self
-            .held
-            .iter()
-            .filter(|h| h.phase != Phase::Done && !h.is_detached())
-            .count();
-        if busy > self.settings.max_pending {
-            let detail = format!("{busy} tasks held (max_pending {})", self.settings.max_pending);
-            self.refuse(&task_id, generation, "busy", &detail);
+        if self.storage_hold.is_some() {
+            // The link is being dropped because queue.json cannot be written: the disconnect
+            // hands this assignment back too (answering it would cost the task a retry).
+            self.log(Event::TaskRefused {
+                task_id,
+                reason: "storage_unwritable".into(),
+                detail: "queue.json cannot be written; not answered, the hub takes it back on the disconnect"
+                    .into(),
+            });
             return;
         }
         self.log(Event::TaskReceived {
             task_id: task_id.clone(),
             generation,
         });
+        let waiting = self
+            .held
+            .iter()
+            .filter(|h| h.phase != Phase::Done && !h.is_detached())
+            .count();
+        if waiting > self.settings.max_pending {
+            // Held all the same: a refusal before task_accepted stalls the agent at the hub and
+            // burns the task's retries, and a disconnect returns only the hub's current task.
+            self.log(Event::MaxPendingExceeded {
+                task_id: task_id.clone(),
+                held: waiting + 1,
+                max_pending: self.settings.max_pending,
+            });
+        }
         // Leftovers of an earlier run with this id are not this assignment's work.
         self.actions.push_back(RelayAction::ClearFiles {
             task_id: task_id.clone(),
         });
-        self.held.push(Held {
+        let mut held = Held {
             record,
             phase: Phase::Queued,
             standing: Standing::Persisting,
             recovered: false,
             started: false,
-        });
+        };
+        if !self.settings.wake_configured {
+            // Accepted (once persisted), then failed with the reason: never task_failed before
+            // task_accepted.
+            self.log(Event::TaskRefused {
+                task_id: task_id.clone(),
+                reason: "no_wake_command_configured".into(),
+                detail:
+                    "no wake_command in the config: set one so the agent can be woken; accepted, then failed"
+                        .into(),
+            });
+            held.phase = Phase::Done;
+            held.record.outcome = Some(Outcome::failed("no_wake_command_configured"));
+        }
+        self.held.push(held);
         self.persist();
-    }
-
-    fn refuse(&mut self, task_id: &str, generation: i64, reason: &str, detail: &str) {
-        self.log(Event::TaskRefused {
-            task_id: task_id.to_owned(),
-            reason: reason.to_owned(),
-            detail: detail.to_owned(),
-        });
-        self.send(Outbound::TaskFailed {
-            task_id: task_id.to_owned(),
-            reason: reason.to_owned(),
-            generation,
-        });
     }
 
     /// The hub assigned a task we already hold: take its generation, accept again, do not wake again.
@@ -750,24 +806,31 @@ impl Relay {
     // ---- persistence ----
 
     fn persist(&mut self) {
-        let records = self
-            .held
+        let records = self.records();
+        self.actions.push_back(RelayAction::Persist(records));
+    }
+
+    /// The held tasks as queue.json holds them.
+    fn records(&self) -> Vec<TaskRecord> {
+        self.held
             .iter()
             .map(|h| {
                 let mut r = h.record.clone();
                 r.status = h.status().to_owned();
                 r
             })
-            .collect();
-        self.actions.push_back(RelayAction::Persist(records));
+            .collect()
     }
 
-    fn persisted(&mut self, result: Result<(), String>) {
+    fn persisted(&mut self, result: Result<(), String>, now: Instant) {
         let fresh: Vec<usize> = (0..self.held.len())
             .filter(|i| self.held[*i].standing == Standing::Persisting)
             .collect();
         match result {
             Ok(()) => {
+                if !fresh.is_empty() {
+                    self.probe_delay = STORAGE_PROBE_FIRST;
+                }
                 for i in fresh {
                     let task_id = self.held[i].record.task_id.clone();
                     self.held[i].standing = Standing::Confirmed;
@@ -783,16 +846,67 @@ impl Relay {
             }
             Err(error) => {
                 self.log(Event::PersistFailed { error: error.clone() });
+                if fresh.is_empty() {
+                    return;
+                }
+                // Not accepted, so not ours: neither answered (a task_failed before
+                // task_accepted stalls the agent and costs a retry) nor kept. Dropping the link
+                // makes the hub take the task back at once without counting a retry.
+                let mut ids = Vec::new();
                 for i in fresh.into_iter().rev() {
                     let h = self.held.remove(i);
-                    let reason = cut_chars(&format!("persist_failed: {error}"), MAX_REASON_CHARS);
-                    self.refuse(
-                        &h.record.task_id,
-                        h.record.generation,
-                        &reason,
-                        "queue.json could not be written",
-                    );
+                    self.actions.push_back(RelayAction::ClearFiles {
+                        task_id: h.record.task_id.clone(),
+                    });
+                    ids.push(h.record.task_id);
                 }
+                ids.reverse();
+                self.hold_link(&error, &ids, now);
+            }
+        }
+    }
+
+    /// queue.json cannot be written: drop the link and stay away until a probe succeeds.
+    fn hold_link(&mut self, error: &str, ids: &[String], now: Instant) {
+        let delay = self.probe_delay;
+        self.probe_delay = (delay * 2).min(STORAGE_PROBE_MAX);
+        let since = self.storage_hold.map_or(now, |h| h.since);
+        self.storage_hold = Some(StorageHold {
+            probe_at: Some(now + delay),
+            since,
+        });
+        self.log(Event::StorageUnwritable {
+            error: cut_chars(error, MAX_REASON_CHARS),
+            task_ids: ids.to_vec(),
+            retry_ms: delay.as_millis() as u64,
+        });
+        self.actions.push_back(RelayAction::HoldLink {
+            reason: cut_chars(&format!("queue.json cannot be written: {error}"), 200),
+        });
+    }
+
+    fn storage_probed(&mut self, result: Result<(), String>, now: Instant) {
+        let Some(hold) = self.storage_hold else { return };
+        match result {
+            Ok(()) => {
+                self.storage_hold = None;
+                self.log(Event::StorageWritable {
+                    held_down_ms: now.saturating_duration_since(hold.since).as_millis() as u64,
+                });
+                self.actions.push_back(RelayAction::ReleaseLink);
+            }
+            Err(error) => {
+                let delay = self.probe_delay;
+                self.probe_delay = (delay * 2).min(STORAGE_PROBE_MAX);
+                self.storage_hold = Some(StorageHold {
+                    probe_at: Some(now + delay),
+                    ..hold
+                });
+                self.log(Event::StorageUnwritable {
+                    error: cut_chars(&error, MAX_REASON_CHARS),
+                    task_ids: Vec::new(),
+                    retry_ms: delay.as_millis() as u64,
+                });
             }
         }
     }

@@ -21,6 +21,18 @@ use tokio::time::Instant;
 /// How long a killed process group gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
+/// What the relay asks of the link driver, besides frames.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkRequest {
+    /// Drop the connection and do not connect again until [`LinkRequest::Release`].
+    Hold {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Connect again.
+    Release,
+}
+
 /// The relay, its store, its watcher and its running wake commands.
 pub struct RelayRuntime {
     relay: Relay,
@@ -31,6 +43,7 @@ pub struct RelayRuntime {
     wakes_rx: mpsc::UnboundedReceiver<RelayInput>,
     running: HashMap<String, u32>,
     sends: VecDeque<Outbound>,
+    link_requests: VecDeque<LinkRequest>,
     wake_command: Option<String>,
     cancel_command: Option<String>,
     wake_timeout: Duration,
@@ -99,6 +112,7 @@ impl RelayRuntime {
             wakes_rx,
             running: HashMap::new(),
             sends: VecDeque::new(),
+            link_requests: VecDeque::new(),
             wake_command: config.wake_command.clone(),
             cancel_command: config.cancel_command.clone(),
             wake_timeout: config.wake_timeout,
@@ -132,6 +146,11 @@ impl RelayRuntime {
     /// Frames to send now, in order.
     pub fn take_sends(&mut self) -> Vec<Outbound> {
         self.sends.drain(..).collect()
+    }
+
+    /// What the link driver must do about the connection (hold it down, release it), in order.
+    pub fn take_link_requests(&mut self) -> Vec<LinkRequest> {
+        self.link_requests.drain(..).collect()
     }
 
     /// Each held task's id, status and generation, and the outbox depth, for `status`.
@@ -174,6 +193,16 @@ impl RelayRuntime {
                 RelayAction::ClearFiles { task_id } => self.clear_files(&task_id),
                 RelayAction::DiscardResult { task_id } => self.discard_result(&task_id, log),
                 RelayAction::Log(event) => log.record(&event),
+                RelayAction::HoldLink { reason } => {
+                    self.link_requests.push_back(LinkRequest::Hold { reason })
+                }
+                RelayAction::ReleaseLink => self.link_requests.push_back(LinkRequest::Release),
+                RelayAction::ProbeStorage(records) => {
+                    // The very write a new task needs: queue.json, through its temp file.
+                    let result = self.store.save(&records).map_err(|e| e.to_string());
+                    self.relay
+                        .handle(RelayInput::StorageProbed(result), now(), epoch_ms());
+                }
             }
         }
     }

@@ -514,3 +514,84 @@ fn up_after_each_identified_and_down_once_when_the_link_goes() {
     });
     assert_eq!(ups_and_downs(&a), vec![Action::Down]);
 }
+
+#[test]
+fn hold_closes_the_link_and_stays_away_until_released() {
+    let mut h = Harness::new(0.5, 7);
+    h.drain();
+    h.identified();
+    h.drain();
+    h.policy
+        .hold("queue.json cannot be written: No space left on device", h.now);
+    let a = h.drain();
+    assert_eq!(events(&a), ["link_held"]);
+    assert_eq!(ups_and_downs(&a), [Action::Down]);
+    assert_eq!(
+        io(&a),
+        [Action::Close {
+            code: 1000,
+            reason: "queue.json cannot be written: No space left on device".into()
+        }]
+    );
+    assert!(h.policy.is_held());
+    assert_eq!(h.policy.status().0, "held");
+    // The hub's close answer, a late frame, and hours of timers: nothing connects.
+    assert!(io(&h.input(Input::Closed {
+        code: Some(1000),
+        reason: String::new()
+    }))
+    .is_empty());
+    for _ in 0..240 {
+        let (waited, a) = h.fire();
+        assert_eq!(waited, INTERVAL, "only the loop's own tick");
+        assert!(a.is_empty(), "{a:?}");
+    }
+    // A second hold changes nothing; release connects at once.
+    h.policy.hold("again", h.now);
+    assert!(h.drain().is_empty());
+    h.policy.release(h.now);
+    let a = h.drain();
+    assert_eq!(io(&a), [Action::Connect]);
+    assert_eq!(events(&a), ["ws_connecting"]);
+    h.identified();
+    // Release when not held changes nothing.
+    h.policy.release(h.now);
+    assert!(h.drain().is_empty());
+}
+
+#[test]
+fn hold_while_connecting_or_waiting_aborts_or_cancels_the_attempt() {
+    let mut h = Harness::new(0.5, 8);
+    h.drain();
+    h.policy.hold("held while connecting", h.now);
+    let a = h.drain();
+    assert_eq!(io(&a), [Action::Abort]);
+    assert!(ups_and_downs(&a).is_empty(), "never up: no Down");
+    h.policy.release(h.now);
+    h.drain();
+    let a = h.input(Input::ConnectFailed {
+        error: "refused".into(),
+    });
+    assert_eq!(events(&a), ["ws_connect_error", "reconnect_scheduled"]);
+    h.policy.hold("held while waiting", h.now);
+    assert!(io(&h.drain()).is_empty());
+    let (_, a) = h.fire();
+    assert!(
+        !io(&a).contains(&Action::Connect),
+        "the scheduled reconnect is cancelled"
+    );
+}
+
+#[test]
+fn shutdown_while_held_exits() {
+    let mut h = Harness::new(0.5, 9);
+    h.drain();
+    h.identified();
+    h.policy.hold("disk full", h.now);
+    h.drain();
+    let a = h.input(Input::Shutdown {
+        signal: "SIGTERM".into(),
+    });
+    assert_eq!(io(&a), [Action::Exit]);
+    assert!(h.policy.is_stopped());
+}

@@ -127,6 +127,9 @@ fn kinds(actions: &[RelayAction]) -> Vec<String> {
             RelayAction::Untrack { .. } => "untrack".into(),
             RelayAction::ClearFiles { .. } => "clear".into(),
             RelayAction::DiscardResult { .. } => "discard".into(),
+            RelayAction::HoldLink { .. } => "hold_link".into(),
+            RelayAction::ReleaseLink => "release_link".into(),
+            RelayAction::ProbeStorage(r) => format!("probe {}", r.len()),
             RelayAction::Log(_) => unreachable!(),
         })
         .collect()
@@ -232,31 +235,124 @@ fn happy_path_persists_before_accepting_and_before_completing() {
     assert!(h.relay.held_ids().is_empty());
 }
 
+fn events(actions: &[RelayAction]) -> Vec<Event> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            RelayAction::Log(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Answers the next storage probe with `result` (the I/O shell writes queue.json).
+fn probed(h: &mut H, result: Result<(), String>) -> Vec<RelayAction> {
+    h.input(RelayInput::StorageProbed(result))
+}
+
 #[test]
-fn a_task_that_cannot_be_persisted_is_not_accepted() {
+fn a_task_that_cannot_be_persisted_is_not_answered_and_the_link_is_held_until_a_probe_succeeds() {
     let mut h = H::new(vec![]);
     h.input(RelayInput::LinkUp);
     h.persist_result = Err("No space left on device (os error 28)".into());
     let a = h.assign("t1", 4);
-    assert_eq!(
-        sends(&a),
-        [failed(
-            "t1",
-            "persist_failed: No space left on device (os error 28)",
-            4
-        )]
+    assert!(
+        sends(&a).is_empty(),
+        "no task_failed before task_accepted (the hub would stall the agent 60 s and count a retry): {a:?}"
     );
-    assert!(!kinds(&a).iter().any(|k| k.starts_with("wake")));
-    assert!(h.relay.held_ids().is_empty());
+    assert_eq!(kinds(&a), ["clear", "persist 1", "clear", "hold_link"]);
+    let RelayAction::HoldLink { reason } = a.last().unwrap() else {
+        panic!()
+    };
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert!(events(&a).iter().any(|e| matches!(e,
+        Event::StorageUnwritable { task_ids, retry_ms: 1000, .. } if task_ids == &["t1".to_owned()])));
+    assert!(h.relay.held_ids().is_empty(), "not accepted, not kept");
+    h.input(RelayInput::LinkDown);
+    // Probes with backoff: 1 s, 2 s, 4 s ... while queue.json still cannot be written.
+    for want in [1, 2, 4, 8] {
+        let (waited, a) = h.fire();
+        assert_eq!(waited, want * SEC);
+        assert_eq!(kinds(&a), ["probe 0"]);
+        let a = probed(&mut h, Err("No space left on device (os error 28)".into()));
+        assert!(kinds(&a).is_empty(), "{a:?}");
+    }
+    // An assignment that arrives before the close lands is not answered either.
+    h.input(RelayInput::LinkUp);
+    let a = h.assign("t2", 1);
+    assert!(kinds(&a).is_empty(), "{a:?}");
+    h.input(RelayInput::LinkDown);
+    let (waited, a) = h.fire();
+    assert_eq!((waited, kinds(&a)), (16 * SEC, vec!["probe 0".to_owned()]));
+    let a = probed(&mut h, Ok(()));
+    assert_eq!(kinds(&a), ["release_link"]);
+    assert!(events(&a)
+        .iter()
+        .any(|e| matches!(e, Event::StorageWritable { .. })));
+    assert_eq!(h.relay.poll_timeout(), None, "no more probes");
+    // Back on the hub: the task the hub gives again is persisted and accepted.
+    h.persist_result = Ok(());
+    h.input(RelayInput::LinkUp);
+    let a = h.assign("t1", 6);
+    assert_eq!(sends(&a)[0], accepted("t1"));
 }
 
 #[test]
-fn bad_task_ids_are_refused_before_touching_a_path() {
+fn the_probe_backoff_is_capped_and_resets_once_a_task_is_persisted() {
+    let mut h = H::new(vec![]);
+    h.input(RelayInput::LinkUp);
+    h.persist_result = Err("Read-only file system (os error 30)".into());
+    h.assign("t1", 1);
+    h.input(RelayInput::LinkDown);
+    let mut waits = vec![];
+    for _ in 0..8 {
+        let (waited, _) = h.fire();
+        waits.push(waited.as_secs());
+        probed(&mut h, Err("Read-only file system (os error 30)".into()));
+    }
+    assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+    h.fire();
+    probed(&mut h, Ok(()));
+    // Writable again, but the next task's write fails: the wait goes on growing (the disk is
+    // flapping), until a task is persisted.
+    h.input(RelayInput::LinkUp);
+    let a = h.assign("t2", 1);
+    assert_eq!(kinds(&a).last().unwrap(), "hold_link");
+    h.input(RelayInput::LinkDown);
+    assert_eq!(h.fire().0, 60 * SEC);
+    probed(&mut h, Ok(()));
+    h.persist_result = Ok(());
+    h.input(RelayInput::LinkUp);
+    h.assign("t3", 1);
+    h.persist_result = Err("Read-only file system (os error 30)".into());
+    let a = h.assign("t4", 1);
+    assert_eq!(kinds(&a).last().unwrap(), "hold_link");
+    assert_eq!(h.fire().0, SEC, "reset by the persisted task");
+}
+
+#[test]
+fn a_failed_write_of_a_task_already_accepted_does_not_drop_the_link() {
+    let mut h = H::new(vec![]);
+    h.working("t1", 1);
+    h.persist_result = Err("No space left on device (os error 28)".into());
+    let a = h.result("t1", json!({"status":"success"}));
+    assert!(!kinds(&a).contains(&"hold_link".to_owned()), "{a:?}");
+    assert_eq!(sends(&a), [complete("t1", 1, json!({"status":"success"}))]);
+}
+
+#[test]
+fn bad_task_ids_are_accepted_then_failed_without_touching_a_path() {
     let mut h = H::new(vec![]);
     h.input(RelayInput::LinkUp);
     let a = h.assign("../../etc/passwd", 2);
-    assert_eq!(kinds(&a), ["send task_failed"]);
-    assert_eq!(sends(&a), [failed("../../etc/passwd", "invalid_task_id", 2)]);
+    assert_eq!(kinds(&a), ["send task_accepted", "send task_failed"]);
+    assert_eq!(
+        sends(&a),
+        [
+            accepted("../../etc/passwd"),
+            failed("../../etc/passwd", "invalid_task_id", 2)
+        ]
+    );
     let frame = json!({"type":"task_assign","task_id":42,"generation":1});
     let a = h.frame(TaskFrame::Assign(frame.as_object().unwrap().clone()));
     assert!(
@@ -266,7 +362,7 @@ fn bad_task_ids_are_refused_before_touching_a_path() {
 }
 
 #[test]
-fn no_wake_command_refuses_with_its_reason() {
+fn no_wake_command_accepts_then_fails_with_its_reason() {
     let mut h = H::with(
         RelaySettings {
             wake_configured: false,
@@ -275,14 +371,27 @@ fn no_wake_command_refuses_with_its_reason() {
         vec![],
     );
     h.input(RelayInput::LinkUp);
+    let a = h.assign("t1", 1);
     assert_eq!(
-        sends(&h.assign("t1", 1)),
-        [failed("t1", "no_wake_command_configured", 1)]
+        sends(&a),
+        [accepted("t1"), failed("t1", "no_wake_command_configured", 1)],
+        "never task_failed before task_accepted"
+    );
+    assert!(!kinds(&a).iter().any(|k| k.starts_with("wake")));
+    let RelayAction::Persist(records) = a.iter().find(|a| matches!(a, RelayAction::Persist(_))).unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        records[0].outcome.is_some(),
+        "the failure is on disk before it is sent"
     );
 }
 
 #[test]
-fn a_second_task_is_held_and_woken_when_the_first_ends_and_a_third_is_busy() {
+fn a_double_and_a_triple_assignment_are_all_held_and_woken_in_turn() {
+    // max_pending 1: t1 current, t2 waiting, t3 and t4 beyond the limit (the hub's triple
+    // assignment and one more): each is accepted and held, never refused.
     let mut h = H::new(vec![]);
     h.working("t1", 1);
     let a = h.assign("t2", 1);
@@ -291,17 +400,42 @@ fn a_second_task_is_held_and_woken_when_the_first_ends_and_a_third_is_busy() {
         ["clear", "persist 2", "send task_accepted", "track"],
         "held, not woken"
     );
-    let a = h.assign("t3", 7);
-    assert_eq!(sends(&a), [failed("t3", "busy", 7)]);
-    let a = h.result("t1", json!({"status":"success"}));
-    assert_eq!(
-        kinds(&a),
-        ["persist 2", "send task_complete", "persist 2", "wake 1"]
-    );
-    let RelayAction::Wake { task, .. } = a.last().unwrap() else {
-        panic!()
-    };
-    assert_eq!(task.task_id, "t2");
+    assert!(!events(&a)
+        .iter()
+        .any(|e| matches!(e, Event::MaxPendingExceeded { .. })));
+    for (id, n) in [("t3", 3), ("t4", 4)] {
+        let a = h.assign(id, 7);
+        assert_eq!(
+            sends(&a),
+            [accepted(id)],
+            "{id}: no task_failed before task_accepted"
+        );
+        assert!(
+            events(&a).iter().any(|e| matches!(e,
+                Event::MaxPendingExceeded { held, max_pending: 1, .. } if *held == n)),
+            "{a:?}"
+        );
+    }
+    assert_eq!(h.relay.held_ids(), ["t1", "t2", "t3", "t4"]);
+    let mut woken = vec![];
+    let mut current = "t1".to_owned();
+    for _ in 0..4 {
+        let a = h.result(&current, json!({"status":"success"}));
+        let gen = if current == "t1" || current == "t2" { 1 } else { 7 };
+        assert_eq!(sends(&a)[0], complete(&current, gen, json!({"status":"success"})));
+        h.frame(TaskFrame::Ack {
+            task_id: current.clone(),
+            status: "complete".into(),
+        });
+        let next = h.relay.snapshot().into_iter().find(|(_, s, _)| *s == "waking");
+        let Some((id, _, _)) = next else { break };
+        woken.push(id.clone());
+        h.wake_end(&id, 1, WakeEnd::Success);
+        h.input(RelayInput::Started { task_id: id.clone() });
+        current = id;
+    }
+    assert_eq!(woken, ["t2", "t3", "t4"]);
+    assert!(h.relay.held_ids().is_empty());
 }
 
 #[test]
