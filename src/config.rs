@@ -42,6 +42,10 @@ pub const MAX_NAME_CHARS: usize = 256;
 /// the bound keeps `Instant + Duration` far from overflowing anywhere in the sidecar.
 pub const MAX_DURATION_MS: u64 = 2_147_483_647;
 
+/// `max_pending` when unset: well above the hub's worst burst (it assigns two or three tasks at
+/// once); a pending task costs one entry in queue.json.
+pub const DEFAULT_MAX_PENDING: usize = 16;
+
 /// The hub's Reaper drops a connection whose last JSON `ping` is older than this (protocol §2.6).
 const HUB_REAPER_MS: u64 = 60_000;
 
@@ -171,7 +175,8 @@ pub struct Config {
     pub wake_timeout: Duration,
     /// Waits before the 2nd, 3rd, ... wake attempt (`wake_retry_delays_ms`, [5000, 15000, 30000]).
     pub wake_retry_delays: Vec<Duration>,
-    /// Tasks accepted while one is in progress, before `busy` (`max_pending`, default 1).
+    /// Tasks waiting behind the current one before each further one is logged as a warning
+    /// (`max_pending`, default [`DEFAULT_MAX_PENDING`]); an assigned task is never refused.
     pub max_pending: usize,
     /// Period of the `task_progress` keepalive while a task is held (`progress_keepalive_ms`, 300000).
     pub progress_keepalive: Duration,
@@ -446,7 +451,7 @@ fn example_line(field: &str) -> String {
         "queue_file" => "\"./queue.json\"",
         "wake_timeout_ms" => "60000",
         "wake_retry_delays_ms" => "[5000, 15000, 30000]",
-        "max_pending" => "1",
+        "max_pending" => "16",
         "progress_keepalive_ms" => "300000",
         "readopt_window_ms" => "120000",
         "log_file" => "\"./sidecar.log\"",
@@ -1426,7 +1431,7 @@ impl Config {
             }
         };
         let max_pending = match b.get("max_pending") {
-            None => 1,
+            None => DEFAULT_MAX_PENDING,
             Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => {
                 n.as_u64().unwrap_or(1) as usize
             }
@@ -1590,7 +1595,8 @@ mod tests {
         assert_eq!(c.cancel_command, None);
         assert_eq!(c.wake_timeout, Duration::from_secs(60));
         assert_eq!(c.wake_retry_delays, [5, 15, 30].map(Duration::from_secs));
-        assert_eq!(c.max_pending, 1);
+        assert_eq!(c.max_pending, DEFAULT_MAX_PENDING);
+        assert!(DEFAULT_MAX_PENDING >= 3 * 3, "well above the hub's triple assignment");
         assert_eq!(c.progress_keepalive, Duration::from_secs(300));
         assert_eq!(c.readopt_window, Duration::from_secs(120));
         assert_eq!(c.results_dir, PathBuf::from("/srv/agent/results"));
