@@ -163,6 +163,8 @@ struct Replay {
     stopping: Option<JoinHandle<()>>,
     /// Task placeholder -> real task id.
     ids: HashMap<String, String>,
+    /// When the first `task_assign` arrived (hub.log notes time their warnings from it).
+    first_assign: Option<tokio::time::Instant>,
 }
 
 impl Replay {
@@ -178,6 +180,7 @@ impl Replay {
             last_token: String::new(),
             stopping: None,
             ids: HashMap::new(),
+            first_assign: None,
         }
     }
 
@@ -249,6 +252,8 @@ impl Replay {
         } else if note.starts_with("hub.sh stop") {
             let hub = self.hub.clone();
             self.stopping = Some(tokio::spawn(async move { hub.stop().await }));
+        } else if note.starts_with("hub.log, warnings") {
+            self.check_hub_log(note);
         } else if note.starts_with("hub restarted") {
             if let Some(stop) = self.stopping.take() {
                 stop.await.expect("stop finished");
@@ -312,6 +317,9 @@ impl Replay {
             panic!("{at}: expected {expected}, got {msg:?}")
         };
         let actual: Value = serde_json::from_str(&text).expect("hub sends JSON");
+        if actual["type"] == "task_assign" && self.first_assign.is_none() {
+            self.first_assign = Some(tokio::time::Instant::now());
+        }
         // serde_json's default map is sorted: equality means compact text with sorted keys.
         assert_eq!(
             text.as_str(),
@@ -390,6 +398,45 @@ impl Replay {
                 assert_eq!(self.hub.connected_agents().len(), want, "{at}");
             }
             _ => {} // the rest of the HTTP API is not modelled
+        }
+    }
+
+    /// A note listing hub.log's warnings ("+0.011 s from the first task_assign: warning
+    /// fsm_unexpected_event (...); ..."): the embedded hub logs the same warnings, in that order,
+    /// each within [`PROMPT`] of the recorded offset.
+    fn check_hub_log(&self, note: &str) {
+        let (_, list) = note.split_once(": ").expect("a list of warnings");
+        let want: Vec<(f64, &str)> = list
+            .split("; ")
+            .map(|item| {
+                let offset = item
+                    .trim_start_matches('+')
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .unwrap_or_else(|| panic!("{}: no offset in {item:?}", self.case));
+                let name = item
+                    .split("warning ")
+                    .nth(1)
+                    .and_then(|w| w.split([' ', '(']).next())
+                    .unwrap_or_else(|| panic!("{}: no warning in {item:?}", self.case));
+                (offset, name)
+            })
+            .collect();
+        let start = self
+            .first_assign
+            .expect("hub.log offsets count from the first task_assign");
+        let got = self.hub.hub_log();
+        let names: Vec<&str> = got.iter().map(|l| l.event.as_str()).collect();
+        let want_names: Vec<&str> = want.iter().map(|(_, n)| *n).collect();
+        assert_eq!(names, want_names, "{}: hub.log warnings", self.case);
+        for ((offset, name), line) in want.iter().zip(&got) {
+            let at = line.at.saturating_duration_since(start).as_secs_f64();
+            assert!(
+                (at - offset).abs() <= PROMPT.as_secs_f64(),
+                "{}: {name} logged at +{at:.3} s, recorded at +{offset} s",
+                self.case
+            );
         }
     }
 
@@ -530,4 +577,5 @@ replay!(
     disconnect_reclaim,
     acceptance_timeout,
     cancel,
+    task_failed_before_accept,
 );

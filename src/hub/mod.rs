@@ -143,6 +143,24 @@ pub enum HubEvent {
     },
 }
 
+/// A line of the hub's own log (the real hub's `hub.log`), e.g. the warning
+/// `fsm_unexpected_event` when an agent sends `task_failed` before `task_accepted`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HubLogLine {
+    /// When (virtual time under a paused clock).
+    pub at: Instant,
+    /// `warning` (the only level modelled).
+    pub level: &'static str,
+    /// The real hub's event name: `fsm_unexpected_event`, `fsm_acceptance_timeout`, `fsm_reclaim_failed`.
+    pub event: String,
+    /// The agent concerned.
+    pub agent_id: String,
+    /// The task concerned, if any.
+    pub task_id: Option<String>,
+    /// What the real hub logs with it, e.g. `event task_failed, current_state assigned`.
+    pub detail: String,
+}
+
 /// The agent has no registered socket to push to.
 #[derive(Debug)]
 pub struct NotConnected;
@@ -344,6 +362,11 @@ impl EmbeddedHub {
     /// Every event so far.
     pub fn history(&self) -> Vec<HubEvent> {
         self.shared.lock().history.clone()
+    }
+
+    /// The hub's own log lines so far (its warnings about agents and tasks), oldest first.
+    pub fn hub_log(&self) -> Vec<HubLogLine> {
+        self.shared.lock().log.clone()
     }
 
     /// Sends a frame to the socket registered for `agent_id` (the first one, as the real hub routes).

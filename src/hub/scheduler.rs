@@ -111,25 +111,40 @@ pub fn arm_acceptance(shared: &Arc<Shared>, agent_id: &str, task_id: &str, gener
         let Some(fsm) = st.tasks.fsms.get_mut(&agent_id) else {
             return;
         };
-        if fsm.state != "assigned" || fsm.current.as_deref() != Some(task_id.as_str()) {
+        // Live only while the FSM still holds this very assignment: a newer assignment (of this
+        // task or another) has its own timer, and task_accepted moved it on to working.
+        if fsm.state != "assigned"
+            || fsm.current.as_deref() != Some(task_id.as_str())
+            || fsm.generation != generation
+        {
             return;
         }
-        let same = st
-            .tasks
-            .map
-            .get(&task_id)
-            .map(|t| t.rec.generation == generation && t.rec.status == "assigned");
-        if same == Some(false) {
-            return; // a newer assignment of the same task has its own timer
+        fsm.idle();
+        if !fsm.flags.iter().any(|f| f == "unresponsive") {
+            fsm.flags.push("unresponsive".into());
         }
-        if let Some(fsm) = st.tasks.fsms.get_mut(&agent_id) {
-            fsm.idle();
-            if !fsm.flags.iter().any(|f| f == "unresponsive") {
-                fsm.flags.push("unresponsive".into());
-            }
+        st.warn(
+            "fsm_acceptance_timeout",
+            &agent_id,
+            Some(&task_id),
+            format!("no task_accepted within {:?}", shared.opts.acceptance_timeout),
+        );
+        // The task itself may have moved on: a task_failed before task_accepted already put it
+        // back in the queue (the FSM ignored that event, the queue did not). Then nothing is
+        // reclaimed and nothing is scheduled: the agent sits idle beside the queued tasks.
+        let ours = st.tasks.map.get(&task_id).is_some_and(|t| {
+            t.rec.status == "assigned" && t.rec.assigned_to.as_deref() == Some(agent_id.as_str())
+        });
+        if ours && st.tasks.reclaim(&task_id, "agent_disconnect", Instant::now()) {
+            schedule(&shared, &mut st);
+        } else {
+            st.warn(
+                "fsm_reclaim_failed",
+                &agent_id,
+                Some(&task_id),
+                "reason :not_assigned".into(),
+            );
         }
-        st.tasks.reclaim(&task_id, "agent_disconnect", Instant::now());
-        schedule(&shared, &mut st);
     });
 }
 
@@ -183,6 +198,7 @@ pub async fn stuck_sweep(shared: Arc<Shared>) {
             })
             .map(|t| (t.rec.task_id.clone(), t.rec.assigned_to.clone()))
             .collect();
+        let reclaimed = !stuck.is_empty();
         for (task_id, agent) in stuck {
             st.tasks.reclaim(&task_id, "agent_disconnect", now);
             if let Some(fsm) = agent.and_then(|a| st.tasks.fsms.get_mut(&a)) {
@@ -191,6 +207,9 @@ pub async fn stuck_sweep(shared: Arc<Shared>) {
                 }
             }
         }
-        schedule(&shared, &mut st);
+        // Like the real scheduler, it assigns on events (here: the reclaims), not on every sweep.
+        if reclaimed {
+            schedule(&shared, &mut st);
+        }
     }
 }

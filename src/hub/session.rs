@@ -266,8 +266,19 @@ fn tasks_reply(
         "task_failed" => {
             let text = |k: &str| msg.get(k).and_then(Value::as_str);
             let why = text("error").or_else(|| text("reason")).unwrap_or("unknown");
+            let fsm_state = st.tasks.fsms.get(agent_id).map(|f| f.state);
             match st.tasks.fail(agent_id, task_id, fence, why, now) {
                 Ok(status) => {
+                    if fsm_state == Some("assigned") {
+                        // Before task_accepted the AgentFSM ignores it: the agent stays assigned
+                        // until the acceptance timeout (the queue has counted the retry).
+                        st.warn(
+                            "fsm_unexpected_event",
+                            agent_id,
+                            Some(task_id),
+                            "event task_failed, current_state assigned".into(),
+                        );
+                    }
                     scheduler::schedule(shared, &mut st);
                     ack(status)
                 }

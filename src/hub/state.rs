@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::rate::{Bucket, Tier, Verdict};
 use super::tasks::Tasks;
-use super::HubEvent;
+use super::{HubEvent, HubLogLine};
 
 /// How long a strike is remembered for escalating the next cooldown (the hub sweeps after 10 min).
 const STRIKE_MEMORY: Duration = Duration::from_secs(600);
@@ -88,6 +88,8 @@ pub struct State {
     pub buckets: HashMap<(String, Tier), Bucket>,
     /// Every event so far.
     pub history: Vec<HubEvent>,
+    /// The hub's own log lines so far (hub.log's warnings about agents and tasks).
+    pub log: Vec<HubLogLine>,
     /// Last connection id handed out.
     pub next_conn: u64,
     /// False makes the hub swallow JSON pings.
@@ -163,6 +165,18 @@ impl State {
         // registered it last, and always broadcasts agent_left (a duplicate sees itself leave).
         self.presence.remove(&agent_id);
         self.broadcast(&json!({"type": "agent_left", "agent_id": agent_id}), None);
+    }
+
+    /// Appends a warning to the hub's log.
+    pub fn warn(&mut self, event: &str, agent_id: &str, task_id: Option<&str>, detail: String) {
+        self.log.push(HubLogLine {
+            at: Instant::now(),
+            level: "warning",
+            event: event.to_string(),
+            agent_id: agent_id.to_string(),
+            task_id: task_id.map(str::to_string),
+            detail,
+        });
     }
 
     /// Forgets what a hub restart forgets: presence, registry, strikes and rate buckets.

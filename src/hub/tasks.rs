@@ -41,7 +41,8 @@ pub struct TaskRecord {
     pub status: String,
     /// The fencing generation: 0 when queued first, +1 on every assignment and every reclaim or retry.
     pub generation: u64,
-    /// The last agent it was assigned to (kept after completion, retry and dead-letter).
+    /// The agent it is (or was last) assigned to: kept after completion and dead-letter, cleared
+    /// when a failure puts it back in the queue.
     pub assigned_to: Option<String>,
     /// Failures so far.
     pub retry_count: u32,
@@ -99,6 +100,8 @@ pub struct Fsm {
     pub flags: Vec<String>,
     /// Capabilities from identify (strings only).
     pub capabilities: Vec<String>,
+    /// The generation of the assignment that made `current` (which acceptance timer is live).
+    pub generation: u64,
 }
 
 impl Fsm {
@@ -109,6 +112,7 @@ impl Fsm {
             current: None,
             flags: Vec::new(),
             capabilities,
+            generation: 0,
         }
     }
 
@@ -235,6 +239,7 @@ impl Tasks {
         if let Some(fsm) = self.fsms.get_mut(agent_id) {
             fsm.state = "assigned";
             fsm.current = Some(task_id.to_string());
+            fsm.generation = generation;
         }
         Some(snapshot)
     }
@@ -297,6 +302,11 @@ impl Tasks {
 
     /// `task_failed`: generation-fenced; retries (back to queued, generation + 1) or
     /// dead-letters. Returns the ack status, `retried` or `dead_letter`.
+    ///
+    /// The sender's FSM goes idle only from `working` (whichever task failed): while it is
+    /// `assigned` (no `task_accepted` yet) the real hub's AgentFSM ignores the event
+    /// (`fsm_unexpected_event`) and the agent stays assigned until its acceptance timeout, but
+    /// the queue has counted the retry all the same (transcript task_failed_before_accept).
     pub fn fail(
         &mut self,
         agent_id: &str,
@@ -317,11 +327,14 @@ impl Tasks {
             task.rec.retry_count += 1;
             task.rec.generation += 1;
             task.rec.status = "queued".into();
+            task.rec.assigned_to = None;
             push_history(task, "retry", json!(error));
             "retried"
         };
         if let Some(fsm) = self.fsms.get_mut(agent_id) {
-            fsm.idle();
+            if fsm.state == "working" {
+                fsm.idle();
+            }
         }
         Ok(status)
     }
@@ -373,6 +386,7 @@ mod tests {
             Err(Refusal::InvalidState)
         );
         t.assign(&id, "a", now);
+        t.fsms.get_mut("a").unwrap().state = "working";
         assert_eq!(t.fail("a", &id, 0, "x", now), Err(Refusal::StaleGeneration));
         assert_eq!(t.fail("a", &id, 1, "x", now), Ok("retried"));
         assert_eq!(t.map[&id].rec.generation, 2);
@@ -382,8 +396,39 @@ mod tests {
         assert_eq!(t.fail("a", &id, 5, "z", now), Ok("dead_letter"));
         assert_eq!(t.map[&id].rec.retry_count, 3);
         assert_eq!(
+            t.map[&id].rec.assigned_to.as_deref(),
+            Some("a"),
+            "kept on dead-letter"
+        );
+        assert_eq!(
             t.complete("a", "nope", 5, None, None, now),
             Err(Refusal::NotFound)
         );
+    }
+
+    #[test]
+    fn task_failed_before_task_accepted_counts_a_retry_but_leaves_the_fsm_assigned() {
+        let now = Instant::now();
+        let mut t = Tasks::default();
+        t.fsms.insert("a".into(), Fsm::new(vec![]));
+        let id = t.submit(TaskSpec::default(), now);
+        t.assign(&id, "a", now);
+        assert_eq!(t.fail("a", &id, 1, "busy", now), Ok("retried"));
+        let task = &t.map[&id].rec;
+        assert_eq!(
+            (task.status.as_str(), task.generation, task.retry_count),
+            ("queued", 2, 1)
+        );
+        assert_eq!(task.assigned_to, None);
+        let fsm = &t.fsms["a"];
+        assert_eq!(
+            (fsm.state, fsm.current.as_deref(), fsm.generation),
+            ("assigned", Some(id.as_str()), 1)
+        );
+        // From working, the FSM goes idle.
+        t.assign(&id, "a", now);
+        t.fsms.get_mut("a").unwrap().state = "working";
+        assert_eq!(t.fail("a", &id, 3, "x", now), Ok("retried"));
+        assert_eq!(t.fsms["a"].state, "idle");
     }
 }
