@@ -346,3 +346,149 @@ async fn unaccepted_push_task_times_out_silently() {
     assert_eq!(fsm.flags, ["unresponsive"]);
     hub.stop().await;
 }
+
+/// What the real hub does with a refusal before acceptance (transcript task_failed_before_accept):
+/// the queue counts a retry and requeues the task, but the agent's FSM ignores the event and
+/// stays assigned for the 60 s acceptance timeout; then it is idle and flagged unresponsive,
+/// nothing is reclaimed, and neither queued task is assigned to it.
+#[tokio::test(start_paused = true)]
+async fn task_failed_before_task_accepted_stalls_the_agent_60_s_and_costs_a_retry() {
+    let hub = hub(quiet_opts()).await;
+    let mut ws = agent(&hub, "refuser", &["code"]).await;
+    let first = hub.submit_task(spec("no room", &["code"]));
+    let assign = recv(&mut ws).await;
+    assert_eq!(assign["task_id"], first.as_str());
+    let assigned_at = tokio::time::Instant::now();
+    send(
+        &mut ws,
+        json!({"type": "task_failed", "task_id": first, "generation": 1, "reason": "busy"}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type": "task_ack", "status": "retried", "task_id": first})
+    );
+    let task = hub.task(&first).expect("task");
+    assert_eq!(
+        (
+            task.status.as_str(),
+            task.generation,
+            task.retry_count,
+            task.assigned_to
+        ),
+        ("queued", 2, 1, None)
+    );
+    let fsm = hub.agent_state("refuser").expect("fsm");
+    assert_eq!(
+        (fsm.fsm_state.as_str(), fsm.current_task_id.as_deref()),
+        ("assigned", Some(first.as_str()))
+    );
+    let log = hub.hub_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            log[0].event.as_str(),
+            log[0].detail.as_str(),
+            log[0].task_id.as_deref()
+        ),
+        (
+            "fsm_unexpected_event",
+            "event task_failed, current_state assigned",
+            Some(first.as_str())
+        )
+    );
+    sleep(Duration::from_secs(5)).await;
+    let second = hub.submit_task(spec("second", &["code"]));
+    silent(&mut ws).await;
+    sleep(Duration::from_secs(59) - assigned_at.elapsed()).await;
+    assert_eq!(hub.agent_state("refuser").unwrap().fsm_state, "assigned");
+    sleep(Duration::from_secs(2)).await;
+    let fsm = hub.agent_state("refuser").expect("fsm");
+    assert_eq!(
+        (fsm.fsm_state.as_str(), fsm.current_task_id, fsm.flags),
+        ("idle", None, vec!["unresponsive".to_string()])
+    );
+    let events: Vec<String> = hub.hub_log().into_iter().map(|l| l.event).collect();
+    assert_eq!(
+        events,
+        [
+            "fsm_unexpected_event",
+            "fsm_acceptance_timeout",
+            "fsm_reclaim_failed"
+        ]
+    );
+    sleep(Duration::from_secs(8)).await;
+    silent(&mut ws).await;
+    for (id, generation) in [(&first, 2), (&second, 0)] {
+        let task = hub.task(id).expect("task");
+        assert_eq!((task.status.as_str(), task.generation), ("queued", generation));
+    }
+    hub.stop().await;
+}
+
+/// The same refusal after `task_accepted` (what the sidecar sends when it cannot run a task):
+/// the agent is idle at once and the task comes straight back to it, no warning.
+#[tokio::test(start_paused = true)]
+async fn task_failed_after_task_accepted_frees_the_agent_at_once() {
+    let hub = hub(quiet_opts()).await;
+    let mut ws = agent(&hub, "acceptor", &["code"]).await;
+    let id = hub.submit_task(spec("cannot run", &["code"]));
+    assert_eq!(recv(&mut ws).await["generation"], 1);
+    send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+    assert_eq!(recv(&mut ws).await["status"], "accepted");
+    assert_eq!(hub.agent_state("acceptor").unwrap().fsm_state, "working");
+    send(
+        &mut ws,
+        json!({"type": "task_failed", "task_id": id, "generation": 1, "reason": "no_wake_command_configured"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["status"], "retried");
+    let again = recv(&mut ws).await;
+    assert_eq!(
+        (
+            again["type"].as_str(),
+            again["task_id"].as_str(),
+            again["generation"].as_u64()
+        ),
+        (Some("task_assign"), Some(id.as_str()), Some(3))
+    );
+    assert!(hub.hub_log().is_empty(), "{:?}", hub.hub_log());
+    assert!(hub.agent_state("acceptor").unwrap().flags.is_empty());
+    hub.stop().await;
+}
+
+/// A double assignment accepted in turn (what the sidecar does with max_pending 1 and above):
+/// both tasks complete, nothing is stalled or flagged, no retry is counted.
+#[tokio::test(start_paused = true)]
+async fn a_double_assignment_accepted_in_turn_completes_both_without_a_retry() {
+    let hub = hub(quiet_opts()).await;
+    hub.set_double_assign(true);
+    let mut ws = agent(&hub, "holder", &["code"]).await;
+    let first = hub.submit_task(spec("one", &["code"]));
+    let second = hub.submit_task(spec("two", &["code"]));
+    let mut got = vec![];
+    for _ in 0..2 {
+        let assign = recv(&mut ws).await;
+        got.push(assign["task_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, [first.clone(), second.clone()]);
+    for id in [&first, &second] {
+        send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+        assert_eq!(recv(&mut ws).await["status"], "accepted");
+    }
+    sleep(Duration::from_secs(61)).await;
+    for id in [&first, &second] {
+        send(
+            &mut ws,
+            json!({"type": "task_complete", "task_id": id, "generation": 1, "result": {}}),
+        )
+        .await;
+        assert_eq!(recv(&mut ws).await["status"], "complete");
+        let task = hub.task(id).expect("task");
+        assert_eq!((task.status.as_str(), task.retry_count), ("completed", 0));
+    }
+    let fsm = hub.agent_state("holder").unwrap();
+    assert_eq!((fsm.fsm_state.as_str(), fsm.flags.len()), ("idle", 0));
+    assert!(hub.hub_log().is_empty(), "{:?}", hub.hub_log());
+    hub.stop().await;
+}
