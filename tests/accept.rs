@@ -1,0 +1,182 @@
+//! The real binary never answers an assignment with `task_failed` before `task_accepted` (the
+//! hub's agent state machine would ignore it, stall the agent 60 s and still count a retry):
+//! the hub's double and triple assignments are all held, and every task completes.
+
+mod support;
+
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// Records its wake, writes `.started`, waits for `../release`, then writes a result naming
+/// its own task.
+const AGENT_SH: &str = r#"#!/bin/sh
+dir="$AGENTCOM_RESULTS_DIR"
+echo "$AGENTCOM_TASK_ID" >> "$dir/../wakes"
+: > "$AGENTCOM_STARTED_FILE"
+(
+  while [ ! -e "$dir/../release" ] && [ -d "$(dirname "$dir")" ]; do sleep 0.05; done
+  printf '{"status":"success","output":"%s"}' "$AGENTCOM_TASK_ID" > "$AGENTCOM_RESULT_FILE.tmp"
+  mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+) > /dev/null 2>&1 &
+"#;
+
+struct World {
+    hub: EmbeddedHub,
+    dir: TempDir,
+    config: PathBuf,
+    agent: String,
+}
+
+impl World {
+    /// `max_pending`: None leaves the default.
+    async fn new(agent: &str, max_pending: Option<u64>) -> World {
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        let token = hub.add_token(agent);
+        let dir = TempDir::new(agent);
+        std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
+        let extra = match max_pending {
+            Some(n) => json!({"max_pending": n}),
+            None => json!({}),
+        };
+        let mut config: Value = serde_json::from_str(&config_json(agent, &token, &hub.url(), extra)).unwrap();
+        config["wake_command"] = format!("sh {}", dir.join("agent.sh").display()).into();
+        let path = dir.join("config.json");
+        write_private(&path, &config.to_string());
+        World {
+            hub,
+            dir,
+            config: path,
+            agent: agent.to_owned(),
+        }
+    }
+
+    /// Every frame the sidecar sent, parsed, in order.
+    fn sent(&self) -> Vec<Value> {
+        self.hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Received { text, .. } => serde_json::from_str(text).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn wakes(&self, id: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("wakes"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == id)
+            .count()
+    }
+
+    async fn until(&self, what: &str, within: Duration, done: impl Fn(&World) -> bool) {
+        let deadline = Instant::now() + within;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} not within {within:?}; the sidecar sent {:#?}",
+                self.sent()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// `n` tasks submitted back to back while the hub's double assignment is on: the hub hands all
+/// of them to the one agent at once (its FSM ends up assigned to the last one).
+async fn burst(agent: &str, max_pending: Option<u64>, n: usize) -> (World, Sidecar, Vec<String>) {
+    let w = World::new(agent, max_pending).await;
+    let sidecar = Sidecar::spawn(w.dir.path(), &w.config);
+    w.until("identified", SECS(10), |w| {
+        w.hub
+            .history()
+            .iter()
+            .any(|e| matches!(e, HubEvent::Identified { agent_id, .. } if *agent_id == w.agent))
+    })
+    .await;
+    w.hub.set_double_assign(true);
+    let ids: Vec<String> = (0..n)
+        .map(|i| {
+            w.hub.submit_task(TaskSpec {
+                description: format!("burst {i}"),
+                ..TaskSpec::default()
+            })
+        })
+        .collect();
+    let assigned = ids
+        .iter()
+        .filter(|id| w.hub.task(id).is_some_and(|t| t.status == "assigned"))
+        .count();
+    assert_eq!(assigned, n, "the hub assigned all {n} at once");
+    (w, sidecar, ids)
+}
+
+/// Every task accepted, none failed or refused, each woken once and completed with its own
+/// result and no retry; the hub logged no warning and the agent is neither stalled nor flagged.
+async fn all_held_and_completed(w: &World, ids: &[String]) {
+    w.until("every task accepted", SECS(10), |w| {
+        let sent = w.sent();
+        ids.iter().all(|id| {
+            sent.iter()
+                .any(|f| f["type"] == "task_accepted" && f["task_id"] == id.as_str())
+        })
+    })
+    .await;
+    std::fs::write(w.dir.join("release"), "").unwrap();
+    w.until("every task completed", SECS(20), |w| {
+        ids.iter()
+            .all(|id| w.hub.task(id).is_some_and(|t| t.status == "completed"))
+    })
+    .await;
+    let failed: Vec<Value> = w
+        .sent()
+        .into_iter()
+        .filter(|f| f["type"] == "task_failed")
+        .collect();
+    assert!(failed.is_empty(), "task_failed sent: {failed:?}");
+    for id in ids {
+        let task = w.hub.task(id).unwrap();
+        assert_eq!(task.retry_count, 0, "{task:?}");
+        assert_eq!(
+            task.result.as_ref().and_then(|r| r["output"].as_str()),
+            Some(id.as_str())
+        );
+        assert_eq!(w.wakes(id), 1, "{id} woken once");
+    }
+    assert!(w.hub.hub_log().is_empty(), "hub warnings: {:?}", w.hub.hub_log());
+    let fsm = w.hub.agent_state(&w.agent).expect("agent");
+    assert!(fsm.flags.is_empty(), "{fsm:?}");
+}
+
+#[tokio::test]
+async fn a_triple_assignment_and_one_more_with_max_pending_1_are_held_and_all_complete() {
+    let (w, sidecar, ids) = burst("accept-triple-1", Some(1), 4).await;
+    all_held_and_completed(&w, &ids).await;
+    // Beyond max_pending: held all the same, with a warning in the log.
+    let over: Vec<Value> = sidecar
+        .log_events()
+        .into_iter()
+        .filter(|e| e["event"] == "max_pending_exceeded")
+        .collect();
+    assert_eq!(over.len(), 2, "{over:?}");
+    assert!(
+        !sidecar.log_events().iter().any(|e| e["event"] == "task_refused"),
+        "nothing refused"
+    );
+}
+
+#[tokio::test]
+async fn a_triple_assignment_with_the_default_max_pending_is_held_without_a_warning() {
+    let (w, sidecar, ids) = burst("accept-triple-default", None, 3).await;
+    all_held_and_completed(&w, &ids).await;
+    assert!(!sidecar
+        .log_events()
+        .iter()
+        .any(|e| e["event"] == "max_pending_exceeded" || e["event"] == "task_refused"));
+}
