@@ -701,31 +701,79 @@ async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the
     assert!(w.refusals().is_empty(), "{:?}", w.refusals());
 }
 
-/// The per-task checks for a task that could not be persisted: refused with `task_failed` and
-/// the reason (dead-lettered here after its retries), never accepted; `persist_failed` logged.
-async fn refused_for_persist(w: &World, sidecar: &Sidecar, id: &str, why: &str) {
-    let record = w.wait_terminal(id, SECS(20)).await;
-    assert_eq!(record.status, "dead_letter", "{record:?}");
-    let error = record.last_error.clone().unwrap_or_default();
-    assert!(
-        error.starts_with("persist_failed: ") && error.to_lowercase().contains(why),
+/// A task that could not be persisted (issue 8, item 10): never answered, neither
+/// `task_accepted` nor `task_failed` (the hub's agent FSM ignores a failure before acceptance,
+/// stalls the agent 60 s and still counts a retry); instead the link is dropped, so the hub
+/// takes the task back at once without a retry, and the sidecar stays away, saying why, while
+/// queue.json cannot be written. Returns the hub history's length when it was checked.
+async fn dropped_for_persist(w: &World, sidecar: &Sidecar, id: &str, why: &str) -> usize {
+    let unwritable = sidecar
+        .wait_log_event("storage_unwritable", SECS(10))
+        .await
+        .unwrap_or_else(|| panic!("storage_unwritable not logged\n{}", w.dump(id)));
+    let error = unwritable["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains(why), "{unwritable}");
+    assert_eq!(unwritable["task_ids"], json!([id]), "{unwritable}");
+    for event in ["persist_failed", "link_held"] {
+        assert!(
+            sidecar.log_events().iter().any(|e| e["event"] == event),
+            "{event} not logged"
+        );
+    }
+    // Reclaimed on the disconnect: back in the queue, no retry counted, no failure recorded.
+    let deadline = Instant::now() + SECS(5);
+    while w.hub.task(id).is_some_and(|t| t.status != "queued") {
+        assert!(Instant::now() < deadline, "not reclaimed:\n{}", w.dump(id));
+        tokio::time::sleep(MS(20)).await;
+    }
+    let record = w.hub.task(id).unwrap();
+    assert_eq!(
+        (record.retry_count, record.last_error.clone()),
+        (0, None),
         "{record:?}"
     );
-    assert!(
-        !w.sent_by_sidecar("task_accepted")
-            .iter()
-            .any(|f| f["task_id"] == id),
-        "a task that could not be persisted was accepted"
-    );
+    let events: Vec<&str> = record.history.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(events, ["queued", "assigned", "reclaimed"], "{record:?}");
+    for kind in ["task_accepted", "task_failed"] {
+        assert!(
+            !w.sent_by_sidecar(kind).iter().any(|f| f["task_id"] == id),
+            "{kind} sent for a task that could not be persisted"
+        );
+    }
     assert_eq!(w.wakes(id), 0, "an unpersisted task was woken");
+    // It stays away while the storage is broken (its first probes fail).
+    let seen = w.hub.history().len();
+    tokio::time::sleep(MS(1500)).await;
+    let back = w.hub.history()[seen..]
+        .iter()
+        .any(|e| matches!(e, HubEvent::Connected { .. }));
+    assert!(
+        !back,
+        "reconnected while queue.json cannot be written\n{}",
+        w.dump(id)
+    );
+    w.hub.history().len()
+}
+
+/// Once queue.json can be written, the sidecar says so, comes back, and the task the hub
+/// assigns again completes once, with its own result and no retry counted.
+async fn back_once_writable(w: &World, sidecar: &Sidecar, id: &str, seen: usize) {
     sidecar
-        .wait_log_event("persist_failed", SECS(5))
+        .wait_log_event("storage_writable", SECS(15))
         .await
-        .expect("persist_failed logged");
+        .unwrap_or_else(|| panic!("storage_writable not logged\n{}", w.dump(id)));
+    w.identified_after(seen, SECS(10)).await;
+    let record = w.wait_terminal(id, SECS(20)).await;
+    w.check_task(&record);
+    assert_eq!(record.status, "completed", "{record:?}");
+    assert_eq!(record.retry_count, 0, "{record:?}");
+    assert_eq!(w.wakes(id), 1);
+    assert!(w.sent_by_sidecar("task_failed").is_empty());
+    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
 }
 
 #[tokio::test]
-async fn a_full_disk_at_persist_time_refuses_the_task_with_the_reason() {
+async fn a_full_disk_at_persist_time_drops_the_link_until_writable_and_loses_no_task() {
     // A 64 KiB tmpfs in a private mount namespace holds queue.json (and the instance lock); a
     // helper inside the namespace fills it when `fill` appears, and empties it on `release`.
     let w = World::new("faults-enospc", json!({})).await;
@@ -795,15 +843,11 @@ exec "$3" run --config "$4"
     w.identified_after(0, SECS(10)).await;
     std::fs::write(w.dir.join("fill"), "").unwrap();
     w.wait_file(&w.dir.join("fill.done"), SECS(10)).await;
-    let refused = w.submit("now:0", 2);
-    refused_for_persist(&w, &sidecar, &refused, "no space left").await;
-    // Space again: the next task is persisted, accepted and completed.
+    let id = w.submit("now:0", 2);
+    let seen = dropped_for_persist(&w, &sidecar, &id, "no space left").await;
+    // Space again: the probe succeeds, the sidecar comes back and completes the task.
     w.release();
-    tokio::time::sleep(MS(300)).await;
-    let next = w.submit("now:0", 3);
-    let record = w.wait_terminal(&next, SECS(20)).await;
-    assert_eq!(record.status, "completed", "{record:?}");
-    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
+    back_once_writable(&w, &sidecar, &id, seen).await;
 }
 
 fn unsafe_is_root() -> bool {
@@ -814,21 +858,18 @@ fn unsafe_is_root() -> bool {
 }
 
 #[tokio::test]
-async fn an_injected_write_error_at_persist_time_refuses_the_task_with_the_reason() {
+async fn an_injected_write_error_at_persist_time_drops_the_link_until_writable_and_loses_no_task() {
     // Works as root too: the store's temp file name is taken by a folder, so creating it fails.
     let w = World::new("faults-eisdir", json!({})).await;
     let sidecar = w.spawn();
     w.identified_after(0, SECS(10)).await;
     let blocker = w.dir.join(&format!("queue.json.tmp-{}", sidecar.pid()));
     std::fs::create_dir_all(blocker.join("occupied")).unwrap();
-    let refused = w.submit("now:0", 2);
-    refused_for_persist(&w, &sidecar, &refused, "directory").await;
+    let id = w.submit("now:0", 2);
+    let seen = dropped_for_persist(&w, &sidecar, &id, "directory").await;
     std::fs::remove_dir_all(&blocker).unwrap();
-    let next = w.submit("now:0", 3);
-    let record = w.wait_terminal(&next, SECS(20)).await;
-    assert_eq!(record.status, "completed", "{record:?}");
+    back_once_writable(&w, &sidecar, &id, seen).await;
     w.wait_queue_empty(SECS(10)).await;
-    assert!(w.refusals().is_empty(), "{:?}", w.refusals());
 }
 
 /// The peak resident memory of a process, in KiB (Linux).
