@@ -854,11 +854,7 @@ impl Relay {
                 // makes the hub take the task back at once without counting a retry.
                 let mut ids = Vec::new();
                 for i in fresh.into_iter().rev() {
-                    let h = self.held.remove(i);
-                    self.actions.push_back(RelayAction::ClearFiles {
-                        task_id: h.record.task_id.clone(),
-                    });
-                    ids.push(h.record.task_id);
+                    ids.push(self.held.remove(i).record.task_id);
                 }
                 ids.reverse();
                 self.hold_link(&error, &ids, now);

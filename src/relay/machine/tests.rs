@@ -260,7 +260,7 @@ fn a_task_that_cannot_be_persisted_is_not_answered_and_the_link_is_held_until_a_
         sends(&a).is_empty(),
         "no task_failed before task_accepted (the hub would stall the agent 60 s and count a retry): {a:?}"
     );
-    assert_eq!(kinds(&a), ["clear", "persist 1", "clear", "hold_link"]);
+    assert_eq!(kinds(&a), ["clear", "persist 1", "hold_link"]);
     let RelayAction::HoldLink { reason } = a.last().unwrap() else {
         panic!()
     };
