@@ -235,33 +235,33 @@ fn wake_program(command: &str, base: &Path) -> (bool, String) {
 
 /// The whole `check`: prints each step, returns the exit code.
 pub async fn run(config: Config) -> u8 {
-    println!(
+    crate::outln!(
         "ok: config {} (agent_id {}, hub {})",
         config.path.display(),
         config.agent_id,
         config.hub_url
     );
     for warning in &config.warnings {
-        println!("warning: {warning}");
+        crate::outln!("warning: {warning}");
     }
     let net = NetOptions::from_env(config.ca_file.clone());
     if let Err(e) = net.check() {
-        println!("error: {e}");
+        crate::outln!("error: {e}");
         return crate::exit_code::CONFIG;
     }
     let mut host_ok = true;
     for (ok, line) in host_checks(&config) {
         host_ok &= ok;
-        println!("{line}");
+        crate::outln!("{line}");
     }
     let state_dir = config.state_dir();
     if InstanceLock::holder(&state_dir).is_some() {
         let report = status::report(&state_dir);
-        println!(
+        crate::outln!(
             "\na sidecar is running with this config: not identifying again (a second identify would take the\n\
              agent's registration away from the running connection). Its state:\n"
         );
-        print!("{}", status::render(&report));
+        crate::out!("{}", status::render(&report));
         return if !host_ok {
             code::HOST
         } else if report.connection == "identified" {
@@ -271,7 +271,7 @@ pub async fn run(config: Config) -> u8 {
         };
     }
     let verdict = probe(&config, net, Duration::from_secs(10)).await;
-    println!("{}", verdict.message);
+    crate::outln!("{}", verdict.message);
     if verdict.code == code::OK && !host_ok {
         return code::HOST;
     }

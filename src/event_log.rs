@@ -10,6 +10,66 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Best-effort console output. `println!` panics when stdout is a closed pipe or a full disk
+/// (`cmd | head -2`, `>/dev/full`, journald restarting): these never do. A failed write to stdout
+/// is remembered ([`console::stdout_failure`]) so a command can say so on exit; a failed write
+/// to stderr is dropped (there is nowhere left to say it).
+pub mod console {
+    use std::fmt;
+    use std::io::{self, Write};
+    use std::sync::Mutex;
+
+    static STDOUT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+    /// Write `args` to stdout and flush; the error, if any, is also remembered (the first one).
+    pub fn out(args: fmt::Arguments<'_>) -> io::Result<()> {
+        let mut stdout = io::stdout().lock();
+        let result = stdout.write_fmt(args).and_then(|()| stdout.flush());
+        if let Err(e) = &result {
+            let mut failure = STDOUT_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+            failure.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    /// Write `args` to stderr, ignoring any failure.
+    pub fn err(args: fmt::Arguments<'_>) {
+        let _ = io::stderr().lock().write_fmt(args);
+    }
+
+    /// The first error met writing to stdout in this process, if any.
+    pub fn stdout_failure() -> Option<String> {
+        STDOUT_FAILURE.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// `println!` that never panics: see [`event_log::console`](crate::event_log::console).
+#[macro_export]
+macro_rules! outln {
+    () => {{
+        let _ = $crate::event_log::console::out(format_args!("\n"));
+    }};
+    ($($arg:tt)*) => {{
+        let _ = $crate::event_log::console::out(format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
+/// `print!` that never panics: see [`event_log::console`](crate::event_log::console).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = $crate::event_log::console::out(format_args!($($arg)*));
+    }};
+}
+
+/// `eprintln!` that never panics: see [`event_log::console`](crate::event_log::console).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::event_log::console::err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Something worth recording. Serialized with its name under `event`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -56,6 +116,12 @@ pub enum Event {
     MalformedFrame { error: String },
     /// A well-formed frame the sidecar has no use for.
     UnhandledMessage { message_type: String },
+    /// stdout cannot be written (a closed pipe, a full disk): console output is off from here on;
+    /// every event still goes to the log file.
+    ConsoleOff { error: String },
+    /// The log file held the Node sidecar's log (`time`, `severity`, `message`): it was moved aside
+    /// so that one file holds one format.
+    NodeLogMovedAside { moved_to: String },
     /// The sidecar is stopping.
     Shutdown { signal: String },
     /// queue.json could not be used and was moved aside: its tasks are not lost, but not resumed.
@@ -184,6 +250,12 @@ impl Event {
             Event::MalformedFrame { error } => format!("ignored a malformed frame from the hub: {error}"),
             Event::UnhandledMessage { message_type } => format!("ignored a \"{message_type}\" frame"),
             Event::Shutdown { signal } => format!("shutting down ({signal})"),
+            Event::ConsoleOff { error } => format!(
+                "stdout cannot be written ({error}): console output is off; events still go to the log file"
+            ),
+            Event::NodeLogMovedAside { moved_to } => format!(
+                "the log file held the Node sidecar's log: moved aside to {moved_to}; this file now holds this sidecar's log"
+            ),
             Event::QueueCorrupt { moved_to, error } => {
                 format!("queue.json was unusable ({error}); moved aside to {moved_to}: inspect it")
             }
@@ -294,6 +366,11 @@ pub fn iso8601(t: SystemTime) -> String {
         sod / 60 % 60,
         sod % 60
     )
+}
+
+/// The time of day on the console's text lines, in UTC and marked so: `14:53:26.866Z`.
+pub fn console_time(t: SystemTime) -> String {
+    iso8601(t)[11..].to_owned()
 }
 
 /// One JSON log line: `ts`, `event`, `agent_id`, then the event's fields (sorted by name).
@@ -451,7 +528,7 @@ impl LogFile {
                 Err(e) => {
                     self.retry_at = Some(self.size + rotation.max_bytes);
                     if !std::mem::replace(&mut self.rotation_failure_reported, true) {
-                        eprintln!(
+                        errln!(
                             "agentcom-sidecar: cannot rotate the log file {}: {e}; still appending to it",
                             self.path.display()
                         );
@@ -549,22 +626,29 @@ impl EventLog {
         } else {
             String::new()
         };
-        match self.console {
-            ConsoleFormat::Text => {
-                let ts = iso8601(now);
-                println!("{} {:<20} {}", &ts[11..23], event.name(), event.describe());
-            }
-            ConsoleFormat::Json => println!("{line}"),
-            ConsoleFormat::Off => {}
-        }
+        let shown = match self.console {
+            ConsoleFormat::Text => console::out(format_args!(
+                "{} {:<20} {}\n",
+                console_time(now),
+                event.name(),
+                event.describe()
+            )),
+            ConsoleFormat::Json => console::out(format_args!("{line}\n")),
+            ConsoleFormat::Off => Ok(()),
+        };
         if let Some(file) = &mut self.file {
             line.push('\n');
             if let Err(e) = file.append(line.as_bytes()) {
                 if !self.failed_once {
                     self.failed_once = true;
-                    eprintln!("agentcom-sidecar: cannot write the log file: {e}; events still go to stdout");
+                    errln!("agentcom-sidecar: cannot write the log file: {e}; events still go to stdout");
                 }
             }
+        }
+        if let Err(e) = shown {
+            // Once, in the log file: the console stays off for the rest of the run.
+            self.console = ConsoleFormat::Off;
+            self.record(&Event::ConsoleOff { error: e.to_string() });
         }
     }
 }

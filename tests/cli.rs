@@ -75,8 +75,9 @@ async fn identify_carries_exactly_the_node_sidecar_fields() {
 }
 
 #[tokio::test]
-async fn sigterm_and_sigint_close_with_1000_and_exit_0() {
-    for (signal, name) in [("TERM", "SIGTERM"), ("INT", "SIGINT")] {
+async fn sigterm_sigint_and_sighup_close_with_1000_and_exit_0() {
+    // SIGHUP: the terminal closed or the ssh session dropped; a stop like the others.
+    for (signal, name) in [("TERM", "SIGTERM"), ("INT", "SIGINT"), ("HUP", "SIGHUP")] {
         let agent = format!("cli-{}", name.to_lowercase());
         let mut s = setup(&agent, None, json!({})).await;
         wait_hub(&mut s.events, SECS(10), "identified", identified(&agent)).await;

@@ -132,7 +132,7 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
     let target = format!("{domain}/{}", label(spec));
     let path_text = path.to_string_lossy().into_owned();
     if find_on_path("launchctl").is_none() {
-        println!(
+        crate::outln!(
             "launchctl is not on PATH: the plist is written to {path_text} but not loaded. On macOS, run:\n  launchctl bootstrap {domain} {path_text}"
         );
         return Err("launchctl not found: the job is not loaded".into());
@@ -140,9 +140,9 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
     // Not loaded yet is the usual case: its failure means nothing.
     let _ = step("launchctl", &["bootout", &target]);
     step("launchctl", &["bootstrap", &domain, &path_text])?;
-    println!("\n{} is installed and running. Next:", label(spec));
-    println!("  launchctl print {target}");
-    println!("  tail -f {out}");
+    crate::outln!("\n{} is installed and running. Next:", label(spec));
+    crate::outln!("  launchctl print {target}");
+    crate::outln!("  tail -f {out}");
     Ok(())
 }
 
@@ -150,17 +150,17 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
 pub fn uninstall(spec: &ServiceSpec) -> Result<(), String> {
     let path = plist_path(spec);
     if !path.exists() {
-        println!("{} does not exist: nothing to uninstall", path.display());
+        crate::outln!("{} does not exist: nothing to uninstall", path.display());
         return Ok(());
     }
     let target = format!("{}/{}", domain(spec), label(spec));
     if find_on_path("launchctl").is_some() {
         let _ = step("launchctl", &["bootout", &target]);
     } else {
-        println!("launchctl is not on PATH; on macOS, run: launchctl bootout {target}");
+        crate::outln!("launchctl is not on PATH; on macOS, run: launchctl bootout {target}");
     }
     std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-    println!("removed {}\n{} is uninstalled.", path.display(), label(spec));
+    crate::outln!("removed {}\n{} is uninstalled.", path.display(), label(spec));
     Ok(())
 }
 

@@ -298,17 +298,17 @@ pub fn main(cli: ServiceCli) -> u8 {
     let spec = match resolve(&args) {
         Ok(spec) => spec,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return USAGE;
         }
     };
     match (action, platform) {
-        ("print", Platform::Linux) => print!("{}", systemd::unit(&spec)),
-        ("print", Platform::Macos) => print!("{}", launchd::plist(&spec)),
-        ("print", Platform::Windows) => print!("{}", windows::sc_commands(&spec)),
+        ("print", Platform::Linux) => crate::out!("{}", systemd::unit(&spec)),
+        ("print", Platform::Macos) => crate::out!("{}", launchd::plist(&spec)),
+        ("print", Platform::Windows) => crate::out!("{}", windows::sc_commands(&spec)),
         ("install", _) | ("uninstall", _) => {
             if action == "install" && !Path::new(&spec.config).is_file() {
-                eprintln!(
+                crate::errln!(
                     "error: no config file at {}\n  help: write it first (agent_id, token, hub_url; see config.json.example), or pass --config PATH",
                     spec.config
                 );
@@ -323,14 +323,14 @@ pub fn main(cli: ServiceCli) -> u8 {
                 _ => windows::uninstall(&spec),
             };
             if let Err(e) = result {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
                 return FAILED;
             }
         }
         _ => unreachable!("print, install and uninstall are the only actions"),
     }
     if action == "print" && !Path::new(&spec.config).is_file() {
-        eprintln!("note: there is no config file at {} yet", spec.config);
+        crate::errln!("note: there is no config file at {} yet", spec.config);
     }
     0
 }
@@ -364,7 +364,7 @@ fn step(program: &str, args: &[&str]) -> Result<(), String> {
         .chain(args.iter().copied())
         .collect::<Vec<_>>()
         .join(" ");
-    println!("$ {line}");
+    crate::outln!("$ {line}");
     let output = Command::new(program)
         .args(args.iter().map(OsString::from))
         .output()
@@ -372,18 +372,18 @@ fn step(program: &str, args: &[&str]) -> Result<(), String> {
     for stream in [&output.stdout, &output.stderr] {
         let text = String::from_utf8_lossy(stream);
         for l in text.lines() {
-            println!("  {l}");
+            crate::outln!("  {l}");
         }
     }
     if output.status.success() {
-        println!("  ok");
+        crate::outln!("  ok");
         Ok(())
     } else {
         let status = output
             .status
             .code()
             .map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit code {c}"));
-        println!("  failed ({status})");
+        crate::outln!("  failed ({status})");
         Err(format!("`{line}` failed ({status})"))
     }
 }
@@ -396,7 +396,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    println!("wrote {}", path.display());
+    crate::outln!("wrote {}", path.display());
     Ok(())
 }
 

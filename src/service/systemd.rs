@@ -129,7 +129,7 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
     let replacing = path.exists();
     write_file(&path, &unit(spec))?;
     let Some(_) = find_on_path("systemctl") else {
-        println!(
+        crate::outln!(
             "systemctl is not on PATH: the unit is written to {} but not enabled. On a machine with systemd, run:\n{}",
             path.display(),
             manual_commands(spec, &[&["daemon-reload"], &["enable", "--now", &name]])
@@ -145,11 +145,11 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
         Scope::User => (" --user", "journalctl --user"),
         Scope::System => ("", "journalctl"),
     };
-    println!("\n{name} is installed and running. Next:");
-    println!("  systemctl{user} status {name}");
-    println!("  {journal} -u {name} -f");
+    crate::outln!("\n{name} is installed and running. Next:");
+    crate::outln!("  systemctl{user} status {name}");
+    crate::outln!("  {journal} -u {name} -f");
     if spec.scope == Scope::User {
-        println!("  loginctl enable-linger $USER     # to keep it running while you are logged out, and start it at boot");
+        crate::outln!("  loginctl enable-linger $USER     # to keep it running while you are logged out, and start it at boot");
     }
     Ok(())
 }
@@ -159,7 +159,7 @@ pub fn uninstall(spec: &ServiceSpec) -> Result<(), String> {
     let path = unit_path(spec);
     let name = unit_name(spec);
     if !path.exists() {
-        println!("{} does not exist: nothing to uninstall", path.display());
+        crate::outln!("{} does not exist: nothing to uninstall", path.display());
         return Ok(());
     }
     let systemctl = find_on_path("systemctl");
@@ -168,15 +168,15 @@ pub fn uninstall(spec: &ServiceSpec) -> Result<(), String> {
         let _ = step("systemctl", &systemctl_args(spec, &["disable", "--now", &name]));
     }
     std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-    println!("removed {}", path.display());
+    crate::outln!("removed {}", path.display());
     match systemctl {
         Some(_) => step("systemctl", &systemctl_args(spec, &["daemon-reload"]))?,
-        None => println!(
+        None => crate::outln!(
             "systemctl is not on PATH; on a machine with systemd, run:\n{}",
             manual_commands(spec, &[&["disable", "--now", &name], &["daemon-reload"]])
         ),
     }
-    println!("{name} is uninstalled.");
+    crate::outln!("{name} is uninstalled.");
     Ok(())
 }
 

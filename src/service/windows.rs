@@ -152,7 +152,7 @@ mod imp {
             account_name: None,
             account_password: None,
         };
-        println!("registering service {name}: {}", command_line(spec));
+        crate::outln!("registering service {name}: {}", command_line(spec));
         let service = manager
             .create_service(
                 &info,
@@ -172,11 +172,11 @@ mod imp {
                 actions: Some(vec![restart(2), restart(10), restart(60)]),
             })
             .map_err(|e| err("cannot set the failure actions", e))?;
-        println!("  ok; starting it");
+        crate::outln!("  ok; starting it");
         service
             .start::<&str>(&[])
             .map_err(|e| err("the service is registered but did not start", e))?;
-        println!("\n{name} is installed and running. Next:\n  sc.exe query {name}\n  services.msc (Log On tab: run it as your user account so the agent sees your files)");
+        crate::outln!("\n{name} is installed and running. Next:\n  sc.exe query {name}\n  services.msc (Log On tab: run it as your user account so the agent sees your files)");
         Ok(())
     }
 
@@ -192,14 +192,14 @@ mod imp {
             .map_err(|e| err("cannot open the service", e))?;
         if let Ok(status) = service.query_status() {
             if status.current_state != ServiceState::Stopped {
-                println!("stopping {name}");
+                crate::outln!("stopping {name}");
                 let _ = service.stop();
             }
         }
         service
             .delete()
             .map_err(|e| err("cannot delete the service", e))?;
-        println!("{name} is uninstalled (removed once it has stopped).");
+        crate::outln!("{name} is uninstalled (removed once it has stopped).");
         Ok(())
     }
 
