@@ -373,6 +373,51 @@ pub fn console_time(t: SystemTime) -> String {
     iso8601(t)[11..].to_owned()
 }
 
+/// If the file at `path` holds the Node sidecar's log, move it aside to
+/// `path.node-<timestamp>` and say where; otherwise (absent, empty, not a regular file, already
+/// this sidecar's format) leave it and return `None`.
+///
+/// The Node sidecar's lines have `time`, `severity` and `message` (its event name) and no
+/// `event`; the last line that is a JSON object decides. Appending this sidecar's lines to it
+/// would leave one file in two formats that no tool reads whole.
+pub fn move_node_log_aside(path: &Path) -> io::Result<Option<PathBuf>> {
+    use std::io::{Read, Seek, SeekFrom};
+    // Never open anything but a regular file (a FIFO would block the read).
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    const TAIL: u64 = 64 * 1024;
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
+    let mut tail = Vec::new();
+    file.take(TAIL).read_to_end(&mut tail)?;
+    let last = String::from_utf8_lossy(&tail).lines().rev().find_map(|line| {
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(fields)) => Some(fields),
+            _ => None,
+        }
+    });
+    let is_node = last.is_some_and(|fields| {
+        ["time", "severity", "message"]
+            .iter()
+            .all(|k| fields.contains_key(*k))
+            && !fields.contains_key("event")
+    });
+    if !is_node {
+        return Ok(None);
+    }
+    let stamp = iso8601(SystemTime::now()).replace(':', "-");
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".node-{stamp}"));
+    let moved_to = PathBuf::from(name);
+    std::fs::rename(path, &moved_to)?;
+    Ok(Some(moved_to))
+}
+
 /// One JSON log line: `ts`, `event`, `agent_id`, then the event's fields (sorted by name).
 fn json_line(agent_id: &str, event: &Event, at: SystemTime) -> String {
     let mut line = String::with_capacity(160);
@@ -856,6 +901,37 @@ mod tests {
         }
         assert_eq!(numbers(&numbered(&path, 1)), [1, 2, 3, 4, 5, 6]);
         assert_eq!(numbers(&path), [7]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn console_time_is_marked_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_539_977_887);
+        assert_eq!(console_time(t), "17:06:17.887Z");
+    }
+
+    #[test]
+    fn only_a_node_log_is_moved_aside() {
+        let dir = temp_dir("node");
+        let path = dir.join("sidecar.log");
+        // Absent, empty, or this sidecar's own lines: left alone.
+        assert_eq!(move_node_log_aside(&path).unwrap(), None);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(move_node_log_aside(&path).unwrap(), None);
+        let ours = "{\"ts\":\"2026-01-01T00:00:00.000Z\",\"event\":\"startup\",\"agent_id\":\"a\"}\n";
+        std::fs::write(&path, ours).unwrap();
+        assert_eq!(move_node_log_aside(&path).unwrap(), None);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), ours);
+        // The Node sidecar's lines (even with a torn last line): moved, content intact.
+        let node = "{\"time\":\"2026-01-01T00:00:00.000Z\",\"severity\":\"info\",\"message\":\"startup\",\"agent_id\":\"a\"}\n\
+                    {\"time\":\"2026-01-01T00:00:01.000Z\",\"severity\":\"info\",\"message\":\"identified\"}\n{\"time\":";
+        std::fs::write(&path, node).unwrap();
+        let moved = move_node_log_aside(&path).unwrap().expect("moved");
+        assert!(!path.exists());
+        let name = moved.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("sidecar.log.node-20"), "{name}");
+        assert!(name.ends_with('Z') && !name.contains(':'), "{name}");
+        assert_eq!(std::fs::read_to_string(&moved).unwrap(), node);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -349,6 +349,8 @@ async fn run(
         errln!("error: {e}");
         return ExitCode::from(exit_code::CONFIG);
     }
+    // The first start over the Node sidecar's log: one file, one format.
+    let node_log = agentcom_sidecar::event_log::move_node_log_aside(&config.log_file);
     let mut log = match EventLog::open_rotating(
         &config.log_file,
         &config.agent_id,
@@ -388,6 +390,18 @@ async fn run(
         config: config.path.display().to_string(),
         hub_url: config.hub_url.clone(),
     });
+    match node_log {
+        Ok(None) => {}
+        Ok(Some(moved_to)) => log.record(&Event::NodeLogMovedAside {
+            moved_to: moved_to.display().to_string(),
+        }),
+        Err(e) => log.record(&Event::ConfigWarning {
+            message: format!(
+                "{} holds the Node sidecar's log and cannot be moved aside ({e}): appending to it",
+                config.log_file.display()
+            ),
+        }),
+    }
     for message in &config.warnings {
         log.record(&Event::ConfigWarning {
             message: message.clone(),

@@ -102,6 +102,17 @@ async fn sigterm_sigint_and_sighup_close_with_1000_and_exit_0() {
             .expect("shutdown event");
         assert_eq!(shutdown["signal"], name);
         assert_eq!(shutdown["agent_id"], agent.as_str());
+        // The console's text lines say their time is UTC: `14:53:26.866Z shutdown ...`.
+        let stdout = s.sidecar.stdout();
+        let shown = stdout
+            .lines()
+            .find(|l| l.contains("shutdown"))
+            .expect("a shutdown line");
+        let time = shown.split(' ').next().unwrap();
+        assert!(
+            time.len() == 13 && time.ends_with('Z') && time.as_bytes()[2] == b':',
+            "{shown:?}"
+        );
     }
 }
 

@@ -133,3 +133,68 @@ fn other_commands_say_their_output_was_lost() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_first_start_over_a_node_log_moves_it_aside_once() {
+    let agent = "console-node-log";
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(agent);
+    let dir = TempDir::new(agent);
+    write_private(
+        &dir.join("config.json"),
+        &config_json(agent, &token, &hub.url(), json!({})),
+    );
+    // What the Node sidecar's lib/log.js writes (reference section 6.4).
+    let node = concat!(
+        r#"{"time":"2026-11-20T10:00:00.000Z","severity":"info","message":"startup","module":"sidecar/index","pid":4242,"node":"box","agent_id":"console-node-log","function":"main","line":12}"#,
+        "\n",
+        r#"{"time":"2026-11-20T10:00:01.000Z","severity":"notice","message":"identified","module":"sidecar/index","pid":4242,"node":"box","agent_id":"console-node-log"}"#,
+        "\n"
+    );
+    std::fs::write(dir.join("sidecar.log"), node).unwrap();
+    let node_files = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("sidecar.log.node-")
+            })
+            .collect()
+    };
+    for run in 1..=2 {
+        let mut sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+        let log = sidecar.wait_log_count("identified", run, SECS(10)).await;
+        assert_eq!(
+            log.iter().filter(|e| e["event"] == "identified").count(),
+            run,
+            "run {run}: {log:?}"
+        );
+        sidecar.signal("TERM");
+        assert_eq!(sidecar.wait_exit(SECS(2)).await.and_then(|s| s.code()), Some(0));
+        // One file, one format: every line of sidecar.log is this sidecar's.
+        let log = sidecar.log_events();
+        assert!(
+            log.iter()
+                .all(|e| e.get("ts").is_some() && e.get("event").is_some()),
+            "run {run}: {log:?}"
+        );
+        let moved: Vec<_> = log
+            .iter()
+            .filter(|e| e["event"] == "node_log_moved_aside")
+            .collect();
+        let files = node_files();
+        assert_eq!(files.len(), 1, "run {run}: {files:?}");
+        assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), node);
+        // Said once: in the log file and on the console, at the first start only.
+        assert_eq!(moved.len(), 1, "run {run}: {log:?}");
+        assert_eq!(moved[0]["moved_to"], files[0].display().to_string());
+        let stdout = sidecar.stdout();
+        let said = stdout
+            .matches("held the Node sidecar's log: moved aside to")
+            .count();
+        assert_eq!(said, usize::from(run == 1), "run {run}: {stdout}");
+    }
+}
