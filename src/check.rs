@@ -7,7 +7,7 @@
 //! daemon's state instead.
 
 use crate::config::Config;
-use crate::link::connect::{ConnectError, NetConnector, NetOptions};
+use crate::link::connect::{ConnectError, NetConnector, NetOptions, ProxyConfig};
 use crate::link::policy::LinkSettings;
 use crate::lock::InstanceLock;
 use crate::protocol::{self, HubError, Inbound, Outbound};
@@ -233,8 +233,37 @@ fn wake_program(command: &str, base: &Path) -> (bool, String) {
     }
 }
 
+/// What makes the network settings unusable before anything connects: a `ca_file` that is not
+/// a readable PEM file of CA certificates (a config error naming the file and the field), or a
+/// proxy variable this sidecar cannot use. `None` when both are fine.
+pub fn net_settings_problem(config: &Config, net: &NetOptions) -> Option<String> {
+    let ca_only = NetOptions {
+        proxy: ProxyConfig::default(),
+        ..net.clone()
+    };
+    if let Err(e) = ca_only.check() {
+        return Some(format!(
+            "{}: {e}\nhelp: set `ca_file` to a PEM file holding the certificate of the CA that signed the hub's \
+             certificate, or remove `ca_file` to trust only the system's CAs",
+            config.path.display()
+        ));
+    }
+    net.proxy.check().err().map(|e| {
+        format!(
+            "the proxy setting in the environment cannot be used: {e}\nhelp: fix or unset that variable \
+             (a proxy URL is http://[user:pass@]host:port)"
+        )
+    })
+}
+
 /// The whole `check`: prints each step, returns the exit code.
 pub async fn run(config: Config) -> u8 {
+    // A config failure is reported as one, before anything says the config is ok.
+    let net = NetOptions::from_env(config.ca_file.clone());
+    if let Some(problem) = net_settings_problem(&config, &net) {
+        crate::errln!("error: {problem}");
+        return crate::exit_code::CONFIG;
+    }
     crate::outln!(
         "ok: config {} (agent_id {}, hub {})",
         config.path.display(),
@@ -244,10 +273,12 @@ pub async fn run(config: Config) -> u8 {
     for warning in &config.warnings {
         crate::outln!("warning: {warning}");
     }
-    let net = NetOptions::from_env(config.ca_file.clone());
-    if let Err(e) = net.check() {
-        crate::outln!("error: {e}");
-        return crate::exit_code::CONFIG;
+    if let Some(proxy) = net.proxy_for_url(&config.hub_url) {
+        crate::outln!(
+            "ok: the hub is reached through the proxy {} (from {})",
+            proxy.address(),
+            proxy.variable()
+        );
     }
     let mut host_ok = true;
     for (ok, line) in host_checks(&config) {

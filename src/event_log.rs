@@ -418,8 +418,9 @@ pub fn move_node_log_aside(path: &Path) -> io::Result<Option<PathBuf>> {
     Ok(Some(moved_to))
 }
 
-/// One JSON log line: `ts`, `event`, `agent_id`, then the event's fields (sorted by name).
-fn json_line(agent_id: &str, event: &Event, at: SystemTime) -> String {
+/// One JSON log line: `ts`, `event`, `agent_id`, then the event's fields and `proxy` when given
+/// (sorted by name).
+fn json_line(agent_id: &str, event: &Event, at: SystemTime, proxy: Option<&str>) -> String {
     let mut line = String::with_capacity(160);
     line.push_str("{\"ts\":");
     line.push_str(&Value::String(iso8601(at)).to_string());
@@ -427,7 +428,10 @@ fn json_line(agent_id: &str, event: &Event, at: SystemTime) -> String {
     line.push_str(&Value::String(event.name()).to_string());
     line.push_str(",\"agent_id\":");
     line.push_str(&Value::String(agent_id.to_owned()).to_string());
-    if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
+    if let Ok(Value::Object(mut fields)) = serde_json::to_value(event) {
+        if let Some(proxy) = proxy {
+            fields.insert("proxy".to_owned(), Value::String(proxy.to_owned()));
+        }
         for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "event") {
             line.push(',');
             line.push_str(&Value::String(k.clone()).to_string());
@@ -594,6 +598,8 @@ pub struct EventLog {
     console: ConsoleFormat,
     failed_once: bool,
     capture: Option<Captured>,
+    /// The proxy the hub connection goes through (`host:port`), added to `ws_connecting`.
+    proxy: Option<String>,
 }
 
 /// Events kept in memory by [`EventLog::capture`], for tests.
@@ -638,6 +644,7 @@ impl EventLog {
             console: ConsoleFormat::from(console),
             failed_once: false,
             capture: None,
+            proxy: None,
         }
     }
 
@@ -651,9 +658,23 @@ impl EventLog {
         (log, captured)
     }
 
+    /// Say on every `ws_connecting` line that the connection goes through the proxy at `proxy`
+    /// (`host:port`, never credentials); `None` for a direct connection.
+    pub fn set_proxy(&mut self, proxy: Option<String>) {
+        self.proxy = proxy;
+    }
+
     /// The JSON line for `event` at time `at` (without the newline).
     pub fn json_line(&self, event: &Event, at: SystemTime) -> String {
-        json_line(&self.agent_id, event, at)
+        json_line(&self.agent_id, event, at, self.proxy_of(event))
+    }
+
+    /// The proxy to name on `event`'s line, if any.
+    fn proxy_of(&self, event: &Event) -> Option<&str> {
+        match event {
+            Event::WsConnecting { .. } => self.proxy.as_deref(),
+            _ => None,
+        }
     }
 
     /// Record one event now. A failing log file is reported once on stderr and never stops the sidecar.
@@ -666,17 +687,21 @@ impl EventLog {
         }
         let now = SystemTime::now();
         let needs_json = self.file.is_some() || self.console == ConsoleFormat::Json;
+        let proxy = self.proxy_of(event);
         let mut line = if needs_json {
-            json_line(&self.agent_id, event, now)
+            json_line(&self.agent_id, event, now, proxy)
         } else {
             String::new()
         };
         let shown = match self.console {
             ConsoleFormat::Text => console::out(format_args!(
-                "{} {:<20} {}\n",
+                "{} {:<20} {}{}\n",
                 console_time(now),
                 event.name(),
-                event.describe()
+                event.describe(),
+                proxy
+                    .map(|p| format!(" through the proxy {p}"))
+                    .unwrap_or_default()
             )),
             ConsoleFormat::Json => console::out(format_args!("{line}\n")),
             ConsoleFormat::Off => Ok(()),

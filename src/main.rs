@@ -345,8 +345,8 @@ async fn run(
     // As soon as the token is known: no panic message may show it.
     agentcom_sidecar::secrets::install_redacting_panic_hook(&config.token);
     let net = NetOptions::from_env(config.ca_file.clone());
-    if let Err(e) = net.check() {
-        errln!("error: {e}");
+    if let Some(problem) = check::net_settings_problem(&config, &net) {
+        errln!("error: {problem}");
         return ExitCode::from(exit_code::CONFIG);
     }
     // The first start over the Node sidecar's log: one file, one format.
@@ -368,6 +368,7 @@ async fn run(
             return ExitCode::from(exit_code::FATAL);
         }
     };
+    log.set_proxy(net.proxy_for_url(&config.hub_url).map(|proxy| proxy.address()));
     // One sidecar per state folder (the folder holding queue.json).
     let state_dir = config.state_dir();
     let lock = match InstanceLock::acquire(&state_dir) {

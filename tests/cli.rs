@@ -415,3 +415,56 @@ async fn log_format_json_and_a_resource_report_the_hub_accepts() {
         assert_eq!(v["agent_id"], agent);
     }
 }
+
+#[tokio::test]
+async fn ws_connecting_names_the_proxy_and_an_unreachable_proxy_is_blamed() {
+    let agent = "cli-proxy-log";
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(agent);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = TempDir::new(agent);
+    write_private(
+        &dir.join("config.json"),
+        &config_json(agent, &token, &hub.url(), json!({})),
+    );
+    let proxy_url = format!("http://erin:pr0xy-pw@{closed}");
+    // Lowercase wins over uppercase: these override whatever this process's environment holds.
+    let mut sidecar = Sidecar::spawn_with_env(
+        dir.path(),
+        &dir.join("config.json"),
+        &[
+            ("http_proxy", proxy_url.as_str()),
+            ("no_proxy", "example.invalid"),
+        ],
+    );
+    let error = sidecar
+        .wait_log_event("ws_connect_error", SECS(10))
+        .await
+        .expect("ws_connect_error");
+    sidecar.signal("TERM");
+    assert_eq!(sidecar.wait_exit(SECS(2)).await.and_then(|s| s.code()), Some(0));
+    let log = sidecar.log_events();
+    let connecting = log.iter().find(|e| e["event"] == "ws_connecting").unwrap();
+    assert_eq!(connecting["proxy"], closed.to_string(), "{connecting}");
+    assert_eq!(connecting["url"], hub.url());
+    let error = error["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "cannot reach the proxy {closed} set by http_proxy=http://***@{closed}: connection refused"
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("hub_url"), "{error}");
+    let stdout = sidecar.stdout();
+    assert!(
+        stdout.contains(&format!("through the proxy {closed}")),
+        "{stdout}"
+    );
+    let file = std::fs::read_to_string(dir.join("sidecar.log")).unwrap();
+    for text in [&stdout, &file, &sidecar.stderr()] {
+        assert!(!text.contains("pr0xy-pw"), "the proxy password leaked:\n{text}");
+    }
+}
