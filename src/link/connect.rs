@@ -73,7 +73,8 @@ impl fmt::Debug for ProxyConfig {
     }
 }
 
-fn redact_credentials(url: &str) -> String {
+/// `url` with any `user:pass@` replaced by `***@`, to show a proxy URL to a person.
+pub fn redact_credentials(url: &str) -> String {
     match url.rfind('@') {
         Some(at) => {
             let start = url.find("://").map_or(0, |i| i + 3);
