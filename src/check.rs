@@ -76,13 +76,27 @@ pub fn connect_verdict(e: &ConnectError) -> Verdict {
 
 /// Connect to the hub and identify once; close with 1000 either way.
 pub async fn probe(config: &Config, net: NetOptions, within: Duration) -> Verdict {
+    let via = net
+        .proxy_for_url(&config.hub_url)
+        .map(|proxy| {
+            format!(
+                " through the proxy {} (from {})",
+                proxy.address(),
+                proxy.variable()
+            )
+        })
+        .unwrap_or_default();
     let connector = NetConnector::new(net);
     let ws = tokio::time::timeout(within, connector.connect_classified(&config.hub_url)).await;
     let mut ws = match ws {
         Err(_) => {
             return verdict(
                 code::NO_ANSWER,
-                format!("no answer from {} within {} s", config.hub_url, within.as_secs()),
+                format!(
+                    "no answer from {}{via} within {} s",
+                    config.hub_url,
+                    within.as_secs()
+                ),
             )
         }
         Ok(Err(e)) => return connect_verdict(&e),
