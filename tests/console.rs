@@ -2,6 +2,8 @@
 //! every event), and other commands say their output was lost instead of panicking. And the first
 //! start over the Node sidecar's log moves that log aside instead of mixing two formats.
 
+#![cfg(unix)]
+
 mod support;
 
 use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions};
