@@ -200,3 +200,46 @@ async fn the_first_start_over_a_node_log_moves_it_aside_once() {
         assert_eq!(said, usize::from(run == 1), "run {run}: {stdout}");
     }
 }
+
+/// `println!` and friends panic when stdout or stderr cannot be written: none may come back into
+/// the sidecar's sources (use `outln!`, `out!` and `errln!`, which never panic).
+#[test]
+fn no_panicking_print_macro_in_the_sources() {
+    fn visit(dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                visit(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.trim_start();
+                    if code.starts_with("//") {
+                        continue;
+                    }
+                    for mac in ["println!", "print!", "eprintln!", "eprint!"] {
+                        let hit = code.match_indices(mac).any(|(at, _)| {
+                            // Not the tail of another name (`outln!`, `sprint!`...).
+                            at == 0
+                                || !code.as_bytes()[at - 1].is_ascii_alphanumeric()
+                                    && code.as_bytes()[at - 1] != b'_'
+                        });
+                        if hit {
+                            found.push(format!("{}:{}: {}", path.display(), n + 1, code));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    visit(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut found,
+    );
+    assert!(
+        found.is_empty(),
+        "use outln!/out!/errln! instead:\n{}",
+        found.join("\n")
+    );
+}
