@@ -509,6 +509,10 @@ fn install_carries_the_proxy_settings_into_the_unit_without_echoing_credentials(
         assert!(text.contains(expected), "{platform}: missing {expected:?} in\n{text}");
         assert!(!text.contains("cr3t") && !stderr.contains("cr3t"), "{platform}: {text}{stderr}");
         assert!(stderr.contains("credentials are shown as ***"), "{stderr}");
+        assert!(
+            stderr.contains("proxy settings: HTTPS_PROXY=http://***@proxy.corp:3128 no_proxy=localhost,.corp"),
+            "{stderr}"
+        );
     }
 
     // Without proxy variables: no Environment= line, and nothing said about it.

@@ -410,6 +410,9 @@ pub fn main(cli: ServiceCli) -> u8 {
     if action == "print" && !Path::new(&spec.config).is_file() {
         crate::errln!("note: there is no config file at {} yet", spec.config);
     }
+    if let (true, Some(note)) = (action == "print", spec.environment_note()) {
+        crate::errln!("note: {note}");
+    }
     if action == "print" && spec.has_credentials() {
         crate::errln!(
             "note: the proxy credentials are shown as *** here; `install` writes them into the service file"
