@@ -439,7 +439,11 @@ async fn a_proxy_answering_407_is_a_proxy_error() {
     let error = connect(options, "ws://127.0.0.1:9/ws").await.unwrap_err();
     match &error {
         ConnectError::Proxy { reason } => assert!(
-            reason.contains("the proxy refused CONNECT: 407 Proxy Authentication Required"),
+            reason.contains("the proxy refused CONNECT: 407 Proxy Authentication Required")
+                && reason.contains(&format!(
+                    "(the proxy is set by HTTP_PROXY=http://***@{})",
+                    proxy.addr
+                )),
             "{reason}"
         ),
         other => panic!("expected a proxy error, got {other:?}"),

@@ -502,10 +502,8 @@ impl fmt::Display for ConnectError {
                 "the connection timed out: check that the hub is reachable from here (firewall, VPN, proxy settings)"
             ),
             ConnectError::Tls { reason } => write!(f, "TLS failed: {reason}"),
-            ConnectError::Proxy { reason } => write!(
-                f,
-                "{reason} (proxy settings: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)"
-            ),
+            // Each reason names the variable the proxy came from.
+            ConnectError::Proxy { reason } => f.write_str(reason),
             ConnectError::HttpStatus { status } => write!(
                 f,
                 "the server answered HTTP {status} instead of upgrading to a WebSocket: is hub_url's path right (usually /ws)?"
@@ -739,7 +737,14 @@ impl NetConnector {
                     .await
                     .map_err(as_proxy)?;
                 let mut stream = tcp_connect(&addrs).await.map_err(as_proxy)?;
-                proxy_connect(&mut stream, proxy, &target).await?;
+                proxy_connect(&mut stream, proxy, &target)
+                    .await
+                    .map_err(|e| match e {
+                        ConnectError::Proxy { reason } => ConnectError::Proxy {
+                            reason: format!("{reason} (the proxy is set by {})", proxy.setting),
+                        },
+                        other => other,
+                    })?;
                 stream
             }
         };
