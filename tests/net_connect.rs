@@ -689,6 +689,38 @@ async fn a_wrong_scheme_is_named_as_such() {
         text.contains("should start with wss:// instead of ws://"),
         "{text}"
     );
+    // ... or, from nginx in front of the hub, a 400 page that says so.
+    let nginx = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nginx_addr = nginx.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = nginx.accept().await {
+            let mut buf = [0u8; 2048];
+            let _ = tcp.read(&mut buf).await;
+            let page = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n</html>\r\n";
+            let _ = tcp
+                .write_all(
+                    format!(
+                        "HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                        page.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    let (opts, _) = options(None, ProxyConfig::default());
+    let text = connect(opts, &format!("ws://{nginx_addr}/ws"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("The plain HTTP request was sent to HTTPS port"),
+        "{text}"
+    );
+    assert!(
+        text.contains("should start with wss:// instead of ws://"),
+        "{text}"
+    );
     // wss:// to a plain hub that answers the ClientHello with an HTTP 400 (as web servers do).
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plain = listener.local_addr().unwrap();

@@ -540,8 +540,8 @@ impl fmt::Debug for NetConnector {
 /// The stream under a [`NetConnector`]'s WebSocket.
 pub type NetStream = MaybeTlsStream<FirstBytes<TcpStream>>;
 
-/// How many of the server's first bytes [`FirstBytes`] keeps.
-const FIRST_BYTES: usize = 16;
+/// How many of the server's first bytes [`FirstBytes`] keeps (an HTTP error page's start).
+const FIRST_BYTES: usize = 1024;
 
 /// A stream that keeps the first bytes the server sent, so that a failed handshake can tell what
 /// answered: TLS records to a plain HTTP upgrade (`ws://` to a TLS hub), or plain text to a TLS
@@ -647,10 +647,20 @@ fn wrong_scheme(
             ),
         });
     }
-    if !target.tls && looks_like_tls(first) {
+    // nginx and others answer a plain request on a TLS port with a 400 page saying so.
+    let https_port_page = first.starts_with(b"HTTP/")
+        && String::from_utf8_lossy(first)
+            .to_ascii_lowercase()
+            .contains("plain http request was sent to https port");
+    if !target.tls && (looks_like_tls(first) || https_port_page) {
         return Some(ConnectError::Io(format!(
-            "the server at {at} answered the WebSocket upgrade with TLS: hub_url's scheme looks wrong: \
-             this hub uses TLS, so hub_url should start with wss:// instead of ws://"
+            "the server at {at} answered the WebSocket upgrade {}: hub_url's scheme looks wrong: \
+             this hub uses TLS, so hub_url should start with wss:// instead of ws://",
+            if https_port_page {
+                "with \"The plain HTTP request was sent to HTTPS port\""
+            } else {
+                "with TLS"
+            }
         )));
     }
     if target.tls && !first.is_empty() && !looks_like_tls(first) {
