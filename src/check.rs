@@ -7,7 +7,7 @@
 //! daemon's state instead.
 
 use crate::config::Config;
-use crate::link::connect::{ConnectError, NetConnector, NetOptions};
+use crate::link::connect::{ConnectError, NetConnector, NetOptions, ProxyConfig};
 use crate::link::policy::LinkSettings;
 use crate::lock::InstanceLock;
 use crate::protocol::{self, HubError, Inbound, Outbound};
@@ -76,13 +76,27 @@ pub fn connect_verdict(e: &ConnectError) -> Verdict {
 
 /// Connect to the hub and identify once; close with 1000 either way.
 pub async fn probe(config: &Config, net: NetOptions, within: Duration) -> Verdict {
+    let via = net
+        .proxy_for_url(&config.hub_url)
+        .map(|proxy| {
+            format!(
+                " through the proxy {} (from {})",
+                proxy.address(),
+                proxy.variable()
+            )
+        })
+        .unwrap_or_default();
     let connector = NetConnector::new(net);
     let ws = tokio::time::timeout(within, connector.connect_classified(&config.hub_url)).await;
     let mut ws = match ws {
         Err(_) => {
             return verdict(
                 code::NO_ANSWER,
-                format!("no answer from {} within {} s", config.hub_url, within.as_secs()),
+                format!(
+                    "no answer from {}{via} within {} s",
+                    config.hub_url,
+                    within.as_secs()
+                ),
             )
         }
         Ok(Err(e)) => return connect_verdict(&e),
@@ -233,35 +247,66 @@ fn wake_program(command: &str, base: &Path) -> (bool, String) {
     }
 }
 
+/// What makes the network settings unusable before anything connects: a `ca_file` that is not
+/// a readable PEM file of CA certificates (a config error naming the file and the field), or a
+/// proxy variable this sidecar cannot use. `None` when both are fine.
+pub fn net_settings_problem(config: &Config, net: &NetOptions) -> Option<String> {
+    let ca_only = NetOptions {
+        proxy: ProxyConfig::default(),
+        ..net.clone()
+    };
+    if let Err(e) = ca_only.check() {
+        return Some(format!(
+            "{}: {e}\nhelp: set `ca_file` to a PEM file holding the certificate of the CA that signed the hub's \
+             certificate, or remove `ca_file` to trust only the system's CAs",
+            config.path.display()
+        ));
+    }
+    net.proxy.check().err().map(|e| {
+        format!(
+            "the proxy setting in the environment cannot be used: {e}\nhelp: fix or unset that variable \
+             (a proxy URL is http://[user:pass@]host:port)"
+        )
+    })
+}
+
 /// The whole `check`: prints each step, returns the exit code.
 pub async fn run(config: Config) -> u8 {
-    println!(
+    // A config failure is reported as one, before anything says the config is ok.
+    let net = NetOptions::from_env(config.ca_file.clone());
+    if let Some(problem) = net_settings_problem(&config, &net) {
+        crate::errln!("error: {problem}");
+        return crate::exit_code::CONFIG;
+    }
+    crate::outln!(
         "ok: config {} (agent_id {}, hub {})",
         config.path.display(),
         config.agent_id,
         config.hub_url
     );
     for warning in &config.warnings {
-        println!("warning: {warning}");
+        crate::outln!("warning: {warning}");
     }
-    let net = NetOptions::from_env(config.ca_file.clone());
-    if let Err(e) = net.check() {
-        println!("error: {e}");
-        return crate::exit_code::CONFIG;
+    if let Some(proxy) = net.proxy_for_url(&config.hub_url) {
+        crate::outln!(
+            "ok: the hub is reached through the proxy {} (from {})",
+            proxy.address(),
+            proxy.variable()
+        );
     }
     let mut host_ok = true;
     for (ok, line) in host_checks(&config) {
         host_ok &= ok;
-        println!("{line}");
+        crate::outln!("{line}");
     }
     let state_dir = config.state_dir();
     if InstanceLock::holder(&state_dir).is_some() {
         let report = status::report(&state_dir);
-        println!(
+        crate::outln!(
             "\na sidecar is running with this config: not identifying again (a second identify would take the\n\
              agent's registration away from the running connection). Its state:\n"
         );
-        print!("{}", status::render(&report));
+        crate::out!("{}", status::render(&report));
         return if !host_ok {
             code::HOST
         } else if report.connection == "identified" {
@@ -271,7 +316,7 @@ pub async fn run(config: Config) -> u8 {
         };
     }
     let verdict = probe(&config, net, Duration::from_secs(10)).await;
-    println!("{}", verdict.message);
+    crate::outln!("{}", verdict.message);
     if verdict.code == code::OK && !host_ok {
         return code::HOST;
     }

@@ -22,7 +22,7 @@ use tokio::time::{sleep, timeout_at, Instant};
 const AGENT_ID: &str = "demo-agent";
 
 fn say(line: &str) {
-    println!("{:<12} {line}", "demo");
+    crate::outln!("{:<12} {line}", "demo");
 }
 
 /// Run the demo; exits 0 when every step was seen.
@@ -36,7 +36,7 @@ pub async fn run() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: demo failed: {e}");
+            crate::errln!("error: demo failed: {e}");
             ExitCode::FAILURE
         }
     }
@@ -253,7 +253,7 @@ async fn narrate_hub(mut events: broadcast::Receiver<HubEvent>) -> std::convert:
             Ok(_) | Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => std::future::pending().await,
         };
-        println!("{:<12} {line}", "hub");
+        crate::outln!("{:<12} {line}", "hub");
     }
 }
 
@@ -289,7 +289,7 @@ pub fn sample_agent() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sample-agent: {e}");
+            crate::errln!("sample-agent: {e}");
             ExitCode::FAILURE
         }
     }

@@ -10,6 +10,66 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Best-effort console output. `println!` panics when stdout is a closed pipe or a full disk
+/// (`cmd | head -2`, `>/dev/full`, journald restarting): these never do. A failed write to stdout
+/// is remembered ([`console::stdout_failure`]) so a command can say so on exit; a failed write
+/// to stderr is dropped (there is nowhere left to say it).
+pub mod console {
+    use std::fmt;
+    use std::io::{self, Write};
+    use std::sync::Mutex;
+
+    static STDOUT_FAILURE: Mutex<Option<String>> = Mutex::new(None);
+
+    /// Write `args` to stdout and flush; the error, if any, is also remembered (the first one).
+    pub fn out(args: fmt::Arguments<'_>) -> io::Result<()> {
+        let mut stdout = io::stdout().lock();
+        let result = stdout.write_fmt(args).and_then(|()| stdout.flush());
+        if let Err(e) = &result {
+            let mut failure = STDOUT_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+            failure.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    /// Write `args` to stderr, ignoring any failure.
+    pub fn err(args: fmt::Arguments<'_>) {
+        let _ = io::stderr().lock().write_fmt(args);
+    }
+
+    /// The first error met writing to stdout in this process, if any.
+    pub fn stdout_failure() -> Option<String> {
+        STDOUT_FAILURE.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// `println!` that never panics: see [`event_log::console`](crate::event_log::console).
+#[macro_export]
+macro_rules! outln {
+    () => {{
+        let _ = $crate::event_log::console::out(format_args!("\n"));
+    }};
+    ($($arg:tt)*) => {{
+        let _ = $crate::event_log::console::out(format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
+/// `print!` that never panics: see [`event_log::console`](crate::event_log::console).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = $crate::event_log::console::out(format_args!($($arg)*));
+    }};
+}
+
+/// `eprintln!` that never panics: see [`event_log::console`](crate::event_log::console).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::event_log::console::err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Something worth recording. Serialized with its name under `event`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -56,6 +116,12 @@ pub enum Event {
     MalformedFrame { error: String },
     /// A well-formed frame the sidecar has no use for.
     UnhandledMessage { message_type: String },
+    /// stdout cannot be written (a closed pipe, a full disk): console output is off from here on;
+    /// every event still goes to the log file.
+    ConsoleOff { error: String },
+    /// The log file held the Node sidecar's log (`time`, `severity`, `message`): it was moved aside
+    /// so that one file holds one format.
+    NodeLogMovedAside { moved_to: String },
     /// The sidecar is stopping.
     Shutdown { signal: String },
     /// queue.json could not be used and was moved aside: its tasks are not lost, but not resumed.
@@ -201,6 +267,12 @@ impl Event {
             Event::MalformedFrame { error } => format!("ignored a malformed frame from the hub: {error}"),
             Event::UnhandledMessage { message_type } => format!("ignored a \"{message_type}\" frame"),
             Event::Shutdown { signal } => format!("shutting down ({signal})"),
+            Event::ConsoleOff { error } => format!(
+                "stdout cannot be written ({error}): console output is off; events still go to the log file"
+            ),
+            Event::NodeLogMovedAside { moved_to } => format!(
+                "the log file held the Node sidecar's log: moved aside to {moved_to}; this file now holds this sidecar's log"
+            ),
             Event::QueueCorrupt { moved_to, error } => {
                 format!("queue.json was unusable ({error}); moved aside to {moved_to}: inspect it")
             }
@@ -340,8 +412,59 @@ pub fn iso8601(t: SystemTime) -> String {
     )
 }
 
-/// One JSON log line: `ts`, `event`, `agent_id`, then the event's fields (sorted by name).
-fn json_line(agent_id: &str, event: &Event, at: SystemTime) -> String {
+/// The time of day on the console's text lines, in UTC and marked so: `14:53:26.866Z`.
+pub fn console_time(t: SystemTime) -> String {
+    iso8601(t)[11..].to_owned()
+}
+
+/// If the file at `path` holds the Node sidecar's log, move it aside to
+/// `path.node-<timestamp>` and say where; otherwise (absent, empty, not a regular file, already
+/// this sidecar's format) leave it and return `None`.
+///
+/// The Node sidecar's lines have `time`, `severity` and `message` (its event name) and no
+/// `event`; the last line that is a JSON object decides. Appending this sidecar's lines to it
+/// would leave one file in two formats that no tool reads whole.
+pub fn move_node_log_aside(path: &Path) -> io::Result<Option<PathBuf>> {
+    use std::io::{Read, Seek, SeekFrom};
+    // Never open anything but a regular file (a FIFO would block the read).
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    const TAIL: u64 = 64 * 1024;
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL)))?;
+    let mut tail = Vec::new();
+    file.take(TAIL).read_to_end(&mut tail)?;
+    let last = String::from_utf8_lossy(&tail).lines().rev().find_map(|line| {
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(fields)) => Some(fields),
+            _ => None,
+        }
+    });
+    let is_node = last.is_some_and(|fields| {
+        ["time", "severity", "message"]
+            .iter()
+            .all(|k| fields.contains_key(*k))
+            && !fields.contains_key("event")
+    });
+    if !is_node {
+        return Ok(None);
+    }
+    let stamp = iso8601(SystemTime::now()).replace(':', "-");
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".node-{stamp}"));
+    let moved_to = PathBuf::from(name);
+    std::fs::rename(path, &moved_to)?;
+    Ok(Some(moved_to))
+}
+
+/// One JSON log line: `ts`, `event`, `agent_id`, then the event's fields and `proxy` when given
+/// (sorted by name).
+fn json_line(agent_id: &str, event: &Event, at: SystemTime, proxy: Option<&str>) -> String {
     let mut line = String::with_capacity(160);
     line.push_str("{\"ts\":");
     line.push_str(&Value::String(iso8601(at)).to_string());
@@ -349,7 +472,10 @@ fn json_line(agent_id: &str, event: &Event, at: SystemTime) -> String {
     line.push_str(&Value::String(event.name()).to_string());
     line.push_str(",\"agent_id\":");
     line.push_str(&Value::String(agent_id.to_owned()).to_string());
-    if let Ok(Value::Object(fields)) = serde_json::to_value(event) {
+    if let Ok(Value::Object(mut fields)) = serde_json::to_value(event) {
+        if let Some(proxy) = proxy {
+            fields.insert("proxy".to_owned(), Value::String(proxy.to_owned()));
+        }
         for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "event") {
             line.push(',');
             line.push_str(&Value::String(k.clone()).to_string());
@@ -495,7 +621,7 @@ impl LogFile {
                 Err(e) => {
                     self.retry_at = Some(self.size + rotation.max_bytes);
                     if !std::mem::replace(&mut self.rotation_failure_reported, true) {
-                        eprintln!(
+                        errln!(
                             "agentcom-sidecar: cannot rotate the log file {}: {e}; still appending to it",
                             self.path.display()
                         );
@@ -516,6 +642,8 @@ pub struct EventLog {
     console: ConsoleFormat,
     failed_once: bool,
     capture: Option<Captured>,
+    /// The proxy the hub connection goes through (`host:port`), added to `ws_connecting`.
+    proxy: Option<String>,
 }
 
 /// Events kept in memory by [`EventLog::capture`], for tests.
@@ -560,6 +688,7 @@ impl EventLog {
             console: ConsoleFormat::from(console),
             failed_once: false,
             capture: None,
+            proxy: None,
         }
     }
 
@@ -573,9 +702,23 @@ impl EventLog {
         (log, captured)
     }
 
+    /// Say on every `ws_connecting` line that the connection goes through the proxy at `proxy`
+    /// (`host:port`, never credentials); `None` for a direct connection.
+    pub fn set_proxy(&mut self, proxy: Option<String>) {
+        self.proxy = proxy;
+    }
+
     /// The JSON line for `event` at time `at` (without the newline).
     pub fn json_line(&self, event: &Event, at: SystemTime) -> String {
-        json_line(&self.agent_id, event, at)
+        json_line(&self.agent_id, event, at, self.proxy_of(event))
+    }
+
+    /// The proxy to name on `event`'s line, if any.
+    fn proxy_of(&self, event: &Event) -> Option<&str> {
+        match event {
+            Event::WsConnecting { .. } => self.proxy.as_deref(),
+            _ => None,
+        }
     }
 
     /// Record one event now. A failing log file is reported once on stderr and never stops the sidecar.
@@ -588,27 +731,38 @@ impl EventLog {
         }
         let now = SystemTime::now();
         let needs_json = self.file.is_some() || self.console == ConsoleFormat::Json;
+        let proxy = self.proxy_of(event);
         let mut line = if needs_json {
-            json_line(&self.agent_id, event, now)
+            json_line(&self.agent_id, event, now, proxy)
         } else {
             String::new()
         };
-        match self.console {
-            ConsoleFormat::Text => {
-                let ts = iso8601(now);
-                println!("{} {:<20} {}", &ts[11..23], event.name(), event.describe());
-            }
-            ConsoleFormat::Json => println!("{line}"),
-            ConsoleFormat::Off => {}
-        }
+        let shown = match self.console {
+            ConsoleFormat::Text => console::out(format_args!(
+                "{} {:<20} {}{}\n",
+                console_time(now),
+                event.name(),
+                event.describe(),
+                proxy
+                    .map(|p| format!(" through the proxy {p}"))
+                    .unwrap_or_default()
+            )),
+            ConsoleFormat::Json => console::out(format_args!("{line}\n")),
+            ConsoleFormat::Off => Ok(()),
+        };
         if let Some(file) = &mut self.file {
             line.push('\n');
             if let Err(e) = file.append(line.as_bytes()) {
                 if !self.failed_once {
                     self.failed_once = true;
-                    eprintln!("agentcom-sidecar: cannot write the log file: {e}; events still go to stdout");
+                    errln!("agentcom-sidecar: cannot write the log file: {e}; events still go to stdout");
                 }
             }
+        }
+        if let Err(e) = shown {
+            // Once, in the log file: the console stays off for the rest of the run.
+            self.console = ConsoleFormat::Off;
+            self.record(&Event::ConsoleOff { error: e.to_string() });
         }
     }
 }
@@ -816,6 +970,37 @@ mod tests {
         }
         assert_eq!(numbers(&numbered(&path, 1)), [1, 2, 3, 4, 5, 6]);
         assert_eq!(numbers(&path), [7]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn console_time_is_marked_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_539_977_887);
+        assert_eq!(console_time(t), "17:06:17.887Z");
+    }
+
+    #[test]
+    fn only_a_node_log_is_moved_aside() {
+        let dir = temp_dir("node");
+        let path = dir.join("sidecar.log");
+        // Absent, empty, or this sidecar's own lines: left alone.
+        assert_eq!(move_node_log_aside(&path).unwrap(), None);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(move_node_log_aside(&path).unwrap(), None);
+        let ours = "{\"ts\":\"2026-01-01T00:00:00.000Z\",\"event\":\"startup\",\"agent_id\":\"a\"}\n";
+        std::fs::write(&path, ours).unwrap();
+        assert_eq!(move_node_log_aside(&path).unwrap(), None);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), ours);
+        // The Node sidecar's lines (even with a torn last line): moved, content intact.
+        let node = "{\"time\":\"2026-01-01T00:00:00.000Z\",\"severity\":\"info\",\"message\":\"startup\",\"agent_id\":\"a\"}\n\
+                    {\"time\":\"2026-01-01T00:00:01.000Z\",\"severity\":\"info\",\"message\":\"identified\"}\n{\"time\":";
+        std::fs::write(&path, node).unwrap();
+        let moved = move_node_log_aside(&path).unwrap().expect("moved");
+        assert!(!path.exists());
+        let name = moved.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("sidecar.log.node-20"), "{name}");
+        assert!(name.ends_with('Z') && !name.contains(':'), "{name}");
+        assert_eq!(std::fs::read_to_string(&moved).unwrap(), node);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

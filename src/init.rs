@@ -47,7 +47,7 @@ pub fn config_text(args: &InitArgs) -> String {
 pub fn run(path: &Path, args: InitArgs, force: bool) -> ExitCode {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     if path.exists() && !force {
-        eprintln!(
+        crate::errln!(
             "error: {} already exists; not overwriting it.\nhelp: pass --force to replace it, or --config to write another file",
             path.display()
         );
@@ -63,33 +63,33 @@ pub fn run(path: &Path, args: InitArgs, force: bool) -> ExitCode {
         ),
         &path,
     ) {
-        eprintln!("error: that would not be a valid config: {e}");
+        crate::errln!("error: that would not be a valid config: {e}");
         return ExitCode::from(crate::exit_code::CONFIG);
     }
     if let Some(dir) = path.parent() {
         if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("error: cannot create {}: {e}", dir.display());
+            crate::errln!("error: cannot create {}: {e}", dir.display());
             return ExitCode::FAILURE;
         }
     }
     if let Err(e) = write_private(&path, text.as_bytes()) {
-        eprintln!("error: cannot write {}: {e}", path.display());
+        crate::errln!("error: cannot write {}: {e}", path.display());
         return ExitCode::FAILURE;
     }
     let c = path.display();
-    println!("wrote {c} (readable by you only: it names the token and the wake command)");
+    crate::outln!("wrote {c} (readable by you only: it names the token and the wake command)");
     if args.token_file.is_none() {
-        println!("\nThe config holds no token. Give it one of these ways:");
-        println!("  - a token file:   add \"token_file\": \"/path/to/token\" (chmod 600 the file), or rerun init with --token-file");
-        println!("  - the environment: AGENTCOM_TOKEN=... agentcom-sidecar run --config {c}");
+        crate::outln!("\nThe config holds no token. Give it one of these ways:");
+        crate::outln!("  - a token file:   add \"token_file\": \"/path/to/token\" (chmod 600 the file), or rerun init with --token-file");
+        crate::outln!("  - the environment: AGENTCOM_TOKEN=... agentcom-sidecar run --config {c}");
     }
     if args.wake_command.is_none() {
-        println!("\nNo wake_command: tasks will be refused until you add one (see \"The agent contract\" in the README).");
+        crate::outln!("\nNo wake_command: tasks will be refused until you add one (see \"The agent contract\" in the README).");
     }
-    println!("\nNext steps:");
-    println!("  agentcom-sidecar check --config {c}              # connect and identify once");
-    println!("  agentcom-sidecar try --config {c} \"say hello\"    # one task through your agent, on a private hub");
-    println!("  agentcom-sidecar service install --config {c}    # run it as a service");
+    crate::outln!("\nNext steps:");
+    crate::outln!("  agentcom-sidecar check --config {c}              # connect and identify once");
+    crate::outln!("  agentcom-sidecar try --config {c} \"say hello\"    # one task through your agent, on a private hub");
+    crate::outln!("  agentcom-sidecar service install --config {c}    # run it as a service");
     ExitCode::SUCCESS
 }
 

@@ -12,7 +12,7 @@ use agentcom_sidecar::service::notify::Notifier;
 use agentcom_sidecar::service::{self, ServiceCli, StopFuture};
 use agentcom_sidecar::shutdown::Signals;
 use agentcom_sidecar::status::{self, StatusBoard};
-use agentcom_sidecar::{check, demo, exit_code, init, trial};
+use agentcom_sidecar::{check, demo, errln, exit_code, init, out, outln, trial};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,7 +29,7 @@ takes the hub's tasks, persists them crash-safely, wakes the agent with wake_com
 its results.\n\n\
 Getting started: init, then check, then try, then service install (see each command's --help).\n\n\
 A drop-in for the Node.js sidecar: it reads the same config.json and writes the same JSON-lines log.",
-    after_help = "Exit codes:\n  0   stopped by SIGINT/SIGTERM (Ctrl+C, Ctrl+Break on Windows)\n  1   a fatal runtime error (for example the log file cannot be opened)\n  2   bad command line\n  73  another sidecar already runs with this state folder
+    after_help = "Exit codes:\n  0   stopped by SIGINT/SIGTERM/SIGHUP (Ctrl+C, Ctrl+Break on Windows)\n  1   a fatal runtime error (for example the log file cannot be opened)\n  2   bad command line\n  73  another sidecar already runs with this state folder
   75  the hub asked for a restart (restart_sidecar) while under a service manager
   78  the config file is missing or invalid (fix it; a service manager should not restart)\n\n\
 Examples:\n  agentcom-sidecar demo\n  agentcom-sidecar run --config /etc/agentcom/config.json"
@@ -114,7 +114,7 @@ are private to the run. Stop the daemon first: it watches the same results folde
     },
     /// Connect to the hub and stay connected until stopped (the daemon).
     #[command(
-        long_about = "Connect to the hub named in the config and stay connected until SIGINT or SIGTERM, \
+        long_about = "Connect to the hub named in the config and stay connected until SIGINT, SIGTERM or SIGHUP, \
 relaying the hub's tasks to the agent: each is saved to queue.json, the agent is woken with \
 wake_command, and its files in results_dir are reported back (see the README's agent contract).\n\n\
 Every event goes to stdout as a readable line and to log_file as one JSON object per line. \
@@ -169,10 +169,27 @@ or not, and says which. With --json, `running` and `connection` are always prese
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Run { .. });
+    let code = dispatch(cli);
+    // The daemon's console is best effort (its log file has every event); any other command whose
+    // output could not be written says so and does not exit 0.
+    match agentcom_sidecar::event_log::console::stdout_failure() {
+        Some(e) if !daemon => {
+            errln!("error: cannot write to stdout ({e}): the output is incomplete");
+            if code == ExitCode::SUCCESS {
+                return ExitCode::from(exit_code::FATAL);
+            }
+            code
+        }
+        _ => code,
+    }
+}
+
+fn dispatch(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit_code::FATAL);
         }
     };
@@ -205,7 +222,7 @@ fn main() -> ExitCode {
             match Config::load(&path) {
                 Ok(config) => runtime.block_on(trial::run(config, description, Duration::from_secs(timeout))),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                     ExitCode::from(exit_code::CONFIG)
                 }
             }
@@ -245,7 +262,7 @@ fn main() -> ExitCode {
             match Config::load_with(&config.unwrap_or_else(default_config_path), &options) {
                 Ok(config) => ExitCode::from(runtime.block_on(check::run(config))),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                     ExitCode::from(exit_code::CONFIG)
                 }
             }
@@ -274,7 +291,7 @@ fn run_windows_service(
     match service::windows::run_as_service(body) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(exit_code::FATAL)
         }
     }
@@ -287,7 +304,7 @@ fn run_windows_service(
     _options: LoadOptions,
     _log_format: ConsoleFormat,
 ) -> ExitCode {
-    eprintln!("error: --windows-service works only on Windows");
+    errln!("error: --windows-service works only on Windows");
     ExitCode::from(2)
 }
 
@@ -295,19 +312,19 @@ fn status_command(config_path: PathBuf, json: bool) -> ExitCode {
     let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(exit_code::CONFIG);
         }
     };
     let state_dir = config.state_dir();
     let report = status::report(&state_dir);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("report serializes")
         );
     } else {
-        print!("{}", status::render(&report));
+        out!("{}", status::render(&report));
     }
     ExitCode::SUCCESS
 }
@@ -321,17 +338,19 @@ async fn run(
     let config = match Config::load_with(&config_path, &options) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(exit_code::CONFIG);
         }
     };
     // As soon as the token is known: no panic message may show it.
     agentcom_sidecar::secrets::install_redacting_panic_hook(&config.token);
     let net = NetOptions::from_env(config.ca_file.clone());
-    if let Err(e) = net.check() {
-        eprintln!("error: {e}");
+    if let Some(problem) = check::net_settings_problem(&config, &net) {
+        errln!("error: {problem}");
         return ExitCode::from(exit_code::CONFIG);
     }
+    // The first start over the Node sidecar's log: one file, one format.
+    let node_log = agentcom_sidecar::event_log::move_node_log_aside(&config.log_file);
     let mut log = match EventLog::open_rotating(
         &config.log_file,
         &config.agent_id,
@@ -341,7 +360,7 @@ async fn run(
     ) {
         Ok(log) => log,
         Err(e) => {
-            eprintln!(
+            errln!(
                 "error: cannot open the log file {}: {e}\n  help: set `log_file` in {} to a writable path",
                 config.log_file.display(),
                 config.path.display()
@@ -349,19 +368,20 @@ async fn run(
             return ExitCode::from(exit_code::FATAL);
         }
     };
+    log.set_proxy(net.proxy_for_url(&config.hub_url).map(|proxy| proxy.address()));
     // One sidecar per state folder (the folder holding queue.json).
     let state_dir = config.state_dir();
     let lock = match InstanceLock::acquire(&state_dir) {
         Ok(lock) => lock,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(exit_code::ALREADY_RUNNING);
         }
     };
     let signals = match Signals::install() {
         Ok(signals) => signals,
         Err(e) => {
-            eprintln!("error: cannot install the stop-signal handlers: {e}");
+            errln!("error: cannot install the stop-signal handlers: {e}");
             return ExitCode::from(exit_code::FATAL);
         }
     };
@@ -371,6 +391,18 @@ async fn run(
         config: config.path.display().to_string(),
         hub_url: config.hub_url.clone(),
     });
+    match node_log {
+        Ok(None) => {}
+        Ok(Some(moved_to)) => log.record(&Event::NodeLogMovedAside {
+            moved_to: moved_to.display().to_string(),
+        }),
+        Err(e) => log.record(&Event::ConfigWarning {
+            message: format!(
+                "{} holds the Node sidecar's log and cannot be moved aside ({e}): appending to it",
+                config.log_file.display()
+            ),
+        }),
+    }
     for message in &config.warnings {
         log.record(&Event::ConfigWarning {
             message: message.clone(),
@@ -379,7 +411,7 @@ async fn run(
     let mut relay = match RelayRuntime::start(&config, &mut log) {
         Ok(relay) => relay,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(exit_code::FATAL);
         }
     };
@@ -423,7 +455,7 @@ fn restart() -> ExitCode {
             use std::os::unix::process::CommandExt;
             let args: Vec<_> = std::env::args_os().skip(1).collect();
             let error = std::process::Command::new(&exe).args(&args).exec();
-            eprintln!("error: cannot restart {}: {error}", exe.display());
+            errln!("error: cannot restart {}: {error}", exe.display());
         }
     }
     // Windows: a service is restarted by the Service Control Manager's failure actions; a

@@ -1,4 +1,8 @@
-//! Shutdown signals: SIGINT and SIGTERM on Unix; Ctrl+C, Ctrl+Break and console close on Windows.
+//! Shutdown signals: SIGINT, SIGTERM and SIGHUP on Unix; Ctrl+C, Ctrl+Break and console close on
+//! Windows.
+//!
+//! SIGHUP (the terminal closed, the ssh session dropped) is a stop like SIGTERM: its default action
+//! would kill the process without the clean close (code 1000) the hub needs to free the agent.
 
 use std::io;
 
@@ -9,6 +13,8 @@ pub struct Signals {
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
     #[cfg(windows)]
     c: tokio::signal::windows::CtrlC,
     #[cfg(windows)]
@@ -26,6 +32,7 @@ impl Signals {
             Ok(Signals {
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(windows)]
@@ -46,6 +53,7 @@ impl Signals {
             tokio::select! {
                 _ = self.term.recv() => "SIGTERM".to_owned(),
                 _ = self.int.recv() => "SIGINT".to_owned(),
+                _ = self.hup.recv() => "SIGHUP".to_owned(),
             }
         }
         #[cfg(windows)]

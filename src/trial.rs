@@ -18,25 +18,25 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
     let state_dir = config.state_dir();
     if let Some(pid) = InstanceLock::holder(&state_dir) {
         let who = pid.map_or("a sidecar".to_owned(), |p| format!("a sidecar (PID {p})"));
-        eprintln!(
+        crate::errln!(
             "error: {who} is running with this config: it watches the same results folder and would take the\n\
              try task's files as stray results.\nhelp: stop it first (e.g. `systemctl --user stop agentcom-sidecar`), then run `try` again"
         );
         return ExitCode::from(crate::exit_code::ALREADY_RUNNING);
     }
     let Some(wake_command) = config.wake_command.clone() else {
-        eprintln!("error: {} has no `wake_command`: there is no way to wake the agent.\nhelp: add one, for example:\n    \"wake_command\": \"my-agent --task-file ${{TASK_FILE}}\"", config.path.display());
+        crate::errln!("error: {} has no `wake_command`: there is no way to wake the agent.\nhelp: add one, for example:\n    \"wake_command\": \"my-agent --task-file ${{TASK_FILE}}\"", config.path.display());
         return ExitCode::from(crate::exit_code::CONFIG);
     };
     let scratch = std::env::temp_dir().join(format!("agentcom-sidecar-try-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&scratch) {
-        eprintln!("error: cannot create {}: {e}", scratch.display());
+        crate::errln!("error: cannot create {}: {e}", scratch.display());
         return ExitCode::FAILURE;
     }
     let hub = match EmbeddedHub::start(HubOptions::default()).await {
         Ok(hub) => hub,
         Err(e) => {
-            eprintln!("error: cannot start the embedded hub: {e}");
+            crate::errln!("error: cannot start the embedded hub: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -45,15 +45,15 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
     config.hub_url = hub.url();
     config.queue_file = scratch.join("queue.json");
     config.log_file = scratch.join("try.log");
-    println!("try: wake_command  {wake_command}");
-    println!("try: results_dir   {}", config.results_dir.display());
-    println!("try: embedded hub  {}", hub.url());
+    crate::outln!("try: wake_command  {wake_command}");
+    crate::outln!("try: results_dir   {}", config.results_dir.display());
+    crate::outln!("try: embedded hub  {}", hub.url());
 
     let (mut log, captured) = EventLog::capture(&config.agent_id);
     let mut relay = match RelayRuntime::start(&config, &mut log) {
         Ok(relay) => relay,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -91,7 +91,7 @@ async fn watch(
     timeout: Duration,
 ) -> ExitCode {
     let start = Instant::now();
-    let say = |line: String| println!("{:>8.3}s  {line}", start.elapsed().as_secs_f64());
+    let say = |line: String| crate::outln!("{:>8.3}s  {line}", start.elapsed().as_secs_f64());
     // Wait for the sidecar side to identify.
     while !captured
         .lock()
@@ -126,20 +126,20 @@ async fn watch(
             Some(t) if t.status == "completed" => {
                 let result = t.result.map(|r| r.to_string()).unwrap_or_default();
                 say(format!("the hub recorded the task as completed: {result}"));
-                println!("\nok: your agent took the task, confirmed it, and reported a result.");
+                crate::outln!("\nok: your agent took the task, confirmed it, and reported a result.");
                 return ExitCode::SUCCESS;
             }
             Some(t) if t.status == "dead_letter" => {
                 let reason = t.last_error.unwrap_or_default();
                 say(format!("the hub recorded the task as failed: {reason}"));
-                println!("\n{}", story.diagnose(&reason, config, &task_id));
+                crate::outln!("\n{}", story.diagnose(&reason, config, &task_id));
                 return ExitCode::FAILURE;
             }
             _ => {}
         }
         if start.elapsed() > timeout {
             say(format!("no outcome within {} s", timeout.as_secs()));
-            println!("\n{}", story.diagnose("timeout", config, &task_id));
+            crate::outln!("\n{}", story.diagnose("timeout", config, &task_id));
             return ExitCode::FAILURE;
         }
         sleep(Duration::from_millis(10)).await;

@@ -212,3 +212,66 @@ async fn an_unresolvable_name_is_its_own_verdict() {
     assert_eq!(verdict.code, code::NAME_NOT_RESOLVED, "{verdict:?}");
     assert!(verdict.message.contains("hub.invalid"), "{verdict:?}");
 }
+
+#[test]
+fn a_bad_ca_file_is_a_config_failure_before_anything_is_ok() {
+    let dir = TempDir::new("check-ca");
+    std::fs::write(dir.join("hub-ca.pem"), "not a certificate\n").unwrap();
+    let path = write(
+        &dir,
+        "check-ca",
+        "a-token-of-sixteen-chars",
+        "wss://127.0.0.1:9/ws",
+        json!({"ca_file": "hub-ca.pem"}),
+    );
+    let (code, out) = check_binary(&path);
+    assert_eq!(code, Some(78), "{out}");
+    assert!(!out.contains("ok: config"), "{out}");
+    assert!(
+        out.starts_with(&format!("error: {}: ca_file ", path.display())),
+        "{out}"
+    );
+    assert!(out.contains("hub-ca.pem holds no PEM certificate"), "{out}");
+    assert!(out.contains("help: set `ca_file`"), "{out}");
+}
+
+#[test]
+fn check_says_which_proxy_it_goes_through_and_when_it_is_unreachable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = TempDir::new("check-proxy");
+    let path = write(
+        &dir,
+        "check-proxy",
+        "a-token-of-sixteen-chars",
+        "ws://hub.example:4000/ws",
+        json!({}),
+    );
+    let mut command = binary();
+    for name in ["http_proxy", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"] {
+        command.env_remove(name);
+    }
+    let out = command
+        .env("HTTP_PROXY", format!("http://dave:s3cret-pw@{closed}"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(&format!(
+            "ok: the hub is reached through the proxy {closed} (from HTTP_PROXY)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "cannot reach the proxy {closed} set by HTTP_PROXY=http://***@{closed}: connection refused"
+        )),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(i32::from(code::OTHER)), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}

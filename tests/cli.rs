@@ -75,8 +75,9 @@ async fn identify_carries_exactly_the_node_sidecar_fields() {
 }
 
 #[tokio::test]
-async fn sigterm_and_sigint_close_with_1000_and_exit_0() {
-    for (signal, name) in [("TERM", "SIGTERM"), ("INT", "SIGINT")] {
+async fn sigterm_sigint_and_sighup_close_with_1000_and_exit_0() {
+    // SIGHUP: the terminal closed or the ssh session dropped; a stop like the others.
+    for (signal, name) in [("TERM", "SIGTERM"), ("INT", "SIGINT"), ("HUP", "SIGHUP")] {
         let agent = format!("cli-{}", name.to_lowercase());
         let mut s = setup(&agent, None, json!({})).await;
         wait_hub(&mut s.events, SECS(10), "identified", identified(&agent)).await;
@@ -101,6 +102,17 @@ async fn sigterm_and_sigint_close_with_1000_and_exit_0() {
             .expect("shutdown event");
         assert_eq!(shutdown["signal"], name);
         assert_eq!(shutdown["agent_id"], agent.as_str());
+        // The console's text lines say their time is UTC: `14:53:26.866Z shutdown ...`.
+        let stdout = s.sidecar.stdout();
+        let shown = stdout
+            .lines()
+            .find(|l| l.contains("shutdown"))
+            .expect("a shutdown line");
+        let time = shown.split(' ').next().unwrap();
+        assert!(
+            time.len() == 13 && time.ends_with('Z') && time.as_bytes()[2] == b':',
+            "{shown:?}"
+        );
     }
 }
 
@@ -401,5 +413,58 @@ async fn log_format_json_and_a_resource_report_the_hub_accepts() {
     for line in stdout.lines() {
         let v: Value = serde_json::from_str(line).expect("stdout line is JSON");
         assert_eq!(v["agent_id"], agent);
+    }
+}
+
+#[tokio::test]
+async fn ws_connecting_names_the_proxy_and_an_unreachable_proxy_is_blamed() {
+    let agent = "cli-proxy-log";
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(agent);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = TempDir::new(agent);
+    write_private(
+        &dir.join("config.json"),
+        &config_json(agent, &token, &hub.url(), json!({})),
+    );
+    let proxy_url = format!("http://erin:pr0xy-pw@{closed}");
+    // Lowercase wins over uppercase: these override whatever this process's environment holds.
+    let mut sidecar = Sidecar::spawn_with_env(
+        dir.path(),
+        &dir.join("config.json"),
+        &[
+            ("http_proxy", proxy_url.as_str()),
+            ("no_proxy", "example.invalid"),
+        ],
+    );
+    let error = sidecar
+        .wait_log_event("ws_connect_error", SECS(10))
+        .await
+        .expect("ws_connect_error");
+    sidecar.signal("TERM");
+    assert_eq!(sidecar.wait_exit(SECS(2)).await.and_then(|s| s.code()), Some(0));
+    let log = sidecar.log_events();
+    let connecting = log.iter().find(|e| e["event"] == "ws_connecting").unwrap();
+    assert_eq!(connecting["proxy"], closed.to_string(), "{connecting}");
+    assert_eq!(connecting["url"], hub.url());
+    let error = error["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "cannot reach the proxy {closed} set by http_proxy=http://***@{closed}: connection refused"
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("hub_url"), "{error}");
+    let stdout = sidecar.stdout();
+    assert!(
+        stdout.contains(&format!("through the proxy {closed}")),
+        "{stdout}"
+    );
+    let file = std::fs::read_to_string(dir.join("sidecar.log")).unwrap();
+    for text in [&stdout, &file, &sidecar.stderr()] {
+        assert!(!text.contains("pr0xy-pw"), "the proxy password leaked:\n{text}");
     }
 }

@@ -332,7 +332,12 @@ async fn wss_by_name_uses_the_resolver_and_checks_the_name() {
     match &error {
         ConnectError::Tls { reason } => {
             assert!(reason.contains("not valid for hub.test"), "{reason}");
-            assert!(reason.contains("localhost"), "{reason}");
+            // The names as a person writes them, not rustls' Debug form.
+            assert!(reason.contains("(it names localhost, 127.0.0.1)"), "{reason}");
+            assert!(
+                !reason.contains("DnsName") && !reason.contains("IpAddress"),
+                "{reason}"
+            );
         }
         other => panic!("expected a TLS error, got {other:?}"),
     }
@@ -434,7 +439,11 @@ async fn a_proxy_answering_407_is_a_proxy_error() {
     let error = connect(options, "ws://127.0.0.1:9/ws").await.unwrap_err();
     match &error {
         ConnectError::Proxy { reason } => assert!(
-            reason.contains("the proxy refused CONNECT: 407 Proxy Authentication Required"),
+            reason.contains("the proxy refused CONNECT: 407 Proxy Authentication Required")
+                && reason.contains(&format!(
+                    "(the proxy is set by HTTP_PROXY=http://***@{})",
+                    proxy.addr
+                )),
             "{reason}"
         ),
         other => panic!("expected a proxy error, got {other:?}"),
@@ -655,8 +664,130 @@ fn the_binary_refuses_an_unusable_proxy_before_connecting() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "stderr:\n{stderr}");
-    assert!(stderr.starts_with("error: HTTP_PROXY: "), "{stderr}");
+    // It names the variable that was set (the lowercase one here), not a generic name.
+    assert!(
+        stderr.starts_with("error: the proxy setting in the environment cannot be used: http_proxy: "),
+        "{stderr}"
+    );
     assert!(stderr.contains("only http:// proxies"), "{stderr}");
     assert!(!stderr.contains("topsecret"), "{stderr}");
     assert!(listener.accept().is_err(), "the sidecar connected anyway");
+}
+
+#[tokio::test]
+async fn a_wrong_scheme_is_named_as_such() {
+    let pki = pki();
+    let dir = TempDir::new("net-scheme");
+    let ca = write_ca(&dir, &pki);
+    // ws:// to a TLS hub: the server answers the HTTP upgrade with a TLS record.
+    let tls = ws_server(Some(&pki)).await;
+    let (opts, _) = options(Some(ca.clone()), ProxyConfig::default());
+    let error = connect(opts, &format!("ws://{tls}/ws")).await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("scheme looks wrong"), "{text}");
+    assert!(
+        text.contains("should start with wss:// instead of ws://"),
+        "{text}"
+    );
+    // ... or, from nginx in front of the hub, a 400 page that says so.
+    let nginx = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nginx_addr = nginx.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = nginx.accept().await {
+            let mut buf = [0u8; 2048];
+            let _ = tcp.read(&mut buf).await;
+            let page = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n</html>\r\n";
+            let _ = tcp
+                .write_all(
+                    format!(
+                        "HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                        page.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    let (opts, _) = options(None, ProxyConfig::default());
+    let text = connect(opts, &format!("ws://{nginx_addr}/ws"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("The plain HTTP request was sent to HTTPS port"),
+        "{text}"
+    );
+    assert!(
+        text.contains("should start with wss:// instead of ws://"),
+        "{text}"
+    );
+    // wss:// to a plain hub that answers the ClientHello with an HTTP 400 (as web servers do).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    // ... and the embedded hub, which closes without a word.
+    let hub = agentcom_sidecar::hub::EmbeddedHub::start(Default::default())
+        .await
+        .unwrap();
+    for (url, said) in [
+        (
+            format!("wss://{plain}/ws"),
+            "answered the TLS handshake with plain HTTP (`HTTP/1.1 400 Bad",
+        ),
+        (
+            hub.url().replace("ws://", "wss://"),
+            "closed the connection without answering the TLS handshake",
+        ),
+    ] {
+        let (opts, _) = options(Some(ca.clone()), ProxyConfig::default());
+        match connect(opts, &url).await.unwrap_err() {
+            ConnectError::Tls { reason } => {
+                assert!(reason.contains(said), "{reason}");
+                assert!(reason.contains("scheme looks wrong"), "{reason}");
+                assert!(
+                    reason.contains("should start with ws:// instead of wss://"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{url}: expected a TLS error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_proxy_is_named_with_its_variable() {
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let config = ProxyConfig::from_map(&HashMap::from([(
+        "HTTPS_PROXY".to_owned(),
+        format!("http://carol:pa55word@{closed}"),
+    )]));
+    let (options, _) = options(None, config);
+    let error = connect(options, "wss://hub.example:443/ws").await.unwrap_err();
+    let text = error.to_string();
+    match &error {
+        ConnectError::Proxy { reason } => assert!(
+            reason.contains(&format!(
+                "cannot reach the proxy {closed} set by HTTPS_PROXY=http://***@{closed}: connection refused"
+            )) && reason.contains("is HTTPS_PROXY right?"),
+            "{reason}"
+        ),
+        other => panic!("expected a proxy error, got {other:?}"),
+    }
+    // The hub was never tried: the message must not send the reader there.
+    assert!(
+        !text.contains("hub_url") && !text.contains("hub running"),
+        "{text}"
+    );
+    assert!(!text.contains("pa55word"), "{text}");
 }

@@ -58,7 +58,8 @@ fn print_unit_quotes_a_config_path_with_spaces() {
         "NotifyAccess=main",
         "Restart=always",
         "RestartSec=2",
-        "RestartPreventExitStatus=78",
+        // 73: another sidecar runs on this state folder; 78: the config is invalid.
+        "RestartPreventExitStatus=73 78",
         "TimeoutStopSec=10",
         "WatchdogSec=60",
         "NoNewPrivileges=yes",
@@ -424,4 +425,100 @@ fn no_notify_socket_no_trouble() {
         sock.recv(&mut buf).is_err(),
         "no READY=1 before the config is loaded"
     );
+}
+
+/// `service ARGS` with exactly these proxy variables (every other one removed).
+fn service_with_proxies(args: &[&str], env: &[(&str, &Path)], proxies: &[(&str, &str)]) -> Output {
+    let mut cmd = binary();
+    cmd.arg("service").args(args).stdin(Stdio::null());
+    for name in agentcom_sidecar::service::PROXY_VARIABLES {
+        cmd.env_remove(name);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    for (k, v) in proxies {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn install_carries_the_proxy_settings_into_the_unit_without_echoing_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("svc-proxy");
+    let bin = fake_systemctl(&dir);
+    let home = dir.join("home");
+    let config = dir.join("config.json");
+    write_private(&config, "{}");
+    let env = [
+        ("PATH", bin.as_path()),
+        ("HOME", home.as_path()),
+        ("XDG_CONFIG_HOME", dir.path()),
+    ];
+    let proxies = [
+        ("HTTPS_PROXY", "http://frank:s%40cr3t-pw@proxy.corp:3128"),
+        ("no_proxy", "localhost,.corp"),
+    ];
+    let common = ["--user", "--config", config.to_str().unwrap()];
+    let out = service_with_proxies(&[&["install"][..], &common].concat(), &env, &proxies);
+    assert!(out.status.success(), "{out:?}");
+    let unit_path = dir.join("systemd/user/agentcom-sidecar.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let lines: Vec<&str> = unit.lines().collect();
+    // The service needs the credentials: they are in the unit, which only its owner can read.
+    for expected in [
+        r#"Environment="HTTPS_PROXY=http://frank:s%%40cr3t-pw@proxy.corp:3128""#,
+        r#"Environment="no_proxy=localhost,.corp""#,
+        "RestartPreventExitStatus=73 78",
+    ] {
+        assert!(lines.contains(&expected), "missing {expected:?} in\n{unit}");
+    }
+    let mode = std::fs::metadata(&unit_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the unit holds credentials: mode {mode:o}");
+    // The console says what was carried, credentials hidden.
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(
+            "the service gets this shell's proxy settings: HTTPS_PROXY=http://***@proxy.corp:3128 no_proxy=localhost,.corp"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("s%40cr3t-pw") && !said.contains("cr3t"), "{said}");
+
+    // print (each platform) shows the settings with the credentials hidden, and says so.
+    for (platform, expected) in [
+        ("linux", r#"Environment="HTTPS_PROXY=http://***@proxy.corp:3128""#),
+        (
+            "macos",
+            "\t<key>EnvironmentVariables</key>\n\t<dict>\n\t\t<key>HTTPS_PROXY</key>\n\t\t<string>http://***@proxy.corp:3128</string>\n\t\t<key>no_proxy</key>\n\t\t<string>localhost,.corp</string>\n\t</dict>",
+        ),
+        (
+            "windows",
+            r#"/v Environment /t REG_MULTI_SZ /d "HTTPS_PROXY=http://***@proxy.corp:3128\0no_proxy=localhost,.corp" /f"#,
+        ),
+    ] {
+        let out = service_with_proxies(
+            &[&["print", "--platform", platform][..], &common].concat(),
+            &env,
+            &proxies,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let text = stdout(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(expected), "{platform}: missing {expected:?} in\n{text}");
+        assert!(!text.contains("cr3t") && !stderr.contains("cr3t"), "{platform}: {text}{stderr}");
+        assert!(stderr.contains("credentials are shown as ***"), "{stderr}");
+        assert!(
+            stderr.contains("proxy settings: HTTPS_PROXY=http://***@proxy.corp:3128 no_proxy=localhost,.corp"),
+            "{stderr}"
+        );
+    }
+
+    // Without proxy variables: no Environment= line, and nothing said about it.
+    let out = service_with_proxies(&[&["install"][..], &common].concat(), &env, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    assert!(!unit.contains("Environment="), "{unit}");
+    assert!(!stdout(&out).contains("proxy settings"), "{out:?}");
 }

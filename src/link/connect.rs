@@ -55,6 +55,11 @@ pub struct ProxyConfig {
     /// Hosts reached directly (`NO_PROXY`): a comma list of `*`, `host`, `.domain`, `domain`,
     /// IP addresses or CIDR ranges, each optionally with `:port`.
     pub no_proxy: Option<String>,
+    /// The variable `https` was read from (`https_proxy`, `HTTPS_PROXY`, `all_proxy`,
+    /// `ALL_PROXY`), named in messages; `None` is shown as `HTTPS_PROXY`.
+    pub https_var: Option<&'static str>,
+    /// The variable `http` was read from; `None` is shown as `HTTP_PROXY`.
+    pub http_var: Option<&'static str>,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -68,7 +73,8 @@ impl fmt::Debug for ProxyConfig {
     }
 }
 
-fn redact_credentials(url: &str) -> String {
+/// `url` with any `user:pass@` replaced by `***@`, to show a proxy URL to a person.
+pub fn redact_credentials(url: &str) -> String {
     match url.rfind('@') {
         Some(at) => {
             let start = url.find("://").map_or(0, |i| i + 3);
@@ -89,18 +95,30 @@ impl ProxyConfig {
     /// For each setting the lowercase name wins over the uppercase one (as in curl); an empty
     /// value counts as unset. `ALL_PROXY`/`all_proxy` is the fallback for both schemes.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> ProxyConfig {
-        let first = |names: &[&str]| {
-            names
-                .iter()
-                .filter_map(|name| get(name))
-                .map(|v| v.trim().to_owned())
-                .find(|v| !v.is_empty())
+        let first = |names: [&'static str; 2]| {
+            names.into_iter().find_map(|name| {
+                let value = get(name)?.trim().to_owned();
+                (!value.is_empty()).then_some((name, value))
+            })
         };
-        let all = first(&["all_proxy", "ALL_PROXY"]);
+        let all = first(["all_proxy", "ALL_PROXY"]);
+        let https = first(["https_proxy", "HTTPS_PROXY"]).or_else(|| all.clone());
+        let http = first(["http_proxy", "HTTP_PROXY"]).or(all);
         ProxyConfig {
-            https: first(&["https_proxy", "HTTPS_PROXY"]).or_else(|| all.clone()),
-            http: first(&["http_proxy", "HTTP_PROXY"]).or(all),
-            no_proxy: first(&["no_proxy", "NO_PROXY"]),
+            https_var: https.as_ref().map(|(name, _)| *name),
+            http_var: http.as_ref().map(|(name, _)| *name),
+            https: https.map(|(_, value)| value),
+            http: http.map(|(_, value)| value),
+            no_proxy: first(["no_proxy", "NO_PROXY"]).map(|(_, value)| value),
+        }
+    }
+
+    /// The variable the proxy for `wss://` (`tls`) or `ws://` comes from, for messages.
+    pub fn variable(&self, tls: bool) -> &'static str {
+        if tls {
+            self.https_var.unwrap_or("HTTPS_PROXY")
+        } else {
+            self.http_var.unwrap_or("HTTP_PROXY")
         }
     }
 
@@ -111,7 +129,10 @@ impl ProxyConfig {
 
     /// Whether every proxy URL set is one this sidecar can use.
     pub fn check(&self) -> Result<(), String> {
-        for (name, value) in [("HTTPS_PROXY", &self.https), ("HTTP_PROXY", &self.http)] {
+        for (name, value) in [
+            (self.variable(true), &self.https),
+            (self.variable(false), &self.http),
+        ] {
             if let Some(value) = value {
                 ProxyEndpoint::parse(value).map_err(|e| format!("{name}: {e}"))?;
             }
@@ -121,20 +142,18 @@ impl ProxyConfig {
 
     /// The proxy to use for `host:port` (`tls` for `wss://`), or `None` to connect directly.
     pub fn proxy_for(&self, tls: bool, host: &str, port: u16) -> Result<Option<ProxyEndpoint>, String> {
-        let (name, value) = if tls {
-            ("HTTPS_PROXY", &self.https)
-        } else {
-            ("HTTP_PROXY", &self.http)
-        };
+        let name = self.variable(tls);
+        let value = if tls { &self.https } else { &self.http };
         let Some(value) = value else { return Ok(None) };
         if let Some(list) = &self.no_proxy {
             if no_proxy_matches(list, host, port) {
                 return Ok(None);
             }
         }
-        ProxyEndpoint::parse(value)
-            .map(Some)
-            .map_err(|e| format!("{name}: {e}"))
+        let mut proxy = ProxyEndpoint::parse(value).map_err(|e| format!("{name}: {e}"))?;
+        proxy.setting = format!("{name}={}", redact_credentials(value));
+        proxy.variable = name;
+        Ok(Some(proxy))
     }
 }
 
@@ -147,6 +166,10 @@ pub struct ProxyEndpoint {
     pub port: u16,
     /// `user:password` for `Proxy-Authorization: Basic`, percent-decoded.
     credentials: Option<(String, String)>,
+    /// Where it was set, for messages, without credentials: `HTTPS_PROXY=http://***@host:3128`.
+    setting: String,
+    /// The variable that set it (`HTTPS_PROXY`, `all_proxy`, ...).
+    variable: &'static str,
 }
 
 impl fmt::Debug for ProxyEndpoint {
@@ -200,12 +223,33 @@ impl ProxyEndpoint {
             host: host.to_owned(),
             port: port.unwrap_or(80),
             credentials,
+            setting: redact_credentials(url),
+            variable: "the proxy URL",
         })
     }
 
     /// Whether the proxy URL carried credentials.
     pub fn has_credentials(&self) -> bool {
         self.credentials.is_some()
+    }
+
+    /// `host:port` (an IPv6 host in brackets): what to show a person, never the credentials.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The variable that set it (`HTTPS_PROXY`, `all_proxy`, ...).
+    pub fn variable(&self) -> &'static str {
+        self.variable
+    }
+
+    /// The variable and URL it came from, credentials hidden: `HTTPS_PROXY=http://***@host:3128`.
+    pub fn setting(&self) -> &str {
+        &self.setting
     }
 }
 
@@ -338,6 +382,16 @@ impl NetOptions {
         }
     }
 
+    /// The proxy a connection to `url` goes through (`NO_PROXY` applied), or `None` when it goes
+    /// directly (or `url` or the proxy setting is unusable: connecting says why).
+    pub fn proxy_for_url(&self, url: &str) -> Option<ProxyEndpoint> {
+        let target = Target::parse(url).ok()?;
+        self.proxy
+            .proxy_for(target.tls, &target.host, target.port)
+            .ok()
+            .flatten()
+    }
+
     /// Check what can be checked before connecting: the CA file is readable, holds PEM
     /// certificates and each is a usable trust anchor; the proxy URLs are usable.
     pub fn check(&self) -> Result<(), String> {
@@ -448,10 +502,8 @@ impl fmt::Display for ConnectError {
                 "the connection timed out: check that the hub is reachable from here (firewall, VPN, proxy settings)"
             ),
             ConnectError::Tls { reason } => write!(f, "TLS failed: {reason}"),
-            ConnectError::Proxy { reason } => write!(
-                f,
-                "{reason} (proxy settings: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY)"
-            ),
+            // Each reason names the variable the proxy came from.
+            ConnectError::Proxy { reason } => f.write_str(reason),
             ConnectError::HttpStatus { status } => write!(
                 f,
                 "the server answered HTTP {status} instead of upgrading to a WebSocket: is hub_url's path right (usually /ws)?"
@@ -486,7 +538,151 @@ impl fmt::Debug for NetConnector {
 }
 
 /// The stream under a [`NetConnector`]'s WebSocket.
-pub type NetStream = MaybeTlsStream<TcpStream>;
+pub type NetStream = MaybeTlsStream<FirstBytes<TcpStream>>;
+
+/// How many of the server's first bytes [`FirstBytes`] keeps (an HTTP error page's start).
+const FIRST_BYTES: usize = 1024;
+
+/// A stream that keeps the first bytes the server sent, so that a failed handshake can tell what
+/// answered: TLS records to a plain HTTP upgrade (`ws://` to a TLS hub), or plain text to a TLS
+/// ClientHello (`wss://` to a plain hub). Past those bytes it only passes data through.
+#[derive(Debug)]
+pub struct FirstBytes<S> {
+    inner: S,
+    seen: Arc<std::sync::Mutex<Vec<u8>>>,
+    recording: bool,
+}
+
+impl<S> FirstBytes<S> {
+    fn new(inner: S) -> (FirstBytes<S>, Arc<std::sync::Mutex<Vec<u8>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::with_capacity(FIRST_BYTES)));
+        let stream = FirstBytes {
+            inner,
+            seen: seen.clone(),
+            recording: true,
+        };
+        (stream, seen)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstBytes<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.recording {
+            let fresh = &buf.filled()[before..];
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let room = FIRST_BYTES - seen.len();
+            seen.extend_from_slice(&fresh[..fresh.len().min(room)]);
+            let full = seen.len() >= FIRST_BYTES;
+            drop(seen);
+            self.recording = !full;
+        }
+        poll
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for FirstBytes<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Whether `first` (a server's first bytes) starts like a TLS record: a handshake (22) or an
+/// alert (21) of TLS 1.x.
+fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [21 | 22, 3, 0..=4, ..])
+}
+
+/// A scheme mistake read from the server's first bytes after a failed handshake, if that is
+/// what happened.
+fn wrong_scheme(
+    target: &Target,
+    first: &[u8],
+    error: &tokio_tungstenite::tungstenite::Error,
+) -> Option<ConnectError> {
+    use tokio_tungstenite::tungstenite::Error;
+    let at = target.authority();
+    let eof = matches!(error, Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof);
+    if target.tls && first.is_empty() && eof {
+        return Some(ConnectError::Tls {
+            reason: format!(
+                "the server at {at} closed the connection without answering the TLS handshake: \
+                 hub_url's scheme looks wrong if this hub does not use TLS (then hub_url should start \
+                 with ws:// instead of wss://); otherwise something on the way cut the connection"
+            ),
+        });
+    }
+    // nginx and others answer a plain request on a TLS port with a 400 page saying so.
+    let https_port_page = first.starts_with(b"HTTP/")
+        && String::from_utf8_lossy(first)
+            .to_ascii_lowercase()
+            .contains("plain http request was sent to https port");
+    if !target.tls && (looks_like_tls(first) || https_port_page) {
+        return Some(ConnectError::Io(format!(
+            "the server at {at} answered the WebSocket upgrade {}: hub_url's scheme looks wrong: \
+             this hub uses TLS, so hub_url should start with wss:// instead of ws://",
+            if https_port_page {
+                "with \"The plain HTTP request was sent to HTTPS port\""
+            } else {
+                "with TLS"
+            }
+        )));
+    }
+    if target.tls && !first.is_empty() && !looks_like_tls(first) {
+        let text: String = String::from_utf8_lossy(first)
+            .chars()
+            .take_while(|c| *c != '\r' && *c != '\n')
+            .filter(|c| !c.is_control())
+            .collect();
+        let shown = if first.starts_with(b"HTTP/") {
+            format!("plain HTTP (`{text}...`)")
+        } else {
+            "something that is not TLS".to_owned()
+        };
+        return Some(ConnectError::Tls {
+            reason: format!(
+                "the server at {at} answered the TLS handshake with {shown}: hub_url's scheme looks \
+                 wrong: this hub does not use TLS, so hub_url should start with ws:// instead of wss://"
+            ),
+        });
+    }
+    None
+}
 
 /// The longest proxy answer head read before giving up.
 const MAX_PROXY_HEAD: usize = 16 * 1024;
@@ -545,13 +741,20 @@ impl NetConnector {
             }
             Some(proxy) => {
                 let as_proxy = |e: ConnectError| ConnectError::Proxy {
-                    reason: format!("cannot reach the proxy {}:{}: {e}", proxy.host, proxy.port),
+                    reason: unreachable_proxy(proxy, &e),
                 };
                 let addrs = resolve(options.resolver.as_ref(), &proxy.host, proxy.port)
                     .await
                     .map_err(as_proxy)?;
                 let mut stream = tcp_connect(&addrs).await.map_err(as_proxy)?;
-                proxy_connect(&mut stream, proxy, &target).await?;
+                proxy_connect(&mut stream, proxy, &target)
+                    .await
+                    .map_err(|e| match e {
+                        ConnectError::Proxy { reason } => ConnectError::Proxy {
+                            reason: format!("{reason} (the proxy is set by {})", proxy.setting),
+                        },
+                        other => other,
+                    })?;
                 stream
             }
         };
@@ -559,6 +762,7 @@ impl NetConnector {
             Some(config) => tokio_tungstenite::Connector::Rustls(config),
             None => tokio_tungstenite::Connector::Plain,
         };
+        let (stream, first) = FirstBytes::new(stream);
         let (ws, _response) = tokio_tungstenite::client_async_tls_with_config(
             url,
             stream,
@@ -566,7 +770,10 @@ impl NetConnector {
             Some(connector),
         )
         .await
-        .map_err(|e| classify_ws_error(&e))?;
+        .map_err(|e| {
+            let first = first.lock().unwrap_or_else(|e| e.into_inner());
+            wrong_scheme(&target, &first, &e).unwrap_or_else(|| classify_ws_error(&e))
+        })?;
         Ok(ws)
     }
 }
@@ -651,6 +858,25 @@ async fn tcp_connect(addrs: &[SocketAddr]) -> Result<TcpStream, ConnectError> {
         }
     }
     Err(last)
+}
+
+/// Why the proxy itself could not be reached, naming it and the variable that set it (not the
+/// hub: the hub was never tried).
+fn unreachable_proxy(proxy: &ProxyEndpoint, e: &ConnectError) -> String {
+    let what = match e {
+        ConnectError::NameNotResolved { host, detail } => {
+            format!("its host name `{host}` does not resolve ({detail})")
+        }
+        ConnectError::Refused { .. } => "connection refused".to_owned(),
+        ConnectError::TimedOut => "the connection timed out".to_owned(),
+        other => other.to_string(),
+    };
+    format!(
+        "cannot reach the proxy {} set by {}: {what}; is the proxy running, and is {} right?",
+        proxy.address(),
+        proxy.setting,
+        proxy.variable
+    )
 }
 
 /// Ask the proxy for a tunnel to `target`; on success the stream is the tunnel.
@@ -801,7 +1027,11 @@ set ca_file to the PEM file of the CA that signed it"
             CertificateError::NotValidForNameContext { expected, presented } => format!(
                 "the hub's certificate is not valid for {} (it names {}): use one of those names in hub_url",
                 expected.to_str(),
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|name| plain_name(name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 "the hub's certificate has expired (or this machine's clock is wrong): renew it on the hub"
@@ -819,9 +1049,31 @@ set ca_file to the PEM file of the CA that signed it"
     }
 }
 
+/// A certificate name as rustls reports it (`DnsName("localhost")`, `IpAddress(127.0.0.1)`), as a
+/// person writes it: `localhost`, `127.0.0.1`. Anything else is kept as it is.
+fn plain_name(presented: &str) -> String {
+    let inner = |prefix: &str| {
+        presented
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(')'))
+            .map(|inner| inner.trim_matches('"').to_owned())
+    };
+    inner("DnsName(")
+        .or_else(|| inner("IpAddress("))
+        .unwrap_or_else(|| presented.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_names_are_shown_plainly() {
+        assert_eq!(plain_name("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(plain_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(plain_name("IpAddress(::1)"), "::1");
+        assert_eq!(plain_name("hub.example"), "hub.example");
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

@@ -58,6 +58,22 @@ pub fn plist(spec: &ServiceSpec) -> String {
         .map(|a| format!("\t\t<string>{}</string>\n", xml(&a)))
         .collect();
     let (out, err) = log_paths(spec);
+    let environment = if spec.environment.is_empty() {
+        String::new()
+    } else {
+        let entries: String = spec
+            .environment
+            .iter()
+            .map(|(name, value)| {
+                format!(
+                    "\t\t<key>{}</key>\n\t\t<string>{}</string>\n",
+                    xml(name),
+                    xml(value)
+                )
+            })
+            .collect();
+        format!("\t<key>EnvironmentVariables</key>\n\t<dict>\n{entries}\t</dict>\n")
+    };
     let user = match (spec.scope, &spec.run_as) {
         (Scope::System, Some(user)) => format!("\t<key>UserName</key>\n\t<string>{}</string>\n", xml(user)),
         _ => String::new(),
@@ -95,7 +111,7 @@ pub fn plist(spec: &ServiceSpec) -> String {
 	<string>{out}</string>
 	<key>StandardErrorPath</key>
 	<string>{err}</string>
-{user}</dict>
+{environment}{user}</dict>
 </plist>
 "#,
         label = xml(&label(spec)),
@@ -127,12 +143,15 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
     if let Some(dir) = PathBuf::from(&out).parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    write_file(&path, &plist(spec))?;
+    write_file(&path, &plist(spec), spec.has_credentials())?;
+    if let Some(note) = spec.environment_note() {
+        crate::outln!("{note}");
+    }
     let domain = domain(spec);
     let target = format!("{domain}/{}", label(spec));
     let path_text = path.to_string_lossy().into_owned();
     if find_on_path("launchctl").is_none() {
-        println!(
+        crate::outln!(
             "launchctl is not on PATH: the plist is written to {path_text} but not loaded. On macOS, run:\n  launchctl bootstrap {domain} {path_text}"
         );
         return Err("launchctl not found: the job is not loaded".into());
@@ -140,9 +159,9 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
     // Not loaded yet is the usual case: its failure means nothing.
     let _ = step("launchctl", &["bootout", &target]);
     step("launchctl", &["bootstrap", &domain, &path_text])?;
-    println!("\n{} is installed and running. Next:", label(spec));
-    println!("  launchctl print {target}");
-    println!("  tail -f {out}");
+    crate::outln!("\n{} is installed and running. Next:", label(spec));
+    crate::outln!("  launchctl print {target}");
+    crate::outln!("  tail -f {out}");
     Ok(())
 }
 
@@ -150,17 +169,17 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
 pub fn uninstall(spec: &ServiceSpec) -> Result<(), String> {
     let path = plist_path(spec);
     if !path.exists() {
-        println!("{} does not exist: nothing to uninstall", path.display());
+        crate::outln!("{} does not exist: nothing to uninstall", path.display());
         return Ok(());
     }
     let target = format!("{}/{}", domain(spec), label(spec));
     if find_on_path("launchctl").is_some() {
         let _ = step("launchctl", &["bootout", &target]);
     } else {
-        println!("launchctl is not on PATH; on macOS, run: launchctl bootout {target}");
+        crate::outln!("launchctl is not on PATH; on macOS, run: launchctl bootout {target}");
     }
     std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-    println!("removed {}\n{} is uninstalled.", path.display(), label(spec));
+    crate::outln!("removed {}\n{} is uninstalled.", path.display(), label(spec));
     Ok(())
 }
 
@@ -177,6 +196,7 @@ mod tests {
             scope: Scope::User,
             run_as: None,
             home: "/Users/a b".into(),
+            environment: vec![],
         };
         let text = plist(&spec);
         for expected in [
@@ -195,6 +215,23 @@ mod tests {
         assert_eq!(
             plist_path(&spec),
             PathBuf::from("/Users/a b/Library/LaunchAgents/com.agentcom.sidecar.rev.plist")
+        );
+        assert!(!text.contains("EnvironmentVariables"));
+        let spec = ServiceSpec {
+            environment: vec![
+                ("HTTPS_PROXY".into(), "http://al:p&w@proxy:3128".into()),
+                ("NO_PROXY".into(), "localhost".into()),
+            ],
+            ..spec
+        };
+        let text = plist(&spec);
+        assert!(
+            text.contains(
+                "\t<key>EnvironmentVariables</key>\n\t<dict>\n\
+                 \t\t<key>HTTPS_PROXY</key>\n\t\t<string>http://al:p&amp;w@proxy:3128</string>\n\
+                 \t\t<key>NO_PROXY</key>\n\t\t<string>localhost</string>\n\t</dict>\n"
+            ),
+            "{text}"
         );
     }
 }

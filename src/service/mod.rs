@@ -168,6 +168,40 @@ pub struct ServiceSpec {
     pub run_as: Option<String>,
     /// The home folder (for the user unit folder, LaunchAgents and log paths).
     pub home: String,
+    /// Variables carried into the service's environment, `(name, value)`: the proxy settings of
+    /// the shell that ran `service` (see [`PROXY_VARIABLES`]). Values may hold credentials.
+    pub environment: Vec<(String, String)>,
+}
+
+/// The proxy variables a service inherits from the shell that installs it, both cases (the
+/// sidecar reads the lowercase one first, as curl does).
+pub const PROXY_VARIABLES: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// The proxy variables set (and not empty) according to `get`, in [`PROXY_VARIABLES`] order. A
+/// value a service file cannot carry (a control character) is an error naming the variable.
+pub fn proxy_environment(get: impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for name in PROXY_VARIABLES {
+        let Some(value) = get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        if value.chars().any(char::is_control) {
+            return Err(format!(
+                "{name} holds a control character: it cannot go into a service definition; fix or unset it"
+            ));
+        }
+        out.push((name.to_owned(), value));
+    }
+    Ok(out)
 }
 
 impl ServiceSpec {
@@ -183,6 +217,47 @@ impl ServiceSpec {
     /// The arguments after the binary: `run --config PATH`.
     pub fn run_args(&self) -> Vec<String> {
         vec!["run".into(), "--config".into(), self.config.clone()]
+    }
+
+    /// The same spec with the credentials of every proxy URL hidden (`http://***@host:port`): what
+    /// `service print` and the console show.
+    pub fn redacted(&self) -> ServiceSpec {
+        ServiceSpec {
+            environment: self
+                .environment
+                .iter()
+                .map(|(name, value)| (name.clone(), crate::link::connect::redact_credentials(value)))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a value in the environment holds credentials (the service file must be private).
+    pub fn has_credentials(&self) -> bool {
+        self.redacted().environment != self.environment
+    }
+
+    /// One line for the console saying which proxy variables go into the service (credentials
+    /// hidden), or `None` when there are none.
+    pub fn environment_note(&self) -> Option<String> {
+        if self.environment.is_empty() {
+            return None;
+        }
+        let shown: Vec<String> = self
+            .redacted()
+            .environment
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        Some(format!(
+            "the service gets this shell's proxy settings: {}{} (install again after changing them)",
+            shown.join(" "),
+            if self.has_credentials() {
+                "; the service file holds the proxy credentials and is readable by its owner only"
+            } else {
+                ""
+            }
+        ))
     }
 
     /// `agentcom-sidecar` or `agentcom-sidecar-NAME`.
@@ -245,6 +320,7 @@ pub fn resolve(args: &ServiceArgs) -> Result<ServiceSpec, String> {
         scope,
         run_as,
         home: text(&home)?,
+        environment: proxy_environment(|name| std::env::var(name).ok())?,
     })
 }
 
@@ -298,17 +374,19 @@ pub fn main(cli: ServiceCli) -> u8 {
     let spec = match resolve(&args) {
         Ok(spec) => spec,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return USAGE;
         }
     };
+    // `print` never shows proxy credentials: it prints them hidden, and says so.
+    let shown = spec.redacted();
     match (action, platform) {
-        ("print", Platform::Linux) => print!("{}", systemd::unit(&spec)),
-        ("print", Platform::Macos) => print!("{}", launchd::plist(&spec)),
-        ("print", Platform::Windows) => print!("{}", windows::sc_commands(&spec)),
+        ("print", Platform::Linux) => crate::out!("{}", systemd::unit(&shown)),
+        ("print", Platform::Macos) => crate::out!("{}", launchd::plist(&shown)),
+        ("print", Platform::Windows) => crate::out!("{}", windows::sc_commands(&shown)),
         ("install", _) | ("uninstall", _) => {
             if action == "install" && !Path::new(&spec.config).is_file() {
-                eprintln!(
+                crate::errln!(
                     "error: no config file at {}\n  help: write it first (agent_id, token, hub_url; see config.json.example), or pass --config PATH",
                     spec.config
                 );
@@ -323,14 +401,22 @@ pub fn main(cli: ServiceCli) -> u8 {
                 _ => windows::uninstall(&spec),
             };
             if let Err(e) = result {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
                 return FAILED;
             }
         }
         _ => unreachable!("print, install and uninstall are the only actions"),
     }
     if action == "print" && !Path::new(&spec.config).is_file() {
-        eprintln!("note: there is no config file at {} yet", spec.config);
+        crate::errln!("note: there is no config file at {} yet", spec.config);
+    }
+    if let (true, Some(note)) = (action == "print", spec.environment_note()) {
+        crate::errln!("note: {note}");
+    }
+    if action == "print" && spec.has_credentials() {
+        crate::errln!(
+            "note: the proxy credentials are shown as *** here; `install` writes them into the service file"
+        );
     }
     0
 }
@@ -364,7 +450,7 @@ fn step(program: &str, args: &[&str]) -> Result<(), String> {
         .chain(args.iter().copied())
         .collect::<Vec<_>>()
         .join(" ");
-    println!("$ {line}");
+    crate::outln!("$ {line}");
     let output = Command::new(program)
         .args(args.iter().map(OsString::from))
         .output()
@@ -372,31 +458,45 @@ fn step(program: &str, args: &[&str]) -> Result<(), String> {
     for stream in [&output.stdout, &output.stderr] {
         let text = String::from_utf8_lossy(stream);
         for l in text.lines() {
-            println!("  {l}");
+            crate::outln!("  {l}");
         }
     }
     if output.status.success() {
-        println!("  ok");
+        crate::outln!("  ok");
         Ok(())
     } else {
         let status = output
             .status
             .code()
             .map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit code {c}"));
-        println!("  failed ({status})");
+        crate::outln!("  failed ({status})");
         Err(format!("`{line}` failed ({status})"))
     }
 }
 
-/// Write `text` to `path` (creating its folder), replacing it atomically.
-fn write_file(path: &Path, text: &str) -> Result<(), String> {
+/// Write `text` to `path` (creating its folder), replacing it atomically; readable by its owner
+/// only when `private` (it holds proxy credentials), else as the umask says.
+fn write_file(path: &Path, text: &str, private: bool) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    options
+        .open(&tmp)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    println!("wrote {}", path.display());
+    crate::outln!("wrote {}", path.display());
     Ok(())
 }
 
@@ -421,6 +521,7 @@ mod tests {
             scope: Scope::User,
             run_as: None,
             home: "/home/a b".into(),
+            environment: vec![],
         };
         assert_eq!(spec.working_directory(), "/home/a b/agent");
         assert_eq!(
@@ -428,5 +529,56 @@ mod tests {
             ["run", "--config", "/home/a b/agent/config.json"]
         );
         assert_eq!(spec.base_name(), "agentcom-sidecar");
+    }
+}
+
+#[cfg(test)]
+mod environment_tests {
+    use super::*;
+
+    #[test]
+    fn proxy_variables_both_cases_in_order_and_redacted_for_show() {
+        let vars = [
+            ("no_proxy", "localhost,.corp"),
+            ("HTTPS_PROXY", "http://al:s%40cret@proxy:3128"),
+            ("http_proxy", "  "),
+            ("HOME", "/home/x"),
+        ];
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let environment = proxy_environment(get).unwrap();
+        assert_eq!(
+            environment,
+            [
+                (
+                    "HTTPS_PROXY".to_owned(),
+                    "http://al:s%40cret@proxy:3128".to_owned()
+                ),
+                ("no_proxy".to_owned(), "localhost,.corp".to_owned()),
+            ]
+        );
+        let spec = ServiceSpec {
+            name: None,
+            binary: "/bin/x".into(),
+            config: "/c/config.json".into(),
+            scope: Scope::User,
+            run_as: None,
+            home: "/h".into(),
+            environment,
+        };
+        assert!(spec.has_credentials());
+        let note = spec.environment_note().unwrap();
+        assert!(
+            note.contains("HTTPS_PROXY=http://***@proxy:3128 no_proxy=localhost,.corp"),
+            "{note}"
+        );
+        assert!(!note.contains("s%40cret"), "{note}");
+        let bad = proxy_environment(|n| (n == "ALL_PROXY").then(|| "http://a\nb".to_owned()));
+        assert!(bad
+            .unwrap_err()
+            .starts_with("ALL_PROXY holds a control character"));
     }
 }

@@ -43,6 +43,16 @@ pub fn verbatim(value: &str) -> String {
     value.replace('%', "%%")
 }
 
+/// One `Environment=` line: the assignment in double quotes (`\\` and `"` escaped inside), `%`
+/// doubled (a specifier); systemd expands no `$` here.
+pub fn environment_line(name: &str, value: &str) -> String {
+    let assignment = format!("{name}={value}")
+        .replace('%', "%%")
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!("Environment=\"{assignment}\"\n")
+}
+
 /// The unit file's text.
 pub fn unit(spec: &ServiceSpec) -> String {
     let exec = std::iter::once(spec.binary.clone())
@@ -80,8 +90,9 @@ pub fn unit(spec: &ServiceSpec) -> String {
          WorkingDirectory={wd}\n\
          Restart=always\n\
          RestartSec=2\n\
-         # 78 = the config is missing or invalid: a restart cannot fix that, so do not loop on it.\n\
-         RestartPreventExitStatus=78\n\
+         # 78 = the config is missing or invalid, 73 = another sidecar already runs on this state\n\
+         # folder: a restart cannot fix either, so do not loop on them.\n\
+         RestartPreventExitStatus=73 78\n\
          # The sidecar closes the hub link and exits within 2 s of SIGTERM.\n\
          TimeoutStopSec=10\n\
          # Pinged every 30 s while the event loop turns and the link is identified or in its\n\
@@ -98,6 +109,12 @@ pub fn unit(spec: &ServiceSpec) -> String {
     ));
     if let (Scope::System, Some(user)) = (spec.scope, &spec.run_as) {
         u.push_str(&format!("User={user}\n"));
+    }
+    if !spec.environment.is_empty() {
+        u.push_str("# The proxy settings of the shell that ran `service install`.\n");
+        for (name, value) in &spec.environment {
+            u.push_str(&environment_line(name, value));
+        }
     }
     u.push_str(&format!("\n[Install]\nWantedBy={wanted_by}\n"));
     u
@@ -127,9 +144,12 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
     let path = unit_path(spec);
     let name = unit_name(spec);
     let replacing = path.exists();
-    write_file(&path, &unit(spec))?;
+    write_file(&path, &unit(spec), spec.has_credentials())?;
+    if let Some(note) = spec.environment_note() {
+        crate::outln!("{note}");
+    }
     let Some(_) = find_on_path("systemctl") else {
-        println!(
+        crate::outln!(
             "systemctl is not on PATH: the unit is written to {} but not enabled. On a machine with systemd, run:\n{}",
             path.display(),
             manual_commands(spec, &[&["daemon-reload"], &["enable", "--now", &name]])
@@ -145,11 +165,11 @@ pub fn install(spec: &ServiceSpec) -> Result<(), String> {
         Scope::User => (" --user", "journalctl --user"),
         Scope::System => ("", "journalctl"),
     };
-    println!("\n{name} is installed and running. Next:");
-    println!("  systemctl{user} status {name}");
-    println!("  {journal} -u {name} -f");
+    crate::outln!("\n{name} is installed and running. Next:");
+    crate::outln!("  systemctl{user} status {name}");
+    crate::outln!("  {journal} -u {name} -f");
     if spec.scope == Scope::User {
-        println!("  loginctl enable-linger $USER     # to keep it running while you are logged out, and start it at boot");
+        crate::outln!("  loginctl enable-linger $USER     # to keep it running while you are logged out, and start it at boot");
     }
     Ok(())
 }
@@ -159,7 +179,7 @@ pub fn uninstall(spec: &ServiceSpec) -> Result<(), String> {
     let path = unit_path(spec);
     let name = unit_name(spec);
     if !path.exists() {
-        println!("{} does not exist: nothing to uninstall", path.display());
+        crate::outln!("{} does not exist: nothing to uninstall", path.display());
         return Ok(());
     }
     let systemctl = find_on_path("systemctl");
@@ -168,15 +188,15 @@ pub fn uninstall(spec: &ServiceSpec) -> Result<(), String> {
         let _ = step("systemctl", &systemctl_args(spec, &["disable", "--now", &name]));
     }
     std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-    println!("removed {}", path.display());
+    crate::outln!("removed {}", path.display());
     match systemctl {
         Some(_) => step("systemctl", &systemctl_args(spec, &["daemon-reload"]))?,
-        None => println!(
+        None => crate::outln!(
             "systemctl is not on PATH; on a machine with systemd, run:\n{}",
             manual_commands(spec, &[&["disable", "--now", &name], &["daemon-reload"]])
         ),
     }
-    println!("{name} is uninstalled.");
+    crate::outln!("{name} is uninstalled.");
     Ok(())
 }
 
@@ -192,6 +212,7 @@ mod tests {
             scope,
             run_as: Some("alice".into()),
             home: "/home/al ice".into(),
+            environment: vec![],
         }
     }
 
@@ -216,7 +237,7 @@ mod tests {
             r#"WorkingDirectory=/home/al ice/my "agent" 100%%"#,
             "Restart=always",
             "RestartSec=2",
-            "RestartPreventExitStatus=78",
+            "RestartPreventExitStatus=73 78",
             "TimeoutStopSec=10",
             "WatchdogSec=60",
             "NoNewPrivileges=yes",
@@ -230,6 +251,33 @@ mod tests {
         assert!(!text.contains("\nProtectSystem"), "{text}");
         assert!(text.contains("Description=AgentCom sidecar (rev)"));
         assert_eq!(unit_name(&spec(Scope::User)), "agentcom-sidecar-rev.service");
+    }
+
+    #[test]
+    fn proxy_variables_become_quoted_environment_lines() {
+        let mut spec = spec(Scope::User);
+        spec.environment = vec![
+            ("HTTPS_PROXY".into(), "http://al:s%40c\"r\\t$x@proxy:3128".into()),
+            ("no_proxy".into(), "localhost, .corp".into()),
+        ];
+        let text = unit(&spec);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.contains(&r#"Environment="HTTPS_PROXY=http://al:s%%40c\"r\\t$x@proxy:3128""#),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&r#"Environment="no_proxy=localhost, .corp""#),
+            "{text}"
+        );
+        // In [Service], before [Install].
+        let at = |l: &str| text.find(l).unwrap();
+        assert!(at("[Service]") < at("Environment=") && at("Environment=") < at("[Install]"));
+        assert!(!unit(&super::super::ServiceSpec {
+            environment: vec![],
+            ..spec
+        })
+        .contains("Environment="));
     }
 
     #[test]

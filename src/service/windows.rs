@@ -4,8 +4,8 @@
 //! start, LocalSystem unless changed in services.msc) running
 //! `agentcom-sidecar.exe run --config PATH --windows-service`, sets failure actions (restart after
 //! 2 s, 10 s, 60 s) and starts it. With `--windows-service`, `run` hands the process to the
-//! service dispatcher ([`run_as_service`]); the service's Stop and Shutdown controls resolve the
-//! same stop future Ctrl+C does, so the link closes with 1000 as on any stop.
+//! service dispatcher (`run_as_service`, Windows only); the service's Stop and Shutdown controls
+//! resolve the same stop future Ctrl+C does, so the link closes with 1000 as on any stop.
 //!
 //! Restart semantics: failure actions apply only when the process ends without reporting
 //! `SERVICE_STOPPED` (a crash). A config error is reported as a stopped service with
@@ -59,11 +59,43 @@ pub fn command_line(spec: &ServiceSpec) -> String {
         .join(" ")
 }
 
+/// The service's registry key under `HKEY_LOCAL_MACHINE`, where its `Environment` value lives.
+pub fn registry_key(spec: &ServiceSpec) -> String {
+    format!(r"SYSTEM\CurrentControlSet\Services\{}", service_name(spec))
+}
+
+/// The service's environment as the SCM reads it: a `REG_MULTI_SZ` of `NAME=value` strings
+/// (each ends with a NUL, the list with another).
+pub fn environment_multi_sz(spec: &ServiceSpec) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::new();
+    for (name, value) in &spec.environment {
+        out.extend(format!("{name}={value}").encode_utf16());
+        out.push(0);
+    }
+    out.push(0);
+    out
+}
+
 /// What `install` does, as sc.exe commands (for `service print` and for review).
 pub fn sc_commands(spec: &ServiceSpec) -> String {
     let name = service_name(spec);
     // sc.exe takes binPath= as one argument: the command line inside quotes, its quotes escaped.
     let bin_path = command_line(spec).replace('"', "\\\"");
+    let environment = if spec.environment.is_empty() {
+        String::new()
+    } else {
+        let list = spec
+            .environment
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join(r"\0");
+        format!(
+            "REM The proxy settings of the shell that ran `service install`, as the service's environment.\r\n\
+             reg.exe add \"HKLM\\{key}\" /v Environment /t REG_MULTI_SZ /d \"{list}\" /f\r\n",
+            key = registry_key(spec)
+        )
+    };
     format!(
         "REM {name}: the AgentCom sidecar as a Windows service (run in an Administrator prompt).\r\n\
          REM `agentcom-sidecar service install` does the same through the Service Control Manager.\r\n\
@@ -71,6 +103,7 @@ pub fn sc_commands(spec: &ServiceSpec) -> String {
          sc.exe description {name} \"Keeps an AI coding agent connected to an AgentCom hub.\"\r\n\
          REM Restart after a crash (2 s, 10 s, 60 s); a config error (exit 78) stops it for good.\r\n\
          sc.exe failure {name} reset= 86400 actions= restart/2000/restart/10000/restart/60000\r\n\
+         {environment}\
          sc.exe start {name}\r\n",
         suffix = spec.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
     )
@@ -152,7 +185,7 @@ mod imp {
             account_name: None,
             account_password: None,
         };
-        println!("registering service {name}: {}", command_line(spec));
+        crate::outln!("registering service {name}: {}", command_line(spec));
         let service = manager
             .create_service(
                 &info,
@@ -172,11 +205,64 @@ mod imp {
                 actions: Some(vec![restart(2), restart(10), restart(60)]),
             })
             .map_err(|e| err("cannot set the failure actions", e))?;
-        println!("  ok; starting it");
+        if !spec.environment.is_empty() {
+            set_environment(spec)?;
+            if let Some(note) = spec.environment_note() {
+                crate::outln!("  {note}");
+            }
+        }
+        crate::outln!("  ok; starting it");
         service
             .start::<&str>(&[])
             .map_err(|e| err("the service is registered but did not start", e))?;
-        println!("\n{name} is installed and running. Next:\n  sc.exe query {name}\n  services.msc (Log On tab: run it as your user account so the agent sees your files)");
+        crate::outln!("\n{name} is installed and running. Next:\n  sc.exe query {name}\n  services.msc (Log On tab: run it as your user account so the agent sees your files)");
+        Ok(())
+    }
+
+    /// `HKEY_LOCAL_MACHINE`, a predefined handle (sign-extended, as the Windows headers define it).
+    const HKEY_LOCAL_MACHINE: isize = -2147483646;
+    /// A list of NUL-terminated strings ending with an empty one.
+    const REG_MULTI_SZ: u32 = 7;
+
+    // One call, declared by hand rather than pulling in windows-sys (as resources.rs does).
+    #[link(name = "advapi32")]
+    extern "system" {
+        fn RegSetKeyValueW(
+            key: isize,
+            sub_key: *const u16,
+            value_name: *const u16,
+            kind: u32,
+            data: *const std::ffi::c_void,
+            data_len: u32,
+        ) -> u32;
+    }
+
+    /// Write the service's `Environment` value (the proxy settings) into its registry key.
+    fn set_environment(spec: &ServiceSpec) -> Result<(), String> {
+        let wide = |s: &str| s.encode_utf16().chain(std::iter::once(0)).collect::<Vec<u16>>();
+        let key = wide(&super::registry_key(spec));
+        let value = wide("Environment");
+        let data = super::environment_multi_sz(spec);
+        let bytes =
+            u32::try_from(data.len() * 2).map_err(|_| "the proxy settings are too long".to_owned())?;
+        // SAFETY: every pointer is to a live, NUL-terminated UTF-16 buffer of the stated size.
+        let status = unsafe {
+            RegSetKeyValueW(
+                HKEY_LOCAL_MACHINE,
+                key.as_ptr(),
+                value.as_ptr(),
+                REG_MULTI_SZ,
+                data.as_ptr().cast(),
+                bytes,
+            )
+        };
+        if status != 0 {
+            return Err(format!(
+                "cannot set the service's environment (the proxy settings) in HKLM\\{}: {} (run from an Administrator prompt)",
+                super::registry_key(spec),
+                std::io::Error::from_raw_os_error(status as i32)
+            ));
+        }
         Ok(())
     }
 
@@ -192,14 +278,14 @@ mod imp {
             .map_err(|e| err("cannot open the service", e))?;
         if let Ok(status) = service.query_status() {
             if status.current_state != ServiceState::Stopped {
-                println!("stopping {name}");
+                crate::outln!("stopping {name}");
                 let _ = service.stop();
             }
         }
         service
             .delete()
             .map_err(|e| err("cannot delete the service", e))?;
-        println!("{name} is uninstalled (removed once it has stopped).");
+        crate::outln!("{name} is uninstalled (removed once it has stopped).");
         Ok(())
     }
 
@@ -305,6 +391,7 @@ mod tests {
             scope: Scope::System,
             run_as: None,
             home: r"C:\Users\a b".into(),
+            environment: vec![],
         };
         let text = sc_commands(&spec);
         assert!(text.contains(
@@ -313,5 +400,23 @@ mod tests {
         assert!(text.contains(
             "sc.exe failure agentcom-sidecar reset= 86400 actions= restart/2000/restart/10000/restart/60000"
         ));
+        assert!(!text.contains("Environment"), "{text}");
+        let spec = ServiceSpec {
+            environment: vec![
+                ("HTTPS_PROXY".into(), "http://proxy:3128".into()),
+                ("NO_PROXY".into(), "localhost".into()),
+            ],
+            ..spec
+        };
+        let text = sc_commands(&spec);
+        assert!(
+            text.contains(
+                r#"reg.exe add "HKLM\SYSTEM\CurrentControlSet\Services\agentcom-sidecar" /v Environment /t REG_MULTI_SZ /d "HTTPS_PROXY=http://proxy:3128\0NO_PROXY=localhost" /f"#
+            ),
+            "{text}"
+        );
+        assert!(text.find("reg.exe add").unwrap() < text.find("sc.exe start").unwrap());
+        let multi = String::from_utf16(&environment_multi_sz(&spec)).unwrap();
+        assert_eq!(multi, "HTTPS_PROXY=http://proxy:3128\0NO_PROXY=localhost\0\0");
     }
 }
