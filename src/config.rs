@@ -1759,13 +1759,13 @@ mod tests {
         assert!(err.contains("panic messages"), "{err}");
         assert!(!err.contains("\"secret\""), "{err}");
         let opts = LoadOptions {
-            env_token: Some("short".into()),
+            env_token: Some("zq9x".into()),
             allow_insecure_permissions: false,
         };
         let err = Config::parse_with(&minimal(), &p(), &opts).unwrap_err().to_string();
         assert!(err.starts_with("the AGENTCOM_TOKEN environment variable"), "{err}");
-        assert!(err.contains("holds a token that is 5 characters long"), "{err}");
-        assert!(!err.contains("short"), "{err}");
+        assert!(err.contains("holds a token that is 4 characters long"), "{err}");
+        assert!(!err.contains("zq9x"), "{err}");
     }
 
     #[test]
