@@ -71,7 +71,8 @@ fn nonblocking(options: &mut OpenOptions) {
 /// Opens `options` on `path` without blocking and refuses anything but a regular file (checked
 /// on the open handle).
 fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    if let Some(kind) = not_regular(path) {
+    // A folder cannot block an open: the system's own error ("Is a directory") says it best.
+    if let Some(kind) = not_regular(path).filter(|_| !path.is_dir()) {
         return Err(not_regular_error(path, kind));
     }
     nonblocking(options);
