@@ -662,13 +662,20 @@ mod linux {
     async fn fleet_tasks(root: &Path, size: usize) -> FleetTasks {
         let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
         let wake = ": > \"$AGENTCOM_STARTED_FILE\" && printf '{\"status\":\"success\"}' > \"$AGENTCOM_RESULT_FILE.tmp\" && mv \"$AGENTCOM_RESULT_FILE.tmp\" \"$AGENTCOM_RESULT_FILE\"";
-        let dirs: Vec<PathBuf> = (0..size).map(|i| root.join("fleet-tasks").join(format!("ft-{i}"))).collect();
+        let dirs: Vec<PathBuf> = (0..size)
+            .map(|i| root.join("fleet-tasks").join(format!("ft-{i}")))
+            .collect();
         let configs: Vec<PathBuf> = dirs
             .iter()
             .enumerate()
             .map(|(i, dir)| {
                 let agent = format!("ft-{i}");
-                write_config(&hub, dir, &agent, json!({ "capabilities": [agent.clone()], "wake_command": wake }))
+                write_config(
+                    &hub,
+                    dir,
+                    &agent,
+                    json!({ "capabilities": [agent.clone()], "wake_command": wake }),
+                )
             })
             .collect();
         let mut procs = Procs::default();
@@ -710,11 +717,16 @@ mod linux {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let completed_ms = if completed == size { ms(t1.elapsed()) } else { f64::NAN };
+        let completed_ms = if completed == size {
+            ms(t1.elapsed())
+        } else {
+            f64::NAN
+        };
         let polling = dirs
             .iter()
             .filter(|d| {
-                std::fs::read_to_string(d.join("sidecar.log")).is_ok_and(|l| l.contains("\"event\":\"results_polling\""))
+                std::fs::read_to_string(d.join("sidecar.log"))
+                    .is_ok_and(|l| l.contains("\"event\":\"results_polling\""))
             })
             .count();
         procs.kill_all();

@@ -915,7 +915,12 @@ impl Builder<'_> {
     }
 
     /// Refuses a token under [`MIN_TOKEN_CHARS`], naming where it came from.
-    fn check_token_length(&self, token: &str, source: TokenSource, file: Option<&Path>) -> Result<(), ConfigError> {
+    fn check_token_length(
+        &self,
+        token: &str,
+        source: TokenSource,
+        file: Option<&Path>,
+    ) -> Result<(), ConfigError> {
         let n = token.chars().count();
         if n >= MIN_TOKEN_CHARS {
             return Ok(());
@@ -1235,7 +1240,12 @@ impl Config {
         Config::parse_inner(text, path, opts, true)
     }
 
-    fn parse_inner(text: &str, path: &Path, opts: &LoadOptions, need_token: bool) -> Result<Config, ConfigError> {
+    fn parse_inner(
+        text: &str,
+        path: &Path,
+        opts: &LoadOptions,
+        need_token: bool,
+    ) -> Result<Config, ConfigError> {
         let result = Config::build(text, path, opts, need_token);
         // Each message is made with the token in use kept out. A `token` that $AGENTCOM_TOKEN or
         // `token_file` overrides is a secret too: keep it out as well. Under 6 characters it is
@@ -1753,8 +1763,13 @@ mod tests {
     fn tokens_under_16_characters_are_refused_saying_why() {
         // Sixteen is enough (the hub issues 64): only shorter ones are refused.
         assert!(Config::parse(&with("token", r#""0123456789abcdef""#), &p()).is_ok());
-        let err = Config::parse(&with("token", r#""secret""#), &p()).unwrap_err().to_string();
-        assert!(err.starts_with("/srv/agent/config.json: field `token` is 6 characters long"), "{err}");
+        let err = Config::parse(&with("token", r#""secret""#), &p())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/srv/agent/config.json: field `token` is 6 characters long"),
+            "{err}"
+        );
         assert!(err.contains("at least 16"), "{err}");
         assert!(err.contains("panic messages"), "{err}");
         assert!(!err.contains("\"secret\""), "{err}");
@@ -1762,8 +1777,13 @@ mod tests {
             env_token: Some("zq9x".into()),
             allow_insecure_permissions: false,
         };
-        let err = Config::parse_with(&minimal(), &p(), &opts).unwrap_err().to_string();
-        assert!(err.starts_with("the AGENTCOM_TOKEN environment variable"), "{err}");
+        let err = Config::parse_with(&minimal(), &p(), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the AGENTCOM_TOKEN environment variable"),
+            "{err}"
+        );
         assert!(err.contains("holds a token that is 4 characters long"), "{err}");
         assert!(!err.contains("zq9x"), "{err}");
     }

@@ -161,14 +161,14 @@ mod tests {
         mkfifo(&fifo);
         let started = Instant::now();
         assert_eq!(not_regular(&fifo), Some("a FIFO (named pipe)"));
-        for result in [
-            open_read(&fifo),
-            open_append(&fifo, None),
-            create(&fifo),
-        ] {
+        for result in [open_read(&fifo), open_append(&fifo, None), create(&fifo)] {
             let e = result.expect_err("a FIFO is not a regular file");
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-            assert!(e.to_string().ends_with("is a FIFO (named pipe), not a regular file"), "{e}");
+            assert!(
+                e.to_string()
+                    .ends_with("is a FIFO (named pipe), not a regular file"),
+                "{e}"
+            );
         }
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(not_regular(&dir), Some("a folder"));

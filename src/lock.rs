@@ -78,7 +78,10 @@ fn open(path: &Path) -> io::Result<File> {
     let file = options.open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(crate::files::not_regular_error(path, crate::files::kind_name(&meta.file_type())));
+        return Err(crate::files::not_regular_error(
+            path,
+            crate::files::kind_name(&meta.file_type()),
+        ));
     }
     Ok(file)
 }
@@ -107,7 +110,11 @@ fn try_lock(_file: &File) -> io::Result<bool> {
 
 fn read_pid(path: &Path) -> Option<u32> {
     let mut text = String::new();
-    crate::files::open_read(path).ok()?.take(64).read_to_string(&mut text).ok()?;
+    crate::files::open_read(path)
+        .ok()?
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
     text.trim().parse().ok()
 }
 

@@ -201,7 +201,13 @@ impl Resolve for NoSuchName {
 #[tokio::test]
 async fn an_unresolvable_name_is_its_own_verdict() {
     let dir = TempDir::new("check-dns");
-    let path = write(&dir, "check-dns", "check-dns-token-0123456789", "ws://hub.invalid:4000/ws", json!({}));
+    let path = write(
+        &dir,
+        "check-dns",
+        "check-dns-token-0123456789",
+        "ws://hub.invalid:4000/ws",
+        json!({}),
+    );
     let config = Config::load(&path).unwrap();
     let net = NetOptions {
         ca_file: None,

@@ -29,7 +29,13 @@ fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(rc, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn mode(path: &Path) -> u32 {
@@ -124,7 +130,10 @@ impl World {
             if record.as_ref().is_some_and(|r| r.status == status) {
                 return;
             }
-            assert!(Instant::now() < deadline, "task {task_id} not {status} within {within:?}: {record:?}");
+            assert!(
+                Instant::now() < deadline,
+                "task {task_id} not {status} within {within:?}: {record:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -175,7 +184,9 @@ async fn fifos_in_results_dir_are_skipped_and_the_held_task_still_completes() {
         assert_eq!(line["kind"], "a FIFO (named pipe)");
     }
     assert!(
-        sidecar.stdout().contains("it is a FIFO (named pipe), not a regular file"),
+        sidecar
+            .stdout()
+            .contains("it is a FIFO (named pipe), not a regular file"),
         "{}",
         sidecar.stdout()
     );
@@ -184,12 +195,19 @@ async fn fifos_in_results_dir_are_skipped_and_the_held_task_still_completes() {
     w.wait_status(&id, "completed", SECS(10)).await;
     // Still one line each: a FIFO that stays is not reported again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let again = sidecar.log_events().iter().filter(|e| e["event"] == "file_not_regular").count();
+    let again = sidecar
+        .log_events()
+        .iter()
+        .filter(|e| e["event"] == "file_not_regular")
+        .count();
     assert_eq!(again, 3);
     // Nothing waits on a FIFO: SIGTERM ends it promptly, cleanly.
     let asked = Instant::now();
     sidecar.signal("TERM");
-    let status = sidecar.wait_exit(SECS(5)).await.expect("no exit within 5 s of SIGTERM");
+    let status = sidecar
+        .wait_exit(SECS(5))
+        .await
+        .expect("no exit within 5 s of SIGTERM");
     assert_eq!(status.code(), Some(0), "stderr:\n{}", sidecar.stderr());
     assert!(asked.elapsed() < SECS(3), "took {:?}", asked.elapsed());
 }
@@ -199,7 +217,12 @@ fn startup_config(dir: &TempDir, extra: Value) -> PathBuf {
     let path = dir.join("config.json");
     write_private(
         &path,
-        &config_json("files-startup", "files-startup-token-0123456789", "ws://127.0.0.1:9/ws", extra),
+        &config_json(
+            "files-startup",
+            "files-startup-token-0123456789",
+            "ws://127.0.0.1:9/ws",
+            extra,
+        ),
     );
     path
 }
@@ -232,8 +255,14 @@ fn fifos_as_startup_files_exit_78_at_once_naming_the_field() {
             let what = format!("{command} with {name} a FIFO");
             assert_eq!(code, Some(78), "{what}: stderr:\n{stderr}");
             assert!(took < SECS(5), "{what}: took {took:?}");
-            assert!(stderr.contains("is a FIFO (named pipe), not a regular file"), "{what}:\n{stderr}");
-            assert!(stderr.contains(&dir.join(name).display().to_string()), "{what}:\n{stderr}");
+            assert!(
+                stderr.contains("is a FIFO (named pipe), not a regular file"),
+                "{what}:\n{stderr}"
+            );
+            assert!(
+                stderr.contains(&dir.join(name).display().to_string()),
+                "{what}:\n{stderr}"
+            );
             if *field != "config" {
                 assert!(stderr.contains(&format!("field `{field}`")), "{what}:\n{stderr}");
             } else {
@@ -253,7 +282,10 @@ fn a_results_dir_that_is_a_file_exits_78_naming_the_field() {
         let (code, stderr, _) = run_bounded(&[command], &config, SECS(10));
         assert_eq!(code, Some(78), "{command}: {stderr}");
         assert!(stderr.contains("field `results_dir`"), "{command}: {stderr}");
-        assert!(stderr.contains("which is a regular file, not a folder"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("which is a regular file, not a folder"),
+            "{command}: {stderr}"
+        );
         assert!(!stderr.contains("File exists"), "{command}: {stderr}");
     }
 }
@@ -295,7 +327,11 @@ async fn status_needs_no_token_when_the_daemon_has_it_from_its_environment() {
     // `status` in a shell without AGENTCOM_TOKEN: the daemon's state, exit 0.
     let deadline = Instant::now() + SECS(10);
     loop {
-        let out = binary().args(["status", "--json", "--config"]).arg(&w.config).output().unwrap();
+        let out = binary()
+            .args(["status", "--json", "--config"])
+            .arg(&w.config)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         assert!(!stderr.contains("token"), "{stderr}");
@@ -308,8 +344,17 @@ async fn status_needs_no_token_when_the_daemon_has_it_from_its_environment() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The text form too.
-    let out = binary().args(["status", "--config"]).arg(&w.config).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = binary()
+        .args(["status", "--config"])
+        .arg(&w.config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]

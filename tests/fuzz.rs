@@ -283,7 +283,10 @@ fn config_and_token_files_are_read_with_a_bound() {
     let err = Config::load_with(std::path::Path::new("/dev/zero"), &opts)
         .expect_err("/dev/zero is no config")
         .to_string();
-    assert!(err.contains("it is a character device, not a regular file"), "{err}");
+    assert!(
+        err.contains("it is a character device, not a regular file"),
+        "{err}"
+    );
     let big = dir.join("big.json");
     write_private(&big, &format!("{{\"name\": \"{}\"}}", "a".repeat(2 << 20)));
     let err = Config::load_with(&big, &opts).expect_err("too big").to_string();

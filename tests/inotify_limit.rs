@@ -73,7 +73,9 @@ async fn without_inotify_the_results_folder_is_polled_and_tasks_complete() {
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
     // Its watch failed on the limit: one warning naming the sysctl. Then the instances are
     // given back at once (other programs of this user need them), and it keeps polling.
-    let polling = sidecar.wait_log_event("results_polling", Duration::from_secs(10)).await;
+    let polling = sidecar
+        .wait_log_event("results_polling", Duration::from_secs(10))
+        .await;
     drop(exhausted);
     let polling = polling.unwrap_or_else(|| {
         panic!(
@@ -83,12 +85,25 @@ async fn without_inotify_the_results_folder_is_polled_and_tasks_complete() {
         )
     });
     assert!(
-        polling["help"].as_str().unwrap().contains("sysctl fs.inotify.max_user_instances="),
+        polling["help"]
+            .as_str()
+            .unwrap()
+            .contains("sysctl fs.inotify.max_user_instances="),
         "{polling}"
     );
-    assert!(sidecar.stdout().contains("checking it every second instead"), "{}", sidecar.stdout());
+    assert!(
+        sidecar.stdout().contains("checking it every second instead"),
+        "{}",
+        sidecar.stdout()
+    );
 
-    wait_hub(&mut events, Duration::from_secs(10), "identified", identified("inotify-limit")).await;
+    wait_hub(
+        &mut events,
+        Duration::from_secs(10),
+        "identified",
+        identified("inotify-limit"),
+    )
+    .await;
     let id = hub.submit_task(TaskSpec {
         description: "poll for me".into(),
         ..TaskSpec::default()
@@ -100,7 +115,11 @@ async fn without_inotify_the_results_folder_is_polled_and_tasks_complete() {
             assert_eq!(r.result, Some(json!({"status":"success","output":"polled"})));
             break;
         }
-        assert!(Instant::now() < deadline, "not completed: {record:?}\n{}", sidecar.stdout());
+        assert!(
+            Instant::now() < deadline,
+            "not completed: {record:?}\n{}",
+            sidecar.stdout()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let warnings = sidecar

@@ -462,15 +462,27 @@ async fn fifos_are_reported_once_and_never_block_reading() {
     mkfifo(&tmp.0.join("held.json"));
     assert_eq!(next(&mut rx).await, not_regular("held", tmp.0.join("held.json")));
     mkfifo(&tmp.0.join("held.progress"));
-    assert_eq!(next(&mut rx).await, not_regular("held", tmp.0.join("held.progress")));
+    assert_eq!(
+        next(&mut rx).await,
+        not_regular("held", tmp.0.join("held.progress"))
+    );
     mkfifo(&tmp.0.join("stranger.json"));
-    assert_eq!(next(&mut rx).await, not_regular("stranger", tmp.0.join("stranger.json")));
+    assert_eq!(
+        next(&mut rx).await,
+        not_regular("stranger", tmp.0.join("stranger.json"))
+    );
     // The fallback check (every second) sees them again, but says nothing more.
     none(&mut rx, Duration::from_millis(1500)).await;
     put(&tmp.0, "other.json", r#"{"status":"success"}"#);
-    assert_eq!(next(&mut rx).await, result("other", object(json!({"status":"success"}))));
+    assert_eq!(
+        next(&mut rx).await,
+        result("other", object(json!({"status":"success"})))
+    );
     put(&tmp.0, "held.json", r#"{"status":"success"}"#);
-    assert_eq!(next(&mut rx).await, result("held", object(json!({"status":"success"}))));
+    assert_eq!(
+        next(&mut rx).await,
+        result("held", object(json!({"status":"success"})))
+    );
     // A device behind a symbolic link is not read either.
     std::os::unix::fs::symlink("/dev/zero", tmp.0.join("other.progress")).unwrap();
     assert_eq!(
