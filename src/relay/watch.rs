@@ -1244,6 +1244,40 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Without a file system watch (as when inotify instances are used up): nothing runs while
+    /// nothing is tracked, and a tracked result is found by the periodic check alone.
+    #[tokio::test]
+    async fn polling_finds_results_and_sleeps_while_idle() {
+        let dir = temp_dir("polling");
+        let opts = WatchOptions {
+            rescan_every: Duration::from_millis(100),
+            ..WatchOptions::new(&dir)
+        };
+        let (event_tx, mut events) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (fs_tx, fs_rx) = mpsc::unbounded_channel();
+        let mut task = WatchTask::new(opts, event_tx, fs_tx);
+        task.polling = true;
+        task.watch_dir().unwrap();
+        assert!(task.watcher.is_none());
+        assert_eq!(task.next_deadline(), None, "idle: no timer at all");
+        tokio::spawn(task.run(cmd_rx, fs_rx));
+        cmd_tx.send(Command::Track("p".into())).unwrap();
+        std::fs::write(dir.join("p.json"), r#"{"status":"success"}"#).unwrap();
+        let started = Instant::now();
+        let mut map = serde_json::Map::new();
+        map.insert("status".into(), "success".into());
+        assert_eq!(
+            wait(&mut events).await,
+            FileEvent::Result {
+                task_id: "p".into(),
+                content: ResultContent::Object(map)
+            }
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn task_ids() {
         assert!(valid_task_id("task-1_a.B"));
