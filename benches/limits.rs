@@ -28,8 +28,11 @@
 //!   total VmRSS, then one hub restart each: the most `Connected` events in any 100 ms window and
 //!   the time until all are identified again. Children are spawned from the main thread (the hub
 //!   runs on two tokio workers) in batches of 50 with a yield between batches. Each sidecar holds
-//!   an inotify instance: the fleet needs `fs.inotify.max_user_instances` above its size (the
-//!   default is 128; the bench warns).
+//!   an inotify instance while the user has one left (`fs.inotify.max_user_instances`, 128 by
+//!   default); past it a sidecar polls its results folder instead (the bench notes it);
+//! - fleet tasks: `BENCH_FLEET_TASKS` (200) sidecars at once at the machine's inotify limit, each
+//!   with a capability of its own, then one task routed to each: how many identify, how many
+//!   complete their task and how long that took, and how many polled for want of inotify.
 //!
 //! The task path and throughput sections switch the hub's rate limits off
 //! (`EmbeddedHub::set_rate_limits(false)`): the hub allows an agent 60 "normal" messages a minute,
@@ -645,6 +648,98 @@ mod linux {
         }
     }
 
+    struct FleetTasks {
+        identified: usize,
+        identified_ms: f64,
+        completed: usize,
+        completed_ms: f64,
+        polling: usize,
+    }
+
+    /// `size` sidecars at once, each with a capability of its own, then one task for each (routed
+    /// by that capability): how many identify, how many complete their task, and how many of them
+    /// had no inotify instance left and polled their results folder instead.
+    async fn fleet_tasks(root: &Path, size: usize) -> FleetTasks {
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        let wake = ": > \"$AGENTCOM_STARTED_FILE\" && printf '{\"status\":\"success\"}' > \"$AGENTCOM_RESULT_FILE.tmp\" && mv \"$AGENTCOM_RESULT_FILE.tmp\" \"$AGENTCOM_RESULT_FILE\"";
+        let dirs: Vec<PathBuf> = (0..size)
+            .map(|i| root.join("fleet-tasks").join(format!("ft-{i}")))
+            .collect();
+        let configs: Vec<PathBuf> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| {
+                let agent = format!("ft-{i}");
+                write_config(
+                    &hub,
+                    dir,
+                    &agent,
+                    json!({ "capabilities": [agent.clone()], "wake_command": wake }),
+                )
+            })
+            .collect();
+        let mut procs = Procs::default();
+        let t0 = Instant::now();
+        for batch in configs.chunks(50) {
+            for config in batch {
+                procs.0.push(spawn(config));
+            }
+            tokio::task::yield_now().await;
+        }
+        let all = all_identified(&hub, size, t0, Duration::from_secs(60)).await;
+        let identified = hub
+            .history()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::Identified { agent_id, .. } => Some(agent_id.clone()),
+                _ => None,
+            })
+            .collect::<HashSet<_>>()
+            .len();
+        let t1 = Instant::now();
+        let ids: Vec<String> = (0..size)
+            .map(|i| {
+                hub.submit_task(TaskSpec {
+                    description: format!("fleet task {i}"),
+                    needed_capabilities: vec![format!("ft-{i}")],
+                    ..TaskSpec::default()
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let completed = loop {
+            let done = ids
+                .iter()
+                .filter(|id| hub.task(id).is_some_and(|t| t.status == "completed"))
+                .count();
+            if done == size || Instant::now() >= deadline {
+                break done;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let completed_ms = if completed == size {
+            ms(t1.elapsed())
+        } else {
+            f64::NAN
+        };
+        let polling = dirs
+            .iter()
+            .filter(|d| {
+                std::fs::read_to_string(d.join("sidecar.log"))
+                    .is_ok_and(|l| l.contains("\"event\":\"results_polling\""))
+            })
+            .count();
+        procs.kill_all();
+        hub.stop().await;
+        FleetTasks {
+            identified,
+            identified_ms: all.map_or(f64::NAN, |at| ms(at - t0)),
+            completed,
+            completed_ms,
+            polling,
+        }
+    }
+
     pub fn main() {
         let runs = scaled("BENCH_RUNS", 20, 3);
         let idle_secs = scaled("BENCH_IDLE_SECS", 60, 5) as u64;
@@ -671,10 +766,11 @@ mod linux {
             .unwrap_or(0);
         if inotify < fleet_size + 10 {
             eprintln!(
-                "warning: fs.inotify.max_user_instances is {inotify}: sidecars past it exit (\"cannot watch results_dir\"); \
-                 raise it (sysctl -w fs.inotify.max_user_instances=1024) for a fleet of {fleet_size}"
+                "note: fs.inotify.max_user_instances is {inotify}: sidecars past it poll their results folder \
+                 (results_polling) instead of watching it"
             );
         }
+        let fleet_tasks_size = scaled("BENCH_FLEET_TASKS", 200, 10);
         let root =
             Scratch(std::env::temp_dir().join(format!("agentcom-sidecar-limits-{}", std::process::id())));
         let _ = std::fs::remove_dir_all(&root.0);
@@ -778,6 +874,28 @@ mod linux {
             );
 
             }
+            if run_section("fleet_tasks") {
+                eprintln!("fleet: {fleet_tasks_size} sidecars, one task each (inotify instances: {inotify})...");
+                let ft = fleet_tasks(&root.0, fleet_tasks_size).await;
+                let all = ft.identified == fleet_tasks_size && ft.completed == fleet_tasks_size;
+                figures.push(
+                    Figure::of(
+                        "fleet_tasks",
+                        format!("{fleet_tasks_size} sidecars: each completed a task"),
+                        "ms",
+                        &[ft.completed_ms],
+                    )
+                    .target("all identify and complete", all)
+                    .note(format!(
+                        "{} identified (all after {:.0} ms), {} completed; {} polled results_dir \
+                         (fs.inotify.max_user_instances {inotify})",
+                        ft.identified, ft.identified_ms, ft.completed, ft.polling
+                    )),
+                );
+                extra.insert("fleet_tasks_identified".into(), json!(ft.identified));
+                extra.insert("fleet_tasks_completed".into(), json!(ft.completed));
+                extra.insert("fleet_tasks_polling".into(), json!(ft.polling));
+            }
             let mut run = 0;
             for jitter in [0.5, 1.0].into_iter().filter(|_| run_section("fleet")) {
                 let mut fr = vec![];
@@ -863,7 +981,7 @@ mod linux {
             "scale": env_f64("BENCH_SCALE", 1.0),
             "counts": {
                 "idle_sidecars": runs, "tasks": tasks, "restarts": restarts_n, "throughput_tasks": through_n, "bench_written_tasks": agent_n, "tasks_ahead": ahead,
-                "fleet": fleet_size, "fleet_runs_per_jitter": fleet_runs,
+                "fleet": fleet_size, "fleet_runs_per_jitter": fleet_runs, "fleet_tasks": fleet_tasks_size,
                 "open_files_limit": nofile, "inotify_max_user_instances": inotify,
             },
             "percentiles": "nearest rank; p99 of fewer than 100 samples is the maximum",

@@ -33,6 +33,10 @@ pub const MAX_LOG_KEEP: u32 = 100;
 pub const MAX_AGENT_ID_CHARS: usize = 128;
 /// Longest `token` the hub accepts (hub schema, protocol §2.4).
 pub const MAX_TOKEN_CHARS: usize = 256;
+/// Shortest token accepted. The hub issues 64 hex characters (protocol §7.1); a token under 16 is
+/// no real secret, and could not be redacted from a panic message without garbling it (a token
+/// `t` would be replaced inside every word holding a t).
+pub const MIN_TOKEN_CHARS: usize = 16;
 /// Longest `name` the hub accepts (hub schema, protocol §2.4).
 pub const MAX_NAME_CHARS: usize = 256;
 
@@ -840,6 +844,12 @@ impl Builder<'_> {
                 "names {shown}, which is a folder\nhelp: name the file that holds the token"
             )));
         }
+        if let Some(kind) = crate::files::not_regular(file) {
+            return Err(fail(format!(
+                "names {shown}, which is {kind}, not a regular file\n\
+                 help: name a regular file that holds the token alone (a FIFO or a device would block or never end)"
+            )));
+        }
         if self.check_permissions {
             if let Some(mode) = insecure_mode(file) {
                 return Err(self.err(ConfigErrorKind::InsecurePermissions {
@@ -885,6 +895,58 @@ impl Builder<'_> {
             return Err(fail(format!("names {shown}, whose token {message}")));
         }
         Ok(token.to_string())
+    }
+
+    /// Refuses `file` (the value of `field`, or `what` beside it) when it exists and is not a
+    /// regular file (a FIFO, a socket, a device, a folder). It is never opened here.
+    fn regular_or_absent(&self, field: &str, file: &Path, what: &str) -> Result<(), ConfigError> {
+        let Some(kind) = crate::files::not_regular(file) else {
+            return Ok(());
+        };
+        let shown = shell_quote(&file.to_string_lossy());
+        let message = if what.is_empty() {
+            format!(
+                "names {shown}, which is {kind}, not a regular file\n\
+                 help: name a regular file (or a path where the sidecar can create one); \
+                 a FIFO or a device would block the sidecar or never end"
+            )
+        } else {
+            format!(
+                "names a folder that holds {shown}, {what}, which is {kind}, not a regular file\n\
+                 help: remove it (the sidecar creates it), or choose another folder for `{field}`"
+            )
+        };
+        Err(self.invalid(field, message))
+    }
+
+    /// Refuses a token under [`MIN_TOKEN_CHARS`], naming where it came from.
+    fn check_token_length(
+        &self,
+        token: &str,
+        source: TokenSource,
+        file: Option<&Path>,
+    ) -> Result<(), ConfigError> {
+        let n = token.chars().count();
+        if n >= MIN_TOKEN_CHARS {
+            return Ok(());
+        }
+        let why = format!(
+            "is {n} characters long, but a token must have at least {MIN_TOKEN_CHARS}: the hub issues \
+             64 hex characters, and a shorter token could not be kept out of panic messages without \
+             garbling them"
+        );
+        let help = "help: copy the whole token the hub issued for this agent_id \
+                    (`mix agent_com.gen_token --agent-id ID` on the hub)";
+        Err(match source {
+            TokenSource::Environment => self.err(ConfigErrorKind::EnvToken {
+                message: format!("holds a token that {why}\n{help}"),
+            }),
+            TokenSource::File => {
+                let shown = shell_quote(&file.unwrap_or(Path::new("")).to_string_lossy());
+                self.invalid("token_file", format!("names {shown}, whose token {why}\n{help}"))
+            }
+            TokenSource::Config => self.invalid("token", format!("{why}\n{help}")),
+        })
     }
 
     /// A duration in milliseconds that must be more than 0.
@@ -958,7 +1020,7 @@ pub const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 fn read_limited(path: &Path, limit: u64) -> std::io::Result<String> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
+    crate::files::open_read(path)?
         .take(limit.saturating_add(1))
         .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
@@ -1117,6 +1179,22 @@ impl Config {
     /// its group or others may read or write is refused ([`ConfigErrorKind::InsecurePermissions`])
     /// unless `opts.allow_insecure_permissions`; on Windows nothing is checked.
     pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
+        Config::load_inner(path, opts, true)
+    }
+
+    /// Reads and validates the config file at `path` for a command that does not talk to the hub
+    /// (`status`, `try`): the token is not looked for (`$AGENTCOM_TOKEN`, `token_file` and `token`
+    /// are all ignored; [`Config::token`] is empty) and file permissions are not checked. Every
+    /// other field is validated as by [`Config::load_with`].
+    pub fn load_without_token(path: &Path) -> Result<Config, ConfigError> {
+        let opts = LoadOptions {
+            env_token: None,
+            allow_insecure_permissions: true,
+        };
+        Config::load_inner(path, &opts, false)
+    }
+
+    fn load_inner(path: &Path, opts: &LoadOptions, need_token: bool) -> Result<Config, ConfigError> {
         let abs = absolute(path);
         let fail = |kind| ConfigError {
             path: abs.clone(),
@@ -1125,6 +1203,13 @@ impl Config {
         if abs.is_dir() {
             return Err(fail(ConfigErrorKind::Unreadable(std::io::Error::other(
                 "it is a directory; give the path of the JSON file itself",
+            ))));
+        }
+        // A FIFO would block the read until a writer comes, a device may never end: never open one.
+        if let Some(kind) = crate::files::not_regular(&abs) {
+            return Err(fail(ConfigErrorKind::Unreadable(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("it is {kind}, not a regular file; give the path of the JSON file itself"),
             ))));
         }
         // Before anything reads the token or connects: a file others can write is a way to run
@@ -1144,7 +1229,7 @@ impl Config {
             }
             Err(e) => return Err(fail(ConfigErrorKind::Unreadable(e))),
         };
-        Config::parse_with(&text, &abs, opts)
+        Config::parse_inner(&text, &abs, opts, need_token)
     }
 
     /// Validates config text, without `$AGENTCOM_TOKEN` (`LoadOptions::default()`). `path` names
@@ -1157,7 +1242,16 @@ impl Config {
     /// `token_file` is read from disk, and refused, like the config file in [`Config::load_with`],
     /// when its group or others may read or write it, unless `opts.allow_insecure_permissions`.
     pub fn parse_with(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
-        let result = Config::build(text, path, opts);
+        Config::parse_inner(text, path, opts, true)
+    }
+
+    fn parse_inner(
+        text: &str,
+        path: &Path,
+        opts: &LoadOptions,
+        need_token: bool,
+    ) -> Result<Config, ConfigError> {
+        let result = Config::build(text, path, opts, need_token);
         // Each message is made with the token in use kept out. A `token` that $AGENTCOM_TOKEN or
         // `token_file` overrides is a secret too: keep it out as well. Under 6 characters it is
         // no real secret (see `echo`).
@@ -1194,7 +1288,7 @@ impl Config {
     }
 
     /// [`Config::parse_with`] before the overridden `token` is scrubbed from its messages.
-    fn build(text: &str, path: &Path, opts: &LoadOptions) -> Result<Config, ConfigError> {
+    fn build(text: &str, path: &Path, opts: &LoadOptions, need_token: bool) -> Result<Config, ConfigError> {
         let path = absolute(path);
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let fail = |kind| ConfigError {
@@ -1228,7 +1322,9 @@ impl Config {
         let config_token_present = b
             .get("token")
             .is_some_and(|v| v.as_str().is_none_or(|s| !s.trim().is_empty()));
-        let (token, token_source) = if let Some(t) = env_token {
+        let (token, token_source) = if !need_token {
+            (String::new(), TokenSource::Config)
+        } else if let Some(t) = env_token {
             if let Err(message) = check_token(t) {
                 return Err(b.err(ConfigErrorKind::EnvToken { message }));
             }
@@ -1485,6 +1581,38 @@ impl Config {
             }
         };
 
+        // Every file the sidecar reads or appends to is a regular file or absent: a FIFO would
+        // block the sidecar before it could say anything, a device may never end.
+        let state_dir = queue_file.parent().map(Path::to_path_buf).unwrap_or_default();
+        b.regular_or_absent("log_file", &log_file, "")?;
+        b.regular_or_absent("queue_file", &queue_file, "")?;
+        if let Some(ca) = &ca_file {
+            b.regular_or_absent("ca_file", ca, "")?;
+        }
+        for (name, what) in [
+            (crate::status::STATE_FILE, "the state file for `status`"),
+            (crate::lock::LOCK_FILE, "the instance lock file"),
+        ] {
+            b.regular_or_absent("queue_file", &state_dir.join(name), what)?;
+        }
+        if results_dir.exists() && !results_dir.is_dir() {
+            let kind = std::fs::metadata(&results_dir)
+                .map(|m| crate::files::kind_name(&m.file_type()))
+                .unwrap_or("not a folder");
+            return Err(b.invalid(
+                "results_dir",
+                format!(
+                    "names {}, which is {kind}, not a folder\n\
+                     help: `results_dir` is the folder where the agent writes its files: name a folder \
+                     (it is created if missing), or move that file away",
+                    shell_quote(&results_dir.to_string_lossy())
+                ),
+            ));
+        }
+        if need_token {
+            b.check_token_length(&token, token_source, token_file.as_deref())?;
+        }
+
         Ok(Config {
             queue_file,
             cancel_command,
@@ -1637,8 +1765,37 @@ mod tests {
     }
 
     #[test]
+    fn tokens_under_16_characters_are_refused_saying_why() {
+        // Sixteen is enough (the hub issues 64): only shorter ones are refused.
+        assert!(Config::parse(&with("token", r#""0123456789abcdef""#), &p()).is_ok());
+        let err = Config::parse(&with("token", r#""secret""#), &p())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/srv/agent/config.json: field `token` is 6 characters long"),
+            "{err}"
+        );
+        assert!(err.contains("at least 16"), "{err}");
+        assert!(err.contains("panic messages"), "{err}");
+        assert!(!err.contains("\"secret\""), "{err}");
+        let opts = LoadOptions {
+            env_token: Some("zq9x".into()),
+            allow_insecure_permissions: false,
+        };
+        let err = Config::parse_with(&minimal(), &p(), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the AGENTCOM_TOKEN environment variable"),
+            "{err}"
+        );
+        assert!(err.contains("holds a token that is 4 characters long"), "{err}");
+        assert!(!err.contains("zq9x"), "{err}");
+    }
+
+    #[test]
     fn explicit_values() {
-        let text = r#"{"agent_id":"a1","token":"t","hub_url":"wss://[::1]/ws","name":"Agent One",
+        let text = r#"{"agent_id":"a1","token":"0123456789abcdef","hub_url":"wss://[::1]/ws","name":"Agent One",
             "capabilities":["code","review"],"wake_command":"  ","confirmation_timeout_ms":120000,
             "results_dir":"/var/res","log_file":"logs/s.log","heartbeat_interval_ms":20000,
             "heartbeat_timeout_ms":5000,"reconnect_initial_ms":500,"reconnect_max_ms":500,"reconnect_jitter":0}"#;

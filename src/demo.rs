@@ -45,7 +45,7 @@ pub async fn run() -> ExitCode {
 async fn script() -> Result<PathBuf, String> {
     // The token is in this folder's config: keep it private.
     let dir = std::env::temp_dir().join(format!("agentcom-sidecar-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    crate::files::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let hub = EmbeddedHub::start(HubOptions::default())
         .await
         .map_err(|e| format!("cannot start the embedded hub: {e}"))?;

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -210,6 +210,19 @@ pub enum Event {
     StorageWritable { held_down_ms: u64 },
     /// The link is dropped on purpose and kept down (see `storage_unwritable`).
     LinkHeld { reason: String },
+    /// A file under a task's name in results_dir is not a regular file (a FIFO, a device...):
+    /// it is skipped, never opened.
+    FileNotRegular {
+        task_id: String,
+        file: String,
+        kind: String,
+    },
+    /// results_dir cannot be watched (inotify limits): it is checked every second instead.
+    ResultsPolling {
+        results_dir: String,
+        error: String,
+        help: Option<String>,
+    },
 }
 
 impl Event {
@@ -382,6 +395,19 @@ impl Event {
                 *held_down_ms as f64 / 1000.0
             ),
             Event::LinkHeld { reason } => format!("disconnecting and staying away: {reason}"),
+            Event::FileNotRegular { file, kind, .. } => {
+                format!("skipped {file}: it is {kind}, not a regular file (the agent must write a regular file there)")
+            }
+            Event::ResultsPolling {
+                results_dir,
+                error,
+                help,
+            } => match help {
+                Some(help) => format!(
+                    "cannot watch results_dir {results_dir} ({error}): checking it every second instead; {help}"
+                ),
+                None => format!("cannot watch results_dir {results_dir} ({error}): checking it every second instead"),
+            },
         }
     }
 }
@@ -543,23 +569,17 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Opens the log for appending: created 0600, never blocking on a FIFO (refused as not a
+/// regular file). On Windows FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE: the open log
+/// can be renamed (rotated) and read by others, as on Unix.
 fn open_append(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(windows)]
-    {
-        // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE: the open log can be renamed
-        // (rotated) and read by others, as on Unix.
-        use std::os::windows::fs::OpenOptionsExt;
-        options.share_mode(0x1 | 0x2 | 0x4);
-    }
-    options.open(path)
+    crate::files::open_append(path, Some(0x1 | 0x2 | 0x4))
 }
 
 impl LogFile {
     fn open(path: &Path, rotation: Option<Rotation>) -> io::Result<LogFile> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::files::create_dir_all(dir)?;
         }
         let file = open_append(path)?;
         let size = file.metadata()?.len();

@@ -66,10 +66,24 @@ fn open(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    // Never wait on a FIFO put in its place, and lock only a regular file.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    if let Some(kind) = crate::files::not_regular(path) {
+        return Err(crate::files::not_regular_error(path, kind));
+    }
     #[cfg(windows)]
     std::os::windows::fs::OpenOptionsExt::share_mode(&mut options, 1 /* FILE_SHARE_READ */);
-    options.open(path)
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(crate::files::not_regular_error(
+            path,
+            crate::files::kind_name(&meta.file_type()),
+        ));
+    }
+    Ok(file)
 }
 
 #[cfg(unix)]
@@ -96,7 +110,11 @@ fn try_lock(_file: &File) -> io::Result<bool> {
 
 fn read_pid(path: &Path) -> Option<u32> {
     let mut text = String::new();
-    File::open(path).ok()?.read_to_string(&mut text).ok()?;
+    crate::files::open_read(path)
+        .ok()?
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
     text.trim().parse().ok()
 }
 
@@ -113,7 +131,7 @@ impl InstanceLock {
             path: path.clone(),
             error,
         };
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+        crate::files::create_dir_all(dir).map_err(io_err)?;
         let mut file = match open(&path) {
             Ok(f) => f,
             Err(e) if held_error(&e) => {

@@ -219,7 +219,7 @@ fn dispatch(cli: Cli) -> ExitCode {
             description,
         } => {
             let path = config.unwrap_or_else(default_config_path);
-            match Config::load(&path) {
+            match Config::load_without_token(&path) {
                 Ok(config) => runtime.block_on(trial::run(config, description, Duration::from_secs(timeout))),
                 Err(e) => {
                     errln!("error: {e}");
@@ -309,7 +309,8 @@ fn run_windows_service(
 }
 
 fn status_command(config_path: PathBuf, json: bool) -> ExitCode {
-    let config = match Config::load(&config_path) {
+    // `status` does not talk to the hub: it needs no token (the daemon's may be in its own environment).
+    let config = match Config::load_without_token(&config_path) {
         Ok(config) => config,
         Err(e) => {
             errln!("error: {e}");

@@ -6,16 +6,17 @@
 //! it. [`install_redacting_panic_hook`] replaces the default hook with one that prints the same
 //! report with the token replaced.
 
-use crate::config::Secret;
+use crate::config::{Secret, MIN_TOKEN_CHARS};
 use std::io::Write;
 
 /// What the token is replaced with.
 pub const REDACTED: &str = "<redacted>";
 
-/// `text` with every occurrence of `secret` replaced by `<redacted>`. An empty secret leaves the
-/// text as it is.
+/// `text` with every occurrence of `secret` replaced by `<redacted>`. A secret under
+/// [`MIN_TOKEN_CHARS`] leaves the text as it is: replacing it would garble the text (a token `t`
+/// inside every word), and the sidecar refuses such a token at startup.
 pub fn redact(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
+    if secret.chars().count() < MIN_TOKEN_CHARS {
         text.to_owned()
     } else {
         text.replace(secret, REDACTED)
@@ -73,6 +74,17 @@ mod tests {
         );
         assert_eq!(redact("nothing here", TOKEN), "nothing here");
         assert_eq!(redact("text", ""), "text");
+    }
+
+    #[test]
+    fn redact_never_garbles_text_with_a_short_secret() {
+        let text = "thread 'main' panicked at src/link/socket.rs: connect to http://hub failed";
+        for short in ["t", "a", "at", "http", "0123456789abcde"] {
+            assert_eq!(redact(text, short), text, "{short}");
+        }
+        // From 16 characters (the shortest token the sidecar accepts) it is replaced.
+        let sixteen = "0123456789abcdef";
+        assert_eq!(redact(&format!("x{sixteen}y"), sixteen), "x<redacted>y");
     }
 
     /// Run in a child process (this test binary again) so the hook does not replace the hook of

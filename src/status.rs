@@ -148,7 +148,7 @@ impl StatusBoard {
             .path
             .with_extension(format!("json.tmp-{}", std::process::id()));
         let text = serde_json::to_string_pretty(&self.state).expect("state serializes") + "\n";
-        if std::fs::write(&tmp, text)
+        if crate::files::write(&tmp, text.as_bytes())
             .and_then(|()| std::fs::rename(&tmp, &self.path))
             .is_ok()
         {
@@ -180,7 +180,8 @@ pub struct StatusReport {
 /// Build the report for the state folder `dir`.
 pub fn report(dir: &Path) -> StatusReport {
     let path = dir.join(STATE_FILE);
-    let last_state: Option<DaemonState> = std::fs::read_to_string(&path)
+    let last_state: Option<DaemonState> = crate::files::open_read(&path)
+        .and_then(|f| std::io::read_to_string(std::io::Read::take(f, 1 << 20)))
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok());
     let holder = InstanceLock::holder(dir);

@@ -29,7 +29,7 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
         return ExitCode::from(crate::exit_code::CONFIG);
     };
     let scratch = std::env::temp_dir().join(format!("agentcom-sidecar-try-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&scratch) {
+    if let Err(e) = crate::files::create_dir_all(&scratch) {
         crate::errln!("error: cannot create {}: {e}", scratch.display());
         return ExitCode::FAILURE;
     }

@@ -96,7 +96,7 @@ fn refused_when_nothing_listens() {
     let path = write(
         &dir,
         "check-refused",
-        "t",
+        "check-refused-token-0123456789",
         &format!("ws://127.0.0.1:{port}/ws"),
         json!({}),
     );
@@ -136,7 +136,7 @@ fn a_missing_wake_program_is_a_host_problem() {
     let path = write(
         &dir,
         "check-host",
-        "t",
+        "check-host-token-0123456789",
         "ws://127.0.0.1:9/ws",
         json!({"wake_command": "no-such-agent-program-xyz --go"}),
     );
@@ -201,7 +201,13 @@ impl Resolve for NoSuchName {
 #[tokio::test]
 async fn an_unresolvable_name_is_its_own_verdict() {
     let dir = TempDir::new("check-dns");
-    let path = write(&dir, "check-dns", "t", "ws://hub.invalid:4000/ws", json!({}));
+    let path = write(
+        &dir,
+        "check-dns",
+        "check-dns-token-0123456789",
+        "ws://hub.invalid:4000/ws",
+        json!({}),
+    );
     let config = Config::load(&path).unwrap();
     let net = NetOptions {
         ca_file: None,

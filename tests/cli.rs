@@ -318,7 +318,7 @@ async fn auth_failure_is_reported_and_retried_at_the_capped_delay() {
     let dir = TempDir::new("cli-auth");
     let config = config_json(
         "cli-auth",
-        "not-the-token",
+        "not-the-token-of-cli-auth",
         &hub.url(),
         json!({"reconnect_max_ms": 2000}),
     );

@@ -138,8 +138,13 @@ fn unused_node_keys_are_warnings_not_errors() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     drop(listener);
-    let mut config: serde_json::Value =
-        serde_json::from_str(&config_json("legacy", "tok", &url, serde_json::json!({}))).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config_json(
+        "legacy",
+        "legacy-token-0123456789",
+        &url,
+        serde_json::json!({}),
+    ))
+    .unwrap();
     config["hub_api_url"] = "http://127.0.0.1:4000".into();
     config["repo_dir"] = "/tmp/repo".into();
     config["reviewer"] = "someone".into();

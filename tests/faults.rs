@@ -944,7 +944,7 @@ async fn a_100_mib_frame_is_refused_from_its_header_not_buffered() {
     let dir = TempDir::new("faults-100mib");
     write_private(
         &dir.join("config.json"),
-        &config_json("faults-100mib", "t", &url, json!({})),
+        &config_json("faults-100mib", "faults-token-0123456789", &url, json!({})),
     );
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
     let accept = async {

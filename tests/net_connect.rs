@@ -641,7 +641,12 @@ fn the_binary_refuses_an_unusable_proxy_before_connecting() {
     let config = dir.join("config.json");
     support::write_private(
         &config,
-        &support::config_json("agent-1", "tok", &hub_url, serde_json::json!({})),
+        &support::config_json(
+            "agent-1",
+            "agent-1-token-0123456789",
+            &hub_url,
+            serde_json::json!({}),
+        ),
     );
     let mut command = support::binary();
     for name in [

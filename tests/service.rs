@@ -376,7 +376,12 @@ async fn sd_notify_watchdog_keeps_coming_while_the_hub_is_down() {
     let config = dir.join("config.json");
     write_private(
         &config,
-        &config_json("svc-down", "t", &format!("ws://127.0.0.1:{port}/ws"), json!({})),
+        &config_json(
+            "svc-down",
+            "svc-down-token-0123456789",
+            &format!("ws://127.0.0.1:{port}/ws"),
+            json!({}),
+        ),
     );
     let name = format!("agentcom-sidecar-test-{}", std::process::id());
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();

@@ -9,8 +9,13 @@ use support::*;
 /// A config whose agent is `wake` (a shell command), with fast timers; returns (dir, config path).
 fn config_with(label: &str, wake: &str, extra: serde_json::Value) -> (TempDir, std::path::PathBuf) {
     let dir = TempDir::new(label);
-    let mut config: serde_json::Value =
-        serde_json::from_str(&config_json(label, "unused-token", "ws://127.0.0.1:9/ws", extra)).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config_json(
+        label,
+        "unused-token-0123456789",
+        "ws://127.0.0.1:9/ws",
+        extra,
+    ))
+    .unwrap();
     config["wake_command"] = wake.into();
     let path = dir.join("config.json");
     write_private(&path, &config.to_string());

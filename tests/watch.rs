@@ -431,3 +431,66 @@ async fn latency_rename_to_event() {
         samples[samples.len() - 1]
     );
 }
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[cfg(unix)]
+fn not_regular(id: &str, file: PathBuf) -> FileEvent {
+    FileEvent::NotRegular {
+        task_id: id.into(),
+        file,
+        kind: "a FIFO (named pipe)".into(),
+    }
+}
+
+/// A FIFO under a result's name is reported once and never opened (opening it would block the
+/// reader until a writer came); a real result renamed over it is then reported as usual, and
+/// files of other tasks are read meanwhile.
+#[cfg(unix)]
+#[tokio::test]
+async fn fifos_are_reported_once_and_never_block_reading() {
+    let tmp = TempDir::new();
+    let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
+    w.track("held");
+    w.track("other");
+    mkfifo(&tmp.0.join("held.json"));
+    assert_eq!(next(&mut rx).await, not_regular("held", tmp.0.join("held.json")));
+    mkfifo(&tmp.0.join("held.progress"));
+    assert_eq!(
+        next(&mut rx).await,
+        not_regular("held", tmp.0.join("held.progress"))
+    );
+    mkfifo(&tmp.0.join("stranger.json"));
+    assert_eq!(
+        next(&mut rx).await,
+        not_regular("stranger", tmp.0.join("stranger.json"))
+    );
+    // The fallback check (every second) sees them again, but says nothing more.
+    none(&mut rx, Duration::from_millis(1500)).await;
+    put(&tmp.0, "other.json", r#"{"status":"success"}"#);
+    assert_eq!(
+        next(&mut rx).await,
+        result("other", object(json!({"status":"success"})))
+    );
+    put(&tmp.0, "held.json", r#"{"status":"success"}"#);
+    assert_eq!(
+        next(&mut rx).await,
+        result("held", object(json!({"status":"success"})))
+    );
+    // A device behind a symbolic link is not read either.
+    std::os::unix::fs::symlink("/dev/zero", tmp.0.join("other.progress")).unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        FileEvent::NotRegular {
+            task_id: "other".into(),
+            file: tmp.0.join("other.progress"),
+            kind: "a character device".into(),
+        }
+    );
+}

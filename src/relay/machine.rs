@@ -107,6 +107,8 @@ pub enum RelayInput {
         /// An optional message.
         message: Option<String>,
     },
+    /// Something the shell noticed (a file the watcher skipped, a watch fallback): only logged.
+    Log(Event),
 }
 
 /// Something the I/O shell must do, in order.
@@ -388,6 +390,7 @@ impl Relay {
             } => self.wake_finished(&task_id, attempt, end, now),
             RelayInput::Started { task_id } => self.started(&task_id, now),
             RelayInput::Result { task_id, file } => self.result(&task_id, file, now),
+            RelayInput::Log(event) => self.log(event),
             RelayInput::Progress {
                 task_id,
                 progress,

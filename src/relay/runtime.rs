@@ -164,7 +164,7 @@ impl RelayRuntime {
             tokio::select! {
                 Some(input) = self.wakes_rx.recv() => return input,
                 event = self.files.recv() => match event {
-                    Some(event) => return file_input(event),
+                    Some(event) => return file_input(event, &self.results_dir),
                     // The watcher stopped: nothing more will come from it.
                     None => std::future::pending::<()>().await,
                 },
@@ -328,7 +328,7 @@ impl RelayRuntime {
             if to.exists() {
                 to = dir.join(format!("{task_id}.{}.json", epoch_ms()));
             }
-            let moved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(&from, &to));
+            let moved = crate::files::create_dir_all(&dir).and_then(|()| std::fs::rename(&from, &to));
             if let Err(e) = moved {
                 log.record(&Event::PersistFailed {
                     error: format!("cannot move {} to {}: {e}", from.display(), to.display()),
@@ -355,8 +355,18 @@ fn watch_error(dir: &Path, e: &std::io::Error) -> String {
     message
 }
 
-fn file_input(event: FileEvent) -> RelayInput {
+fn file_input(event: FileEvent, results_dir: &Path) -> RelayInput {
     match event {
+        FileEvent::NotRegular { task_id, file, kind } => RelayInput::Log(Event::FileNotRegular {
+            task_id,
+            file: file.display().to_string(),
+            kind,
+        }),
+        FileEvent::Polling { error, help } => RelayInput::Log(Event::ResultsPolling {
+            results_dir: results_dir.display().to_string(),
+            error,
+            help,
+        }),
         FileEvent::Started { task_id } => RelayInput::Started { task_id },
         FileEvent::Progress {
             task_id,
@@ -381,9 +391,9 @@ fn file_input(event: FileEvent) -> RelayInput {
 
 fn write_task_file(path: &Path, json: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::files::create_dir_all(dir)?;
     }
-    std::fs::write(path, json)
+    crate::files::write(path, json.as_bytes())
 }
 
 fn remove_if_present(path: &Path) {

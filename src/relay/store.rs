@@ -79,7 +79,7 @@ impl TaskStore {
                     meta.len()
                 )
             }
-            Ok(_) => match fs::read(&self.path) {
+            Ok(_) => match read(&self.path) {
                 Err(e) => format!("cannot read it: {e}"),
                 Ok(bytes) => match parse(&bytes) {
                     Ok(tasks) => {
@@ -118,12 +118,12 @@ impl TaskStore {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&dir)?;
+        crate::files::create_dir_all(&dir)?;
         let mut tmp_name = self.path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(format!(".tmp-{}", std::process::id()));
         let tmp = self.path.with_file_name(tmp_name);
         let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = crate::files::create(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)
@@ -145,6 +145,16 @@ pub fn sync_dir(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
+}
+
+/// Reads a regular file whole; never blocks on a FIFO (see [`crate::files::open_read`]).
+fn read(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    crate::files::open_read(path)?
+        .take(MAX_QUEUE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn parse(bytes: &[u8]) -> Result<Vec<TaskRecord>, String> {

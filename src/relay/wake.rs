@@ -863,10 +863,10 @@ fn could_not_start(error: String) -> WakeOutcome {
 fn open_output(path: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
+            crate::files::create_dir_all(dir)?;
         }
     }
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let file = crate::files::open_append(path, None)?;
     let second = file.try_clone()?;
     Ok((file, second))
 }

@@ -16,9 +16,15 @@
 //! - Events can be lost (inotify queue overflow, a folder deleted and re-created), so tracked ids
 //!   are also checked every `rescan_every`. The fallback only runs while something is tracked:
 //!   with nothing tracked the task sleeps until the file system or the caller wakes it.
+//! - When no file system watch can be had (Linux: the user's inotify instances or watches are
+//!   used up), that fallback check is all there is: results are picked up within `rescan_every`
+//!   ([`FileEvent::Polling`] says so once), and nothing runs while nothing is tracked.
+//! - Only regular files are read. A FIFO, socket or device under a result's name is never opened
+//!   (opening a FIFO blocks until a writer comes): it is reported once as
+//!   [`FileEvent::NotRegular`] and skipped. Files are opened with `O_NONBLOCK` and checked again
+//!   on the open handle, so a file swapped for a FIFO in between cannot block a read either.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -53,6 +59,24 @@ pub enum FileEvent {
         progress: i64,
         /// The `message` field, if it is a string.
         message: Option<String>,
+    },
+    /// A file under one of a task's names is not a regular file (a FIFO, a socket, a device, a
+    /// folder): it is skipped, never opened. Reported once until it changes.
+    NotRegular {
+        /// The task id from the file name.
+        task_id: String,
+        /// The file.
+        file: PathBuf,
+        /// What it is, e.g. "a FIFO (named pipe)".
+        kind: String,
+    },
+    /// No file system watch could be set up: the folder is checked every `rescan_every` while
+    /// a task is tracked. Sent once, when that starts.
+    Polling {
+        /// Why the watch failed.
+        error: String,
+        /// What would restore instant pickup (the Linux sysctl), if known.
+        help: Option<String>,
     },
 }
 
@@ -329,8 +353,10 @@ struct Job {
 enum Observation {
     /// The metadata matched `skip_if`.
     Unchanged,
-    /// No such file (or not a regular file, or unreadable).
+    /// No such file (or unreadable).
     Missing,
+    /// Something that is not a regular file (what it is): never opened.
+    NotRegular(&'static str),
     /// `.started` exists.
     Present,
     /// A result file, classified; `fp` identifies its content.
@@ -344,21 +370,27 @@ enum Observation {
 
 fn observe(dir: &Path, job: &Job, max_result_bytes: u64) -> Observation {
     let path = dir.join(format!("{}.{}", job.id, job.kind.extension()));
-    if job.kind == FileKind::Started {
-        return match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => Observation::Present,
-            _ => Observation::Missing,
-        };
+    // Never open what is not a regular file: `metadata` does not open it.
+    match std::fs::metadata(&path) {
+        Ok(m) if !m.is_file() => return Observation::NotRegular(crate::files::kind_name(&m.file_type())),
+        Ok(_) if job.kind == FileKind::Started => return Observation::Present,
+        Ok(_) => {}
+        Err(_) => return Observation::Missing,
     }
-    let Ok(mut file) = File::open(&path) else {
-        return Observation::Missing;
+    // O_NONBLOCK, then fstat: a file swapped for a FIFO since `metadata` cannot block us.
+    let mut file = match crate::files::open_read(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return match std::fs::metadata(&path) {
+                Ok(m) if !m.is_file() => Observation::NotRegular(crate::files::kind_name(&m.file_type())),
+                _ => Observation::Missing,
+            }
+        }
+        Err(_) => return Observation::Missing,
     };
     let Ok(meta) = file.metadata() else {
         return Observation::Missing;
     };
-    if !meta.is_file() {
-        return Observation::Missing;
-    }
     let key = MetaKey::of(&meta);
     if job.skip_if == Some(key) {
         return Observation::Unchanged;
@@ -500,6 +532,10 @@ struct WatchTask {
     tracked: HashMap<String, Tracked>,
     untracked: HashMap<String, ResultState>,
     next_tick: Option<Instant>,
+    /// No file system watch: only the fallback check finds files (see [`FileEvent::Polling`]).
+    polling: bool,
+    /// Files reported as [`FileEvent::NotRegular`], not reported again until they change.
+    not_regular: HashSet<(String, FileKind)>,
 }
 
 impl WatchTask {
@@ -519,34 +555,53 @@ impl WatchTask {
             tracked: HashMap::new(),
             untracked: HashMap::new(),
             next_tick: None,
+            polling: false,
+            not_regular: HashSet::new(),
         }
     }
 
-    /// Creates the folder if needed and (re)starts the file system watch on it.
+    /// Creates the folder if needed and (re)starts the file system watch on it. When no watch
+    /// can be set up (Linux: inotify instances or watches used up), falls back to polling: the
+    /// fallback check alone, announced once with [`FileEvent::Polling`]. Fails only when the
+    /// folder cannot be created.
     fn watch_dir(&mut self) -> io::Result<()> {
         self.watcher = None;
         self.ident = None;
-        std::fs::create_dir_all(&self.opts.dir)?;
+        crate::files::create_dir_all(&self.opts.dir)?;
+        if !self.polling {
+            match self.start_watcher() {
+                Ok(watcher) => self.watcher = Some(watcher),
+                Err(e) => {
+                    self.polling = true;
+                    let help = watch_limit_help(&e);
+                    let _ = self.events.send(FileEvent::Polling {
+                        error: e.to_string(),
+                        help,
+                    });
+                }
+            }
+        }
+        self.ident = dir_ident(&self.opts.dir);
+        self.canonical = std::fs::canonicalize(&self.opts.dir).ok();
+        Ok(())
+    }
+
+    fn start_watcher(&self) -> Result<notify::RecommendedWatcher, notify::Error> {
         let fs_tx = self.fs_tx.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if res.as_ref().map_or(true, is_relevant) {
                 let _ = fs_tx.send(res);
             }
-        })
-        .map_err(notify_to_io)?;
-        watcher
-            .watch(&self.opts.dir, RecursiveMode::NonRecursive)
-            .map_err(notify_to_io)?;
-        self.ident = dir_ident(&self.opts.dir);
-        self.canonical = std::fs::canonicalize(&self.opts.dir).ok();
-        self.watcher = Some(watcher);
-        Ok(())
+        })?;
+        watcher.watch(&self.opts.dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
     }
 
     /// Re-creates and re-watches the folder if it is gone, was replaced, or the watch failed.
     /// Returns true if it did (tracked ids must then be checked: events were missed).
     fn ensure_dir(&mut self) -> bool {
-        if self.watcher.is_some() && self.ident.is_some() && dir_ident(&self.opts.dir) == self.ident {
+        let watching = self.polling || self.watcher.is_some();
+        if watching && self.ident.is_some() && dir_ident(&self.opts.dir) == self.ident {
             return false;
         }
         let _ = self.watch_dir();
@@ -648,6 +703,31 @@ impl WatchTask {
         }
         self.update_tick();
         self.run_jobs(jobs).await;
+    }
+
+    /// A FIFO, socket, device or folder under a task's file name: forget what was read there,
+    /// and say so once (until something else is found under that name).
+    fn skip_not_regular(&mut self, id: String, kind: FileKind, what: &'static str) {
+        if let Some(t) = self.tracked.get_mut(&id) {
+            match kind {
+                FileKind::Result => t.result = ResultState::default(),
+                FileKind::Progress => t.progress_seen = None,
+                FileKind::Started => {}
+            }
+        } else if kind == FileKind::Result {
+            self.untracked.remove(&id);
+        }
+        if self.not_regular.len() >= MAX_UNTRACKED {
+            self.not_regular.clear();
+        }
+        if self.not_regular.insert((id.clone(), kind)) {
+            let file = self.opts.dir.join(format!("{id}.{}", kind.extension()));
+            let _ = self.events.send(FileEvent::NotRegular {
+                task_id: id,
+                file,
+                kind: what.to_owned(),
+            });
+        }
     }
 
     fn remember_untracked(&mut self, id: String, state: ResultState) {
@@ -813,6 +893,13 @@ impl WatchTask {
 
     fn apply(&mut self, id: String, kind: FileKind, obs: Observation, now: Instant) {
         let settle = self.opts.settle;
+        if let Observation::NotRegular(what) = obs {
+            self.skip_not_regular(id, kind, what);
+            return;
+        }
+        if !matches!(obs, Observation::Unchanged) && !self.not_regular.is_empty() {
+            self.not_regular.remove(&(id.clone(), kind));
+        }
         let event = if let Some(t) = self.tracked.get_mut(&id) {
             match (kind, obs) {
                 (FileKind::Started, Observation::Present) if !t.started_reported => {
@@ -880,12 +967,34 @@ fn is_relevant(event: &notify::Event) -> bool {
     }
 }
 
-fn notify_to_io(e: notify::Error) -> io::Error {
-    match e.kind {
-        notify::ErrorKind::Io(io) => io,
-        notify::ErrorKind::PathNotFound => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
-        _ => io::Error::other(e.to_string()),
+/// For a watch that failed on a kernel limit, the setting that would lift it (Linux).
+fn watch_limit_help(e: &notify::Error) -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return None;
     }
+    let sysctl = match &e.kind {
+        // inotify_init1: EMFILE, the user's inotify instances (128 by default) are used up.
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc_errno::EMFILE) => {
+            "fs.inotify.max_user_instances=1024"
+        }
+        // inotify_add_watch: ENOSPC, the user's watches are used up.
+        notify::ErrorKind::MaxFilesWatch => "fs.inotify.max_user_watches=524288",
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc_errno::ENOSPC) => {
+            "fs.inotify.max_user_watches=524288"
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "results are picked up within a second instead of at once; for instant pickup raise the \
+         per-user limit (one inotify instance per sidecar and per file-watching program): \
+         sudo sysctl {sysctl}"
+    ))
+}
+
+/// The two errno values [`watch_limit_help`] recognises (the same on every Linux architecture).
+mod libc_errno {
+    pub const EMFILE: i32 = 24;
+    pub const ENOSPC: i32 = 28;
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -1132,6 +1241,40 @@ mod tests {
         assert!(task.next_deadline().is_some());
         task.handle_commands(vec![Command::Untrack("b".into())]).await;
         assert_eq!(task.next_deadline(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Without a file system watch (as when inotify instances are used up): nothing runs while
+    /// nothing is tracked, and a tracked result is found by the periodic check alone.
+    #[tokio::test]
+    async fn polling_finds_results_and_sleeps_while_idle() {
+        let dir = temp_dir("polling");
+        let opts = WatchOptions {
+            rescan_every: Duration::from_millis(100),
+            ..WatchOptions::new(&dir)
+        };
+        let (event_tx, mut events) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (fs_tx, fs_rx) = mpsc::unbounded_channel();
+        let mut task = WatchTask::new(opts, event_tx, fs_tx);
+        task.polling = true;
+        task.watch_dir().unwrap();
+        assert!(task.watcher.is_none());
+        assert_eq!(task.next_deadline(), None, "idle: no timer at all");
+        tokio::spawn(task.run(cmd_rx, fs_rx));
+        cmd_tx.send(Command::Track("p".into())).unwrap();
+        std::fs::write(dir.join("p.json"), r#"{"status":"success"}"#).unwrap();
+        let started = Instant::now();
+        let mut map = serde_json::Map::new();
+        map.insert("status".into(), "success".into());
+        assert_eq!(
+            wait(&mut events).await,
+            FileEvent::Result {
+                task_id: "p".into(),
+                content: ResultContent::Object(map)
+            }
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

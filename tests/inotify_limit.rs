@@ -1,0 +1,131 @@
+//! More sidecars than the user's inotify instances (Linux, 128 by default): a sidecar that
+//! cannot have an inotify watch polls its results folder instead, says so once, and works.
+//!
+//! A test binary of its own: it uses up this user's inotify instances for a moment, which no
+//! other test in the same process may notice.
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use agentcom_sidecar::hub::{EmbeddedHub, HubOptions, TaskSpec};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// This user's inotify instances, all taken; given back on drop.
+struct Exhausted(Vec<i32>);
+
+impl Exhausted {
+    /// Opens inotify instances until the kernel refuses with EMFILE. `None` when the limit is
+    /// too high to reach quickly (then this test cannot show anything).
+    fn take() -> Option<Exhausted> {
+        let mut fds = Vec::new();
+        loop {
+            // SAFETY: inotify_init1 takes flags only; the fd is closed on drop.
+            let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+            if fd < 0 {
+                let e = std::io::Error::last_os_error();
+                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "inotify_init1: {e}");
+                return Some(Exhausted(fds));
+            }
+            fds.push(fd);
+            if fds.len() > 10_000 {
+                drop(Exhausted(fds));
+                return None;
+            }
+        }
+    }
+}
+
+impl Drop for Exhausted {
+    fn drop(&mut self) {
+        for fd in self.0.drain(..) {
+            // SAFETY: an fd this struct opened and owns.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+const AGENT_SH: &str = r#"#!/bin/sh
+: > "$AGENTCOM_STARTED_FILE"
+sleep 0.2
+printf '{"status":"success","output":"polled"}' > "$AGENTCOM_RESULT_FILE.tmp" && mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+#[tokio::test]
+async fn without_inotify_the_results_folder_is_polled_and_tasks_complete() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let mut events = hub.events();
+    let token = hub.add_token("inotify-limit");
+    let dir = TempDir::new("inotify-limit");
+    std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&config_json("inotify-limit", &token, &hub.url(), json!({}))).unwrap();
+    config["wake_command"] = format!("sh {} &", dir.join("agent.sh").display()).into();
+    write_private(&dir.join("config.json"), &config.to_string());
+
+    let Some(exhausted) = Exhausted::take() else {
+        let why = "fs.inotify.max_user_instances is too high to use up in a test";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    };
+    let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    // Its watch failed on the limit: one warning naming the sysctl. Then the instances are
+    // given back at once (other programs of this user need them), and it keeps polling.
+    let polling = sidecar
+        .wait_log_event("results_polling", Duration::from_secs(10))
+        .await;
+    drop(exhausted);
+    let polling = polling.unwrap_or_else(|| {
+        panic!(
+            "no results_polling event; stderr:\n{}\nstdout:\n{}",
+            sidecar.stderr(),
+            sidecar.stdout()
+        )
+    });
+    assert!(
+        polling["help"]
+            .as_str()
+            .unwrap()
+            .contains("sysctl fs.inotify.max_user_instances="),
+        "{polling}"
+    );
+    assert!(
+        sidecar.stdout().contains("checking it every second instead"),
+        "{}",
+        sidecar.stdout()
+    );
+
+    wait_hub(
+        &mut events,
+        Duration::from_secs(10),
+        "identified",
+        identified("inotify-limit"),
+    )
+    .await;
+    let id = hub.submit_task(TaskSpec {
+        description: "poll for me".into(),
+        ..TaskSpec::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let record = hub.task(&id);
+        if let Some(r) = record.as_ref().filter(|r| r.status == "completed") {
+            assert_eq!(r.result, Some(json!({"status":"success","output":"polled"})));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not completed: {record:?}\n{}",
+            sidecar.stdout()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let warnings = sidecar
+        .log_events()
+        .iter()
+        .filter(|e| e["event"] == "results_polling")
+        .count();
+    assert_eq!(warnings, 1, "said once");
+}
