@@ -539,3 +539,65 @@ async fn a_result_written_slowly_in_place_is_reported_once_complete() {
     assert_eq!(w.sent_of_type("task_complete").len(), 1);
     assert!(w.sent_of_type("task_failed").is_empty());
 }
+
+/// Item 6 of issue 8: with the token in `$AGENTCOM_TOKEN` and the service manager's variables
+/// set, neither the wake command nor the cancel command inherits any of them.
+#[tokio::test]
+async fn wake_and_cancel_commands_never_see_the_token_or_the_service_managers_variables() {
+    let mut w = World::new(
+        "tasks-env",
+        "env > ${RESULTS_DIR}/../wake-env.txt; HOLD=1 sh AGENT",
+        json!({"cancel_command": "env > ${RESULTS_DIR}/../cancel-env.txt"}),
+    )
+    .await;
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
+    let token = config["token"].as_str().unwrap().to_owned();
+    let notify = w.dir.join("notify.sock").display().to_string();
+    let _sidecar = Sidecar::spawn_with_env(
+        w.dir.path(),
+        &w.config,
+        &[
+            ("AGENTCOM_TOKEN", token.as_str()),
+            ("NOTIFY_SOCKET", notify.as_str()),
+            ("WATCHDOG_USEC", "60000000"),
+            ("WATCHDOG_PID", "1"),
+            ("LISTEN_FDS", "0"),
+            ("LISTEN_PID", "1"),
+            ("LISTEN_FDNAMES", "none"),
+        ],
+    );
+    w.identified().await;
+    let id = w.submit("print your environment");
+    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+        .await;
+    assert!(w.hub.cancel_task(&id).await);
+    let cancel_env = w.dir.join("cancel-env.txt");
+    w.wait_file(&cancel_env, SECS(10)).await;
+    for file in [w.dir.join("wake-env.txt"), cancel_env] {
+        // The file appears at once; give the command a moment to finish writing it.
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        while !text.contains("AGENTCOM_TASK_ID=") && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            text = std::fs::read_to_string(&file).unwrap();
+        }
+        assert!(text.contains(&format!("AGENTCOM_TASK_ID={id}")), "{text}");
+        for name in [
+            "AGENTCOM_TOKEN",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+        ] {
+            assert!(
+                !text.lines().any(|l| l.starts_with(&format!("{name}="))),
+                "{name} reached {}",
+                file.display()
+            );
+        }
+        assert!(!text.contains(&token), "the token reached {}", file.display());
+    }
+    w.release();
+}

@@ -871,22 +871,56 @@ fn open_output(path: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
     Ok((file, second))
 }
 
+/// Environment variables no child of the sidecar inherits: the hub token, and the service
+/// manager's handles meant for the sidecar alone (systemd's notify socket, its watchdog, and
+/// socket activation's `LISTEN_*`; every other `LISTEN_` name is removed too).
+pub const SCRUBBED_ENV: [&str; 7] = [
+    crate::config::TOKEN_ENV,
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+/// Whether `name` is one of [`SCRUBBED_ENV`] or starts with `LISTEN_`.
+pub fn is_scrubbed(name: &str) -> bool {
+    SCRUBBED_ENV.contains(&name) || name.starts_with("LISTEN_")
+}
+
+/// The one way the sidecar starts a child process (wake commands, cancel commands, `taskkill`):
+/// `program` with the sidecar's environment minus [`SCRUBBED_ENV`], so the token and the
+/// service manager's sockets never reach an agent.
+pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    for name in SCRUBBED_ENV {
+        cmd.env_remove(name);
+    }
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_scrubbed) {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 /// The environment entries for a spec: `spec.env` then the variables (which win), NUL bytes
-/// replaced, entries whose key cannot be an environment name dropped.
+/// replaced, entries whose key cannot be an environment name (or is scrubbed) dropped.
 fn spec_env(spec: &WakeSpec) -> Vec<(String, String)> {
     spec.env
         .iter()
         .cloned()
         .chain(spec.vars.env_entries())
-        .filter(|(k, _)| !k.is_empty() && !k.contains('=') && !k.contains('\0'))
+        .filter(|(k, _)| !k.is_empty() && !k.contains('=') && !k.contains('\0') && !is_scrubbed(k))
         .map(|(k, v)| (k, replace_nul(&v)))
         .collect()
 }
 
 /// Start the command in its own process group (Unix: `process_group(0)`; Windows:
 /// `CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW`), stdin null, stdout and stderr appended to
-/// `output_file` (created with its folder), env = the sidecar's env + `spec.env` + the variables
-/// as `AGENTCOM_V_*` (never a token: the caller does not pass one). Must be called inside a
+/// `output_file` (created with its folder), env = the sidecar's env without [`SCRUBBED_ENV`] +
+/// `spec.env` + the variables as `AGENTCOM_V_*` (see [`child_command`]). Must be called inside a
 /// tokio runtime.
 ///
 /// [`WakeHandle::wait`] resolves when the shell exits (exit 0 = Success; non-zero = Failed
@@ -963,7 +997,7 @@ fn platform_command(
             text.len()
         )));
     }
-    let mut cmd = tokio::process::Command::new("/bin/sh");
+    let mut cmd = child_command("/bin/sh");
     cmd.arg("-c").arg(text).process_group(0);
     Ok(cmd)
 }
@@ -977,7 +1011,7 @@ fn platform_command(
     const CREATE_NO_WINDOW: u32 = 0x0800_0000;
     let (text, _) = render_cmd(&spec.command, &spec.vars);
     let _ = env;
-    let mut cmd = tokio::process::Command::new("cmd.exe");
+    let mut cmd = child_command("cmd.exe");
     cmd.raw_arg("/V:ON /D /S /C")
         .raw_arg(format!("\"{text}\""))
         .creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
@@ -1011,7 +1045,7 @@ pub async fn kill_process_group(pgid: u32, grace: Duration) {
     #[cfg(windows)]
     {
         let _ = grace;
-        let _ = tokio::process::Command::new("taskkill")
+        let _ = child_command("taskkill")
             .args(["/T", "/F", "/PID", &pgid.to_string()])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
