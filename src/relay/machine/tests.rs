@@ -14,6 +14,8 @@ fn settings() -> RelaySettings {
         confirmation_timeout: 30 * SEC,
         progress_keepalive: 300 * SEC,
         readopt_window: 120 * SEC,
+        task_timeout: 7200 * SEC,
+        agent_exit_grace: 60 * SEC,
     }
 }
 
