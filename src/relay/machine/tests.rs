@@ -1005,7 +1005,7 @@ fn process_groups_are_kept_with_the_task_and_persisted() {
     let RelayAction::Persist(records) = &a[0] else {
         panic!("{a:?}")
     };
-    assert_eq!(records[0].agent_groups, [group.clone()]);
+    assert_eq!(records[0].agent_groups, std::slice::from_ref(&group));
     // The same group again changes nothing.
     let a = h.input(RelayInput::AgentGroup {
         task_id: "t1".into(),
