@@ -753,6 +753,87 @@ mod agent_processes {
         assert_eq!(w.wakes(&id), 1, "not woken again");
     }
 
+    /// The hand-back when a re-adopt window closes stops the backgrounded agent too, after a
+    /// restart: the hub dropped the task (cancelled while the sidecar was down), answers
+    /// `task_reassign`, and never assigns it again.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_hand_back_after_a_sigkill_and_restart_stops_the_backgrounded_agent() {
+        let mut w = World::new(
+            "tasks-handback-restart",
+            "HOLD=1 sh AGENT &",
+            json!({"readopt_window_ms": 500}),
+        )
+        .await;
+        let mut sidecar = w.spawn();
+        w.identified().await;
+        let id = w.submit("backgrounded, sidecar killed, task dropped by the hub");
+        let pid = agent_pid(&w, &id).await;
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        while !std::fs::read_to_string(w.dir.join("queue.json"))
+            .unwrap_or_default()
+            .contains("start_ticks")
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no group in queue.json");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        assert!(w.hub.cancel_task(&id).await);
+        let again = w.spawn();
+        let event = again
+            .wait_log_event("task_handed_back", SECS(15))
+            .await
+            .expect("handed back");
+        assert!(
+            event["agent"]
+                .as_str()
+                .unwrap()
+                .starts_with("stopping its agent (process group "),
+            "{event}"
+        );
+        assert_gone(pid, "after the hand-back").await;
+    }
+
+    /// Upgrading: a task recovered from the Node sidecar's queue.json, whose agent was the Node
+    /// sidecar's child, is handed back saying that nothing could be stopped (not "agent stopped").
+    #[tokio::test]
+    async fn a_hand_back_of_a_node_task_says_nothing_could_be_stopped() {
+        let mut w = World::new(
+            "tasks-handback-node",
+            "sh AGENT",
+            json!({"readopt_window_ms": 300}),
+        )
+        .await;
+        let node = json!({"active": {"task_id": "node-task-1", "description": "d", "metadata": {},
+            "status": "working", "assigned_at": 5, "generation": 2, "wake_attempts": 1, "repo": null,
+            "branch": null, "file_hints": [], "success_criteria": [], "verification_steps": [],
+            "complexity": null, "skip_verification": false, "verification_timeout_ms": null,
+            "routing_decision": null, "max_verification_retries": 0}, "recovering": null});
+        std::fs::write(w.dir.join("queue.json"), node.to_string()).unwrap();
+        let sidecar = w.spawn();
+        w.identified().await;
+        let event = sidecar
+            .wait_log_event("task_handed_back", SECS(10))
+            .await
+            .expect("handed back");
+        assert_eq!(event["task_id"], "node-task-1");
+        let agent = event["agent"].as_str().unwrap();
+        assert!(
+            agent.starts_with("nothing could be stopped: its agent was not started by this sidecar"),
+            "{event}"
+        );
+        let console = sidecar.stdout();
+        let line = console
+            .lines()
+            .find(|l| l.contains("task_handed_back"))
+            .unwrap_or_else(|| panic!("{console}"));
+        assert!(
+            line.contains("nothing could be stopped") && !line.contains("agent stopped"),
+            "{line}"
+        );
+    }
+
     /// Item 11: an agent that runs past `task_timeout_ms` is stopped and the task fails with the
     /// time it ran.
     #[tokio::test]
