@@ -210,6 +210,13 @@ struct Held {
     recovered: bool,
     /// `.started` was seen.
     started: bool,
+    /// The task timeout and the agent's end.
+    watch: AgentWatch,
+}
+
+/// What `task_timeout` and `agent_exit_grace` need to know of a held task.
+#[derive(Debug, Clone, Default)]
+struct AgentWatch {
     /// `.started` was seen while the wake command still ran (the agent ran inside it).
     started_while_waking: bool,
     /// When the agent was woken (for the elapsed time of a timeout) and when it times out.
@@ -222,28 +229,6 @@ struct Held {
 }
 
 impl Held {
-    /// A new task: queued, persisting, nothing seen yet (the record is a placeholder).
-    fn fresh() -> Held {
-        Held {
-            record: TaskRecord::from_assign(
-                serde_json::json!({"task_id": "placeholder"})
-                    .as_object()
-                    .expect("an object"),
-                0,
-            )
-            .expect("a valid id"),
-            phase: Phase::Queued,
-            standing: Standing::Persisting,
-            recovered: false,
-            started: false,
-            started_while_waking: false,
-            woken_at: None,
-            timeout_at: None,
-            gone: false,
-            exit_at: None,
-        }
-    }
-
     /// Whether the task's timers (task timeout, agent exit) run: woken, not done, not detached.
     fn timed(&self) -> bool {
         !self.is_detached()
@@ -327,7 +312,7 @@ impl Relay {
                 phase,
                 standing: Standing::Unknown,
                 recovered: true,
-                ..Held::fresh()
+                watch: AgentWatch::default(),
             });
         }
         relay
@@ -370,10 +355,10 @@ impl Relay {
                 consider(until);
             }
             if h.timed() {
-                if let Some(t) = h.timeout_at {
+                if let Some(t) = h.watch.timeout_at {
                     consider(t);
                 }
-                if let (Some(t), Phase::Working) = (h.exit_at, h.phase) {
+                if let (Some(t), Phase::Working) = (h.watch.exit_at, h.phase) {
                     consider(t);
                 }
             }
@@ -463,13 +448,13 @@ impl Relay {
                     continue;
                 }
             }
-            if h.timed() && h.timeout_at.is_some_and(|t| now >= t) {
-                let elapsed = now.saturating_duration_since(h.woken_at.unwrap_or(now));
+            if h.timed() && h.watch.timeout_at.is_some_and(|t| now >= t) {
+                let elapsed = now.saturating_duration_since(h.watch.woken_at.unwrap_or(now));
                 self.timed_out(i, elapsed);
                 i += 1;
                 continue;
             }
-            if h.timed() && h.phase == Phase::Working && h.exit_at.is_some_and(|t| now >= t) {
+            if h.timed() && h.phase == Phase::Working && h.watch.exit_at.is_some_and(|t| now >= t) {
                 self.actions.push_back(RelayAction::Kill { task_id: id });
                 let grace = self.settings.agent_exit_grace.as_millis();
                 self.finish(
@@ -725,7 +710,11 @@ impl Relay {
         });
         self.held.push(Held {
             record,
-            ..Held::fresh()
+            phase: Phase::Queued,
+            standing: Standing::Persisting,
+            recovered: false,
+            started: false,
+            watch: AgentWatch::default(),
         });
         self.persist();
     }
@@ -765,7 +754,7 @@ impl Relay {
                 };
             }
         }
-        if h.timeout_at.is_none() && h.timed() {
+        if h.watch.timeout_at.is_none() && h.timed() {
             // Recovered from queue.json: the time it ran before the restart counts (wall clock).
             let before = h
                 .record
@@ -774,8 +763,8 @@ impl Relay {
                 .unwrap_or_default()
                 .min(self.settings.task_timeout);
             let woken = now.checked_sub(before).unwrap_or(now);
-            h.woken_at = Some(woken);
-            h.timeout_at = Some(now + (self.settings.task_timeout - before));
+            h.watch.woken_at = Some(woken);
+            h.watch.timeout_at = Some(now + (self.settings.task_timeout - before));
             if h.record.woken_at.is_none() {
                 h.record.woken_at = Some(self.now_ms);
             }
@@ -934,14 +923,14 @@ impl Relay {
         let now_ms = self.now_ms;
         let timeout = self.settings.task_timeout;
         let h = &mut self.held[i];
-        if h.timeout_at.is_none() {
-            h.woken_at = Some(now);
-            h.timeout_at = Some(now + timeout);
+        if h.watch.timeout_at.is_none() {
+            h.watch.woken_at = Some(now);
+            h.watch.timeout_at = Some(now + timeout);
             h.record.woken_at = Some(now_ms);
         }
-        h.gone = false;
-        h.exit_at = None;
-        h.started_while_waking = false;
+        h.watch.gone = false;
+        h.watch.exit_at = None;
+        h.watch.started_while_waking = false;
         h.phase = Phase::Waking { attempt };
         h.record.wake_attempts = attempt;
         h.record.status = "waking".into();
@@ -1020,7 +1009,7 @@ impl Relay {
         }
         h.started = true;
         if matches!(h.phase, Phase::Waking { .. }) {
-            h.started_while_waking = true;
+            h.watch.started_while_waking = true;
         }
         if matches!(
             h.phase,
@@ -1045,8 +1034,8 @@ impl Relay {
         if !h.timed() || matches!(h.phase, Phase::Waking { .. }) {
             return;
         }
-        if outlived_wake || h.started_while_waking {
-            h.gone = true;
+        if outlived_wake || h.watch.started_while_waking {
+            h.watch.gone = true;
             self.start_exit_grace(i, now);
         }
     }
@@ -1054,8 +1043,8 @@ impl Relay {
     /// Once the agent is gone and has started, its result has `agent_exit_grace` to appear.
     fn start_exit_grace(&mut self, i: usize, now: Instant) {
         let h = &mut self.held[i];
-        if h.gone && h.started && h.phase == Phase::Working && h.exit_at.is_none() {
-            h.exit_at = Some(now + self.settings.agent_exit_grace);
+        if h.watch.gone && h.started && h.phase == Phase::Working && h.watch.exit_at.is_none() {
+            h.watch.exit_at = Some(now + self.settings.agent_exit_grace);
             let task_id = h.record.task_id.clone();
             self.log(Event::AgentExited {
                 task_id,
