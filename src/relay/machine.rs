@@ -403,7 +403,9 @@ impl Relay {
             RelayInput::AgentGroup { task_id, group } => {
                 if let Some(i) = self.find(&task_id) {
                     let groups = &mut self.held[i].record.agent_groups;
-                    if !groups.iter().any(|g| g.pgid == group.pgid) {
+                    if !groups.contains(&group) {
+                        // A PID reused by a later wake replaces the group that had it.
+                        groups.retain(|g| g.pgid != group.pgid);
                         groups.push(group);
                         self.persist();
                     }
@@ -1056,6 +1058,11 @@ impl Relay {
     /// Task `i` ran past `task_timeout`: stop its agent, fail it with the time it ran.
     fn timed_out(&mut self, i: usize, elapsed: Duration) {
         let task_id = self.held[i].record.task_id.clone();
+        let stopped = if self.held[i].record.agent_groups.is_empty() {
+            "its agent was not started by this sidecar and could not be stopped"
+        } else {
+            "its processes were stopped"
+        };
         let elapsed_ms = elapsed.as_millis() as u64;
         self.log(Event::TaskTimeout {
             task_id: task_id.clone(),
@@ -1063,7 +1070,7 @@ impl Relay {
         });
         self.actions.push_back(RelayAction::Kill { task_id });
         let reason = format!(
-            "task_timeout: the agent ran {} (task_timeout_ms {}); its processes were stopped",
+            "task_timeout: the agent ran {} (task_timeout_ms {}); {stopped}",
             human_duration(elapsed),
             self.settings.task_timeout.as_millis()
         );

@@ -350,6 +350,7 @@ impl RelayRuntime {
             Ok(handle) => {
                 let group = handle.group();
                 let agent = self.agents.entry(task_id.clone()).or_default();
+                agent.groups.retain(|g| g.pgid != group.pgid);
                 agent.groups.push(group.clone());
                 agent.wake_running = true;
                 agent.outlived_wake = false;

@@ -769,6 +769,14 @@ fn gone(h: &mut H, id: &str, outlived_wake: bool) -> Vec<RelayAction> {
 fn in_phase(h: &mut H, phase: &str) {
     h.input(RelayInput::LinkUp);
     h.assign("t1", 1);
+    h.input(RelayInput::AgentGroup {
+        task_id: "t1".into(),
+        group: AgentGroup {
+            pgid: 4242,
+            start_ticks: Some(1),
+            boot_id: None,
+        },
+    });
     match phase {
         "waking" => {}
         "retry" => {
@@ -869,6 +877,10 @@ fn a_recovered_task_keeps_the_time_it_ran_before_the_restart() {
     assert!(failed_reason(&a)
         .unwrap()
         .starts_with("task_timeout: the agent ran 2 h 0 min 0 s"));
+    // Without a process group of its own (the Node sidecar's agent), the reason says so.
+    assert!(failed_reason(&a)
+        .unwrap()
+        .ends_with("; its agent was not started by this sidecar and could not be stopped"));
     // A Node record has no wake time: counted from the confirmation.
     let mut h = H::with(timed(7200 * SEC, 60 * SEC), vec![record("t1", "working", 1)]);
     h.input(RelayInput::LinkUp);
@@ -1009,9 +1021,22 @@ fn process_groups_are_kept_with_the_task_and_persisted() {
     // The same group again changes nothing.
     let a = h.input(RelayInput::AgentGroup {
         task_id: "t1".into(),
-        group,
+        group: group.clone(),
     });
     assert!(a.is_empty(), "{a:?}");
+    // Its PID reused by a later wake's group: the new one replaces it.
+    let reused = AgentGroup {
+        start_ticks: Some(8),
+        ..group
+    };
+    let a = h.input(RelayInput::AgentGroup {
+        task_id: "t1".into(),
+        group: reused.clone(),
+    });
+    let RelayAction::Persist(records) = &a[0] else {
+        panic!("{a:?}")
+    };
+    assert_eq!(records[0].agent_groups, [reused]);
 }
 
 fn handed_back_text(actions: &[RelayAction]) -> String {
