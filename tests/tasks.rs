@@ -834,6 +834,46 @@ mod agent_processes {
         );
     }
 
+    /// An agent that exited without a result while the sidecar was down: the restarted sidecar
+    /// finds its recorded group empty and fails the task after the grace.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_agent_that_exited_while_the_sidecar_was_down_fails_the_task_after_the_grace() {
+        let mut w = World::new(
+            "tasks-exit-restart",
+            "NO_RESULT=1 HOLD=1 sh AGENT &",
+            json!({"agent_exit_grace_ms": 300}),
+        )
+        .await;
+        let mut sidecar = w.spawn();
+        w.identified().await;
+        let id = w.hub.submit_task(TaskSpec {
+            description: "dies while the sidecar is down".into(),
+            max_retries: 1,
+            ..TaskSpec::default()
+        });
+        let pid = agent_pid(&w, &id).await;
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        while !std::fs::read_to_string(w.dir.join("queue.json"))
+            .unwrap_or_default()
+            .contains("start_ticks")
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no group in queue.json");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        w.release();
+        assert_gone(pid, "after the release").await;
+        let _again = w.spawn();
+        let record = w.wait_status(&id, "dead_letter", SECS(15)).await;
+        assert_eq!(
+            record.last_error.as_deref(),
+            Some("the agent exited without writing a result (agent_exit_grace_ms 300 after its last process ended)")
+        );
+        assert_eq!(w.wakes(&id), 1, "not woken again");
+    }
+
     /// Item 11: an agent that runs past `task_timeout_ms` is stopped and the task fails with the
     /// time it ran.
     #[tokio::test]

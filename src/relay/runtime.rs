@@ -118,11 +118,11 @@ impl RelayRuntime {
         // Process groups recorded by an earlier run: kept only while they are provably the same.
         let mut agents = HashMap::new();
         for task in &mut tasks {
-            if task.agent_groups.is_empty() {
-                continue;
-            }
+            // Only groups recorded with a start time can be recognised (Linux); without one,
+            // whether the agent still runs cannot be known, so it is not watched.
+            let recognisable = task.agent_groups.iter().any(|g| g.start_ticks.is_some());
             task.agent_groups.retain(recorded_group_is_ours);
-            if task.outcome.is_none() {
+            if recognisable && cfg!(target_os = "linux") && task.outcome.is_none() {
                 agents.insert(
                     task.task_id.clone(),
                     Agent {

@@ -98,7 +98,8 @@ fn empty_object() -> Value {
 /// A process group a wake command ran in, kept with its task until the task ends, so that a
 /// cancel, a timeout or a hand-back can stop an agent the wake command backgrounded.
 ///
-/// Persisted in queue.json (`agent_groups`, a field the Node sidecar ignores) where the platform
+/// Persisted in queue.json (`agent_groups`, a field the Node sidecar ignores: it reads a task
+/// object's fields by name and never rejects others, protocol §5.1 and §5.11) where the platform
 /// can tell the group's leader apart from a later process that reused its PID (Linux: the
 /// leader's start time and the boot id), so that a restarted sidecar can still stop it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
