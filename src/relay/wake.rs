@@ -9,7 +9,14 @@
 //!   environment variable with cmd's delayed expansion, which is not re-parsed;
 //! - [`spawn_wake`] runs the command in its own process group, with stdout and stderr going to a
 //!   file (never a pipe, so a backgrounded agent that keeps them open cannot hold the wake
-//!   hostage, protocol C10), and kills the whole group on timeout.
+//!   hostage, protocol C10), and kills the whole group on timeout;
+//! - [`child_command`] is the one way a child starts: without the token and the service
+//!   manager's variables ([`SCRUBBED_ENV`]);
+//! - [`stop_agent`] stops a task's agent by process group (which outlives the wake shell while
+//!   any member lives), on Linux also the processes that left the group: the sidecar is a child
+//!   subreaper ([`become_subreaper`]), so they become its children, and [`reap_adopted`] reaps
+//!   them. A group recorded in queue.json is trusted after a restart only while its leader's
+//!   start time proves it is the same ([`recorded_group_is_ours`]).
 //!
 //! Every value is also passed in the environment as `AGENTCOM_V_<NAME>` (for example
 //! `AGENTCOM_V_TASK_DESCRIPTION`), which templates may use directly: `"$AGENTCOM_V_TASK_ID"`.
