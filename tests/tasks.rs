@@ -719,6 +719,40 @@ mod agent_processes {
         }
     }
 
+    /// What the cancel command starts (it runs while the agent is being stopped, with the same
+    /// task in its environment) is not taken for part of the agent.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn stopping_the_agent_spares_what_the_cancel_command_started() {
+        let mut w = World::new(
+            "tasks-cancel-spared",
+            // The agent ignores SIGTERM: it is stopped only by the SIGKILL 2 s later.
+            "trap '' TERM; HOLD=1 sh AGENT &",
+            json!({"cancel_command": "sleep 30 >/dev/null 2>&1 & echo $! > ${RESULTS_DIR}/../cancel-pid"}),
+        )
+        .await;
+        let _sidecar = w.spawn();
+        w.identified().await;
+        let id = w.submit("cancelled; the cancel command leaves a helper running");
+        let pid = agent_pid(&w, &id).await;
+        assert!(w.hub.cancel_task(&id).await);
+        let helper_file = w.dir.join("cancel-pid");
+        w.wait_file(&helper_file, SECS(10)).await;
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        let helper: u32 = loop {
+            if let Ok(p) = std::fs::read_to_string(&helper_file).unwrap().trim().parse() {
+                break p;
+            }
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_gone(pid, "after the cancel (SIGKILL after the grace)").await;
+        let still = running(helper);
+        // SAFETY: the helper is this test's own sleep; signalling it cannot harm anything else.
+        unsafe { libc::kill(helper as i32, libc::SIGKILL) };
+        assert!(still, "the cancel command's helper was stopped with the agent");
+    }
+
     /// The process group is in queue.json with its leader's start time: a cancel after a SIGKILL
     /// and restart of the sidecar still stops the backgrounded agent.
     #[cfg(target_os = "linux")]

@@ -8,8 +8,8 @@ use super::machine::{Relay, RelayAction, RelayInput, RelaySettings, ResultFile, 
 use super::store::TaskStore;
 use super::task::{AgentGroup, TaskRecord};
 use super::wake::{
-    agent_alive, become_subreaper, reap_adopted, recorded_group_is_ours, spawn_wake, stop_agent, WakeOutcome,
-    WakeSpec, WakeVars,
+    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, spawn_wake,
+    stop_agent, WakeOutcome, WakeSpec, WakeVars,
 };
 use super::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
 use crate::config::Config;
@@ -398,6 +398,8 @@ impl RelayRuntime {
             .join("logs")
             .join(format!("{}.cancel.log", task.task_id));
         if let Ok(handle) = spawn_wake(&self.spec(&template, &task, output)) {
+            // What the cancel command starts is not the agent being stopped.
+            exempt_group(handle.pgid);
             // Waiting enforces the timeout (the group is killed past it).
             tokio::spawn(handle.wait());
         }

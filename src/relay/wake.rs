@@ -1093,6 +1093,24 @@ fn spawned(pid: u32, add: bool) {
     }
 }
 
+/// Process groups of commands that are not an agent (cancel commands): [`stop_agent`] leaves
+/// their processes alone even though their environment names the task. The last 64 are kept.
+static EXEMPT: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Say that the group `pgid` (a cancel command's) is not part of any agent, so that stopping the
+/// task's agent does not stop what the cancel command started.
+pub fn exempt_group(pgid: u32) {
+    let mut list = EXEMPT.lock().unwrap_or_else(|e| e.into_inner());
+    if list.len() >= 64 {
+        list.remove(0);
+    }
+    list.push(pgid);
+}
+
+fn is_exempt(pgid: u32) -> bool {
+    EXEMPT.lock().unwrap_or_else(|e| e.into_inner()).contains(&pgid)
+}
+
 fn is_spawned(pid: u32) -> bool {
     SPAWNED.lock().unwrap_or_else(|e| e.into_inner()).contains(&pid)
 }
@@ -1250,7 +1268,9 @@ pub fn reap_adopted() -> Vec<Adopted> {
 pub fn agent_alive(task_id: &str, groups: &[AgentGroup]) -> bool {
     let adopted = reap_adopted();
     groups.iter().any(|g| group_alive(g.pgid) && !leader_replaced(g))
-        || adopted.iter().any(|a| a.task_id.as_deref() == Some(task_id))
+        || adopted
+            .iter()
+            .any(|a| a.task_id.as_deref() == Some(task_id) && !is_exempt(a.pgrp))
 }
 
 /// Stop a task's agent: SIGTERM to each of its groups still alive (and still the recorded one)
@@ -1270,7 +1290,7 @@ pub async fn stop_agent(task_id: &str, groups: &[AgentGroup], grace: Duration) -
                 .map(|g| -(g.pgid as i32))
                 .collect();
             for a in adopted {
-                if a.task_id.as_deref() != Some(task_id) {
+                if a.task_id.as_deref() != Some(task_id) || is_exempt(a.pgrp) {
                     continue;
                 }
                 let target = if a.pgrp == a.pid && a.pid > 1 {
