@@ -403,7 +403,7 @@ async fn a_backgrounded_group_is_recognised_and_stopped_after_the_shell_exits() 
     };
     assert!(!recorded_group_is_ours(&no_start), "a bare PID is never trusted");
     assert_eq!(
-        stop_agent("task-42", &[group.clone()], Duration::from_secs(2)).await,
+        stop_agent("task-42", std::slice::from_ref(&group), Duration::from_secs(2)).await,
         1
     );
     assert!(eventually(Duration::from_secs(5), || !alive(sleeper)).await);
