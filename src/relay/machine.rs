@@ -1033,7 +1033,11 @@ impl Relay {
     fn agent_gone(&mut self, task_id: &str, outlived_wake: bool, now: Instant) {
         let Some(i) = self.find(task_id) else { return };
         let h = &mut self.held[i];
-        if !h.timed() || matches!(h.phase, Phase::Waking { .. }) {
+        // Kept while detached too: it applies again if the hub assigns the task back.
+        if !matches!(
+            h.phase,
+            Phase::RetryAt { .. } | Phase::AwaitStart { .. } | Phase::Working
+        ) {
             return;
         }
         if outlived_wake || h.watch.started_while_waking {

@@ -1084,3 +1084,21 @@ fn a_hand_back_says_what_was_done_about_the_agent() {
         "task t1 was not assigned again: task dropped; its agent was never woken"
     );
 }
+
+#[test]
+fn an_agent_gone_while_detached_fails_the_task_once_it_is_assigned_back() {
+    let mut h = H::with(timed(7200 * SEC, 60 * SEC), vec![]);
+    in_phase(&mut h, "working");
+    h.input(RelayInput::LinkDown);
+    h.input(RelayInput::LinkUp);
+    h.frame(TaskFrame::StateReportAck {
+        task_id: "t1".into(),
+        action: "abort".into(),
+    });
+    gone(&mut h, "t1", true);
+    h.now += 10 * SEC;
+    // Assigned back within the re-adopt window: the grace counts from the agent's end.
+    h.assign("t1", 2);
+    let (waited, a) = h.fire();
+    assert_eq!((waited, failed_reason(&a).as_deref()), (50 * SEC, Some(EXITED)));
+}
