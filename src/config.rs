@@ -76,6 +76,8 @@ const KNOWN_KEYS: &[&str] = &[
     "max_pending",
     "progress_keepalive_ms",
     "readopt_window_ms",
+    "task_timeout_ms",
+    "agent_exit_grace_ms",
     "token_file",
     "ca_file",
     "log_max_bytes",
@@ -186,6 +188,12 @@ pub struct Config {
     pub progress_keepalive: Duration,
     /// How long a task the hub took back is kept for re-assignment (`readopt_window_ms`, 120000).
     pub readopt_window: Duration,
+    /// How long a woken task may run before its agent is stopped and the task failed
+    /// (`task_timeout_ms`, 7200000: 2 h).
+    pub task_timeout: Duration,
+    /// How long after the agent's processes all ended a missing result fails the task
+    /// (`agent_exit_grace_ms`, 60000).
+    pub agent_exit_grace: Duration,
     /// One human-readable line per accepted-but-unused, unknown or doubtful setting.
     pub warnings: Vec<String>,
 }
@@ -458,6 +466,8 @@ fn example_line(field: &str) -> String {
         "max_pending" => "16",
         "progress_keepalive_ms" => "300000",
         "readopt_window_ms" => "120000",
+        "task_timeout_ms" => "7200000",
+        "agent_exit_grace_ms" => "60000",
         "log_file" => "\"./sidecar.log\"",
         "token_file" => "\"/etc/agentcom/token\"",
         "ca_file" => "\"/etc/agentcom/hub-ca.pem\"",
@@ -1541,6 +1551,8 @@ impl Config {
         };
         let progress_keepalive = b.positive_ms("progress_keepalive_ms", 300_000)?;
         let readopt_window = b.positive_ms("readopt_window_ms", 120_000)?;
+        let task_timeout = b.positive_ms("task_timeout_ms", 7_200_000)?;
+        let agent_exit_grace = b.positive_ms("agent_exit_grace_ms", 60_000)?;
 
         let ca_file = b.opt_path("ca_file", &dir)?;
         let log_max_bytes = match b.opt_uint("log_max_bytes", "a whole number of bytes")? {
@@ -1621,6 +1633,8 @@ impl Config {
             max_pending,
             progress_keepalive: Duration::from_millis(progress_keepalive),
             readopt_window: Duration::from_millis(readopt_window),
+            task_timeout: Duration::from_millis(task_timeout),
+            agent_exit_grace: Duration::from_millis(agent_exit_grace),
             path: path.clone(),
             agent_id,
             token: Secret::new(token),
@@ -1726,6 +1740,8 @@ mod tests {
         assert_eq!(c.max_pending, DEFAULT_MAX_PENDING);
         assert_eq!(c.progress_keepalive, Duration::from_secs(300));
         assert_eq!(c.readopt_window, Duration::from_secs(120));
+        assert_eq!(c.task_timeout, Duration::from_secs(7200));
+        assert_eq!(c.agent_exit_grace, Duration::from_secs(60));
         assert_eq!(c.results_dir, PathBuf::from("/srv/agent/results"));
         assert_eq!(c.log_file, PathBuf::from("/srv/agent/sidecar.log"));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(30_000));

@@ -156,8 +156,13 @@ pub enum Event {
         answer: String,
         keep_ms: u64,
     },
-    /// A detached task was not assigned again in time: the agent was stopped and the task dropped.
-    TaskHandedBack { task_id: String },
+    /// A detached task was not assigned again in time: the task was dropped; `agent` says what
+    /// was done about its agent (stopped, or nothing could be: it was not this sidecar's).
+    TaskHandedBack { task_id: String, agent: String },
+    /// A woken task ran past `task_timeout_ms`: its agent is stopped and the task failed.
+    TaskTimeout { task_id: String, elapsed_ms: u64 },
+    /// Every process of the task's agent ended without a result; the task fails after `grace_ms`.
+    AgentExited { task_id: String, grace_ms: u64 },
     /// The hub cancelled a task.
     TaskCancelled { task_id: String },
     /// A wake attempt starts.
@@ -321,9 +326,17 @@ impl Event {
                 "the hub took task {task_id} back ({answer}); keeping it {} s in case it is assigned again",
                 keep_ms / 1000
             ),
-            Event::TaskHandedBack { task_id } => {
-                format!("task {task_id} was not assigned again: agent stopped, task dropped")
+            Event::TaskHandedBack { task_id, agent } => {
+                format!("task {task_id} was not assigned again: task dropped; {agent}")
             }
+            Event::TaskTimeout { task_id, elapsed_ms } => format!(
+                "task {task_id} ran {} s, past task_timeout_ms: stopping its agent, failing the task",
+                elapsed_ms / 1000
+            ),
+            Event::AgentExited { task_id, grace_ms } => format!(
+                "every process of the agent for {task_id} ended without a result: the task fails in {} s unless one is written",
+                grace_ms / 1000
+            ),
             Event::TaskCancelled { task_id } => format!("task {task_id} cancelled by the hub"),
             Event::WakeAttempt { task_id, attempt } => {
                 format!("waking the agent for {task_id} (attempt {attempt})")

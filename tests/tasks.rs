@@ -11,7 +11,8 @@ use support::*;
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// The test agent: counts its wakes, records its argument, writes `.started`, then waits for
-/// `release` (if `$HOLD` is set) and writes the result atomically. `$RESULT` overrides the result.
+/// `release` (if `$HOLD` is set) and writes the result atomically. `$RESULT` overrides the result;
+/// `$NO_RESULT` makes it exit without one.
 const AGENT_SH: &str = r#"#!/bin/sh
 dir="$AGENTCOM_RESULTS_DIR"
 echo "$$" >> "$dir/../wakes-$AGENTCOM_TASK_ID"
@@ -21,6 +22,7 @@ if [ -n "$HOLD" ]; then
   # Gives up when the test's folder is gone (a test that never released it must not leak it).
   while [ ! -e "$dir/../release" ] && [ -d "$(dirname "$dir")" ]; do sleep 0.05; done
 fi
+[ -z "$NO_RESULT" ] || exit 0
 result="${RESULT:-{\"status\":\"success\",\"output\":\"done\",\"tokens_used\":3\}}"
 if [ -n "$SLOW" ]; then
   # Written in place, in three pieces, with pauses: never reported half-written.
@@ -545,4 +547,435 @@ async fn a_result_written_slowly_in_place_is_reported_once_complete() {
     assert_eq!(record.result, Some(json!({"status":"success","output":"slowly"})));
     assert_eq!(w.sent_of_type("task_complete").len(), 1);
     assert!(w.sent_of_type("task_failed").is_empty());
+}
+
+/// Item 6 of issue 8: with the token in `$AGENTCOM_TOKEN` and the service manager's variables
+/// set, neither the wake command nor the cancel command inherits any of them.
+#[tokio::test]
+async fn wake_and_cancel_commands_never_see_the_token_or_the_service_managers_variables() {
+    let mut w = World::new(
+        "tasks-env",
+        "env > ${RESULTS_DIR}/../wake-env.txt; HOLD=1 sh AGENT",
+        json!({"cancel_command": "env > ${RESULTS_DIR}/../cancel-env.txt"}),
+    )
+    .await;
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
+    let token = config["token"].as_str().unwrap().to_owned();
+    let notify = w.dir.join("notify.sock").display().to_string();
+    let _sidecar = Sidecar::spawn_with_env(
+        w.dir.path(),
+        &w.config,
+        &[
+            ("AGENTCOM_TOKEN", token.as_str()),
+            ("NOTIFY_SOCKET", notify.as_str()),
+            ("WATCHDOG_USEC", "60000000"),
+            ("WATCHDOG_PID", "1"),
+            ("LISTEN_FDS", "0"),
+            ("LISTEN_PID", "1"),
+            ("LISTEN_FDNAMES", "none"),
+        ],
+    );
+    w.identified().await;
+    let id = w.submit("print your environment");
+    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+        .await;
+    assert!(w.hub.cancel_task(&id).await);
+    let cancel_env = w.dir.join("cancel-env.txt");
+    w.wait_file(&cancel_env, SECS(10)).await;
+    for file in [w.dir.join("wake-env.txt"), cancel_env] {
+        // The file appears at once; give the command a moment to finish writing it.
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        while !text.contains("AGENTCOM_TASK_ID=") && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            text = std::fs::read_to_string(&file).unwrap();
+        }
+        assert!(text.contains(&format!("AGENTCOM_TASK_ID={id}")), "{text}");
+        for name in [
+            "AGENTCOM_TOKEN",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+        ] {
+            assert!(
+                !text.lines().any(|l| l.starts_with(&format!("{name}="))),
+                "{name} reached {}",
+                file.display()
+            );
+        }
+        assert!(!text.contains(&token), "the token reached {}", file.display());
+    }
+    w.release();
+}
+
+/// Issue 8, items 9 and 11 on the real binary: agents stopped by process group, timeouts.
+#[cfg(unix)]
+mod agent_processes {
+    use super::*;
+
+    /// Whether `pid` runs (a zombie does not count).
+    fn running(pid: u32) -> bool {
+        // SAFETY: signal 0 only checks for existence.
+        if unsafe { libc::kill(pid as i32, 0) } != 0 {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !matches!(
+                stat.rsplit(')').next().unwrap_or("").trim_start().chars().next(),
+                Some('Z' | 'X')
+            ),
+            Err(_) => !Path::new("/proc/self").exists(),
+        }
+    }
+
+    /// The agent's PID as it wrote it (`$$` of the agent script), once its `.started` exists.
+    async fn agent_pid(w: &World, id: &str) -> u32 {
+        w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
+            .await;
+        std::fs::read_to_string(w.dir.join(&format!("wakes-{id}")))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    async fn assert_gone(pid: u32, what: &str) {
+        let deadline = tokio::time::Instant::now() + SECS(10);
+        while running(pid) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the agent {pid} still runs {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Children of `parent` that are zombies (Linux; empty elsewhere).
+    fn zombie_children(parent: u32) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return vec![];
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    return false;
+                };
+                let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+                fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+            })
+            .collect()
+    }
+
+    /// Item 9 of issue 8: the README's pattern, `my-agent "$1" &`. The wake shell exits at once;
+    /// a cancel must still stop the agent it left running in its process group.
+    #[tokio::test]
+    async fn cancel_stops_an_agent_the_wake_command_backgrounded() {
+        let mut w = World::new("tasks-cancel-bg", "HOLD=1 sh AGENT &", json!({})).await;
+        let sidecar = w.spawn();
+        w.identified().await;
+        let id = w.submit("backgrounded, then cancelled");
+        let pid = agent_pid(&w, &id).await;
+        assert!(running(pid));
+        assert!(w.hub.cancel_task(&id).await);
+        sidecar
+            .wait_log_event("task_cancelled", SECS(5))
+            .await
+            .expect("cancel logged");
+        assert_gone(pid, "after the cancel").await;
+    }
+
+    /// An agent that left the wake command's process group (`setsid`) is adopted by the sidecar
+    /// (a child subreaper on Linux), found by its environment, stopped on cancel and reaped.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn cancel_stops_an_agent_that_left_the_process_group_and_reaps_it() {
+        if !Path::new("/usr/bin/setsid").exists() && !Path::new("/bin/setsid").exists() {
+            return eprintln!("SKIPPED: no setsid program");
+        }
+        let mut w = World::new("tasks-cancel-setsid", "HOLD=1 setsid sh AGENT &", json!({})).await;
+        let sidecar = w.spawn();
+        w.identified().await;
+        let id = w.submit("left the group, then cancelled");
+        let pid = agent_pid(&w, &id).await;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            fields[2],
+            pid.to_string(),
+            "the agent leads its own group: {stat}"
+        );
+        assert!(w.hub.cancel_task(&id).await);
+        assert_gone(pid, "after the cancel, outside the wake's group").await;
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        loop {
+            let zombies = zombie_children(sidecar.pid());
+            if zombies.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "zombies left under the sidecar: {zombies:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the cancel command starts (it runs while the agent is being stopped, with the same
+    /// task in its environment) is not taken for part of the agent.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn stopping_the_agent_spares_what_the_cancel_command_started() {
+        let mut w = World::new(
+            "tasks-cancel-spared",
+            // The agent ignores SIGTERM: it is stopped only by the SIGKILL 2 s later.
+            "trap '' TERM; HOLD=1 sh AGENT &",
+            json!({"cancel_command": "sleep 30 >/dev/null 2>&1 & echo $! > ${RESULTS_DIR}/../cancel-pid"}),
+        )
+        .await;
+        let _sidecar = w.spawn();
+        w.identified().await;
+        let id = w.submit("cancelled; the cancel command leaves a helper running");
+        let pid = agent_pid(&w, &id).await;
+        assert!(w.hub.cancel_task(&id).await);
+        let helper_file = w.dir.join("cancel-pid");
+        w.wait_file(&helper_file, SECS(10)).await;
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        let helper: u32 = loop {
+            if let Ok(p) = std::fs::read_to_string(&helper_file).unwrap().trim().parse() {
+                break p;
+            }
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_gone(pid, "after the cancel (SIGKILL after the grace)").await;
+        let still = running(helper);
+        // SAFETY: the helper is this test's own sleep; signalling it cannot harm anything else.
+        unsafe { libc::kill(helper as i32, libc::SIGKILL) };
+        assert!(still, "the cancel command's helper was stopped with the agent");
+    }
+
+    /// The process group is in queue.json with its leader's start time: a cancel after a SIGKILL
+    /// and restart of the sidecar still stops the backgrounded agent.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn cancel_after_a_sigkill_and_restart_still_stops_the_backgrounded_agent() {
+        let mut w = World::new("tasks-cancel-restart", "HOLD=1 sh AGENT &", json!({})).await;
+        let mut sidecar = w.spawn();
+        w.identified().await;
+        let id = w.submit("backgrounded, sidecar killed, then cancelled");
+        let pid = agent_pid(&w, &id).await;
+        // The group is persisted with the task.
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        loop {
+            let queue: Value =
+                serde_json::from_str(&std::fs::read_to_string(w.dir.join("queue.json")).unwrap()).unwrap();
+            if queue["active"]["agent_groups"][0]["start_ticks"].is_u64() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no group in {queue}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        assert!(running(pid), "the agent survives the sidecar");
+        let again = w.spawn();
+        again
+            .wait_log_event("task_confirmed", SECS(15))
+            .await
+            .expect("the restarted sidecar holds the task again");
+        assert!(w.hub.cancel_task(&id).await);
+        assert_gone(pid, "after a cancel sent to the restarted sidecar").await;
+        assert_eq!(w.wakes(&id), 1, "not woken again");
+    }
+
+    /// The hand-back when a re-adopt window closes stops the backgrounded agent too, after a
+    /// restart: the hub dropped the task (cancelled while the sidecar was down), answers
+    /// `task_reassign`, and never assigns it again.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_hand_back_after_a_sigkill_and_restart_stops_the_backgrounded_agent() {
+        let mut w = World::new(
+            "tasks-handback-restart",
+            "HOLD=1 sh AGENT &",
+            json!({"readopt_window_ms": 500}),
+        )
+        .await;
+        let mut sidecar = w.spawn();
+        w.identified().await;
+        let id = w.submit("backgrounded, sidecar killed, task dropped by the hub");
+        let pid = agent_pid(&w, &id).await;
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        while !std::fs::read_to_string(w.dir.join("queue.json"))
+            .unwrap_or_default()
+            .contains("start_ticks")
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no group in queue.json");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        assert!(w.hub.cancel_task(&id).await);
+        let again = w.spawn();
+        let event = again
+            .wait_log_event("task_handed_back", SECS(15))
+            .await
+            .expect("handed back");
+        assert!(
+            event["agent"]
+                .as_str()
+                .unwrap()
+                .starts_with("stopping its agent (process group "),
+            "{event}"
+        );
+        assert_gone(pid, "after the hand-back").await;
+    }
+
+    /// Upgrading: a task recovered from the Node sidecar's queue.json, whose agent was the Node
+    /// sidecar's child, is handed back saying that nothing could be stopped (not "agent stopped").
+    #[tokio::test]
+    async fn a_hand_back_of_a_node_task_says_nothing_could_be_stopped() {
+        let mut w = World::new(
+            "tasks-handback-node",
+            "sh AGENT",
+            json!({"readopt_window_ms": 300}),
+        )
+        .await;
+        let node = json!({"active": {"task_id": "node-task-1", "description": "d", "metadata": {},
+            "status": "working", "assigned_at": 5, "generation": 2, "wake_attempts": 1, "repo": null,
+            "branch": null, "file_hints": [], "success_criteria": [], "verification_steps": [],
+            "complexity": null, "skip_verification": false, "verification_timeout_ms": null,
+            "routing_decision": null, "max_verification_retries": 0}, "recovering": null});
+        std::fs::write(w.dir.join("queue.json"), node.to_string()).unwrap();
+        let sidecar = w.spawn();
+        w.identified().await;
+        let event = sidecar
+            .wait_log_event("task_handed_back", SECS(10))
+            .await
+            .expect("handed back");
+        assert_eq!(event["task_id"], "node-task-1");
+        let agent = event["agent"].as_str().unwrap();
+        assert!(
+            agent.starts_with("nothing could be stopped: its agent was not started by this sidecar"),
+            "{event}"
+        );
+        let console = sidecar.stdout();
+        let line = console
+            .lines()
+            .find(|l| l.contains("task_handed_back"))
+            .unwrap_or_else(|| panic!("{console}"));
+        assert!(
+            line.contains("nothing could be stopped") && !line.contains("agent stopped"),
+            "{line}"
+        );
+    }
+
+    /// An agent that exited without a result while the sidecar was down: the restarted sidecar
+    /// finds its recorded group empty and fails the task after the grace.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_agent_that_exited_while_the_sidecar_was_down_fails_the_task_after_the_grace() {
+        let mut w = World::new(
+            "tasks-exit-restart",
+            "NO_RESULT=1 HOLD=1 sh AGENT &",
+            json!({"agent_exit_grace_ms": 300}),
+        )
+        .await;
+        let mut sidecar = w.spawn();
+        w.identified().await;
+        let id = w.hub.submit_task(TaskSpec {
+            description: "dies while the sidecar is down".into(),
+            max_retries: 1,
+            ..TaskSpec::default()
+        });
+        let pid = agent_pid(&w, &id).await;
+        let deadline = tokio::time::Instant::now() + SECS(5);
+        while !std::fs::read_to_string(w.dir.join("queue.json"))
+            .unwrap_or_default()
+            .contains("start_ticks")
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no group in queue.json");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sidecar.signal("KILL");
+        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        w.release();
+        assert_gone(pid, "after the release").await;
+        let _again = w.spawn();
+        let record = w.wait_status(&id, "dead_letter", SECS(15)).await;
+        assert_eq!(
+            record.last_error.as_deref(),
+            Some("the agent exited without writing a result (agent_exit_grace_ms 300 after its last process ended)")
+        );
+        assert_eq!(w.wakes(&id), 1, "not woken again");
+    }
+
+    /// Item 11: an agent that runs past `task_timeout_ms` is stopped and the task fails with the
+    /// time it ran.
+    #[tokio::test]
+    async fn a_task_past_task_timeout_ms_is_failed_and_its_agent_stopped() {
+        let mut w = World::new(
+            "tasks-timeout",
+            "HOLD=1 sh AGENT &",
+            json!({"task_timeout_ms": 1500}),
+        )
+        .await;
+        let _sidecar = w.spawn();
+        w.identified().await;
+        let id = w.hub.submit_task(TaskSpec {
+            description: "runs forever".into(),
+            max_retries: 1,
+            ..TaskSpec::default()
+        });
+        let pid = agent_pid(&w, &id).await;
+        let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
+        let error = record.last_error.clone().unwrap();
+        // It ran at least 1.5 s; a loaded machine may act a little later.
+        assert!(
+            error.starts_with("task_timeout: the agent ran ")
+                && error.contains(" s (task_timeout_ms 1500); its processes were stopped"),
+            "{record:?}"
+        );
+        assert_gone(pid, "after the task timeout").await;
+    }
+
+    /// Item 11: an agent that wrote `.started` and exited without a result fails the task after
+    /// `agent_exit_grace_ms`, not never.
+    #[tokio::test]
+    async fn an_agent_that_exits_without_a_result_fails_the_task_after_the_grace() {
+        let mut w = World::new(
+            "tasks-exit-grace",
+            "NO_RESULT=1 HOLD=1 sh AGENT &",
+            json!({"agent_exit_grace_ms": 300}),
+        )
+        .await;
+        let sidecar = w.spawn();
+        w.identified().await;
+        let id = w.hub.submit_task(TaskSpec {
+            description: "dies quietly".into(),
+            max_retries: 1,
+            ..TaskSpec::default()
+        });
+        let pid = agent_pid(&w, &id).await;
+        // Released once the sidecar has seen it start (and so seen it alive in its group): an
+        // agent that dies before the sidecar ever sees it alive looks like a detached one, which
+        // only the task timeout covers.
+        sidecar
+            .wait_log_event("agent_started", SECS(10))
+            .await
+            .expect("agent_started logged");
+        w.release();
+        assert_gone(pid, "after the release").await;
+        let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
+        assert_eq!(
+            record.last_error.as_deref(),
+            Some("the agent exited without writing a result (agent_exit_grace_ms 300 after its last process ended)")
+        );
+        assert!(sidecar.log_events().iter().any(|e| e["event"] == "agent_exited"));
+    }
 }

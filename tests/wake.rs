@@ -363,3 +363,53 @@ async fn values_too_big_for_one_argument() {
         "{error}"
     );
 }
+
+/// Issue 8, item 9: a group outlives the wake shell while a backgrounded member lives; it is
+/// recognised by its leader's start time, never by the bare PID, and `stop_agent` empties it.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_backgrounded_group_is_recognised_and_stopped_after_the_shell_exits() {
+    use agentcom_sidecar::relay::task::AgentGroup;
+    let dir = Dir::new("group");
+    let s = spec(&dir, "sleep 30 & echo $! > pids", "d", MINUTE);
+    let handle = spawn_wake(&s).unwrap();
+    let group = handle.group();
+    assert_eq!(group.pgid, handle.pgid);
+    assert!(
+        group.start_ticks.is_some() && group.boot_id.is_some(),
+        "{group:?}"
+    );
+    assert_eq!(wait(handle).await, WakeOutcome::Success);
+    let sleeper = pids(&dir.0.join("pids"), 1).await[0];
+    assert!(alive(sleeper));
+    assert!(group_alive(group.pgid), "the group outlives its shell");
+    assert!(recorded_group_is_ours(&group));
+    let other_start = AgentGroup {
+        start_ticks: group.start_ticks.map(|t| t + 100_000),
+        ..group.clone()
+    };
+    assert!(
+        !recorded_group_is_ours(&other_start),
+        "members started before the recorded leader"
+    );
+    let other_boot = AgentGroup {
+        boot_id: Some("another-boot".into()),
+        ..group.clone()
+    };
+    assert!(!recorded_group_is_ours(&other_boot));
+    let no_start = AgentGroup {
+        start_ticks: None,
+        ..group.clone()
+    };
+    assert!(!recorded_group_is_ours(&no_start), "a bare PID is never trusted");
+    assert_eq!(
+        stop_agent("task-42", std::slice::from_ref(&group), Duration::from_secs(2)).await,
+        1
+    );
+    assert!(eventually(Duration::from_secs(5), || !alive(sleeper)).await);
+    assert!(eventually(Duration::from_secs(5), || !group_alive(group.pgid)).await);
+    assert!(
+        !recorded_group_is_ours(&group),
+        "an empty group is not ours any more"
+    );
+}

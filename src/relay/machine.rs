@@ -6,7 +6,7 @@
 //! carries out its [`RelayAction`]s in order. After each [`RelayAction::Persist`] the caller feeds
 //! back [`RelayInput::Persisted`]: a new task is accepted (`task_accepted`) only once it is on disk.
 
-use super::task::{assign_generation, AssignError, Outcome, TaskRecord};
+use super::task::{assign_generation, AgentGroup, AssignError, Outcome, TaskRecord};
 use crate::event_log::Event;
 use crate::protocol::{cut_chars, Outbound, TaskFrame, MAX_REASON_CHARS};
 use serde_json::{json, Map, Value};
@@ -32,6 +32,10 @@ pub struct RelaySettings {
     pub progress_keepalive: Duration,
     /// How long a task the hub took back is kept for re-assignment.
     pub readopt_window: Duration,
+    /// How long a woken task may run before its agent is stopped and the task failed.
+    pub task_timeout: Duration,
+    /// How long after the agent's processes all ended a missing result fails the task.
+    pub agent_exit_grace: Duration,
 }
 
 /// How a wake attempt ended (reported by the I/O shell).
@@ -97,6 +101,20 @@ pub enum RelayInput {
         task_id: String,
         /// What it held.
         file: ResultFile,
+    },
+    /// A wake command started in this process group (kept with the task until it ends).
+    AgentGroup {
+        /// The task.
+        task_id: String,
+        /// The group, with what identifies it.
+        group: AgentGroup,
+    },
+    /// Every process of the task's agent has ended (the I/O shell watches its groups).
+    AgentGone {
+        /// The task.
+        task_id: String,
+        /// Whether a process outlived the wake command's shell (an agent it backgrounded).
+        outlived_wake: bool,
     },
     /// `{task_id}.progress` changed.
     Progress {
@@ -223,9 +241,34 @@ struct Held {
     recovered: bool,
     /// `.started` was seen.
     started: bool,
+    /// The task timeout and the agent's end.
+    watch: AgentWatch,
+}
+
+/// What `task_timeout` and `agent_exit_grace` need to know of a held task.
+#[derive(Debug, Clone, Default)]
+struct AgentWatch {
+    /// `.started` was seen while the wake command still ran (the agent ran inside it).
+    started_while_waking: bool,
+    /// When the agent was woken (for the elapsed time of a timeout) and when it times out.
+    woken_at: Option<Instant>,
+    timeout_at: Option<Instant>,
+    /// Every process of the agent, which ran in our process group, has ended.
+    gone: bool,
+    /// When a task whose agent is gone without a result fails.
+    exit_at: Option<Instant>,
 }
 
 impl Held {
+    /// Whether the task's timers (task timeout, agent exit) run: woken, not done, not detached.
+    fn timed(&self) -> bool {
+        !self.is_detached()
+            && matches!(
+                self.phase,
+                Phase::Waking { .. } | Phase::RetryAt { .. } | Phase::AwaitStart { .. } | Phase::Working
+            )
+    }
+
     fn status(&self) -> &'static str {
         match self.phase {
             Phase::Queued => "accepted",
@@ -306,6 +349,7 @@ impl Relay {
                 phase,
                 standing: Standing::Unknown,
                 recovered: true,
+                watch: AgentWatch::default(),
             });
         }
         relay
@@ -346,6 +390,14 @@ impl Relay {
             }
             if let Standing::Detached { until } = h.standing {
                 consider(until);
+            }
+            if h.timed() {
+                if let Some(t) = h.watch.timeout_at {
+                    consider(t);
+                }
+                if let (Some(t), Phase::Working) = (h.watch.exit_at, h.phase) {
+                    consider(t);
+                }
             }
         }
         if let Some(t) = self.resend_at {
@@ -389,6 +441,21 @@ impl Relay {
                 end,
             } => self.wake_finished(&task_id, attempt, end, now),
             RelayInput::Started { task_id } => self.started(&task_id, now),
+            RelayInput::AgentGroup { task_id, group } => {
+                if let Some(i) = self.find(&task_id) {
+                    let groups = &mut self.held[i].record.agent_groups;
+                    if !groups.contains(&group) {
+                        // A PID reused by a later wake replaces the group that had it.
+                        groups.retain(|g| g.pgid != group.pgid);
+                        groups.push(group);
+                        self.persist();
+                    }
+                }
+            }
+            RelayInput::AgentGone {
+                task_id,
+                outlived_wake,
+            } => self.agent_gone(&task_id, outlived_wake, now),
             RelayInput::Result { task_id, file } => self.result(&task_id, file, now),
             RelayInput::Log(event) => self.log(event),
             RelayInput::Progress {
@@ -425,8 +492,27 @@ impl Relay {
                     continue;
                 }
             }
+            if h.timed() && h.watch.timeout_at.is_some_and(|t| now >= t) {
+                let elapsed = now.saturating_duration_since(h.watch.woken_at.unwrap_or(now));
+                self.timed_out(i, elapsed);
+                i += 1;
+                continue;
+            }
+            if h.timed() && h.phase == Phase::Working && h.watch.exit_at.is_some_and(|t| now >= t) {
+                self.actions.push_back(RelayAction::Kill { task_id: id });
+                let grace = self.settings.agent_exit_grace.as_millis();
+                self.finish(
+                    i,
+                    Outcome::failed(format!(
+                        "the agent exited without writing a result (agent_exit_grace_ms {grace} after its \
+                         last process ended)"
+                    )),
+                );
+                i += 1;
+                continue;
+            }
             match h.phase {
-                Phase::RetryAt { attempt, at } if now >= at => self.wake(i, attempt),
+                Phase::RetryAt { attempt, at } if now >= at => self.wake(i, attempt, now),
                 Phase::AwaitStart { deadline } if now >= deadline => {
                     self.log(Event::ConfirmationTimeout {
                         task_id: id.clone(),
@@ -688,6 +774,7 @@ impl Relay {
             standing: Standing::Persisting,
             recovered: false,
             started: false,
+            watch: AgentWatch::default(),
         };
         if !self.settings.wake_configured {
             // Accepted (once persisted), then failed with the reason: never task_failed before
@@ -728,6 +815,21 @@ impl Relay {
                 };
             }
         }
+        if h.watch.timeout_at.is_none() && h.timed() {
+            // Recovered from queue.json: the time it ran before the restart counts (wall clock).
+            let before = h
+                .record
+                .woken_at
+                .map(|w| Duration::from_millis(self.now_ms.saturating_sub(w).max(0) as u64))
+                .unwrap_or_default()
+                .min(self.settings.task_timeout);
+            let woken = now.checked_sub(before).unwrap_or(now);
+            h.watch.woken_at = Some(woken);
+            h.watch.timeout_at = Some(now + (self.settings.task_timeout - before));
+            if h.record.woken_at.is_none() {
+                h.record.woken_at = Some(self.now_ms);
+            }
+        }
         let (task_id, generation) = (h.record.task_id.clone(), h.record.generation);
         self.log(Event::TaskConfirmed {
             task_id: task_id.clone(),
@@ -754,9 +856,29 @@ impl Relay {
 
     /// The readopt window passed: stop the agent and let the task go.
     fn hand_back(&mut self, i: usize) {
-        let task_id = self.held[i].record.task_id.clone();
+        let h = &self.held[i];
+        let task_id = h.record.task_id.clone();
+        let groups = &h.record.agent_groups;
+        let woken = h.started
+            || h.record.wake_attempts > 0
+            || h.phase != Phase::Queued
+            || matches!(
+                h.record.status.as_str(),
+                "waking" | "waking_confirmation" | "working"
+            );
+        let agent = if !groups.is_empty() {
+            let ids: Vec<String> = groups.iter().map(|g| g.pgid.to_string()).collect();
+            format!("stopping its agent (process group {})", ids.join(", "))
+        } else if woken {
+            "nothing could be stopped: its agent was not started by this sidecar (the Node \
+             sidecar's child, or one whose process group cannot be recognised after a restart)"
+                .to_owned()
+        } else {
+            "its agent was never woken".to_owned()
+        };
         self.log(Event::TaskHandedBack {
             task_id: task_id.clone(),
+            agent,
         });
         self.actions.push_back(RelayAction::Kill {
             task_id: task_id.clone(),
@@ -912,8 +1034,18 @@ impl Relay {
 
     // ---- the agent ----
 
-    fn wake(&mut self, i: usize, attempt: u32) {
+    fn wake(&mut self, i: usize, attempt: u32, now: Instant) {
+        let now_ms = self.now_ms;
+        let timeout = self.settings.task_timeout;
         let h = &mut self.held[i];
+        if h.watch.timeout_at.is_none() {
+            h.watch.woken_at = Some(now);
+            h.watch.timeout_at = Some(now + timeout);
+            h.record.woken_at = Some(now_ms);
+        }
+        h.watch.gone = false;
+        h.watch.exit_at = None;
+        h.watch.started_while_waking = false;
         h.phase = Phase::Waking { attempt };
         h.record.wake_attempts = attempt;
         h.record.status = "waking".into();
@@ -984,13 +1116,16 @@ impl Relay {
         }
     }
 
-    fn started(&mut self, task_id: &str, _now: Instant) {
+    fn started(&mut self, task_id: &str, now: Instant) {
         let Some(i) = self.find(task_id) else { return };
         let h = &mut self.held[i];
         if h.started || h.phase == Phase::Done {
             return;
         }
         h.started = true;
+        if matches!(h.phase, Phase::Waking { .. }) {
+            h.watch.started_while_waking = true;
+        }
         if matches!(
             h.phase,
             Phase::Queued | Phase::AwaitStart { .. } | Phase::RetryAt { .. }
@@ -1001,6 +1136,62 @@ impl Relay {
             task_id: task_id.to_owned(),
         });
         self.persist();
+        self.start_exit_grace(i, now);
+    }
+
+    /// Every process of task `task_id`'s agent ended. It counts only when the agent ran in the
+    /// group we watch: a process outlived the wake shell, or `.started` came while the shell
+    /// ran. A wake command that only notified an agent running elsewhere (its group empties as
+    /// it returns, before `.started`) is covered by `task_timeout_ms` instead.
+    fn agent_gone(&mut self, task_id: &str, outlived_wake: bool, now: Instant) {
+        let Some(i) = self.find(task_id) else { return };
+        let h = &mut self.held[i];
+        // Kept while detached too: it applies again if the hub assigns the task back.
+        if !matches!(
+            h.phase,
+            Phase::RetryAt { .. } | Phase::AwaitStart { .. } | Phase::Working
+        ) {
+            return;
+        }
+        if outlived_wake || h.watch.started_while_waking {
+            h.watch.gone = true;
+            self.start_exit_grace(i, now);
+        }
+    }
+
+    /// Once the agent is gone and has started, its result has `agent_exit_grace` to appear.
+    fn start_exit_grace(&mut self, i: usize, now: Instant) {
+        let h = &mut self.held[i];
+        if h.watch.gone && h.started && h.phase == Phase::Working && h.watch.exit_at.is_none() {
+            h.watch.exit_at = Some(now + self.settings.agent_exit_grace);
+            let task_id = h.record.task_id.clone();
+            self.log(Event::AgentExited {
+                task_id,
+                grace_ms: self.settings.agent_exit_grace.as_millis() as u64,
+            });
+        }
+    }
+
+    /// Task `i` ran past `task_timeout`: stop its agent, fail it with the time it ran.
+    fn timed_out(&mut self, i: usize, elapsed: Duration) {
+        let task_id = self.held[i].record.task_id.clone();
+        let stopped = if self.held[i].record.agent_groups.is_empty() {
+            "its agent was not started by this sidecar and could not be stopped"
+        } else {
+            "its processes were stopped"
+        };
+        let elapsed_ms = elapsed.as_millis() as u64;
+        self.log(Event::TaskTimeout {
+            task_id: task_id.clone(),
+            elapsed_ms,
+        });
+        self.actions.push_back(RelayAction::Kill { task_id });
+        let reason = format!(
+            "task_timeout: the agent ran {} (task_timeout_ms {}); {stopped}",
+            human_duration(elapsed),
+            self.settings.task_timeout.as_millis()
+        );
+        self.finish(i, Outcome::failed(reason));
     }
 
     fn result(&mut self, task_id: &str, file: ResultFile, _now: Instant) {
@@ -1086,7 +1277,7 @@ impl Relay {
         if let Some(i) = current {
             if self.held[i].phase == Phase::Queued && self.held[i].standing == Standing::Confirmed {
                 let attempt = self.held[i].record.wake_attempts + 1;
-                self.wake(i, attempt);
+                self.wake(i, attempt, now);
             }
         }
     }
@@ -1118,6 +1309,21 @@ impl Relay {
 
     fn log(&mut self, event: Event) {
         self.actions.push_back(RelayAction::Log(event));
+    }
+}
+
+/// `1 h 2 min 3 s`, `4 min 5 s`, `6 s`, `0.25 s`.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h} h {m} min {s} s")
+    } else if m > 0 {
+        format!("{m} min {s} s")
+    } else if secs > 0 {
+        format!("{s} s")
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
     }
 }
 

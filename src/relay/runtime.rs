@@ -6,8 +6,11 @@
 
 use super::machine::{Relay, RelayAction, RelayInput, RelaySettings, ResultFile, WakeEnd};
 use super::store::TaskStore;
-use super::task::TaskRecord;
-use super::wake::{kill_process_group, spawn_wake, WakeOutcome, WakeSpec, WakeVars};
+use super::task::{AgentGroup, TaskRecord};
+use super::wake::{
+    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, spawn_wake,
+    stop_agent, WakeOutcome, WakeSpec, WakeVars,
+};
 use super::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
 use crate::config::Config;
 use crate::event_log::{Event, EventLog};
@@ -33,6 +36,23 @@ pub enum LinkRequest {
     Release,
 }
 
+/// How often the agents' process groups are checked while one may end unnoticed (on Linux a
+/// SIGCHLD usually says it first).
+const AGENT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the runtime knows of a task's agent processes, kept until the task ends or is stopped.
+#[derive(Debug, Default)]
+struct Agent {
+    /// Every process group its wake commands ran in (kill by group id outlives the shell).
+    groups: Vec<AgentGroup>,
+    /// A wake command's shell is running.
+    wake_running: bool,
+    /// A process was alive after the shell exited: the agent runs in our group.
+    outlived_wake: bool,
+    /// [`RelayInput::AgentGone`] was sent for the current wake.
+    reported: bool,
+}
+
 /// The relay, its store, its watcher and its running wake commands.
 pub struct RelayRuntime {
     relay: Relay,
@@ -41,7 +61,10 @@ pub struct RelayRuntime {
     files: mpsc::UnboundedReceiver<FileEvent>,
     wakes_tx: mpsc::UnboundedSender<RelayInput>,
     wakes_rx: mpsc::UnboundedReceiver<RelayInput>,
-    running: HashMap<String, u32>,
+    agents: HashMap<String, Agent>,
+    next_agent_check: Instant,
+    #[cfg(unix)]
+    sigchld: Option<tokio::signal::unix::Signal>,
     sends: VecDeque<Outbound>,
     link_requests: VecDeque<LinkRequest>,
     wake_command: Option<String>,
@@ -61,6 +84,8 @@ pub fn relay_settings(config: &Config) -> RelaySettings {
         confirmation_timeout: config.confirmation_timeout,
         progress_keepalive: config.progress_keepalive,
         readopt_window: config.readopt_window,
+        task_timeout: config.task_timeout,
+        agent_exit_grace: config.agent_exit_grace,
     }
 }
 
@@ -100,6 +125,27 @@ impl RelayRuntime {
                 task.status = "working".into();
             }
         }
+        // Agents the wake shell backgrounded, or that left its process group, become our children
+        // (Linux) rather than init's: they can be found, stopped and reaped.
+        become_subreaper();
+        // Process groups recorded by an earlier run: kept only while they are provably the same.
+        let mut agents = HashMap::new();
+        for task in &mut tasks {
+            // Only groups recorded with a start time can be recognised (Linux); without one,
+            // whether the agent still runs cannot be known, so it is not watched.
+            let recognisable = task.agent_groups.iter().any(|g| g.start_ticks.is_some());
+            task.agent_groups.retain(recorded_group_is_ours);
+            if recognisable && cfg!(target_os = "linux") && task.outcome.is_none() {
+                agents.insert(
+                    task.task_id.clone(),
+                    Agent {
+                        groups: task.agent_groups.clone(),
+                        outlived_wake: true,
+                        ..Agent::default()
+                    },
+                );
+            }
+        }
         let (watcher, files) = ResultWatcher::start(WatchOptions::new(&config.results_dir))
             .map_err(|e| watch_error(&config.results_dir, &e))?;
         let (wakes_tx, wakes_rx) = mpsc::unbounded_channel();
@@ -110,7 +156,10 @@ impl RelayRuntime {
             files,
             wakes_tx,
             wakes_rx,
-            running: HashMap::new(),
+            agents,
+            next_agent_check: Instant::now(),
+            #[cfg(unix)]
+            sigchld: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok(),
             sends: VecDeque::new(),
             link_requests: VecDeque::new(),
             wake_command: config.wake_command.clone(),
@@ -125,11 +174,52 @@ impl RelayRuntime {
 
     /// Feed one input and carry out what follows.
     pub fn handle(&mut self, input: RelayInput, log: &mut EventLog) {
-        if let RelayInput::WakeFinished { task_id, .. } = &input {
-            self.running.remove(task_id);
-        }
+        let finished = match &input {
+            RelayInput::WakeFinished { task_id, .. } => Some(task_id.clone()),
+            _ => None,
+        };
         self.relay.handle(input, now(), epoch_ms());
         self.run_actions(log);
+        if let Some(task_id) = finished {
+            if let Some(agent) = self.agents.get_mut(&task_id) {
+                agent.wake_running = false;
+            }
+            self.check_agent(&task_id);
+        }
+    }
+
+    /// Whether any agent is watched for its end.
+    fn watching(&self) -> bool {
+        self.agents.values().any(|a| !a.wake_running && !a.reported)
+    }
+
+    /// Reap adopted zombies and look at every watched agent.
+    fn check_agents(&mut self) {
+        reap_adopted();
+        self.next_agent_check = Instant::now() + AGENT_CHECK_EVERY;
+        let ids: Vec<String> = self.agents.keys().cloned().collect();
+        for task_id in ids {
+            self.check_agent(&task_id);
+        }
+    }
+
+    /// After the wake shell exited: is any process of the agent alive? Once none is, say so.
+    fn check_agent(&mut self, task_id: &str) {
+        let Some(agent) = self.agents.get_mut(task_id) else {
+            return;
+        };
+        if agent.wake_running || agent.reported {
+            return;
+        }
+        if agent_alive(task_id, &agent.groups) {
+            agent.outlived_wake = true;
+            return;
+        }
+        agent.reported = true;
+        let _ = self.wakes_tx.send(RelayInput::AgentGone {
+            task_id: task_id.to_owned(),
+            outlived_wake: agent.outlived_wake,
+        });
     }
 
     /// Act on the machine's deadlines.
@@ -161,6 +251,16 @@ impl RelayRuntime {
     /// The next input from the agent's side: a file event or a wake command's end.
     pub async fn next_input(&mut self) -> RelayInput {
         loop {
+            let watching = self.watching();
+            #[cfg(unix)]
+            let child_exited = async {
+                match self.sigchld.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let child_exited = std::future::pending::<Option<()>>();
             tokio::select! {
                 Some(input) = self.wakes_rx.recv() => return input,
                 event = self.files.recv() => match event {
@@ -168,7 +268,10 @@ impl RelayRuntime {
                     // The watcher stopped: nothing more will come from it.
                     None => std::future::pending::<()>().await,
                 },
+                () = tokio::time::sleep_until(self.next_agent_check), if watching => {}
+                _ = child_exited => {}
             }
+            self.check_agents();
         }
     }
 
@@ -183,13 +286,15 @@ impl RelayRuntime {
                 }
                 RelayAction::Wake { task, attempt } => self.wake(task, attempt),
                 RelayAction::Kill { task_id } => {
-                    if let Some(pgid) = self.running.remove(&task_id) {
-                        tokio::spawn(kill_process_group(pgid, KILL_GRACE));
-                    }
+                    let groups = self.agents.remove(&task_id).map(|a| a.groups).unwrap_or_default();
+                    tokio::spawn(async move { stop_agent(&task_id, &groups, KILL_GRACE).await });
                 }
                 RelayAction::RunCancelCommand { task } => self.run_cancel_command(task),
                 RelayAction::Track { task_id } => self.watcher.track(&task_id),
-                RelayAction::Untrack { task_id } => self.watcher.untrack(&task_id),
+                RelayAction::Untrack { task_id } => {
+                    self.agents.remove(&task_id);
+                    self.watcher.untrack(&task_id);
+                }
                 RelayAction::ClearFiles { task_id } => self.clear_files(&task_id),
                 RelayAction::DiscardResult { task_id } => self.discard_result(&task_id, log),
                 RelayAction::Log(event) => log.record(&event),
@@ -272,7 +377,21 @@ impl RelayRuntime {
         let output = self.results_dir.join("logs").join(format!("{task_id}.wake.log"));
         match spawn_wake(&self.spec(&template, &task, output)) {
             Ok(handle) => {
-                self.running.insert(task_id.clone(), handle.pgid);
+                let group = handle.group();
+                let agent = self.agents.entry(task_id.clone()).or_default();
+                agent.groups.retain(|g| g.pgid != group.pgid);
+                agent.groups.push(group.clone());
+                agent.wake_running = true;
+                agent.outlived_wake = false;
+                agent.reported = false;
+                self.relay.handle(
+                    RelayInput::AgentGroup {
+                        task_id: task_id.clone(),
+                        group,
+                    },
+                    now(),
+                    epoch_ms(),
+                );
                 let tx = self.wakes_tx.clone();
                 tokio::spawn(async move {
                     let end = match handle.wait().await {
@@ -308,6 +427,8 @@ impl RelayRuntime {
             .join("logs")
             .join(format!("{}.cancel.log", task.task_id));
         if let Ok(handle) = spawn_wake(&self.spec(&template, &task, output)) {
+            // What the cancel command starts is not the agent being stopped.
+            exempt_group(handle.pgid);
             // Waiting enforces the timeout (the group is killed past it).
             tokio::spawn(handle.wait());
         }

@@ -95,6 +95,25 @@ fn empty_object() -> Value {
     Value::Object(Map::new())
 }
 
+/// A process group a wake command ran in, kept with its task until the task ends, so that a
+/// cancel, a timeout or a hand-back can stop an agent the wake command backgrounded.
+///
+/// Persisted in queue.json (`agent_groups`, a field the Node sidecar ignores: it reads a task
+/// object's fields by name and never rejects others, protocol §5.1 and §5.11) where the platform
+/// can tell the group's leader apart from a later process that reused its PID (Linux: the
+/// leader's start time and the boot id), so that a restarted sidecar can still stop it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentGroup {
+    /// The process group id (the wake shell's PID).
+    pub pgid: u32,
+    /// The leader's start time (Linux: field 22 of `/proc/PID/stat`, clock ticks since boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    /// The boot the start time belongs to (Linux: `/proc/sys/kernel/random/boot_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
 /// A task as queue.json holds it. Field names and statuses are the Node sidecar's, so a queue.json
 /// left by the Node sidecar loads after an upgrade; the enrichment fields ride along verbatim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +141,12 @@ pub struct TaskRecord {
     /// The outcome, once there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// The process groups this task's wake commands ran in (see [`AgentGroup`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_groups: Vec<AgentGroup>,
+    /// When the agent was first woken for this task (epoch ms), for `task_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub woken_at: Option<i64>,
     /// repo, branch, file_hints, success_criteria, ... and anything else the hub sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -164,6 +189,8 @@ impl TaskRecord {
                     | "generation"
                     | "wake_attempts"
                     | "outcome"
+                    | "agent_groups"
+                    | "woken_at"
             );
             if !known && !extra.contains_key(key) {
                 extra.insert(key.clone(), value.clone());
@@ -186,14 +213,19 @@ impl TaskRecord {
             generation: frame.get("generation").and_then(Value::as_i64).unwrap_or(0),
             wake_attempts: 0,
             outcome: None,
+            agent_groups: Vec::new(),
+            woken_at: None,
             extra,
         })
     }
 
-    /// The record as `${TASK_JSON}` and the task file show it (without the outcome).
+    /// The record as `${TASK_JSON}` and the task file show it (without the outcome and the
+    /// sidecar's own bookkeeping: process groups, wake time).
     pub fn to_task_json(&self) -> String {
         let mut shown = self.clone();
         shown.outcome = None;
+        shown.agent_groups.clear();
+        shown.woken_at = None;
         serde_json::to_string(&shown).expect("a task record always serializes")
     }
 }
@@ -254,6 +286,33 @@ mod tests {
         assert_eq!(r.generation, 3);
         assert_eq!(r.status, "working");
         assert_eq!(serde_json::to_value(&r).unwrap(), node);
+    }
+
+    #[test]
+    fn process_groups_are_persisted_beside_the_node_fields_and_hidden_from_the_agent() {
+        let node = json!({"task_id":"t1","description":"d","metadata":{},"status":"working","assigned_at":5,
+            "generation":3,"wake_attempts":1});
+        let mut r: TaskRecord = serde_json::from_value(node).unwrap();
+        assert!(r.agent_groups.is_empty() && r.woken_at.is_none());
+        r.agent_groups.push(AgentGroup {
+            pgid: 4242,
+            start_ticks: Some(99),
+            boot_id: Some("b".into()),
+        });
+        r.woken_at = Some(7);
+        let saved = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            saved["agent_groups"],
+            json!([{"pgid":4242,"start_ticks":99,"boot_id":"b"}])
+        );
+        assert_eq!(saved["woken_at"], 7);
+        let back: TaskRecord = serde_json::from_value(saved).unwrap();
+        assert_eq!(back, r);
+        let shown: Value = serde_json::from_str(&r.to_task_json()).unwrap();
+        assert!(
+            shown.get("agent_groups").is_none() && shown.get("woken_at").is_none(),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -9,12 +9,21 @@
 //!   environment variable with cmd's delayed expansion, which is not re-parsed;
 //! - [`spawn_wake`] runs the command in its own process group, with stdout and stderr going to a
 //!   file (never a pipe, so a backgrounded agent that keeps them open cannot hold the wake
-//!   hostage, protocol C10), and kills the whole group on timeout.
+//!   hostage, protocol C10), and kills the whole group on timeout;
+//! - [`child_command`] is the one way a child starts: without the token and the service
+//!   manager's variables ([`SCRUBBED_ENV`]);
+//! - [`stop_agent`] stops a task's agent by process group (which outlives the wake shell while
+//!   any member lives), on Linux also the processes that left the group: the sidecar is a child
+//!   subreaper ([`become_subreaper`]), so they become its children, and [`reap_adopted`] reaps
+//!   them. A group recorded in queue.json is trusted after a restart only while its leader's
+//!   start time proves it is the same ([`recorded_group_is_ours`]).
 //!
 //! Every value is also passed in the environment as `AGENTCOM_V_<NAME>` (for example
 //! `AGENTCOM_V_TASK_DESCRIPTION`), which templates may use directly: `"$AGENTCOM_V_TASK_ID"`.
 
+use super::task::AgentGroup;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The values substituted into a wake_command template.
@@ -770,7 +779,19 @@ impl WakeHandle {
     /// Wait for the shell to exit, or for the timeout (then the whole group is killed:
     /// SIGTERM, SIGKILL 2 s later). Processes the command left running in the background are
     /// not waited for.
-    pub async fn wait(mut self) -> WakeOutcome {
+    pub async fn wait(self) -> WakeOutcome {
+        let pid = self.pgid;
+        let outcome = self.wait_inner().await;
+        spawned(pid, false);
+        outcome
+    }
+
+    /// The group this command leads, with what tells it apart from a later reuse of its PID.
+    pub fn group(&self) -> AgentGroup {
+        group_identity(self.pgid)
+    }
+
+    async fn wait_inner(mut self) -> WakeOutcome {
         match tokio::time::timeout(self.timeout, self.child.wait()).await {
             Ok(Ok(status)) if status.success() => WakeOutcome::Success,
             Ok(Ok(status)) => {
@@ -871,22 +892,56 @@ fn open_output(path: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
     Ok((file, second))
 }
 
+/// Environment variables no child of the sidecar inherits: the hub token, and the service
+/// manager's handles meant for the sidecar alone (systemd's notify socket, its watchdog, and
+/// socket activation's `LISTEN_*`; every other `LISTEN_` name is removed too).
+pub const SCRUBBED_ENV: [&str; 7] = [
+    crate::config::TOKEN_ENV,
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+/// Whether `name` is one of [`SCRUBBED_ENV`] or starts with `LISTEN_`.
+pub fn is_scrubbed(name: &str) -> bool {
+    SCRUBBED_ENV.contains(&name) || name.starts_with("LISTEN_")
+}
+
+/// The one way the sidecar starts a child process (wake commands, cancel commands, `taskkill`):
+/// `program` with the sidecar's environment minus [`SCRUBBED_ENV`], so the token and the
+/// service manager's sockets never reach an agent.
+pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    for name in SCRUBBED_ENV {
+        cmd.env_remove(name);
+    }
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_scrubbed) {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 /// The environment entries for a spec: `spec.env` then the variables (which win), NUL bytes
-/// replaced, entries whose key cannot be an environment name dropped.
+/// replaced, entries whose key cannot be an environment name (or is scrubbed) dropped.
 fn spec_env(spec: &WakeSpec) -> Vec<(String, String)> {
     spec.env
         .iter()
         .cloned()
         .chain(spec.vars.env_entries())
-        .filter(|(k, _)| !k.is_empty() && !k.contains('=') && !k.contains('\0'))
+        .filter(|(k, _)| !k.is_empty() && !k.contains('=') && !k.contains('\0') && !is_scrubbed(k))
         .map(|(k, v)| (k, replace_nul(&v)))
         .collect()
 }
 
 /// Start the command in its own process group (Unix: `process_group(0)`; Windows:
 /// `CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW`), stdin null, stdout and stderr appended to
-/// `output_file` (created with its folder), env = the sidecar's env + `spec.env` + the variables
-/// as `AGENTCOM_V_*` (never a token: the caller does not pass one). Must be called inside a
+/// `output_file` (created with its folder), env = the sidecar's env without [`SCRUBBED_ENV`] +
+/// `spec.env` + the variables as `AGENTCOM_V_*` (see [`child_command`]). Must be called inside a
 /// tokio runtime.
 ///
 /// [`WakeHandle::wait`] resolves when the shell exits (exit 0 = Success; non-zero = Failed
@@ -924,6 +979,7 @@ pub fn spawn_wake(spec: &WakeSpec) -> WakeHandleResult {
     let pgid = child
         .id()
         .ok_or_else(|| could_not_start("the wake command exited before it could be tracked".into()))?;
+    spawned(pgid, true);
     Ok(WakeHandle {
         pgid,
         child,
@@ -963,7 +1019,7 @@ fn platform_command(
             text.len()
         )));
     }
-    let mut cmd = tokio::process::Command::new("/bin/sh");
+    let mut cmd = child_command("/bin/sh");
     cmd.arg("-c").arg(text).process_group(0);
     Ok(cmd)
 }
@@ -977,7 +1033,7 @@ fn platform_command(
     const CREATE_NO_WINDOW: u32 = 0x0800_0000;
     let (text, _) = render_cmd(&spec.command, &spec.vars);
     let _ = env;
-    let mut cmd = tokio::process::Command::new("cmd.exe");
+    let mut cmd = child_command("cmd.exe");
     cmd.raw_arg("/V:ON /D /S /C")
         .raw_arg(format!("\"{text}\""))
         .creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
@@ -1011,7 +1067,7 @@ pub async fn kill_process_group(pgid: u32, grace: Duration) {
     #[cfg(windows)]
     {
         let _ = grace;
-        let _ = tokio::process::Command::new("taskkill")
+        let _ = child_command("taskkill")
             .args(["/T", "/F", "/PID", &pgid.to_string()])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -1019,6 +1075,377 @@ pub async fn kill_process_group(pgid: u32, grace: Duration) {
             .creation_flags(0x0800_0000)
             .status()
             .await;
+    }
+}
+
+// ---- process groups, adopted orphans and zombies ----
+
+/// The PIDs of the commands [`spawn_wake`] started and tokio still waits for: the reaper leaves
+/// them to tokio.
+static SPAWNED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn spawned(pid: u32, add: bool) {
+    let mut list = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
+    if add {
+        list.push(pid);
+    } else {
+        list.retain(|p| *p != pid);
+    }
+}
+
+/// Process groups of commands that are not an agent (cancel commands): [`stop_agent`] leaves
+/// their processes alone even though their environment names the task. The last 64 are kept.
+static EXEMPT: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Say that the group `pgid` (a cancel command's) is not part of any agent, so that stopping the
+/// task's agent does not stop what the cancel command started.
+pub fn exempt_group(pgid: u32) {
+    let mut list = EXEMPT.lock().unwrap_or_else(|e| e.into_inner());
+    if list.len() >= 64 {
+        list.remove(0);
+    }
+    list.push(pgid);
+}
+
+fn is_exempt(pgid: u32) -> bool {
+    EXEMPT.lock().unwrap_or_else(|e| e.into_inner()).contains(&pgid)
+}
+
+fn is_spawned(pid: u32) -> bool {
+    SPAWNED.lock().unwrap_or_else(|e| e.into_inner()).contains(&pid)
+}
+
+/// The group `pgid` with its leader's identity (Linux: start time and boot id; elsewhere none).
+/// Call it right after the spawn, while the leader is alive or still an unreaped zombie.
+pub fn group_identity(pgid: u32) -> AgentGroup {
+    #[cfg(target_os = "linux")]
+    {
+        AgentGroup {
+            pgid,
+            start_ticks: procfs::stat(pgid as i32).map(|s| s.start),
+            boot_id: procfs::boot_id(),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        AgentGroup {
+            pgid,
+            start_ticks: None,
+            boot_id: None,
+        }
+    }
+}
+
+/// Whether the group still has a process (a zombie its parent has not reaped counts: call
+/// [`reap_adopted`] first). Windows: whether its leader still runs.
+pub fn group_alive(pgid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pg) = i32::try_from(pgid) else { return false };
+        // SAFETY: kill(2) with signal 0 only checks; a negative pid names the group.
+        pg > 1 && unsafe { libc::kill(-pg, 0) } == 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pgid;
+        false
+    }
+}
+
+/// Whether a group recorded in an earlier run (queue.json) is still that group: alive, on the
+/// same boot, and its leader either the recorded process (same start time) or gone with every
+/// member started after it (a reused PID cannot lead a group while any old member lives).
+/// Only Linux can tell; elsewhere (and without a start time) a recorded group is never trusted.
+pub fn recorded_group_is_ours(g: &AgentGroup) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Some(start) = g.start_ticks else { return false };
+        if g.boot_id.is_some() && g.boot_id != procfs::boot_id() {
+            return false;
+        }
+        if !group_alive(g.pgid) {
+            return false;
+        }
+        match procfs::stat(g.pgid as i32) {
+            Some(leader) => leader.start == start,
+            None => {
+                let members: Vec<procfs::Stat> = procfs::all()
+                    .into_iter()
+                    .filter(|s| s.pgrp == g.pgid as i32)
+                    .collect();
+                !members.is_empty() && members.iter().all(|m| m.start >= start)
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// The leader of `g` is not the recorded process any more (Linux, with a start time): its PID
+/// was reused, so the group is not ours to signal.
+fn leader_replaced(g: &AgentGroup) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        match (g.start_ticks, procfs::stat(g.pgid as i32)) {
+            (Some(start), Some(leader)) => leader.start != start,
+            _ => false,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// Linux: make this process a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`), so that an
+/// agent whose wake shell exited, or that left its process group, becomes the sidecar's child
+/// rather than init's, and can still be found and stopped. Returns whether it took effect
+/// (always false elsewhere).
+pub fn become_subreaper() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is involved.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// A process the sidecar adopted (Linux, as a subreaper): its PID, its process group and the
+/// task its environment names (`AGENTCOM_TASK_ID`), when readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    /// The process.
+    pub pid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+    /// `AGENTCOM_TASK_ID` from its environment.
+    pub task_id: Option<String>,
+}
+
+/// Reap every child that has exited and that no [`WakeHandle`] waits for (orphans the sidecar
+/// adopted as a subreaper), so none stays a zombie; returns the adopted children still alive.
+/// Never touches the children tokio waits for. Empty outside Linux.
+pub fn reap_adopted() -> Vec<Adopted> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut alive = Vec::new();
+        for pid in procfs::children() {
+            if is_spawned(pid as u32) {
+                continue;
+            }
+            let mut status = 0;
+            // SAFETY: waitpid on one specific child, without blocking; `status` is a local.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                continue; // reaped
+            }
+            if let Some(st) = procfs::stat(pid) {
+                alive.push(Adopted {
+                    pid: pid as u32,
+                    pgrp: st.pgrp as u32,
+                    task_id: procfs::environ_var(pid, "AGENTCOM_TASK_ID"),
+                });
+            }
+        }
+        alive
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = is_spawned;
+        Vec::new()
+    }
+}
+
+/// Whether any of a task's agent processes is alive: a member of one of `groups`, or (Linux) an
+/// adopted process whose environment names the task. Reaps adopted zombies first.
+pub fn agent_alive(task_id: &str, groups: &[AgentGroup]) -> bool {
+    let adopted = reap_adopted();
+    groups.iter().any(|g| group_alive(g.pgid) && !leader_replaced(g))
+        || adopted
+            .iter()
+            .any(|a| a.task_id.as_deref() == Some(task_id) && !is_exempt(a.pgrp))
+}
+
+/// Stop a task's agent: SIGTERM to each of its groups still alive (and still the recorded one)
+/// and, on Linux, to every adopted process whose environment names the task (and that
+/// process's own group when it leads one), again for processes adopted meanwhile, then SIGKILL
+/// after `grace` to whatever is left. Returns how many groups or processes were signalled.
+/// Windows: `taskkill /T /F` on each group's leader.
+pub async fn stop_agent(task_id: &str, groups: &[AgentGroup], grace: Duration) -> usize {
+    #[cfg(unix)]
+    {
+        // Targets as kill(2) pids: -pgid for a group, pid for a lone process.
+        let targets = || -> Vec<i32> {
+            let adopted = reap_adopted();
+            let mut out: Vec<i32> = groups
+                .iter()
+                .filter(|g| g.pgid > 1 && group_alive(g.pgid) && !leader_replaced(g))
+                .map(|g| -(g.pgid as i32))
+                .collect();
+            for a in adopted {
+                if a.task_id.as_deref() != Some(task_id) || is_exempt(a.pgrp) {
+                    continue;
+                }
+                let target = if a.pgrp == a.pid && a.pid > 1 {
+                    -(a.pid as i32)
+                } else {
+                    a.pid as i32
+                };
+                if !out.contains(&target) && !out.contains(&-(a.pgrp as i32)) {
+                    out.push(target);
+                }
+            }
+            out
+        };
+        // SAFETY: kill(2) on a pid or a negative group id; no memory is involved.
+        let signal = |target: i32, sig: i32| unsafe { libc::kill(target, sig) };
+        let mut signalled: Vec<i32> = Vec::new();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let now = targets();
+            if now.is_empty() {
+                return signalled.len();
+            }
+            for t in now {
+                if !signalled.contains(&t) {
+                    signal(t, libc::SIGTERM);
+                    signalled.push(t);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Past the grace: SIGKILL, again for processes adopted as their parents die.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = targets();
+            if now.is_empty() || tokio::time::Instant::now() >= deadline {
+                return signalled.len();
+            }
+            for t in now {
+                signal(t, libc::SIGKILL);
+                if !signalled.contains(&t) {
+                    signalled.push(t);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    #[cfg(windows)]
+    {
+        let _ = task_id;
+        for g in groups {
+            kill_process_group(g.pgid, grace).await;
+        }
+        groups.len()
+    }
+}
+
+/// Reading `/proc` (Linux): process states, start times, parents, environments.
+#[cfg(target_os = "linux")]
+mod procfs {
+    /// The fields of `/proc/PID/stat` the sidecar uses.
+    pub struct Stat {
+        pub pid: i32,
+        pub pgrp: i32,
+        pub ppid: i32,
+        pub state: char,
+        /// Field 22: start time in clock ticks since boot.
+        pub start: u64,
+    }
+
+    pub fn stat(pid: i32) -> Option<Stat> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(pid, &text)
+    }
+
+    /// Fields after the command name (which may hold spaces and parentheses): the last `)`.
+    pub fn parse_stat(pid: i32, text: &str) -> Option<Stat> {
+        let rest = &text[text.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields[0] is field 3 (state): field N is fields[N - 3].
+        Some(Stat {
+            pid,
+            state: fields.first()?.chars().next()?,
+            ppid: fields.get(1)?.parse().ok()?,
+            pgrp: fields.get(2)?.parse().ok()?,
+            start: fields.get(19)?.parse().ok()?,
+        })
+    }
+
+    /// Every process (skipping those that vanish while being read).
+    pub fn all() -> Vec<Stat> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(stat)
+            .filter(|s| s.state != 'Z' && s.state != 'X')
+            .collect()
+    }
+
+    /// This process's children: `/proc/self/task/*/children`, else a scan of every process.
+    pub fn children() -> Vec<i32> {
+        let me = std::process::id() as i32;
+        let mut out = Vec::new();
+        let mut listed = false;
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.flatten() {
+                if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                    listed = true;
+                    out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+                }
+            }
+        }
+        if !listed {
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return out;
+            };
+            out = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(stat)
+                .filter(|s| s.ppid == me)
+                .map(|s| s.pid)
+                .collect();
+        }
+        out
+    }
+
+    /// One variable of a process's environment (as it was when it started).
+    pub fn environ_var(pid: i32, name: &str) -> Option<String> {
+        let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let prefix = format!("{name}=");
+        bytes.split(|b| *b == 0).find_map(|entry| {
+            let entry = std::str::from_utf8(entry).ok()?;
+            entry.strip_prefix(&prefix).map(str::to_owned)
+        })
+    }
+
+    pub fn boot_id() -> Option<String> {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(id.trim().to_owned()).filter(|s| !s.is_empty())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn stat_fields_after_a_hostile_command_name() {
+            let line = "4242 (a) b (c) Z 17 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0";
+            let s = super::parse_stat(4242, line).unwrap();
+            assert_eq!((s.state, s.ppid, s.pgrp, s.start), ('Z', 17, 4242, 98765));
+            let me = super::stat(std::process::id() as i32).unwrap();
+            // SAFETY: getppid has no preconditions.
+            assert_eq!(me.ppid, unsafe { libc::getppid() });
+        }
     }
 }
 
