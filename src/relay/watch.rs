@@ -720,7 +720,9 @@ impl WatchTask {
         if self.not_regular.len() >= MAX_UNTRACKED {
             self.not_regular.clear();
         }
-        if self.not_regular.insert((id.clone(), kind)) {
+        // A folder cannot block a read and was always ignored: only what could hang a reader
+        // (a FIFO, socket or device) is worth a log line.
+        if what != "a folder" && self.not_regular.insert((id.clone(), kind)) {
             let file = self.opts.dir.join(format!("{id}.{}", kind.extension()));
             let _ = self.events.send(FileEvent::NotRegular {
                 task_id: id,
