@@ -258,26 +258,35 @@ impl World {
             .collect()
     }
 
-    /// The per-task invariants: known to the hub, completed at most once with the agent's own
-    /// result, or handed back with a reason.
+    /// The per-task invariants: completed exactly once, with the agent's own result (the agent
+    /// writes its task id as `output`), and never failed on the way (no `retry`, no dead letter).
     fn check_task(&self, record: &TaskRecord) {
-        let completed = record.history.iter().filter(|(e, _)| e == "completed").count();
-        assert!(completed <= 1, "completed twice: {record:?}");
-        match record.status.as_str() {
-            "completed" => {
-                assert_eq!(completed, 1, "{record:?}");
-                let output = record.result.as_ref().and_then(|r| r["output"].as_str());
-                assert_eq!(
-                    output,
-                    Some(record.task_id.as_str()),
-                    "another task's result: {record:?}"
-                );
+        if let Some(problem) = task_problem(record) {
+            panic!(
+                "task {}: {problem}\n{}",
+                record.task_id,
+                self.dump(&record.task_id)
+            );
+        }
+    }
+
+    /// Waits for `id` to end like [`World::wait_terminal`], but returns what it found instead
+    /// of panicking: the record when it ended, or `Err` with the record it is stuck in.
+    async fn try_wait_terminal(&self, id: &str, within: Duration) -> Result<TaskRecord, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let record = self.hub.task(id);
+            if let Some(r) = &record {
+                if r.status == "completed" || r.status == "dead_letter" {
+                    return Ok(r.clone());
+                }
             }
-            "dead_letter" => assert!(
-                record.last_error.as_deref().is_some_and(|e| !e.is_empty()),
-                "handed back without a reason: {record:?}"
-            ),
-            other => panic!("task neither completed nor handed back ({other}): {record:?}"),
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not completed or dead-lettered within {within:?}: {record:?}"
+                ));
+            }
+            tokio::time::sleep(MS(20)).await;
         }
     }
 
@@ -292,6 +301,33 @@ impl World {
             assert!(Instant::now() < deadline, "queue.json still holds {text}");
             tokio::time::sleep(MS(20)).await;
         }
+    }
+}
+
+/// What is wrong with a task that should have ended well, if anything: not completed, completed
+/// more than once or with another task's result, or failed on the way (a `task_failed` the hub
+/// counted as a retry, or a dead letter).
+fn task_problem(record: &TaskRecord) -> Option<String> {
+    let count = |event: &str| record.history.iter().filter(|(e, _)| e == event).count();
+    let output = record.result.as_ref().and_then(|r| r["output"].as_str());
+    if record.status != "completed" {
+        Some(format!(
+            "ended {} ({:?}), not completed: {record:?}",
+            record.status, record.last_error
+        ))
+    } else if count("completed") != 1 {
+        Some(format!("completed {} times: {record:?}", count("completed")))
+    } else if output != Some(record.task_id.as_str()) {
+        Some(format!(
+            "completed with another task's result ({output:?}): {record:?}"
+        ))
+    } else if count("retry") + count("dead_letter") > 0 {
+        Some(format!(
+            "failed on the way ({} retries): {record:?}",
+            count("retry")
+        ))
+    } else {
+        None
     }
 }
 
@@ -357,6 +393,17 @@ async fn sigkill_loops_under_the_hubs_real_rate_limits_lose_nothing() {
     );
 }
 
+/// Prints its seed line and context on stderr when the test panics while it is alive.
+struct OnPanic(std::cell::RefCell<String>, String);
+
+impl Drop for OnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}\n{}", self.1, self.0.borrow());
+        }
+    }
+}
+
 /// `lifecycles` tasks, up to three at a time, with the sidecar killed at random every
 /// 0..`max_gap_ms` and restarted, until all have ended. With `max_kills`, tasks keep coming
 /// until that many kills, then the rest runs undisturbed. Returns how many frames the hub
@@ -371,6 +418,10 @@ async fn campaign(
     let seed = seed();
     println!("{agent}: {lifecycles} lifecycles, FAULT_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
+    let on_panic = OnPanic(
+        std::cell::RefCell::new(String::new()),
+        format!("{agent}: FAULT_SEED={seed}"),
+    );
     // A second task the hub assigned while another was current (double assignment), killed with
     // the sidecar before it was persisted and accepted, stays assigned at the hub until its stuck
     // sweep (10 min; its acceptance timer covers only the current task): swept every second here.
@@ -399,6 +450,8 @@ async fn campaign(
     let mut ids: Vec<String> = Vec::new();
     let mut modes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut points: BTreeMap<String, usize> = BTreeMap::new();
+    // One line per kill (when, where, which tasks were in flight), printed when a check fails.
+    let mut kill_log: Vec<String> = Vec::new();
     let mut kills = 0usize;
     let budget = if rate_limits {
         Duration::from_secs(8 * lifecycles as u64 + 30)
@@ -437,10 +490,25 @@ async fn campaign(
         // Let it run a random while, then kill it wherever it is.
         tokio::time::sleep(MS(rng.u64(0..max_gap_ms))).await;
         let history = w.hub.history();
-        *points.entry(kill_point(&history[spawned_at..])).or_default() += 1;
+        let point = kill_point(&history[spawned_at..]);
+        *points.entry(point.clone()).or_default() += 1;
         sidecar.signal("KILL");
         sidecar.wait_exit(SECS(5)).await.expect("killed");
         kills += 1;
+        let flying: Vec<String> = ids
+            .iter()
+            .filter(|id| !terminal(id))
+            .map(|id| {
+                let status = w.hub.task(id).map(|r| r.status).unwrap_or_default();
+                format!("{id} ({status})")
+            })
+            .collect();
+        kill_log.push(format!(
+            "kill {kills} at +{} ms, {point}; in flight: {}",
+            started.elapsed().as_millis(),
+            flying.join(", ")
+        ));
+        *on_panic.0.borrow_mut() = kill_log.join("\n");
         tokio::time::sleep(MS(rng.u64(0..150))).await;
         spawned_at = w.hub.history().len();
         sidecar = w.spawn();
@@ -451,16 +519,55 @@ async fn campaign(
             ids.push(w.submit("now:0", 5));
         }
     }
+    // Every task must end completed, once, with its own result; anything else fails the test
+    // (a dead letter or a retry too: a task turned into a failure is a lost task).
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut problems: Vec<(String, String)> = Vec::new();
     for id in &ids {
-        let record = w.wait_terminal(id, SECS(90)).await;
-        w.check_task(&record);
-        *outcomes.entry(record.status.clone()).or_default() += 1;
+        match w.try_wait_terminal(id, SECS(90)).await {
+            Ok(record) => {
+                *outcomes.entry(record.status.clone()).or_default() += 1;
+                if let Some(problem) = task_problem(&record) {
+                    problems.push((id.clone(), problem));
+                }
+            }
+            Err(stuck) => problems.push((id.clone(), stuck)),
+        }
     }
+    let failed_frames: Vec<Value> = w
+        .sent_by_sidecar("task_failed")
+        .into_iter()
+        .filter(|f| ids.iter().any(|id| f["task_id"] == id.as_str()))
+        .collect();
+    let refusals = w.refusals();
+    if !problems.is_empty() || !failed_frames.is_empty() || !refusals.is_empty() {
+        let mut report = format!(
+            "{agent}: FAULT_SEED={seed} (replay with FAULT_SEED={seed} cargo test --test faults {agent}): \
+             {} of {} tasks went wrong, {} task_failed sent, {} outcomes refused; {kills} kills\n",
+            problems.len(),
+            ids.len(),
+            failed_frames.len(),
+            refusals.len()
+        );
+        for (id, problem) in &problems {
+            report += &format!("- task {id}: {problem}\n");
+        }
+        for frame in &failed_frames {
+            report += &format!("- the sidecar sent {frame}\n");
+        }
+        for refusal in &refusals {
+            report += &format!("- the hub refused an outcome: {refusal}\n");
+        }
+        report += &format!("kill points: {points:?}\n{}\n", kill_log.join("\n"));
+        for (id, _) in problems.iter().take(3) {
+            report += &format!("==== what happened to {id}:\n{}\n", w.dump(id));
+        }
+        panic!("{report}");
+    }
+    // The sidecar must end up connected with nothing held.
+    *on_panic.0.borrow_mut() = format!("kill points: {points:?}\n{}", kill_log.join("\n"));
     w.identified_after(spawned_at, SECS(10)).await;
     w.wait_queue_empty(SECS(20)).await;
-    let refusals = w.refusals();
-    assert!(refusals.is_empty(), "seed {seed}: refused outcomes: {refusals:?}");
     let records: Vec<TaskRecord> = ids.iter().filter_map(|id| w.hub.task(id)).collect();
     let count = |event: &str| -> usize {
         records
@@ -486,11 +593,11 @@ async fn campaign(
     );
     assert!(
         ids.len() >= lifecycles,
-        "seed {seed}: the campaign ran out of time"
+        "FAULT_SEED={seed}: the campaign ran out of time"
     );
     assert!(
         kills >= max_kills.unwrap_or(lifecycles / 2),
-        "seed {seed}: only {kills} kills"
+        "FAULT_SEED={seed}: only {kills} kills"
     );
     limited
 }
