@@ -370,7 +370,7 @@ async fn sigkill_at_random_points_across_many_lifecycles_loses_nothing() {
         .unwrap_or(if full_profile() { 200 } else { 30 });
     // The hub's rate limits (60 task frames a minute) would make this take an hour: they get
     // their own campaign below.
-    campaign("faults-kill", lifecycles, false, 600, None).await;
+    let _ = campaign("faults-kill", lifecycles, false, 600, None).await;
 }
 
 /// Restarts every few hundred milliseconds exhaust the hub's rate limit (60 frames a minute),
@@ -379,7 +379,7 @@ async fn sigkill_at_random_points_across_many_lifecycles_loses_nothing() {
 #[tokio::test]
 async fn sigkill_loops_under_the_hubs_real_rate_limits_lose_nothing() {
     // A burst of kills drains the buckets; then it must recover on its own, in the refill's time.
-    let limited = campaign(
+    let (limited, seed) = campaign(
         "faults-kill-rl",
         8,
         true,
@@ -389,8 +389,23 @@ async fn sigkill_loops_under_the_hubs_real_rate_limits_lose_nothing() {
     .await;
     assert!(
         limited > 0,
-        "the hub never rate-limited: the campaign proved nothing"
+        "FAULT_SEED={seed}: the hub never rate-limited: the campaign proved nothing"
     );
+}
+
+/// How many frames the hub refused with `rate_limited` so far.
+fn rate_limited(hub: &EmbeddedHub) -> usize {
+    hub.history()
+        .iter()
+        .filter(|e| matches!(e, HubEvent::Sent { text, .. } if text.contains("\"rate_limited\"")))
+        .count()
+}
+
+/// Whether `agent` identified on a connection after the first `after` hub events.
+fn identified_since(hub: &EmbeddedHub, after: usize, agent: &str) -> bool {
+    hub.history()[after..]
+        .iter()
+        .any(|e| matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == agent))
 }
 
 /// Prints its seed line and context on stderr when the test panics while it is alive.
@@ -407,14 +422,14 @@ impl Drop for OnPanic {
 /// `lifecycles` tasks, up to three at a time, with the sidecar killed at random every
 /// 0..`max_gap_ms` and restarted, until all have ended. With `max_kills`, tasks keep coming
 /// until that many kills, then the rest runs undisturbed. Returns how many frames the hub
-/// refused with `rate_limited`.
+/// refused with `rate_limited`, and the seed.
 async fn campaign(
     agent: &str,
     lifecycles: usize,
     rate_limits: bool,
     max_gap_ms: u64,
     max_kills: Option<usize>,
-) -> usize {
+) -> (usize, u64) {
     let seed = seed();
     println!("{agent}: {lifecycles} lifecycles, FAULT_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -466,8 +481,10 @@ async fn campaign(
     loop {
         let in_flight = ids.iter().filter(|id| !terminal(id)).count();
         let done = match max_kills {
-            // A burst of kills: as many lifecycles as it takes (at least `lifecycles`).
-            Some(max) => kills >= max,
+            // A burst of kills: as many lifecycles as it takes (at least `lifecycles`), and under
+            // rate limits until the hub has refused a frame (on a loaded machine a burst may
+            // need more kills to get there), up to four times as many.
+            Some(max) => kills >= max && (!rate_limits || rate_limited(&w.hub) > 0) || kills >= 4 * max,
             None => ids.len() == lifecycles && in_flight == 0,
         };
         if done || started.elapsed() > budget {
@@ -487,7 +504,15 @@ async fn campaign(
             *modes.entry(mode).or_default() += 1;
             ids.push(w.submit(&format!("{mode}:{}.{:03}", delay / 1000, delay % 1000), 5));
         }
-        // Let it run a random while, then kill it wherever it is.
+        // Let it run a random while, then kill it wherever it is. Three kills in four count that
+        // while from the moment it identified, so that a slow start (a loaded machine) does not
+        // turn every kill into one before it sent anything; the fourth lands wherever start-up is.
+        if rng.u8(0..4) != 0 {
+            let deadline = Instant::now() + SECS(10);
+            while Instant::now() < deadline && !identified_since(&w.hub, spawned_at, agent) {
+                tokio::time::sleep(MS(10)).await;
+            }
+        }
         tokio::time::sleep(MS(rng.u64(0..max_gap_ms))).await;
         let history = w.hub.history();
         let point = kill_point(&history[spawned_at..]);
@@ -576,12 +601,7 @@ async fn campaign(
             .sum()
     };
     let rewoken = ids.iter().filter(|id| w.wakes(id) > 1).count();
-    let limited = w
-        .hub
-        .history()
-        .iter()
-        .filter(|e| matches!(e, HubEvent::Sent { text, .. } if text.contains("\"rate_limited\"")))
-        .count();
+    let limited = rate_limited(&w.hub);
     println!(
         "{agent} (seed {seed}, rate limits {rate_limits}): {} lifecycles, {kills} kills in {:.1} s\n  agents: {modes:?}\n  \
          kill points: {points:?}\n  outcomes: {outcomes:?}; hub reclaims {}, retries {}; \
@@ -599,7 +619,7 @@ async fn campaign(
         kills >= max_kills.unwrap_or(lifecycles / 2),
         "FAULT_SEED={seed}: only {kills} kills"
     );
-    limited
+    (limited, seed)
 }
 
 #[tokio::test]
