@@ -894,7 +894,7 @@ mount -t tmpfs -o size=64k tmpfs "$1" || exit 97
 ) &
 exec "$3" run --config "$4"
 "#;
-    let child = std::process::Command::new("unshare")
+    let child = scrub_env(&mut std::process::Command::new("unshare"))
         .args(unshare)
         .args(["sh", "-c", SCRIPT, "sh"])
         .arg(&state)
@@ -902,7 +902,6 @@ exec "$3" run --config "$4"
         .arg(env!("CARGO_BIN_EXE_agentcom-sidecar"))
         .arg(&w.config)
         .arg(w.dir.join("fill"))
-        .env_remove("AGENTCOM_TOKEN")
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(w.dir.join("stdout.txt")).unwrap())
         .stderr(std::fs::File::create(w.dir.join("stderr.txt")).unwrap())
