@@ -868,16 +868,16 @@ async fn a_full_disk_at_persist_time_refuses_the_task_with_the_reason() {
     match probe {
         Ok(out) if out.status.success() => {}
         Ok(out) => {
-            println!(
-                "SKIPPED a_full_disk_at_persist_time: cannot mount a tmpfs in a private namespace here ({}); \
-                 the injected write error test still runs",
-                String::from_utf8_lossy(&out.stderr).trim()
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let why = format!(
+                "cannot mount a tmpfs in a private namespace ({}); the injected write error test still runs",
+                stderr.trim()
             );
-            return;
+            return cannot_run_here("a_full_disk_at_persist_time", &why);
         }
         Err(e) => {
-            println!("SKIPPED a_full_disk_at_persist_time: no unshare ({e}); the injected write error test still runs");
-            return;
+            let why = format!("no unshare ({e}); the injected write error test still runs");
+            return cannot_run_here("a_full_disk_at_persist_time", &why);
         }
     }
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();

@@ -8,6 +8,24 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Whether the suite runs under CI: the `CI` variable is set to something other than empty,
+/// `0` or `false` (CI services set `CI=true`; `.ci/run` sets it too).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// For a test that cannot run where it is (no user namespaces, no bash, ...): under CI this
+/// fails the test, since a check skipped there is a hole nobody sees; elsewhere it says so on
+/// stderr, and the caller returns. `test` names the test, `why` what is missing here.
+pub fn cannot_run_here(test: &str, why: &str) {
+    assert!(
+        !under_ci(),
+        "{test} cannot run on this machine: {why}. CI is set, so this fails instead of skipping: \
+         give the CI machine what the test needs (or unset CI to skip it locally)"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// A fresh folder under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
