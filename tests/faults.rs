@@ -548,8 +548,12 @@ async fn campaign(
     // (a dead letter or a retry too: a task turned into a failure is a lost task).
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut problems: Vec<(String, String)> = Vec::new();
+    let settle_by = Instant::now() + SECS(90);
     for id in &ids {
-        match w.try_wait_terminal(id, SECS(90)).await {
+        match w
+            .try_wait_terminal(id, settle_by.saturating_duration_since(Instant::now()))
+            .await
+        {
             Ok(record) => {
                 *outcomes.entry(record.status.clone()).or_default() += 1;
                 if let Some(problem) = task_problem(&record) {
@@ -567,7 +571,7 @@ async fn campaign(
     let refusals = w.refusals();
     if !problems.is_empty() || !failed_frames.is_empty() || !refusals.is_empty() {
         let mut report = format!(
-            "{agent}: FAULT_SEED={seed} (replay with FAULT_SEED={seed} cargo test --test faults {agent}): \
+            "{agent}: FAULT_SEED={seed} (replay with FAULT_SEED={seed} cargo test --test faults sigkill): \
              {} of {} tasks went wrong, {} task_failed sent, {} outcomes refused; {kills} kills\n",
             problems.len(),
             ids.len(),
