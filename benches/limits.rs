@@ -42,14 +42,20 @@
 //! quick run. Every child is killed at the end, also on panic (a guard, plus PR_SET_PDEATHSIG).
 //! Linux only (/proc).
 
+// The tests' helpers: `support::binary()` starts the binary with a scrubbed environment.
+#[cfg(target_os = "linux")]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 #[cfg(target_os = "linux")]
 mod linux {
+    use super::support;
     use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
     use serde_json::{json, Value};
     use std::collections::HashSet;
     use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Child, Stdio};
     use std::time::Duration;
     use tokio::sync::broadcast::error::RecvError;
     use tokio::sync::broadcast::Receiver;
@@ -125,14 +131,11 @@ mod linux {
         path
     }
 
-    /// The real binary on `config`, without $AGENTCOM_TOKEN (it would override the config's token),
-    /// killed by the kernel if the bench's main thread dies.
+    /// The real binary on `config`, its environment scrubbed of tokens and proxies (they would
+    /// override the config), killed by the kernel if the bench's main thread dies.
     fn spawn(config: &Path) -> Child {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_agentcom-sidecar"));
+        let mut command = support::binary();
         command
-            .env_remove("AGENTCOM_TOKEN")
-            .env_remove("INVOCATION_ID")
-            .env_remove("NOTIFY_SOCKET")
             .args(["run", "--config"])
             .arg(config)
             .stdin(Stdio::null())

@@ -5,7 +5,7 @@
 
 mod support;
 
-use agentcom_sidecar::config::{Config, LoadOptions};
+use agentcom_sidecar::config::Config;
 use agentcom_sidecar::protocol::{parse_inbound, FrameError, MAX_FRAME_BYTES};
 use agentcom_sidecar::relay::store::TaskStore;
 use agentcom_sidecar::relay::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
@@ -260,7 +260,7 @@ proptest! {
 #[test]
 fn config_and_token_files_are_read_with_a_bound() {
     let dir = TempDir::new("fuzz-bounds");
-    let opts = LoadOptions {
+    let opts = agentcom_sidecar::config::LoadOptions {
         env_token: None,
         allow_insecure_permissions: true,
     };

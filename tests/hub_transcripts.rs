@@ -27,22 +27,112 @@ fn load(case: &str) -> Value {
     serde_json::from_str(&text).expect("transcript is JSON")
 }
 
-/// Where the shared reference sits beside the repo, the vendored copies must match it exactly.
+/// Where the shared reference sits beside the repo, the vendored folder must be a byte-for-byte
+/// copy of it: the same files (README.md included), none missing, none extra.
 #[test]
 fn vendored_transcripts_match_the_shared_reference() {
-    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/hub-transcripts");
-    let Ok(entries) = std::fs::read_dir(&shared) else {
-        eprintln!("no {} here: nothing to compare", shared.display());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `../shared` from the main checkout; a worktree further down finds the same folder higher up.
+    let Some(shared) = root
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared/hub-transcripts"))
+        .find(|dir| dir.is_dir())
+    else {
+        // A clone away from the project's shared reference: the vendored copy is all there is.
+        eprintln!(
+            "no shared/hub-transcripts beside or above {}: nothing to compare",
+            root.display()
+        );
         return;
     };
-    let vendored = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hub-transcripts");
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let ours = std::fs::read(vendored.join(&name)).unwrap_or_default();
-        assert_eq!(
-            ours,
-            std::fs::read(entry.path()).unwrap(),
-            "tests/hub-transcripts/{name:?} differs from the shared reference: copy it again"
+    let vendored = root.join("tests/hub-transcripts");
+    let shared_names = file_names(&shared);
+    let vendored_names = file_names(&vendored);
+    let missing: Vec<&String> = shared_names.difference(&vendored_names).collect();
+    let extra: Vec<&String> = vendored_names.difference(&shared_names).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "tests/hub-transcripts/ lacks {missing:?} and has {extra:?} beyond the shared reference: \
+         copy the folder again (cp ../shared/hub-transcripts/* tests/hub-transcripts/)"
+    );
+    for name in &shared_names {
+        assert!(
+            std::fs::read(vendored.join(name)).unwrap() == std::fs::read(shared.join(name)).unwrap(),
+            "tests/hub-transcripts/{name} differs from the shared reference: copy it again"
+        );
+    }
+}
+
+/// The names of the regular files in `dir`, sorted.
+fn file_names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_type().unwrap().is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Transcripts that need hub features not built yet, each with the issue (and helper) that will
+/// replay it. Remove a line when its replay lands; the tests below keep this list honest.
+const NOT_REPLAYED_YET: &[(&str, &str)] = &[
+    ("routed_trivial", "issue 10: routing decisions"),
+    ("routed_complex", "issue 10: routing decisions"),
+    ("routed_standard_fallback", "issue 10: routing decisions"),
+    (
+        "task_progress_execution_event",
+        "issue 10: execution events and the dashboard socket",
+    ),
+    (
+        "task_complete_with_verification",
+        "issue 11: verification reports on the task record",
+    ),
+    ("classify", "issue 11: POST /api/tasks/:id/classify"),
+    ("onboard_register", "issue 12: onboarding and token revocation"),
+];
+
+/// Every vendored transcript is either replayed below or listed as not replayed yet, never both.
+#[test]
+fn every_transcript_is_replayed_or_listed_as_pending() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hub-transcripts");
+    let cases: Vec<String> = file_names(&dir)
+        .into_iter()
+        .filter_map(|name| name.strip_suffix(".json").map(String::from))
+        .collect();
+    let pending = |case: &str| NOT_REPLAYED_YET.iter().any(|(name, _)| *name == case);
+    let unseen: Vec<&String> = cases
+        .iter()
+        .filter(|case| !REPLAYED.contains(&case.as_str()) && !pending(case))
+        .collect();
+    assert!(
+        unseen.is_empty(),
+        "{unseen:?}: neither replayed nor in NOT_REPLAYED_YET (add a replay, or list it with the issue that will)"
+    );
+    let both: Vec<&&str> = REPLAYED.iter().filter(|case| pending(case)).collect();
+    assert!(
+        both.is_empty(),
+        "{both:?}: replayed, so remove them from NOT_REPLAYED_YET"
+    );
+}
+
+/// The pending list names only transcripts that exist, once each, so it can only shrink honestly.
+#[test]
+fn the_pending_list_names_only_vendored_transcripts() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hub-transcripts");
+    let names = file_names(&dir);
+    for (i, (case, why)) in NOT_REPLAYED_YET.iter().enumerate() {
+        assert!(
+            names.contains(&format!("{case}.json")),
+            "NOT_REPLAYED_YET names {case} ({why}), but tests/hub-transcripts/{case}.json does not exist"
+        );
+        assert!(
+            why.starts_with("issue "),
+            "{case}: say which issue will replay it, not {why:?}"
+        );
+        assert!(
+            !NOT_REPLAYED_YET[..i].iter().any(|(other, _)| other == case),
+            "{case} is listed twice"
         );
     }
 }
@@ -534,13 +624,18 @@ impl Replay {
     }
 }
 
+/// One paused-clock test per case, and `REPLAYED` naming them all.
 macro_rules! replay {
-    ($($case:ident),* $(,)?) => {$(
-        #[tokio::test(start_paused = true)]
-        async fn $case() {
-            Replay::new(stringify!($case)).await.run().await;
-        }
-    )*};
+    ($($case:ident),* $(,)?) => {
+        /// The transcripts replayed frame for frame below.
+        const REPLAYED: &[&str] = &[$(stringify!($case)),*];
+        $(
+            #[tokio::test(start_paused = true)]
+            async fn $case() {
+                Replay::new(stringify!($case)).await.run().await;
+            }
+        )*
+    };
 }
 
 replay!(

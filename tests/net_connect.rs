@@ -648,19 +648,8 @@ fn the_binary_refuses_an_unusable_proxy_before_connecting() {
             serde_json::json!({}),
         ),
     );
-    let mut command = support::binary();
-    for name in [
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
-        command.env_remove(name);
-    }
-    // The child's environment only: this process's stays untouched.
-    let out = command
+    // The child's environment only (scrubbed of the caller's proxies): this process's stays untouched.
+    let out = support::binary()
         .env("http_proxy", "socks5://user:topsecret@127.0.0.1:1080")
         .arg("run")
         .arg("--config")

@@ -9,7 +9,7 @@ mod support;
 use agentcom_sidecar::hub::{EmbeddedHub, HubOptions};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 use support::*;
 use tokio::net::UnixDatagram;
@@ -418,7 +418,7 @@ fn no_notify_socket_no_trouble() {
     let socket_path = dir.join("n.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     sock.set_nonblocking(true).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_agentcom-sidecar"))
+    let out = binary()
         .args(["run", "--config"])
         .arg(dir.join("missing.json"))
         .env("NOTIFY_SOCKET", &socket_path)

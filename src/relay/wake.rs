@@ -1615,17 +1615,34 @@ mod tests {
         /// With bash as well when it is installed: both must give the same bytes.
         fn run(template: &str, v: &WakeVars) -> Vec<u8> {
             let got = run_with("/bin/sh", template, v);
-            for shell in ["/bin/bash", "/usr/bin/bash"] {
-                if Path::new(shell).exists() {
-                    assert_eq!(
-                        run_with(shell, template, v),
-                        got,
-                        "{shell} differs on {template:?} {v:?}"
-                    );
-                    break;
-                }
+            if let Some(shell) = bash() {
+                assert_eq!(
+                    run_with(shell, template, v),
+                    got,
+                    "{shell} differs on {template:?} {v:?}"
+                );
             }
             got
+        }
+
+        /// bash, when installed. Without it the bash half of these checks cannot run: under CI
+        /// (`CI` set, as tests/support's `cannot_run_here`) that fails the test; elsewhere it is
+        /// said once on stderr.
+        fn bash() -> Option<&'static str> {
+            let found = ["/bin/bash", "/usr/bin/bash"]
+                .into_iter()
+                .find(|shell| Path::new(shell).exists());
+            if found.is_none() {
+                let ci = std::env::var("CI")
+                    .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"));
+                assert!(
+                    !ci,
+                    "no bash on this machine, and CI is set: install bash for the quoting checks"
+                );
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("SKIPPED the bash half of the quoting checks: no bash here"));
+            }
+            found
         }
 
         fn run_with(shell: &str, template: &str, v: &WakeVars) -> Vec<u8> {
@@ -1883,8 +1900,8 @@ mod tests {
                 let v = vars(attack);
                 let text = render_sh(&t, &v);
                 no_injection("/bin/sh", &text, &v)?;
-                if Path::new("/bin/bash").exists() {
-                    no_injection("/bin/bash", &text, &v)?;
+                if let Some(shell) = bash() {
+                    no_injection(shell, &text, &v)?;
                 }
             }
         }

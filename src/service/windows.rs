@@ -4,8 +4,8 @@
 //! start, LocalSystem unless changed in services.msc) running
 //! `agentcom-sidecar.exe run --config PATH --windows-service`, sets failure actions (restart after
 //! 2 s, 10 s, 60 s) and starts it. With `--windows-service`, `run` hands the process to the
-//! service dispatcher (`run_as_service`, Windows only); the service's Stop and Shutdown controls
-//! resolve the same stop future Ctrl+C does, so the link closes with 1000 as on any stop.
+//! service dispatcher (`run_as_service`, built on Windows only); the service's Stop and Shutdown
+//! controls resolve the same stop future Ctrl+C does, so the link closes with 1000 as on any stop.
 //!
 //! Restart semantics: failure actions apply only when the process ends without reporting
 //! `SERVICE_STOPPED` (a crash). A config error is reported as a stopped service with

@@ -8,6 +8,24 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Whether the suite runs under CI: the `CI` variable is set to something other than empty,
+/// `0` or `false` (CI services set `CI=true`; `.ci/run` sets it too).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// For a test that cannot run where it is (no user namespaces, no bash, ...): under CI this
+/// fails the test, since a check skipped there is a hole nobody sees; elsewhere it says so on
+/// stderr, and the caller returns. `test` names the test, `why` what is missing here.
+pub fn cannot_run_here(test: &str, why: &str) {
+    assert!(
+        !under_ci(),
+        "{test} cannot run on this machine: {why}. CI is set, so this fails instead of skipping: \
+         give the CI machine what the test needs (or unset CI to skip it locally)"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// A fresh folder under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
@@ -70,11 +88,52 @@ pub fn config_json(agent_id: &str, token: &str, hub_url: &str, extra: serde_json
     serde_json::to_string_pretty(&config).unwrap()
 }
 
-/// The binary, without `$AGENTCOM_TOKEN` from the caller's environment (it would override the
-/// token of every test config).
+/// Variables of the caller's environment the binary would act on: proxies (it would send the
+/// tests' loopback connections through them) and a supervisor's (a test must not look
+/// supervised unless it says so). Every `AGENTCOM_*` variable goes too (see [`scrub_env`]).
+pub const SCRUBBED_VARS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "INVOCATION_ID",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+/// Removes from `command`'s environment what the caller's shell could have set that would change
+/// what the binary does: [`SCRUBBED_VARS`] and every `AGENTCOM_*` variable (`AGENTCOM_TOKEN`
+/// would override the token of every test config). Variables set on `command` afterwards stay.
+/// For a command that starts the binary indirectly (`unshare ... agentcom-sidecar`).
+pub fn scrub_env(command: &mut Command) -> &mut Command {
+    for name in SCRUBBED_VARS {
+        command.env_remove(name);
+    }
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_string_lossy()
+            .to_ascii_uppercase()
+            .starts_with("AGENTCOM_")
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// The real binary with a scrubbed environment ([`scrub_env`]): every test and bench that
+/// spawns the binary starts it from here, so a proxy or token in the caller's shell changes nothing.
 pub fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_agentcom-sidecar"));
-    command.env_remove("AGENTCOM_TOKEN");
+    scrub_env(&mut command);
     command
 }
 
@@ -90,15 +149,10 @@ impl Sidecar {
     }
 
     pub fn spawn_with_env(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Sidecar {
+        // (scrubbed: a test must not look supervised or use a proxy unless it says so)
         let mut command = binary();
         for (k, v) in env {
             command.env(k, v);
-        }
-        // A test must not look supervised unless it says so.
-        for var in ["INVOCATION_ID", "NOTIFY_SOCKET"] {
-            if !env.iter().any(|(k, _)| *k == var) {
-                command.env_remove(var);
-            }
         }
         let child = command
             .arg("run")
