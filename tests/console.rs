@@ -214,6 +214,10 @@ fn no_panicking_print_macro_in_the_sources() {
                 let text = std::fs::read_to_string(&path).unwrap();
                 for (n, line) in text.lines().enumerate() {
                     let code = line.trim_start();
+                    if code.starts_with("#[cfg(test)]") {
+                        // Test modules come last in a file; a test may print what it skipped.
+                        break;
+                    }
                     if code.starts_with("//") {
                         continue;
                     }
