@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod check;
 mod error;
 mod hub_url;
 mod load;
@@ -30,9 +31,10 @@ pub use load::MAX_CONFIG_BYTES;
 pub use schema::{DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, DEFAULT_MAX_PENDING, MAX_DURATION_MS};
 pub use token::{Secret, TokenSource, MAX_TOKEN_CHARS, MAX_TOKEN_FILE_BYTES, MIN_TOKEN_CHARS, TOKEN_ENV};
 
-use error::{echo, json_error};
-use load::{absolute, resolve, Files};
-use schema::{default, suggest, Pairs, RawConfig, Whole, KNOWN_KEYS};
+use check::{opt_path, path_or, Checker};
+use error::json_error;
+use load::{absolute, Files};
+use schema::{default, Pairs, RawConfig};
 
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "AGENTCOM_SIDECAR_CONFIG";
@@ -161,152 +163,6 @@ pub fn default_config_path() -> PathBuf {
     }
 }
 
-/// Checks the values of one config file, collecting warnings; its errors name the file.
-struct Checker<'a> {
-    /// The config file, absolute.
-    path: &'a Path,
-    /// The keys present in the file, each once (for "did you mean" on a missing required key).
-    keys: Vec<String>,
-    warnings: Vec<String>,
-    /// Refuse a token file its group or others may read or write.
-    check_permissions: bool,
-}
-
-impl Checker<'_> {
-    fn err(&self, kind: ConfigErrorKind) -> ConfigError {
-        ConfigError {
-            path: self.path.to_path_buf(),
-            kind,
-        }
-    }
-
-    fn warn(&mut self, msg: String) {
-        self.warnings.push(format!("{}: {msg}", self.path.display()));
-    }
-
-    fn invalid(&self, field: &str, message: String) -> ConfigError {
-        self.err(ConfigErrorKind::Invalid {
-            field: field.to_string(),
-            message,
-        })
-    }
-
-    /// A required, non-blank string of at most `max` characters, without control characters or
-    /// surrounding spaces. The value is never echoed (it may be the token).
-    fn required_string(
-        &self,
-        key: &'static str,
-        value: Option<String>,
-        max: usize,
-    ) -> Result<String, ConfigError> {
-        let Some(s) = value else {
-            // A typo of a required key is the likely cause: say so instead of "missing".
-            if let Some(typo) = self
-                .keys
-                .iter()
-                .find(|k| !KNOWN_KEYS.contains(&k.as_str()) && suggest(k) == Some(key))
-            {
-                return Err(self.invalid(
-                    key,
-                    format!(
-                        "is missing, but there is a key `{}`\nhelp: did you mean `{key}`? rename the key",
-                        echo(typo, None)
-                    ),
-                ));
-            }
-            return Err(self.err(ConfigErrorKind::Missing { field: key }));
-        };
-        if s.trim().is_empty() {
-            return Err(self.err(ConfigErrorKind::Empty { field: key }));
-        }
-        let n = s.chars().count();
-        if n > max {
-            return Err(self.invalid(
-                key,
-                format!(
-                    "is too long: {n} characters, the hub accepts at most {max}\n\
-                     help: check that the value is complete and nothing was pasted into it twice"
-                ),
-            ));
-        }
-        if s.trim() != s {
-            return Err(self.invalid(
-                key,
-                "has spaces or a line break at its start or end\nhelp: remove them; the hub compares the value exactly"
-                    .to_string(),
-            ));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(self.invalid(
-                key,
-                "holds a control character (a tab or line break?)\nhelp: remove it".to_string(),
-            ));
-        }
-        Ok(s)
-    }
-
-    /// A duration in milliseconds: not negative, at most [`MAX_DURATION_MS`].
-    fn ms(&self, key: &'static str, value: Option<Whole>) -> Result<Option<u64>, ConfigError> {
-        match value {
-            None => Ok(None),
-            Some(Whole::Count(ms)) if ms > MAX_DURATION_MS => Err(self.invalid(
-                key,
-                format!("is {ms} ms, more than the largest accepted, {MAX_DURATION_MS} ms (about 24.8 days)"),
-            )),
-            Some(Whole::Count(ms)) => Ok(Some(ms)),
-            Some(Whole::Negative(n)) => Err(self.invalid(
-                key,
-                format!(
-                    "is negative ({n})\nhelp: give a duration in milliseconds, for example:\n    {}",
-                    schema::example_line(key)
-                ),
-            )),
-        }
-    }
-
-    /// A whole number that must not be negative.
-    fn uint(&self, key: &'static str, value: Option<Whole>) -> Result<Option<u64>, ConfigError> {
-        match value {
-            None => Ok(None),
-            Some(Whole::Count(n)) => Ok(Some(n)),
-            Some(Whole::Negative(n)) => Err(self.invalid(
-                key,
-                format!(
-                    "is negative ({n})\nhelp: for example:\n    {}",
-                    schema::example_line(key)
-                ),
-            )),
-        }
-    }
-
-    /// A duration in milliseconds that must be more than 0; `default` when absent.
-    fn positive_ms(&self, key: &'static str, value: Option<Whole>, default: u64) -> Result<u64, ConfigError> {
-        match self.ms(key, value)? {
-            None => Ok(default),
-            Some(0) => Err(self.invalid(
-                key,
-                format!("is 0, but it must be more than 0\nhelp: leave it out for the default, {default}"),
-            )),
-            Some(ms) => Ok(ms),
-        }
-    }
-}
-
-/// An optional path resolved against `dir`; absent, "" or blank is `None`.
-fn opt_path(value: Option<String>, dir: &Path) -> Option<PathBuf> {
-    value.filter(|s| !s.trim().is_empty()).map(|s| resolve(dir, &s))
-}
-
-/// A path resolved against `dir`; absent or "" is `default` (as with Node's `||`).
-fn path_or(value: Option<String>, default: &str, dir: &Path) -> PathBuf {
-    resolve(
-        dir,
-        &value
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| default.to_string()),
-    )
-}
-
 impl Config {
     /// The state folder: the one holding queue.json, where the instance lock and the state file
     /// for `status` live.
@@ -374,13 +230,15 @@ impl Config {
             path: path.clone(),
             kind,
         };
+        // Syntax first (serde_json's messages, with line and column); then the top level must be
+        // an object.
         let value: Value = serde_json::from_str(text).map_err(|e| fail(json_error(text, &e)))?;
         if !value.is_object() {
             return Err(fail(ConfigErrorKind::NotAnObject));
         }
-        drop(value);
         // Valid JSON and an object, so this succeeds; it gives file order and duplicate keys.
         let pairs = serde_json::from_str::<Pairs>(text).unwrap_or(Pairs(Vec::new()));
+        // Types next: the first wrong one in the file is the error, with its path.
         let raw = pairs.typed().map_err(fail)?;
         // Each message is made with the token in use kept out. A `token` that $AGENTCOM_TOKEN or
         // `token_file` overrides is a secret too: keep it out as well. Under 6 characters it is
@@ -611,13 +469,15 @@ impl Config {
         let log_keep = match b.uint("log_keep", raw.log_keep)? {
             None => DEFAULT_LOG_KEEP,
             Some(n @ 1..=100) => n as u32,
-            Some(n) => return Err(b.invalid(
-                "log_keep",
-                format!(
+            Some(n) => {
+                return Err(b.invalid(
+                    "log_keep",
+                    format!(
                     "is {n}, but it must be from 1 to {MAX_LOG_KEEP} (how many rotated log files are kept)\n\
                          help: the default is {DEFAULT_LOG_KEEP}"
                 ),
-            )),
+                ))
+            }
         };
         let report_resources = raw.report_resources.unwrap_or(true);
 

@@ -1,5 +1,6 @@
 //! Unit tests of config loading: defaults, every error message, token sources, permissions.
 
+use super::schema::suggest;
 use super::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -53,6 +54,8 @@ fn defaults() {
     assert_eq!(c.max_pending, DEFAULT_MAX_PENDING);
     assert_eq!(c.progress_keepalive, Duration::from_secs(300));
     assert_eq!(c.readopt_window, Duration::from_secs(120));
+    assert_eq!(c.task_timeout, Duration::from_secs(7200));
+    assert_eq!(c.agent_exit_grace, Duration::from_secs(60));
     assert_eq!(c.results_dir, PathBuf::from("/srv/agent/results"));
     assert_eq!(c.log_file, PathBuf::from("/srv/agent/sidecar.log"));
     assert_eq!(c.heartbeat_interval, Duration::from_millis(30_000));
@@ -458,6 +461,75 @@ fn durations() {
     assert_eq!(c.confirmation_timeout, Duration::from_millis(30_000));
     assert_eq!(c.warnings.len(), 1);
     assert!(c.warnings[0].contains("`confirmation_timeout_ms` is 0, which means the default"));
+}
+
+#[test]
+fn task_timeout_and_agent_exit_grace() {
+    let c = Config::parse(&with("task_timeout_ms", "600000"), &p()).unwrap();
+    assert_eq!(c.task_timeout, Duration::from_secs(600));
+    let c = Config::parse(&with("agent_exit_grace_ms", "5000"), &p()).unwrap();
+    assert_eq!(c.agent_exit_grace, Duration::from_secs(5));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let (_, msg) = err(&with("task_timeout_ms", "0"));
+    assert!(
+        msg.contains("field `task_timeout_ms` is 0, but it must be more than 0")
+            && msg.contains("the default, 7200000"),
+        "{msg}"
+    );
+    let (_, msg) = err(&with("agent_exit_grace_ms", "-1"));
+    assert!(
+        msg.contains("field `agent_exit_grace_ms` is negative (-1)")
+            && msg.contains(r#""agent_exit_grace_ms": 60000"#),
+        "{msg}"
+    );
+    let (_, msg) = err(&with("task_timeout_ms", r#""2h""#));
+    assert!(
+        msg.contains("field `task_timeout_ms` must be a whole number of milliseconds, found a string")
+            && msg.contains(r#""task_timeout_ms": 7200000"#),
+        "{msg}"
+    );
+}
+
+#[test]
+fn type_errors_name_the_path_of_the_first_in_the_file() {
+    // Nested: the item's index, and what it is.
+    let (kind, msg) = err(&with("wake_retry_delays_ms", "[5000, 15000, [30000]]"));
+    assert!(
+        matches!(kind, ConfigErrorKind::WrongType { ref field, found: "an array", .. } if field == "wake_retry_delays_ms[2]"),
+        "{kind:?}"
+    );
+    assert!(msg.starts_with("/srv/agent/config.json: field `wake_retry_delays_ms[2]` must be a whole number of milliseconds, found an array\n"), "{msg}");
+    assert!(
+        msg.contains(r#""wake_retry_delays_ms": [5000, 15000, 30000]"#),
+        "{msg}"
+    );
+    let (_, msg) = err(&with("capabilities", r#"["code", {"x": 1}]"#));
+    assert!(
+        msg.contains("field `capabilities[1]` must be a string, found an object"),
+        "{msg}"
+    );
+    // Two wrong types: the first in the file is named, whatever the keys' order in the schema.
+    let text = without("wake_command").replace('}', r#","report_resources":"yes","name":7}"#);
+    let (_, msg) = err(&text);
+    assert!(
+        msg.contains("field `report_resources` must be true or false, found a string"),
+        "{msg}"
+    );
+    let text = without("wake_command").replace('}', r#","name":7,"report_resources":"yes"}"#);
+    let (_, msg) = err(&text);
+    assert!(
+        msg.contains("field `name` must be a string, found a number"),
+        "{msg}"
+    );
+    // Of duplicate keys the last is used, for types too.
+    let text = minimal().replace('}', r#","max_pending":"x","max_pending":2}"#);
+    assert_eq!(Config::parse(&text, &p()).unwrap().max_pending, 2);
+    // A type error comes before the checks of values, such as a blank agent_id.
+    let (_, msg) = err(&with("agent_id", r#""  ""#).replace('}', r#","log_keep":true}"#));
+    assert!(
+        msg.contains("field `log_keep` must be a whole number from 1 to 100, found a boolean"),
+        "{msg}"
+    );
 }
 
 #[test]
