@@ -1,11 +1,11 @@
 //! The checks shared by the fields: a required string, a duration, a whole number, a path; and
 //! the [`Checker`] that makes their errors name the file and collects the warnings.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::error::echo;
-use super::load::resolve;
-use super::schema::{example_line, suggest, Whole, KNOWN_KEYS};
+use super::error::example_line;
+use super::schema::{suggest, Whole, KNOWN_KEYS};
 use super::{ConfigError, ConfigErrorKind, MAX_DURATION_MS};
 
 /// Checks the values of one config file, collecting warnings; its errors name the file.
@@ -139,19 +139,4 @@ impl Checker<'_> {
             Some(ms) => Ok(ms),
         }
     }
-}
-
-/// An optional path resolved against `dir`; absent, "" or blank is `None`.
-pub(super) fn opt_path(value: Option<String>, dir: &Path) -> Option<PathBuf> {
-    value.filter(|s| !s.trim().is_empty()).map(|s| resolve(dir, &s))
-}
-
-/// A path resolved against `dir`; absent or "" is `default` (as with Node's `||`).
-pub(super) fn path_or(value: Option<String>, default: &str, dir: &Path) -> PathBuf {
-    resolve(
-        dir,
-        &value
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| default.to_string()),
-    )
 }

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::schema::{example_line, KNOWN_KEYS};
 use super::{CONFIG_ENV, TOKEN_ENV};
 
 /// Why a config could not be used. `Display` is the full message for a person, hints included.
@@ -151,7 +150,7 @@ impl fmt::Display for ConfigError {
                     "{path}: field `{field}` must be {expected}, found {found}"
                 )?;
                 let base = field.split('[').next().unwrap_or(field);
-                if KNOWN_KEYS.contains(&base) {
+                if example_value(base).is_some() {
                     write!(f, "\nhelp: for example:\n    {}", example_line(base))?;
                 }
                 Ok(())
@@ -201,6 +200,51 @@ impl fmt::Display for ConfigError {
             }
         }
     }
+}
+
+/// An example value of a key for hints, `None` for a key this sidecar does not read. Never a
+/// real token.
+fn example_value(field: &str) -> Option<&'static str> {
+    let value = match field {
+        "agent_id" => "\"my-agent\"",
+        "token" => "\"<the 64-hex-character token the hub issued for this agent_id>\"",
+        "hub_url" => "\"ws://hub.example:4000/ws\"",
+        "name" => "\"My agent\"",
+        "capabilities" => "[\"code\"]",
+        "wake_command" => {
+            "\"openclaw system event --text \\\"AgentCom task ${TASK_ID}: ${TASK_DESCRIPTION}\\\" --mode now\""
+        }
+        "cancel_command" => {
+            "\"openclaw system event --text \\\"AgentCom task ${TASK_ID} cancelled\\\" --mode now\""
+        }
+        "confirmation_timeout_ms" | "heartbeat_interval_ms" => "30000",
+        "heartbeat_timeout_ms" => "10000",
+        "reconnect_initial_ms" => "1000",
+        "reconnect_max_ms" => "60000",
+        "reconnect_jitter" => "0.5",
+        "results_dir" => "\"./results\"",
+        "queue_file" => "\"./queue.json\"",
+        "wake_timeout_ms" => "60000",
+        "wake_retry_delays_ms" => "[5000, 15000, 30000]",
+        "max_pending" => "16",
+        "progress_keepalive_ms" => "300000",
+        "readopt_window_ms" => "120000",
+        "task_timeout_ms" => "7200000",
+        "agent_exit_grace_ms" => "60000",
+        "log_file" => "\"./sidecar.log\"",
+        "token_file" => "\"/etc/agentcom/token\"",
+        "ca_file" => "\"/etc/agentcom/hub-ca.pem\"",
+        "log_max_bytes" => "10485760",
+        "log_keep" => "5",
+        "report_resources" => "true",
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// An example line of config.json for a key, shown in hints.
+pub(super) fn example_line(field: &str) -> String {
+    format!("\"{field}\": {}", example_value(field).unwrap_or("..."))
 }
 
 /// Further help for some fields, after the example line.

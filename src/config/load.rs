@@ -4,8 +4,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use super::check::Checker;
 use super::error::shell_quote;
-use super::{Checker, ConfigError, ConfigErrorKind, LoadOptions};
+use super::{ConfigError, ConfigErrorKind, LoadOptions};
 
 /// The largest config file read (a config is a few KiB).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -61,6 +62,21 @@ pub(super) fn read_limited(path: &Path, limit: u64) -> std::io::Result<String> {
         ));
     }
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// An optional path resolved against `dir`; absent, "" or blank is `None`.
+pub(super) fn opt_path(value: Option<String>, dir: &Path) -> Option<PathBuf> {
+    value.filter(|s| !s.trim().is_empty()).map(|s| resolve(dir, &s))
+}
+
+/// A path resolved against `dir`; absent or "" is `default` (as with Node's `||`).
+pub(super) fn path_or(value: Option<String>, default: &str, dir: &Path) -> PathBuf {
+    resolve(
+        dir,
+        &value
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| default.to_string()),
+    )
 }
 
 /// Makes `p` absolute against `base`, dropping `.` components. `~` and `~/...` use `$HOME`.

@@ -6,10 +6,11 @@
 //! and what to do. The hub token is kept in a [`Secret`] and never appears in an error, a warning
 //! or `Debug` output.
 //!
-//! The parts: [`schema`] (keys, types, defaults, unknown keys), [`load`] (the file, its
-//! permissions, relative paths, the files it names), [`token`] (where the token comes from),
-//! [`hub_url`] (URL checks), [`error`] (the messages); this module checks the values and builds
-//! the [`Config`].
+//! The parts: `schema` (keys, JSON types, defaults, unknown keys), `load` (the file, its
+//! permissions, relative paths, the files it names), `token` (where the token comes from),
+//! `hub_url` (URL checks), `check` (checks shared by fields), `error` (the messages). This module
+//! parses the text, has it type-checked (the first wrong type in the file is the error, with its
+//! path), then checks the values in a fixed order and builds the [`Config`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,15 +30,19 @@ mod token;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use load::MAX_CONFIG_BYTES;
 pub use schema::{DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, DEFAULT_MAX_PENDING, MAX_DURATION_MS};
-pub use token::{Secret, TokenSource, MAX_TOKEN_CHARS, MAX_TOKEN_FILE_BYTES, MIN_TOKEN_CHARS, TOKEN_ENV};
+pub use token::{Secret, TokenSource, MAX_TOKEN_CHARS, MAX_TOKEN_FILE_BYTES, MIN_TOKEN_CHARS};
 
-use check::{opt_path, path_or, Checker};
+use check::Checker;
 use error::json_error;
-use load::{absolute, Files};
+use load::{absolute, opt_path, path_or, Files};
 use schema::{default, Pairs, RawConfig};
 
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "AGENTCOM_SIDECAR_CONFIG";
+
+/// The environment variable holding the hub token; when set and non-empty it wins over
+/// `token_file` and `token`.
+pub const TOKEN_ENV: &str = "AGENTCOM_TOKEN";
 
 /// Smallest `log_max_bytes` accepted: 64 KiB.
 pub const MIN_LOG_MAX_BYTES: u64 = 65_536;
@@ -276,8 +281,8 @@ impl Config {
         }
     }
 
-    /// Checks the values of a typed config, in a fixed order (so the first problem reported does
-    /// not depend on the file's order), and builds the [`Config`].
+    /// Checks the values of a type-checked config in a fixed order (so the first problem reported
+    /// does not depend on the file's order), and builds the [`Config`].
     fn build(
         raw: RawConfig,
         pairs: &Pairs,

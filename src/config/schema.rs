@@ -30,7 +30,8 @@ pub const DEFAULT_MAX_PENDING: usize = 16;
 /// the bound keeps `Instant + Duration` far from overflowing anywhere in the sidecar.
 pub const MAX_DURATION_MS: u64 = 2_147_483_647;
 
-/// The defaults of the other keys (durations in milliseconds); `example_line` shows the same.
+/// The defaults of the other keys (durations in milliseconds); the example lines in hints
+/// (`error::example_line`) show the same.
 pub(super) mod default {
     pub const CONFIRMATION_TIMEOUT_MS: u64 = 30_000;
     pub const HEARTBEAT_INTERVAL_MS: u64 = 30_000;
@@ -90,42 +91,6 @@ const NODE_ONLY_KEYS: &[&str] = &[
     "log_level",
     "workspace",
 ];
-
-/// An example line of config.json for a key, shown in hints. Never holds a real token.
-pub(super) fn example_line(field: &str) -> String {
-    let value = match field {
-        "agent_id" => "\"my-agent\"",
-        "token" => "\"<the 64-hex-character token the hub issued for this agent_id>\"",
-        "hub_url" => "\"ws://hub.example:4000/ws\"",
-        "name" => "\"My agent\"",
-        "capabilities" => "[\"code\"]",
-        "wake_command" => {
-            "\"openclaw system event --text \\\"AgentCom task ${TASK_ID}: ${TASK_DESCRIPTION}\\\" --mode now\""
-        }
-        "confirmation_timeout_ms" | "heartbeat_interval_ms" => "30000",
-        "heartbeat_timeout_ms" => "10000",
-        "reconnect_initial_ms" => "1000",
-        "reconnect_max_ms" => "60000",
-        "reconnect_jitter" => "0.5",
-        "results_dir" => "\"./results\"",
-        "queue_file" => "\"./queue.json\"",
-        "wake_timeout_ms" => "60000",
-        "wake_retry_delays_ms" => "[5000, 15000, 30000]",
-        "max_pending" => "16",
-        "progress_keepalive_ms" => "300000",
-        "readopt_window_ms" => "120000",
-        "task_timeout_ms" => "7200000",
-        "agent_exit_grace_ms" => "60000",
-        "log_file" => "\"./sidecar.log\"",
-        "token_file" => "\"/etc/agentcom/token\"",
-        "ca_file" => "\"/etc/agentcom/hub-ca.pem\"",
-        "log_max_bytes" => "10485760",
-        "log_keep" => "5",
-        "report_resources" => "true",
-        _ => "...",
-    };
-    format!("\"{field}\": {value}")
-}
 
 /// The known key an unknown key was probably meant to be: within edit distance 2 (optimal string
 /// alignment, ignoring case), the same key without its `_ms` suffix, or `hub_ws_url` (the hub's

@@ -393,6 +393,13 @@ fn wrong_types() {
         "{msg}"
     );
 
+    // Every known key's hint has an example (cancel_command's was `...`).
+    let (_, msg) = err(&with("cancel_command", "[]"));
+    assert!(
+        msg.contains("field `cancel_command` must be a string, found an array\nhelp: for example:\n    \"cancel_command\": \"openclaw system event --text \\\"AgentCom task ${TASK_ID} cancelled\\\" --mode now\""),
+        "{msg}"
+    );
+
     let (_, msg) = err(&with("wake_command", "true"));
     assert!(
         msg.contains("field `wake_command` must be a string, found a boolean"),
@@ -1048,4 +1055,23 @@ fn edit_distance_works() {
     assert_eq!(suggest("Agent_ID"), Some("agent_id"));
     assert_eq!(suggest("hub_ws_url"), Some("hub_url"));
     assert_eq!(suggest("zzz"), None);
+}
+
+#[test]
+fn every_known_key_is_in_the_schema() {
+    // A key the schema lacked would be read as unknown and ignored: each known key (but `token`,
+    // which is type-checked only when it is the one used) must be type-checked.
+    for key in schema::KNOWN_KEYS {
+        // And each has an example for hints.
+        assert!(!error::example_line(key).ends_with("..."), "{key}");
+        if *key == "token" {
+            continue;
+        }
+        let pairs = schema::Pairs(vec![(key.to_string(), serde_json::json!({}))]);
+        let kind = pairs.typed().err();
+        assert!(
+            matches!(kind, Some(ConfigErrorKind::WrongType { ref field, found: "an object", .. }) if field == key),
+            "{key}: {kind:?}"
+        );
+    }
 }

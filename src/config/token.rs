@@ -5,13 +5,10 @@
 use std::fmt;
 use std::path::Path;
 
+use super::check::Checker;
 use super::error::shell_quote;
 use super::load::{insecure_mode, read_limited};
-use super::{Checker, ConfigError, ConfigErrorKind, LoadOptions};
-
-/// The environment variable holding the hub token; when set and non-empty it wins over
-/// `token_file` and `token`.
-pub const TOKEN_ENV: &str = "AGENTCOM_TOKEN";
+use super::{ConfigError, ConfigErrorKind, LoadOptions, TOKEN_ENV};
 
 /// Longest `token` the hub accepts (hub schema, protocol §2.4).
 pub const MAX_TOKEN_CHARS: usize = 256;
