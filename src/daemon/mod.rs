@@ -38,10 +38,10 @@ pub enum RunEnd {
 }
 
 /// What woke the loop up.
-enum Wake<S> {
+enum Woke {
     Shutdown(String),
     Timer,
-    Socket(SocketEvent<S>),
+    Socket(SocketEvent),
     Task(RelayInput),
 }
 
@@ -122,21 +122,21 @@ pub async fn run<C: Connector>(
         let deadline = peers.deadline(&policy, now()).map(Instant::from_std);
         let runner = peers.runner();
         let wake = tokio::select! {
-            signal = &mut shutdown, if !shutdown_seen => Wake::Shutdown(signal),
-            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
-            event = socket.next() => Wake::Socket(event),
-            input = async { TaskRunner::next_input(runner.expect("guarded")).await }, if runner.is_some() => Wake::Task(input),
+            signal = &mut shutdown, if !shutdown_seen => Woke::Shutdown(signal),
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Woke::Timer,
+            event = socket.next() => Woke::Socket(event),
+            input = async { TaskRunner::next_input(runner.expect("guarded")).await }, if runner.is_some() => Woke::Task(input),
         };
         match wake {
-            Wake::Shutdown(signal) => {
+            Woke::Shutdown(signal) => {
                 shutdown_seen = true;
                 policy.handle(Input::Shutdown { signal }, now());
             }
-            Wake::Timer => {
+            Woke::Timer => {
                 policy.handle_timeout(now());
                 peers.handle_timeout(log);
             }
-            Wake::Socket(event) => {
+            Woke::Socket(event) => {
                 if event.is_hub_text() {
                     peers.hub_contact();
                 }
@@ -161,7 +161,7 @@ pub async fn run<C: Connector>(
                 }
                 policy.handle(input, now());
             }
-            Wake::Task(input) => peers.on_task_input(input, log),
+            Woke::Task(input) => peers.on_task_input(input, log),
         }
     }
 }

@@ -36,11 +36,11 @@ pub struct Peers<'a> {
 /// Runs the tasks the relay starts, and tells the loop what became of them.
 ///
 /// The loop waits on [`TaskRunner::next_input`] in its `select!` and hands what comes to the
-/// relay. A task is run either by waking the agent (`wake_command`, then the agent's files in
-/// `results_dir`): that is [`RelayRuntime`], the only runner today, which carries out the relay's
-/// `Wake` and `Kill` itself. Executors (the next issue: the sidecar runs the task) are further
-/// runners: they take the relay's `Wake`/`Kill` for the tasks they run and answer with the same
-/// inputs (`WakeFinished`, `Started`, `Progress`, `Result`).
+/// relay. Today a task is run one way, by waking the agent (`wake_command`, then the agent's files
+/// in `results_dir`): [`RelayRuntime`] is that runner, and it carries out the relay's `Wake` and
+/// `Kill` itself. Executors (next issue: the sidecar runs the task) will be further runners,
+/// further peers of the loop: each takes the relay's `Wake`/`Kill` for the tasks it runs and
+/// answers with the same inputs (`WakeFinished`, `Started`, `Progress`, `Result`).
 pub trait TaskRunner {
     /// The next thing that happened to a task being run. Cancel-safe: the loop selects on it.
     fn next_input(&mut self) -> impl Future<Output = RelayInput> + '_;

@@ -124,14 +124,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 /// What a [`Socket`] produced; [`Socket::input`] turns it into the policy's [`Input`].
-pub struct SocketEvent<S>(Event<S>);
+pub struct SocketEvent(Event);
 
-enum Event<S> {
-    Connect(Result<WebSocketStream<S>, String>),
+enum Event {
+    /// The attempt ended; on success the connection is already open.
+    Connect(Result<(), String>),
     Read(Incoming),
 }
 
-impl<S> SocketEvent<S> {
+impl SocketEvent {
     /// True for a text frame from the hub (contact, whatever it says).
     pub fn is_hub_text(&self) -> bool {
         matches!(self.0, Event::Read(Incoming::Text(_)))
@@ -188,11 +189,12 @@ impl<C: Connector> Socket<C> {
 
     /// Wait for the attempt in flight to finish or the open connection to produce something;
     /// never resolves while there is neither. Cancel-safe.
-    pub async fn next(&mut self) -> SocketEvent<C::Stream> {
+    pub async fn next(&mut self) -> SocketEvent {
         if let Some(connecting) = self.connecting.as_mut() {
             let result = connecting.await;
             self.connecting = None;
-            return SocketEvent(Event::Connect(result));
+            let opened = result.map(|ws| self.open = Some(Connection::new(ws)));
+            return SocketEvent(Event::Connect(opened));
         }
         match self.open.as_mut() {
             Some(conn) => SocketEvent(Event::Read(conn.read().await)),
@@ -202,12 +204,9 @@ impl<C: Connector> Socket<C> {
 
     /// What `event` means to the policy, if anything; drops the connection when it ended
     /// (after flushing our reply to the hub's close frame).
-    pub async fn input(&mut self, event: SocketEvent<C::Stream>) -> Option<Input> {
+    pub async fn input(&mut self, event: SocketEvent) -> Option<Input> {
         match event.0 {
-            Event::Connect(Ok(ws)) => {
-                self.open = Some(Connection::new(ws));
-                Some(Input::Connected)
-            }
+            Event::Connect(Ok(())) => Some(Input::Connected),
             Event::Connect(Err(error)) => Some(Input::ConnectFailed { error }),
             Event::Read(Incoming::Text(text)) => Some(match protocol::parse_inbound(text.as_str()) {
                 Ok(frame) => Input::Frame(frame),
