@@ -6,11 +6,11 @@
 //! coming back, reconnect with backoff, and a clean shutdown.
 
 use crate::config::{Config, LoadOptions};
+use crate::daemon::{self, Peers};
 use crate::event_log::EventLog;
 use crate::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
 use crate::link::connect::NetConnector;
 use crate::link::policy::{LinkPolicy, LinkSettings};
-use crate::link::socket::{self, Companions};
 use crate::relay::runtime::RelayRuntime;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -73,15 +73,15 @@ async fn script() -> Result<PathBuf, String> {
         let _ = stop_tx.send("the demo's stop signal".to_owned());
         result
     };
-    let link = socket::run(
+    let link = daemon::run(
         policy,
         NetConnector::direct(),
         &config.hub_url,
         &mut log,
         stop,
-        Companions {
+        Peers {
             relay: Some(&mut relay),
-            ..Companions::default()
+            ..Peers::default()
         },
     );
     // The narration runs until the sidecar and the steps are both done.

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod event_log;
 pub mod files;

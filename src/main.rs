@@ -1,10 +1,10 @@
 //! The `agentcom-sidecar` command line.
 
 use agentcom_sidecar::config::{default_config_path, Config, LoadOptions};
+use agentcom_sidecar::daemon::{self, Peers, RunEnd};
 use agentcom_sidecar::event_log::{ConsoleFormat, Event, EventLog};
 use agentcom_sidecar::link::connect::{NetConnector, NetOptions};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
-use agentcom_sidecar::link::socket::{self, Companions, RunEnd};
 use agentcom_sidecar::lock::InstanceLock;
 use agentcom_sidecar::relay::runtime::RelayRuntime;
 use agentcom_sidecar::resources::ResourceReporter;
@@ -421,13 +421,13 @@ async fn run(
     let mut notifier = Notifier::from_env();
     notifier.ready(&format!("connecting to {}", config.hub_url));
     let resources = ResourceReporter::system(&config.agent_id, config.report_resources);
-    let end = socket::run(
+    let end = daemon::run(
         policy,
         NetConnector::new(net),
         &config.hub_url,
         &mut log,
         service::stop_requested(signals.recv(), stop),
-        Companions {
+        Peers {
             relay: Some(&mut relay),
             board: Some(&mut board),
             notifier: Some(&mut notifier),

@@ -2,11 +2,11 @@
 //! against the embedded hub, with every step timed and, on failure, what the agent did not do.
 
 use crate::config::{Config, Secret};
+use crate::daemon::{self, Peers};
 use crate::event_log::{Event, EventLog};
 use crate::hub::{EmbeddedHub, HubOptions, TaskSpec};
 use crate::link::connect::NetConnector;
 use crate::link::policy::{LinkPolicy, LinkSettings};
-use crate::link::socket::{self, Companions};
 use crate::lock::InstanceLock;
 use crate::relay::runtime::RelayRuntime;
 use std::process::ExitCode;
@@ -61,15 +61,15 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
     let stop = async move { stop_rx.await.unwrap_or_default() };
     let connector = NetConnector::direct();
-    let link = socket::run(
+    let link = daemon::run(
         policy,
         connector,
         &config.hub_url,
         &mut log,
         stop,
-        Companions {
+        Peers {
             relay: Some(&mut relay),
-            ..Companions::default()
+            ..Peers::default()
         },
     );
     let watch = async {

@@ -1,11 +1,12 @@
 //! The link driver against the embedded hub over in-memory streams, on tokio's paused clock:
 //! backoff, reset, auth failure, cooldown and heartbeat timings measured exactly.
 
+use agentcom_sidecar::daemon::{self, Peers};
 use agentcom_sidecar::event_log::{Event, EventLog};
 use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions};
 use agentcom_sidecar::link::backoff::BackoffSettings;
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
-use agentcom_sidecar::link::socket::{self, websocket_config, Companions, ConnectFuture, Connector};
+use agentcom_sidecar::link::socket::{websocket_config, ConnectFuture, Connector};
 use agentcom_sidecar::protocol::Identify;
 use agentcom_sidecar::resources::ResourceReporter;
 use std::sync::{Arc, Mutex};
@@ -135,7 +136,7 @@ async fn run_link(
 ) -> Vec<Event> {
     let (mut log, captured) = EventLog::capture(AGENT);
     let policy = LinkPolicy::new(settings, seed);
-    socket::run(
+    daemon::run(
         policy,
         connector,
         "ws://127.0.0.1:4000/ws",
@@ -144,7 +145,7 @@ async fn run_link(
             sleep(for_how_long).await;
             "test".to_owned()
         },
-        Companions::default(),
+        Peers::default(),
     )
     .await;
     let events = captured.lock().unwrap().clone();
@@ -496,7 +497,7 @@ fn hub_errors(hub: &EmbeddedHub) -> Vec<String> {
 
 async fn run_reporting(connector: TestConnector, token: &str, enabled: bool, for_how_long: Duration) {
     let (mut log, _captured) = EventLog::capture(AGENT);
-    socket::run(
+    daemon::run(
         LinkPolicy::new(settings(token, 0.0), 9),
         connector,
         "ws://127.0.0.1:4000/ws",
@@ -505,9 +506,9 @@ async fn run_reporting(connector: TestConnector, token: &str, enabled: bool, for
             sleep(for_how_long).await;
             "test".to_owned()
         },
-        Companions {
+        Peers {
             resources: Some(ResourceReporter::system(AGENT, enabled)),
-            ..Companions::default()
+            ..Peers::default()
         },
     )
     .await;

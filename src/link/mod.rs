@@ -1,5 +1,6 @@
 //! The hub connection: a sans-IO [`policy::LinkPolicy`] (backoff, heartbeat, identify) and the
-//! async [`socket`] driver that carries out its actions on a real WebSocket.
+//! [`socket`], which opens a WebSocket and reads and writes its frames. The loop that carries out
+//! the policy's actions is the daemon's (`crate::daemon`).
 
 pub mod backoff;
 pub mod connect;

@@ -1,27 +1,22 @@
-//! The async shell around [`LinkPolicy`]: opens WebSockets, moves frames, keeps the timers.
+//! The hub connection's I/O: open a WebSocket, read a frame, write a frame, close.
 //!
-//! All decisions live in the policy; this file only carries out its [`Action`]s and turns what
-//! happens on the socket into [`Input`]s. A [`Connector`] makes the WebSocket, so tests can hand
-//! the driver in-memory streams and run it on tokio's paused clock; the network one is
+//! It decides nothing: [`super::policy::LinkPolicy`] says when to connect, send and close, and
+//! the daemon's loop (`crate::daemon`) carries that out with a [`Socket`] and feeds what the
+//! socket produced back to the policy as [`Input`]s. A [`Connector`] makes the WebSocket, so tests
+//! can hand in in-memory streams and run on tokio's paused clock; the network one is
 //! [`super::connect::NetConnector`].
 
-use super::policy::{Action, Input, LinkPolicy};
-use crate::event_log::EventLog;
-use crate::protocol::{self, FrameError, HubError, Inbound, Outbound, TaskFrame, MAX_FRAME_BYTES};
-use crate::relay::machine::RelayInput;
-use crate::relay::runtime::{LinkRequest, RelayRuntime};
-use crate::resources::ResourceReporter;
-use crate::service::notify::{self, Notifier};
-use crate::status::StatusBoard;
+use super::policy::Input;
+use crate::protocol::{self, FrameError, Outbound, MAX_FRAME_BYTES};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// How long a polite close may wait for the hub's answer before the socket is dropped.
@@ -46,333 +41,198 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
-/// Why [`run`] returned.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEnd {
-    /// A stop signal.
-    Stopped,
-    /// The hub sent `restart_sidecar`.
-    RestartRequested {
-        /// The hub's reason.
+/// What one read from a [`Connection`] produced.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text frame: the hub spoke (the text is not parsed yet).
+    Text(Utf8Bytes),
+    /// A binary frame of this many bytes (the hub never sends one).
+    Binary(usize),
+    /// WebSocket control traffic (ping, pong): nothing for the policy. tungstenite queues the
+    /// pong itself; the next read flushes it.
+    Control,
+    /// The hub sent a close frame; our reply is flushed by [`Connection::finish_close`].
+    Close {
+        /// The close code, if the frame had one.
+        code: Option<u16>,
+        /// The close reason, or a note that there was no code.
         reason: String,
     },
+    /// Reading failed: the connection is gone.
+    Failed(String),
+    /// The stream ended without a close frame.
+    Ended,
 }
 
-/// What woke the driver up. Short-lived, so the size of the `Connect` variant does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Wake<S> {
-    Shutdown(String),
-    Timer,
-    Connect(Result<WebSocketStream<S>, String>),
-    Socket(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
-    Relay(RelayInput),
+/// One open WebSocket to the hub: read a frame, write a frame, close.
+pub struct Connection<S> {
+    ws: WebSocketStream<S>,
 }
 
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
-}
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wrap a WebSocket a [`Connector`] opened.
+    pub fn new(ws: WebSocketStream<S>) -> Connection<S> {
+        Connection { ws }
+    }
 
-/// What runs alongside the link, all optional: the task relay, the state file for `status`,
-/// systemd's notifications, and `resource_report`s.
-#[derive(Default)]
-pub struct Companions<'a> {
-    /// Task frames go to it, its frames go out on the link, and it hears the link go up and down.
-    pub relay: Option<&'a mut RelayRuntime>,
-    /// The state file follows the link and the tasks.
-    pub board: Option<&'a mut StatusBoard>,
-    /// `STATUS=` follows the link, `STOPPING=1` goes out on the stop signal, and `WATCHDOG=1` is
-    /// sent from this loop while [`notify::link_healthy`] holds, so a wedged loop stops feeding it.
-    pub notifier: Option<&'a mut Notifier>,
-    /// `resource_report` frames while the link is identified.
-    pub resources: Option<ResourceReporter>,
-}
-
-/// Run the link until the policy exits (after `shutdown` resolves with the signal's name).
-///
-/// Without companions the link runs alone (tests of the link); see [`Companions`].
-pub async fn run<C: Connector>(
-    mut policy: LinkPolicy,
-    connector: C,
-    hub_url: &str,
-    log: &mut EventLog,
-    shutdown: impl Future<Output = String>,
-    companions: Companions<'_>,
-) -> RunEnd {
-    let Companions {
-        mut relay,
-        mut board,
-        mut notifier,
-        mut resources,
-    } = companions;
-    let mut end = RunEnd::Stopped;
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut shutdown_seen = false;
-    let mut ws: Option<WebSocketStream<C::Stream>> = None;
-    let mut connecting: Option<ConnectFuture<C::Stream>> = None;
-    // A send may wait as long as a pong may: past that the hub is not reading.
-    let send_timeout = policy.heartbeat_timeout();
-    policy.start(now());
-    loop {
-        // Carry out the link's actions and the relay's sends until neither has more.
-        loop {
-            let mut busy = false;
-            while let Some(action) = policy.poll_action() {
-                busy = true;
-                if let Some(n) = notifier.as_deref_mut() {
-                    n.on_action(&action);
-                }
-                match action {
-                    Action::Connect => {
-                        ws = None;
-                        connecting = Some(connector.connect(hub_url));
-                    }
-                    Action::Send(frame) => send(&mut ws, &frame, send_timeout, &mut policy).await,
-                    Action::Close { code, reason } => {
-                        if let Some(sock) = ws.take() {
-                            close_politely(sock, code, reason).await;
-                        }
-                        connecting = None;
-                    }
-                    Action::Abort => {
-                        ws = None;
-                        connecting = None;
-                    }
-                    Action::Log(event) => log.record(&event),
-                    Action::Up => {
-                        if let Some(reporter) = resources.as_mut() {
-                            reporter.on_up(now());
-                        }
-                        if let Some(r) = relay.as_deref_mut() {
-                            r.handle(RelayInput::LinkUp, log);
-                        }
-                    }
-                    Action::Down => {
-                        if let Some(reporter) = resources.as_mut() {
-                            reporter.on_down();
-                        }
-                        if let Some(r) = relay.as_deref_mut() {
-                            r.handle(RelayInput::LinkDown, log);
-                        }
-                    }
-                    Action::Exit => {
-                        if let Some(b) = board.as_deref_mut() {
-                            let (tasks, outbox) =
-                                relay.as_deref().map(RelayRuntime::snapshot).unwrap_or_default();
-                            b.update(policy.status(), tasks, outbox);
-                        }
-                        return end;
-                    }
-                }
+    /// Wait for the next message. Cancel-safe: nothing is lost when another branch of a
+    /// `select!` wins.
+    pub async fn read(&mut self) -> Incoming {
+        match self.ws.next().await {
+            Some(Ok(Message::Text(text))) => Incoming::Text(text),
+            Some(Ok(Message::Binary(bytes))) => Incoming::Binary(bytes.len()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Incoming::Control,
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = match frame {
+                    Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                    None => (None, "closed without a code".to_owned()),
+                };
+                Incoming::Close { code, reason }
             }
-            if let Some(r) = relay.as_deref_mut() {
-                for frame in r.take_sends() {
-                    busy = true;
-                    send(&mut ws, &frame, send_timeout, &mut policy).await;
-                }
-                // queue.json cannot be written: the policy drops the link and stays away until
-                // the relay's probe of the storage succeeds.
-                for request in r.take_link_requests() {
-                    busy = true;
-                    match request {
-                        LinkRequest::Hold { reason } => policy.hold(&reason, now()),
-                        LinkRequest::Release => policy.release(now()),
-                    }
-                }
-            }
-            if let Some(frame) = resources.as_mut().and_then(|r| r.handle_timeout(now())) {
-                busy = true;
-                send(&mut ws, &frame, send_timeout, &mut policy).await;
-            }
-            if !busy {
-                break;
-            }
+            Some(Err(e)) => Incoming::Failed(e.to_string()),
+            None => Incoming::Ended,
         }
-        if let Some(b) = board.as_deref_mut() {
-            let (tasks, outbox) = relay.as_deref().map(RelayRuntime::snapshot).unwrap_or_default();
-            b.update(policy.status(), tasks, outbox);
-        }
+    }
 
-        let relay_deadline = relay.as_deref().and_then(RelayRuntime::poll_timeout);
-        let resources_deadline = resources.as_ref().and_then(ResourceReporter::poll_timeout);
-        let notifier_deadline = notifier.as_deref_mut().and_then(|n| {
-            n.tick(now(), notify::link_healthy(&policy, now()));
-            n.poll_timeout()
-        });
-        let deadline = [
-            policy.poll_timeout(),
-            relay_deadline,
-            resources_deadline,
-            notifier_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(Instant::from_std);
-        let wake = tokio::select! {
-            signal = &mut shutdown, if !shutdown_seen => Wake::Shutdown(signal),
-            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Wake::Timer,
-            result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => Wake::Connect(result),
-            message = async { ws.as_mut().expect("guarded").next().await }, if ws.is_some() => Wake::Socket(message),
-            input = async { relay.as_deref_mut().expect("guarded").next_input().await }, if relay.is_some() => Wake::Relay(input),
+    /// Write one frame, waiting at most `limit`; the error says why the connection is over.
+    pub async fn write(&mut self, frame: &Outbound, limit: Duration) -> Result<(), String> {
+        match timeout(limit, self.ws.send(Message::text(frame.to_json()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("send failed: {e}")),
+            Err(_) => Err("send timed out: the hub is not reading".to_owned()),
+        }
+    }
+
+    /// After the hub's close frame: send our close reply (never longer than [`CLOSE_GRACE`]).
+    pub async fn finish_close(mut self) {
+        let _ = timeout(CLOSE_GRACE, self.ws.flush()).await;
+    }
+
+    /// Send a close frame and wait briefly for the hub's answer; never longer than [`CLOSE_GRACE`].
+    pub async fn close(mut self, code: u16, reason: String) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
         };
-        match wake {
-            Wake::Shutdown(signal) => {
-                shutdown_seen = true;
-                policy.handle(Input::Shutdown { signal }, now());
+        let _ = timeout(CLOSE_GRACE, async {
+            if self.ws.close(Some(frame)).await.is_ok() {
+                while let Some(Ok(_)) = self.ws.next().await {}
             }
-            Wake::Timer => {
-                policy.handle_timeout(now());
-                if let Some(r) = relay.as_deref_mut() {
-                    r.handle_timeout(log);
-                }
-            }
-            Wake::Connect(result) => {
-                connecting = None;
-                match result {
-                    Ok(sock) => {
-                        ws = Some(sock);
-                        policy.handle(Input::Connected, now());
-                    }
-                    Err(error) => policy.handle(Input::ConnectFailed { error }, now()),
-                }
-            }
-            Wake::Socket(message) => {
-                if let (Some(b), Some(Ok(Message::Text(_)))) = (board.as_deref_mut(), &message) {
-                    b.hub_contact();
-                }
-                if let Some(input) = socket_input(message, &mut ws).await {
-                    if let Input::Frame(Inbound::Task(TaskFrame::RestartSidecar { reason })) = &input {
-                        // Everything is persisted as it changes: stop cleanly, then restart.
-                        end = RunEnd::RestartRequested {
-                            reason: reason.clone(),
-                        };
-                        policy.handle(
-                            Input::Shutdown {
-                                signal: format!("restart_sidecar from the hub ({reason})"),
-                            },
-                            now(),
-                        );
-                        continue;
-                    }
-                    if let (Some(r), Input::Frame(frame)) = (relay.as_deref_mut(), &input) {
-                        if let Some(relay_input) = relay_input(frame) {
-                            r.handle(relay_input, log);
-                        }
-                    }
-                    policy.handle(input, now());
-                }
-            }
-            Wake::Relay(input) => {
-                if let Some(r) = relay.as_deref_mut() {
-                    r.handle(input, log);
-                }
-            }
-        }
+        })
+        .await;
     }
 }
 
-/// The part of a hub frame that concerns the relay, if any.
-fn relay_input(frame: &Inbound) -> Option<RelayInput> {
-    match frame {
-        Inbound::Task(task) => Some(RelayInput::Frame(task.clone())),
-        Inbound::Error(HubError::OutcomeRefused { reason, .. }) => Some(RelayInput::OutcomeRefused {
-            reason: reason.clone(),
-        }),
-        Inbound::Error(HubError::ValidationFailed { message_type, .. })
-            if message_type == "task_complete" || message_type == "task_failed" =>
-        {
-            Some(RelayInput::OutcomeRefused {
-                reason: "validation_failed".into(),
-            })
-        }
-        Inbound::RateLimited { retry_after_ms, .. } => Some(RelayInput::RateLimited {
-            retry_after: Duration::from_millis(*retry_after_ms),
-        }),
-        _ => None,
+/// What a [`Socket`] produced; [`Socket::input`] turns it into the policy's [`Input`].
+pub struct SocketEvent(Event);
+
+enum Event {
+    /// The attempt ended; on success the connection is already open.
+    Connect(Result<(), String>),
+    Read(Incoming),
+}
+
+impl SocketEvent {
+    /// True for a text frame from the hub (contact, whatever it says).
+    pub fn is_hub_text(&self) -> bool {
+        matches!(self.0, Event::Read(Incoming::Text(_)))
     }
 }
 
-/// Send one frame; a failed or stuck send ends the connection.
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut Option<WebSocketStream<S>>,
-    frame: &Outbound,
-    send_timeout: Duration,
-    policy: &mut LinkPolicy,
-) {
-    let Some(sock) = ws.as_mut() else { return };
-    let failure = match timeout(send_timeout, sock.send(Message::text(frame.to_json()))).await {
-        Ok(Ok(())) => return,
-        Ok(Err(e)) => format!("send failed: {e}"),
-        Err(_) => "send timed out: the hub is not reading".to_owned(),
-    };
-    *ws = None;
-    policy.handle(
-        Input::Closed {
-            code: None,
-            reason: failure,
-        },
-        now(),
-    );
+/// The link's one WebSocket: at most one open [`Connection`] or one connection attempt.
+pub struct Socket<C: Connector> {
+    connector: C,
+    url: String,
+    open: Option<Connection<C::Stream>>,
+    connecting: Option<ConnectFuture<C::Stream>>,
 }
 
-/// Turn what the socket produced into a policy input; drops the socket when it has ended.
-async fn socket_input<S: AsyncRead + AsyncWrite + Unpin>(
-    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    ws: &mut Option<WebSocketStream<S>>,
-) -> Option<Input> {
-    match message {
-        Some(Ok(Message::Text(text))) => Some(match protocol::parse_inbound(text.as_str()) {
-            Ok(frame) => Input::Frame(frame),
-            Err(error) => Input::BadFrame(error),
-        }),
-        Some(Ok(Message::Binary(bytes))) => Some(Input::BadFrame(FrameError::NotJson(format!(
-            "binary frame of {} bytes",
-            bytes.len()
-        )))),
-        // tungstenite queues the pong itself; the next poll of the stream flushes it.
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
-        Some(Ok(Message::Close(frame))) => {
-            let (code, reason) = match frame {
-                Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
-                None => (None, "closed without a code".to_owned()),
-            };
-            if let Some(mut sock) = ws.take() {
-                // Send our close reply before dropping the stream.
-                let _ = timeout(CLOSE_GRACE, sock.flush()).await;
+impl<C: Connector> Socket<C> {
+    /// No connection yet; [`Socket::connect`] opens one to `url` with `connector`.
+    pub fn new(connector: C, url: &str) -> Socket<C> {
+        Socket {
+            connector,
+            url: url.to_owned(),
+            open: None,
+            connecting: None,
+        }
+    }
+
+    /// Drop any connection and start a new attempt.
+    pub fn connect(&mut self) {
+        self.open = None;
+        self.connecting = Some(self.connector.connect(&self.url));
+    }
+
+    /// Drop the connection (or the attempt in flight) at once, without a close handshake.
+    pub fn abort(&mut self) {
+        self.open = None;
+        self.connecting = None;
+    }
+
+    /// Close the open connection politely (see [`Connection::close`]); forget any attempt.
+    pub async fn close(&mut self, code: u16, reason: String) {
+        if let Some(conn) = self.open.take() {
+            conn.close(code, reason).await;
+        }
+        self.connecting = None;
+    }
+
+    /// Send one frame if a connection is open. A failed or stuck send (past `limit`) ends the
+    /// connection, and the returned [`Input::Closed`] says so to the policy.
+    pub async fn send(&mut self, frame: &Outbound, limit: Duration) -> Option<Input> {
+        let conn = self.open.as_mut()?;
+        let reason = conn.write(frame, limit).await.err()?;
+        self.open = None;
+        Some(Input::Closed { code: None, reason })
+    }
+
+    /// Wait for the attempt in flight to finish or the open connection to produce something;
+    /// never resolves while there is neither. Cancel-safe.
+    pub async fn next(&mut self) -> SocketEvent {
+        if let Some(connecting) = self.connecting.as_mut() {
+            let result = connecting.await;
+            self.connecting = None;
+            let opened = result.map(|ws| self.open = Some(Connection::new(ws)));
+            return SocketEvent(Event::Connect(opened));
+        }
+        match self.open.as_mut() {
+            Some(conn) => SocketEvent(Event::Read(conn.read().await)),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// What `event` means to the policy, if anything; drops the connection when it ended
+    /// (after flushing our reply to the hub's close frame).
+    pub async fn input(&mut self, event: SocketEvent) -> Option<Input> {
+        match event.0 {
+            Event::Connect(Ok(())) => Some(Input::Connected),
+            Event::Connect(Err(error)) => Some(Input::ConnectFailed { error }),
+            Event::Read(Incoming::Text(text)) => Some(match protocol::parse_inbound(text.as_str()) {
+                Ok(frame) => Input::Frame(frame),
+                Err(error) => Input::BadFrame(error),
+            }),
+            Event::Read(Incoming::Binary(len)) => Some(Input::BadFrame(FrameError::NotJson(format!(
+                "binary frame of {len} bytes"
+            )))),
+            Event::Read(Incoming::Control) => None,
+            Event::Read(Incoming::Close { code, reason }) => {
+                if let Some(conn) = self.open.take() {
+                    conn.finish_close().await;
+                }
+                Some(Input::Closed { code, reason })
             }
-            Some(Input::Closed { code, reason })
-        }
-        Some(Err(e)) => {
-            *ws = None;
-            Some(Input::Closed {
-                code: None,
-                reason: e.to_string(),
-            })
-        }
-        None => {
-            *ws = None;
-            Some(Input::Closed {
-                code: None,
-                reason: "connection ended".to_owned(),
-            })
+            Event::Read(Incoming::Failed(reason)) => {
+                self.open = None;
+                Some(Input::Closed { code: None, reason })
+            }
+            Event::Read(Incoming::Ended) => {
+                self.open = None;
+                Some(Input::Closed {
+                    code: None,
+                    reason: "connection ended".to_owned(),
+                })
+            }
         }
     }
-}
-
-/// Send a close frame and wait briefly for the hub's answer; never longer than [`CLOSE_GRACE`].
-async fn close_politely<S: AsyncRead + AsyncWrite + Unpin>(
-    mut sock: WebSocketStream<S>,
-    code: u16,
-    reason: String,
-) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    let _ = timeout(CLOSE_GRACE, async {
-        if sock.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = sock.next().await {}
-        }
-    })
-    .await;
 }

@@ -7,12 +7,13 @@
 //! `WATCHDOG=1` goes out every `$WATCHDOG_USEC / 2` only while the sidecar is *healthy*, which
 //! means both:
 //!
-//! 1. **The driver loop is turning.** The ping is sent from the link driver's own loop
-//!    ([`Notifier::tick`] is called on every turn of `link::socket::run`, whose select deadline
+//! 1. **The daemon's loop is turning.** The ping is sent from the daemon's own loop
+//!    ([`Notifier::tick`] is called on every turn of `crate::daemon::run`, whose select deadline
 //!    includes [`Notifier::poll_timeout`]), never from a separate timer task. A wedged loop (a
 //!    blocking call, a deadlock, a busy loop that never reaches the select) therefore stops the
 //!    pings, and systemd restarts the sidecar after `WatchdogSec`.
-//! 2. **The link is where its design says it should be** ([`link_healthy`]): identified, or in
+//! 2. **The link is where its design says it should be** (the daemon's `link_healthy`, passed to
+//!    [`Notifier::tick`] as a plain `bool`): identified, or in
 //!    one of the connecting/backoff phases with its own next deadline not overdue. A hub outage
 //!    keeps the link in a designed backoff (1, 2, 4 ... 60 s, or a hub cooldown) forever, and that
 //!    is healthy: restarting the sidecar would not bring the hub back and would only turn an
@@ -23,14 +24,7 @@
 //! macOS) every call is a no-op, and a failed send is ignored (the socket is non-blocking, so a
 //! full queue can never stall the loop).
 
-use crate::event_log::Event;
-use crate::link::policy::{Action, LinkPolicy};
-use crate::link::socket::CLOSE_GRACE;
 use std::time::{Duration, Instant};
-
-/// Slack on top of the link's own worst case (a send may block for the heartbeat timeout, a close
-/// for [`CLOSE_GRACE`]) before an overdue deadline counts as stuck.
-const OVERDUE_SLACK: Duration = Duration::from_secs(5);
 
 /// Sends sd_notify messages, and pings the watchdog while healthy. See the module docs.
 #[derive(Debug)]
@@ -176,7 +170,7 @@ impl Notifier {
         self.next_watchdog
     }
 
-    /// Called on every turn of the driver loop: sends `WATCHDOG=1` when one is due and the
+    /// Called on every turn of the daemon's loop: sends `WATCHDOG=1` when one is due and the
     /// sidecar is `healthy`. An unhealthy turn sends nothing (the ping stays due), so systemd
     /// restarts the sidecar once `WatchdogSec` passes without a healthy turn.
     pub fn tick(&mut self, now: Instant, healthy: bool) {
@@ -187,44 +181,6 @@ impl Notifier {
             self.send("WATCHDOG=1");
             self.next_watchdog = Some(now + period);
         }
-    }
-
-    /// Keep `STATUS=` in step with what the link does (connecting, identified, reconnecting in
-    /// N s), and send `STOPPING=1` on a stop signal. Called with each action the driver carries out.
-    pub fn on_action(&mut self, action: &Action) {
-        match action {
-            Action::Log(Event::WsConnecting { url, attempt }) => {
-                self.status(&format!("connecting to {url} (attempt {attempt})"))
-            }
-            Action::Log(Event::Identified { hub_agent_id }) => {
-                self.status(&format!("identified as {hub_agent_id}"))
-            }
-            Action::Log(Event::AuthFailed { error, .. }) => {
-                self.status(&format!("authentication failed ({error}): check the token"))
-            }
-            Action::Log(Event::ReconnectScheduled { delay_ms, reason, .. }) => self.status(&format!(
-                "reconnecting in {:.1} s ({reason})",
-                *delay_ms as f64 / 1000.0
-            )),
-            Action::Down => self.status("link down"),
-            Action::Log(Event::Shutdown { signal }) => self.stopping(&format!("stopping ({signal})")),
-            _ => {}
-        }
-    }
-}
-
-/// True while the link is identified or inside its designed connect/backoff schedule: its own
-/// next deadline is not overdue by more than the longest the driver may legitimately be busy
-/// (a send blocked for the heartbeat timeout, plus a polite close, plus slack). A stopped policy
-/// is not healthy (nothing should be feeding the watchdog then).
-pub fn link_healthy(policy: &LinkPolicy, now: Instant) -> bool {
-    if policy.is_stopped() {
-        return false;
-    }
-    let allowance = policy.heartbeat_timeout() + CLOSE_GRACE + OVERDUE_SLACK;
-    match policy.poll_timeout() {
-        Some(deadline) => now <= deadline + allowance,
-        None => false,
     }
 }
 
@@ -321,74 +277,6 @@ mod tests {
         n.target = open_target(std::ffi::OsStr::new(&format!("@{name}")));
         n.ready("up");
         assert_eq!(recv(&sock), "READY=1\nSTATUS=up");
-    }
-
-    #[test]
-    fn healthy_while_identified_or_in_backoff_not_when_stuck_or_stopped() {
-        use crate::link::backoff::BackoffSettings;
-        use crate::link::policy::{Input, LinkSettings};
-        use crate::protocol::{Identify, Inbound};
-        let timeout = Duration::from_secs(10);
-        let mut policy = LinkPolicy::new(
-            LinkSettings {
-                hub_url: "ws://127.0.0.1:1/ws".into(),
-                identify: Identify {
-                    agent_id: "a1".into(),
-                    token: "t".into(),
-                    name: "a1".into(),
-                    status: "idle",
-                    capabilities: vec![],
-                    client_type: "sidecar",
-                },
-                heartbeat_interval: Duration::from_secs(30),
-                heartbeat_timeout: timeout,
-                backoff: BackoffSettings {
-                    initial: Duration::from_secs(1),
-                    max: Duration::from_secs(60),
-                    jitter: 0.0,
-                },
-            },
-            1,
-        );
-        let t0 = Instant::now();
-        let allowance = timeout + CLOSE_GRACE + OVERDUE_SLACK;
-        policy.start(t0);
-        assert!(link_healthy(&policy, t0), "connecting");
-        // The connect deadline (t0 + 10 s) passed long ago without being acted on: stuck.
-        assert!(!link_healthy(
-            &policy,
-            t0 + timeout + allowance + Duration::from_millis(1)
-        ));
-        // A hub outage: hours of failed connects, each in its designed backoff, stay healthy.
-        let mut now = t0;
-        for _ in 0..200 {
-            policy.handle(
-                Input::ConnectFailed {
-                    error: "refused".into(),
-                },
-                now,
-            );
-            now = policy.poll_timeout().unwrap();
-            assert!(link_healthy(&policy, now), "in backoff");
-            policy.handle_timeout(now);
-        }
-        assert!(now >= t0 + Duration::from_secs(3600));
-        policy.handle(Input::Connected, now);
-        policy.handle(
-            Input::Frame(Inbound::Identified {
-                agent_id: "a1".into(),
-            }),
-            now,
-        );
-        assert!(policy.is_identified());
-        assert!(link_healthy(&policy, now + Duration::from_secs(29)), "identified");
-        policy.handle(
-            Input::Shutdown {
-                signal: "SIGTERM".into(),
-            },
-            now,
-        );
-        assert!(!link_healthy(&policy, now), "stopped");
     }
 
     #[test]
