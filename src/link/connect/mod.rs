@@ -263,11 +263,7 @@ impl Target {
 
     /// `host:port` for `CONNECT` and `Host:` (IPv6 in brackets).
     fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        proxy::host_port(&self.host, self.port)
     }
 }
 

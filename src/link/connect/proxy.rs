@@ -200,11 +200,7 @@ impl ProxyEndpoint {
 
     /// `host:port` (an IPv6 host in brackets): what to show a person, never the credentials.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        host_port(&self.host, self.port)
     }
 
     /// The variable that set it (`HTTPS_PROXY`, `all_proxy`, ...).
@@ -215,6 +211,15 @@ impl ProxyEndpoint {
     /// The variable and URL it came from, credentials hidden: `HTTPS_PROXY=http://***@host:3128`.
     pub fn setting(&self) -> &str {
         &self.setting
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets (`[::1]:443`): for `CONNECT`, `Host:` and messages.
+pub(super) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
