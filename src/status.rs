@@ -4,7 +4,7 @@
 //! (temp file + rename) whenever what it says changes. `status` reads it, and asks the instance
 //! lock whether the daemon is alive, so it works whether the daemon runs or not and says which.
 
-use crate::event_log::iso8601;
+use crate::event_log::{iso8601, parse_iso8601};
 use crate::lock::InstanceLock;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -192,7 +192,7 @@ pub fn report(dir: &Path) -> StatusReport {
         (_, false) => "stopped".to_owned(),
     };
     let uptime_secs = last_state.as_ref().filter(|_| running).and_then(|s| {
-        let started = parse_iso(&s.started_at)?;
+        let started = parse_iso8601(&s.started_at)?;
         SystemTime::now()
             .duration_since(started)
             .ok()
@@ -206,27 +206,6 @@ pub fn report(dir: &Path) -> StatusReport {
         state_file: path.display().to_string(),
         last_state,
     }
-}
-
-/// Parse the ISO 8601 timestamps this module writes (`2026-11-25T14:43:09.123Z`).
-fn parse_iso(s: &str) -> Option<SystemTime> {
-    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, ms) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|p| p.parse::<i64>());
-    let (h, mi, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    let millis: i64 = ms.parse().ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(secs * 1000 + millis).ok()?))
 }
 
 /// The report as a person reads it.
@@ -294,16 +273,6 @@ pub fn render(r: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_round_trips() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_539_977_887);
-        assert_eq!(parse_iso(&iso8601(t)), Some(t));
-        assert_eq!(
-            parse_iso("2000-02-29T00:00:00.000Z"),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400))
-        );
-    }
 
     #[test]
     fn board_writes_on_change_and_status_reads_it() {
