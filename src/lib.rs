@@ -4,6 +4,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod event_log;
+pub mod exec;
 pub mod files;
 pub mod hub;
 pub mod init;

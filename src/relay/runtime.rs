@@ -7,13 +7,13 @@
 use super::machine::{Relay, RelayAction, RelayInput, RelaySettings, ResultFile, WakeEnd};
 use super::store::TaskStore;
 use super::task::{AgentGroup, TaskRecord};
-use super::wake::{
-    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, spawn_wake,
-    stop_agent, WakeOutcome, WakeSpec, WakeVars,
-};
 use super::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
 use crate::config::Config;
 use crate::event_log::{Event, EventLog};
+use crate::exec::wake::{
+    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, spawn_wake,
+    stop_agent, WakeOutcome, WakeSpec, WakeVars,
+};
 use crate::protocol::Outbound;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

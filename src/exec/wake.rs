@@ -21,7 +21,7 @@
 //! Every value is also passed in the environment as `AGENTCOM_V_<NAME>` (for example
 //! `AGENTCOM_V_TASK_DESCRIPTION`), which templates may use directly: `"$AGENTCOM_V_TASK_ID"`.
 
-use super::task::AgentGroup;
+use crate::relay::task::AgentGroup;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
