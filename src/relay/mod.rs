@@ -13,5 +13,7 @@ pub mod watch;
 /// The former home of the wake command's code, now [`crate::exec`]; kept so that imports of
 /// `relay::wake::...` keep working.
 pub mod wake {
+    pub use crate::exec::process::*;
+    pub use crate::exec::template::*;
     pub use crate::exec::wake::*;
 }

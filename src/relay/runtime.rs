@@ -10,10 +10,11 @@ use super::task::{AgentGroup, TaskRecord};
 use super::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
 use crate::config::Config;
 use crate::event_log::{Event, EventLog};
-use crate::exec::wake::{
-    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, spawn_wake,
-    stop_agent, WakeOutcome, WakeSpec, WakeVars,
+use crate::exec::process::{
+    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, stop_agent,
 };
+use crate::exec::template::WakeVars;
+use crate::exec::wake::{spawn_wake, WakeOutcome, WakeSpec};
 use crate::protocol::Outbound;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
