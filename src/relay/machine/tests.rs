@@ -88,12 +88,24 @@ impl H {
         })
     }
 
+    /// The agent writes `{"status":"success"}` as task `id`'s result.
+    fn succeed(&mut self, id: &str) -> Vec<RelayAction> {
+        self.result(id, json!({"status":"success"}))
+    }
+
     fn wake_end(&mut self, id: &str, attempt: u32, end: WakeEnd) -> Vec<RelayAction> {
         self.input(RelayInput::WakeFinished {
             task_id: id.into(),
             attempt,
             end,
         })
+    }
+
+    /// A fresh relay with its link up and task `id` assigned, woken and started.
+    fn at_work(id: &str, generation: i64) -> H {
+        let mut h = H::new(vec![]);
+        h.working(id, generation);
+        h
     }
 
     /// Link up, one task assigned, woken, started.
@@ -147,6 +159,11 @@ fn failed(id: &str, reason: &str, generation: i64) -> Outbound {
         reason: reason.into(),
         generation,
     }
+}
+
+/// The `task_complete` for [`H::succeed`]'s result.
+fn succeeded(id: &str, generation: i64) -> Outbound {
+    complete(id, generation, json!({"status":"success"}))
 }
 
 fn complete(id: &str, generation: i64, result: Value) -> Outbound {
@@ -334,12 +351,11 @@ fn the_probe_backoff_is_capped_and_resets_once_a_task_is_persisted() {
 
 #[test]
 fn a_failed_write_of_a_task_already_accepted_does_not_drop_the_link() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     h.persist_result = Err("No space left on device (os error 28)".into());
-    let a = h.result("t1", json!({"status":"success"}));
+    let a = h.succeed("t1");
     assert!(!kinds(&a).contains(&"hold_link".to_owned()), "{a:?}");
-    assert_eq!(sends(&a), [complete("t1", 1, json!({"status":"success"}))]);
+    assert_eq!(sends(&a), [succeeded("t1", 1)]);
 }
 
 #[test]
@@ -394,8 +410,7 @@ fn no_wake_command_accepts_then_fails_with_its_reason() {
 fn a_double_and_a_triple_assignment_are_all_held_and_woken_in_turn() {
     // max_pending 1: t1 current, t2 waiting, t3 and t4 beyond the limit (the hub's triple
     // assignment and one more): each is accepted and held, never refused.
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     let a = h.assign("t2", 1);
     assert_eq!(
         kinds(&a),
@@ -442,12 +457,11 @@ fn a_double_and_a_triple_assignment_are_all_held_and_woken_in_turn() {
 
 #[test]
 fn the_same_assignment_again_is_adopted_without_a_new_wake() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     let a = h.assign("t1", 3);
     assert_eq!(kinds(&a), ["persist 1", "send task_accepted", "track"]);
-    let a = h.result("t1", json!({"status":"success"}));
-    assert_eq!(sends(&a), [complete("t1", 3, json!({"status":"success"}))]);
+    let a = h.succeed("t1");
+    assert_eq!(sends(&a), [succeeded("t1", 3)]);
 }
 
 #[test]
@@ -535,14 +549,12 @@ fn started_before_the_wake_command_exits_counts() {
 
 #[test]
 fn results_that_are_not_objects_or_say_failure() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     assert_eq!(
         sends(&h.result("t1", json!(null))),
         [failed("t1", "result_invalid", 1)]
     );
-    let mut h = H::new(vec![]);
-    h.working("t1", 2);
+    let mut h = H::at_work("t1", 2);
     assert_eq!(
         sends(&h.result("t1", json!({"status":"failed","error":"tests red"}))),
         [failed("t1", "tests red", 2)]
@@ -553,23 +565,19 @@ fn results_that_are_not_objects_or_say_failure() {
 fn a_result_for_a_task_not_held_is_discarded() {
     let mut h = H::new(vec![]);
     h.input(RelayInput::LinkUp);
-    assert_eq!(
-        kinds(&h.result("ghost", json!({"status":"success"}))),
-        ["discard"]
-    );
+    assert_eq!(kinds(&h.succeed("ghost")), ["discard"]);
 }
 
 #[test]
 fn cancel_stops_the_agent_runs_the_cancel_command_and_clears() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     let a = h.frame(TaskFrame::Cancelled { task_id: "t1".into() });
     assert_eq!(
         kinds(&a),
         ["kill", "cancel_command", "untrack", "clear", "persist 0"]
     );
     // A late result is discarded, not sent.
-    assert_eq!(kinds(&h.result("t1", json!({"status":"success"}))), ["discard"]);
+    assert_eq!(kinds(&h.succeed("t1")), ["discard"]);
 }
 
 #[test]
@@ -586,7 +594,7 @@ fn after_a_restart_reassign_then_the_same_assignment_adopts_and_reports_the_resu
         }]
     );
     // The result was written while the sidecar was down; the watcher finds it.
-    let a = h.result("t1", json!({"status":"success"}));
+    let a = h.succeed("t1");
     assert!(
         sends(&a).is_empty(),
         "not sent before the hub says the task is ours"
@@ -594,10 +602,7 @@ fn after_a_restart_reassign_then_the_same_assignment_adopts_and_reports_the_resu
     let a = h.frame(TaskFrame::Reassign { task_id: "t1".into() });
     assert!(sends(&a).is_empty());
     let a = h.assign("t1", 3);
-    assert_eq!(
-        sends(&a),
-        [accepted("t1"), complete("t1", 3, json!({"status":"success"}))]
-    );
+    assert_eq!(sends(&a), [accepted("t1"), succeeded("t1", 3)]);
     assert!(
         !kinds(&a).iter().any(|k| k.starts_with("wake")),
         "the agent is not woken again"
@@ -613,8 +618,8 @@ fn after_a_restart_continue_takes_the_hubs_generation() {
         generation: Some(5),
     });
     assert_eq!(sends(&a), [accepted("t1")]);
-    let a = h.result("t1", json!({"status":"success"}));
-    assert_eq!(sends(&a), [complete("t1", 5, json!({"status":"success"}))]);
+    let a = h.succeed("t1");
+    assert_eq!(sends(&a), [succeeded("t1", 5)]);
 }
 
 #[test]
@@ -639,7 +644,7 @@ fn a_detached_task_is_handed_back_when_the_window_passes() {
     // With an outcome, the result is moved aside instead.
     let mut h = H::new(vec![record("t1", "working", 1)]);
     h.input(RelayInput::LinkUp);
-    h.result("t1", json!({"status":"success"}));
+    h.succeed("t1");
     h.frame(TaskFrame::Reassign { task_id: "t1".into() });
     let (_, a) = h.fire();
     assert_eq!(kinds(&a), ["kill", "untrack", "discard", "persist 0"]);
@@ -651,8 +656,8 @@ fn an_answer_that_arrives_after_re_adoption_is_stale() {
     h.input(RelayInput::LinkUp);
     h.assign("t1", 3); // the hub re-assigned before answering task_recovering
     h.frame(TaskFrame::Reassign { task_id: "t1".into() });
-    let a = h.result("t1", json!({"status":"success"}));
-    assert_eq!(sends(&a), [complete("t1", 3, json!({"status":"success"}))]);
+    let a = h.succeed("t1");
+    assert_eq!(sends(&a), [succeeded("t1", 3)]);
 }
 
 #[test]
@@ -672,11 +677,10 @@ fn other_assignments_wait_for_the_answers() {
 
 #[test]
 fn a_reconnect_reports_state_and_an_abort_then_reassign_keeps_the_work() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     h.input(RelayInput::LinkDown);
     // The agent finishes while the link is down.
-    let a = h.result("t1", json!({"status":"success"}));
+    let a = h.succeed("t1");
     assert!(sends(&a).is_empty());
     let a = h.input(RelayInput::LinkUp);
     assert_eq!(
@@ -693,27 +697,20 @@ fn a_reconnect_reports_state_and_an_abort_then_reassign_keeps_the_work() {
         action: "abort".into(),
     });
     let a = h.assign("t1", 3);
-    assert_eq!(
-        sends(&a),
-        [accepted("t1"), complete("t1", 3, json!({"status":"success"}))]
-    );
+    assert_eq!(sends(&a), [accepted("t1"), succeeded("t1", 3)]);
 }
 
 #[test]
 fn state_report_continue_accepts_again_and_sends_the_outcome() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     h.input(RelayInput::LinkDown);
-    h.result("t1", json!({"status":"success"}));
+    h.succeed("t1");
     h.input(RelayInput::LinkUp);
     let a = h.frame(TaskFrame::StateReportAck {
         task_id: "t1".into(),
         action: "continue".into(),
     });
-    assert_eq!(
-        sends(&a),
-        [accepted("t1"), complete("t1", 1, json!({"status":"success"}))]
-    );
+    assert_eq!(sends(&a), [accepted("t1"), succeeded("t1", 1)]);
 }
 
 #[test]
@@ -724,25 +721,24 @@ fn outcomes_go_one_at_a_time() {
     h.input(RelayInput::LinkUp);
     h.assign("t1", 1);
     h.assign("t2", 1);
-    h.result("t1", json!({"status":"success"}));
-    let a = h.result("t2", json!({"status":"success"}));
+    h.succeed("t1");
+    let a = h.succeed("t2");
     assert!(sends(&a).is_empty(), "t1 is in flight");
     let a = h.frame(TaskFrame::Ack {
         task_id: "t1".into(),
         status: "complete".into(),
     });
-    assert_eq!(sends(&a), [complete("t2", 1, json!({"status":"success"}))]);
+    assert_eq!(sends(&a), [succeeded("t2", 1)]);
 }
 
 #[test]
 fn rate_limited_outcomes_are_sent_again_after_the_delay() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
-    h.result("t1", json!({"status":"success"}));
+    let mut h = H::at_work("t1", 1);
+    h.succeed("t1");
     h.input(RelayInput::RateLimited { retry_after: SEC });
     let (waited, a) = h.fire();
     assert_eq!(waited, SEC);
-    assert_eq!(sends(&a), [complete("t1", 1, json!({"status":"success"}))]);
+    assert_eq!(sends(&a), [succeeded("t1", 1)]);
 }
 
 #[test]
@@ -763,8 +759,8 @@ fn a_rate_limited_question_is_asked_again_after_the_delay() {
         generation: Some(2),
     });
     assert_eq!(sends(&a), [accepted("t1"), accepted("t2")]);
-    let a = h.result("t1", json!({"status":"success"}));
-    assert_eq!(sends(&a), [complete("t1", 2, json!({"status":"success"}))]);
+    let a = h.succeed("t1");
+    assert_eq!(sends(&a), [succeeded("t1", 2)]);
     // Answered questions are not asked again.
     let mut h = H::new(vec![record("t1", "working", 1)]);
     h.input(RelayInput::LinkUp);
@@ -782,32 +778,26 @@ fn a_rate_limited_question_is_asked_again_after_the_delay() {
 #[test]
 fn refused_outcomes_end_their_retries() {
     for (reason, expect) in [("not_found", "discard"), ("invalid_state", "discard")] {
-        let mut h = H::new(vec![]);
-        h.working("t1", 1);
-        h.result("t1", json!({"status":"success"}));
+        let mut h = H::at_work("t1", 1);
+        h.succeed("t1");
         let a = h.input(RelayInput::OutcomeRefused {
             reason: reason.into(),
         });
         assert_eq!(kinds(&a), ["untrack", expect, "persist 0"], "{reason}");
     }
     // stale_generation: kept detached, so a re-assignment can still report it.
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
-    h.result("t1", json!({"status":"success"}));
+    let mut h = H::at_work("t1", 1);
+    h.succeed("t1");
     h.input(RelayInput::OutcomeRefused {
         reason: "stale_generation".into(),
     });
     let a = h.assign("t1", 4);
-    assert_eq!(
-        sends(&a),
-        [accepted("t1"), complete("t1", 4, json!({"status":"success"}))]
-    );
+    assert_eq!(sends(&a), [accepted("t1"), succeeded("t1", 4)]);
 }
 
 #[test]
 fn keepalive_progress_every_period_while_a_task_is_held() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     for _ in 0..3 {
         let (waited, a) = h.fire();
         assert_eq!(waited, 300 * SEC);
@@ -824,8 +814,7 @@ fn keepalive_progress_every_period_while_a_task_is_held() {
 
 #[test]
 fn agent_progress_is_forwarded() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     let a = h.input(RelayInput::Progress {
         task_id: "t1".into(),
         progress: 40,
@@ -843,8 +832,7 @@ fn agent_progress_is_forwarded() {
 
 #[test]
 fn nothing_is_sent_while_the_link_is_down() {
-    let mut h = H::new(vec![]);
-    h.working("t1", 1);
+    let mut h = H::at_work("t1", 1);
     h.input(RelayInput::LinkDown);
     let a = h.input(RelayInput::Progress {
         task_id: "t1".into(),
@@ -852,7 +840,7 @@ fn nothing_is_sent_while_the_link_is_down() {
         message: None,
     });
     assert!(sends(&a).is_empty());
-    let a = h.result("t1", json!({"status":"success"}));
+    let a = h.succeed("t1");
     assert!(sends(&a).is_empty());
     assert_eq!(h.relay.outbox_depth(), 1);
 }
@@ -873,16 +861,6 @@ fn timed(task_timeout: Duration, grace: Duration) -> RelaySettings {
 /// Nothing is due but the far-away keepalive.
 fn quiet(h: &H) -> bool {
     h.relay.poll_timeout().is_none_or(|t| t >= h.now + 50_000 * SEC)
-}
-
-fn logs(actions: &[RelayAction]) -> Vec<Event> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            RelayAction::Log(e) => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn failed_reason(actions: &[RelayAction]) -> Option<String> {
@@ -941,7 +919,7 @@ fn a_task_past_its_timeout_is_stopped_and_failed_with_the_elapsed_time_in_every_
             "task_timeout: the agent ran 2 h 0 min 0 s (task_timeout_ms 7200000); its processes were stopped",
             "{phase}"
         );
-        assert!(logs(&a).contains(&Event::TaskTimeout {
+        assert!(events(&a).contains(&Event::TaskTimeout {
             task_id: "t1".into(),
             elapsed_ms: 7_200_000
         }));
@@ -977,7 +955,7 @@ fn the_task_timeout_does_not_run_before_the_wake_after_the_outcome_or_while_deta
     // Done: the outcome waits for its ack without a timer.
     let mut h = H::with(timed(100 * SEC, 60 * SEC), vec![]);
     in_phase(&mut h, "working");
-    h.result("t1", json!({"status":"success"}));
+    h.succeed("t1");
     assert!(quiet(&h));
     // Detached: only the re-adopt window counts.
     let mut h = H::with(timed(100 * SEC, 60 * SEC), vec![]);
@@ -991,7 +969,9 @@ fn the_task_timeout_does_not_run_before_the_wake_after_the_outcome_or_while_deta
     let (waited, a) = h.fire();
     assert_eq!(waited, 120 * SEC, "the hand-back, not the timeout at 100 s");
     assert!(failed_reason(&a).is_none(), "{a:?}");
-    assert!(logs(&a).iter().any(|e| matches!(e, Event::TaskHandedBack { .. })));
+    assert!(events(&a)
+        .iter()
+        .any(|e| matches!(e, Event::TaskHandedBack { .. })));
 }
 
 #[test]
@@ -1034,7 +1014,7 @@ fn a_backgrounded_agent_that_exits_without_a_result_fails_after_the_grace() {
     in_phase(&mut h, "working");
     let a = gone(&mut h, "t1", true);
     assert_eq!(
-        logs(&a),
+        events(&a),
         [Event::AgentExited {
             task_id: "t1".into(),
             grace_ms: 60_000
@@ -1053,8 +1033,8 @@ fn a_result_within_the_grace_completes_the_task() {
     in_phase(&mut h, "working");
     gone(&mut h, "t1", true);
     h.now += 59 * SEC;
-    let a = h.result("t1", json!({"status":"success"}));
-    assert_eq!(sends(&a), [complete("t1", 1, json!({"status":"success"}))]);
+    let a = h.succeed("t1");
+    assert_eq!(sends(&a), [succeeded("t1", 1)]);
     assert!(quiet(&h));
 }
 
@@ -1073,7 +1053,7 @@ fn an_agent_that_ran_inside_the_wake_command_counts_and_a_notified_one_does_not(
     let mut h = H::with(timed(7200 * SEC, 60 * SEC), vec![]);
     in_phase(&mut h, "await_start");
     let a = gone(&mut h, "t1", false);
-    assert!(logs(&a).is_empty(), "{a:?}");
+    assert!(events(&a).is_empty(), "{a:?}");
     h.input(RelayInput::Started { task_id: "t1".into() });
     let (waited, a) = h.fire();
     assert_eq!(waited, 7200 * SEC);
@@ -1087,7 +1067,7 @@ fn an_agent_gone_before_its_started_file_is_seen_gets_the_grace_from_the_started
     gone(&mut h, "t1", true);
     h.now += 10 * SEC;
     let a = h.input(RelayInput::Started { task_id: "t1".into() });
-    assert!(logs(&a).contains(&Event::AgentExited {
+    assert!(events(&a).contains(&Event::AgentExited {
         task_id: "t1".into(),
         grace_ms: 60_000
     }));
@@ -1101,16 +1081,16 @@ fn agent_gone_reports_that_do_not_apply_are_ignored() {
     // with an outcome, and twice.
     let mut h = H::with(timed(7200 * SEC, 60 * SEC), vec![]);
     in_phase(&mut h, "waking");
-    assert!(logs(&gone(&mut h, "t1", true)).is_empty());
-    assert!(logs(&gone(&mut h, "nope", true)).is_empty());
+    assert!(events(&gone(&mut h, "t1", true)).is_empty());
+    assert!(events(&gone(&mut h, "nope", true)).is_empty());
     let mut h = H::with(timed(7200 * SEC, 60 * SEC), vec![]);
     in_phase(&mut h, "working");
-    h.result("t1", json!({"status":"success"}));
-    assert!(logs(&gone(&mut h, "t1", true)).is_empty());
+    h.succeed("t1");
+    assert!(events(&gone(&mut h, "t1", true)).is_empty());
     let mut h = H::with(timed(7200 * SEC, 60 * SEC), vec![]);
     in_phase(&mut h, "working");
-    assert_eq!(logs(&gone(&mut h, "t1", true)).len(), 1);
-    assert!(logs(&gone(&mut h, "t1", true)).is_empty());
+    assert_eq!(events(&gone(&mut h, "t1", true)).len(), 1);
+    assert!(events(&gone(&mut h, "t1", true)).is_empty());
     assert_eq!(h.relay.poll_timeout(), Some(h.now + 60 * SEC));
 }
 
@@ -1174,7 +1154,7 @@ fn process_groups_are_kept_with_the_task_and_persisted() {
 }
 
 fn handed_back_text(actions: &[RelayAction]) -> String {
-    logs(actions)
+    events(actions)
         .into_iter()
         .find(|e| matches!(e, Event::TaskHandedBack { .. }))
         .expect("handed back")
