@@ -527,6 +527,16 @@ mod tests {
         dir
     }
 
+    /// A fresh folder `name` and options that check tracked ids every 100 ms.
+    fn checked_often(name: &str) -> (PathBuf, WatchOptions) {
+        let dir = temp_dir(name);
+        let opts = WatchOptions {
+            rescan_every: Duration::from_millis(100),
+            ..WatchOptions::new(&dir)
+        };
+        (dir, opts)
+    }
+
     /// A task whose file system events all get lost: only the fallback check can see anything.
     fn deaf_task(
         opts: WatchOptions,
@@ -554,11 +564,7 @@ mod tests {
 
     #[tokio::test]
     async fn fallback_check_finds_results_when_events_are_lost() {
-        let dir = temp_dir("fallback");
-        let opts = WatchOptions {
-            rescan_every: Duration::from_millis(100),
-            ..WatchOptions::new(&dir)
-        };
+        let (dir, opts) = checked_often("fallback");
         let (cmds, mut events, _lost) = deaf_task(opts);
         cmds.send(Command::Track("t".into())).unwrap();
         std::fs::write(dir.join("t.started"), "").unwrap();
@@ -612,11 +618,7 @@ mod tests {
     /// nothing is tracked, and a tracked result is found by the periodic check alone.
     #[tokio::test]
     async fn polling_finds_results_and_sleeps_while_idle() {
-        let dir = temp_dir("polling");
-        let opts = WatchOptions {
-            rescan_every: Duration::from_millis(100),
-            ..WatchOptions::new(&dir)
-        };
+        let (dir, opts) = checked_often("polling");
         let (event_tx, mut events) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (fs_tx, fs_rx) = mpsc::unbounded_channel();
