@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// How long a process group being killed gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
 /// A process group a wake command ran in, kept with its task until the task ends, so that a
 /// cancel, a timeout or a hand-back can stop an agent the wake command backgrounded.
 ///

@@ -29,15 +29,21 @@ pub fn parse_stat(pid: i32, text: &str) -> Option<Stat> {
     })
 }
 
-/// Every process (skipping those that vanish while being read).
-pub fn all() -> Vec<Stat> {
+/// Every process, zombies included (skipping those that vanish while being read).
+fn every() -> Vec<Stat> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(stat)
-        .filter(|s| s.state != 'Z' && s.state != 'X')
         .collect()
+}
+
+/// Every live process (not a zombie).
+pub fn all() -> Vec<Stat> {
+    let mut live = every();
+    live.retain(|s| s.state != 'Z' && s.state != 'X');
+    live
 }
 
 /// This process's children: `/proc/self/task/*/children`, else a scan of every process.
@@ -54,12 +60,8 @@ pub fn children() -> Vec<i32> {
         }
     }
     if !listed {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return out;
-        };
-        out = dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter_map(stat)
+        out = every()
+            .into_iter()
             .filter(|s| s.ppid == me)
             .map(|s| s.pid)
             .collect();

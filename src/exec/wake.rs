@@ -6,7 +6,9 @@
 //! hostage, protocol C10), and kills the whole group on timeout. Stopping the agent it left
 //! behind is [`super::process`]'s job.
 
-use super::process::{child_command, group_identity, is_scrubbed, kill_process_group, spawned, AgentGroup};
+use super::process::{
+    child_command, group_identity, is_scrubbed, kill_process_group, spawned, AgentGroup, KILL_GRACE,
+};
 #[cfg(windows)]
 use super::template::render_cmd;
 #[cfg(unix)]
@@ -72,8 +74,6 @@ pub struct WakeHandle {
     output_file: PathBuf,
 }
 
-/// How long a timed-out group gets between SIGTERM and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How much of the output file's end goes into a failure's error text.
 const TAIL_BYTES: u64 = 500;
 /// The longest error text (the hub's limit for `wake_result.error`, protocol C15).

@@ -66,18 +66,7 @@ impl Relay {
 
     /// queue.json cannot be written: drop the link and stay away until a probe succeeds.
     pub(super) fn hold_link(&mut self, error: &str, ids: &[String], now: Instant) {
-        let delay = self.probe_delay;
-        self.probe_delay = (delay * 2).min(STORAGE_PROBE_MAX);
-        let since = self.storage_hold.map_or(now, |h| h.since);
-        self.storage_hold = Some(StorageHold {
-            probe_at: Some(now + delay),
-            since,
-        });
-        self.log(Event::StorageUnwritable {
-            error: cut_chars(error, MAX_REASON_CHARS),
-            task_ids: ids.to_vec(),
-            retry_ms: delay.as_millis() as u64,
-        });
+        self.probe_later(error, ids.to_vec(), now);
         self.actions.push_back(RelayAction::HoldLink {
             reason: cut_chars(&format!("queue.json cannot be written: {error}"), 200),
         });
@@ -93,19 +82,24 @@ impl Relay {
                 });
                 self.actions.push_back(RelayAction::ReleaseLink);
             }
-            Err(error) => {
-                let delay = self.probe_delay;
-                self.probe_delay = (delay * 2).min(STORAGE_PROBE_MAX);
-                self.storage_hold = Some(StorageHold {
-                    probe_at: Some(now + delay),
-                    ..hold
-                });
-                self.log(Event::StorageUnwritable {
-                    error: cut_chars(&error, MAX_REASON_CHARS),
-                    task_ids: Vec::new(),
-                    retry_ms: delay.as_millis() as u64,
-                });
-            }
+            Err(error) => self.probe_later(&error, Vec::new(), now),
         }
+    }
+
+    /// Keep the link held down (since the first failure) and try queue.json again later: the
+    /// wait doubles each time, up to [`STORAGE_PROBE_MAX`]. Logs `error` and the tasks it cost.
+    fn probe_later(&mut self, error: &str, task_ids: Vec<String>, now: Instant) {
+        let delay = self.probe_delay;
+        self.probe_delay = (delay * 2).min(STORAGE_PROBE_MAX);
+        let since = self.storage_hold.map_or(now, |h| h.since);
+        self.storage_hold = Some(StorageHold {
+            probe_at: Some(now + delay),
+            since,
+        });
+        self.log(Event::StorageUnwritable {
+            error: cut_chars(error, MAX_REASON_CHARS),
+            task_ids,
+            retry_ms: delay.as_millis() as u64,
+        });
     }
 }

@@ -30,6 +30,7 @@
 mod observe;
 mod worker;
 
+use super::task::check_task_id;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,7 +155,7 @@ impl ResultWatcher {
     /// exist: written while the sidecar was down).
     ///
     /// Tracking an id that is already tracked only checks its files again (nothing already
-    /// reported is reported twice). Ids that are not `[A-Za-z0-9._-]{1,128}` are ignored.
+    /// reported is reported twice). Ids [`check_task_id`] refuses are ignored.
     pub fn track(&mut self, task_id: &str) {
         if valid_task_id(task_id) {
             let _ = self.commands.send(Command::Track(task_id.to_owned()));
@@ -178,12 +179,10 @@ impl ResultWatcher {
     }
 }
 
-/// `[A-Za-z0-9._-]{1,128}`.
+/// A task id [`check_task_id`] accepts (`[A-Za-z0-9._-]{1,128}`, not `.` or `..`): the relay
+/// holds no other, so files under any other name are not a task's.
 fn valid_task_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    check_task_id(id).is_ok()
 }
 
 #[cfg(test)]
@@ -194,6 +193,7 @@ mod tests {
     fn task_ids() {
         assert!(valid_task_id("task-1_a.B"));
         assert!(!valid_task_id(""));
+        assert!(!valid_task_id(".."));
         assert!(!valid_task_id("a/b"));
         assert!(!valid_task_id(&"a".repeat(129)));
     }
