@@ -3,7 +3,7 @@
 //! the environment, and values too big for one argument. Every wait polls with a deadline.
 #![cfg(unix)]
 
-use agentcom_sidecar::exec::{process::*, template::*, wake::*};
+use agentcom_sidecar::relay::wake::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
