@@ -274,6 +274,12 @@ mod tests {
     }
 
     #[test]
+    fn quote_sh_makes_one_exact_word() {
+        assert_eq!(quote_sh("it's a $x"), r"'it'\''s a $x'");
+        assert_eq!(quote_sh(""), "''");
+    }
+
+    #[test]
     fn nul_is_replaced() {
         let v = vars("a\0b");
         assert_eq!(render_sh("${TASK_DESCRIPTION}", &v), "'a\u{FFFD}b'");
