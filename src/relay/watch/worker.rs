@@ -250,13 +250,7 @@ impl WatchTask {
 
     fn push_all(&self, id: &str, jobs: &mut Vec<Job>, queued: &mut HashSet<(String, FileKind)>) {
         for kind in FileKind::ALL {
-            if queued.insert((id.to_owned(), kind)) {
-                jobs.push(Job {
-                    id: id.to_owned(),
-                    kind,
-                    skip_if: None,
-                });
-            }
+            enqueue(jobs, queued, id, kind);
         }
     }
 
@@ -305,12 +299,8 @@ impl WatchTask {
                     Some(t) => !(kind == FileKind::Started && t.started_reported),
                     None => kind == FileKind::Result,
                 };
-                if wanted && queued.insert((id.to_owned(), kind)) {
-                    jobs.push(Job {
-                        id: id.to_owned(),
-                        kind,
-                        skip_if: None,
-                    });
+                if wanted {
+                    enqueue(&mut jobs, &mut queued, id, kind);
                 }
             }
         }
@@ -506,6 +496,17 @@ fn watch_limit_help(e: &notify::Error) -> Option<String> {
 mod libc_errno {
     pub const EMFILE: i32 = 24;
     pub const ENOSPC: i32 = 28;
+}
+
+/// Queue a read of task `id`'s `kind` file, unless one is queued already.
+fn enqueue(jobs: &mut Vec<Job>, queued: &mut HashSet<(String, FileKind)>, id: &str, kind: FileKind) {
+    if queued.insert((id.to_owned(), kind)) {
+        jobs.push(Job {
+            id: id.to_owned(),
+            kind,
+            skip_if: None,
+        });
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
