@@ -71,7 +71,10 @@ pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Co
     cmd
 }
 
-/// is ignored (it would mean our own group or every process). Windows: `taskkill /T /F /PID`.
+/// Kill a process group started by [`spawn_wake`](super::wake::spawn_wake) (SIGTERM, then
+/// SIGKILL after `grace`); no error if it is gone. Returns once the group is gone or SIGKILL was
+/// sent. A `pgid` of 0 or 1 is ignored (it would mean our own group or every process). Windows:
+/// `taskkill /T /F /PID`.
 pub async fn kill_process_group(pgid: u32, grace: Duration) {
     #[cfg(unix)]
     {

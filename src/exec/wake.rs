@@ -303,8 +303,6 @@ fn platform_command(
     Ok(cmd)
 }
 
-/// Kill a process group started by [`spawn_wake`] (SIGTERM, then SIGKILL after `grace`); no
-
 #[cfg(test)]
 mod tests {
     use super::*;

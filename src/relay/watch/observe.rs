@@ -57,7 +57,7 @@ pub(super) enum Parsed {
 }
 
 /// Classifies a result file's bytes (a leading UTF-8 byte order mark is skipped).
-pub(super) fn classify_result(bytes: &[u8]) -> Parsed {
+fn classify_result(bytes: &[u8]) -> Parsed {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Parsed::Complete(ResultContent::Object(map)),
@@ -76,7 +76,7 @@ pub(super) fn classify_result(bytes: &[u8]) -> Parsed {
     }
 }
 
-pub(super) fn json_kind(value: &Value) -> &'static str {
+fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -88,7 +88,7 @@ pub(super) fn json_kind(value: &Value) -> &'static str {
 }
 
 /// A valid progress report: an object with an integer `progress` and an optional string `message`.
-pub(super) fn parse_progress(bytes: &[u8]) -> Option<(i64, Option<String>)> {
+fn parse_progress(bytes: &[u8]) -> Option<(i64, Option<String>)> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let Value::Object(mut map) = serde_json::from_slice::<Value>(bytes).ok()? else {
         return None;
@@ -154,7 +154,7 @@ pub(super) fn dir_ident(dir: &Path) -> Option<DirIdent> {
     }
 }
 
-pub(super) fn fingerprint(bytes: &[u8]) -> u64 {
+fn fingerprint(bytes: &[u8]) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
