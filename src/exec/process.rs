@@ -71,10 +71,11 @@ pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Co
     cmd
 }
 
-/// Kill a process group started by [`spawn_wake`](super::wake::spawn_wake) (SIGTERM, then
-/// SIGKILL after `grace`); no error if it is gone. Returns once the group is gone or SIGKILL was
-/// sent. A `pgid` of 0 or 1 is ignored (it would mean our own group or every process). Windows:
-/// `taskkill /T /F /PID`.
+/// Kill a process group started by [`spawn_wake`] (SIGTERM, then SIGKILL after `grace`); no
+/// error if it is gone. Returns once the group is gone or SIGKILL was sent. A `pgid` of 0 or 1
+/// is ignored (it would mean our own group or every process). Windows: `taskkill /T /F /PID`.
+///
+/// [`spawn_wake`]: super::wake::spawn_wake
 pub async fn kill_process_group(pgid: u32, grace: Duration) {
     #[cfg(unix)]
     {
@@ -112,11 +113,15 @@ pub async fn kill_process_group(pgid: u32, grace: Duration) {
 
 // ---- process groups, adopted orphans and zombies ----
 
-/// The PIDs of the commands [`spawn_wake`](super::wake::spawn_wake) started and tokio still waits for: the reaper leaves
+/// The PIDs of the commands [`spawn_wake`] started and tokio still waits for: the reaper leaves
 /// them to tokio.
+///
+/// [`spawn_wake`]: super::wake::spawn_wake
 static SPAWNED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
-/// Add (`add`) or remove a PID [`spawn_wake`](super::wake::spawn_wake) started and tokio waits for.
+/// Add (`add`) or remove a PID [`spawn_wake`] started and tokio waits for.
+///
+/// [`spawn_wake`]: super::wake::spawn_wake
 pub(crate) fn spawned(pid: u32, add: bool) {
     let mut list = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
     if add {
@@ -262,9 +267,11 @@ pub struct Adopted {
     pub task_id: Option<String>,
 }
 
-/// Reap every child that has exited and that no [`WakeHandle`](super::wake::WakeHandle) waits for (orphans the sidecar
+/// Reap every child that has exited and that no [`WakeHandle`] waits for (orphans the sidecar
 /// adopted as a subreaper), so none stays a zombie; returns the adopted children still alive.
 /// Never touches the children tokio waits for. Empty outside Linux.
+///
+/// [`WakeHandle`]: super::wake::WakeHandle
 pub fn reap_adopted() -> Vec<Adopted> {
     #[cfg(target_os = "linux")]
     {

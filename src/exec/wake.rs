@@ -219,6 +219,10 @@ fn spec_env(spec: &WakeSpec) -> Vec<(String, String)> {
 /// environment entry has the same limit): it is left out of the environment, and a template that
 /// refers to it gives CouldNotStart (use `${TASK_FILE}` for big tasks).
 /// Windows: [`render_cmd`], run as `cmd.exe /V:ON /D /S /C "..."`.
+///
+/// [`SCRUBBED_ENV`]: super::process::SCRUBBED_ENV
+/// [`render_sh`]: super::template::render_sh
+/// [`render_cmd`]: super::template::render_cmd
 pub fn spawn_wake(spec: &WakeSpec) -> WakeHandleResult {
     let (stdout, stderr) = open_output(&spec.output_file).map_err(|e| {
         could_not_start(format!(

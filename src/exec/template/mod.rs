@@ -108,12 +108,14 @@ pub(crate) fn replace_nul(s: &str) -> String {
 /// becomes `${AGENTCOM_V_NAME}`: a parameter expansion, whose result the shell never parses as
 /// code (where it is unquoted it is split into words and globbed like any `$VAR`, and inside
 /// single quotes it stays literal text). Those references (and the whole render when it is too
-/// long for one argument, see [`spawn_wake`](crate::exec::wake::spawn_wake)) need the environment that [`spawn_wake`](crate::exec::wake::spawn_wake) provides.
+/// long for one argument, see [`spawn_wake`]) need the environment that [`spawn_wake`] provides.
 ///
 /// NUL bytes in values (and in the template) are replaced by [`NUL_REPLACEMENT`]: an argument
 /// cannot hold NUL. Limitations: `case` patterns with an unmatched `)` inside `$(...)` confuse
 /// the parenthesis count; values inside arithmetic (`$((...))`) are evaluated as arithmetic by
 /// the shell, as the template asks.
+///
+/// [`spawn_wake`]: crate::exec::wake::spawn_wake
 pub fn render_sh(template: &str, vars: &WakeVars) -> String {
     render(template, vars, Mode::Inline).0
 }
