@@ -305,27 +305,6 @@ mod tests {
     mod sh {
         use super::*;
         use proptest::prelude::*;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-
-        struct Dir(PathBuf);
-        impl Dir {
-            fn new() -> Dir {
-                static N: AtomicUsize = AtomicUsize::new(0);
-                let p = std::env::temp_dir().join(format!(
-                    "agentcom-wake-unit-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed)
-                ));
-                let _ = std::fs::remove_dir_all(&p);
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
 
         /// Render `template`, run it with /bin/sh in a fresh folder (with the AGENTCOM_V_*
         /// environment), and return what it wrote to `out`. Panics if anything created `pwned`.
@@ -363,20 +342,20 @@ mod tests {
         }
 
         fn run_with(shell: &str, template: &str, v: &WakeVars) -> Vec<u8> {
-            let dir = Dir::new();
+            let dir = tempfile::tempdir().unwrap();
             let text = render_sh(template, v);
             let status = std::process::Command::new(shell)
                 .arg("-c")
                 .arg(&text)
-                .current_dir(&dir.0)
+                .current_dir(dir.path())
                 .envs(v.env_entries())
                 .stdin(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
                 .unwrap();
             assert!(status.success(), "sh failed ({status}) on {text:?}");
-            assert!(!dir.0.join("pwned").exists(), "injection: {text:?}");
-            std::fs::read(dir.0.join("out")).unwrap_or_default()
+            assert!(!dir.path().join("pwned").exists(), "injection: {text:?}");
+            std::fs::read(dir.path().join("out")).unwrap_or_default()
         }
 
         const HOSTILE: &[&str] = &[
@@ -585,11 +564,11 @@ mod tests {
 
         /// Run `text` with `shell` in a fresh folder; whatever it does, `pwned` must not appear.
         fn no_injection(shell: &str, text: &str, v: &WakeVars) -> Result<(), TestCaseError> {
-            let dir = Dir::new();
+            let dir = tempfile::tempdir().unwrap();
             std::process::Command::new(shell)
                 .arg("-c")
                 .arg(text)
-                .current_dir(&dir.0)
+                .current_dir(dir.path())
                 .envs(v.env_entries())
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
@@ -597,7 +576,7 @@ mod tests {
                 .status()
                 .unwrap();
             prop_assert!(
-                !dir.0.join("pwned").exists(),
+                !dir.path().join("pwned").exists(),
                 "{} ran the value in {:?}",
                 shell,
                 text

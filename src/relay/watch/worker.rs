@@ -522,18 +522,12 @@ mod tests {
     use crate::relay::watch::ResultContent;
     use tokio::sync::mpsc;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("agentcom-watch-unit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    /// A fresh folder `name` and options that check tracked ids every 100 ms.
-    fn checked_often(name: &str) -> (PathBuf, WatchOptions) {
-        let dir = temp_dir(name);
+    /// A fresh folder (removed when dropped) and options that check tracked ids every 100 ms.
+    fn checked_often() -> (tempfile::TempDir, WatchOptions) {
+        let dir = tempfile::tempdir().unwrap();
         let opts = WatchOptions {
             rescan_every: Duration::from_millis(100),
-            ..WatchOptions::new(&dir)
+            ..WatchOptions::new(dir.path())
         };
         (dir, opts)
     }
@@ -565,7 +559,8 @@ mod tests {
 
     #[tokio::test]
     async fn fallback_check_finds_results_when_events_are_lost() {
-        let (dir, opts) = checked_often("fallback");
+        let (tmp, opts) = checked_often();
+        let dir = tmp.path();
         let (cmds, mut events, _lost) = deaf_task(opts);
         cmds.send(Command::Track("t".into())).unwrap();
         std::fs::write(dir.join("t.started"), "").unwrap();
@@ -583,8 +578,8 @@ mod tests {
             ]
         );
         // The folder replaced behind our back: re-watched, and still checked.
-        std::fs::remove_dir_all(&dir).unwrap();
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("t.progress"), r#"{"progress":3}"#).unwrap();
         assert_eq!(
             wait(&mut events).await,
@@ -594,15 +589,14 @@ mod tests {
                 message: None
             }
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
     async fn no_timer_when_nothing_is_tracked() {
-        let dir = temp_dir("idle");
+        let dir = tempfile::tempdir().unwrap();
         let (event_tx, _events) = mpsc::unbounded_channel();
         let (fs_tx, _fs_rx) = mpsc::unbounded_channel();
-        let mut task = WatchTask::new(WatchOptions::new(&dir), event_tx, fs_tx);
+        let mut task = WatchTask::new(WatchOptions::new(dir.path()), event_tx, fs_tx);
         task.watch_dir().unwrap();
         assert_eq!(task.next_deadline(), None);
         task.handle_commands(vec![Command::Track("a".into()), Command::Track("b".into())])
@@ -612,14 +606,13 @@ mod tests {
         assert!(task.next_deadline().is_some());
         task.handle_commands(vec![Command::Untrack("b".into())]).await;
         assert_eq!(task.next_deadline(), None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Without a file system watch (as when inotify instances are used up): nothing runs while
     /// nothing is tracked, and a tracked result is found by the periodic check alone.
     #[tokio::test]
     async fn polling_finds_results_and_sleeps_while_idle() {
-        let (dir, opts) = checked_often("polling");
+        let (dir, opts) = checked_often();
         let (event_tx, mut events) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (fs_tx, fs_rx) = mpsc::unbounded_channel();
@@ -630,7 +623,7 @@ mod tests {
         assert_eq!(task.next_deadline(), None, "idle: no timer at all");
         tokio::spawn(task.run(cmd_rx, fs_rx));
         cmd_tx.send(Command::Track("p".into())).unwrap();
-        std::fs::write(dir.join("p.json"), r#"{"status":"success"}"#).unwrap();
+        std::fs::write(dir.path().join("p.json"), r#"{"status":"success"}"#).unwrap();
         let started = Instant::now();
         let mut map = serde_json::Map::new();
         map.insert("status".into(), "success".into());
@@ -642,6 +635,5 @@ mod tests {
             }
         );
         assert!(started.elapsed() < Duration::from_secs(1));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
