@@ -118,7 +118,7 @@ fn sample_agent_command() -> String {
     if cfg!(windows) {
         format!("\"{exe}\" sample-agent")
     } else {
-        format!("'{}' sample-agent", exe.replace('\'', "'\\''"))
+        format!("{} sample-agent", crate::exec::template::quote_sh(&exe))
     }
 }
 

@@ -7,22 +7,20 @@
 use super::machine::{Relay, RelayAction, RelayInput, RelaySettings, ResultFile, WakeEnd};
 use super::store::TaskStore;
 use super::task::{AgentGroup, TaskRecord};
-use super::wake::{
-    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, spawn_wake,
-    stop_agent, WakeOutcome, WakeSpec, WakeVars,
-};
 use super::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
 use crate::config::Config;
 use crate::event_log::{Event, EventLog};
+use crate::exec::process::{
+    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, stop_agent, KILL_GRACE,
+};
+use crate::exec::template::WakeVars;
+use crate::exec::wake::{spawn_wake, WakeOutcome, WakeSpec};
 use crate::protocol::Outbound;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// How long a killed process group gets between SIGTERM and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// What the relay asks of the link driver, besides frames.
 #[derive(Debug, Clone, PartialEq)]
