@@ -993,7 +993,7 @@ async fn an_injected_write_error_at_persist_time_drops_the_link_until_writable_a
     let w = World::new("faults-eisdir", json!({})).await;
     let sidecar = w.spawn();
     w.identified_after(0, SECS(10)).await;
-    let blocker = w.dir.join(&format!("queue.json.tmp-{}", sidecar.pid()));
+    let blocker = w.dir.join(format!("queue.json.tmp-{}", sidecar.pid()));
     std::fs::create_dir_all(blocker.join("occupied")).unwrap();
     let id = w.submit("now:0", 2);
     let seen = dropped_for_persist(&w, &sidecar, &id, "directory").await;

@@ -119,7 +119,7 @@ impl World {
     }
 
     fn wakes(&self, task_id: &str) -> usize {
-        std::fs::read_to_string(self.dir.join(&format!("wakes-{task_id}")))
+        std::fs::read_to_string(self.dir.join(format!("wakes-{task_id}")))
             .map(|s| s.lines().count())
             .unwrap_or(0)
     }
@@ -178,7 +178,7 @@ async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
     );
     assert_eq!(record.tokens_used, Some(3));
     assert_eq!(
-        std::fs::read_to_string(w.dir.join(&format!("arg-{id}"))).unwrap(),
+        std::fs::read_to_string(w.dir.join(format!("arg-{id}"))).unwrap(),
         "add a README section"
     );
     assert_eq!(w.wakes(&id), 1);
@@ -240,7 +240,7 @@ async fn hostile_descriptions_reach_the_agent_byte_for_byte_and_run_nothing() {
         let id = w.submit(&description);
         w.wait_status(&id, "completed", SECS(10)).await;
         assert_eq!(
-            std::fs::read_to_string(w.dir.join(&format!("arg-{id}"))).unwrap(),
+            std::fs::read_to_string(w.dir.join(format!("arg-{id}"))).unwrap(),
             description
         );
     }
@@ -356,7 +356,7 @@ async fn cancel_stops_the_agents_process_group_and_clears_its_files() {
     let id = w.submit("to be cancelled");
     w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
         .await;
-    let pid = std::fs::read_to_string(w.dir.join(&format!("wakes-{id}")))
+    let pid = std::fs::read_to_string(w.dir.join(format!("wakes-{id}")))
         .unwrap()
         .trim()
         .to_owned();
@@ -635,7 +635,7 @@ mod agent_processes {
     async fn agent_pid(w: &World, id: &str) -> u32 {
         w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
             .await;
-        std::fs::read_to_string(w.dir.join(&format!("wakes-{id}")))
+        std::fs::read_to_string(w.dir.join(format!("wakes-{id}")))
             .unwrap()
             .lines()
             .last()
