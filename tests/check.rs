@@ -33,10 +33,13 @@ fn check_binary(path: &std::path::Path) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn ok_when_the_hub_identifies_and_closes_cleanly() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token("check-ok");
-    let dir = TempDir::new("check-ok");
-    let path = write(&dir, "check-ok", &token, &hub.url(), json!({}));
+    let HubSetup {
+        hub,
+        token,
+        dir: _dir,
+        config: path,
+        ..
+    } = HubSetup::start("check-ok", json!({"wake_command": "true"})).await;
     let (code, out) = tokio::task::spawn_blocking(move || check_binary(&path))
         .await
         .unwrap();
@@ -47,23 +50,12 @@ async fn ok_when_the_hub_identifies_and_closes_cleanly() {
     );
     assert!(out.contains("results_dir"), "{out}");
     assert!(!out.contains(&token), "the token leaked:\n{out}");
-    let deadline = tokio::time::Instant::now() + SECS(2);
-    while !hub.history().iter().any(|e| {
-        matches!(
-            e,
-            HubEvent::Closed {
-                code: Some(1000),
-                by_hub: false,
-                ..
-            }
-        )
-    }) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the hub did not see a close 1000"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll(
+        SECS(2),
+        || "the hub did not see a close 1000".to_owned(),
+        || hub.history().iter().any(closed_by_sidecar).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -270,14 +270,14 @@ fn allow_insecure_permissions_lets_it_start() {
         .unwrap();
     rt.block_on(async {
         let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-        let token = hub.add_token("perm-allowed");
-        let mut events = hub.events();
-        let dir = TempDir::new("config-0644-allowed");
-        let path = dir.join("config.json");
-        write_private(
-            &path,
-            &config_json("perm-allowed", &token, &hub.url(), serde_json::json!({})),
-        );
+        let HubSetup {
+            hub: _hub,
+            token,
+            mut events,
+            dir,
+            config: path,
+            ..
+        } = HubSetup::with_hub(hub, None, "perm-allowed", serde_json::json!({}));
         set_mode(&path, 0o664);
         let mut sidecar = spawn_with(&dir, &["--allow-insecure-permissions"], &[]);
         wait_hub(

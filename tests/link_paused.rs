@@ -126,15 +126,23 @@ fn settings(token: &str, jitter: f64) -> LinkSettings {
     }
 }
 
-/// Run the link for `for_how_long` of paused time, then stop it; returns the events it logged.
-async fn run_link(
+/// The embedded hub, knowing `AGENT`'s token, and a connector to it that starts as `net`.
+async fn hub_and_connector(net: Net) -> (EmbeddedHub, String, TestConnector) {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(AGENT);
+    let connector = TestConnector::new(&hub, net);
+    (hub, token, connector)
+}
+
+/// The daemon's loop over `connector` with `companions`, for `for_how_long` of paused time, then
+/// stopped; returns the events it logged. The one place that starts it.
+async fn run_daemon(
     connector: TestConnector,
-    settings: LinkSettings,
-    seed: u64,
+    policy: LinkPolicy,
+    companions: Companions<'_>,
     for_how_long: Duration,
 ) -> Vec<Event> {
     let (mut log, captured) = EventLog::capture(AGENT);
-    let policy = LinkPolicy::new(settings, seed);
     socket::run(
         policy,
         connector,
@@ -144,11 +152,22 @@ async fn run_link(
             sleep(for_how_long).await;
             "test".to_owned()
         },
-        Companions::default(),
+        companions,
     )
     .await;
     let events = captured.lock().unwrap().clone();
     events
+}
+
+/// Run the link for `for_how_long` of paused time, then stop it; returns the events it logged.
+async fn run_link(
+    connector: TestConnector,
+    settings: LinkSettings,
+    seed: u64,
+    for_how_long: Duration,
+) -> Vec<Event> {
+    let policy = LinkPolicy::new(settings, seed);
+    run_daemon(connector, policy, Companions::default(), for_how_long).await
 }
 
 fn in_range(d: Duration, lo_ms: u64, hi_ms: u64) -> bool {
@@ -186,9 +205,7 @@ async fn refused_connections_back_off_within_the_jitter_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn schedule_resets_only_after_identified() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::OpenThenClose);
+    let (hub, token, connector) = hub_and_connector(Net::OpenThenClose).await;
     let driver = connector.clone();
     let switch = async {
         // Opens that close before identify must not reset the schedule.
@@ -232,9 +249,7 @@ async fn schedule_resets_only_after_identified() {
 
 #[tokio::test(start_paused = true)]
 async fn invalid_token_waits_the_capped_delay_between_attempts() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, _token, connector) = hub_and_connector(Net::Hub).await;
     let events = run_link(
         connector.clone(),
         settings("wrong-token", 0.5),
@@ -273,10 +288,8 @@ async fn invalid_token_waits_the_capped_delay_between_attempts() {
 
 #[tokio::test(start_paused = true)]
 async fn token_of_another_agent_is_an_auth_failure_too() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let (hub, _token, connector) = hub_and_connector(Net::Hub).await;
     let other = hub.add_token("someone-else");
-    hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
     let events = run_link(
         connector.clone(),
         settings(&other, 0.5),
@@ -292,8 +305,7 @@ async fn token_of_another_agent_is_an_auth_failure_too() {
 
 #[tokio::test(start_paused = true)]
 async fn hub_cooldown_is_honoured() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     // Earn a strike as this agent: 10 invalid frames on an identified socket.
     let (client, server) = tokio::io::duplex(64 * 1024);
     hub.serve_stream(server);
@@ -312,7 +324,6 @@ async fn hub_cooldown_is_honoured() {
     }
     while let Some(Ok(_)) = ws.next().await {}
 
-    let connector = TestConnector::new(&hub, Net::Hub);
     let events = run_link(
         connector.clone(),
         settings(&token, 0.5),
@@ -338,10 +349,8 @@ async fn hub_cooldown_is_honoured() {
 
 #[tokio::test(start_paused = true)]
 async fn silent_hub_is_detected_by_the_heartbeat() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     hub.set_answer_pings(false);
-    let connector = TestConnector::new(&hub, Net::Hub);
     let events = run_link(
         connector.clone(),
         settings(&token, 0.5),
@@ -375,9 +384,7 @@ async fn silent_hub_is_detected_by_the_heartbeat() {
 
 #[tokio::test(start_paused = true)]
 async fn healthy_link_stays_up_with_one_ping_per_interval() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     let events = run_link(
         connector.clone(),
         settings(&token, 0.5),
@@ -400,9 +407,7 @@ async fn healthy_link_stays_up_with_one_ping_per_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn own_agent_left_makes_the_sidecar_identify_again() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     let pusher = async {
         sleep(Duration::from_secs(5)).await;
         hub.push(AGENT, serde_json::json!({"type":"agent_left","agent_id":AGENT}))
@@ -428,8 +433,7 @@ async fn own_agent_left_makes_the_sidecar_identify_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connect_that_never_completes_is_abandoned_after_the_timeout() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let connector = TestConnector::new(&hub, Net::Hang);
+    let (_hub, _token, connector) = hub_and_connector(Net::Hang).await;
     let events = run_link(connector.clone(), settings("t", 0.0), 1, Duration::from_secs(40)).await;
     // 10 s timeout, then 1 s, 10 s, 2 s, 10 s, 4 s: attempts at 0, 11, 23, 37.
     let gaps = connector.gaps();
@@ -445,8 +449,7 @@ async fn a_connect_that_never_completes_is_abandoned_after_the_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn an_identify_that_gets_no_answer_is_a_dead_link() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let connector = TestConnector::new(&hub, Net::Mute);
+    let (_hub, _token, connector) = hub_and_connector(Net::Mute).await;
     let events = run_link(connector.clone(), settings("t", 0.0), 1, Duration::from_secs(25)).await;
     assert_eq!(connector.gaps(), [11, 12].map(Duration::from_secs));
     assert!(events.iter().any(|e| matches!(
@@ -495,29 +498,17 @@ fn hub_errors(hub: &EmbeddedHub) -> Vec<String> {
 }
 
 async fn run_reporting(connector: TestConnector, token: &str, enabled: bool, for_how_long: Duration) {
-    let (mut log, _captured) = EventLog::capture(AGENT);
-    socket::run(
-        LinkPolicy::new(settings(token, 0.0), 9),
-        connector,
-        "ws://127.0.0.1:4000/ws",
-        &mut log,
-        async move {
-            sleep(for_how_long).await;
-            "test".to_owned()
-        },
-        Companions {
-            resources: Some(ResourceReporter::system(AGENT, enabled)),
-            ..Companions::default()
-        },
-    )
-    .await;
+    let companions = Companions {
+        resources: Some(ResourceReporter::system(AGENT, enabled)),
+        ..Companions::default()
+    };
+    let policy = LinkPolicy::new(settings(token, 0.0), 9);
+    run_daemon(connector, policy, companions, for_how_long).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn resource_reports_reach_the_hub_5_s_after_identified_then_every_30_s() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     run_reporting(connector, &token, true, Duration::from_secs(100)).await;
     // The hub's schema accepted every report: no validation_failed (or any error) came back.
     assert_eq!(hub_errors(&hub), Vec::<String>::new());
@@ -551,9 +542,7 @@ async fn resource_reports_reach_the_hub_5_s_after_identified_then_every_30_s() {
 
 #[tokio::test(start_paused = true)]
 async fn resource_reports_stop_while_down_and_restart_5_s_after_identified_again() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     let driver = connector.clone();
     let outage = async {
         // Identified at about 0 s; reports at 5 and 35 s. Down at 50 s for a while.
@@ -587,9 +576,7 @@ async fn resource_reports_stop_while_down_and_restart_5_s_after_identified_again
 
 #[tokio::test(start_paused = true)]
 async fn no_resource_report_when_disabled() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     run_reporting(connector, &token, false, Duration::from_secs(100)).await;
     assert_eq!(identified_at(&hub).len(), 1);
     assert!(resource_reports(&hub).is_empty());

@@ -6,7 +6,6 @@
 
 mod support;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubOptions};
 use serde_json::json;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -304,30 +303,18 @@ async fn wait_message(
 }
 
 fn spawn_notified(dir: &TempDir, config: &Path, socket: &str) -> Sidecar {
-    let child = binary()
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("NOTIFY_SOCKET", socket)
-        .env("WATCHDOG_USEC", "400000")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("stdout.txt")).unwrap())
-        .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
-        .spawn()
-        .unwrap();
-    Sidecar {
-        child,
-        dir: dir.path().to_owned(),
-    }
+    let env = [("NOTIFY_SOCKET", socket), ("WATCHDOG_USEC", "400000")];
+    Sidecar::spawn_with_env(dir.path(), config, &env)
 }
 
 #[tokio::test]
 async fn sd_notify_ready_watchdog_stopping() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token("svc-notify");
-    let dir = TempDir::new("svc-notify");
-    let config = dir.join("config.json");
-    write_private(&config, &config_json("svc-notify", &token, &hub.url(), json!({})));
+    let HubSetup {
+        hub: _hub,
+        dir,
+        config,
+        ..
+    } = HubSetup::start("svc-notify", json!({})).await;
     let socket_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&socket_path).unwrap();
     let mut sidecar = spawn_notified(&dir, &config, socket_path.to_str().unwrap());

@@ -493,6 +493,18 @@ pub fn identified(agent: &str) -> impl Fn(&HubEvent) -> bool + '_ {
     move |e| matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == agent)
 }
 
+/// True for the hub's event of the sidecar closing its socket politely (code 1000, by the sidecar).
+pub fn closed_by_sidecar(e: &HubEvent) -> bool {
+    matches!(
+        e,
+        HubEvent::Closed {
+            code: Some(1000),
+            by_hub: false,
+            ..
+        }
+    )
+}
+
 /// A TCP proxy that, once `black_hole` is set, swallows every byte of the connections it holds
 /// (no FIN, no RST), as a NAT that dropped the mapping would. New connections pass normally.
 pub async fn proxy(target: std::net::SocketAddr, black_hole: Arc<AtomicBool>) -> String {
