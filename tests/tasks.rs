@@ -412,19 +412,16 @@ async fn wake_and_cancel_commands_never_see_the_token_or_the_service_managers_va
     .await;
     let token = w.token.clone();
     let notify = w.dir.join("notify.sock").display().to_string();
-    let _sidecar = Sidecar::spawn_with_env(
-        w.dir.path(),
-        &w.config,
-        &[
-            ("AGENTCOM_TOKEN", token.as_str()),
-            ("NOTIFY_SOCKET", notify.as_str()),
-            ("WATCHDOG_USEC", "60000000"),
-            ("WATCHDOG_PID", "1"),
-            ("LISTEN_FDS", "0"),
-            ("LISTEN_PID", "1"),
-            ("LISTEN_FDNAMES", "none"),
-        ],
-    );
+    let env = [
+        ("AGENTCOM_TOKEN", token.as_str()),
+        ("NOTIFY_SOCKET", notify.as_str()),
+        ("WATCHDOG_USEC", "60000000"),
+        ("WATCHDOG_PID", "1"),
+        ("LISTEN_FDS", "0"),
+        ("LISTEN_PID", "1"),
+        ("LISTEN_FDNAMES", "none"),
+    ];
+    let _sidecar = Sidecar::spawn_with_env(w.dir.path(), &w.config, &env);
     w.identified().await;
     let id = w.submit("print your environment");
     w.wait_started(&id).await;
@@ -433,22 +430,15 @@ async fn wake_and_cancel_commands_never_see_the_token_or_the_service_managers_va
     wait_file(&cancel_env, SECS(10)).await;
     for file in [w.dir.join("wake-env.txt"), cancel_env] {
         // The file appears at once; give the command a moment to finish writing it.
-        let deadline = tokio::time::Instant::now() + SECS(5);
-        let mut text = std::fs::read_to_string(&file).unwrap();
-        while !text.contains("AGENTCOM_TASK_ID=") && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            text = std::fs::read_to_string(&file).unwrap();
-        }
+        let read = || std::fs::read_to_string(&file).unwrap();
+        let text = poll(
+            SECS(5),
+            || format!("{} unfinished: {}", file.display(), read()),
+            || Some(read()).filter(|text| text.contains("AGENTCOM_TASK_ID=")),
+        )
+        .await;
         assert!(text.contains(&format!("AGENTCOM_TASK_ID={id}")), "{text}");
-        for name in [
-            "AGENTCOM_TOKEN",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "LISTEN_FDNAMES",
-        ] {
+        for (name, _) in env {
             assert!(
                 !text.lines().any(|l| l.starts_with(&format!("{name}="))),
                 "{name} reached {}",
