@@ -98,6 +98,14 @@ impl World {
         Self::with_hub(agent, extra, hub, None)
     }
 
+    /// A new hub and the binary identified at it, with the default config.
+    async fn running(agent: &str) -> (World, Sidecar) {
+        let w = World::new(agent, json!({})).await;
+        let sidecar = w.spawn();
+        w.identified_after(0, SECS(10)).await;
+        (w, sidecar)
+    }
+
     /// `url`: connect there instead of the hub (a proxy in front of it).
     fn with_hub(agent: &str, extra: Value, hub: EmbeddedHub, url: Option<String>) -> World {
         let setup = HubSetup::with_hub(hub, url.as_deref(), agent, json!({})).with_agent(
@@ -539,9 +547,7 @@ async fn campaign(
 
 #[tokio::test]
 async fn the_hub_killed_and_restarted_mid_task_loses_nothing() {
-    let w = World::new("faults-hub", json!({})).await;
-    let _sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
+    let (w, _sidecar) = World::running("faults-hub").await;
     // 1. Stopped while the agent works, back before it finishes.
     let working = w.submit_with_retries("hold:0", 3);
     w.wait_started(&working).await;
@@ -608,9 +614,7 @@ async fn a_link_black_holed_mid_task_is_dropped_and_the_outcome_delivered_once()
 
 #[tokio::test]
 async fn the_results_folder_deleted_while_running_is_recreated_and_rewatched() {
-    let w = World::new("faults-rmdir", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
+    let (w, sidecar) = World::running("faults-rmdir").await;
     // Deleted while the agent works: re-created (by the watcher's fallback check) before the
     // agent writes its result into it, and the result is still picked up.
     let held = w.submit_with_retries("hold:0", 3);
@@ -893,9 +897,7 @@ fn unsafe_is_root() -> bool {
 #[tokio::test]
 async fn an_injected_write_error_at_persist_time_drops_the_link_until_writable_and_loses_no_task() {
     // Works as root too: the store's temp file name is taken by a folder, so creating it fails.
-    let w = World::new("faults-eisdir", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
+    let (w, sidecar) = World::running("faults-eisdir").await;
     let blocker = w.dir.join(format!("queue.json.tmp-{}", sidecar.pid()));
     std::fs::create_dir_all(blocker.join("occupied")).unwrap();
     let id = w.submit_with_retries("now:0", 2);
@@ -917,9 +919,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_100_mib_result_file_is_refused_as_too_large_without_being_read() {
-    let w = World::new("faults-huge", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
+    let (w, sidecar) = World::running("faults-huge").await;
     let id = w.submit_with_retries("huge:0", 1);
     let record = w.wait_terminal(&id, SECS(20)).await;
     assert_eq!(record.status, "dead_letter", "{record:?}");
@@ -938,9 +938,7 @@ async fn a_100_mib_result_file_is_refused_as_too_large_without_being_read() {
 
 #[tokio::test]
 async fn an_over_limit_frame_from_the_hub_is_dropped_with_the_link_and_logged() {
-    let w = World::new("faults-bigframe", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
+    let (w, sidecar) = World::running("faults-bigframe").await;
     let mark = w.hub.history().len();
     // 2 MiB: over the 1 MiB limit; the hub sends it whole.
     let frame =
