@@ -251,6 +251,15 @@ fn task_problem(record: &TaskRecord) -> Option<String> {
     }
 }
 
+/// The first `ws_close` the sidecar logs (waiting up to 5 s for it): its reason, and the line.
+async fn ws_close(sidecar: &Sidecar) -> (String, Value) {
+    let closed = sidecar
+        .wait_log_event("ws_close", SECS(5))
+        .await
+        .expect("ws_close logged");
+    (closed["reason"].as_str().unwrap_or("").to_owned(), closed)
+}
+
 fn full_profile() -> bool {
     std::env::var("FAULT_PROFILE").is_ok_and(|p| p == "full")
 }
@@ -945,17 +954,8 @@ async fn an_over_limit_frame_from_the_hub_is_dropped_with_the_link_and_logged() 
         json!({"type": "task_assign", "task_id": "big", "generation": 1, "description": "x".repeat(2 << 20)});
     w.hub.push("faults-bigframe", frame).await.unwrap();
     w.identified_after(mark, SECS(10)).await;
-    let closed = sidecar
-        .wait_log_event("ws_close", SECS(5))
-        .await
-        .expect("ws_close logged");
-    assert!(
-        closed["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Message too long"),
-        "{closed}"
-    );
+    let (reason, closed) = ws_close(&sidecar).await;
+    assert!(reason.contains("Message too long"), "{closed}");
     let log = std::fs::read_to_string(w.dir.join("sidecar.log")).unwrap();
     assert!(!log.contains("\"task_received\""), "the frame was used: {log}");
     // And tasks still flow on the new connection.
@@ -1015,15 +1015,9 @@ async fn a_100_mib_frame_is_refused_from_its_header_not_buffered() {
     assert!(again.is_ok(), "no reconnect after the refused frame");
     let peak = peak_rss_kib(sidecar.pid());
     assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
-    let closed = sidecar
-        .wait_log_event("ws_close", SECS(5))
-        .await
-        .expect("ws_close logged");
+    let (reason, closed) = ws_close(&sidecar).await;
     assert!(
-        closed["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Message too long: 104857600 > 1048576"),
+        reason.contains("Message too long: 104857600 > 1048576"),
         "{closed}"
     );
 }

@@ -155,6 +155,18 @@ impl Proxy {
         format!("http://{}", self.addr)
     }
 
+    /// The one request head the proxy saw, after asserting it is a `CONNECT` to `addr`.
+    fn one_connect_to(&self, addr: SocketAddr) -> String {
+        let heads = self.heads();
+        assert_eq!(heads.len(), 1);
+        assert!(
+            heads[0].starts_with(&format!("CONNECT {addr} HTTP/1.1\r\n")),
+            "{}",
+            heads[0]
+        );
+        heads[0].clone()
+    }
+
     fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
     }
@@ -369,14 +381,8 @@ async fn ws_goes_through_the_proxy() {
     let (options, _) = options(None, config);
     let mut ws = connect(options, &format!("ws://{addr}/ws")).await.unwrap();
     round_trip(&mut ws).await;
-    let heads = proxy.heads();
-    assert_eq!(heads.len(), 1);
-    assert!(
-        heads[0].starts_with(&format!("CONNECT {addr} HTTP/1.1\r\n")),
-        "{}",
-        heads[0]
-    );
-    assert!(!heads[0].contains("Proxy-Authorization"), "{}", heads[0]);
+    let head = proxy.one_connect_to(addr);
+    assert!(!head.contains("Proxy-Authorization"), "{head}");
 }
 
 #[tokio::test]
@@ -393,18 +399,11 @@ async fn wss_goes_through_the_proxy_with_credentials() {
     let (options, _) = options(Some(ca), config);
     let mut ws = connect(options, &format!("wss://{addr}/ws")).await.unwrap();
     round_trip(&mut ws).await;
-    let heads = proxy.heads();
-    assert_eq!(heads.len(), 1);
-    assert!(
-        heads[0].starts_with(&format!("CONNECT {addr} HTTP/1.1\r\n")),
-        "{}",
-        heads[0]
-    );
+    let head = proxy.one_connect_to(addr);
     // base64("alice:s@cret")
     assert!(
-        heads[0].contains("\r\nProxy-Authorization: Basic YWxpY2U6c0BjcmV0\r\n"),
-        "{}",
-        heads[0]
+        head.contains("\r\nProxy-Authorization: Basic YWxpY2U6c0BjcmV0\r\n"),
+        "{head}"
     );
 }
 
