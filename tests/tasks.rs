@@ -4,7 +4,7 @@ mod support;
 
 use agentcom_sidecar::hub::HubEvent;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use support::*;
 
@@ -52,29 +52,6 @@ async fn spawned(agent: &str, wake: &str, extra: Value) -> (World, Sidecar) {
     let sidecar = w.spawn();
     w.identified().await;
     (w, sidecar)
-}
-
-/// Waits until queue.json records the active task's process group (with its leader's start
-/// time): from then on a restarted sidecar can find the agent.
-async fn wait_group_persisted(w: &World) {
-    let queue = w.dir.join("queue.json");
-    poll(
-        SECS(5),
-        || {
-            format!(
-                "no group in {}",
-                std::fs::read_to_string(&queue).unwrap_or_default()
-            )
-        },
-        || {
-            let text = std::fs::read_to_string(&queue).ok()?;
-            let queue: Value = serde_json::from_str(&text).ok()?;
-            queue["active"]["agent_groups"][0]["start_ticks"]
-                .is_u64()
-                .then_some(())
-        },
-    )
-    .await
 }
 
 #[tokio::test]
@@ -454,6 +431,30 @@ async fn wake_and_cancel_commands_never_see_the_token_or_the_service_managers_va
 #[cfg(unix)]
 mod agent_processes {
     use super::*;
+    use std::path::Path;
+
+    /// Waits until queue.json records the active task's process group (with its leader's start
+    /// time): from then on a restarted sidecar can find the agent.
+    async fn wait_group_persisted(w: &World) {
+        let queue = w.dir.join("queue.json");
+        poll(
+            SECS(5),
+            || {
+                format!(
+                    "no group in {}",
+                    std::fs::read_to_string(&queue).unwrap_or_default()
+                )
+            },
+            || {
+                let text = std::fs::read_to_string(&queue).ok()?;
+                let queue: Value = serde_json::from_str(&text).ok()?;
+                queue["active"]["agent_groups"][0]["start_ticks"]
+                    .is_u64()
+                    .then_some(())
+            },
+        )
+        .await
+    }
 
     /// Whether `pid` runs (a zombie does not count).
     fn running(pid: u32) -> bool {
