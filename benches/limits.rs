@@ -42,14 +42,15 @@
 //! quick run. Every child is killed at the end, also on panic (a guard, plus PR_SET_PDEATHSIG).
 //! Linux only (/proc).
 
-// The tests' helpers: `support::binary()` starts the binary with a scrubbed environment.
+// The tests' helpers: `support::binary()` starts the binary with a scrubbed environment;
+// `support::TempDir` is the scratch folder.
 #[cfg(target_os = "linux")]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::support;
+    use super::support::{self, TempDir};
     use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
     use serde_json::{json, Value};
     use std::collections::HashSet;
@@ -103,15 +104,6 @@ mod linux {
     impl Drop for Procs {
         fn drop(&mut self) {
             self.kill_all();
-        }
-    }
-
-    /// A folder under the temp dir, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -774,9 +766,7 @@ mod linux {
             );
         }
         let fleet_tasks_size = scaled("BENCH_FLEET_TASKS", 200, 10);
-        let root =
-            Scratch(std::env::temp_dir().join(format!("agentcom-sidecar-limits-{}", std::process::id())));
-        let _ = std::fs::remove_dir_all(&root.0);
+        let root = TempDir::new("limits");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -787,7 +777,7 @@ mod linux {
         rt.block_on(async {
             if run_section("idle") {
             eprintln!("idle: {runs} sidecars, {idle_secs} s idle...");
-            let idle = idle(&root.0, runs, idle_secs).await;
+            let idle = idle(root.path(), runs, idle_secs).await;
             let rss_p99 = pct(&idle.rss_mib, 0.99);
             figures.push(
                 Figure::of("idle_rss", "idle resident memory (VmRSS)", "MiB", &idle.rss_mib)
@@ -814,7 +804,7 @@ mod linux {
 
             if run_section("tasks") {
             eprintln!("task path: {tasks} tasks...");
-            let (accept, complete) = task_path(&root.0, tasks).await;
+            let (accept, complete) = task_path(root.path(), tasks).await;
             let a50 = pct(&accept, 0.5);
             figures.push(
                 Figure::of("accept", "task_assign -> task_accepted (fsync'd)", "ms", &accept)
@@ -829,14 +819,14 @@ mod linux {
             }
             if run_section("restarts") {
             eprintln!("hub restarts: {restarts_n} x 2...");
-            let default = restarts(&root.0, "restart-default", restarts_n, json!({})).await;
+            let default = restarts(root.path(), "restart-default", restarts_n, json!({})).await;
             figures.push(Figure::of(
                 "restart_identified",
                 "hub restart -> identified (1000 ms, j 0.5)",
                 "ms",
                 &default,
             ));
-            let fast = restarts(&root.0, "restart-fast", restarts_n, json!({ "reconnect_initial_ms": 100 })).await;
+            let fast = restarts(root.path(), "restart-fast", restarts_n, json!({ "reconnect_initial_ms": 100 })).await;
             figures.push(Figure::of(
                 "restart_identified_100ms",
                 "hub restart -> identified (100 ms, j 0.5)",
@@ -847,7 +837,7 @@ mod linux {
             }
             if run_section("throughput") {
             eprintln!("throughput: {through_n} tasks, the wake command writes results (ahead {ahead})...");
-            let t = throughput(&root.0, through_n, true, ahead).await;
+            let t = throughput(root.path(), through_n, true, ahead).await;
             figures.push(Figure::of(
                 "throughput",
                 format!("throughput ({} tasks, agent writes results)", t.tasks),
@@ -862,7 +852,7 @@ mod linux {
             );
             extra.insert("task_run_ms_per_task".into(), json!(t.run_ms_per_task));
             eprintln!("throughput: {agent_n} tasks, the bench writes results...");
-            let a = throughput(&root.0, agent_n, false, ahead).await;
+            let a = throughput(root.path(), agent_n, false, ahead).await;
             figures.push(
                 Figure::of(
                     "throughput_agent",
@@ -879,7 +869,7 @@ mod linux {
             }
             if run_section("fleet_tasks") {
                 eprintln!("fleet: {fleet_tasks_size} sidecars, one task each (inotify instances: {inotify})...");
-                let ft = fleet_tasks(&root.0, fleet_tasks_size).await;
+                let ft = fleet_tasks(root.path(), fleet_tasks_size).await;
                 let all = ft.identified == fleet_tasks_size && ft.completed == fleet_tasks_size;
                 figures.push(
                     Figure::of(
@@ -904,7 +894,7 @@ mod linux {
                 let mut fr = vec![];
                 for _ in 0..fleet_runs {
                     eprintln!("fleet: {fleet_size} sidecars, jitter {jitter}, run {}...", run + 1);
-                    fr.push(fleet(&root.0, run, fleet_size, jitter).await);
+                    fr.push(fleet(root.path(), run, fleet_size, jitter).await);
                     run += 1;
                 }
                 let col = |f: fn(&FleetRun) -> f64| fr.iter().map(f).collect::<Vec<f64>>();

@@ -140,11 +140,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 
-    fn temp(label: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("agentcom-files-{}-{label}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn temp(label: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("agentcom-files-{label}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn mkfifo(path: &Path) {
@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn a_fifo_is_refused_at_once_and_named() {
-        let dir = temp("fifo");
+        let tmp = temp("fifo");
+        let dir = tmp.path();
         let fifo = dir.join("f");
         mkfifo(&fifo);
         let started = Instant::now();
@@ -171,15 +172,15 @@ mod tests {
             );
         }
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(not_regular(&dir), Some("a folder"));
+        assert_eq!(not_regular(dir), Some("a folder"));
         assert_eq!(not_regular(Path::new("/dev/null")), Some("a character device"));
         assert_eq!(not_regular(&dir.join("absent")), None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn created_files_and_folders_are_private() {
-        let dir = temp("modes");
+        let tmp = temp("modes");
+        let dir = tmp.path();
         let sub = dir.join("a/b");
         create_dir_all(&sub).unwrap();
         for d in [dir.join("a"), sub.clone()] {
@@ -192,6 +193,5 @@ mod tests {
             assert_eq!(mode, 0o600, "{f}");
         }
         assert_eq!(std::fs::read(sub.join("x")).unwrap(), b"1");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

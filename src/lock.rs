@@ -179,8 +179,12 @@ mod tests {
 
     #[test]
     fn a_second_lock_in_the_same_folder_is_refused_with_the_pid() {
-        let dir = std::env::temp_dir().join(format!("agentcom-lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::Builder::new()
+            .prefix("agentcom-lock-")
+            .tempdir()
+            .unwrap();
+        // Not made yet: acquiring the lock makes its folder.
+        let dir = tmp.path().join("state");
         let first = InstanceLock::acquire(&dir).unwrap();
         match InstanceLock::acquire(&dir) {
             Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),

@@ -4,10 +4,9 @@
 
 mod support;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
+use agentcom_sidecar::hub::TaskSpec;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -25,81 +24,37 @@ echo "$AGENTCOM_TASK_ID" >> "$dir/../wakes"
 ) > /dev/null 2>&1 &
 "#;
 
-struct World {
-    hub: EmbeddedHub,
-    dir: TempDir,
-    config: PathBuf,
-    agent: String,
-}
+/// The hub, the folder and the config (see [`HubSetup`]), with [`AGENT_SH`] as the agent.
+type World = HubSetup;
 
-impl World {
-    /// `max_pending`: None leaves the default.
-    async fn new(agent: &str, max_pending: Option<u64>) -> World {
-        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-        let token = hub.add_token(agent);
-        let dir = TempDir::new(agent);
-        std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
-        let extra = match max_pending {
-            Some(n) => json!({"max_pending": n}),
-            None => json!({}),
-        };
-        let mut config: Value = serde_json::from_str(&config_json(agent, &token, &hub.url(), extra)).unwrap();
-        config["wake_command"] = format!("sh {}", dir.join("agent.sh").display()).into();
-        let path = dir.join("config.json");
-        write_private(&path, &config.to_string());
-        World {
-            hub,
-            dir,
-            config: path,
-            agent: agent.to_owned(),
-        }
-    }
-
-    /// Every frame the sidecar sent, parsed, in order.
-    fn sent(&self) -> Vec<Value> {
-        self.hub
-            .history()
-            .iter()
-            .filter_map(|e| match e {
-                HubEvent::Received { text, .. } => serde_json::from_str(text).ok(),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn wakes(&self, id: &str) -> usize {
-        std::fs::read_to_string(self.dir.join("wakes"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| *l == id)
-            .count()
-    }
-
-    async fn until(&self, what: &str, within: Duration, done: impl Fn(&World) -> bool) {
-        let deadline = Instant::now() + within;
-        while !done(self) {
-            assert!(
-                Instant::now() < deadline,
+/// Waits until `done` holds, saying what the sidecar sent if it does not within `within`.
+async fn until(w: &World, what: &str, within: Duration, done: impl Fn(&World) -> bool) {
+    poll(
+        within,
+        || {
+            format!(
                 "{what} not within {within:?}; the sidecar sent {:#?}",
-                self.sent()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+                w.frames_from_sidecar()
+            )
+        },
+        || done(w).then_some(()),
+    )
+    .await
 }
 
 /// `n` tasks submitted back to back while the hub's double assignment is on: the hub hands all
 /// of them to the one agent at once (its FSM ends up assigned to the last one).
 async fn burst(agent: &str, max_pending: Option<u64>, n: usize) -> (World, Sidecar, Vec<String>) {
-    let w = World::new(agent, max_pending).await;
-    let sidecar = Sidecar::spawn(w.dir.path(), &w.config);
-    w.until("identified", SECS(10), |w| {
-        w.hub
-            .history()
-            .iter()
-            .any(|e| matches!(e, HubEvent::Identified { agent_id, .. } if *agent_id == w.agent))
-    })
-    .await;
+    // `max_pending`: None leaves the default.
+    let extra = match max_pending {
+        Some(n) => json!({"max_pending": n}),
+        None => json!({}),
+    };
+    let mut w = HubSetup::start(agent, extra)
+        .await
+        .with_agent(AGENT_SH, "sh AGENT", json!({}));
+    let sidecar = w.spawn();
+    w.identified().await;
     w.hub.set_double_assign(true);
     let ids: Vec<String> = (0..n)
         .map(|i| {
@@ -120,25 +75,21 @@ async fn burst(agent: &str, max_pending: Option<u64>, n: usize) -> (World, Sidec
 /// Every task accepted, none failed or refused, each woken once and completed with its own
 /// result and no retry; the hub logged no warning and the agent is neither stalled nor flagged.
 async fn all_held_and_completed(w: &World, ids: &[String]) {
-    w.until("every task accepted", SECS(10), |w| {
-        let sent = w.sent();
+    until(w, "every task accepted", SECS(10), |w| {
+        let sent = w.frames_from_sidecar();
         ids.iter().all(|id| {
             sent.iter()
                 .any(|f| f["type"] == "task_accepted" && f["task_id"] == id.as_str())
         })
     })
     .await;
-    std::fs::write(w.dir.join("release"), "").unwrap();
-    w.until("every task completed", SECS(20), |w| {
+    w.release();
+    until(w, "every task completed", SECS(20), |w| {
         ids.iter()
             .all(|id| w.hub.task(id).is_some_and(|t| t.status == "completed"))
     })
     .await;
-    let failed: Vec<Value> = w
-        .sent()
-        .into_iter()
-        .filter(|f| f["type"] == "task_failed")
-        .collect();
+    let failed: Vec<Value> = w.sent_of_type("task_failed");
     assert!(failed.is_empty(), "task_failed sent: {failed:?}");
     for id in ids {
         let task = w.hub.task(id).unwrap();

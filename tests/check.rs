@@ -33,10 +33,13 @@ fn check_binary(path: &std::path::Path) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn ok_when_the_hub_identifies_and_closes_cleanly() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token("check-ok");
-    let dir = TempDir::new("check-ok");
-    let path = write(&dir, "check-ok", &token, &hub.url(), json!({}));
+    let HubSetup {
+        hub,
+        token,
+        dir: _dir,
+        config: path,
+        ..
+    } = HubSetup::start("check-ok", json!({"wake_command": "true"})).await;
     let (code, out) = tokio::task::spawn_blocking(move || check_binary(&path))
         .await
         .unwrap();
@@ -47,23 +50,12 @@ async fn ok_when_the_hub_identifies_and_closes_cleanly() {
     );
     assert!(out.contains("results_dir"), "{out}");
     assert!(!out.contains(&token), "the token leaked:\n{out}");
-    let deadline = tokio::time::Instant::now() + SECS(2);
-    while !hub.history().iter().any(|e| {
-        matches!(
-            e,
-            HubEvent::Closed {
-                code: Some(1000),
-                by_hub: false,
-                ..
-            }
-        )
-    }) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the hub did not see a close 1000"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll(
+        SECS(2),
+        || "the hub did not see a close 1000".to_owned(),
+        || hub.history().iter().any(closed_by_sidecar).then_some(()),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -106,8 +98,13 @@ fn refused_when_nothing_listens() {
 
 #[tokio::test]
 async fn a_hub_cooldown_is_its_own_verdict() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token("check-cooldown");
+    let HubSetup {
+        hub,
+        token,
+        dir: _dir,
+        config: path,
+        ..
+    } = HubSetup::start("check-cooldown", json!({"wake_command": "true"})).await;
     // Earn a strike: 10 invalid frames on an identified socket.
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -121,8 +118,6 @@ async fn a_hub_cooldown_is_its_own_verdict() {
             .unwrap();
     }
     while let Some(Ok(_)) = ws.next().await {}
-    let dir = TempDir::new("check-cooldown");
-    let path = write(&dir, "check-cooldown", &token, &hub.url(), json!({}));
     let (code, out) = tokio::task::spawn_blocking(move || check_binary(&path))
         .await
         .unwrap();
@@ -151,24 +146,27 @@ fn a_missing_wake_program_is_a_host_problem() {
 
 #[tokio::test]
 async fn a_running_daemon_is_not_identified_again() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token("check-daemon");
-    let dir = TempDir::new("check-daemon");
-    let path = write(&dir, "check-daemon", &token, &hub.url(), json!({}));
-    let mut events = hub.events();
+    let HubSetup {
+        hub,
+        mut events,
+        dir,
+        config: path,
+        ..
+    } = HubSetup::start("check-daemon", json!({"wake_command": "true"})).await;
     let daemon = Sidecar::spawn(dir.path(), &path);
     wait_hub(&mut events, SECS(10), "identified", identified("check-daemon")).await;
     daemon.wait_log_event("identified", SECS(5)).await.unwrap();
     // Give the daemon's state file a moment to say identified.
     let state = dir.join("agentcom-sidecar.state.json");
-    let deadline = tokio::time::Instant::now() + SECS(5);
-    while !std::fs::read_to_string(&state)
-        .unwrap_or_default()
-        .contains("\"identified\"")
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(
+        SECS(5),
+        || format!("{} never said identified", state.display()),
+        || {
+            let text = std::fs::read_to_string(&state).unwrap_or_default();
+            text.contains("\"identified\"").then_some(())
+        },
+    )
+    .await;
     let p = path.clone();
     let (code, out) = tokio::task::spawn_blocking(move || check_binary(&p))
         .await

@@ -24,18 +24,14 @@ struct Setup {
 /// A hub, a config for `agent`, and the binary running against `url` (the hub's unless given).
 async fn setup(agent: &str, url: Option<String>, extra: Value) -> Setup {
     let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(agent);
-    let events = hub.events();
-    let dir = TempDir::new(agent);
-    let url = url.unwrap_or_else(|| hub.url());
-    write_private(&dir.join("config.json"), &config_json(agent, &token, &url, extra));
-    let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    let s = HubSetup::with_hub(hub, url.as_deref(), agent, extra);
+    let sidecar = s.spawn();
     Setup {
-        hub,
-        token,
-        _dir: dir,
+        hub: s.hub,
+        token: s.token,
+        _dir: s.dir,
         sidecar,
-        events,
+        events: s.events,
     }
 }
 
@@ -84,17 +80,7 @@ async fn sigterm_sigint_and_sighup_close_with_1000_and_exit_0() {
         s.sidecar.signal(signal);
         let status = s.sidecar.wait_exit(SECS(2)).await.expect("exited within 2 s");
         assert_eq!(status.code(), Some(0), "{signal}: {}", s.sidecar.stderr());
-        wait_hub(&mut s.events, SECS(2), "close 1000", |e| {
-            matches!(
-                e,
-                HubEvent::Closed {
-                    code: Some(1000),
-                    by_hub: false,
-                    ..
-                }
-            )
-        })
-        .await;
+        wait_hub(&mut s.events, SECS(2), "close 1000", closed_by_sidecar).await;
         let log = s.sidecar.log_events();
         let shutdown = log
             .iter()
@@ -187,13 +173,12 @@ async fn a_silent_link_is_dropped_within_interval_plus_timeout() {
     let hole = Arc::new(AtomicBool::new(false));
     let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
     let url = proxy(hub.addr(), hole.clone()).await;
-    let token = hub.add_token("cli-silent");
-    let mut events = hub.events();
-    let dir = TempDir::new("cli-silent");
-    write_private(
-        &dir.join("config.json"),
-        &config_json("cli-silent", &token, &url, json!({})),
-    );
+    let HubSetup {
+        hub: _hub,
+        mut events,
+        dir,
+        ..
+    } = HubSetup::with_hub(hub, Some(&url), "cli-silent", json!({}));
     let sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
     wait_hub(&mut events, SECS(10), "identified", identified("cli-silent")).await;
     sidecar
@@ -328,17 +313,7 @@ async fn auth_failure_is_reported_and_retried_at_the_capped_delay() {
         matches!(e, HubEvent::Connected { .. })
     })
     .await;
-    wait_hub(&mut events, SECS(5), "the sidecar's close", |e| {
-        matches!(
-            e,
-            HubEvent::Closed {
-                code: Some(1000),
-                by_hub: false,
-                ..
-            }
-        )
-    })
-    .await;
+    wait_hub(&mut events, SECS(5), "the sidecar's close", closed_by_sidecar).await;
     let second = wait_hub(&mut events, SECS(5), "a second connection", |e| {
         matches!(e, HubEvent::Connected { .. })
     })

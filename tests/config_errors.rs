@@ -8,6 +8,15 @@ use std::net::TcpListener;
 use std::time::Duration;
 use support::*;
 
+/// Runs `future` to completion on a current-thread runtime, for a test that is sync until then.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 /// Run `run --config` on `text`; return (exit code, stderr). A listener stands where hub_url
 /// points, and the test fails if anything connects to it.
 fn run_with(name: &str, text: Option<&str>) -> (Option<i32>, String, std::path::PathBuf, TempDir) {
@@ -150,11 +159,7 @@ fn unused_node_keys_are_warnings_not_errors() {
     config["reviewer"] = "someone".into();
     write_private(&dir.join("config.json"), &config.to_string());
     let mut sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         sidecar
             .wait_log_event("ws_connect_error", Duration::from_secs(10))
             .await
@@ -264,20 +269,16 @@ fn a_config_others_can_read_is_refused_with_the_chmod_fix() {
 #[cfg(unix)]
 #[test]
 fn allow_insecure_permissions_lets_it_start() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-        let token = hub.add_token("perm-allowed");
-        let mut events = hub.events();
-        let dir = TempDir::new("config-0644-allowed");
-        let path = dir.join("config.json");
-        write_private(
-            &path,
-            &config_json("perm-allowed", &token, &hub.url(), serde_json::json!({})),
-        );
+        let HubSetup {
+            hub: _hub,
+            token,
+            mut events,
+            dir,
+            config: path,
+            ..
+        } = HubSetup::with_hub(hub, None, "perm-allowed", serde_json::json!({}));
         set_mode(&path, 0o664);
         let mut sidecar = spawn_with(&dir, &["--allow-insecure-permissions"], &[]);
         wait_hub(
@@ -310,11 +311,7 @@ fn a_token_file_others_can_read_is_refused() {
     write_private(&token_path, &format!("{SECRET}\n"));
     set_mode(&token_path, 0o644);
     let mut sidecar = spawn_with(&dir, &[], &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let status = rt.block_on(sidecar.wait_exit(Duration::from_secs(10)));
+    let status = block_on(sidecar.wait_exit(Duration::from_secs(10)));
     let stderr = sidecar.stderr();
     assert_eq!(status.and_then(|s| s.code()), Some(78), "{stderr}");
     assert!(listener.accept().is_err(), "it connected despite the permissions");
@@ -336,11 +333,7 @@ fn a_token_file_others_can_read_is_refused() {
 
 #[test]
 fn the_token_comes_from_agentcom_token_then_token_file_and_is_never_shown() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
         // The hub knows the environment's token; the config's and the file's are wrong.
         let env_token = hub.add_token("env-token");

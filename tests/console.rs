@@ -6,7 +6,6 @@
 
 mod support;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions};
 use serde_json::json;
 use std::fs::File;
 use std::process::Stdio;
@@ -34,14 +33,12 @@ fn dev_full() -> File {
 async fn a_closed_or_full_stdout_does_not_stop_the_daemon() {
     for case in [Console::ClosedPipe, Console::DevFull, Console::BothClosed] {
         let agent = format!("console-{}", format!("{case:?}").to_lowercase());
-        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-        let token = hub.add_token(&agent);
-        let mut events = hub.events();
-        let dir = TempDir::new(&agent);
-        write_private(
-            &dir.join("config.json"),
-            &config_json(&agent, &token, &hub.url(), json!({})),
-        );
+        let HubSetup {
+            hub: _hub,
+            mut events,
+            dir,
+            ..
+        } = HubSetup::start(&agent, json!({})).await;
         let mut command = binary();
         command
             .args(["run", "--config"])
@@ -79,17 +76,7 @@ async fn a_closed_or_full_stdout_does_not_stop_the_daemon() {
             "{case:?}: {status:?}; stderr: {}",
             sidecar.stderr()
         );
-        wait_hub(&mut events, SECS(2), "close 1000", |e| {
-            matches!(
-                e,
-                HubEvent::Closed {
-                    code: Some(1000),
-                    by_hub: false,
-                    ..
-                }
-            )
-        })
-        .await;
+        wait_hub(&mut events, SECS(2), "close 1000", closed_by_sidecar).await;
         let log = sidecar.log_events();
         let names: Vec<&str> = log.iter().filter_map(|e| e["event"].as_str()).collect();
         for expected in ["startup", "ws_connecting", "identified", "shutdown"] {
@@ -139,13 +126,7 @@ fn other_commands_say_their_output_was_lost() {
 #[tokio::test]
 async fn the_first_start_over_a_node_log_moves_it_aside_once() {
     let agent = "console-node-log";
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(agent);
-    let dir = TempDir::new(agent);
-    write_private(
-        &dir.join("config.json"),
-        &config_json(agent, &token, &hub.url(), json!({})),
-    );
+    let HubSetup { hub: _hub, dir, .. } = HubSetup::start(agent, json!({})).await;
     // What the Node sidecar's lib/log.js writes (reference section 6.4).
     let node = concat!(
         r#"{"time":"2026-11-20T10:00:00.000Z","severity":"info","message":"startup","module":"sidecar/index","pid":4242,"node":"box","agent_id":"console-node-log","function":"main","line":12}"#,

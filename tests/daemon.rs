@@ -2,21 +2,16 @@
 
 mod support;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions};
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::*;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
+/// The hub and the folder with `config.json` of [`HubSetup`] for `agent`.
 async fn hub_and_config(agent: &str) -> (EmbeddedHub, TempDir) {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(agent);
-    let dir = TempDir::new(agent);
-    write_private(
-        &dir.join("config.json"),
-        &config_json(agent, &token, &hub.url(), json!({})),
-    );
+    let HubSetup { hub, dir, .. } = HubSetup::start(agent, json!({})).await;
     (hub, dir)
 }
 
@@ -113,17 +108,7 @@ async fn restart_sidecar_under_a_service_manager_exits_with_75() {
     .unwrap();
     let status = sidecar.wait_exit(SECS(3)).await.expect("exited");
     assert_eq!(status.code(), Some(75));
-    wait_hub(&mut events, SECS(2), "close 1000", |e| {
-        matches!(
-            e,
-            HubEvent::Closed {
-                code: Some(1000),
-                by_hub: false,
-                ..
-            }
-        )
-    })
-    .await;
+    wait_hub(&mut events, SECS(2), "close 1000", closed_by_sidecar).await;
 }
 
 #[tokio::test]

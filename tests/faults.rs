@@ -8,10 +8,10 @@
 
 mod support;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskRecord, TaskSpec};
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskRecord};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,13 +76,20 @@ impl Drop for AgentReaper {
     }
 }
 
+/// The hub, the folder and the config (see [`HubSetup`]) with [`AGENT_SH`] as the agent, and
+/// the reaper of the agents it leaves.
 struct World {
-    // Dropped first: it needs the folder, which `dir` removes.
+    // Dropped first: it needs the folder, which `setup` removes.
     _reaper: AgentReaper,
-    hub: EmbeddedHub,
-    dir: TempDir,
-    config: PathBuf,
-    agent: String,
+    setup: HubSetup,
+}
+
+impl std::ops::Deref for World {
+    type Target = HubSetup;
+
+    fn deref(&self) -> &HubSetup {
+        &self.setup
+    }
 }
 
 impl World {
@@ -91,83 +98,41 @@ impl World {
         Self::with_hub(agent, extra, hub, None)
     }
 
+    /// A new hub and the binary identified at it, with the default config.
+    async fn running(agent: &str) -> (World, Sidecar) {
+        let w = World::new(agent, json!({})).await;
+        let sidecar = w.spawn();
+        w.identified_after(0, SECS(10)).await;
+        (w, sidecar)
+    }
+
     /// `url`: connect there instead of the hub (a proxy in front of it).
     fn with_hub(agent: &str, extra: Value, hub: EmbeddedHub, url: Option<String>) -> World {
-        let token = hub.add_token(agent);
-        let dir = TempDir::new(agent);
-        std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
-        let hub_url = url.unwrap_or_else(|| hub.url());
-        let mut config: Value =
-            serde_json::from_str(&config_json(agent, &token, &hub_url, json!({}))).unwrap();
-        config["wake_command"] =
-            format!("sh {} ${{TASK_DESCRIPTION}}", dir.join("agent.sh").display()).into();
-        if let Value::Object(extra) = extra {
-            for (k, v) in extra {
-                config[k] = v;
-            }
-        }
-        let path = dir.join("config.json");
-        write_private(&path, &config.to_string());
-        let reaper = AgentReaper(dir.path().to_owned());
+        let setup = HubSetup::with_hub(hub, url.as_deref(), agent, json!({})).with_agent(
+            AGENT_SH,
+            "sh AGENT ${TASK_DESCRIPTION}",
+            extra,
+        );
         World {
-            hub,
-            dir,
-            config: path,
-            agent: agent.to_owned(),
-            _reaper: reaper,
+            _reaper: AgentReaper(setup.dir.path().to_owned()),
+            setup,
         }
-    }
-
-    fn spawn(&self) -> Sidecar {
-        Sidecar::spawn(self.dir.path(), &self.config)
-    }
-
-    fn submit(&self, description: &str, max_retries: u32) -> String {
-        self.hub.submit_task(TaskSpec {
-            description: description.into(),
-            max_retries,
-            ..TaskSpec::default()
-        })
-    }
-
-    fn results(&self) -> PathBuf {
-        self.dir.join("results")
     }
 
     /// Waits until the hub sees the agent identified (on a connection after `after` events).
     async fn identified_after(&self, after: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let seen = self.hub.history()[after..]
-                .iter()
-                .any(|e| matches!(e, HubEvent::Identified { agent_id, .. } if *agent_id == self.agent));
-            if seen {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not identified within {within:?}",
-                self.agent
-            );
-            tokio::time::sleep(MS(10)).await;
-        }
+        poll(
+            within,
+            || format!("{} not identified within {within:?}", self.agent),
+            || identified_since(&self.hub, after, &self.agent).then_some(()),
+        )
+        .await
     }
 
     async fn wait_terminal(&self, id: &str, within: Duration) -> TaskRecord {
-        let deadline = Instant::now() + within;
-        loop {
-            let record = self.hub.task(id);
-            if let Some(r) = &record {
-                if r.status == "completed" || r.status == "dead_letter" {
-                    return r.clone();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} not completed or dead-lettered within {within:?}: {record:?}\n{}",
-                self.dump(id)
-            );
-            tokio::time::sleep(MS(20)).await;
+        match self.try_wait_terminal(id, within).await {
+            Ok(record) => record,
+            Err(stuck) => panic!("task {id} {stuck}\n{}", self.dump(id)),
         }
     }
 
@@ -210,26 +175,6 @@ impl World {
         )
     }
 
-    async fn wait_file(&self, path: &Path, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !path.exists() {
-            assert!(Instant::now() < deadline, "{} did not appear", path.display());
-            tokio::time::sleep(MS(10)).await;
-        }
-    }
-
-    fn release(&self) {
-        std::fs::write(self.dir.join("release"), "").unwrap();
-    }
-
-    fn wakes(&self, id: &str) -> usize {
-        std::fs::read_to_string(self.dir.join("wakes"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| *l == id)
-            .count()
-    }
-
     /// Frames the hub sent that refused an outcome or a generation: must stay empty.
     fn refusals(&self) -> Vec<String> {
         self.hub
@@ -243,18 +188,6 @@ impl World {
                 }
                 _ => None,
             })
-            .collect()
-    }
-
-    fn sent_by_sidecar(&self, kind: &str) -> Vec<Value> {
-        self.hub
-            .history()
-            .iter()
-            .filter_map(|e| match e {
-                HubEvent::Received { text, .. } => serde_json::from_str::<Value>(text).ok(),
-                _ => None,
-            })
-            .filter(|f| f["type"] == kind)
             .collect()
     }
 
@@ -289,19 +222,6 @@ impl World {
             tokio::time::sleep(MS(20)).await;
         }
     }
-
-    async fn wait_queue_empty(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let text = std::fs::read_to_string(self.dir.join("queue.json")).unwrap_or_default();
-            let queue: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            if queue == json!({"active": null, "recovering": null}) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "queue.json still holds {text}");
-            tokio::time::sleep(MS(20)).await;
-        }
-    }
 }
 
 /// What is wrong with a task that should have ended well, if anything: not completed, completed
@@ -329,6 +249,15 @@ fn task_problem(record: &TaskRecord) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The first `ws_close` the sidecar logs (waiting up to 5 s for it): its reason, and the line.
+async fn ws_close(sidecar: &Sidecar) -> (String, Value) {
+    let closed = sidecar
+        .wait_log_event("ws_close", SECS(5))
+        .await
+        .expect("ws_close logged");
+    (closed["reason"].as_str().unwrap_or("").to_owned(), closed)
 }
 
 fn full_profile() -> bool {
@@ -502,7 +431,7 @@ async fn campaign(
                 _ => ("bg", rng.u64(0..800)),
             };
             *modes.entry(mode).or_default() += 1;
-            ids.push(w.submit(&format!("{mode}:{}.{:03}", delay / 1000, delay % 1000), 5));
+            ids.push(w.submit_with_retries(&format!("{mode}:{}.{:03}", delay / 1000, delay % 1000), 5));
         }
         // Let it run a random while, then kill it wherever it is. Three kills in four count that
         // while from the moment it identified, so that a slow start (a loaded machine) does not
@@ -517,8 +446,7 @@ async fn campaign(
         let history = w.hub.history();
         let point = kill_point(&history[spawned_at..]);
         *points.entry(point.clone()).or_default() += 1;
-        sidecar.signal("KILL");
-        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        sidecar.kill_hard().await;
         kills += 1;
         let flying: Vec<String> = ids
             .iter()
@@ -541,7 +469,7 @@ async fn campaign(
     // No more kills: everything must settle.
     if max_kills.is_some() {
         while ids.len() < lifecycles {
-            ids.push(w.submit("now:0", 5));
+            ids.push(w.submit_with_retries("now:0", 5));
         }
     }
     // Every task must end completed, once, with its own result; anything else fails the test
@@ -564,7 +492,7 @@ async fn campaign(
         }
     }
     let failed_frames: Vec<Value> = w
-        .sent_by_sidecar("task_failed")
+        .sent_of_type("task_failed")
         .into_iter()
         .filter(|f| ids.iter().any(|id| f["task_id"] == id.as_str()))
         .collect();
@@ -628,13 +556,10 @@ async fn campaign(
 
 #[tokio::test]
 async fn the_hub_killed_and_restarted_mid_task_loses_nothing() {
-    let w = World::new("faults-hub", json!({})).await;
-    let _sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
+    let (w, _sidecar) = World::running("faults-hub").await;
     // 1. Stopped while the agent works, back before it finishes.
-    let working = w.submit("hold:0", 3);
-    w.wait_file(&w.results().join(format!("{working}.started")), SECS(10))
-        .await;
+    let working = w.submit_with_retries("hold:0", 3);
+    w.wait_started(&working).await;
     w.hub.stop().await;
     let mark = w.hub.history().len();
     w.hub.restart().await.unwrap();
@@ -642,18 +567,16 @@ async fn the_hub_killed_and_restarted_mid_task_loses_nothing() {
     w.release();
     // 2. Stopped the moment a task is assigned (before or after task_accepted reached it).
     let mark = w.hub.history().len();
-    let fresh = w.submit("now:0", 3);
+    let fresh = w.submit_with_retries("now:0", 3);
     w.hub.stop().await;
     tokio::time::sleep(MS(200)).await;
     w.hub.restart().await.unwrap();
     w.identified_after(mark + 1, SECS(10)).await;
     // 3. Stopped while an outcome is on its way (the agent finishes while the hub is down).
-    let late = w.submit("slow:0.3", 3);
-    w.wait_file(&w.results().join(format!("{late}.started")), SECS(10))
-        .await;
+    let late = w.submit_with_retries("slow:0.3", 3);
+    w.wait_started(&late).await;
     w.hub.stop().await;
-    w.wait_file(&w.results().join(format!("{late}.json")), SECS(10))
-        .await;
+    wait_file(&w.results().join(format!("{late}.json")), SECS(10)).await;
     w.hub.restart().await.unwrap();
     for id in [&working, &fresh, &late] {
         let record = w.wait_terminal(id, SECS(20)).await;
@@ -679,9 +602,8 @@ async fn a_link_black_holed_mid_task_is_dropped_and_the_outcome_delivered_once()
     let w = World::with_hub("faults-hole", json!({}), hub, Some(url));
     let sidecar = w.spawn();
     w.identified_after(0, SECS(10)).await;
-    let held = w.submit("hold:0", 3);
-    w.wait_file(&w.results().join(format!("{held}.started")), SECS(10))
-        .await;
+    let held = w.submit_with_retries("hold:0", 3);
+    w.wait_started(&held).await;
     hole.store(true, Ordering::SeqCst);
     w.release();
     sidecar
@@ -692,7 +614,7 @@ async fn a_link_black_holed_mid_task_is_dropped_and_the_outcome_delivered_once()
     assert_eq!(record.status, "completed", "{record:?}");
     w.check_task(&record);
     // And the next task goes through the new connection.
-    let next = w.submit("now:0", 3);
+    let next = w.submit_with_retries("now:0", 3);
     let record = w.wait_terminal(&next, SECS(20)).await;
     assert_eq!(record.status, "completed", "{record:?}");
     assert_eq!(w.wakes(&held), 1);
@@ -701,16 +623,13 @@ async fn a_link_black_holed_mid_task_is_dropped_and_the_outcome_delivered_once()
 
 #[tokio::test]
 async fn the_results_folder_deleted_while_running_is_recreated_and_rewatched() {
-    let w = World::new("faults-rmdir", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
+    let (w, sidecar) = World::running("faults-rmdir").await;
     // Deleted while the agent works: re-created (by the watcher's fallback check) before the
     // agent writes its result into it, and the result is still picked up.
-    let held = w.submit("hold:0", 3);
-    w.wait_file(&w.results().join(format!("{held}.started")), SECS(10))
-        .await;
+    let held = w.submit_with_retries("hold:0", 3);
+    w.wait_started(&held).await;
     std::fs::remove_dir_all(w.results()).unwrap();
-    w.wait_file(&w.results(), SECS(10)).await;
+    wait_file(&w.results(), SECS(10)).await;
     w.release();
     let record = w.wait_terminal(&held, SECS(15)).await;
     assert_eq!(record.status, "completed", "{record:?}");
@@ -721,13 +640,12 @@ async fn the_results_folder_deleted_while_running_is_recreated_and_rewatched() {
         .await
         .expect("acknowledged");
     std::fs::remove_dir_all(w.results()).unwrap();
-    let next = w.submit("bg:0.1", 3);
+    let next = w.submit_with_retries("bg:0.1", 3);
     let record = w.wait_terminal(&next, SECS(15)).await;
     assert_eq!(record.status, "completed", "{record:?}");
     // And once more, replaced by a fresh folder at the same path while a task runs.
-    let replaced = w.submit("slow:0.6", 3);
-    w.wait_file(&w.results().join(format!("{replaced}.started")), SECS(10))
-        .await;
+    let replaced = w.submit_with_retries("slow:0.6", 3);
+    w.wait_started(&replaced).await;
     let aside = w.dir.join("results-old");
     std::fs::rename(w.results(), &aside).unwrap();
     // (the watcher may already have re-created it)
@@ -785,11 +703,9 @@ async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the
     for (what, corrupt) in variants {
         let _ = std::fs::remove_file(w.dir.join("release"));
         let mut sidecar = w.spawn();
-        let id = w.submit("hold:0", 3);
-        w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
-            .await;
-        sidecar.signal("KILL");
-        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        let id = w.submit_with_retries("hold:0", 3);
+        w.wait_started(&id).await;
+        sidecar.kill_hard().await;
         let good = std::fs::read(w.dir.join("queue.json")).unwrap();
         assert!(good.len() > 20, "{what}: queue.json holds the task");
         let bad = corrupt(&good, &mut rng);
@@ -823,7 +739,7 @@ async fn a_queue_json_truncated_or_corrupted_between_runs_is_moved_aside_and_the
         w.check_task(&record);
         assert_eq!(record.status, "completed", "{what}: {record:?}");
         // The sidecar runs on and writes a good queue.json again.
-        let next = w.submit("now:0", 3);
+        let next = w.submit_with_retries("now:0", 3);
         let record = w.wait_terminal(&next, SECS(20)).await;
         assert_eq!(record.status, "completed", "{what}: {record:?}");
         w.wait_queue_empty(SECS(10)).await;
@@ -867,7 +783,7 @@ async fn dropped_for_persist(w: &World, sidecar: &Sidecar, id: &str, why: &str) 
     assert_eq!(events, ["queued", "assigned", "reclaimed"], "{record:?}");
     for kind in ["task_accepted", "task_failed"] {
         assert!(
-            !w.sent_by_sidecar(kind).iter().any(|f| f["task_id"] == id),
+            !w.sent_of_type(kind).iter().any(|f| f["task_id"] == id),
             "{kind} sent for a task that could not be persisted"
         );
     }
@@ -899,7 +815,7 @@ async fn back_once_writable(w: &World, sidecar: &Sidecar, id: &str, seen: usize)
     assert_eq!(record.status, "completed", "{record:?}");
     assert_eq!(record.retry_count, 0, "{record:?}");
     assert_eq!(w.wakes(id), 1);
-    assert!(w.sent_by_sidecar("task_failed").is_empty());
+    assert!(w.sent_of_type("task_failed").is_empty());
     assert!(w.refusals().is_empty(), "{:?}", w.refusals());
 }
 
@@ -972,8 +888,8 @@ exec "$3" run --config "$4"
     }
     w.identified_after(0, SECS(10)).await;
     std::fs::write(w.dir.join("fill"), "").unwrap();
-    w.wait_file(&w.dir.join("fill.done"), SECS(10)).await;
-    let id = w.submit("now:0", 2);
+    wait_file(&w.dir.join("fill.done"), SECS(10)).await;
+    let id = w.submit_with_retries("now:0", 2);
     let seen = dropped_for_persist(&w, &sidecar, &id, "no space left").await;
     // Space again: the probe succeeds, the sidecar comes back and completes the task.
     w.release();
@@ -990,12 +906,10 @@ fn unsafe_is_root() -> bool {
 #[tokio::test]
 async fn an_injected_write_error_at_persist_time_drops_the_link_until_writable_and_loses_no_task() {
     // Works as root too: the store's temp file name is taken by a folder, so creating it fails.
-    let w = World::new("faults-eisdir", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
-    let blocker = w.dir.join(&format!("queue.json.tmp-{}", sidecar.pid()));
+    let (w, sidecar) = World::running("faults-eisdir").await;
+    let blocker = w.dir.join(format!("queue.json.tmp-{}", sidecar.pid()));
     std::fs::create_dir_all(blocker.join("occupied")).unwrap();
-    let id = w.submit("now:0", 2);
+    let id = w.submit_with_retries("now:0", 2);
     let seen = dropped_for_persist(&w, &sidecar, &id, "directory").await;
     std::fs::remove_dir_all(&blocker).unwrap();
     back_once_writable(&w, &sidecar, &id, seen).await;
@@ -1014,10 +928,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_100_mib_result_file_is_refused_as_too_large_without_being_read() {
-    let w = World::new("faults-huge", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
-    let id = w.submit("huge:0", 1);
+    let (w, sidecar) = World::running("faults-huge").await;
+    let id = w.submit_with_retries("huge:0", 1);
     let record = w.wait_terminal(&id, SECS(20)).await;
     assert_eq!(record.status, "dead_letter", "{record:?}");
     assert_eq!(record.last_error.as_deref(), Some("result_invalid"));
@@ -1035,30 +947,19 @@ async fn a_100_mib_result_file_is_refused_as_too_large_without_being_read() {
 
 #[tokio::test]
 async fn an_over_limit_frame_from_the_hub_is_dropped_with_the_link_and_logged() {
-    let w = World::new("faults-bigframe", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified_after(0, SECS(10)).await;
+    let (w, sidecar) = World::running("faults-bigframe").await;
     let mark = w.hub.history().len();
     // 2 MiB: over the 1 MiB limit; the hub sends it whole.
     let frame =
         json!({"type": "task_assign", "task_id": "big", "generation": 1, "description": "x".repeat(2 << 20)});
     w.hub.push("faults-bigframe", frame).await.unwrap();
     w.identified_after(mark, SECS(10)).await;
-    let closed = sidecar
-        .wait_log_event("ws_close", SECS(5))
-        .await
-        .expect("ws_close logged");
-    assert!(
-        closed["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Message too long"),
-        "{closed}"
-    );
+    let (reason, closed) = ws_close(&sidecar).await;
+    assert!(reason.contains("Message too long"), "{closed}");
     let log = std::fs::read_to_string(w.dir.join("sidecar.log")).unwrap();
     assert!(!log.contains("\"task_received\""), "the frame was used: {log}");
     // And tasks still flow on the new connection.
-    let id = w.submit("now:0", 3);
+    let id = w.submit_with_retries("now:0", 3);
     assert_eq!(w.wait_terminal(&id, SECS(20)).await.status, "completed");
     let peak = peak_rss_kib(sidecar.pid());
     assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
@@ -1114,15 +1015,9 @@ async fn a_100_mib_frame_is_refused_from_its_header_not_buffered() {
     assert!(again.is_ok(), "no reconnect after the refused frame");
     let peak = peak_rss_kib(sidecar.pid());
     assert!(peak > 0 && peak < 32 * 1024, "the sidecar peaked at {peak} KiB");
-    let closed = sidecar
-        .wait_log_event("ws_close", SECS(5))
-        .await
-        .expect("ws_close logged");
+    let (reason, closed) = ws_close(&sidecar).await;
     assert!(
-        closed["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Message too long: 104857600 > 1048576"),
+        reason.contains("Message too long: 104857600 > 1048576"),
         "{closed}"
     );
 }

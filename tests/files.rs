@@ -5,7 +5,6 @@
 
 mod support;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubOptions, TaskSpec};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -82,84 +81,31 @@ fn run_bounded(args: &[&str], config: &Path, within: Duration) -> (Option<i32>, 
     }
 }
 
-/// A hub, a folder with the agent script, and a config whose wake command runs it in the background.
-struct World {
-    hub: EmbeddedHub,
-    dir: TempDir,
-    config: PathBuf,
-    agent: String,
-    events: tokio::sync::broadcast::Receiver<agentcom_sidecar::hub::HubEvent>,
+/// A hub, a folder with the agent script, and a config whose wake command runs it in the
+/// background (see [`HubSetup`]).
+async fn world(agent: &str, extra: Value) -> HubSetup {
+    HubSetup::start(agent, json!({}))
+        .await
+        .with_agent(AGENT_SH, "sh AGENT &", extra)
 }
 
-impl World {
-    async fn new(agent: &str, extra: Value) -> World {
-        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-        let token = hub.add_token(agent);
-        let dir = TempDir::new(agent);
-        std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
-        let mut config: Value = serde_json::from_str(&config_json(agent, &token, &hub.url(), extra)).unwrap();
-        config["wake_command"] = format!("sh {} &", dir.join("agent.sh").display()).into();
-        let path = dir.join("config.json");
-        write_private(&path, &config.to_string());
-        let events = hub.events();
-        World {
-            hub,
-            dir,
-            config: path,
-            agent: agent.to_owned(),
-            events,
-        }
-    }
-
-    async fn identified(&mut self) {
-        let agent = self.agent.clone();
-        wait_hub(&mut self.events, SECS(10), "identified", identified(&agent)).await;
-    }
-
-    fn submit(&self) -> String {
-        self.hub.submit_task(TaskSpec {
-            description: "check the files".into(),
-            ..TaskSpec::default()
-        })
-    }
-
-    async fn wait_status(&self, task_id: &str, status: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let record = self.hub.task(task_id);
-            if record.as_ref().is_some_and(|r| r.status == status) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {task_id} not {status} within {within:?}: {record:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Lets the agent of `results` (its results folder) write its result.
-    fn release(&self, results: &Path) {
-        std::fs::write(results.parent().unwrap().join("release"), "").unwrap();
-    }
+/// Submits the task every test here uses.
+fn submit(w: &HubSetup) -> String {
+    w.submit("check the files")
 }
 
-/// Waits for `path` to exist.
-async fn wait_file(path: &Path, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "{} did not appear", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Lets the agent of `results` (its results folder) write its result.
+fn release(results: &Path) {
+    std::fs::write(results.parent().unwrap().join("release"), "").unwrap();
 }
 
 #[tokio::test]
 async fn fifos_in_results_dir_are_skipped_and_the_held_task_still_completes() {
-    let mut w = World::new("files-fifo", json!({})).await;
-    let mut sidecar = Sidecar::spawn(w.dir.path(), &w.config);
+    let mut w = world("files-fifo", json!({})).await;
+    let mut sidecar = w.spawn();
     w.identified().await;
     let results = w.dir.join("results");
-    let id = w.submit();
+    let id = submit(&w);
     wait_file(&results.join(format!("{id}.started")), SECS(10)).await;
     // While the agent works: a FIFO under its result's and its progress's names, and under
     // an unknown task's names. Opening any of them would block until a writer came.
@@ -191,7 +137,7 @@ async fn fifos_in_results_dir_are_skipped_and_the_held_task_still_completes() {
         sidecar.stdout()
     );
     // The agent renames its real result over the FIFO: it is reported and the hub completes it.
-    w.release(&results);
+    release(&results);
     w.wait_status(&id, "completed", SECS(10)).await;
     // Still one line each: a FIFO that stays is not reported again.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -316,7 +262,7 @@ fn tokens_under_16_characters_are_refused_at_startup_saying_why() {
 
 #[tokio::test]
 async fn status_needs_no_token_when_the_daemon_has_it_from_its_environment() {
-    let mut w = World::new("files-status", json!({})).await;
+    let mut w = world("files-status", json!({})).await;
     // The token only in the daemon's environment, as a service unit would give it.
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
     let token = config.as_object_mut().unwrap().remove("token").unwrap();
@@ -362,7 +308,7 @@ async fn what_the_sidecar_creates_is_private_to_its_user() {
     // A permissive umask, as a login shell has: the sidecar must not depend on it.
     // SAFETY: umask only changes this process's file creation mask (inherited by the child).
     unsafe { libc::umask(0o022) };
-    let mut w = World::new(
+    let mut w = world(
         "files-modes",
         json!({
             "queue_file": "state/queue.json",
@@ -371,9 +317,9 @@ async fn what_the_sidecar_creates_is_private_to_its_user() {
         }),
     )
     .await;
-    let mut sidecar = Sidecar::spawn(w.dir.path(), &w.config);
+    let mut sidecar = w.spawn();
     w.identified().await;
-    let id = w.submit();
+    let id = submit(&w);
     let results = w.dir.join("work/results");
     wait_file(&results.join(format!("{id}.started")), SECS(10)).await;
     // While the task is held: the queue, the task file for the agent, the wake log, the state
@@ -403,7 +349,7 @@ async fn what_the_sidecar_creates_is_private_to_its_user() {
         assert_eq!(mode(folder), 0o700, "{}", folder.display());
     }
     // queue.json is rewritten on every change: still private after the task completed.
-    w.release(&results);
+    release(&results);
     w.wait_status(&id, "completed", SECS(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(mode(&state.join("queue.json")), 0o600);

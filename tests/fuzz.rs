@@ -377,8 +377,8 @@ async fn result_and_progress_files_with_any_content() {
     };
     let (mut watcher, mut events) = ResultWatcher::start(opts).unwrap();
     for (i, bytes) in contents.iter().enumerate() {
-        std::fs::write(dir.join(&format!("r{i}.json")), bytes).unwrap();
-        std::fs::write(dir.join(&format!("r{i}.progress")), bytes).unwrap();
+        std::fs::write(dir.join(format!("r{i}.json")), bytes).unwrap();
+        std::fs::write(dir.join(format!("r{i}.progress")), bytes).unwrap();
         watcher.track(&format!("r{i}"));
     }
     std::fs::write(dir.join("sentinel.json"), br#"{"status":"success"}"#).unwrap();

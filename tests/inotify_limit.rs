@@ -7,8 +7,8 @@
 
 mod support;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubOptions, TaskSpec};
-use serde_json::{json, Value};
+use agentcom_sidecar::hub::TaskSpec;
+use serde_json::json;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -54,15 +54,11 @@ printf '{"status":"success","output":"polled"}' > "$AGENTCOM_RESULT_FILE.tmp" &&
 
 #[tokio::test]
 async fn without_inotify_the_results_folder_is_polled_and_tasks_complete() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let mut events = hub.events();
-    let token = hub.add_token("inotify-limit");
-    let dir = TempDir::new("inotify-limit");
-    std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
-    let mut config: Value =
-        serde_json::from_str(&config_json("inotify-limit", &token, &hub.url(), json!({}))).unwrap();
-    config["wake_command"] = format!("sh {} &", dir.join("agent.sh").display()).into();
-    write_private(&dir.join("config.json"), &config.to_string());
+    let HubSetup {
+        hub, mut events, dir, ..
+    } = HubSetup::start("inotify-limit", json!({}))
+        .await
+        .with_agent(AGENT_SH, "sh AGENT &", json!({}));
 
     let Some(exhausted) = Exhausted::take() else {
         let why = "fs.inotify.max_user_instances is too high to use up in a test";

@@ -127,15 +127,23 @@ fn settings(token: &str, jitter: f64) -> LinkSettings {
     }
 }
 
-/// Run the link for `for_how_long` of paused time, then stop it; returns the events it logged.
-async fn run_link(
+/// The embedded hub, knowing `AGENT`'s token, and a connector to it that starts as `net`.
+async fn hub_and_connector(net: Net) -> (EmbeddedHub, String, TestConnector) {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let token = hub.add_token(AGENT);
+    let connector = TestConnector::new(&hub, net);
+    (hub, token, connector)
+}
+
+/// The daemon's loop over `connector` with `peers`, for `for_how_long` of paused time, then
+/// stopped; returns the events it logged. The one place that starts it.
+async fn run_daemon(
     connector: TestConnector,
-    settings: LinkSettings,
-    seed: u64,
+    policy: LinkPolicy,
+    peers: Peers<'_>,
     for_how_long: Duration,
 ) -> Vec<Event> {
     let (mut log, captured) = EventLog::capture(AGENT);
-    let policy = LinkPolicy::new(settings, seed);
     daemon::run(
         policy,
         connector,
@@ -145,11 +153,22 @@ async fn run_link(
             sleep(for_how_long).await;
             "test".to_owned()
         },
-        Peers::default(),
+        peers,
     )
     .await;
     let events = captured.lock().unwrap().clone();
     events
+}
+
+/// Run the link for `for_how_long` of paused time, then stop it; returns the events it logged.
+async fn run_link(
+    connector: TestConnector,
+    settings: LinkSettings,
+    seed: u64,
+    for_how_long: Duration,
+) -> Vec<Event> {
+    let policy = LinkPolicy::new(settings, seed);
+    run_daemon(connector, policy, Peers::default(), for_how_long).await
 }
 
 fn in_range(d: Duration, lo_ms: u64, hi_ms: u64) -> bool {
@@ -187,9 +206,7 @@ async fn refused_connections_back_off_within_the_jitter_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn schedule_resets_only_after_identified() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::OpenThenClose);
+    let (hub, token, connector) = hub_and_connector(Net::OpenThenClose).await;
     let driver = connector.clone();
     let switch = async {
         // Opens that close before identify must not reset the schedule.
@@ -233,9 +250,7 @@ async fn schedule_resets_only_after_identified() {
 
 #[tokio::test(start_paused = true)]
 async fn invalid_token_waits_the_capped_delay_between_attempts() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, _token, connector) = hub_and_connector(Net::Hub).await;
     let events = run_link(
         connector.clone(),
         settings("wrong-token", 0.5),
@@ -274,10 +289,8 @@ async fn invalid_token_waits_the_capped_delay_between_attempts() {
 
 #[tokio::test(start_paused = true)]
 async fn token_of_another_agent_is_an_auth_failure_too() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let (hub, _token, connector) = hub_and_connector(Net::Hub).await;
     let other = hub.add_token("someone-else");
-    hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
     let events = run_link(
         connector.clone(),
         settings(&other, 0.5),
@@ -293,8 +306,7 @@ async fn token_of_another_agent_is_an_auth_failure_too() {
 
 #[tokio::test(start_paused = true)]
 async fn hub_cooldown_is_honoured() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     // Earn a strike as this agent: 10 invalid frames on an identified socket.
     let (client, server) = tokio::io::duplex(64 * 1024);
     hub.serve_stream(server);
@@ -313,7 +325,6 @@ async fn hub_cooldown_is_honoured() {
     }
     while let Some(Ok(_)) = ws.next().await {}
 
-    let connector = TestConnector::new(&hub, Net::Hub);
     let events = run_link(
         connector.clone(),
         settings(&token, 0.5),
@@ -339,10 +350,8 @@ async fn hub_cooldown_is_honoured() {
 
 #[tokio::test(start_paused = true)]
 async fn silent_hub_is_detected_by_the_heartbeat() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     hub.set_answer_pings(false);
-    let connector = TestConnector::new(&hub, Net::Hub);
     let events = run_link(
         connector.clone(),
         settings(&token, 0.5),
@@ -376,9 +385,7 @@ async fn silent_hub_is_detected_by_the_heartbeat() {
 
 #[tokio::test(start_paused = true)]
 async fn healthy_link_stays_up_with_one_ping_per_interval() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     let events = run_link(
         connector.clone(),
         settings(&token, 0.5),
@@ -401,9 +408,7 @@ async fn healthy_link_stays_up_with_one_ping_per_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn own_agent_left_makes_the_sidecar_identify_again() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     let pusher = async {
         sleep(Duration::from_secs(5)).await;
         hub.push(AGENT, serde_json::json!({"type":"agent_left","agent_id":AGENT}))
@@ -429,8 +434,7 @@ async fn own_agent_left_makes_the_sidecar_identify_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connect_that_never_completes_is_abandoned_after_the_timeout() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let connector = TestConnector::new(&hub, Net::Hang);
+    let (_hub, _token, connector) = hub_and_connector(Net::Hang).await;
     let events = run_link(connector.clone(), settings("t", 0.0), 1, Duration::from_secs(40)).await;
     // 10 s timeout, then 1 s, 10 s, 2 s, 10 s, 4 s: attempts at 0, 11, 23, 37.
     let gaps = connector.gaps();
@@ -446,8 +450,7 @@ async fn a_connect_that_never_completes_is_abandoned_after_the_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn an_identify_that_gets_no_answer_is_a_dead_link() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let connector = TestConnector::new(&hub, Net::Mute);
+    let (_hub, _token, connector) = hub_and_connector(Net::Mute).await;
     let events = run_link(connector.clone(), settings("t", 0.0), 1, Duration::from_secs(25)).await;
     assert_eq!(connector.gaps(), [11, 12].map(Duration::from_secs));
     assert!(events.iter().any(|e| matches!(
@@ -496,29 +499,17 @@ fn hub_errors(hub: &EmbeddedHub) -> Vec<String> {
 }
 
 async fn run_reporting(connector: TestConnector, token: &str, enabled: bool, for_how_long: Duration) {
-    let (mut log, _captured) = EventLog::capture(AGENT);
-    daemon::run(
-        LinkPolicy::new(settings(token, 0.0), 9),
-        connector,
-        "ws://127.0.0.1:4000/ws",
-        &mut log,
-        async move {
-            sleep(for_how_long).await;
-            "test".to_owned()
-        },
-        Peers {
-            resources: Some(ResourceReporter::system(AGENT, enabled)),
-            ..Peers::default()
-        },
-    )
-    .await;
+    let peers = Peers {
+        resources: Some(ResourceReporter::system(AGENT, enabled)),
+        ..Peers::default()
+    };
+    let policy = LinkPolicy::new(settings(token, 0.0), 9);
+    run_daemon(connector, policy, peers, for_how_long).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn resource_reports_reach_the_hub_5_s_after_identified_then_every_30_s() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     run_reporting(connector, &token, true, Duration::from_secs(100)).await;
     // The hub's schema accepted every report: no validation_failed (or any error) came back.
     assert_eq!(hub_errors(&hub), Vec::<String>::new());
@@ -552,9 +543,7 @@ async fn resource_reports_reach_the_hub_5_s_after_identified_then_every_30_s() {
 
 #[tokio::test(start_paused = true)]
 async fn resource_reports_stop_while_down_and_restart_5_s_after_identified_again() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     let driver = connector.clone();
     let outage = async {
         // Identified at about 0 s; reports at 5 and 35 s. Down at 50 s for a while.
@@ -588,9 +577,7 @@ async fn resource_reports_stop_while_down_and_restart_5_s_after_identified_again
 
 #[tokio::test(start_paused = true)]
 async fn no_resource_report_when_disabled() {
-    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-    let token = hub.add_token(AGENT);
-    let connector = TestConnector::new(&hub, Net::Hub);
+    let (hub, token, connector) = hub_and_connector(Net::Hub).await;
     run_reporting(connector, &token, false, Duration::from_secs(100)).await;
     assert_eq!(identified_at(&hub).len(), 1);
     assert!(resource_reports(&hub).is_empty());

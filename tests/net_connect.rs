@@ -155,6 +155,18 @@ impl Proxy {
         format!("http://{}", self.addr)
     }
 
+    /// The one request head the proxy saw, after asserting it is a `CONNECT` to `addr`.
+    fn one_connect_to(&self, addr: SocketAddr) -> String {
+        let heads = self.heads();
+        assert_eq!(heads.len(), 1);
+        assert!(
+            heads[0].starts_with(&format!("CONNECT {addr} HTTP/1.1\r\n")),
+            "{}",
+            heads[0]
+        );
+        heads[0].clone()
+    }
+
     fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
     }
@@ -369,14 +381,8 @@ async fn ws_goes_through_the_proxy() {
     let (options, _) = options(None, config);
     let mut ws = connect(options, &format!("ws://{addr}/ws")).await.unwrap();
     round_trip(&mut ws).await;
-    let heads = proxy.heads();
-    assert_eq!(heads.len(), 1);
-    assert!(
-        heads[0].starts_with(&format!("CONNECT {addr} HTTP/1.1\r\n")),
-        "{}",
-        heads[0]
-    );
-    assert!(!heads[0].contains("Proxy-Authorization"), "{}", heads[0]);
+    let head = proxy.one_connect_to(addr);
+    assert!(!head.contains("Proxy-Authorization"), "{head}");
 }
 
 #[tokio::test]
@@ -393,18 +399,11 @@ async fn wss_goes_through_the_proxy_with_credentials() {
     let (options, _) = options(Some(ca), config);
     let mut ws = connect(options, &format!("wss://{addr}/ws")).await.unwrap();
     round_trip(&mut ws).await;
-    let heads = proxy.heads();
-    assert_eq!(heads.len(), 1);
-    assert!(
-        heads[0].starts_with(&format!("CONNECT {addr} HTTP/1.1\r\n")),
-        "{}",
-        heads[0]
-    );
+    let head = proxy.one_connect_to(addr);
     // base64("alice:s@cret")
     assert!(
-        heads[0].contains("\r\nProxy-Authorization: Basic YWxpY2U6c0BjcmV0\r\n"),
-        "{}",
-        heads[0]
+        head.contains("\r\nProxy-Authorization: Basic YWxpY2U6c0BjcmV0\r\n"),
+        "{head}"
     );
 }
 
@@ -482,20 +481,25 @@ async fn a_closed_port_is_refused_and_a_404_is_an_http_status() {
     let error = connect(options, &format!("ws://{closed}/ws")).await.unwrap_err();
     assert_eq!(error, ConnectError::Refused { addr: closed });
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = tcp.read(&mut buf).await;
-        let _ = tcp
-            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-            .await;
-    });
+    let addr = answering(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
     let (options, _) = self::options(None, ProxyConfig::default());
     let error = connect(options, &format!("ws://{addr}/nope")).await.unwrap_err();
     assert_eq!(error, ConnectError::HttpStatus { status: 404 });
     assert!(error.to_string().contains("usually /ws"), "{error}");
+}
+
+/// A loopback server that answers every connection's first read with `response`.
+async fn answering(response: Vec<u8>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(&response).await;
+        }
+    });
+    addr
 }
 
 #[test]
@@ -512,29 +516,29 @@ fn a_bad_ca_file_is_an_error_naming_the_file() {
         "{error}"
     );
 
-    let empty = dir.join("empty.pem");
-    std::fs::write(&empty, "not a certificate\n").unwrap();
-    let error = check(empty.clone());
+    // A ca_file `name` holding `text`: its path and the error.
+    let written = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let error = check(path.clone());
+        (path, error)
+    };
+
+    let (empty, error) = written("empty.pem", "not a certificate\n");
     assert!(error.contains(&empty.display().to_string()), "{error}");
     assert!(error.contains("holds no PEM certificate"), "{error}");
 
-    let broken = dir.join("broken.pem");
-    std::fs::write(
-        &broken,
+    let (broken, error) = written(
+        "broken.pem",
         "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
-    let error = check(broken.clone());
+    );
     assert!(error.contains(&broken.display().to_string()), "{error}");
     assert!(error.contains("certificate 1"), "{error}");
 
-    let garbage = dir.join("garbage.pem");
-    std::fs::write(
-        &garbage,
+    let (_, error) = written(
+        "garbage.pem",
         "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
-    let error = check(garbage.clone());
+    );
     assert!(error.contains("is not a usable CA certificate"), "{error}");
 }
 
@@ -684,24 +688,15 @@ async fn a_wrong_scheme_is_named_as_such() {
         "{text}"
     );
     // ... or, from nginx in front of the hub, a 400 page that says so.
-    let nginx = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let nginx_addr = nginx.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = nginx.accept().await {
-            let mut buf = [0u8; 2048];
-            let _ = tcp.read(&mut buf).await;
-            let page = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n</html>\r\n";
-            let _ = tcp
-                .write_all(
-                    format!(
-                        "HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                        page.len()
-                    )
-                    .as_bytes(),
-                )
-                .await;
-        }
-    });
+    let page = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n</html>\r\n";
+    let nginx_addr = answering(
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+            page.len()
+        )
+        .into_bytes(),
+    )
+    .await;
     let (opts, _) = options(None, ProxyConfig::default());
     let text = connect(opts, &format!("ws://{nginx_addr}/ws"))
         .await
@@ -716,17 +711,9 @@ async fn a_wrong_scheme_is_named_as_such() {
         "{text}"
     );
     // wss:// to a plain hub that answers the ClientHello with an HTTP 400 (as web servers do).
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let plain = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let mut buf = [0u8; 1024];
-            let _ = tcp.read(&mut buf).await;
-            let _ = tcp
-                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
-        }
-    });
+    let plain =
+        answering(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec())
+            .await;
     // ... and the embedded hub, which closes without a word.
     let hub = agentcom_sidecar::hub::EmbeddedHub::start(Default::default())
         .await

@@ -2,20 +2,22 @@
 
 mod support;
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
+use agentcom_sidecar::hub::HubEvent;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use support::*;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-/// The test agent: counts its wakes, records its argument, writes `.started`, then waits for
+/// The test agent: records its wake (the task in `wakes`, its PID in `pids-TASK`) and its
+/// argument, writes `.started`, then waits for
 /// `release` (if `$HOLD` is set) and writes the result atomically. `$RESULT` overrides the result;
 /// `$NO_RESULT` makes it exit without one.
 const AGENT_SH: &str = r#"#!/bin/sh
 dir="$AGENTCOM_RESULTS_DIR"
-echo "$$" >> "$dir/../wakes-$AGENTCOM_TASK_ID"
+echo "$AGENTCOM_TASK_ID" >> "$dir/../wakes"
+echo "$$" >> "$dir/../pids-$AGENTCOM_TASK_ID"
 printf '%s' "$1" > "$dir/../arg-$AGENTCOM_TASK_ID"
 [ -n "$NO_START" ] || : > "$AGENTCOM_STARTED_FILE"
 if [ -n "$HOLD" ]; then
@@ -34,141 +36,27 @@ fi
 printf '%s' "$result" > "$AGENTCOM_RESULT_FILE.tmp" && mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
 "#;
 
-struct World {
-    hub: EmbeddedHub,
-    dir: TempDir,
-    config: PathBuf,
-    agent: String,
-    events: tokio::sync::broadcast::Receiver<HubEvent>,
+/// The hub, the folder and the config (see [`HubSetup`]), with [`AGENT_SH`] as the agent.
+type World = HubSetup;
+
+/// The set-up for `agent`, whose wake command is `wake` (`AGENT`: the agent script's path).
+async fn world(agent: &str, wake: &str, extra: Value) -> World {
+    HubSetup::start(agent, json!({}))
+        .await
+        .with_agent(AGENT_SH, wake, extra)
 }
 
-impl World {
-    async fn new(agent: &str, wake_command: &str, extra: Value) -> World {
-        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
-        let token = hub.add_token(agent);
-        let dir = TempDir::new(agent);
-        std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
-        let mut config: Value = serde_json::from_str(&config_json(agent, &token, &hub.url(), extra)).unwrap();
-        config["wake_command"] = wake_command
-            .replace("AGENT", &dir.join("agent.sh").display().to_string())
-            .into();
-        let path = dir.join("config.json");
-        write_private(&path, &config.to_string());
-        let events = hub.events();
-        World {
-            hub,
-            dir,
-            config: path,
-            agent: agent.to_owned(),
-            events,
-        }
-    }
-
-    fn spawn(&self) -> Sidecar {
-        Sidecar::spawn(self.dir.path(), &self.config)
-    }
-
-    async fn identified(&mut self) {
-        let agent = self.agent.clone();
-        wait_hub(&mut self.events, SECS(10), "identified", identified(&agent)).await;
-    }
-
-    fn submit(&self, description: &str) -> String {
-        self.hub.submit_task(TaskSpec {
-            description: description.into(),
-            ..TaskSpec::default()
-        })
-    }
-
-    async fn wait_status(
-        &self,
-        task_id: &str,
-        status: &str,
-        within: Duration,
-    ) -> agentcom_sidecar::hub::TaskRecord {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let record = self.hub.task(task_id);
-            if record.as_ref().is_some_and(|r| r.status == status) {
-                return record.unwrap();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "task {task_id} not {status} within {within:?}: {record:?}\nframes: {:#?}",
-                    self.frames_from_sidecar()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn wait_file(&self, path: &Path, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !path.exists() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} did not appear",
-                path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn results(&self) -> PathBuf {
-        self.dir.join("results")
-    }
-
-    fn wakes(&self, task_id: &str) -> usize {
-        std::fs::read_to_string(self.dir.join(&format!("wakes-{task_id}")))
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
-    }
-
-    fn release(&self) {
-        std::fs::write(self.dir.join("release"), "").unwrap();
-    }
-
-    /// Every frame the sidecar sent, parsed, in order.
-    fn frames_from_sidecar(&self) -> Vec<Value> {
-        self.hub
-            .history()
-            .iter()
-            .filter_map(|e| match e {
-                HubEvent::Received { text, .. } => serde_json::from_str(text).ok(),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Wait until the sidecar has sent a frame of `kind` that `pred` accepts; returns it.
-    async fn wait_sent(&self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + SECS(10);
-        loop {
-            if let Some(f) = self.sent_of_type(kind).into_iter().find(|f| pred(f)) {
-                return f;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no matching {kind}: {:#?}",
-                self.frames_from_sidecar()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn sent_of_type(&self, kind: &str) -> Vec<Value> {
-        self.frames_from_sidecar()
-            .into_iter()
-            .filter(|f| f["type"] == kind)
-            .collect()
-    }
+/// [`world`], with the binary started and identified at the hub.
+async fn spawned(agent: &str, wake: &str, extra: Value) -> (World, Sidecar) {
+    let mut w = world(agent, wake, extra).await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    (w, sidecar)
 }
 
 #[tokio::test]
 async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
-    let mut w = World::new("tasks-happy", "sh AGENT ${TASK_DESCRIPTION} &", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified().await;
+    let (w, sidecar) = spawned("tasks-happy", "sh AGENT ${TASK_DESCRIPTION} &", json!({})).await;
     let id = w.submit("add a README section");
     let record = w.wait_status(&id, "completed", SECS(10)).await;
     assert_eq!(record.generation, 1);
@@ -178,7 +66,7 @@ async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
     );
     assert_eq!(record.tokens_used, Some(3));
     assert_eq!(
-        std::fs::read_to_string(w.dir.join(&format!("arg-{id}"))).unwrap(),
+        std::fs::read_to_string(w.dir.join(format!("arg-{id}"))).unwrap(),
         "add a README section"
     );
     assert_eq!(w.wakes(&id), 1);
@@ -196,19 +84,7 @@ async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
             "{ext} left behind"
         );
     }
-    let deadline = tokio::time::Instant::now() + SECS(5);
-    loop {
-        let queue: Value =
-            serde_json::from_str(&std::fs::read_to_string(w.dir.join("queue.json")).unwrap()).unwrap();
-        if queue == json!({"active": null, "recovering": null}) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue.json still holds {queue}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    w.wait_queue_empty(SECS(5)).await;
     // wake_result success went out with the attempt number.
     let wake = &w.wait_sent("wake_result", |_| true).await;
     assert_eq!(
@@ -219,14 +95,12 @@ async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
 
 #[tokio::test]
 async fn hostile_descriptions_reach_the_agent_byte_for_byte_and_run_nothing() {
-    let mut w = World::new(
+    let (w, _sidecar) = spawned(
         "tasks-hostile",
         r#"sh AGENT ${TASK_DESCRIPTION} "also ${TASK_ID}" 'and ${TASK_ID}'"#,
         json!({}),
     )
     .await;
-    let _sidecar = w.spawn();
-    w.identified().await;
     let pwned = w.dir.join("pwned");
     for description in [
         format!("$(touch {})", pwned.display()),
@@ -240,7 +114,7 @@ async fn hostile_descriptions_reach_the_agent_byte_for_byte_and_run_nothing() {
         let id = w.submit(&description);
         w.wait_status(&id, "completed", SECS(10)).await;
         assert_eq!(
-            std::fs::read_to_string(w.dir.join(&format!("arg-{id}"))).unwrap(),
+            std::fs::read_to_string(w.dir.join(format!("arg-{id}"))).unwrap(),
             description
         );
     }
@@ -249,9 +123,7 @@ async fn hostile_descriptions_reach_the_agent_byte_for_byte_and_run_nothing() {
 
 #[tokio::test]
 async fn a_path_traversal_task_id_is_accepted_then_failed_and_touches_nothing() {
-    let mut w = World::new("tasks-traversal", "sh AGENT", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified().await;
+    let (w, sidecar) = spawned("tasks-traversal", "sh AGENT", json!({})).await;
     let frame =
         json!({"type":"task_assign","task_id":"../../escape","description":"x","generation":0,"metadata":{}});
     w.hub.push("tasks-traversal", frame).await.unwrap();
@@ -275,14 +147,11 @@ async fn a_path_traversal_task_id_is_accepted_then_failed_and_touches_nothing() 
 
 #[tokio::test]
 async fn a_second_task_while_busy_is_held_and_woken_after_the_first() {
-    let mut w = World::new("tasks-double", "HOLD=1 sh AGENT", json!({})).await;
-    let _sidecar = w.spawn();
-    w.identified().await;
+    let (w, _sidecar) = spawned("tasks-double", "HOLD=1 sh AGENT", json!({})).await;
     w.hub.set_double_assign(true);
     let first = w.submit("first");
     let second = w.submit("second");
-    w.wait_file(&w.results().join(format!("{first}.started")), SECS(10))
-        .await;
+    w.wait_started(&first).await;
     // Both accepted; only the first woken so far.
     w.wait_sent("task_accepted", |f| f["task_id"] == second.as_str())
         .await;
@@ -300,18 +169,13 @@ async fn a_second_task_while_busy_is_held_and_woken_after_the_first() {
 
 #[tokio::test]
 async fn a_result_written_while_the_sidecar_was_killed_is_reported_with_the_new_generation() {
-    let mut w = World::new("tasks-sigkill", "HOLD=1 sh AGENT", json!({})).await;
-    let mut sidecar = w.spawn();
-    w.identified().await;
+    let (w, mut sidecar) = spawned("tasks-sigkill", "HOLD=1 sh AGENT", json!({})).await;
     let id = w.submit("survive a crash");
-    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
-        .await;
-    sidecar.signal("KILL");
-    sidecar.wait_exit(SECS(5)).await.expect("killed");
+    w.wait_started(&id).await;
+    sidecar.kill_hard().await;
     // The agent (in its own process group) finishes while the sidecar is down.
     w.release();
-    w.wait_file(&w.results().join(format!("{id}.json")), SECS(10))
-        .await;
+    wait_file(&w.results().join(format!("{id}.json")), SECS(10)).await;
     let _again = w.spawn();
     let record = w.wait_status(&id, "completed", SECS(15)).await;
     let complete = w.sent_of_type("task_complete");
@@ -327,16 +191,12 @@ async fn a_result_written_while_the_sidecar_was_killed_is_reported_with_the_new_
 
 #[tokio::test]
 async fn an_outcome_produced_while_the_hub_is_down_is_delivered_after_it_is_back() {
-    let mut w = World::new("tasks-hubdown", "HOLD=1 sh AGENT", json!({})).await;
-    let _sidecar = w.spawn();
-    w.identified().await;
+    let (w, _sidecar) = spawned("tasks-hubdown", "HOLD=1 sh AGENT", json!({})).await;
     let id = w.submit("outlive the hub");
-    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
-        .await;
+    w.wait_started(&id).await;
     w.hub.stop().await;
     w.release();
-    w.wait_file(&w.results().join(format!("{id}.json")), SECS(10))
-        .await;
+    wait_file(&w.results().join(format!("{id}.json")), SECS(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     w.hub.restart().await.unwrap();
     let record = w.wait_status(&id, "completed", SECS(15)).await;
@@ -350,13 +210,10 @@ async fn an_outcome_produced_while_the_hub_is_down_is_delivered_after_it_is_back
 
 #[tokio::test]
 async fn cancel_stops_the_agents_process_group_and_clears_its_files() {
-    let mut w = World::new("tasks-cancel", "HOLD=1 sh AGENT", json!({})).await;
-    let sidecar = w.spawn();
-    w.identified().await;
+    let (w, sidecar) = spawned("tasks-cancel", "HOLD=1 sh AGENT", json!({})).await;
     let id = w.submit("to be cancelled");
-    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
-        .await;
-    let pid = std::fs::read_to_string(w.dir.join(&format!("wakes-{id}")))
+    w.wait_started(&id).await;
+    let pid = std::fs::read_to_string(w.dir.join(format!("pids-{id}")))
         .unwrap()
         .trim()
         .to_owned();
@@ -365,48 +222,39 @@ async fn cancel_stops_the_agents_process_group_and_clears_its_files() {
         .wait_log_event("task_cancelled", SECS(5))
         .await
         .expect("cancel logged");
-    let deadline = tokio::time::Instant::now() + SECS(5);
-    while std::process::Command::new("kill")
-        .args(["-0", &pid])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent {pid} still runs after cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let signal_0 = || {
+        std::process::Command::new("kill")
+            .args(["-0", &pid])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    poll(
+        SECS(5),
+        || format!("the agent {pid} still runs after cancel"),
+        || (!signal_0()).then_some(()),
+    )
+    .await;
     let started = w.results().join(format!("{id}.started"));
-    let deadline = tokio::time::Instant::now() + SECS(5);
-    while started.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} left behind after cancel",
-            started.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(
+        SECS(5),
+        || format!("{} left behind after cancel", started.display()),
+        || (!started.exists()).then_some(()),
+    )
+    .await;
     assert!(w.sent_of_type("task_complete").is_empty());
 }
 
 #[tokio::test]
 async fn wake_failures_are_retried_then_reported_with_the_attempt_count() {
-    let mut w = World::new(
+    let (w, _sidecar) = spawned(
         "tasks-wakefail",
         "exit 3",
         json!({"wake_retry_delays_ms": [50, 50, 50]}),
     )
     .await;
-    let _sidecar = w.spawn();
-    w.identified().await;
-    let id = w.hub.submit_task(TaskSpec {
-        description: "x".into(),
-        max_retries: 1,
-        ..TaskSpec::default()
-    });
+    let id = w.submit_once("x");
     let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
     assert!(
         record
@@ -426,19 +274,13 @@ async fn wake_failures_are_retried_then_reported_with_the_attempt_count() {
 
 #[tokio::test]
 async fn no_started_file_fails_the_task_with_confirmation_timeout() {
-    let mut w = World::new(
+    let (w, _sidecar) = spawned(
         "tasks-nostart",
         "NO_START=1 HOLD=1 sh AGENT &",
         json!({"confirmation_timeout_ms": 300}),
     )
     .await;
-    let _sidecar = w.spawn();
-    w.identified().await;
-    let id = w.hub.submit_task(TaskSpec {
-        description: "x".into(),
-        max_retries: 1,
-        ..TaskSpec::default()
-    });
+    let id = w.submit_once("x");
     let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
     assert_eq!(record.last_error.as_deref(), Some("confirmation_timeout"));
     w.release();
@@ -446,21 +288,15 @@ async fn no_started_file_fails_the_task_with_confirmation_timeout() {
 
 #[tokio::test]
 async fn a_result_that_is_not_an_object_fails_the_task() {
-    let mut w = World::new("tasks-notobject", "RESULT='[1,2]' sh AGENT", json!({})).await;
-    let _sidecar = w.spawn();
-    w.identified().await;
-    let id = w.hub.submit_task(TaskSpec {
-        description: "x".into(),
-        max_retries: 1,
-        ..TaskSpec::default()
-    });
+    let (w, _sidecar) = spawned("tasks-notobject", "RESULT='[1,2]' sh AGENT", json!({})).await;
+    let id = w.submit_once("x");
     let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
     assert_eq!(record.last_error.as_deref(), Some("result_invalid"));
 }
 
 #[tokio::test]
 async fn a_corrupt_queue_json_is_moved_aside_loudly() {
-    let mut w = World::new("tasks-corrupt", "sh AGENT", json!({})).await;
+    let mut w = world("tasks-corrupt", "sh AGENT", json!({})).await;
     std::fs::write(w.dir.join("queue.json"), "{\"active\": {\"task_id\": \"t1\", ").unwrap();
     let sidecar = w.spawn();
     w.identified().await;
@@ -482,9 +318,7 @@ async fn a_corrupt_queue_json_is_moved_aside_loudly() {
 async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
     for step in ["accepted", "started", "complete_sent"] {
         let agent = format!("tasks-kill-{step}");
-        let mut w = World::new(&agent, "HOLD=1 sh AGENT", json!({})).await;
-        let mut sidecar = w.spawn();
-        w.identified().await;
+        let (mut w, mut sidecar) = spawned(&agent, "HOLD=1 sh AGENT", json!({})).await;
         let id = w.submit(&format!("killed at {step}"));
         match step {
             "accepted" => {
@@ -494,10 +328,7 @@ async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
                 })
                 .await;
             }
-            "started" => {
-                w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
-                    .await
-            }
+            "started" => w.wait_started(&id).await,
             _ => {
                 // Killed the moment the outcome is on the wire: the ack may not have been read.
                 w.release();
@@ -510,8 +341,7 @@ async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
                 .await;
             }
         }
-        sidecar.signal("KILL");
-        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        sidecar.kill_hard().await;
         w.release();
         let _again = w.spawn();
         let record = w.wait_status(&id, "completed", SECS(15)).await;
@@ -539,9 +369,7 @@ async fn sigkill_at_each_lifecycle_step_then_restart_completes_the_task_once() {
 
 #[tokio::test]
 async fn a_result_written_slowly_in_place_is_reported_once_complete() {
-    let mut w = World::new("tasks-slow", "SLOW=1 sh AGENT", json!({})).await;
-    let _sidecar = w.spawn();
-    w.identified().await;
+    let (w, _sidecar) = spawned("tasks-slow", "SLOW=1 sh AGENT", json!({})).await;
     let id = w.submit("write slowly");
     let record = w.wait_status(&id, "completed", SECS(10)).await;
     assert_eq!(record.result, Some(json!({"status":"success","output":"slowly"})));
@@ -553,53 +381,41 @@ async fn a_result_written_slowly_in_place_is_reported_once_complete() {
 /// set, neither the wake command nor the cancel command inherits any of them.
 #[tokio::test]
 async fn wake_and_cancel_commands_never_see_the_token_or_the_service_managers_variables() {
-    let mut w = World::new(
+    let mut w = world(
         "tasks-env",
         "env > ${RESULTS_DIR}/../wake-env.txt; HOLD=1 sh AGENT",
         json!({"cancel_command": "env > ${RESULTS_DIR}/../cancel-env.txt"}),
     )
     .await;
-    let config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
-    let token = config["token"].as_str().unwrap().to_owned();
+    let token = w.token.clone();
     let notify = w.dir.join("notify.sock").display().to_string();
-    let _sidecar = Sidecar::spawn_with_env(
-        w.dir.path(),
-        &w.config,
-        &[
-            ("AGENTCOM_TOKEN", token.as_str()),
-            ("NOTIFY_SOCKET", notify.as_str()),
-            ("WATCHDOG_USEC", "60000000"),
-            ("WATCHDOG_PID", "1"),
-            ("LISTEN_FDS", "0"),
-            ("LISTEN_PID", "1"),
-            ("LISTEN_FDNAMES", "none"),
-        ],
-    );
+    let env = [
+        ("AGENTCOM_TOKEN", token.as_str()),
+        ("NOTIFY_SOCKET", notify.as_str()),
+        ("WATCHDOG_USEC", "60000000"),
+        ("WATCHDOG_PID", "1"),
+        ("LISTEN_FDS", "0"),
+        ("LISTEN_PID", "1"),
+        ("LISTEN_FDNAMES", "none"),
+    ];
+    let _sidecar = Sidecar::spawn_with_env(w.dir.path(), &w.config, &env);
     w.identified().await;
     let id = w.submit("print your environment");
-    w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
-        .await;
+    w.wait_started(&id).await;
     assert!(w.hub.cancel_task(&id).await);
     let cancel_env = w.dir.join("cancel-env.txt");
-    w.wait_file(&cancel_env, SECS(10)).await;
+    wait_file(&cancel_env, SECS(10)).await;
     for file in [w.dir.join("wake-env.txt"), cancel_env] {
         // The file appears at once; give the command a moment to finish writing it.
-        let deadline = tokio::time::Instant::now() + SECS(5);
-        let mut text = std::fs::read_to_string(&file).unwrap();
-        while !text.contains("AGENTCOM_TASK_ID=") && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            text = std::fs::read_to_string(&file).unwrap();
-        }
+        let read = || std::fs::read_to_string(&file).unwrap();
+        let text = poll(
+            SECS(5),
+            || format!("{} unfinished: {}", file.display(), read()),
+            || Some(read()).filter(|text| text.contains("AGENTCOM_TASK_ID=")),
+        )
+        .await;
         assert!(text.contains(&format!("AGENTCOM_TASK_ID={id}")), "{text}");
-        for name in [
-            "AGENTCOM_TOKEN",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "LISTEN_FDNAMES",
-        ] {
+        for (name, _) in env {
             assert!(
                 !text.lines().any(|l| l.starts_with(&format!("{name}="))),
                 "{name} reached {}",
@@ -615,6 +431,30 @@ async fn wake_and_cancel_commands_never_see_the_token_or_the_service_managers_va
 #[cfg(unix)]
 mod agent_processes {
     use super::*;
+    use std::path::Path;
+
+    /// Waits until queue.json records the active task's process group (with its leader's start
+    /// time): from then on a restarted sidecar can find the agent.
+    async fn wait_group_persisted(w: &World) {
+        let queue = w.dir.join("queue.json");
+        poll(
+            SECS(5),
+            || {
+                format!(
+                    "no group in {}",
+                    std::fs::read_to_string(&queue).unwrap_or_default()
+                )
+            },
+            || {
+                let text = std::fs::read_to_string(&queue).ok()?;
+                let queue: Value = serde_json::from_str(&text).ok()?;
+                queue["active"]["agent_groups"][0]["start_ticks"]
+                    .is_u64()
+                    .then_some(())
+            },
+        )
+        .await
+    }
 
     /// Whether `pid` runs (a zombie does not count).
     fn running(pid: u32) -> bool {
@@ -633,9 +473,8 @@ mod agent_processes {
 
     /// The agent's PID as it wrote it (`$$` of the agent script), once its `.started` exists.
     async fn agent_pid(w: &World, id: &str) -> u32 {
-        w.wait_file(&w.results().join(format!("{id}.started")), SECS(10))
-            .await;
-        std::fs::read_to_string(w.dir.join(&format!("wakes-{id}")))
+        w.wait_started(id).await;
+        std::fs::read_to_string(w.dir.join(format!("pids-{id}")))
             .unwrap()
             .lines()
             .last()
@@ -646,14 +485,12 @@ mod agent_processes {
     }
 
     async fn assert_gone(pid: u32, what: &str) {
-        let deadline = tokio::time::Instant::now() + SECS(10);
-        while running(pid) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent {pid} still runs {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll(
+            SECS(10),
+            || format!("the agent {pid} still runs {what}"),
+            || (!running(pid)).then_some(()),
+        )
+        .await
     }
 
     /// Children of `parent` that are zombies (Linux; empty elsewhere).
@@ -676,9 +513,7 @@ mod agent_processes {
     /// a cancel must still stop the agent it left running in its process group.
     #[tokio::test]
     async fn cancel_stops_an_agent_the_wake_command_backgrounded() {
-        let mut w = World::new("tasks-cancel-bg", "HOLD=1 sh AGENT &", json!({})).await;
-        let sidecar = w.spawn();
-        w.identified().await;
+        let (w, sidecar) = spawned("tasks-cancel-bg", "HOLD=1 sh AGENT &", json!({})).await;
         let id = w.submit("backgrounded, then cancelled");
         let pid = agent_pid(&w, &id).await;
         assert!(running(pid));
@@ -698,9 +533,7 @@ mod agent_processes {
         if !Path::new("/usr/bin/setsid").exists() && !Path::new("/bin/setsid").exists() {
             return eprintln!("SKIPPED: no setsid program");
         }
-        let mut w = World::new("tasks-cancel-setsid", "HOLD=1 setsid sh AGENT &", json!({})).await;
-        let sidecar = w.spawn();
-        w.identified().await;
+        let (w, sidecar) = spawned("tasks-cancel-setsid", "HOLD=1 setsid sh AGENT &", json!({})).await;
         let id = w.submit("left the group, then cancelled");
         let pid = agent_pid(&w, &id).await;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -712,18 +545,17 @@ mod agent_processes {
         );
         assert!(w.hub.cancel_task(&id).await);
         assert_gone(pid, "after the cancel, outside the wake's group").await;
-        let deadline = tokio::time::Instant::now() + SECS(5);
-        loop {
-            let zombies = zombie_children(sidecar.pid());
-            if zombies.is_empty() {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "zombies left under the sidecar: {zombies:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll(
+            SECS(5),
+            || {
+                format!(
+                    "zombies left under the sidecar: {:?}",
+                    zombie_children(sidecar.pid())
+                )
+            },
+            || zombie_children(sidecar.pid()).is_empty().then_some(()),
+        )
+        .await;
     }
 
     /// What the cancel command starts (it runs while the agent is being stopped, with the same
@@ -731,28 +563,24 @@ mod agent_processes {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn stopping_the_agent_spares_what_the_cancel_command_started() {
-        let mut w = World::new(
+        let (w, _sidecar) = spawned(
             "tasks-cancel-spared",
             // The agent ignores SIGTERM: it is stopped only by the SIGKILL 2 s later.
             "trap '' TERM; HOLD=1 sh AGENT &",
             json!({"cancel_command": "sleep 30 >/dev/null 2>&1 & echo $! > ${RESULTS_DIR}/../cancel-pid"}),
         )
         .await;
-        let _sidecar = w.spawn();
-        w.identified().await;
         let id = w.submit("cancelled; the cancel command leaves a helper running");
         let pid = agent_pid(&w, &id).await;
         assert!(w.hub.cancel_task(&id).await);
         let helper_file = w.dir.join("cancel-pid");
-        w.wait_file(&helper_file, SECS(10)).await;
-        let deadline = tokio::time::Instant::now() + SECS(5);
-        let helper: u32 = loop {
-            if let Ok(p) = std::fs::read_to_string(&helper_file).unwrap().trim().parse() {
-                break p;
-            }
-            assert!(tokio::time::Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        wait_file(&helper_file, SECS(10)).await;
+        let helper: u32 = poll(
+            SECS(5),
+            || "no PID in cancel-pid".to_owned(),
+            || std::fs::read_to_string(&helper_file).unwrap().trim().parse().ok(),
+        )
+        .await;
         assert_gone(pid, "after the cancel (SIGKILL after the grace)").await;
         let still = running(helper);
         // SAFETY: the helper is this test's own sleep; signalling it cannot harm anything else.
@@ -765,24 +593,12 @@ mod agent_processes {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn cancel_after_a_sigkill_and_restart_still_stops_the_backgrounded_agent() {
-        let mut w = World::new("tasks-cancel-restart", "HOLD=1 sh AGENT &", json!({})).await;
-        let mut sidecar = w.spawn();
-        w.identified().await;
+        let (w, mut sidecar) = spawned("tasks-cancel-restart", "HOLD=1 sh AGENT &", json!({})).await;
         let id = w.submit("backgrounded, sidecar killed, then cancelled");
         let pid = agent_pid(&w, &id).await;
         // The group is persisted with the task.
-        let deadline = tokio::time::Instant::now() + SECS(5);
-        loop {
-            let queue: Value =
-                serde_json::from_str(&std::fs::read_to_string(w.dir.join("queue.json")).unwrap()).unwrap();
-            if queue["active"]["agent_groups"][0]["start_ticks"].is_u64() {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no group in {queue}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        sidecar.signal("KILL");
-        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        wait_group_persisted(&w).await;
+        sidecar.kill_hard().await;
         assert!(running(pid), "the agent survives the sidecar");
         let again = w.spawn();
         again
@@ -800,26 +616,16 @@ mod agent_processes {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_hand_back_after_a_sigkill_and_restart_stops_the_backgrounded_agent() {
-        let mut w = World::new(
+        let (w, mut sidecar) = spawned(
             "tasks-handback-restart",
             "HOLD=1 sh AGENT &",
             json!({"readopt_window_ms": 500}),
         )
         .await;
-        let mut sidecar = w.spawn();
-        w.identified().await;
         let id = w.submit("backgrounded, sidecar killed, task dropped by the hub");
         let pid = agent_pid(&w, &id).await;
-        let deadline = tokio::time::Instant::now() + SECS(5);
-        while !std::fs::read_to_string(w.dir.join("queue.json"))
-            .unwrap_or_default()
-            .contains("start_ticks")
-        {
-            assert!(tokio::time::Instant::now() < deadline, "no group in queue.json");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        sidecar.signal("KILL");
-        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        wait_group_persisted(&w).await;
+        sidecar.kill_hard().await;
         assert!(w.hub.cancel_task(&id).await);
         let again = w.spawn();
         let event = again
@@ -840,7 +646,7 @@ mod agent_processes {
     /// sidecar's child, is handed back saying that nothing could be stopped (not "agent stopped").
     #[tokio::test]
     async fn a_hand_back_of_a_node_task_says_nothing_could_be_stopped() {
-        let mut w = World::new(
+        let mut w = world(
             "tasks-handback-node",
             "sh AGENT",
             json!({"readopt_window_ms": 300}),
@@ -880,30 +686,16 @@ mod agent_processes {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn an_agent_that_exited_while_the_sidecar_was_down_fails_the_task_after_the_grace() {
-        let mut w = World::new(
+        let (w, mut sidecar) = spawned(
             "tasks-exit-restart",
             "NO_RESULT=1 HOLD=1 sh AGENT &",
             json!({"agent_exit_grace_ms": 300}),
         )
         .await;
-        let mut sidecar = w.spawn();
-        w.identified().await;
-        let id = w.hub.submit_task(TaskSpec {
-            description: "dies while the sidecar is down".into(),
-            max_retries: 1,
-            ..TaskSpec::default()
-        });
+        let id = w.submit_once("dies while the sidecar is down");
         let pid = agent_pid(&w, &id).await;
-        let deadline = tokio::time::Instant::now() + SECS(5);
-        while !std::fs::read_to_string(w.dir.join("queue.json"))
-            .unwrap_or_default()
-            .contains("start_ticks")
-        {
-            assert!(tokio::time::Instant::now() < deadline, "no group in queue.json");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        sidecar.signal("KILL");
-        sidecar.wait_exit(SECS(5)).await.expect("killed");
+        wait_group_persisted(&w).await;
+        sidecar.kill_hard().await;
         w.release();
         assert_gone(pid, "after the release").await;
         let _again = w.spawn();
@@ -919,19 +711,13 @@ mod agent_processes {
     /// time it ran.
     #[tokio::test]
     async fn a_task_past_task_timeout_ms_is_failed_and_its_agent_stopped() {
-        let mut w = World::new(
+        let (w, _sidecar) = spawned(
             "tasks-timeout",
             "HOLD=1 sh AGENT &",
             json!({"task_timeout_ms": 1500}),
         )
         .await;
-        let _sidecar = w.spawn();
-        w.identified().await;
-        let id = w.hub.submit_task(TaskSpec {
-            description: "runs forever".into(),
-            max_retries: 1,
-            ..TaskSpec::default()
-        });
+        let id = w.submit_once("runs forever");
         let pid = agent_pid(&w, &id).await;
         let record = w.wait_status(&id, "dead_letter", SECS(10)).await;
         let error = record.last_error.clone().unwrap();
@@ -948,19 +734,13 @@ mod agent_processes {
     /// `agent_exit_grace_ms`, not never.
     #[tokio::test]
     async fn an_agent_that_exits_without_a_result_fails_the_task_after_the_grace() {
-        let mut w = World::new(
+        let (w, sidecar) = spawned(
             "tasks-exit-grace",
             "NO_RESULT=1 HOLD=1 sh AGENT &",
             json!({"agent_exit_grace_ms": 300}),
         )
         .await;
-        let sidecar = w.spawn();
-        w.identified().await;
-        let id = w.hub.submit_task(TaskSpec {
-            description: "dies quietly".into(),
-            max_retries: 1,
-            ..TaskSpec::default()
-        });
+        let id = w.submit_once("dies quietly");
         let pid = agent_pid(&w, &id).await;
         // Released once the sidecar has seen it start (and so seen it alive in its group): an
         // agent that dies before the sidecar ever sees it alive looks like a detached one, which

@@ -3,48 +3,28 @@
 //! the environment, and values too big for one argument. Every wait polls with a deadline.
 #![cfg(unix)]
 
+mod support;
+
 use agentcom_sidecar::relay::wake::*;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use support::TempDir;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(label: &str) -> Dir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "agentcom-wake-{label}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn spec(dir: &Dir, command: &str, description: &str, timeout: Duration) -> WakeSpec {
+fn spec(dir: &TempDir, command: &str, description: &str, timeout: Duration) -> WakeSpec {
     WakeSpec {
         command: command.to_string(),
         vars: WakeVars {
             task_id: "task-42".into(),
             description: description.into(),
             task_json: serde_json::json!({"task_id": "task-42", "description": description}).to_string(),
-            task_file: dir.0.join("task-42.task.json"),
-            results_dir: dir.0.join("results"),
+            task_file: dir.join("task-42.task.json"),
+            results_dir: dir.join("results"),
             generation: 3,
         },
         env: vec![("AGENTCOM_AGENT_ID".into(), "agent-7".into())],
-        cwd: Some(dir.0.clone()),
+        cwd: Some(dir.path().to_owned()),
         timeout,
-        output_file: dir.0.join("logs/deep/wake.log"),
+        output_file: dir.join("logs/deep/wake.log"),
     }
 }
 
@@ -111,7 +91,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn success_and_output_file_with_its_folder() {
-    let dir = Dir::new("ok");
+    let dir = TempDir::new("ok");
     let s = spec(&dir, "echo to-stdout; echo to-stderr >&2", "d", MINUTE);
     assert_eq!(run(&s).await, WakeOutcome::Success);
     // Appended, not truncated.
@@ -122,7 +102,7 @@ async fn success_and_output_file_with_its_folder() {
 
 #[tokio::test]
 async fn non_zero_exit_reports_code_and_output_tail() {
-    let dir = Dir::new("fail");
+    let dir = TempDir::new("fail");
     let s = spec(&dir, "echo first line; echo 'it broke' >&2; exit 3", "d", MINUTE);
     let WakeOutcome::Failed { error } = run(&s).await else {
         panic!("not Failed")
@@ -134,7 +114,7 @@ async fn non_zero_exit_reports_code_and_output_tail() {
     );
 
     // A long output: only its tail, and the error stays within 2000 chars.
-    let dir = Dir::new("fail-long");
+    let dir = TempDir::new("fail-long");
     let s = spec(
         &dir,
         "i=0; while [ $i -lt 400 ]; do printf 'é%04d ' $i; i=$((i+1)); done; echo THE-END; exit 4",
@@ -155,7 +135,7 @@ async fn non_zero_exit_reports_code_and_output_tail() {
 
 #[tokio::test]
 async fn command_not_found_is_exit_127() {
-    let dir = Dir::new("nf");
+    let dir = TempDir::new("nf");
     let s = spec(&dir, "agentcom-no-such-command-xyz --flag", "d", MINUTE);
     let WakeOutcome::Failed { error } = run(&s).await else {
         panic!("not Failed")
@@ -166,14 +146,14 @@ async fn command_not_found_is_exit_127() {
 
 #[tokio::test]
 async fn could_not_start() {
-    let dir = Dir::new("cns");
+    let dir = TempDir::new("cns");
     let mut s = spec(&dir, "true", "d", MINUTE);
-    s.cwd = Some(dir.0.join("no/such/dir"));
+    s.cwd = Some(dir.join("no/such/dir"));
     assert!(matches!(run(&s).await, WakeOutcome::CouldNotStart { .. }));
 
     let mut s = spec(&dir, "true", "d", MINUTE);
-    std::fs::write(dir.0.join("plain-file"), "x").unwrap();
-    s.output_file = dir.0.join("plain-file/wake.log");
+    std::fs::write(dir.join("plain-file"), "x").unwrap();
+    s.output_file = dir.join("plain-file/wake.log");
     let WakeOutcome::CouldNotStart { error } = run(&s).await else {
         panic!("not CouldNotStart")
     };
@@ -182,7 +162,7 @@ async fn could_not_start() {
 
 #[tokio::test]
 async fn timeout_kills_the_whole_group() {
-    let dir = Dir::new("timeout");
+    let dir = TempDir::new("timeout");
     let s = spec(
         &dir,
         "sleep 1000 & echo $! >> pids; (sleep 1000 & echo $! >> pids; wait) & sleep 1000",
@@ -194,7 +174,7 @@ async fn timeout_kills_the_whole_group() {
     let started = Instant::now();
     assert_eq!(wait(handle).await, WakeOutcome::Timeout);
     assert!(started.elapsed() < Duration::from_secs(10));
-    let children = pids(&dir.0.join("pids"), 2).await;
+    let children = pids(&dir.join("pids"), 2).await;
     for pid in children.into_iter().chain([shell]) {
         assert!(
             eventually(Duration::from_secs(10), || !alive(pid)).await,
@@ -205,7 +185,7 @@ async fn timeout_kills_the_whole_group() {
 
 #[tokio::test]
 async fn timeout_sigkills_a_group_that_ignores_sigterm() {
-    let dir = Dir::new("timeout-term");
+    let dir = TempDir::new("timeout-term");
     let s = spec(
         &dir,
         "trap '' TERM; sleep 1000 & echo $! >> pids; sleep 1000 & echo $! >> pids; wait",
@@ -214,7 +194,7 @@ async fn timeout_sigkills_a_group_that_ignores_sigterm() {
     );
     let handle = spawn_wake(&s).unwrap();
     let shell = handle.pgid as i32;
-    let children = pids(&dir.0.join("pids"), 2).await;
+    let children = pids(&dir.join("pids"), 2).await;
     let started = Instant::now();
     assert_eq!(wait(handle).await, WakeOutcome::Timeout);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -228,7 +208,7 @@ async fn timeout_sigkills_a_group_that_ignores_sigterm() {
 
 #[tokio::test]
 async fn a_backgrounded_child_holding_stdout_does_not_hold_the_wake() {
-    let dir = Dir::new("bg");
+    let dir = TempDir::new("bg");
     // The agent keeps the shell's stdout and stderr open and runs on.
     let s = spec(&dir, "sleep 1000 & echo $! > pid; echo started", "d", MINUTE);
     let handle = spawn_wake(&s).unwrap();
@@ -240,7 +220,7 @@ async fn a_backgrounded_child_holding_stdout_does_not_hold_the_wake() {
         "{:?}",
         started.elapsed()
     );
-    let agent = pids(&dir.0.join("pid"), 1).await[0];
+    let agent = pids(&dir.join("pid"), 1).await[0];
     assert!(alive(agent), "the woken agent must keep running");
     // The group outlives its leader; kill_process_group still reaches it.
     kill_process_group(pgid, Duration::from_secs(2)).await;
@@ -249,7 +229,7 @@ async fn a_backgrounded_child_holding_stdout_does_not_hold_the_wake() {
 
 #[tokio::test]
 async fn kill_process_group_stops_a_running_group() {
-    let dir = Dir::new("kill");
+    let dir = TempDir::new("kill");
     let s = spec(
         &dir,
         "sleep 1000 & echo $! >> pids; sleep 1000 & echo $! >> pids; wait",
@@ -258,7 +238,7 @@ async fn kill_process_group_stops_a_running_group() {
     );
     let handle = spawn_wake(&s).unwrap();
     let pgid = handle.pgid;
-    let children = pids(&dir.0.join("pids"), 2).await;
+    let children = pids(&dir.join("pids"), 2).await;
     let waiting = tokio::spawn(wait(handle));
     kill_process_group(pgid, Duration::from_secs(2)).await;
     let outcome = tokio::time::timeout(Duration::from_secs(10), waiting)
@@ -284,7 +264,7 @@ async fn kill_process_group_stops_a_running_group() {
 
 #[tokio::test]
 async fn environment_and_cwd() {
-    let dir = Dir::new("env");
+    let dir = TempDir::new("env");
     let s = spec(
         &dir,
         "printf '%s|%s|%s|%s|%s' \"$AGENTCOM_AGENT_ID\" \"$AGENTCOM_V_TASK_ID\" \"$AGENTCOM_V_TASK_DESCRIPTION\" \
@@ -293,12 +273,12 @@ async fn environment_and_cwd() {
         MINUTE,
     );
     assert_eq!(run(&s).await, WakeOutcome::Success);
-    let cwd = std::fs::canonicalize(&dir.0).unwrap();
+    let cwd = std::fs::canonicalize(dir.path()).unwrap();
     assert_eq!(
-        std::fs::read_to_string(dir.0.join("out")).unwrap(),
+        std::fs::read_to_string(dir.join("out")).unwrap(),
         format!("agent-7|task-42|de$(touch pwned)scr\n|3|{}", cwd.display())
     );
-    assert!(!dir.0.join("pwned").exists());
+    assert!(!dir.join("pwned").exists());
 }
 
 #[tokio::test]
@@ -311,7 +291,7 @@ async fn hostile_values_end_to_end() {
         "x\n; touch pwned &",
         "% ! ^ & |",
     ] {
-        let dir = Dir::new("e2e");
+        let dir = TempDir::new("e2e");
         let s = spec(
             &dir,
             "printf %s ${TASK_DESCRIPTION} > bare; printf %s \"Task: ${TASK_JSON}\" > dq; printf %s '${TASK_DESCRIPTION}' > sq",
@@ -319,20 +299,20 @@ async fn hostile_values_end_to_end() {
             MINUTE,
         );
         assert_eq!(run(&s).await, WakeOutcome::Success);
-        assert_eq!(std::fs::read_to_string(dir.0.join("bare")).unwrap(), value);
+        assert_eq!(std::fs::read_to_string(dir.join("bare")).unwrap(), value);
         assert_eq!(
-            std::fs::read_to_string(dir.0.join("dq")).unwrap(),
+            std::fs::read_to_string(dir.join("dq")).unwrap(),
             format!("Task: {}", s.vars.task_json)
         );
-        assert_eq!(std::fs::read_to_string(dir.0.join("sq")).unwrap(), value);
-        assert!(!dir.0.join("pwned").exists(), "{value:?}");
+        assert_eq!(std::fs::read_to_string(dir.join("sq")).unwrap(), value);
+        assert!(!dir.join("pwned").exists(), "{value:?}");
     }
 }
 
 #[tokio::test]
 async fn values_too_big_for_one_argument() {
     // 60 KB twice plus the JSON: too long inline, so the values go through the environment.
-    let dir = Dir::new("big");
+    let dir = TempDir::new("big");
     let big: String = "$(touch pwned)'\"`x`\\".repeat(3000);
     let s = spec(
         &dir,
@@ -341,19 +321,16 @@ async fn values_too_big_for_one_argument() {
         MINUTE,
     );
     assert_eq!(run(&s).await, WakeOutcome::Success);
-    assert_eq!(std::fs::read_to_string(dir.0.join("a")).unwrap(), big);
-    assert_eq!(std::fs::read_to_string(dir.0.join("b")).unwrap(), big);
-    assert_eq!(
-        std::fs::read_to_string(dir.0.join("c")).unwrap(),
-        s.vars.task_json
-    );
-    assert!(!dir.0.join("pwned").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), big);
+    assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), big);
+    assert_eq!(std::fs::read_to_string(dir.join("c")).unwrap(), s.vars.task_json);
+    assert!(!dir.join("pwned").exists());
 
     // Over 128 KiB: cannot be passed; fine when unused, a clear error when used.
     let huge = "y".repeat(200 * 1024);
     let s = spec(&dir, "printf %s \"$AGENTCOM_V_TASK_ID\" > id", &huge, MINUTE);
     assert_eq!(run(&s).await, WakeOutcome::Success);
-    assert_eq!(std::fs::read_to_string(dir.0.join("id")).unwrap(), "task-42");
+    assert_eq!(std::fs::read_to_string(dir.join("id")).unwrap(), "task-42");
     let s = spec(&dir, "printf %s ${TASK_DESCRIPTION} > out", &huge, MINUTE);
     let WakeOutcome::CouldNotStart { error } = run(&s).await else {
         panic!("not CouldNotStart")
@@ -370,7 +347,7 @@ async fn values_too_big_for_one_argument() {
 #[tokio::test]
 async fn a_backgrounded_group_is_recognised_and_stopped_after_the_shell_exits() {
     use agentcom_sidecar::relay::task::AgentGroup;
-    let dir = Dir::new("group");
+    let dir = TempDir::new("group");
     let s = spec(&dir, "sleep 30 & echo $! > pids", "d", MINUTE);
     let handle = spawn_wake(&s).unwrap();
     let group = handle.group();
@@ -380,7 +357,7 @@ async fn a_backgrounded_group_is_recognised_and_stopped_after_the_shell_exits() 
         "{group:?}"
     );
     assert_eq!(wait(handle).await, WakeOutcome::Success);
-    let sleeper = pids(&dir.0.join("pids"), 1).await[0];
+    let sleeper = pids(&dir.join("pids"), 1).await[0];
     assert!(alive(sleeper));
     assert!(group_alive(group.pgid), "the group outlives its shell");
     assert!(recorded_group_is_ours(&group));

@@ -1,33 +1,24 @@
 //! `relay::watch` against real files in a temp folder.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agentcom_sidecar::relay::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
 use serde_json::json;
+use support::TempDir;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{timeout, Instant};
 
-/// A fresh folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+/// A results folder not made yet (`.0`: the watcher makes it) in a fresh temp folder (`.1`,
+/// held only to remove it on drop).
+struct TempResults(PathBuf, #[allow(dead_code)] TempDir);
 
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "agentcom-watch-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl TempResults {
+    fn new() -> TempResults {
+        let dir = TempDir::new("watch");
+        TempResults(dir.join("results"), dir)
     }
 }
 
@@ -78,7 +69,7 @@ fn result(id: &str, content: ResultContent) -> FileEvent {
 
 #[tokio::test]
 async fn rename_into_place_is_a_result() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     assert!(tmp.0.is_dir(), "start creates the folder");
     w.track("t1");
@@ -92,7 +83,7 @@ async fn rename_into_place_is_a_result() {
 
 #[tokio::test]
 async fn slow_write_in_place_is_reported_once_complete() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     // settle (200 ms) is shorter than the writer's pauses: a prefix must never count as invalid.
     let (mut w, mut rx) = ResultWatcher::start(WatchOptions {
         settle: Duration::from_millis(200),
@@ -127,7 +118,7 @@ async fn slow_write_in_place_is_reported_once_complete() {
 
 #[tokio::test]
 async fn non_objects_are_not_object() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     for (i, (text, kind)) in [("null", "null"), ("[1]", "array"), ("\"x\"", "string")]
         .iter()
@@ -145,7 +136,7 @@ async fn non_objects_are_not_object() {
 
 #[tokio::test]
 async fn garbage_is_invalid_after_settle() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     w.track("g");
     let written = Instant::now();
@@ -175,7 +166,7 @@ async fn garbage_is_invalid_after_settle() {
 
 #[tokio::test]
 async fn too_large_is_never_read() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(WatchOptions {
         max_result_bytes: 1000,
         ..opts(&tmp.0)
@@ -193,7 +184,7 @@ async fn too_large_is_never_read() {
 
 #[tokio::test]
 async fn started_before_and_after_the_result() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     w.track("a");
     w.track("b");
@@ -224,7 +215,7 @@ async fn started_before_and_after_the_result() {
 
 #[tokio::test]
 async fn progress_is_reported_when_it_changes() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     w.track("p");
     put(&tmp.0, "p.progress", r#"{"progress":10,"message":"reading"}"#);
@@ -256,7 +247,7 @@ async fn progress_is_reported_when_it_changes() {
 
 #[tokio::test]
 async fn untracked_ids_get_results_only() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     put(&tmp.0, "late.started", "");
     put(&tmp.0, "late.progress", r#"{"progress":1}"#);
@@ -287,7 +278,7 @@ async fn untracked_ids_get_results_only() {
 
 #[tokio::test]
 async fn files_present_at_track_are_reported() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     std::fs::create_dir_all(&tmp.0).unwrap();
     std::fs::write(tmp.0.join("old.started"), "").unwrap();
     std::fs::write(
@@ -322,7 +313,7 @@ async fn files_present_at_track_are_reported() {
 
 #[tokio::test]
 async fn folder_deleted_and_recreated() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     w.track("r1");
     std::fs::remove_dir_all(&tmp.0).unwrap();
@@ -350,7 +341,7 @@ async fn folder_deleted_and_recreated() {
 
 #[tokio::test]
 async fn folder_deleted_while_idle_is_recreated() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (_w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     std::fs::remove_dir_all(&tmp.0).unwrap();
     let deadline = Instant::now() + MUST;
@@ -366,7 +357,7 @@ async fn folder_deleted_while_idle_is_recreated() {
 
 #[tokio::test]
 async fn odd_names_are_ignored() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     w.track("x");
     std::fs::write(tmp.0.join("x.json.tmp"), "{}").unwrap();
@@ -381,7 +372,7 @@ async fn odd_names_are_ignored() {
 
 #[tokio::test]
 async fn a_replaced_result_is_reported_again() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     w.track("re");
     put(&tmp.0, "re.json", r#"{"n":1}"#);
@@ -394,7 +385,7 @@ async fn a_replaced_result_is_reported_again() {
 
 #[tokio::test]
 async fn dropping_the_watcher_closes_the_channel() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     drop(w);
     assert_eq!(timeout(MUST, rx.recv()).await.unwrap(), None);
@@ -404,7 +395,7 @@ async fn dropping_the_watcher_closes_the_channel() {
 #[tokio::test]
 #[ignore]
 async fn latency_rename_to_event() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(WatchOptions::new(&tmp.0)).unwrap();
     let mut samples = Vec::new();
     for i in 0..100 {
@@ -455,7 +446,7 @@ fn not_regular(id: &str, file: PathBuf) -> FileEvent {
 #[cfg(unix)]
 #[tokio::test]
 async fn fifos_are_reported_once_and_never_block_reading() {
-    let tmp = TempDir::new();
+    let tmp = TempResults::new();
     let (mut w, mut rx) = ResultWatcher::start(opts(&tmp.0)).unwrap();
     w.track("held");
     w.track("other");

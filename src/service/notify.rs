@@ -217,12 +217,16 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixDatagram;
 
-    fn bound(label: &str) -> (UnixDatagram, std::path::PathBuf) {
-        let path = std::env::temp_dir().join(format!("agentcom-notify-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+    /// A datagram socket bound in a fresh temp folder (removed when the folder is dropped).
+    fn bound(label: &str) -> (UnixDatagram, std::path::PathBuf, tempfile::TempDir) {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("agentcom-notify-{label}-"))
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        (sock, path)
+        (sock, path, dir)
     }
 
     fn recv(sock: &UnixDatagram) -> String {
@@ -240,7 +244,7 @@ mod tests {
 
     #[test]
     fn ready_status_watchdog_stopping_in_order() {
-        let (sock, path) = bound("order");
+        let (sock, path, _dir) = bound("order");
         let mut n = notifier_for(&path, Some(Duration::from_millis(100)));
         assert!(n.is_enabled());
         n.ready("connecting");

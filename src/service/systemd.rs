@@ -237,6 +237,7 @@ mod tests {
             r#"WorkingDirectory=/home/al ice/my "agent" 100%%"#,
             "Restart=always",
             "RestartSec=2",
+            // 73: another sidecar runs on this state folder; 78: the config is invalid.
             "RestartPreventExitStatus=73 78",
             "TimeoutStopSec=10",
             "WatchdogSec=60",

@@ -2,9 +2,10 @@
 
 #![allow(dead_code)]
 
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskRecord, TaskSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,34 +27,22 @@ pub fn cannot_run_here(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
-/// A fresh folder under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+/// A fresh, private folder under the system temp dir (from `tempfile`), removed on drop. `label`
+/// starts its name, so a folder left by a killed test run says which test made it.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "agentcom-sidecar-test-{label}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        let prefix = format!("agentcom-sidecar-test-{label}-");
+        TempDir(tempfile::Builder::new().prefix(&prefix).tempdir().unwrap())
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.path().join(name)
     }
 }
 
@@ -183,6 +172,12 @@ impl Sidecar {
         assert!(status.success());
     }
 
+    /// SIGKILL, then wait (up to 5 s) until the process is gone: a crash at this very point.
+    pub async fn kill_hard(&mut self) {
+        self.signal("KILL");
+        self.wait_exit(Duration::from_secs(5)).await.expect("killed");
+    }
+
     /// Wait for the process to exit, polling until `within` has passed.
     pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
@@ -246,15 +241,240 @@ impl Drop for Sidecar {
     }
 }
 
+/// How often the poll-with-deadline helpers look again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `check` until it gives a value; once `within` has passed, fails the test saying
+/// `what()` (built only then). The suite's one poll-with-deadline loop over real time.
+pub async fn poll<T>(
+    within: Duration,
+    what: impl FnOnce() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("{}", what());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits (up to `within`) for `path` to exist.
+pub async fn wait_file(path: &Path, within: Duration) {
+    poll(
+        within,
+        || format!("{} did not appear", path.display()),
+        || path.exists().then_some(()),
+    )
+    .await
+}
+
+/// Every frame the sidecar sent to `hub`, parsed, in order.
+pub fn frames_from_sidecar(hub: &EmbeddedHub) -> Vec<serde_json::Value> {
+    hub.history()
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::Received { text, .. } => serde_json::from_str(text).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An embedded hub that knows `agent`'s token, and a fresh folder holding `config.json` for it
+/// (fast timers, see [`config_json`]) and, where the test has one, the agent script `agent.sh`:
+/// the set-up of every test that runs the real binary against a hub.
+pub struct HubSetup {
+    pub hub: EmbeddedHub,
+    pub token: String,
+    pub agent: String,
+    pub dir: TempDir,
+    /// `dir/config.json`.
+    pub config: PathBuf,
+    /// The hub's events since before the binary started: nothing is missed.
+    pub events: tokio::sync::broadcast::Receiver<HubEvent>,
+}
+
+impl HubSetup {
+    /// A new hub, and a config for `agent` at it with `extra` keys merged in.
+    pub async fn start(agent: &str, extra: serde_json::Value) -> HubSetup {
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        HubSetup::with_hub(hub, None, agent, extra)
+    }
+
+    /// Like [`HubSetup::start`] on a hub the test made; `url`: connect there instead of the
+    /// hub (a proxy in front of it).
+    pub fn with_hub(hub: EmbeddedHub, url: Option<&str>, agent: &str, extra: serde_json::Value) -> HubSetup {
+        let token = hub.add_token(agent);
+        let events = hub.events();
+        let dir = TempDir::new(agent);
+        let url = url.map_or_else(|| hub.url(), str::to_owned);
+        let config = dir.join("config.json");
+        write_private(&config, &config_json(agent, &token, &url, extra));
+        HubSetup {
+            hub,
+            token,
+            agent: agent.to_owned(),
+            dir,
+            config,
+            events,
+        }
+    }
+
+    /// Writes `script` to `agent.sh` and sets `wake_command` to `wake`, in which `AGENT` stands
+    /// for the script's path; then merges `extra` in (it may override even `wake_command`).
+    pub fn with_agent(self, script: &str, wake: &str, extra: serde_json::Value) -> HubSetup {
+        let path = self.dir.join("agent.sh");
+        std::fs::write(&path, script).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        config["wake_command"] = wake.replace("AGENT", &path.display().to_string()).into();
+        if let serde_json::Value::Object(extra) = extra {
+            for (k, v) in extra {
+                config[k] = v;
+            }
+        }
+        write_private(&self.config, &config.to_string());
+        self
+    }
+
+    /// The real binary running on this config, its output in this folder.
+    pub fn spawn(&self) -> Sidecar {
+        Sidecar::spawn(self.dir.path(), &self.config)
+    }
+
+    /// Waits (up to 10 s) for the hub's next `Identified` event of this agent.
+    pub async fn identified(&mut self) {
+        let agent = self.agent.clone();
+        wait_hub(
+            &mut self.events,
+            Duration::from_secs(10),
+            "identified",
+            identified(&agent),
+        )
+        .await;
+    }
+
+    /// The results folder (the default `results_dir`).
+    pub fn results(&self) -> PathBuf {
+        self.dir.join("results")
+    }
+
+    /// Lets an agent that holds (waits for `release` in this folder) finish.
+    pub fn release(&self) {
+        std::fs::write(self.dir.join("release"), "").unwrap();
+    }
+
+    /// Waits (up to 10 s) for the agent to confirm it started on `task_id` (its `.started` file
+    /// in the default results folder).
+    pub async fn wait_started(&self, task_id: &str) {
+        wait_file(
+            &self.results().join(format!("{task_id}.started")),
+            Duration::from_secs(10),
+        )
+        .await
+    }
+
+    /// Submits a task with `description` to the hub, with the hub's default retries.
+    pub fn submit(&self, description: &str) -> String {
+        self.hub.submit_task(TaskSpec {
+            description: description.into(),
+            ..TaskSpec::default()
+        })
+    }
+
+    /// Submits a task that the hub dead-letters after `max_retries` failures.
+    pub fn submit_with_retries(&self, description: &str, max_retries: u32) -> String {
+        self.hub.submit_task(TaskSpec {
+            description: description.into(),
+            max_retries,
+            ..TaskSpec::default()
+        })
+    }
+
+    /// Submits a task that the hub dead-letters at its first failure (`max_retries` 1).
+    pub fn submit_once(&self, description: &str) -> String {
+        self.submit_with_retries(description, 1)
+    }
+
+    /// How often the agent recorded a wake for `task_id` (a line with the id in `wakes`).
+    pub fn wakes(&self, task_id: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("wakes"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == task_id)
+            .count()
+    }
+
+    /// Waits until queue.json holds no task (`{"active": null, "recovering": null}`).
+    pub async fn wait_queue_empty(&self, within: Duration) {
+        let queue = self.dir.join("queue.json");
+        let read = || std::fs::read_to_string(&queue).unwrap_or_default();
+        let empty = serde_json::json!({"active": null, "recovering": null});
+        poll(
+            within,
+            || format!("queue.json still holds {}", read()),
+            || (serde_json::from_str::<serde_json::Value>(&read()).ok()? == empty).then_some(()),
+        )
+        .await
+    }
+
+    /// Every frame the sidecar sent, parsed, in order.
+    pub fn frames_from_sidecar(&self) -> Vec<serde_json::Value> {
+        frames_from_sidecar(&self.hub)
+    }
+
+    /// The frames of type `kind` the sidecar sent, in order.
+    pub fn sent_of_type(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.frames_from_sidecar()
+            .into_iter()
+            .filter(|f| f["type"] == kind)
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until the sidecar has sent a frame of `kind` that `pred` accepts.
+    pub async fn wait_sent(
+        &self,
+        kind: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        poll(
+            Duration::from_secs(10),
+            || format!("no matching {kind}: {:#?}", self.frames_from_sidecar()),
+            || self.sent_of_type(kind).into_iter().find(|f| pred(f)),
+        )
+        .await
+    }
+
+    /// Waits until the hub holds task `task_id` in `status`; returns its record.
+    pub async fn wait_status(&self, task_id: &str, status: &str, within: Duration) -> TaskRecord {
+        poll(
+            within,
+            || {
+                format!(
+                    "task {task_id} not {status} within {within:?}: {:?}\nframes: {:#?}",
+                    self.hub.task(task_id),
+                    self.frames_from_sidecar()
+                )
+            },
+            || self.hub.task(task_id).filter(|r| r.status == status),
+        )
+        .await
+    }
+}
+
 /// Wait for the first hub event that matches, up to `within` (real time).
 pub async fn wait_hub<F>(
-    events: &mut tokio::sync::broadcast::Receiver<agentcom_sidecar::hub::HubEvent>,
+    events: &mut tokio::sync::broadcast::Receiver<HubEvent>,
     within: Duration,
     what: &str,
     mut pred: F,
-) -> agentcom_sidecar::hub::HubEvent
+) -> HubEvent
 where
-    F: FnMut(&agentcom_sidecar::hub::HubEvent) -> bool,
+    F: FnMut(&HubEvent) -> bool,
 {
     use tokio::sync::broadcast::error::RecvError;
     let deadline = tokio::time::Instant::now() + within;
@@ -269,8 +489,20 @@ where
 }
 
 /// True for the hub's `Identified` event of `agent`.
-pub fn identified(agent: &str) -> impl Fn(&agentcom_sidecar::hub::HubEvent) -> bool + '_ {
-    move |e| matches!(e, agentcom_sidecar::hub::HubEvent::Identified { agent_id, .. } if agent_id == agent)
+pub fn identified(agent: &str) -> impl Fn(&HubEvent) -> bool + '_ {
+    move |e| matches!(e, HubEvent::Identified { agent_id, .. } if agent_id == agent)
+}
+
+/// True for the hub's event of the sidecar closing its socket politely (code 1000, by the sidecar).
+pub fn closed_by_sidecar(e: &HubEvent) -> bool {
+    matches!(
+        e,
+        HubEvent::Closed {
+            code: Some(1000),
+            by_hub: false,
+            ..
+        }
+    )
 }
 
 /// A TCP proxy that, once `black_hole` is set, swallows every byte of the connections it holds
