@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod event_log;
+pub mod exec;
 pub mod files;
 pub mod hub;
 pub mod init;
