@@ -84,3 +84,6 @@ impl TaskRunner for Runners {
         self.agent.next_input()
     }
 }
+
+#[cfg(test)]
+mod tests;
