@@ -27,7 +27,7 @@ pub use crate::relay::runtime::RunRequest;
 /// started), then what the task's run produces: `Started`, `Progress`, `Result` (an executor: its
 /// output as the result object). A [`RunRequest::Stop`] actually stops the run (process group
 /// killed, request dropped); `Stop` and `Forget` go to every runner, each acting only on the tasks
-/// it runs.
+/// it runs. What a runner wants logged (the route it took, and why) it answers as `Log`.
 pub trait TaskRunner {
     /// Carry out one request. Returns what the relay must hear at once, before any other request
     /// is carried out (the process group a wake started in, so that queue.json records it).
