@@ -8,6 +8,7 @@
 use crate::config::{Config, LoadOptions};
 use crate::daemon::{self, Peers};
 use crate::event_log::EventLog;
+use crate::exec::Runners;
 use crate::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
 use crate::link::connect::NetConnector;
 use crate::link::policy::{LinkPolicy, LinkSettings};
@@ -61,7 +62,8 @@ async fn script() -> Result<PathBuf, String> {
     ));
     let mut log = EventLog::open(&config.log_file, &config.agent_id, true)
         .map_err(|e| format!("cannot open {}: {e}", config.log_file.display()))?;
-    let mut relay = RelayRuntime::start(&config, &mut log)?;
+    let mut runners = Runners::new(&config);
+    let mut relay = RelayRuntime::start(&config, &mut log, |tasks| runners.recover(tasks))?;
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
     let stop = async move { stop_rx.await.unwrap_or_else(|_| "demo ended".to_owned()) };
@@ -81,6 +83,7 @@ async fn script() -> Result<PathBuf, String> {
         stop,
         Peers {
             relay: Some(&mut relay),
+            runners: Some(&mut runners),
             ..Peers::default()
         },
     );

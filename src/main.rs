@@ -3,6 +3,7 @@
 use agentcom_sidecar::config::{default_config_path, Config, LoadOptions};
 use agentcom_sidecar::daemon::{self, Peers, RunEnd};
 use agentcom_sidecar::event_log::{ConsoleFormat, Event, EventLog};
+use agentcom_sidecar::exec::Runners;
 use agentcom_sidecar::link::connect::{NetConnector, NetOptions};
 use agentcom_sidecar::link::policy::{LinkPolicy, LinkSettings};
 use agentcom_sidecar::lock::InstanceLock;
@@ -409,7 +410,8 @@ async fn run(
             message: message.clone(),
         });
     }
-    let mut relay = match RelayRuntime::start(&config, &mut log) {
+    let mut runners = Runners::new(&config);
+    let mut relay = match RelayRuntime::start(&config, &mut log, |tasks| runners.recover(tasks)) {
         Ok(relay) => relay,
         Err(e) => {
             errln!("error: {e}");
@@ -429,6 +431,7 @@ async fn run(
         service::stop_requested(signals.recv(), stop),
         Peers {
             relay: Some(&mut relay),
+            runners: Some(&mut runners),
             board: Some(&mut board),
             notifier: Some(&mut notifier),
             resources: Some(resources),

@@ -4,6 +4,7 @@
 use crate::config::{Config, Secret};
 use crate::daemon::{self, Peers};
 use crate::event_log::{Event, EventLog};
+use crate::exec::Runners;
 use crate::hub::{EmbeddedHub, HubOptions, TaskSpec};
 use crate::link::connect::NetConnector;
 use crate::link::policy::{LinkPolicy, LinkSettings};
@@ -50,7 +51,8 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
     crate::outln!("try: embedded hub  {}", hub.url());
 
     let (mut log, captured) = EventLog::capture(&config.agent_id);
-    let mut relay = match RelayRuntime::start(&config, &mut log) {
+    let mut runners = Runners::new(&config);
+    let mut relay = match RelayRuntime::start(&config, &mut log, |tasks| runners.recover(tasks)) {
         Ok(relay) => relay,
         Err(e) => {
             crate::errln!("error: {e}");
@@ -69,6 +71,7 @@ pub async fn run(mut config: Config, description: String, timeout: Duration) -> 
         stop,
         Peers {
             relay: Some(&mut relay),
+            runners: Some(&mut runners),
             ..Peers::default()
         },
     );

@@ -5,7 +5,9 @@
 
 mod support;
 
-use agentcom_sidecar::relay::wake::*;
+use agentcom_sidecar::exec::process::*;
+use agentcom_sidecar::exec::template::*;
+use agentcom_sidecar::exec::wake::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::TempDir;

@@ -4,17 +4,19 @@
 //! (connect, send, close, log; the relay's frames and link holds; resource reports), brings the
 //! state file up to date, ticks the systemd notifier, then waits in one `select!` for whichever
 //! comes first: the stop signal, the earliest deadline of the policy and the peers, the hub
-//! socket, or the task runner (a wake command ended, the agent wrote a file).
+//! socket, or a task's news (the agent wrote a file, a runner reports on a run).
 //!
 //! A hub frame goes to the link policy, and, when it concerns tasks, to the relay first
-//! ([`peers::relay_input`]); `restart_sidecar` ends the loop. The link layer (`crate::link`)
-//! only connects, reads and writes; the peers (`crate::relay`, `crate::status`,
-//! `crate::service::notify`, `crate::resources`) know nothing of each other or of this loop. See
-//! [`Peers`] for what each peer hears, and [`TaskRunner`] for where executors plug in.
+//! ([`peers::relay_input`]); `restart_sidecar` ends the loop. What the relay asks of a task's run
+//! (start, stop) goes to the runners (`crate::exec::Runners`, which picks the runner for the
+//! task), and what a runner reports goes back to the relay. The link layer (`crate::link`)
+//! only connects, reads and writes; the peers (`crate::relay`, `crate::exec`, `crate::status`,
+//! `crate::service::notify`, `crate::resources`) know nothing of this loop, and the relay nothing
+//! of the runners. See [`Peers`] for what each peer hears.
 
 mod peers;
 
-pub use peers::{link_healthy, relay_input, Peers, TaskRunner};
+pub use peers::{link_healthy, relay_input, Peers};
 
 use crate::event_log::EventLog;
 use crate::link::policy::{Action, Input, LinkPolicy};
@@ -92,6 +94,9 @@ pub async fn run<C: Connector>(
                     }
                 }
             }
+            // What the relay asked of the runners before the loop started (a resumed task);
+            // later requests are routed as soon as the relay makes them.
+            peers.route_runs(log);
             for frame in peers.relay_sends() {
                 busy = true;
                 if let Some(input) = socket.send(&frame, send_timeout).await {
@@ -120,12 +125,11 @@ pub async fn run<C: Connector>(
         peers.update_board(&policy);
 
         let deadline = peers.deadline(&policy, now()).map(Instant::from_std);
-        let runner = peers.runner();
         let wake = tokio::select! {
             signal = &mut shutdown, if !shutdown_seen => Woke::Shutdown(signal),
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Woke::Timer,
             event = socket.next() => Woke::Socket(event),
-            input = async { TaskRunner::next_input(runner.expect("guarded")).await }, if runner.is_some() => Woke::Task(input),
+            input = peers.next_task_input() => Woke::Task(input),
         };
         match wake {
             Woke::Shutdown(signal) => {

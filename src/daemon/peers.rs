@@ -1,6 +1,7 @@
 //! The daemon's peers and what each one hears from the loop.
 
 use crate::event_log::{Event, EventLog};
+use crate::exec::{Runners, TaskRunner};
 use crate::link::policy::{Action, LinkPolicy};
 use crate::link::socket::CLOSE_GRACE;
 use crate::protocol::{HubError, Inbound, Outbound};
@@ -9,7 +10,6 @@ use crate::relay::runtime::{LinkRequest, RelayRuntime};
 use crate::resources::ResourceReporter;
 use crate::service::notify::Notifier;
 use crate::status::StatusBoard;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Slack on top of the link's own worst case (a send may block for the heartbeat timeout, a close
@@ -20,9 +20,13 @@ pub(super) const OVERDUE_SLACK: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct Peers<'a> {
     /// The task relay: task frames go to it, its frames go out on the link, it hears the link go
-    /// up and down, and it may hold the link down while queue.json cannot be written. It is also
-    /// the loop's only [`TaskRunner`] today.
+    /// up and down, and it may hold the link down while queue.json cannot be written. It watches
+    /// the agents' files itself; what it asks of a task's run goes to the runners.
     pub relay: Option<&'a mut RelayRuntime>,
+    /// Who runs the relay's tasks (`crate::exec`; today the agent waker): the loop routes the
+    /// relay's requests (start, stop) to them and their answers back to the relay. Without
+    /// runners, nothing runs the tasks.
+    pub runners: Option<&'a mut Runners>,
     /// The state file for `status`: follows the link and the tasks, and every hub text frame.
     pub board: Option<&'a mut StatusBoard>,
     /// systemd: `STATUS=` follows the link, `STOPPING=1` goes out on the stop signal, and
@@ -31,25 +35,6 @@ pub struct Peers<'a> {
     pub notifier: Option<&'a mut Notifier>,
     /// `resource_report` frames while the link is identified.
     pub resources: Option<ResourceReporter>,
-}
-
-/// Runs the tasks the relay starts, and tells the loop what became of them.
-///
-/// The loop waits on [`TaskRunner::next_input`] in its `select!` and hands what comes to the
-/// relay. Today a task is run one way, by waking the agent (`wake_command`, then the agent's files
-/// in `results_dir`): [`RelayRuntime`] is that runner, and it carries out the relay's `Wake` and
-/// `Kill` itself. Executors (next issue: the sidecar runs the task) will be further runners,
-/// further peers of the loop: each takes the relay's `Wake`/`Kill` for the tasks it runs and
-/// answers with the same inputs (`WakeFinished`, `Started`, `Progress`, `Result`).
-pub trait TaskRunner {
-    /// The next thing that happened to a task being run. Cancel-safe: the loop selects on it.
-    fn next_input(&mut self) -> impl Future<Output = RelayInput> + '_;
-}
-
-impl TaskRunner for RelayRuntime {
-    fn next_input(&mut self) -> impl Future<Output = RelayInput> + '_ {
-        RelayRuntime::next_input(self)
-    }
 }
 
 impl Peers<'_> {
@@ -64,17 +49,13 @@ impl Peers<'_> {
                 if let Some(reporter) = self.resources.as_mut() {
                     reporter.on_up(super::now());
                 }
-                if let Some(r) = self.relay.as_deref_mut() {
-                    r.handle(RelayInput::LinkUp, log);
-                }
+                self.feed_relay(RelayInput::LinkUp, log);
             }
             Action::Down => {
                 if let Some(reporter) = self.resources.as_mut() {
                     reporter.on_down();
                 }
-                if let Some(r) = self.relay.as_deref_mut() {
-                    r.handle(RelayInput::LinkDown, log);
-                }
+                self.feed_relay(RelayInput::LinkDown, log);
             }
             _ => {}
         }
@@ -140,26 +121,65 @@ impl Peers<'_> {
         if let Some(r) = self.relay.as_deref_mut() {
             r.handle_timeout(log);
         }
+        self.route_runs(log);
     }
 
     /// A hub frame, before the link policy sees it: the relay takes the part about tasks.
     pub(super) fn on_frame(&mut self, frame: &Inbound, log: &mut EventLog) {
-        if let Some(r) = self.relay.as_deref_mut() {
-            if let Some(input) = relay_input(frame) {
-                r.handle(input, log);
-            }
+        if let Some(input) = relay_input(frame) {
+            self.feed_relay(input, log);
         }
     }
 
-    /// The runner the loop waits on, if any.
-    pub(super) fn runner(&mut self) -> Option<&mut RelayRuntime> {
-        self.relay.as_deref_mut()
+    /// The next thing that happened to a task: the agent wrote a file (the relay's watcher), or a
+    /// runner reports on a run. Pending forever without either. Cancel-safe.
+    pub(super) async fn next_task_input(&mut self) -> RelayInput {
+        let relay = self.relay.as_deref_mut();
+        let runners = self.runners.as_deref_mut();
+        let files = async move {
+            match relay {
+                Some(r) => r.next_input().await,
+                None => std::future::pending().await,
+            }
+        };
+        let runs = async move {
+            match runners {
+                Some(r) => TaskRunner::next_input(r).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            input = files => input,
+            input = runs => input,
+        }
     }
 
-    /// Something happened to a task being run: the relay decides what follows.
+    /// Something happened to a task: the relay decides what follows.
     pub(super) fn on_task_input(&mut self, input: RelayInput, log: &mut EventLog) {
+        self.feed_relay(input, log);
+    }
+
+    /// Give the relay an input, then carry out what it asks of the runners.
+    fn feed_relay(&mut self, input: RelayInput, log: &mut EventLog) {
         if let Some(r) = self.relay.as_deref_mut() {
             r.handle(input, log);
+        }
+        self.route_runs(log);
+    }
+
+    /// Route the relay's requests to the runners, oldest first, and feed back what a runner says
+    /// at once (it may queue further requests).
+    pub(super) fn route_runs(&mut self, log: &mut EventLog) {
+        let Some(relay) = self.relay.as_deref_mut() else {
+            return;
+        };
+        while let Some(request) = relay.take_run_request() {
+            let Some(runners) = self.runners.as_deref_mut() else {
+                continue;
+            };
+            for input in runners.handle(request) {
+                relay.handle(input, log);
+            }
         }
     }
 }

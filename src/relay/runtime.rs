@@ -1,24 +1,21 @@
 //! `RelayRuntime`: the I/O shell around the task [`Relay`] machine.
 //!
-//! It carries out the machine's actions (queue.json writes, wake processes, kills, file moves,
-//! watching the results folder) and turns their outcomes back into machine inputs. Frames the
-//! machine wants sent are queued for the link driver ([`RelayRuntime::take_sends`]).
+//! It carries out the machine's actions that concern the relay's own things (queue.json writes,
+//! watching the results folder, file moves) and turns their outcomes back into machine inputs.
+//! What it does not carry out it hands out: frames to send ([`RelayRuntime::take_sends`]), what
+//! the link must do ([`RelayRuntime::take_link_requests`]), and what whoever runs a task must do
+//! ([`RelayRuntime::take_run_request`]: start it, stop it; `crate::exec` runs it).
 
-use super::machine::{Relay, RelayAction, RelayInput, RelaySettings, ResultFile, WakeEnd};
+use super::machine::{Relay, RelayAction, RelayInput, RelaySettings, ResultFile};
 use super::store::TaskStore;
-use super::task::{AgentGroup, TaskRecord};
+use super::task::TaskRecord;
 use super::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
 use crate::config::Config;
 use crate::event_log::{Event, EventLog};
-use crate::exec::process::{
-    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, stop_agent, KILL_GRACE,
-};
-use crate::exec::template::WakeVars;
-use crate::exec::wake::{spawn_wake, WakeOutcome, WakeSpec};
 use crate::protocol::Outbound;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -34,42 +31,48 @@ pub enum LinkRequest {
     Release,
 }
 
-/// How often the agents' process groups are checked while one may end unnoticed (on Linux a
-/// SIGCHLD usually says it first).
-const AGENT_CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// What the runtime knows of a task's agent processes, kept until the task ends or is stopped.
-#[derive(Debug, Default)]
-struct Agent {
-    /// Every process group its wake commands ran in (kill by group id outlives the shell).
-    groups: Vec<AgentGroup>,
-    /// A wake command's shell is running.
-    wake_running: bool,
-    /// A process was alive after the shell exited: the agent runs in our group.
-    outlived_wake: bool,
-    /// [`RelayInput::AgentGone`] was sent for the current wake.
-    reported: bool,
+/// What the relay asks of whoever runs a task (the daemon's loop routes it to a runner in
+/// `crate::exec`, which answers with [`RelayInput`]s: `WakeFinished`, `AgentGroup`, `AgentGone`).
+///
+/// The relay keeps the task's lifecycle (retries, confirmation, timeouts, keepalive, the outcome,
+/// recovery); a runner only starts and stops runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunRequest {
+    /// Run this task (the machine's `Wake`): attempt 1, 2, ... Answered with `WakeFinished`.
+    Start {
+        /// The task as `${TASK_JSON}` shows it.
+        task: TaskRecord,
+        /// Which attempt.
+        attempt: u32,
+    },
+    /// Stop the task's run if it still goes on (the machine's `Kill`).
+    Stop {
+        /// The task.
+        task_id: String,
+    },
+    /// The hub cancelled the task (the machine's `RunCancelCommand`; a [`RunRequest::Stop`] for it
+    /// comes first): tell whoever works on it.
+    Cancelled {
+        /// The task.
+        task: TaskRecord,
+    },
+    /// The relay no longer holds the task (the machine's `Untrack`): forget its runs.
+    Forget {
+        /// The task.
+        task_id: String,
+    },
 }
 
-/// The relay, its store, its watcher and its running wake commands.
+/// The relay, its store and its watcher.
 pub struct RelayRuntime {
     relay: Relay,
     store: TaskStore,
     watcher: ResultWatcher,
     files: mpsc::UnboundedReceiver<FileEvent>,
-    wakes_tx: mpsc::UnboundedSender<RelayInput>,
-    wakes_rx: mpsc::UnboundedReceiver<RelayInput>,
-    agents: HashMap<String, Agent>,
-    next_agent_check: Instant,
-    #[cfg(unix)]
-    sigchld: Option<tokio::signal::unix::Signal>,
     sends: VecDeque<Outbound>,
     link_requests: VecDeque<LinkRequest>,
-    wake_command: Option<String>,
-    cancel_command: Option<String>,
-    wake_timeout: Duration,
+    runs: VecDeque<RunRequest>,
     results_dir: PathBuf,
-    hub_url: String,
 }
 
 /// The machine's settings a config asks for.
@@ -87,6 +90,11 @@ pub fn relay_settings(config: &Config) -> RelaySettings {
     }
 }
 
+/// `results_dir/tasks/{task_id}.json`: the full task for the agent (`${TASK_FILE}`).
+pub fn task_file(results_dir: &Path, task_id: &str) -> PathBuf {
+    results_dir.join("tasks").join(format!("{task_id}.json"))
+}
+
 fn epoch_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -99,9 +107,15 @@ fn now() -> std::time::Instant {
 }
 
 impl RelayRuntime {
-    /// Load queue.json (a corrupt one is moved aside and logged), start watching results_dir.
+    /// Load queue.json (a corrupt one is moved aside and logged), let `recover` look at the held
+    /// tasks before the machine decides what to resume (the runners: what became of the runs an
+    /// earlier sidecar started), start watching results_dir.
     /// Fails only when queue.json can be neither read nor moved aside, or the folder cannot be watched.
-    pub fn start(config: &Config, log: &mut EventLog) -> Result<RelayRuntime, String> {
+    pub fn start(
+        config: &Config,
+        log: &mut EventLog,
+        recover: impl FnOnce(&mut [TaskRecord]),
+    ) -> Result<RelayRuntime, String> {
         let store = TaskStore::new(&config.queue_file);
         let loaded = store.load()?;
         if let Some(moved) = loaded.moved_aside {
@@ -110,61 +124,19 @@ impl RelayRuntime {
                 error: moved.error,
             });
         }
-        // An agent that started (or even finished) while the sidecar was down must not be woken
-        // again: look at its files before the machine decides what to resume.
         let mut tasks = loaded.tasks;
-        for task in &mut tasks {
-            let file = |ext: &str| config.results_dir.join(format!("{}.{ext}", task.task_id));
-            let woken = matches!(
-                task.status.as_str(),
-                "accepted" | "waking" | "waking_confirmation" | ""
-            );
-            if task.outcome.is_none() && woken && (file("started").exists() || file("json").exists()) {
-                task.status = "working".into();
-            }
-        }
-        // Agents the wake shell backgrounded, or that left its process group, become our children
-        // (Linux) rather than init's: they can be found, stopped and reaped.
-        become_subreaper();
-        // Process groups recorded by an earlier run: kept only while they are provably the same.
-        let mut agents = HashMap::new();
-        for task in &mut tasks {
-            // Only groups recorded with a start time can be recognised (Linux); without one,
-            // whether the agent still runs cannot be known, so it is not watched.
-            let recognisable = task.agent_groups.iter().any(|g| g.start_ticks.is_some());
-            task.agent_groups.retain(recorded_group_is_ours);
-            if recognisable && cfg!(target_os = "linux") && task.outcome.is_none() {
-                agents.insert(
-                    task.task_id.clone(),
-                    Agent {
-                        groups: task.agent_groups.clone(),
-                        outlived_wake: true,
-                        ..Agent::default()
-                    },
-                );
-            }
-        }
+        recover(&mut tasks);
         let (watcher, files) = ResultWatcher::start(WatchOptions::new(&config.results_dir))
             .map_err(|e| watch_error(&config.results_dir, &e))?;
-        let (wakes_tx, wakes_rx) = mpsc::unbounded_channel();
         let mut runtime = RelayRuntime {
             relay: Relay::new(relay_settings(config), tasks),
             store,
             watcher,
             files,
-            wakes_tx,
-            wakes_rx,
-            agents,
-            next_agent_check: Instant::now(),
-            #[cfg(unix)]
-            sigchld: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok(),
             sends: VecDeque::new(),
             link_requests: VecDeque::new(),
-            wake_command: config.wake_command.clone(),
-            cancel_command: config.cancel_command.clone(),
-            wake_timeout: config.wake_timeout,
+            runs: VecDeque::new(),
             results_dir: config.results_dir.clone(),
-            hub_url: config.hub_url.clone(),
         };
         runtime.run_actions(log);
         Ok(runtime)
@@ -172,52 +144,8 @@ impl RelayRuntime {
 
     /// Feed one input and carry out what follows.
     pub fn handle(&mut self, input: RelayInput, log: &mut EventLog) {
-        let finished = match &input {
-            RelayInput::WakeFinished { task_id, .. } => Some(task_id.clone()),
-            _ => None,
-        };
         self.relay.handle(input, now(), epoch_ms());
         self.run_actions(log);
-        if let Some(task_id) = finished {
-            if let Some(agent) = self.agents.get_mut(&task_id) {
-                agent.wake_running = false;
-            }
-            self.check_agent(&task_id);
-        }
-    }
-
-    /// Whether any agent is watched for its end.
-    fn watching(&self) -> bool {
-        self.agents.values().any(|a| !a.wake_running && !a.reported)
-    }
-
-    /// Reap adopted zombies and look at every watched agent.
-    fn check_agents(&mut self) {
-        reap_adopted();
-        self.next_agent_check = Instant::now() + AGENT_CHECK_EVERY;
-        let ids: Vec<String> = self.agents.keys().cloned().collect();
-        for task_id in ids {
-            self.check_agent(&task_id);
-        }
-    }
-
-    /// After the wake shell exited: is any process of the agent alive? Once none is, say so.
-    fn check_agent(&mut self, task_id: &str) {
-        let Some(agent) = self.agents.get_mut(task_id) else {
-            return;
-        };
-        if agent.wake_running || agent.reported {
-            return;
-        }
-        if agent_alive(task_id, &agent.groups) {
-            agent.outlived_wake = true;
-            return;
-        }
-        agent.reported = true;
-        let _ = self.wakes_tx.send(RelayInput::AgentGone {
-            task_id: task_id.to_owned(),
-            outlived_wake: agent.outlived_wake,
-        });
     }
 
     /// Act on the machine's deadlines.
@@ -241,35 +169,23 @@ impl RelayRuntime {
         self.link_requests.drain(..).collect()
     }
 
+    /// The oldest request for the runners, if any. One at a time: a runner's answer fed back
+    /// through [`RelayRuntime::handle`] may queue further requests behind the rest.
+    pub fn take_run_request(&mut self) -> Option<RunRequest> {
+        self.runs.pop_front()
+    }
+
     /// Each held task's id, status and generation, and the outbox depth, for `status`.
     pub fn snapshot(&self) -> (Vec<(String, &'static str, i64)>, usize) {
         (self.relay.snapshot(), self.relay.outbox_depth())
     }
 
-    /// The next input from the agent's side: a file event or a wake command's end.
+    /// The next event from the results folder (the agent wrote a file). Cancel-safe.
     pub async fn next_input(&mut self) -> RelayInput {
-        loop {
-            let watching = self.watching();
-            #[cfg(unix)]
-            let child_exited = async {
-                match self.sigchld.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let child_exited = std::future::pending::<Option<()>>();
-            tokio::select! {
-                Some(input) = self.wakes_rx.recv() => return input,
-                event = self.files.recv() => match event {
-                    Some(event) => return file_input(event, &self.results_dir),
-                    // The watcher stopped: nothing more will come from it.
-                    None => std::future::pending::<()>().await,
-                },
-                () = tokio::time::sleep_until(self.next_agent_check), if watching => {}
-                _ = child_exited => {}
-            }
-            self.check_agents();
+        match self.files.recv().await {
+            Some(event) => file_input(event, &self.results_dir),
+            // The watcher stopped: nothing more will come from it.
+            None => std::future::pending().await,
         }
     }
 
@@ -282,16 +198,15 @@ impl RelayRuntime {
                     self.relay
                         .handle(RelayInput::Persisted(result), now(), epoch_ms());
                 }
-                RelayAction::Wake { task, attempt } => self.wake(task, attempt),
-                RelayAction::Kill { task_id } => {
-                    let groups = self.agents.remove(&task_id).map(|a| a.groups).unwrap_or_default();
-                    tokio::spawn(async move { stop_agent(&task_id, &groups, KILL_GRACE).await });
+                RelayAction::Wake { task, attempt } => {
+                    self.runs.push_back(RunRequest::Start { task, attempt })
                 }
-                RelayAction::RunCancelCommand { task } => self.run_cancel_command(task),
+                RelayAction::Kill { task_id } => self.runs.push_back(RunRequest::Stop { task_id }),
+                RelayAction::RunCancelCommand { task } => self.runs.push_back(RunRequest::Cancelled { task }),
                 RelayAction::Track { task_id } => self.watcher.track(&task_id),
                 RelayAction::Untrack { task_id } => {
-                    self.agents.remove(&task_id);
                     self.watcher.untrack(&task_id);
+                    self.runs.push_back(RunRequest::Forget { task_id });
                 }
                 RelayAction::ClearFiles { task_id } => self.clear_files(&task_id),
                 RelayAction::DiscardResult { task_id } => self.discard_result(&task_id, log),
@@ -310,133 +225,11 @@ impl RelayRuntime {
         }
     }
 
-    fn spec(&self, template: &str, task: &TaskRecord, output: PathBuf) -> WakeSpec {
-        let task_file = self.task_file(&task.task_id);
-        let vars = WakeVars {
-            task_id: task.task_id.clone(),
-            description: task.description.clone(),
-            task_json: task.to_task_json(),
-            task_file: task_file.clone(),
-            results_dir: self.results_dir.clone(),
-            generation: task.generation,
-        };
-        let file = |ext: &str| {
-            self.results_dir
-                .join(format!("{}.{ext}", task.task_id))
-                .display()
-                .to_string()
-        };
-        let env = vec![
-            ("AGENTCOM_TASK_ID".to_owned(), task.task_id.clone()),
-            ("AGENTCOM_TASK_FILE".to_owned(), task_file.display().to_string()),
-            ("AGENTCOM_GENERATION".to_owned(), task.generation.to_string()),
-            (
-                "AGENTCOM_RESULTS_DIR".to_owned(),
-                self.results_dir.display().to_string(),
-            ),
-            ("AGENTCOM_STARTED_FILE".to_owned(), file("started")),
-            ("AGENTCOM_RESULT_FILE".to_owned(), file("json")),
-            ("AGENTCOM_PROGRESS_FILE".to_owned(), file("progress")),
-            ("AGENTCOM_HUB_URL".to_owned(), self.hub_url.clone()),
-        ];
-        WakeSpec {
-            command: template.to_owned(),
-            vars,
-            env,
-            cwd: None,
-            timeout: self.wake_timeout,
-            output_file: output,
-        }
-    }
-
-    /// `results_dir/tasks/{task_id}.json`: the full task for the agent (`${TASK_FILE}`).
-    fn task_file(&self, task_id: &str) -> PathBuf {
-        self.results_dir.join("tasks").join(format!("{task_id}.json"))
-    }
-
-    fn wake(&mut self, task: TaskRecord, attempt: u32) {
-        let task_id = task.task_id.clone();
-        let finished = |end| RelayInput::WakeFinished {
-            task_id: task_id.clone(),
-            attempt,
-            end,
-        };
-        let Some(template) = self.wake_command.clone() else {
-            let _ = self
-                .wakes_tx
-                .send(finished(WakeEnd::Failed("no wake_command configured".into())));
-            return;
-        };
-        if let Err(e) = write_task_file(&self.task_file(&task_id), &task.to_task_json()) {
-            let error = format!("cannot write the task file: {e}");
-            let _ = self.wakes_tx.send(finished(WakeEnd::Failed(error)));
-            return;
-        }
-        let output = self.results_dir.join("logs").join(format!("{task_id}.wake.log"));
-        match spawn_wake(&self.spec(&template, &task, output)) {
-            Ok(handle) => {
-                let group = handle.group();
-                let agent = self.agents.entry(task_id.clone()).or_default();
-                agent.groups.retain(|g| g.pgid != group.pgid);
-                agent.groups.push(group.clone());
-                agent.wake_running = true;
-                agent.outlived_wake = false;
-                agent.reported = false;
-                self.relay.handle(
-                    RelayInput::AgentGroup {
-                        task_id: task_id.clone(),
-                        group,
-                    },
-                    now(),
-                    epoch_ms(),
-                );
-                let tx = self.wakes_tx.clone();
-                tokio::spawn(async move {
-                    let end = match handle.wait().await {
-                        WakeOutcome::Success => WakeEnd::Success,
-                        WakeOutcome::Timeout => WakeEnd::Timeout,
-                        WakeOutcome::Failed { error } | WakeOutcome::CouldNotStart { error } => {
-                            WakeEnd::Failed(error)
-                        }
-                    };
-                    let _ = tx.send(RelayInput::WakeFinished {
-                        task_id,
-                        attempt,
-                        end,
-                    });
-                });
-            }
-            Err(outcome) => {
-                let error = match outcome {
-                    WakeOutcome::CouldNotStart { error } | WakeOutcome::Failed { error } => error,
-                    other => format!("{other:?}"),
-                };
-                let _ = self.wakes_tx.send(finished(WakeEnd::Failed(error)));
-            }
-        }
-    }
-
-    fn run_cancel_command(&mut self, task: TaskRecord) {
-        let Some(template) = self.cancel_command.clone() else {
-            return;
-        };
-        let output = self
-            .results_dir
-            .join("logs")
-            .join(format!("{}.cancel.log", task.task_id));
-        if let Ok(handle) = spawn_wake(&self.spec(&template, &task, output)) {
-            // What the cancel command starts is not the agent being stopped.
-            exempt_group(handle.pgid);
-            // Waiting enforces the timeout (the group is killed past it).
-            tokio::spawn(handle.wait());
-        }
-    }
-
     fn clear_files(&self, task_id: &str) {
         for ext in ["started", "json", "progress"] {
             remove_if_present(&self.results_dir.join(format!("{task_id}.{ext}")));
         }
-        remove_if_present(&self.task_file(task_id));
+        remove_if_present(&task_file(&self.results_dir, task_id));
     }
 
     fn discard_result(&self, task_id: &str, log: &mut EventLog) {
@@ -457,7 +250,7 @@ impl RelayRuntime {
         for ext in ["started", "progress"] {
             remove_if_present(&self.results_dir.join(format!("{task_id}.{ext}")));
         }
-        remove_if_present(&self.task_file(task_id));
+        remove_if_present(&task_file(&self.results_dir, task_id));
     }
 }
 
@@ -506,13 +299,6 @@ fn file_input(event: FileEvent, results_dir: &Path) -> RelayInput {
             RelayInput::Result { task_id, file }
         }
     }
-}
-
-fn write_task_file(path: &Path, json: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        crate::files::create_dir_all(dir)?;
-    }
-    crate::files::write(path, json.as_bytes())
 }
 
 fn remove_if_present(path: &Path) {
