@@ -294,7 +294,7 @@ pub(super) fn shell_quote(s: &str) -> String {
     if plain {
         s.to_string()
     } else {
-        crate::exec::template::quote_sh(s)
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

@@ -11,31 +11,13 @@
 
 #[cfg(target_os = "linux")]
 use super::procfs;
-use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a process group being killed gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// A process group a wake command ran in, kept with its task until the task ends, so that a
-/// cancel, a timeout or a hand-back can stop an agent the wake command backgrounded.
-///
-/// Persisted in queue.json (`agent_groups`, a field the Node sidecar ignores: it reads a task
-/// object's fields by name and never rejects others, protocol §5.1 and §5.11) where the platform
-/// can tell the group's leader apart from a later process that reused its PID (Linux: the
-/// leader's start time and the boot id), so that a restarted sidecar can still stop it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentGroup {
-    /// The process group id (the wake shell's PID).
-    pub pgid: u32,
-    /// The leader's start time (Linux: field 22 of `/proc/PID/stat`, clock ticks since boot).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_ticks: Option<u64>,
-    /// The boot the start time belongs to (Linux: `/proc/sys/kernel/random/boot_id`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_id: Option<String>,
-}
+pub use crate::relay::task::AgentGroup;
 
 /// Environment variables no child of the sidecar inherits: the hub token, and the service
 /// manager's handles meant for the sidecar alone (systemd's notify socket, its watchdog, and

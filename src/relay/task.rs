@@ -95,7 +95,24 @@ fn empty_object() -> Value {
     Value::Object(Map::new())
 }
 
-pub use crate::exec::process::AgentGroup;
+/// A process group a wake command ran in, kept with its task until the task ends, so that a
+/// cancel, a timeout or a hand-back can stop an agent the wake command backgrounded.
+///
+/// Persisted in queue.json (`agent_groups`, a field the Node sidecar ignores: it reads a task
+/// object's fields by name and never rejects others, protocol §5.1 and §5.11) where the platform
+/// can tell the group's leader apart from a later process that reused its PID (Linux: the
+/// leader's start time and the boot id), so that a restarted sidecar can still stop it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentGroup {
+    /// The process group id (the wake shell's PID).
+    pub pgid: u32,
+    /// The leader's start time (Linux: field 22 of `/proc/PID/stat`, clock ticks since boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    /// The boot the start time belongs to (Linux: `/proc/sys/kernel/random/boot_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
 
 /// A task as queue.json holds it. Field names and statuses are the Node sidecar's, so a queue.json
 /// left by the Node sidecar loads after an upgrade; the enrichment fields ride along verbatim.
