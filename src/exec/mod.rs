@@ -15,6 +15,7 @@
 //! and finds and stops a task's agent by process group; `agent` is the runner built from them.
 
 pub mod agent;
+pub mod direct;
 pub mod process;
 #[cfg(target_os = "linux")]
 mod procfs;
