@@ -21,6 +21,7 @@ pub mod process;
 mod procfs;
 pub mod template;
 pub mod wake;
+pub mod claude;
 pub mod shell;
 
 use crate::config::Config;
