@@ -6,6 +6,8 @@
 //!
 //! Unlike Node, a failing command runs once (not twice), a timeout kills the whole process group
 //! (not only the shell), and a failure reaches the hub as an error, never as a "completed" task.
+//! When the shell exits, anything it left running in its process group (a `cmd &`) is stopped
+//! with the group; a command that must outlive the task has to leave the group itself.
 //!
 //! Also home of [`GroupChild`], the process guard the Claude executor shares: a child in its own
 //! process group that is killed with its group when dropped.
