@@ -286,3 +286,21 @@ async fn shell_not_allowed_never_runs_the_command() {
     shell::run(&j, &tx, true).await.unwrap();
     assert!(canary.exists());
 }
+
+#[tokio::test]
+async fn what_a_finished_command_left_in_its_group_is_stopped() {
+    let work = TempDir::new("shell-leftover");
+    let bg = work.join("bg");
+    let command = format!("sleep 300 & echo $! > '{}'; echo started", bg.display());
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let j = job("", work.path(), json!({"shell_command": command}));
+    let out = shell::run(&j, &tx, true).await.unwrap();
+    assert_eq!(out.output, "started\n");
+    let child = read_pid(&bg).expect("the command wrote its background child's PID");
+    poll(
+        WITHIN,
+        || format!("the background child {child} still runs"),
+        || process_gone(child).then_some(()),
+    )
+    .await;
+}
