@@ -552,3 +552,190 @@ async fn pump(
         std::future::pending::<()>().await;
     }
 }
+
+// ---- a fake `claude` (the Claude Code CLI) for the executor tests ----
+
+/// What the fake `claude` does when run.
+#[derive(Debug, Clone)]
+pub enum FakeClaudeScenario {
+    /// Prints a `system` init event with `model`, an `assistant` message with `text`, and a
+    /// `result` event with `usage` and `total_cost_usd`; exits 0.
+    Success {
+        model: String,
+        text: String,
+        tokens_in: u64,
+        tokens_out: u64,
+        cost_usd: f64,
+    },
+    /// Prints a `result` event with `is_error: true` and `text` as its `result`; exits 1.
+    IsError(String),
+    /// Prints `stderr` on stderr and exits with `code`.
+    Exit { code: i32, stderr: String },
+    /// Starts a background `sleep 300` (its PID in `child_pid`) and waits for it: never ends.
+    Hang,
+}
+
+/// A fake `claude`: a sh script in a temp folder that records each run (its argv, one numbered
+/// file per argument so newlines and quotes survive; its folder; its PID) and then does what the
+/// scenario file next to it says. Unix only.
+pub struct FakeClaude {
+    dir: TempDir,
+    path: PathBuf,
+}
+
+impl FakeClaude {
+    /// Writes the script (scenario: a plain success).
+    pub fn new(label: &str) -> FakeClaude {
+        let dir = TempDir::new(label);
+        let quoted = format!("'{}'", dir.path().display().to_string().replace('\'', "'\\''"));
+        let script = format!(
+            r#"#!/bin/sh
+d={quoted}
+n=$(( $(cat "$d/calls" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$d/calls"
+echo $$ > "$d/pid"
+mkdir -p "$d/call.$n"
+i=0
+for a in "$@"; do
+  printf '%s' "$a" > "$d/call.$n/arg.$i"
+  i=$((i + 1))
+done
+pwd > "$d/call.$n/cwd"
+if [ -f "$d/hang" ]; then
+  sleep 300 &
+  echo $! > "$d/child_pid.tmp" && mv "$d/child_pid.tmp" "$d/child_pid"
+  wait
+fi
+[ -f "$d/stdout" ] && cat "$d/stdout"
+[ -f "$d/stderr" ] && cat "$d/stderr" >&2
+exit $(cat "$d/exit" 2>/dev/null || echo 0)
+"#
+        );
+        let path = dir.join("claude");
+        std::fs::write(&path, script).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let fake = FakeClaude { dir, path };
+        fake.set(FakeClaudeScenario::Success {
+            model: "claude-sonnet-4-5-20250929".into(),
+            text: "Done.".into(),
+            tokens_in: 10,
+            tokens_out: 20,
+            cost_usd: 0.01,
+        });
+        fake
+    }
+
+    /// The script's path, for `claude_command`.
+    pub fn command(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The fake's folder (a place for canary files too).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Chooses what the next runs do.
+    pub fn set(&self, scenario: FakeClaudeScenario) {
+        for f in ["stdout", "stderr", "exit", "hang"] {
+            let _ = std::fs::remove_file(self.dir.join(f));
+        }
+        let write = |name: &str, text: &str| std::fs::write(self.dir.join(name), text).unwrap();
+        match scenario {
+            FakeClaudeScenario::Success {
+                model,
+                text,
+                tokens_in,
+                tokens_out,
+                cost_usd,
+            } => {
+                let lines = [
+                    serde_json::json!({"type": "system", "subtype": "init", "model": model,
+                        "session_id": "s1", "tools": []}),
+                    serde_json::json!({"type": "assistant", "message": {"model": model, "role": "assistant",
+                        "content": [{"type": "text", "text": text}]}}),
+                    serde_json::json!({"type": "result", "subtype": "success", "is_error": false,
+                        "result": text, "total_cost_usd": cost_usd, "num_turns": 1,
+                        "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out}}),
+                ];
+                let out: String = lines.iter().map(|l| format!("{l}\n")).collect();
+                write("stdout", &out);
+            }
+            FakeClaudeScenario::IsError(text) => {
+                let line = serde_json::json!({"type": "result", "subtype": "success", "is_error": true,
+                    "result": text, "usage": {"input_tokens": 1, "output_tokens": 0}});
+                write("stdout", &format!("{line}\n"));
+                write("exit", "1");
+            }
+            FakeClaudeScenario::Exit { code, stderr } => {
+                write("stderr", &stderr);
+                write("exit", &code.to_string());
+            }
+            FakeClaudeScenario::Hang => write("hang", ""),
+        }
+    }
+
+    /// How many times the fake ran.
+    pub fn calls(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("calls"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The arguments of run `call` (1-based), byte for byte.
+    pub fn args(&self, call: usize) -> Vec<String> {
+        let folder = self.dir.join(format!("call.{call}"));
+        (0..)
+            .map(|i| folder.join(format!("arg.{i}")))
+            .take_while(|p| p.exists())
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// The folder run `call` ran in.
+    pub fn cwd(&self, call: usize) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(self.dir.join(format!("call.{call}/cwd"))).ok()?;
+        Some(PathBuf::from(text.trim_end_matches('\n')))
+    }
+
+    /// The PID of the last run.
+    pub fn pid(&self) -> Option<u32> {
+        read_pid(&self.dir.join("pid"))
+    }
+
+    /// The PID of the background child a [`FakeClaudeScenario::Hang`] run started.
+    pub fn child_pid(&self) -> Option<u32> {
+        read_pid(&self.dir.join("child_pid"))
+    }
+}
+
+/// A PID written to `path` (`None` until it is there).
+pub fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether process `pid` is gone (or a zombie: it ended, its parent has not reaped it yet).
+pub fn process_gone(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        !Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
