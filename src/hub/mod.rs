@@ -10,7 +10,9 @@
 //! own schema table ([`schema`]). Single-threaded friendly: every timer is a `tokio::time` one,
 //! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
 
+mod complexity;
 mod conn;
+mod llm;
 mod rate;
 mod scheduler;
 pub mod schema;
@@ -272,7 +274,8 @@ impl EmbeddedHub {
         let accept = tokio::spawn(accept_loop(self.clone(), listener));
         let reaper = tokio::spawn(reaper(self.shared.clone()));
         let sweep = tokio::spawn(scheduler::stuck_sweep(self.shared.clone()));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper, sweep];
+        let health = tokio::spawn(llm::health_loop(self.shared.clone()));
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper, sweep, health];
     }
 
     /// The address the hub listens on.
@@ -348,7 +351,14 @@ impl EmbeddedHub {
             let mut st = self.shared.lock();
             st.next_conn += 1;
             let conn = st.next_conn;
-            st.conns.insert(conn, ConnEntry { tx, agent_id: None });
+            st.conns.insert(
+                conn,
+                ConnEntry {
+                    tx,
+                    agent_id: None,
+                    dashboard: false,
+                },
+            );
             conn
         };
         tokio::spawn(conn::run(self.shared.clone(), conn, stream, rx));
