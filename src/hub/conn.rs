@@ -54,6 +54,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut dashboard = false;
+    // The signature is tungstenite's `Callback`; its error type is large by design.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| only_ws_path(req, resp, &mut dashboard);
     let handshake = timeout(GRACE, tokio_tungstenite::accept_hdr_async(stream, callback)).await;
     let end = match handshake {
