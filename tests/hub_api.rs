@@ -548,3 +548,63 @@ async fn the_dashboard_socket_gets_execution_events_only() {
     drop((dash, ws));
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_health_check_probes_on_its_own_every_interval() {
+    let hub = EmbeddedHub::start(HubOptions {
+        llm_probe_interval: Duration::from_millis(300),
+        ..HubOptions::default()
+    })
+    .await
+    .expect("start");
+    let (port, hits, fake) = fake_ollama(&["m:1"]).await;
+    hub.register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .expect("201");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while hub.llm_registry()["endpoints"][0]["status"] != "healthy" {
+        assert!(tokio::time::Instant::now() < deadline, "never probed");
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    fake.abort();
+    let _ = fake.await;
+    while hub.llm_registry()["endpoints"][0]["status"] != "unhealthy" {
+        assert!(tokio::time::Instant::now() < deadline, "never marked unhealthy");
+        sleep(Duration::from_millis(20)).await;
+    }
+    hub.stop().await;
+}
+
+#[test]
+fn the_real_hubs_probe_timings_are_the_defaults() {
+    let opts = HubOptions::default();
+    assert_eq!(opts.llm_probe_interval, Duration::from_secs(30));
+    assert_eq!(opts.llm_probe_timeout, Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_endpoint_that_accepts_but_never_answers_times_out_as_a_failure() {
+    let hub = EmbeddedHub::start(HubOptions {
+        llm_probe_timeout: Duration::from_millis(200),
+        ..HubOptions::default()
+    })
+    .await
+    .expect("start");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            open.push(tcp);
+        }
+    });
+    hub.register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .expect("201");
+    let started = tokio::time::Instant::now();
+    hub.probe_llm_now().await;
+    hub.probe_llm_now().await;
+    assert!(started.elapsed() < LIMIT, "each probe gives up after its timeout");
+    assert_eq!(hub.llm_registry()["endpoints"][0]["status"], "unhealthy");
+    held.abort();
+    hub.stop().await;
+}

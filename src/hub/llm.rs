@@ -14,9 +14,10 @@ use tokio::time::Instant;
 use super::complexity::Candidate;
 use super::{epoch_ms, later, Shared};
 
-/// How often every endpoint is probed.
+/// How often every endpoint is probed (the default of `HubOptions::llm_probe_interval`).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long one probe may take (connect, request and answer).
+/// How long one probe may take: connect, request and answer (the default of
+/// `HubOptions::llm_probe_timeout`).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest `/api/tags` answer read.
 const MAX_ANSWER: usize = 1 << 20;
@@ -164,9 +165,9 @@ pub fn parse_ollama_url(url: &str) -> Option<(String, u16)> {
 }
 
 /// One `GET /api/tags` probe: the model names on a 200 with `{"models":[{"name":…}]}`, None on
-/// any failure (refused, timeout, another status, a body that is not that JSON).
-pub async fn probe(host: &str, port: u16) -> Option<Vec<String>> {
-    tokio::time::timeout(PROBE_TIMEOUT, probe_inner(host, port))
+/// any failure (refused, no answer within `limit`, another status, a body that is not that JSON).
+pub async fn probe(host: &str, port: u16, limit: Duration) -> Option<Vec<String>> {
+    tokio::time::timeout(limit, probe_inner(host, port))
         .await
         .ok()
         .flatten()
@@ -229,8 +230,9 @@ pub async fn probe_all(shared: &Arc<Shared>) {
         .iter()
         .map(|e| (e.id.clone(), e.host.clone(), e.port))
         .collect();
+    let limit = shared.opts.llm_probe_timeout;
     let probes = targets.into_iter().map(|(id, host, port)| async move {
-        let outcome = probe(&host, port).await;
+        let outcome = probe(&host, port, limit).await;
         (id, outcome)
     });
     let outcomes = futures_util::future::join_all(probes).await;
@@ -244,12 +246,13 @@ pub async fn probe_all(shared: &Arc<Shared>) {
     }
 }
 
-/// The health checker: probes every endpoint every [`PROBE_INTERVAL`].
+/// The health checker: probes every endpoint every `llm_probe_interval`.
 pub async fn health_loop(shared: Arc<Shared>) {
-    let mut next = later(Instant::now(), PROBE_INTERVAL);
+    let period = shared.opts.llm_probe_interval.max(Duration::from_millis(1));
+    let mut next = later(Instant::now(), period);
     loop {
         tokio::time::sleep_until(next).await;
-        next = later(next, PROBE_INTERVAL);
+        next = later(next, period);
         probe_all(&shared).await;
     }
 }

@@ -58,6 +58,10 @@ pub struct HubOptions {
     pub stuck_after: Duration,
     /// ...or older than this when the holder's FSM is `working`.
     pub stuck_after_working: Duration,
+    /// How often the LLM registry probes every endpoint's `GET /api/tags` (30 s).
+    pub llm_probe_interval: Duration,
+    /// How long one probe may take (5 s).
+    pub llm_probe_timeout: Duration,
 }
 
 impl Default for HubOptions {
@@ -77,6 +81,8 @@ impl Default for HubOptions {
             stuck_sweep_interval: Duration::from_secs(30),
             stuck_after: Duration::from_secs(600),
             stuck_after_working: Duration::from_secs(1200),
+            llm_probe_interval: llm::PROBE_INTERVAL,
+            llm_probe_timeout: llm::PROBE_TIMEOUT,
         }
     }
 }
