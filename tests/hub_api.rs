@@ -457,8 +457,13 @@ async fn a_registered_endpoint_is_probed_then_routed_to_until_it_fails_twice() {
     let d = routed(&hub, &mut ws).await;
     assert_eq!(d["fallback_reason"], "no_healthy_ollama_endpoints");
 
+    assert_eq!(
+        hub.llm_endpoint(&id).map(|e| e["name"].clone()),
+        Some(json!("gpu"))
+    );
     assert!(hub.delete_llm_endpoint(&id));
     assert!(!hub.delete_llm_endpoint(&id));
+    assert_eq!(hub.llm_endpoint(&id), None);
     assert_eq!(hub.llm_registry(), json!({"endpoints": []}));
     drop(ws);
     hub.stop().await;
@@ -606,5 +611,27 @@ async fn an_endpoint_that_accepts_but_never_answers_times_out_as_a_failure() {
     assert!(started.elapsed() < LIMIT, "each probe gives up after its timeout");
     assert_eq!(hub.llm_registry()["endpoints"][0]["status"], "unhealthy");
     held.abort();
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn ollama_report_registers_the_agents_endpoint_and_is_acknowledged() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let mut ws = identified(&hub, "llm-3", json!({})).await;
+    send(
+        &mut ws,
+        json!({"type": "ollama_report", "host": "10.0.0.5", "port": 11500}),
+    )
+    .await;
+    assert_eq!(
+        recv_json(&mut ws).await,
+        json!({"type": "ollama_report_ack", "status": "registered"})
+    );
+    let ep = hub.llm_endpoint("10.0.0.5:11500").expect("registered");
+    assert_eq!(
+        (ep["name"].as_str(), ep["status"].as_str()),
+        (Some("llm-3-local"), Some("unknown"))
+    );
+    drop(ws);
     hub.stop().await;
 }

@@ -200,7 +200,23 @@ impl Session {
             | "task_progress" | "wake_result" => {
                 return tasks_reply(&self.shared, agent_id, msg_type, task_id, msg);
             }
-            "ollama_report" => json!({"type": "ollama_report_ack", "status": "registered"}),
+            "ollama_report" => {
+                // Registers like identify's ollama_url (§11.3): the URL, else host and port.
+                let url = msg.get("ollama_url").and_then(Value::as_str);
+                let endpoint = url.and_then(llm::parse_ollama_url).or_else(|| {
+                    let host = msg
+                        .get("host")
+                        .and_then(Value::as_str)
+                        .filter(|h| !h.is_empty())?;
+                    let port = msg.get("port").and_then(Value::as_u64).unwrap_or(11434);
+                    Some((host.to_string(), u16::try_from(port).ok()?))
+                });
+                if let Some((host, port)) = endpoint {
+                    let name = format!("{agent_id}-local");
+                    self.shared.lock().llm.upsert(&host, port, &name, "auto");
+                }
+                json!({"type": "ollama_report_ack", "status": "registered"})
+            }
             // resource_report never gets a reply. Chat and
             // channels (message, channel_*, list_channels) are not modelled: no reply.
             _ => return Vec::new(),

@@ -81,6 +81,12 @@ impl EmbeddedHub {
         json!({"endpoints": endpoints})
     }
 
+    /// `GET /api/admin/llm-registry/:id`: one endpoint (the list's shape), None (404) if unknown.
+    pub fn llm_endpoint(&self, id: &str) -> Option<serde_json::Value> {
+        let st = self.shared.lock();
+        st.llm.endpoints.iter().find(|e| e.id == id).map(|e| e.to_json())
+    }
+
     /// `DELETE /api/admin/llm-registry/:id`: false (404) when no endpoint has that id.
     pub fn delete_llm_endpoint(&self, id: &str) -> bool {
         self.shared.lock().llm.remove(id)
