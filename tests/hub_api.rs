@@ -335,3 +335,303 @@ async fn hostile_frames_never_crash_the_hub() {
     send(&mut ws, identify("ok-1", &token)).await;
     assert_eq!(recv_json(&mut ws).await["type"], "identified");
 }
+
+/// A fake Ollama on loopback answering `GET /api/tags` with `models`; counts the requests.
+/// Dropping the returned task's handle (abort) makes the port refuse.
+async fn fake_ollama(
+    models: &'static [&'static str],
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = hits.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            if head.starts_with("GET /api/tags ") {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            let names: Vec<Value> = models.iter().map(|m| json!({"name": m})).collect();
+            let body = json!({"models": names}).to_string();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(answer.as_bytes()).await;
+        }
+    });
+    (port, hits, task)
+}
+
+async fn identified(
+    hub: &EmbeddedHub,
+    agent: &str,
+    extra: Value,
+) -> WebSocketStream<tokio::io::DuplexStream> {
+    let token = hub.add_token(agent);
+    let mut ws = open(hub).await;
+    let mut frame = identify(agent, &token);
+    for (k, v) in extra.as_object().expect("object") {
+        frame[k] = v.clone();
+    }
+    send(&mut ws, frame).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "identified");
+    ws
+}
+
+/// Submits a task for `agent`, returns its `routing_decision` and completes it.
+async fn routed(hub: &EmbeddedHub, ws: &mut WebSocketStream<tokio::io::DuplexStream>) -> Value {
+    let id = hub.submit_task(agentcom_sidecar::hub::TaskSpec {
+        description: "Write the release notes".into(),
+        ..Default::default()
+    });
+    let assign = recv_json(ws).await;
+    assert_eq!(assign["task_id"], id.as_str());
+    send(
+        ws,
+        json!({"type": "task_complete", "task_id": id, "generation": 1}),
+    )
+    .await;
+    assert_eq!(recv_json(ws).await["status"], "complete");
+    assign["routing_decision"].clone()
+}
+
+#[tokio::test]
+async fn a_registered_endpoint_is_probed_then_routed_to_until_it_fails_twice() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let mut ws = identified(&hub, "llm-1", json!({})).await;
+    let (port, hits, fake) = fake_ollama(&["qwen3:8b", "llama3.2:latest"]).await;
+    let id = format!("127.0.0.1:{port}");
+
+    let bad = hub.register_llm_endpoint(&json!({"host": "", "port": port}));
+    assert_eq!(bad.expect_err("422")["errors"][0]["field"], "host");
+    let bad = hub.register_llm_endpoint(&json!({"host": "127.0.0.1", "port": 70000}));
+    assert_eq!(bad.expect_err("422")["errors"][0]["field"], "port");
+    let ep = hub
+        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port, "name": "gpu"}))
+        .expect("201");
+    assert_eq!(
+        (ep["id"].as_str(), ep["status"].as_str()),
+        (Some(id.as_str()), Some("unknown"))
+    );
+    assert_eq!(hub.llm_registry()["endpoints"][0]["models"], json!([]));
+
+    // Unknown until checked: standard work falls back.
+    let d = routed(&hub, &mut ws).await;
+    assert_eq!(d["fallback_used"], true);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no probe before the check"
+    );
+
+    hub.probe_llm_now().await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let ep = &hub.llm_registry()["endpoints"][0];
+    assert_eq!(ep["status"], "healthy");
+    assert_eq!(ep["models"], json!(["qwen3:8b", "llama3.2:latest"]));
+    let d = routed(&hub, &mut ws).await;
+    assert_eq!(
+        d,
+        json!({"effective_tier": "standard", "target_type": "ollama", "selected_endpoint": id,
+            "selected_model": "qwen3:8b", "fallback_used": false, "fallback_reason": null,
+            "classification_reason": "inferred:standard (confidence 0.00, word_count=4, files=0)",
+            "estimated_cost_tier": "local"})
+    );
+
+    // The endpoint dies: one failure keeps it healthy, the second makes it unhealthy.
+    fake.abort();
+    let _ = fake.await;
+    hub.probe_llm_now().await;
+    assert_eq!(hub.llm_registry()["endpoints"][0]["status"], "healthy");
+    hub.probe_llm_now().await;
+    assert_eq!(hub.llm_registry()["endpoints"][0]["status"], "unhealthy");
+    let d = routed(&hub, &mut ws).await;
+    assert_eq!(d["fallback_reason"], "no_healthy_ollama_endpoints");
+
+    assert_eq!(
+        hub.llm_endpoint(&id).map(|e| e["name"].clone()),
+        Some(json!("gpu"))
+    );
+    assert!(hub.delete_llm_endpoint(&id));
+    assert!(!hub.delete_llm_endpoint(&id));
+    assert_eq!(hub.llm_endpoint(&id), None);
+    assert_eq!(hub.llm_registry(), json!({"endpoints": []}));
+    drop(ws);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn identify_with_ollama_url_registers_agent_local_and_resets_it() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let (port, _hits, _fake) = fake_ollama(&["parity-fake:latest"]).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut ws = identified(&hub, "llm-2", json!({"ollama_url": url})).await;
+    let ep = hub.llm_registry()["endpoints"][0].clone();
+    assert_eq!(ep["id"], format!("127.0.0.1:{port}"));
+    assert_eq!(ep["name"], "llm-2-local");
+    assert_eq!(ep["source"], "auto");
+    assert_eq!(ep["status"], "unknown");
+    hub.probe_llm_now().await;
+    assert_eq!(
+        routed(&hub, &mut ws).await["selected_model"],
+        "parity-fake:latest"
+    );
+    // A re-identify resets the endpoint: unroutable until the next check.
+    let token = hub.add_token("llm-2");
+    send(
+        &mut ws,
+        json!({"type": "identify", "agent_id": "llm-2", "token": token,
+        "capabilities": ["code"], "ollama_url": url}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws).await["type"], "identified");
+    assert_eq!(hub.llm_registry()["endpoints"][0]["status"], "unknown");
+    assert_eq!(hub.llm_registry()["endpoints"].as_array().map(Vec::len), Some(1));
+    // Too long is a validation failure, not a registration.
+    let long = format!("http://{}:1", "h".repeat(520));
+    send(
+        &mut ws,
+        json!({"type": "identify", "agent_id": "llm-2", "token": token, "ollama_url": long}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws).await["errors"][0]["error"], "too_long");
+    assert_eq!(hub.llm_registry()["endpoints"].as_array().map(Vec::len), Some(1));
+    drop(ws);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_socket_gets_execution_events_only() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let (client, server) = tokio::io::duplex(1 << 20);
+    hub.serve_stream(server);
+    let (mut dash, _) = tokio_tungstenite::client_async("ws://127.0.0.1/ws/dashboard", client)
+        .await
+        .expect("dashboard handshake");
+    let mut ws = identified(&hub, "dash-1", json!({})).await;
+    let event = json!({"event_type": "tool_call", "text": "", "tokens_so_far": null, "model": null,
+        "timestamp": 1_771_100_000_000u64, "tool_name": "read_file", "args_summary": "{}",
+        "result_summary": null, "iteration": 1});
+    send(
+        &mut ws,
+        json!({"type": "task_progress", "task_id": "task-0000000000000001",
+        "execution_event": event}),
+    )
+    .await;
+    // The agent_joined broadcast went to agents, not here: the first frame is the event.
+    assert_eq!(
+        recv_json(&mut dash).await,
+        json!({"type": "execution_event", "task_id": "task-0000000000000001",
+            "event_type": "tool_call", "text": "", "tokens_so_far": null, "model": null,
+            "timestamp": 1_771_100_000_000u64})
+    );
+    // A progress without an event reaches no one and the agent gets no reply.
+    send(
+        &mut ws,
+        json!({"type": "task_progress", "task_id": "task-0000000000000001", "progress": 5}),
+    )
+    .await;
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(
+        recv_json(&mut ws).await["type"],
+        "pong",
+        "no reply to task_progress"
+    );
+    assert!(
+        timeout(Duration::from_millis(200), dash.next()).await.is_err(),
+        "nothing more on the dashboard"
+    );
+    drop((dash, ws));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_health_check_probes_on_its_own_every_interval() {
+    let hub = EmbeddedHub::start(HubOptions {
+        llm_probe_interval: Duration::from_millis(300),
+        ..HubOptions::default()
+    })
+    .await
+    .expect("start");
+    let (port, hits, fake) = fake_ollama(&["m:1"]).await;
+    hub.register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .expect("201");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while hub.llm_registry()["endpoints"][0]["status"] != "healthy" {
+        assert!(tokio::time::Instant::now() < deadline, "never probed");
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    fake.abort();
+    let _ = fake.await;
+    while hub.llm_registry()["endpoints"][0]["status"] != "unhealthy" {
+        assert!(tokio::time::Instant::now() < deadline, "never marked unhealthy");
+        sleep(Duration::from_millis(20)).await;
+    }
+    hub.stop().await;
+}
+
+#[test]
+fn the_real_hubs_probe_timings_are_the_defaults() {
+    let opts = HubOptions::default();
+    assert_eq!(opts.llm_probe_interval, Duration::from_secs(30));
+    assert_eq!(opts.llm_probe_timeout, Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_endpoint_that_accepts_but_never_answers_times_out_as_a_failure() {
+    let hub = EmbeddedHub::start(HubOptions {
+        llm_probe_timeout: Duration::from_millis(200),
+        ..HubOptions::default()
+    })
+    .await
+    .expect("start");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            open.push(tcp);
+        }
+    });
+    hub.register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .expect("201");
+    let started = tokio::time::Instant::now();
+    hub.probe_llm_now().await;
+    hub.probe_llm_now().await;
+    assert!(started.elapsed() < LIMIT, "each probe gives up after its timeout");
+    assert_eq!(hub.llm_registry()["endpoints"][0]["status"], "unhealthy");
+    held.abort();
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn ollama_report_registers_the_agents_endpoint_and_is_acknowledged() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let mut ws = identified(&hub, "llm-3", json!({})).await;
+    send(
+        &mut ws,
+        json!({"type": "ollama_report", "host": "10.0.0.5", "port": 11500}),
+    )
+    .await;
+    assert_eq!(
+        recv_json(&mut ws).await,
+        json!({"type": "ollama_report_ack", "status": "registered"})
+    );
+    let ep = hub.llm_endpoint("10.0.0.5:11500").expect("registered");
+    assert_eq!(
+        (ep["name"].as_str(), ep["status"].as_str()),
+        (Some("llm-3-local"), Some("unknown"))
+    );
+    drop(ws);
+    hub.stop().await;
+}

@@ -492,3 +492,189 @@ async fn a_double_assignment_accepted_in_turn_completes_both_without_a_retry() {
     assert!(hub.hub_log().is_empty(), "{:?}", hub.hub_log());
     hub.stop().await;
 }
+
+/// The 8 keys of `routing_decision` on the wire, sorted.
+const WIRE_DECISION_KEYS: [&str; 8] = [
+    "classification_reason",
+    "effective_tier",
+    "estimated_cost_tier",
+    "fallback_reason",
+    "fallback_used",
+    "selected_endpoint",
+    "selected_model",
+    "target_type",
+];
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object().expect("object").keys().cloned().collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_complexity_tier_is_a_422_and_queues_nothing() {
+    let hub = hub(quiet_opts()).await;
+    let mut ws = agent(&hub, "tier-1", &["code"]).await;
+    let bad = hub.try_submit_task(TaskSpec {
+        complexity_tier: Some("huge".into()),
+        ..spec("Write the release notes", &["code"])
+    });
+    let body = bad.expect_err("422");
+    assert_eq!(body["error"], "validation_failed");
+    assert_eq!(body["errors"][0]["field"], "complexity_tier");
+    assert_eq!(body["errors"][0]["value"], "huge");
+    silent(&mut ws).await;
+    hub.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_tier_routes_like_the_real_scheduler_and_the_record_keeps_the_extras() {
+    let hub = hub(quiet_opts()).await;
+    let mut ws = agent(&hub, "tier-2", &["code"]).await;
+    let cases = [
+        (
+            Some("trivial"),
+            "Write the release notes",
+            "sidecar",
+            Value::Null,
+            "free",
+        ),
+        (
+            Some("complex"),
+            "Write the release notes",
+            "claude",
+            json!("claude_api"),
+            "api",
+        ),
+        (None, "Migrate the database", "claude", json!("claude_api"), "api"),
+        (None, "Bump version to 2.0", "sidecar", Value::Null, "free"),
+        (Some("unknown"), "fix typo", "ollama", Value::Null, "local"),
+    ];
+    for (tier, description, target, endpoint, cost) in cases {
+        let id = hub.submit_task(TaskSpec {
+            complexity_tier: tier.map(String::from),
+            ..spec(description, &["code"])
+        });
+        let assign = recv(&mut ws).await;
+        assert_eq!(assign["task_id"], id.as_str());
+        let wire = &assign["routing_decision"];
+        assert_eq!(
+            keys(wire),
+            WIRE_DECISION_KEYS,
+            "{description}: exactly the 8 keys"
+        );
+        assert_eq!(wire["target_type"], target, "{description}");
+        assert_eq!(wire["selected_endpoint"], endpoint, "{description}");
+        assert_eq!(wire["estimated_cost_tier"], cost, "{description}");
+        let record = hub.task(&id).expect("record");
+        let stored = record.routing_decision.expect("stored decision");
+        for extra in ["candidate_count", "decided_at", "fallback_from_tier"] {
+            assert!(stored.get(extra).is_some(), "{description}: stored {extra}");
+        }
+        assert!(stored["decided_at"]
+            .as_u64()
+            .is_some_and(|ms| ms > 1_000_000_000_000));
+        assert_eq!(record.complexity, assign["complexity"], "{description}");
+        send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+        recv(&mut ws).await;
+        send(
+            &mut ws,
+            json!({"type": "task_complete", "task_id": id, "generation": 1, "result": {}}),
+        )
+        .await;
+        assert_eq!(recv(&mut ws).await["status"], "complete");
+    }
+    hub.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn file_hints_and_steps_feed_the_inference_and_are_forwarded() {
+    let hub = hub(quiet_opts()).await;
+    let mut ws = agent(&hub, "tier-3", &["code"]).await;
+    let hints: Vec<Value> = (0..4).map(|i| json!({"path": format!("src/f{i}.rs")})).collect();
+    let id = hub.submit_task(TaskSpec {
+        file_hints: hints.clone(),
+        max_verification_retries: Some(9),
+        ..spec("Rewrite the parser", &["code"])
+    });
+    let assign = recv(&mut ws).await;
+    assert_eq!(assign["file_hints"], json!(hints));
+    assert_eq!(
+        assign["complexity"],
+        json!({"effective_tier": "complex", "explicit_tier": null, "source": "inferred",
+            "inferred": {"tier": "complex", "confidence": 0.8}})
+    );
+    assert_eq!(
+        assign["routing_decision"]["classification_reason"],
+        "inferred:complex (confidence 0.80, word_count=3, files=4)"
+    );
+    assert_eq!(assign["max_verification_retries"], 5, "capped at 5");
+    assert_eq!(hub.task(&id).map(|t| t.max_verification_retries), Some(5));
+    hub.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn task_complete_stores_tokens_and_verification_reports_and_refuses_wrong_types() {
+    let hub = hub(quiet_opts()).await;
+    let mut ws = agent(&hub, "ver-1", &["code"]).await;
+    let report = json!({"run_number": 2, "status": "pass", "checks": []});
+    let mut ids = Vec::new();
+    for (tokens, result) in [
+        (json!(7), json!({"status": "success", "tokens_used": 99})),
+        (Value::Null, json!({"status": "success", "tokens_used": 12})),
+    ] {
+        let id = hub.submit_task(spec("Write the release notes", &["code"]));
+        recv(&mut ws).await;
+        send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+        recv(&mut ws).await;
+        // Wrong types are refused by validation and change nothing.
+        for bad in [
+            json!({"verification_report": "pass"}),
+            json!({"verification_history": {"run_number": 1}}),
+            json!({"verification_history": ["x"]}),
+        ] {
+            let mut frame = json!({"type": "task_complete", "task_id": id, "generation": 1});
+            for (k, v) in bad.as_object().expect("object") {
+                frame[k] = v.clone();
+            }
+            send(&mut ws, frame).await;
+            let error = recv(&mut ws).await;
+            assert_eq!(error["error"], "validation_failed", "{bad}");
+            assert_eq!(error["errors"][0]["error"], "wrong_type", "{bad}");
+            assert_eq!(hub.task(&id).map(|t| t.status), Some("assigned".into()));
+        }
+        send(
+            &mut ws,
+            json!({"type": "task_complete", "task_id": id, "generation": 1, "result": result,
+                "tokens_used": tokens, "verification_report": report,
+                "verification_history": [report]}),
+        )
+        .await;
+        assert_eq!(recv(&mut ws).await["status"], "complete");
+        ids.push(id);
+    }
+    let first = hub.task(&ids[0]).expect("first");
+    assert_eq!(first.tokens_used, Some(7), "top-level tokens_used wins");
+    assert_eq!(first.verification_report, Some(report.clone()));
+    assert_eq!(first.verification_history, vec![report.clone()]);
+    let second = hub.task(&ids[1]).expect("second");
+    assert_eq!(second.tokens_used, Some(12), "else result.tokens_used");
+    // Null reports: None and [].
+    let id = hub.submit_task(spec("Write the release notes", &["code"]));
+    recv(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"type": "task_complete", "task_id": id, "generation": 1, "result": null,
+            "verification_report": null, "verification_history": null}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["status"], "complete");
+    let third = hub.task(&id).expect("third");
+    assert_eq!(
+        (
+            third.verification_report,
+            third.verification_history,
+            third.tokens_used
+        ),
+        (None, vec![], None)
+    );
+    hub.stop().await;
+}

@@ -77,13 +77,6 @@ fn file_names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
 /// Transcripts that need hub features not built yet, each with the issue (and helper) that will
 /// replay it. Remove a line when its replay lands; the tests below keep this list honest.
 const NOT_REPLAYED_YET: &[(&str, &str)] = &[
-    ("routed_trivial", "issue 10: routing decisions"),
-    ("routed_complex", "issue 10: routing decisions"),
-    ("routed_standard_fallback", "issue 10: routing decisions"),
-    (
-        "task_progress_execution_event",
-        "issue 10: execution events and the dashboard socket",
-    ),
     (
         "task_complete_with_verification",
         "issue 11: verification reports on the task record",
@@ -137,11 +130,11 @@ fn the_pending_list_names_only_vendored_transcripts() {
     }
 }
 
-/// Opens a client on an in-memory stream served by `hub`.
-async fn open(hub: &EmbeddedHub) -> Client {
+/// Opens a client on an in-memory stream served by `hub`, at `url` (`/ws` or `/ws/dashboard`).
+async fn open(hub: &EmbeddedHub, url: &str) -> Client {
     let (client, server) = tokio::io::duplex(1 << 20);
     hub.serve_stream(server);
-    let (ws, _) = tokio_tungstenite::client_async("ws://127.0.0.1:4000/ws", client)
+    let (ws, _) = tokio_tungstenite::client_async(url, client)
         .await
         .expect("handshake");
     ws
@@ -326,7 +319,12 @@ impl Replay {
 
     async fn note(&mut self, conn: &str, note: &str) {
         if note.starts_with("client opens") {
-            let ws = open(&self.hub).await;
+            let url = if note.contains("/ws/dashboard") {
+                "ws://127.0.0.1:4000/ws/dashboard"
+            } else {
+                "ws://127.0.0.1:4000/ws"
+            };
+            let ws = open(&self.hub, url).await;
             self.conns.insert(conn.to_string(), ws);
         } else if note.starts_with("client closes") {
             self.client_close(conn).await;
@@ -482,6 +480,9 @@ impl Replay {
                 self.settle(|hub| hub.connected_agents() == want).await;
                 assert_eq!(self.hub.connected_agents(), want, "{at}");
             }
+            ("GET", "/api/admin/llm-registry") => {
+                assert_eq!(self.hub.llm_registry(), http["response"], "{at}: LLM registry");
+            }
             ("GET", "/health") => {
                 let want = http["response"]["agents_connected"].as_u64().unwrap_or_default() as usize;
                 self.settle(|hub| hub.connected_agents().len() == want).await;
@@ -546,6 +547,11 @@ impl Replay {
         if let Some(n) = body["max_retries"].as_u64() {
             spec.max_retries = n as u32;
         }
+        spec.complexity_tier = body["complexity_tier"].as_str().map(String::from);
+        spec.max_verification_retries = body["max_verification_retries"].as_i64();
+        let list = |key: &str| body[key].as_array().cloned().unwrap_or_default();
+        spec.file_hints = list("file_hints");
+        spec.verification_steps = list("verification_steps");
         let id = self.hub.submit_task(spec);
         let placeholder = &http["response"]["task_id"];
         assert!(
@@ -578,6 +584,32 @@ impl Replay {
         );
         assert_eq!(got.tokens_used, want["tokens_used"].as_i64(), "{at}: tokens_used");
         assert_eq!(got.result.unwrap_or(Value::Null), want["result"], "{at}: result");
+        // The routed records (2026-11-29) also show the classification, the stored routing
+        // decision and the verification reports; older recordings predate those fields.
+        let mut ids = self.ids.clone();
+        for (key, got) in [
+            ("complexity", got.complexity.clone()),
+            (
+                "routing_decision",
+                got.routing_decision.clone().unwrap_or(Value::Null),
+            ),
+            (
+                "verification_report",
+                got.verification_report.clone().unwrap_or(Value::Null),
+            ),
+            (
+                "verification_history",
+                Value::Array(got.verification_history.clone()),
+            ),
+            ("max_verification_retries", json!(got.max_verification_retries)),
+        ] {
+            if let Some(want) = want.get(key) {
+                assert!(
+                    matches(want, &got, &self.tokens, &mut ids),
+                    "{at}: {key}: expected {want}\n got {got}"
+                );
+            }
+        }
         // The real hub lists history newest first; TaskRecord oldest first.
         let mut history: Vec<(String, Option<String>)> = want["history"]
             .as_array()
@@ -673,4 +705,8 @@ replay!(
     acceptance_timeout,
     cancel,
     task_failed_before_accept,
+    routed_trivial,
+    routed_complex,
+    routed_standard_fallback,
+    task_progress_execution_event,
 );

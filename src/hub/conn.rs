@@ -1,4 +1,4 @@
-//! One WebSocket connection: the handshake on `/ws`, then a loop over incoming frames,
+//! One WebSocket connection: the handshake on `/ws` (or the push-only `/ws/dashboard`), then a loop over incoming frames,
 //! orders from the rest of the hub and the idle timer.
 
 use std::sync::Arc;
@@ -34,9 +34,14 @@ enum End {
 
 // The signature is tungstenite's `Callback`; its error type is large by design.
 #[allow(clippy::result_large_err)]
-fn only_ws_path(req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
-    if req.uri().path() == "/ws" {
-        return Ok(resp);
+fn only_ws_path(req: &Request, resp: Response, dashboard: &mut bool) -> Result<Response, ErrorResponse> {
+    match req.uri().path() {
+        "/ws" => return Ok(resp),
+        "/ws/dashboard" => {
+            *dashboard = true;
+            return Ok(resp);
+        }
+        _ => {}
     }
     let mut not_found = ErrorResponse::new(Some("not found".into()));
     *not_found.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
@@ -48,14 +53,23 @@ pub async fn run<S>(shared: Arc<Shared>, conn: u64, stream: S, rx: UnboundedRece
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let handshake = timeout(GRACE, tokio_tungstenite::accept_hdr_async(stream, only_ws_path)).await;
+    let mut dashboard = false;
+    // The signature is tungstenite's `Callback`; its error type is large by design.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| only_ws_path(req, resp, &mut dashboard);
+    let handshake = timeout(GRACE, tokio_tungstenite::accept_hdr_async(stream, callback)).await;
     let end = match handshake {
         Ok(Ok(ws)) => {
+            if dashboard {
+                if let Some(entry) = shared.lock().conns.get_mut(&conn) {
+                    entry.dashboard = true;
+                }
+            }
             shared.emit(HubEvent::Connected {
                 conn,
                 at: Instant::now(),
             });
-            Some(serve(&shared, conn, ws, rx).await)
+            Some(serve(&shared, conn, ws, rx, dashboard).await)
         }
         _ => None,
     };
@@ -90,6 +104,7 @@ async fn serve<S>(
     conn: u64,
     mut ws: WebSocketStream<S>,
     mut rx: UnboundedReceiver<ConnCmd>,
+    dashboard: bool,
 ) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -106,6 +121,8 @@ where
                     _ => return End::Vanished,
                 };
                 match msg {
+                    // The dashboard feed only pushes; what its clients send is not modelled.
+                    Message::Text(_) if dashboard => {}
                     Message::Text(text) => {
                         shared.emit(HubEvent::Received { conn, at: last_recv, text: text.to_string() });
                         for action in session.on_text(text.as_str()) {

@@ -10,7 +10,9 @@
 //! own schema table ([`schema`]). Single-threaded friendly: every timer is a `tokio::time` one,
 //! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
 
+mod complexity;
 mod conn;
+mod llm;
 mod rate;
 mod scheduler;
 pub mod schema;
@@ -56,6 +58,10 @@ pub struct HubOptions {
     pub stuck_after: Duration,
     /// ...or older than this when the holder's FSM is `working`.
     pub stuck_after_working: Duration,
+    /// How often the LLM registry probes every endpoint's `GET /api/tags` (30 s).
+    pub llm_probe_interval: Duration,
+    /// How long one probe may take (5 s).
+    pub llm_probe_timeout: Duration,
 }
 
 impl Default for HubOptions {
@@ -75,6 +81,8 @@ impl Default for HubOptions {
             stuck_sweep_interval: Duration::from_secs(30),
             stuck_after: Duration::from_secs(600),
             stuck_after_working: Duration::from_secs(1200),
+            llm_probe_interval: llm::PROBE_INTERVAL,
+            llm_probe_timeout: llm::PROBE_TIMEOUT,
         }
     }
 }
@@ -272,7 +280,8 @@ impl EmbeddedHub {
         let accept = tokio::spawn(accept_loop(self.clone(), listener));
         let reaper = tokio::spawn(reaper(self.shared.clone()));
         let sweep = tokio::spawn(scheduler::stuck_sweep(self.shared.clone()));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper, sweep];
+        let health = tokio::spawn(llm::health_loop(self.shared.clone()));
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper, sweep, health];
     }
 
     /// The address the hub listens on.
@@ -348,7 +357,14 @@ impl EmbeddedHub {
             let mut st = self.shared.lock();
             st.next_conn += 1;
             let conn = st.next_conn;
-            st.conns.insert(conn, ConnEntry { tx, agent_id: None });
+            st.conns.insert(
+                conn,
+                ConnEntry {
+                    tx,
+                    agent_id: None,
+                    dashboard: false,
+                },
+            );
             conn
         };
         tokio::spawn(conn::run(self.shared.clone(), conn, stream, rx));

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::complexity;
 use super::state::{ConnCmd, State};
 use super::tasks::Task;
 use super::{epoch_ms, later, wire_text, Shared};
@@ -19,8 +20,8 @@ pub fn push_to(st: &State, agent_id: &str, frame: &Value) -> bool {
     entry.tx.send(ConnCmd::Push(wire_text(frame))).is_ok()
 }
 
-/// The scheduler's `task_assign` frame, with the enrichment the real hub adds when no LLM
-/// endpoint is healthy (as recorded).
+/// The scheduler's `task_assign` frame: the enrichment fields, the `complexity` object and
+/// the routing decision's 8 wire keys (the stored extras are not forwarded).
 pub fn assign_frame(task: &Task) -> Value {
     json!({
         "type": "task_assign",
@@ -31,19 +32,14 @@ pub fn assign_frame(task: &Task) -> Value {
         "assigned_at": epoch_ms(),
         "repo": null,
         "branch": null,
-        "file_hints": [],
+        "file_hints": task.file_hints,
         "success_criteria": [],
-        "verification_steps": [],
-        "complexity": {"effective_tier": "standard", "explicit_tier": null,
-            "inferred": {"confidence": 0.0, "tier": "standard"}, "source": "inferred"},
-        "routing_decision": {
-            "classification_reason": "inferred:standard (confidence 0.00) [fallback from standard: no_healthy_ollama_endpoints]",
-            "effective_tier": "standard", "estimated_cost_tier": "local",
-            "fallback_reason": "no_healthy_ollama_endpoints", "fallback_used": true,
-            "selected_endpoint": null, "selected_model": null, "target_type": "ollama"},
+        "verification_steps": task.verification_steps,
+        "complexity": task.rec.complexity,
+        "routing_decision": task.rec.routing_decision.as_ref().map(complexity::wire_decision),
         "skip_verification": false,
         "verification_timeout_ms": null,
-        "max_verification_retries": 5,
+        "max_verification_retries": task.rec.max_verification_retries,
     })
 }
 
@@ -90,6 +86,13 @@ pub fn schedule(shared: &Arc<Shared>, st: &mut State) {
         let Some(agent_id) = pick else {
             continue;
         };
+        // Routed at placement, like the real scheduler (§11.1): the registry as it is now.
+        let candidates = st.llm.candidates();
+        let Some(task) = st.tasks.map.get_mut(&task_id) else {
+            continue;
+        };
+        let decision = complexity::decide(&task.rec.complexity, task.signals, &candidates, epoch_ms());
+        task.rec.routing_decision = Some(decision);
         let Some(task) = st.tasks.assign(&task_id, &agent_id, now) else {
             continue;
         };

@@ -249,7 +249,8 @@ fn type_label(ty: FieldType) -> &'static str {
         Str => "string",
         Int => "integer",
         Num => "number",
-        Obj => "map",
+        // As recorded (task_progress_execution_event, task_complete_with_verification).
+        Obj => "object",
         List | ListOfStr | ListOfMap => "list",
     }
 }
@@ -345,6 +346,26 @@ mod tests {
         let e = check(json!({"type":"task_failed","task_id":"t","generation":"1"})).unwrap_err();
         assert_eq!(e["errors"][0]["detail"], "expected integer, got string");
         assert_eq!(e["errors"][0]["value"], "1");
+    }
+
+    #[test]
+    fn an_object_field_says_expected_object() {
+        let frame = check(json!({"type":"task_progress","task_id":"t","execution_event":"token"}))
+            .expect_err("a string is not an object");
+        assert_eq!(frame["errors"][0]["detail"], "expected object, got string");
+        let frame = check(json!({"type":"task_complete","task_id":"t","generation":1,
+            "verification_report":"pass"}))
+        .expect_err("wrong_type");
+        assert_eq!(frame["errors"][0]["error"], "wrong_type");
+        assert_eq!(frame["errors"][0]["field"], "verification_report");
+        let frame = check(json!({"type":"task_complete","task_id":"t","generation":1,
+            "verification_history":[{"run_number":1}, "x"]}))
+        .expect_err("wrong_type");
+        assert_eq!(frame["errors"][0]["error"], "wrong_type");
+        assert!(check(json!({"type":"task_progress","task_id":"t","progress":50})).is_ok());
+        let frame =
+            check(json!({"type":"task_progress","task_id":"t","progress":"50"})).expect_err("wrong_type");
+        assert_eq!(frame["errors"][0]["field"], "progress");
     }
 
     #[test]

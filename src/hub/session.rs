@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use super::rate::{Tier, Verdict};
 use super::scheduler;
 use super::state::PresenceEntry;
-use super::tasks::{Fsm, Refusal};
-use super::{epoch_ms, schema, HubEvent, Shared};
+use super::tasks::{Completion, Fsm, Refusal};
+use super::{epoch_ms, llm, schema, HubEvent, Shared};
 
 /// What the connection task must do after a frame.
 #[derive(Debug, PartialEq)]
@@ -165,6 +165,14 @@ impl Session {
                 st.tasks.fsms.insert(agent_id.clone(), Fsm::new(caps));
             }
         }
+        // An identify's ollama_url registers (resets) the endpoint `<agent_id>-local` (§11.3).
+        if let Some((host, port)) = msg
+            .get("ollama_url")
+            .and_then(Value::as_str)
+            .and_then(llm::parse_ollama_url)
+        {
+            st.llm.upsert(&host, port, &format!("{agent_id}-local"), "auto");
+        }
         // Queued behind `identified`: the scheduler's pushes go through the connection's channel.
         scheduler::schedule(&self.shared, &mut st);
         drop(st);
@@ -192,7 +200,23 @@ impl Session {
             | "task_progress" | "wake_result" => {
                 return tasks_reply(&self.shared, agent_id, msg_type, task_id, msg);
             }
-            "ollama_report" => json!({"type": "ollama_report_ack", "status": "registered"}),
+            "ollama_report" => {
+                // Registers like identify's ollama_url (§11.3): the URL, else host and port.
+                let url = msg.get("ollama_url").and_then(Value::as_str);
+                let endpoint = url.and_then(llm::parse_ollama_url).or_else(|| {
+                    let host = msg
+                        .get("host")
+                        .and_then(Value::as_str)
+                        .filter(|h| !h.is_empty())?;
+                    let port = msg.get("port").and_then(Value::as_u64).unwrap_or(11434);
+                    Some((host.to_string(), u16::try_from(port).ok()?))
+                });
+                if let Some((host, port)) = endpoint {
+                    let name = format!("{agent_id}-local");
+                    self.shared.lock().llm.upsert(&host, port, &name, "auto");
+                }
+                json!({"type": "ollama_report_ack", "status": "registered"})
+            }
             // resource_report never gets a reply. Chat and
             // channels (message, channel_*, list_channels) are not modelled: no reply.
             _ => return Vec::new(),
@@ -255,7 +279,18 @@ fn tasks_reply(
                     .and_then(|r| r.get("tokens_used"))
                     .and_then(Value::as_i64)
             });
-            match st.tasks.complete(agent_id, task_id, fence, result, tokens, now) {
+            // The schema has checked the types: an object, a list of objects, or null.
+            let done = Completion {
+                result,
+                tokens_used: tokens,
+                verification_report: msg.get("verification_report").filter(|r| r.is_object()).cloned(),
+                verification_history: msg
+                    .get("verification_history")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            match st.tasks.complete(agent_id, task_id, fence, done, now) {
                 Ok(()) => {
                     scheduler::schedule(shared, &mut st);
                     ack("complete")
@@ -300,7 +335,24 @@ fn tasks_reply(
             json!({"type": "state_report_ack", "action": action, "task_id": task_id})
         }
         "task_progress" => {
-            st.tasks.touch(task_id, now);
+            // No reply, ever; touches updated_at while the task is assigned (to anyone).
+            if st
+                .tasks
+                .map
+                .get(task_id)
+                .is_some_and(|t| t.rec.status == "assigned")
+            {
+                st.tasks.touch(task_id, now);
+            }
+            // An execution_event goes to every dashboard, tool fields dropped, whoever holds the task.
+            if let Some(ev) = msg.get("execution_event").and_then(Value::as_object) {
+                let field = |k: &str| ev.get(k).cloned().unwrap_or(Value::Null);
+                let frame = json!({"type": "execution_event", "task_id": task_id,
+                    "event_type": field("event_type"), "text": field("text"),
+                    "tokens_so_far": field("tokens_so_far"), "model": field("model"),
+                    "timestamp": field("timestamp")});
+                st.to_dashboards(&frame);
+            }
             return Vec::new();
         }
         "wake_result" => {

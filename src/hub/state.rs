@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+use super::llm::Registry;
 use super::rate::{Bucket, Tier, Verdict};
 use super::tasks::Tasks;
 use super::{HubEvent, HubLogLine};
@@ -35,6 +36,8 @@ pub struct ConnEntry {
     pub tx: UnboundedSender<ConnCmd>,
     /// The agent this socket identified as (it then receives the presence broadcasts).
     pub agent_id: Option<String>,
+    /// True for a `/ws/dashboard` socket: it receives the `execution_event` broadcasts only.
+    pub dashboard: bool,
 }
 
 /// The presence record of an identified agent.
@@ -98,6 +101,8 @@ pub struct State {
     pub unlimited: bool,
     /// The task queue and the agents' FSMs (tasks survive a restart).
     pub tasks: Tasks,
+    /// The LLM registry (survives a restart, like the real hub's DETS table).
+    pub llm: Registry,
 }
 
 impl State {
@@ -147,6 +152,14 @@ impl State {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Sends `frame` to every `/ws/dashboard` socket.
+    pub fn to_dashboards(&self, frame: &Value) {
+        let text = super::wire_text(frame);
+        for entry in self.conns.values().filter(|e| e.dashboard) {
+            let _ = entry.tx.send(ConnCmd::Push(text.clone()));
         }
     }
 

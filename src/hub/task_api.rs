@@ -1,19 +1,101 @@
 //! The task side of the [`EmbeddedHub`] handle: the HTTP endpoints `POST /api/tasks`,
+//! `/api/admin/llm-registry` (register, list, delete),
 //! `POST /api/tasks/:id/cancel`, `GET /api/tasks/:id`, `POST /api/admin/push-task`,
 //! `POST /api/admin/agents/:id/restart` and `GET /api/agents/:id/state`, plus test knobs.
 
+use serde_json::json;
 use tokio::time::Instant;
 
 use super::tasks::{self, AgentState, TaskRecord, TaskSpec};
-use super::{epoch_ms, scheduler, EmbeddedHub, NotConnected};
+use super::{complexity, epoch_ms, llm, scheduler, EmbeddedHub, NotConnected};
 
 impl EmbeddedHub {
     /// Queues a task (like `POST /api/tasks`) and runs the scheduler; returns the task_id.
+    ///
+    /// # Panics
+    /// When the spec is one `POST /api/tasks` answers with 422 (a `complexity_tier` that is not
+    /// a tier): use [`EmbeddedHub::try_submit_task`] to see that answer.
     pub fn submit_task(&self, spec: TaskSpec) -> String {
+        match self.try_submit_task(spec) {
+            Ok(id) => id,
+            Err(body) => panic!("POST /api/tasks would answer 422: {body}"),
+        }
+    }
+
+    /// `POST /api/tasks`: the new task_id (201), or the 422 body
+    /// `{"error":"validation_failed","errors":[…]}` for a `complexity_tier` other than
+    /// `trivial|standard|complex|unknown` (the error entry's shape is our choice).
+    pub fn try_submit_task(&self, spec: TaskSpec) -> Result<String, serde_json::Value> {
+        if let Some(tier) = spec.complexity_tier.as_deref() {
+            if !complexity::TIERS.contains(&tier) {
+                return Err(json!({"error": "validation_failed", "errors": [{
+                    "field": "complexity_tier", "error": "invalid_value", "value": tier,
+                    "detail": "expected one of trivial, standard, complex, unknown"}]}));
+            }
+        }
         let mut st = self.shared.lock();
         let id = st.tasks.submit(spec, Instant::now());
         scheduler::schedule(&self.shared, &mut st);
-        id
+        Ok(id)
+    }
+
+    /// `POST /api/admin/llm-registry` with `{"host", "port"?, "name"?}` (port 11434 and name
+    /// `host:port` by default): registers (or resets) an Ollama endpoint, `unknown` and
+    /// unroutable until its first `/api/tags` check. Ok is the 201 body (the endpoint), Err the
+    /// 422 body. The body and answer shapes are our choice (the reference gives none).
+    pub fn register_llm_endpoint(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, serde_json::Value> {
+        let invalid = |field: &str, detail: &str| {
+            json!({"error": "validation_failed", "errors": [{"field": field, "error": "invalid_value",
+                "detail": detail}]})
+        };
+        let host = body
+            .get("host")
+            .and_then(serde_json::Value::as_str)
+            .filter(|h| !h.is_empty() && h.len() <= 255)
+            .ok_or_else(|| invalid("host", "a non-empty string of at most 255 characters"))?;
+        let port = match body.get("port") {
+            None | Some(serde_json::Value::Null) => 11434,
+            Some(p) => p
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| invalid("port", "an integer from 1 to 65535"))?,
+        };
+        let default_name = format!("{host}:{port}");
+        let name = body
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(&default_name);
+        let ep = self.shared.lock().llm.upsert(host, port, name, "manual");
+        Ok(ep.to_json())
+    }
+
+    /// `GET /api/admin/llm-registry`: `{"endpoints":[…]}` in registration order, each
+    /// `{id, name, host, port, status, models, source, registered_at, last_checked_at}`.
+    pub fn llm_registry(&self) -> serde_json::Value {
+        let st = self.shared.lock();
+        let endpoints: Vec<serde_json::Value> = st.llm.endpoints.iter().map(|e| e.to_json()).collect();
+        json!({"endpoints": endpoints})
+    }
+
+    /// `GET /api/admin/llm-registry/:id`: one endpoint (the list's shape), None (404) if unknown.
+    pub fn llm_endpoint(&self, id: &str) -> Option<serde_json::Value> {
+        let st = self.shared.lock();
+        st.llm.endpoints.iter().find(|e| e.id == id).map(|e| e.to_json())
+    }
+
+    /// `DELETE /api/admin/llm-registry/:id`: false (404) when no endpoint has that id.
+    pub fn delete_llm_endpoint(&self, id: &str) -> bool {
+        self.shared.lock().llm.remove(id)
+    }
+
+    /// Test knob: runs the health check (`GET /api/tags` on every endpoint) now and waits for
+    /// it, instead of waiting for the next 30 s round.
+    pub async fn probe_llm_now(&self) {
+        llm::probe_all(&self.shared).await;
     }
 
     /// Admin push-task (`POST /api/admin/push-task`): a `task_assign` with generation 0 sent

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::complexity::{self, Signals};
+
 /// What `POST /api/tasks` takes (the fields the embedded hub models).
 #[derive(Clone, Debug)]
 pub struct TaskSpec {
@@ -19,6 +21,15 @@ pub struct TaskSpec {
     pub needed_capabilities: Vec<String>,
     /// Failures allowed before dead-lettering (`retry_count + 1 >= max_retries`).
     pub max_retries: u32,
+    /// `complexity_tier`: `trivial`, `standard`, `complex` or `unknown` (anything else is a 422
+    /// from [`super::EmbeddedHub::try_submit_task`]); None lets the hub infer the tier.
+    pub complexity_tier: Option<String>,
+    /// `file_hints` objects (`{path, reason?}`), forwarded and counted by the classification.
+    pub file_hints: Vec<Value>,
+    /// `verification_steps` objects (`{type, target, description?}`), forwarded and counted.
+    pub verification_steps: Vec<Value>,
+    /// `max_verification_retries`; stored as `min(value, 5)`, and 5 when None (the real hub's quirk).
+    pub max_verification_retries: Option<i64>,
 }
 
 impl Default for TaskSpec {
@@ -28,6 +39,10 @@ impl Default for TaskSpec {
             metadata: json!({}),
             needed_capabilities: Vec::new(),
             max_retries: 3,
+            complexity_tier: None,
+            file_hints: Vec::new(),
+            verification_steps: Vec::new(),
+            max_verification_retries: None,
         }
     }
 }
@@ -48,6 +63,18 @@ pub struct TaskRecord {
     pub retry_count: u32,
     /// `result` of the accepted `task_complete`.
     pub result: Option<Value>,
+    /// The `complexity` object computed at submit time (`{effective_tier, source,
+    /// explicit_tier, inferred:{tier, confidence}}`).
+    pub complexity: Value,
+    /// The last placement's routing decision as stored (the 8 wire keys plus
+    /// `candidate_count`, `decided_at`, `fallback_from_tier`); None before the first placement.
+    pub routing_decision: Option<Value>,
+    /// `verification_report` of the accepted `task_complete`, verbatim (None when null/absent).
+    pub verification_report: Option<Value>,
+    /// `verification_history` of the accepted `task_complete`, verbatim (`[]` when null/absent).
+    pub verification_history: Vec<Value>,
+    /// `max_verification_retries` as stored (capped at 5; 5 when omitted).
+    pub max_verification_retries: i64,
     /// `tokens_used` of the accepted `task_complete` (top-level, else `result.tokens_used`).
     pub tokens_used: Option<i64>,
     /// The last failure's `error`, else `reason`, else "unknown".
@@ -83,6 +110,12 @@ pub struct Task {
     pub needed: Vec<String>,
     /// From the spec.
     pub max_retries: u32,
+    /// From the spec.
+    pub file_hints: Vec<Value>,
+    /// From the spec.
+    pub verification_steps: Vec<Value>,
+    /// The classification's counts (for `classification_reason`).
+    pub signals: Signals,
     /// Submission order (the FIFO key; kept across reclaims and retries).
     pub seq: u64,
     /// Last touch (the stuck sweep's clock).
@@ -130,6 +163,19 @@ impl Fsm {
             flags: self.flags.clone(),
         }
     }
+}
+
+/// What an accepted `task_complete` stores (§11.7).
+#[derive(Clone, Debug, Default)]
+pub struct Completion {
+    /// `result`, verbatim (None when null or absent).
+    pub result: Option<Value>,
+    /// Top-level `tokens_used`, else `result.tokens_used`.
+    pub tokens_used: Option<i64>,
+    /// `verification_report`, verbatim (None when null or absent).
+    pub verification_report: Option<Value>,
+    /// `verification_history`, verbatim (`[]` when null or absent).
+    pub verification_history: Vec<Value>,
 }
 
 /// Why `task_complete` / `task_failed` was refused.
@@ -198,6 +244,12 @@ impl Tasks {
         } else {
             json!({})
         };
+        let (complexity, signals) = complexity::classify(
+            &spec.description,
+            spec.file_hints.len(),
+            spec.verification_steps.len(),
+            spec.complexity_tier.as_deref(),
+        );
         let mut task = Task {
             rec: TaskRecord {
                 task_id: id.clone(),
@@ -206,6 +258,11 @@ impl Tasks {
                 assigned_to: None,
                 retry_count: 0,
                 result: None,
+                complexity,
+                routing_decision: None,
+                verification_report: None,
+                verification_history: Vec::new(),
+                max_verification_retries: spec.max_verification_retries.map_or(5, |n| n.min(5)),
                 tokens_used: None,
                 last_error: None,
                 history: Vec::new(),
@@ -214,6 +271,9 @@ impl Tasks {
             metadata,
             needed: spec.needed_capabilities,
             max_retries: spec.max_retries,
+            file_hints: spec.file_hints,
+            verification_steps: spec.verification_steps,
+            signals,
             seq: self.next_seq,
             updated_at: now,
         };
@@ -284,13 +344,15 @@ impl Tasks {
         agent_id: &str,
         task_id: &str,
         generation: u64,
-        result: Option<Value>,
-        tokens_used: Option<i64>,
+        done: Completion,
         now: Instant,
     ) -> Result<(), Refusal> {
         let task = self.fenced(task_id, generation)?;
         task.rec.status = "completed".into();
-        task.rec.result = result;
+        task.rec.result = done.result;
+        task.rec.verification_report = done.verification_report;
+        task.rec.verification_history = done.verification_history;
+        let tokens_used = done.tokens_used;
         task.rec.tokens_used = tokens_used;
         task.updated_at = now;
         push_history(task, "completed", json!({"tokens_used": tokens_used}));
@@ -382,7 +444,7 @@ mod tests {
         let id = t.submit(TaskSpec::default(), now);
         assert_eq!(id.len(), 21);
         assert_eq!(
-            t.complete("a", &id, 0, None, None, now),
+            t.complete("a", &id, 0, Completion::default(), now),
             Err(Refusal::InvalidState)
         );
         t.assign(&id, "a", now);
@@ -401,7 +463,7 @@ mod tests {
             "kept on dead-letter"
         );
         assert_eq!(
-            t.complete("a", "nope", 5, None, None, now),
+            t.complete("a", "nope", 5, Completion::default(), now),
             Err(Refusal::NotFound)
         );
     }
