@@ -1,0 +1,277 @@
+//! The executor runner: carries out a routed task itself (protocol §11) with one of the direct
+//! executors ([`Executors`]), within its timeout, and tells the relay what happens.
+//!
+//! A start is answered at once with `Executing` (the task is `working`, and is run again from the
+//! start after a restart). The executor's [`ExecEvent`]s go to the relay as `ExecutionEvent`s,
+//! at most one per [`PROGRESS_INTERVAL`] (the task's very first token at once, §11.6), coalesced
+//! and bounded; the end is `Executed`: the result object ([`direct::result_object`]) on success,
+//! the executor's reason (or the timeout with the elapsed time) on failure. A stop, a cancel or
+//! the timeout drops the execution's future, which stops its work (the executors' contract).
+
+use super::direct::{self, EventKind, ExecError, ExecEvent, ExecEvents, ExecOutput, Job};
+use crate::protocol::cut_chars;
+use crate::relay::machine::RelayInput;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+/// An execution in progress: what an executor's `run` returns, boxed.
+pub type ExecFuture = Pin<Box<dyn Future<Output = Result<ExecOutput, ExecError>>>>;
+
+/// One executor: starts the execution of a job, streaming its events to the sender.
+pub type ExecFn = Box<dyn Fn(Job, ExecEvents) -> ExecFuture>;
+
+/// The shortest time between two `task_progress` frames of one execution.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Events waiting to be sent for one execution, at most (older ones are dropped first).
+const MAX_PENDING_EVENTS: usize = 32;
+
+/// The longest `text` of one `execution_event` (a coalesced batch keeps its first characters).
+const MAX_EVENT_TEXT_CHARS: usize = 10_000;
+
+/// The direct executors, built in one place ([`super::Runners::new`] for the daemon, tests with
+/// their own): `ollama`, `claude` and `shell` run a [`Job`] (the runner has already checked that
+/// its target may run here, e.g. `allow_hub_commands` for the shell).
+pub struct Executors {
+    /// `target_type: "ollama"`: Ollama's `/api/chat`.
+    pub ollama: ExecFn,
+    /// `target_type: "claude"`: the Claude Code CLI.
+    pub claude: ExecFn,
+    /// `target_type: "sidecar"`: `metadata.shell_command` through the platform shell.
+    pub shell: ExecFn,
+}
+
+/// One execution being carried out.
+struct Running {
+    task_id: String,
+    /// The execution within its timeout: the result object, or the reason it failed.
+    fut: Pin<Box<dyn Future<Output = Result<Value, String>>>>,
+    events: mpsc::UnboundedReceiver<ExecEvent>,
+    batch: Batch,
+    flush: Pin<Box<Sleep>>,
+}
+
+/// The events of one execution not yet sent, and when the next frame may go.
+#[derive(Default)]
+struct Batch {
+    pending: VecDeque<ExecEvent>,
+    /// Characters of streamed text so far (`tokens_so_far`, as Node counts it).
+    token_chars: u64,
+    /// The first token went out (it goes at once).
+    first_token_sent: bool,
+    /// No frame before this.
+    next_at: Option<Instant>,
+    /// Events dropped because too many waited.
+    dropped: u64,
+}
+
+impl Batch {
+    fn push(&mut self, event: ExecEvent) {
+        if event.kind == EventKind::Token {
+            self.token_chars += event.text.chars().count() as u64;
+        }
+        if let Some(last) = self.pending.back_mut() {
+            if last.kind == event.kind && last.model == event.model {
+                if last.text.len() < MAX_EVENT_TEXT_CHARS * 4 {
+                    last.text.push_str(&event.text);
+                }
+                return;
+            }
+        }
+        if self.pending.len() >= MAX_PENDING_EVENTS {
+            self.pending.pop_front();
+            self.dropped += 1;
+        }
+        self.pending.push_back(event);
+    }
+
+    /// The next event to send now, if one may go.
+    fn take_due(&mut self, now: Instant) -> Option<Value> {
+        let first = self.pending.front()?;
+        let first_token = first.kind == EventKind::Token && !self.first_token_sent;
+        if !first_token && self.next_at.is_some_and(|at| now < at) {
+            return None;
+        }
+        self.take(now)
+    }
+
+    fn take(&mut self, now: Instant) -> Option<Value> {
+        let event = self.pending.pop_front()?;
+        if event.kind == EventKind::Token {
+            self.first_token_sent = true;
+        }
+        self.next_at = Some(now + PROGRESS_INTERVAL);
+        let tokens_so_far = match event.kind {
+            // The count up to this batch's end; later batches are still pending.
+            EventKind::Token => {
+                let later: u64 = self
+                    .pending
+                    .iter()
+                    .filter(|e| e.kind == EventKind::Token)
+                    .map(|e| e.text.chars().count() as u64)
+                    .sum();
+                json!(self.token_chars - later)
+            }
+            _ => Value::Null,
+        };
+        Some(json!({
+            "event_type": event.kind.as_str(),
+            "text": cut_chars(&event.text, MAX_EVENT_TEXT_CHARS),
+            "tokens_so_far": tokens_so_far,
+            "model": event.model,
+            "timestamp": epoch_ms(),
+        }))
+    }
+
+    /// Everything still pending, as one last event (texts of the same kind as the first joined).
+    fn take_rest(&mut self, now: Instant) -> Option<Value> {
+        let mut first = self.pending.pop_front()?;
+        for e in self.pending.drain(..) {
+            if e.kind == first.kind {
+                first.text.push_str(&e.text);
+            }
+        }
+        self.pending.push_back(first);
+        self.take(now)
+    }
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `1 h 2 min 3 s`, `4 min 5 s`, `6 s`, `0.25 s`.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h} h {m} min {s} s")
+    } else if m > 0 {
+        format!("{m} min {s} s")
+    } else if secs > 0 {
+        format!("{s} s")
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+/// Carries out executions for the relay (see the module docs).
+#[derive(Default)]
+pub struct ExecutorRunner {
+    running: Vec<Running>,
+    /// Inputs decided but not yet handed out (an execution's last event, then its end).
+    ready: VecDeque<RelayInput>,
+}
+
+impl ExecutorRunner {
+    /// A runner with nothing running.
+    pub fn new() -> ExecutorRunner {
+        ExecutorRunner::default()
+    }
+
+    /// Start `job` with `executor`, bounded by `job.timeout`. A task already running is stopped
+    /// first (a new attempt starts from the beginning).
+    pub fn start(&mut self, executor: &ExecFn, job: Job) {
+        self.stop(&job.task_id);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task_id = job.task_id.clone();
+        let timeout = job.timeout;
+        let run = executor(job, tx);
+        let fut = async move {
+            let started = Instant::now();
+            match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(out)) => Ok(direct::result_object(&out, started.elapsed().as_millis() as u64)),
+                Ok(Err(e)) => Err(e.0),
+                Err(_) => Err(format!(
+                    "execution_timeout: the execution ran {} (the limit, {} ms, is execution_timeout_ms \
+                     or the tier's default); it was stopped",
+                    human_duration(started.elapsed()),
+                    timeout.as_millis()
+                )),
+            }
+        };
+        self.running.push(Running {
+            task_id,
+            fut: Box::pin(fut),
+            events: rx,
+            batch: Batch::default(),
+            flush: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        });
+    }
+
+    /// Drop task `task_id`'s execution (which stops its work), and anything it had to say.
+    pub fn stop(&mut self, task_id: &str) {
+        self.running.retain(|r| r.task_id != task_id);
+        self.ready.retain(|i| match i {
+            RelayInput::ExecutionEvent { task_id: t, .. } | RelayInput::Executed { task_id: t, .. } => {
+                t != task_id
+            }
+            _ => true,
+        });
+    }
+
+    /// Whether task `task_id` is being executed.
+    pub fn is_running(&self, task_id: &str) -> bool {
+        self.running.iter().any(|r| r.task_id == task_id)
+    }
+
+    /// The next thing an execution has to say. Cancel-safe: all state lives in the runner.
+    pub fn next_input(&mut self) -> impl Future<Output = RelayInput> + '_ {
+        poll_fn(move |cx| self.poll_next(cx))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<RelayInput> {
+        if let Some(input) = self.ready.pop_front() {
+            return Poll::Ready(input);
+        }
+        let now = Instant::now();
+        for i in 0..self.running.len() {
+            let r = &mut self.running[i];
+            while let Poll::Ready(Some(event)) = r.events.poll_recv(cx) {
+                r.batch.push(event);
+            }
+            if let Poll::Ready(outcome) = r.fut.as_mut().poll(cx) {
+                let mut r = self.running.remove(i);
+                while let Ok(event) = r.events.try_recv() {
+                    r.batch.push(event);
+                }
+                if let Some(event) = r.batch.take_rest(now) {
+                    self.ready.push_back(RelayInput::ExecutionEvent {
+                        task_id: r.task_id.clone(),
+                        event,
+                    });
+                }
+                self.ready.push_back(RelayInput::Executed {
+                    task_id: r.task_id,
+                    outcome,
+                });
+                return Poll::Ready(self.ready.pop_front().expect("just pushed"));
+            }
+            if let Some(event) = r.batch.take_due(now) {
+                return Poll::Ready(RelayInput::ExecutionEvent {
+                    task_id: r.task_id.clone(),
+                    event,
+                });
+            }
+            if let (Some(at), false) = (r.batch.next_at, r.batch.pending.is_empty()) {
+                if r.flush.deadline() != at {
+                    r.flush.as_mut().reset(at);
+                }
+                if r.flush.as_mut().poll(cx).is_ready() {
+                    // Due now: poll again at once to send it.
+                    cx.waker().wake_by_ref();
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
