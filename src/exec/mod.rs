@@ -606,4 +606,6 @@ impl TaskRunner for Runners {
 }
 
 #[cfg(test)]
+mod route_tests;
+#[cfg(test)]
 mod tests;
