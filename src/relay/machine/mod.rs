@@ -402,11 +402,20 @@ impl Relay {
         self.held.iter().map(|h| h.record.task_id.clone()).collect()
     }
 
-    /// Each held task's id, status (as queue.json says it) and generation, for `status`.
+    /// Each held task's id, status (as queue.json says it, except `executing (ollama)`, ... for
+    /// a task the sidecar carries out itself) and generation, for `status`.
     pub fn snapshot(&self) -> Vec<(String, &'static str, i64)> {
         self.held
             .iter()
-            .map(|h| (h.record.task_id.clone(), h.status(), h.record.generation))
+            .map(|h| {
+                let status = match (h.phase, h.record.executed_by.as_deref()) {
+                    (Phase::Working, Some("ollama")) => "executing (ollama)",
+                    (Phase::Working, Some("claude")) => "executing (claude)",
+                    (Phase::Working, Some("sidecar")) => "executing (sidecar)",
+                    _ => h.status(),
+                };
+                (h.record.task_id.clone(), status, h.record.generation)
+            })
             .collect()
     }
 

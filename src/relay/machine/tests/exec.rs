@@ -44,6 +44,11 @@ fn an_execution_is_persisted_as_working_by_its_executor_and_sends_no_wake_result
     let records = persisted(&a);
     assert_eq!(records[0].status, "working");
     assert_eq!(records[0].executed_by.as_deref(), Some("ollama"));
+    assert_eq!(
+        h.relay.snapshot(),
+        [("t1".to_owned(), "executing (ollama)", 1)],
+        "status shows how the task runs"
+    );
     // The agent never sees the bookkeeping.
     assert!(!records[0].to_task_json().contains("executed_by"));
 }
