@@ -28,11 +28,11 @@ fn exec_settings() -> RelaySettings {
 fn persisted(actions: &[RelayAction]) -> Vec<TaskRecord> {
     actions
         .iter()
-        .filter_map(|a| match a {
+        .rev()
+        .find_map(|a| match a {
             RelayAction::Persist(r) => Some(r.clone()),
             _ => None,
         })
-        .last()
         .expect("a persist")
 }
 
