@@ -374,9 +374,16 @@ impl Config {
         }
 
         let wake_command = raw.wake_command.filter(|w| !w.trim().is_empty());
-        if wake_command.is_none() {
+        let executes = raw.direct_execution.as_deref().map(str::trim) != Some("off");
+        if wake_command.is_none() && !executes {
             b.warn(
                 "no `wake_command`: every task will be failed with `no_wake_command_configured`".to_string(),
+            );
+        } else if wake_command.is_none() {
+            b.warn(
+                "no `wake_command`: every task the sidecar cannot carry out itself (see `direct_execution`) \
+                 will be failed with `no_wake_command_configured`"
+                    .to_string(),
             );
         }
 

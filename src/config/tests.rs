@@ -1158,3 +1158,25 @@ fn direct_execution_keys_teach_when_wrong() {
         .to_string();
     assert!(e.contains("\"execution_timeout_ms\": 1800000"), "{e}");
 }
+
+#[test]
+fn without_wake_command_the_warning_says_which_tasks_fail() {
+    let c = Config::parse(&without("wake_command"), &p()).unwrap();
+    assert!(
+        c.warnings[0].ends_with(
+            "no `wake_command`: every task the sidecar cannot carry out itself (see `direct_execution`) \
+             will be failed with `no_wake_command_configured`"
+        ),
+        "{:?}",
+        c.warnings
+    );
+    let mut v: serde_json::Map<String, Value> = serde_json::from_str(&without("wake_command")).unwrap();
+    v.insert("direct_execution".into(), json!("off"));
+    let c = Config::parse(&serde_json::to_string(&v).unwrap(), &p()).unwrap();
+    assert!(
+        c.warnings[0]
+            .ends_with("no `wake_command`: every task will be failed with `no_wake_command_configured`"),
+        "{:?}",
+        c.warnings
+    );
+}
