@@ -3,7 +3,8 @@
 //!
 //! A start is answered at once with `Executing` (the task is `working`, and is run again from the
 //! start after a restart). The executor's [`ExecEvent`]s go to the relay as `ExecutionEvent`s,
-//! at most one per [`PROGRESS_INTERVAL`] (the task's very first token at once, §11.6), coalesced
+//! at most one per [`PROGRESS_INTERVAL`] (the task's very first token at once, §11.6), slower after a
+//! burst ([`PROGRESS_BURST`], the hub's rate limit), coalesced
 //! and bounded; the end is `Executed`: the result object ([`direct::result_object`]) on success,
 //! the executor's reason (or the timeout with the elapsed time) on failure. A stop, a cancel or
 //! the timeout drops the execution's future, which stops its work (the executors' contract).
@@ -28,6 +29,14 @@ pub type ExecFn = Box<dyn Fn(Job, ExecEvents) -> ExecFuture>;
 
 /// The shortest time between two `task_progress` frames of one execution.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Frames one execution may send at the [`PROGRESS_INTERVAL`] pace before it slows down to one
+/// per [`PROGRESS_REFILL`]: the hub's "normal" bucket holds 60 frames and refills one a second, and
+/// pings and the outcome need their share (protocol §11.6).
+pub const PROGRESS_BURST: f64 = 30.0;
+
+/// How long one frame of the burst takes to come back.
+pub const PROGRESS_REFILL: Duration = Duration::from_millis(1500);
 
 /// Events waiting to be sent for one execution, at most (older ones are dropped first).
 const MAX_PENDING_EVENTS: usize = 32;
@@ -55,6 +64,8 @@ struct Running {
     events: mpsc::UnboundedReceiver<ExecEvent>,
     batch: Batch,
     flush: Pin<Box<Sleep>>,
+    /// The execution ended; this goes to the relay once the last events went out.
+    done: Option<Result<Value, String>>,
 }
 
 /// The events of one execution not yet sent, and when the next frame may go.
@@ -69,6 +80,9 @@ struct Batch {
     next_at: Option<Instant>,
     /// Events dropped because too many waited.
     dropped: u64,
+    /// Frames left in the burst (see [`PROGRESS_BURST`]), as of `budget_at`.
+    budget: f64,
+    budget_at: Option<Instant>,
 }
 
 impl Batch {
@@ -106,7 +120,21 @@ impl Batch {
         if event.kind == EventKind::Token {
             self.first_token_sent = true;
         }
-        self.next_at = Some(now + PROGRESS_INTERVAL);
+        // The burst budget refills with time; an empty one spaces frames by the refill period.
+        let refilled = self
+            .budget_at
+            .map_or(PROGRESS_BURST, |at| {
+                self.budget + (now - at).as_secs_f64() / PROGRESS_REFILL.as_secs_f64()
+            })
+            .min(PROGRESS_BURST);
+        self.budget = refilled - 1.0;
+        self.budget_at = Some(now);
+        let wait = if self.budget >= 1.0 {
+            PROGRESS_INTERVAL
+        } else {
+            PROGRESS_REFILL.mul_f64(1.0 - self.budget).max(PROGRESS_INTERVAL)
+        };
+        self.next_at = Some(now + wait);
         let tokens_so_far = match event.kind {
             // The count up to this batch's end; later batches are still pending.
             EventKind::Token => {
@@ -129,16 +157,16 @@ impl Batch {
         }))
     }
 
-    /// Everything still pending, as one last event (texts of the same kind as the first joined).
-    fn take_rest(&mut self, now: Instant) -> Option<Value> {
+    /// Everything still pending merged into one event (texts of the first one's kind joined;
+    /// the other kinds are dropped: the execution is over, the result holds its output).
+    fn take_rest_later(&mut self) -> Option<ExecEvent> {
         let mut first = self.pending.pop_front()?;
         for e in self.pending.drain(..) {
             if e.kind == first.kind {
                 first.text.push_str(&e.text);
             }
         }
-        self.pending.push_back(first);
-        self.take(now)
+        Some(first)
     }
 }
 
@@ -168,8 +196,6 @@ fn human_duration(d: Duration) -> String {
 #[derive(Default)]
 pub struct ExecutorRunner {
     running: Vec<Running>,
-    /// Inputs decided but not yet handed out (an execution's last event, then its end).
-    ready: VecDeque<RelayInput>,
 }
 
 impl ExecutorRunner {
@@ -205,18 +231,13 @@ impl ExecutorRunner {
             events: rx,
             batch: Batch::default(),
             flush: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            done: None,
         });
     }
 
     /// Drop task `task_id`'s execution (which stops its work), and anything it had to say.
     pub fn stop(&mut self, task_id: &str) {
         self.running.retain(|r| r.task_id != task_id);
-        self.ready.retain(|i| match i {
-            RelayInput::ExecutionEvent { task_id: t, .. } | RelayInput::Executed { task_id: t, .. } => {
-                t != task_id
-            }
-            _ => true,
-        });
     }
 
     /// Whether task `task_id` is being executed.
@@ -230,31 +251,30 @@ impl ExecutorRunner {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<RelayInput> {
-        if let Some(input) = self.ready.pop_front() {
-            return Poll::Ready(input);
-        }
         let now = Instant::now();
         for i in 0..self.running.len() {
             let r = &mut self.running[i];
             while let Poll::Ready(Some(event)) = r.events.poll_recv(cx) {
                 r.batch.push(event);
             }
-            if let Poll::Ready(outcome) = r.fut.as_mut().poll(cx) {
-                let mut r = self.running.remove(i);
-                while let Ok(event) = r.events.try_recv() {
-                    r.batch.push(event);
+            if r.done.is_none() {
+                if let Poll::Ready(outcome) = r.fut.as_mut().poll(cx) {
+                    while let Ok(event) = r.events.try_recv() {
+                        r.batch.push(event);
+                    }
+                    // What is left goes out as one last event, at the usual pace.
+                    if let Some(rest) = r.batch.take_rest_later() {
+                        r.batch.pending.push_back(rest);
+                    }
+                    r.done = Some(outcome);
                 }
-                if let Some(event) = r.batch.take_rest(now) {
-                    self.ready.push_back(RelayInput::ExecutionEvent {
-                        task_id: r.task_id.clone(),
-                        event,
-                    });
-                }
-                self.ready.push_back(RelayInput::Executed {
+            }
+            if r.done.is_some() && r.batch.pending.is_empty() {
+                let r = self.running.remove(i);
+                return Poll::Ready(RelayInput::Executed {
                     task_id: r.task_id,
-                    outcome,
+                    outcome: r.done.expect("checked"),
                 });
-                return Poll::Ready(self.ready.pop_front().expect("just pushed"));
             }
             if let Some(event) = r.batch.take_due(now) {
                 return Poll::Ready(RelayInput::ExecutionEvent {
@@ -394,6 +414,46 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_stream_slows_down_within_the_hubs_rate_limit() {
+        let mut runner = ExecutorRunner::new();
+        // A token every 10 ms for 120 s.
+        let exec: ExecFn = Box::new(|_job, events| {
+            Box::pin(async move {
+                for _ in 0..12_000 {
+                    let _ = events.send(token("x"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(ExecOutput::default())
+            })
+        });
+        let start = Instant::now();
+        runner.start(&exec, job("t1", Duration::from_secs(600)));
+        let mut frames = Vec::new();
+        let mut chars = 0;
+        loop {
+            let (_, input, at) = next(&mut runner).await;
+            match input {
+                RelayInput::Executed { .. } => break,
+                RelayInput::ExecutionEvent { event, .. } => {
+                    chars += event["text"].as_str().unwrap().len();
+                    frames.push(at - start);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(chars, 12_000, "every token reached the hub");
+        // The hub's bucket: 60 frames, one more a second. Never more than that in any window
+        // starting at 0, with room to spare for pings and the outcome.
+        for (i, at) in frames.iter().enumerate() {
+            let allowed = 60.0 + at.as_secs_f64();
+            assert!(((i + 1) as f64) < allowed * 0.8, "frame {} at {at:?}", i + 1);
+        }
+        // ... and still a steady stream: the burst at 100 ms, then one about every 1.5 s.
+        assert!(frames.len() >= 30 + 60, "{} frames", frames.len());
+        assert!(frames[29] <= Duration::from_secs(3), "{:?}", frames[29]);
     }
 
     #[tokio::test(start_paused = true)]
