@@ -432,3 +432,94 @@ async fn a_dead_endpoint_without_wake_command_fails_and_a_stop_drops_a_waiting_s
     let quiet = tokio::time::timeout(Duration::from_secs(5), r.next_input()).await;
     assert!(quiet.is_err(), "{quiet:?}");
 }
+
+/// Feed the runners' requests from `relay` to `r`, and their immediate answers back.
+fn run_requests(
+    relay: &mut crate::relay::runtime::RelayRuntime,
+    r: &mut Runners,
+    log: &mut crate::event_log::EventLog,
+) {
+    while let Some(request) = relay.take_run_request() {
+        for input in r.handle(request) {
+            relay.handle(input, log);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_execution_cut_short_by_a_kill_is_run_again_from_queue_json_after_the_restart() {
+    use crate::event_log::EventLog;
+    use crate::protocol::{Outbound, TaskFrame};
+    use crate::relay::runtime::RelayRuntime;
+    let dir = temp_dir();
+    let config = config(dir.path(), json!({"claude_command": a_program()}));
+    // A claude execution that never ends: the sidecar dies in the middle of it.
+    let hanging = || -> Option<(Executors, ProbeFn)> {
+        let (executors, probe) = direct(true, Rc::default()).unwrap();
+        let claude: ExecFn = Box::new(|_job, _events| Box::pin(std::future::pending()));
+        Some((Executors { claude, ..executors }, probe))
+    };
+    let assign = json!({"type":"task_assign","task_id":"t1","description":"d","generation":1,
+        "routing_decision":{"target_type":"claude","effective_tier":"complex","selected_model":"claude"}});
+    {
+        let (mut log, _captured) = EventLog::capture("a1");
+        let mut r = Runners::with(&config, hanging());
+        let mut relay = RelayRuntime::start(&config, &mut log, |_| {}).unwrap();
+        relay.handle(RelayInput::LinkUp, &mut log);
+        relay.handle(
+            RelayInput::Frame(TaskFrame::Assign(assign.as_object().unwrap().clone())),
+            &mut log,
+        );
+        run_requests(&mut relay, &mut r, &mut log);
+        assert!(r.executor.is_running("t1"));
+        let queue: Value =
+            serde_json::from_str(&std::fs::read_to_string(&config.queue_file).unwrap()).unwrap();
+        assert_eq!(queue["active"]["status"], "working", "{queue}");
+        assert_eq!(queue["active"]["executed_by"], "claude", "{queue}");
+        // SIGKILL: nothing more is written (the relay writes queue.json only when asked to).
+        drop((relay, r));
+    }
+    // The restart: the task is reported, confirmed, and executed again from the start.
+    let (mut log, _captured) = EventLog::capture("a1");
+    let mut r = Runners::with(&config, direct(true, Rc::default()));
+    let mut relay = RelayRuntime::start(&config, &mut log, |tasks| r.recover(tasks)).unwrap();
+    relay.handle(RelayInput::LinkUp, &mut log);
+    let sent = relay.take_sends();
+    assert!(
+        matches!(sent.as_slice(), [Outbound::TaskRecovering { task_id, .. }] if task_id == "t1"),
+        "{sent:?}"
+    );
+    relay.handle(
+        RelayInput::Frame(TaskFrame::Continue {
+            task_id: "t1".into(),
+            generation: Some(3),
+        }),
+        &mut log,
+    );
+    run_requests(&mut relay, &mut r, &mut log);
+    assert!(r.executor.is_running("t1"), "executed again");
+    loop {
+        let input = next(&mut r).await;
+        let done = matches!(input, RelayInput::Executed { .. });
+        relay.handle(input, &mut log);
+        if done {
+            break;
+        }
+    }
+    let sent = relay.take_sends();
+    let complete = sent
+        .iter()
+        .find_map(|f| match f {
+            Outbound::TaskComplete {
+                generation,
+                result,
+                tokens_used,
+                ..
+            } => Some((*generation, result.clone(), *tokens_used)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no task_complete in {sent:?}"));
+    assert_eq!(complete.0, 3, "with the generation of the confirmation");
+    assert_eq!(complete.1["model_used"], "claude-sonnet-4.5");
+    assert_eq!(complete.2, Some(7));
+}
