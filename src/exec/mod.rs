@@ -195,7 +195,8 @@ impl Runners {
     ///   found (on PATH, or an existing path); `sidecar` when the task has
     ///   `metadata.shell_command` and `allow_hub_commands` is true; otherwise wake.
     /// - `"on"`: carry out every routing (Ollama at [`DEFAULT_OLLAMA_URL`] when nothing names
-    ///   one, unprobed: the executor fails with the endpoint's error), or fail with the reason.
+    ///   one, unprobed: the executor fails with the endpoint's error), or fail with the reason
+    ///   (`claude_command_not_found: ...`, `shell_command_not_allowed: ...`).
     /// - Wake without a `wake_command`: fail, naming the config key that would have served it.
     pub fn route(&self, task: &TaskRecord) -> Route {
         let c = &self.choice;
@@ -217,7 +218,7 @@ impl Runners {
                 }
                 Err(None) => {
                     let (why, key) = self.why_not(task, r, t);
-                    (format!("fallback: {why}"), Some(key))
+                    (format!("fallback: {why}"), key)
                 }
             },
         };
@@ -281,7 +282,7 @@ impl Runners {
                 Err(None)
             }
             Target::Claude => {
-                if !on && !command_found(&c.claude_command) {
+                if !command_found(&c.claude_command) {
                     return Err(None);
                 }
                 let model = c.claude_model.clone().or_else(|| {
@@ -311,8 +312,9 @@ impl Runners {
         }
     }
 
-    /// Why routing `r` to `t` cannot run here, and the config key that would serve it.
-    fn why_not(&self, task: &TaskRecord, r: &Routing, t: Target) -> (String, &'static str) {
+    /// Why routing `r` to `t` cannot run here, and the config key that would serve it (none
+    /// when no setting would: a shell task without a command).
+    fn why_not(&self, task: &TaskRecord, r: &Routing, t: Target) -> (String, Option<&'static str>) {
         let c = &self.choice;
         match t {
             Target::Ollama => {
@@ -332,12 +334,12 @@ impl Runners {
                 if tried.is_empty() {
                     (
                         "no ollama endpoint: the hub selected none and ollama_url is not set".to_owned(),
-                        "ollama_url",
+                        Some("ollama_url"),
                     )
                 } else {
                     (
                         format!("no ollama endpoint answered ({})", tried.join("; ")),
-                        "ollama_url",
+                        Some("ollama_url"),
                     )
                 }
             }
@@ -346,15 +348,14 @@ impl Runners {
                     "claude_command `{}` was not found (on PATH or as a path)",
                     c.claude_command
                 ),
-                "claude_command",
+                Some("claude_command"),
             ),
-            Target::Shell if shell_command(task).is_none() => (
-                "the task has no metadata.shell_command to run".to_owned(),
-                "wake_command",
-            ),
+            Target::Shell if shell_command(task).is_none() => {
+                ("the task has no metadata.shell_command to run".to_owned(), None)
+            }
             Target::Shell => (
                 "metadata.shell_command runs only with allow_hub_commands (off)".to_owned(),
-                "allow_hub_commands",
+                Some("allow_hub_commands"),
             ),
         }
     }

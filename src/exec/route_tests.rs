@@ -280,7 +280,19 @@ async fn on_fails_what_cannot_run_here_with_the_reason() {
         dir.path(),
         json!({"direct_execution":"on","claude_command":"no-such-claude-here"}),
     );
-    // "on" carries the routing out: a missing CLI is the executor's failure to report.
+    assert_eq!(
+        on.route(&claude()),
+        Route::Fail(
+            "claude_command_not_found: claude_command `no-such-claude-here` was not found (on PATH \
+             or as a path)"
+                .into()
+        )
+    );
+    // Found, it runs.
+    let on = runners(
+        dir.path(),
+        json!({"direct_execution":"on","claude_command": a_program()}),
+    );
     assert!(matches!(on.route(&claude()), Route::Execute(_)));
     assert_eq!(
         on.route(&shell(Some("echo hi"))),
@@ -315,6 +327,15 @@ async fn neither_executable_nor_wakeable_fails_naming_the_key_that_would_serve_i
         Route::Fail(reason) => assert!(reason.contains("set `ollama_url`"), "{reason}"),
         other => panic!("{other:?}"),
     }
+    // No setting runs a shell task without a command: only a wake_command serves it.
+    assert_eq!(
+        r.route(&shell(None)),
+        Route::Fail(
+            "no_wake_command_configured: fallback: the task has no metadata.shell_command to run; \
+             set a `wake_command` to wake the agent"
+                .into()
+        )
+    );
 }
 
 #[test]
