@@ -30,6 +30,9 @@ pub struct Identify {
     pub capabilities: Vec<String>,
     /// Always "sidecar".
     pub client_type: &'static str,
+    /// The operator's Ollama (config `ollama_url`), which the hub registers; absent when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ollama_url: Option<String>,
 }
 
 impl fmt::Debug for Identify {
@@ -464,6 +467,7 @@ mod tests {
             status: "idle",
             capabilities: vec!["code".into()],
             client_type: "sidecar",
+            ollama_url: None,
         })
     }
 
@@ -474,6 +478,20 @@ mod tests {
             v,
             json!({"type":"identify","agent_id":"a1","token":"s3cret","name":"a1","status":"idle",
                    "capabilities":["code"],"client_type":"sidecar","protocol_version":1})
+        );
+    }
+
+    #[test]
+    fn identify_carries_ollama_url_when_configured_and_the_hub_accepts_it() {
+        let Outbound::Identify(mut id) = identify() else {
+            unreachable!()
+        };
+        id.ollama_url = Some("http://10.0.0.5:11434".into());
+        let v: Value = serde_json::from_str(&Outbound::Identify(id).to_json()).unwrap();
+        assert_eq!(v["ollama_url"], "http://10.0.0.5:11434");
+        assert_eq!(
+            crate::hub::schema::validate(v.as_object().unwrap()),
+            Ok("identify")
         );
     }
 

@@ -18,7 +18,8 @@ pub const STATE_FILE: &str = "agentcom-sidecar.state.json";
 pub struct TaskState {
     /// The hub's id.
     pub task_id: String,
-    /// accepted, waking, waking_confirmation, working or done.
+    /// accepted, waking, waking_confirmation, working, done, or `executing (ollama)` (`claude`,
+    /// `sidecar`) for a task the sidecar carries out itself.
     pub status: String,
     /// The generation the hub last gave.
     pub generation: i64,

@@ -116,6 +116,7 @@ fn settings(token: &str, jitter: f64) -> LinkSettings {
             status: "idle",
             capabilities: vec!["code".into()],
             client_type: "sidecar",
+            ollama_url: None,
         },
         heartbeat_interval: Duration::from_secs(30),
         heartbeat_timeout: Duration::from_secs(10),

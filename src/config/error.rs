@@ -237,6 +237,13 @@ fn example_value(field: &str) -> Option<&'static str> {
         "log_max_bytes" => "10485760",
         "log_keep" => "5",
         "report_resources" => "true",
+        "direct_execution" => "\"auto\"",
+        "allow_hub_commands" => "false",
+        "ollama_url" => "\"http://127.0.0.1:11434\"",
+        "ollama_model" => "\"qwen2.5-coder:7b\"",
+        "claude_command" => "\"claude\"",
+        "claude_model" => "\"claude-sonnet-4.5\"",
+        "execution_timeout_ms" => "1800000",
         _ => return None,
     };
     Some(value)

@@ -33,7 +33,7 @@ pub use schema::{DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES, DEFAULT_MAX_PENDING, M
 pub use token::{Secret, TokenSource, MAX_TOKEN_CHARS, MAX_TOKEN_FILE_BYTES, MIN_TOKEN_CHARS};
 
 use check::Checker;
-use error::json_error;
+use error::{echo, json_error};
 use load::{absolute, opt_path, path_or, Files};
 use schema::{default, Pairs, RawConfig};
 
@@ -126,9 +126,38 @@ pub struct Config {
     pub progress_keepalive: Duration,
     /// How long a task the hub took back is kept for re-assignment (`readopt_window_ms`, 120000).
     pub readopt_window: Duration,
+    /// Whether the sidecar carries out what the hub routed (`direct_execution`, default auto).
+    pub direct_execution: DirectExecution,
+    /// Whether `metadata.shell_command` from the hub may run (`allow_hub_commands`, default false).
+    pub allow_hub_commands: bool,
+    /// The operator's Ollama (`ollama_url`, an `http://` URL); sent in `identify`.
+    pub ollama_url: Option<String>,
+    /// The model asked of Ollama when the hub selected none (`ollama_model`).
+    pub ollama_model: Option<String>,
+    /// The Claude Code CLI (`claude_command`, default `claude`): a name on PATH or a path.
+    pub claude_command: String,
+    /// The model passed to the Claude CLI with `--model` (`claude_model`); none when unset.
+    pub claude_model: Option<String>,
+    /// How long one execution may run (`execution_timeout_ms`); `None`: by tier (10 min trivial,
+    /// 30 min otherwise).
+    pub execution_timeout: Option<Duration>,
     /// One human-readable line per accepted-but-unused, unknown or doubtful setting.
     pub warnings: Vec<String>,
 }
+
+/// `direct_execution`: whether the sidecar runs routed tasks itself (protocol §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectExecution {
+    /// Carry out the routing when its target can run here, else wake the agent (the default).
+    Auto,
+    /// Carry out every routing; fail the task with the reason when it cannot run here.
+    On,
+    /// Wake the agent for every task (the relay only, as before).
+    Off,
+}
+
+/// The longest `ollama_url` the hub accepts in `identify`.
+pub const MAX_OLLAMA_URL_CHARS: usize = 512;
 
 /// What [`Config::load_with`] and [`Config::parse_with`] take from outside the config file, so
 /// tests need not touch the process environment.
@@ -345,9 +374,16 @@ impl Config {
         }
 
         let wake_command = raw.wake_command.filter(|w| !w.trim().is_empty());
-        if wake_command.is_none() {
+        let executes = raw.direct_execution.as_deref().map(str::trim) != Some("off");
+        if wake_command.is_none() && !executes {
             b.warn(
                 "no `wake_command`: every task will be failed with `no_wake_command_configured`".to_string(),
+            );
+        } else if wake_command.is_none() {
+            b.warn(
+                "no `wake_command`: every task the sidecar cannot carry out itself (see `direct_execution`) \
+                 will be failed with `no_wake_command_configured`"
+                    .to_string(),
             );
         }
 
@@ -485,6 +521,76 @@ impl Config {
             }
         };
         let report_resources = raw.report_resources.unwrap_or(true);
+        let direct_execution = match raw.direct_execution.as_deref().map(str::trim) {
+            None | Some("auto") => DirectExecution::Auto,
+            Some("on") => DirectExecution::On,
+            Some("off") => DirectExecution::Off,
+            Some(other) => {
+                return Err(b.invalid(
+                    "direct_execution",
+                    format!(
+                        "is \"{}\", but it must be \"auto\", \"on\" or \"off\"\n\
+                         help: \"auto\" (the default) runs a routed task here when its target can run here and \
+                         wakes the agent otherwise; \"off\" always wakes the agent",
+                        echo(other, Some(&token))
+                    ),
+                ))
+            }
+        };
+        let allow_hub_commands = raw.allow_hub_commands.unwrap_or(false);
+        let ollama_url = match raw.ollama_url.filter(|u| !u.trim().is_empty()) {
+            None => None,
+            Some(u) => {
+                let count = u.chars().count();
+                let lower = u.to_ascii_lowercase();
+                if count > MAX_OLLAMA_URL_CHARS {
+                    return Err(b.invalid(
+                        "ollama_url",
+                        format!(
+                            "is too long: {count} characters, the hub accepts at most {MAX_OLLAMA_URL_CHARS}"
+                        ),
+                    ));
+                }
+                let rest = lower.strip_prefix("http://").unwrap_or("");
+                if rest.is_empty() || u.trim() != u || u.chars().any(char::is_whitespace) {
+                    return Err(b.invalid(
+                        "ollama_url",
+                        format!(
+                            "is \"{}\", but it must be an http:// URL with a host (Ollama speaks plain HTTP)\n\
+                             help: for example \"http://127.0.0.1:11434\"",
+                            echo(&u, Some(&token))
+                        ),
+                    ));
+                }
+                Some(u.trim_end_matches('/').to_owned())
+            }
+        };
+        let ollama_model = raw.ollama_model.filter(|m| !m.trim().is_empty());
+        let claude_command = match raw.claude_command {
+            None => "claude".to_owned(),
+            Some(c) if c.trim().is_empty() => {
+                return Err(b.invalid(
+                    "claude_command",
+                    "is blank\nhelp: leave it out for the default, \"claude\" (found on PATH), \
+                     or give the CLI's path"
+                        .to_string(),
+                ))
+            }
+            Some(c) => c,
+        };
+        let claude_model = raw.claude_model.filter(|m| !m.trim().is_empty());
+        let execution_timeout = match b.ms("execution_timeout_ms", raw.execution_timeout_ms)? {
+            None => None,
+            Some(0) => {
+                return Err(b.invalid(
+                    "execution_timeout_ms",
+                    "is 0, but an execution needs time\nhelp: leave it out for the defaults by tier \
+                     (600000 trivial, 1800000 standard and complex)"
+                        .to_string(),
+                ))
+            }
+            Some(ms) => Some(Duration::from_millis(ms)),
+        };
 
         b.check_files(&Files {
             log_file: &log_file,
@@ -515,6 +621,13 @@ impl Config {
             log_max_bytes,
             log_keep,
             report_resources,
+            direct_execution,
+            allow_hub_commands,
+            ollama_url,
+            ollama_model,
+            claude_command,
+            claude_model,
+            execution_timeout,
             hub_url,
             name,
             capabilities,

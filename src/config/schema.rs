@@ -80,17 +80,17 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "log_max_bytes",
     "log_keep",
     "report_resources",
+    "direct_execution",
+    "allow_hub_commands",
+    "ollama_url",
+    "ollama_model",
+    "claude_command",
+    "claude_model",
+    "execution_timeout_ms",
 ];
 
 /// Keys of the Node sidecar's config (protocol §6.5) that this sidecar accepts but does not use.
-const NODE_ONLY_KEYS: &[&str] = &[
-    "hub_api_url",
-    "repo_dir",
-    "reviewer",
-    "ollama_url",
-    "log_level",
-    "workspace",
-];
+const NODE_ONLY_KEYS: &[&str] = &["hub_api_url", "repo_dir", "reviewer", "log_level", "workspace"];
 
 /// The known key an unknown key was probably meant to be: within edit distance 2 (optimal string
 /// alignment, ignoring case), the same key without its `_ms` suffix, or `hub_ws_url` (the hub's
@@ -255,6 +255,20 @@ pub(super) struct RawConfig {
     pub log_keep: Option<Whole>,
     #[serde(default, deserialize_with = "flag")]
     pub report_resources: Option<bool>,
+    #[serde(default, deserialize_with = "text")]
+    pub direct_execution: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
+    pub allow_hub_commands: Option<bool>,
+    #[serde(default, deserialize_with = "text")]
+    pub ollama_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub ollama_model: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub claude_command: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub claude_model: Option<String>,
+    #[serde(default, deserialize_with = "millis")]
+    pub execution_timeout_ms: Option<Whole>,
 }
 
 /// A whole number from the file. A negative one has the right type but a wrong value, reported

@@ -2,6 +2,7 @@
 
 use super::schema::suggest;
 use super::*;
+use serde_json::json;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -172,7 +173,6 @@ fn node_only_keys_warn_once_each() {
         for (k, val) in [
             ("hub_api_url", "http://h:4000"),
             ("reviewer", "someone"),
-            ("ollama_url", "http://localhost:11434"),
             ("log_level", "debug"),
         ] {
             v.insert(k.into(), Value::String(val.into()));
@@ -180,9 +180,9 @@ fn node_only_keys_warn_once_each() {
         serde_json::to_string(&v).unwrap()
     };
     let c = Config::parse(&text, &p()).unwrap();
-    assert_eq!(c.warnings.len(), 5, "{:?}", c.warnings);
+    assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
     assert!(c.warnings.contains(&"/srv/agent/config.json: `repo_dir` is a Node sidecar setting this sidecar does not use; it is ignored".to_string()), "{:?}", c.warnings);
-    for k in ["hub_api_url", "reviewer", "ollama_url", "log_level"] {
+    for k in ["hub_api_url", "reviewer", "log_level"] {
         assert!(c
             .warnings
             .iter()
@@ -1074,4 +1074,109 @@ fn every_known_key_is_in_the_schema() {
             "{key}: {kind:?}"
         );
     }
+}
+
+#[test]
+fn direct_execution_keys_default_to_auto_and_no_hub_commands() {
+    let c = Config::parse(&minimal(), &p()).unwrap();
+    assert_eq!(c.direct_execution, DirectExecution::Auto);
+    assert!(!c.allow_hub_commands);
+    assert_eq!(c.ollama_url, None);
+    assert_eq!(c.ollama_model, None);
+    assert_eq!(c.claude_command, "claude");
+    assert_eq!(c.claude_model, None);
+    assert_eq!(c.execution_timeout, None);
+}
+
+#[test]
+fn direct_execution_keys_are_read() {
+    let mut v: serde_json::Map<String, Value> = serde_json::from_str(&minimal()).unwrap();
+    for (k, val) in [
+        ("direct_execution", json!("off")),
+        ("allow_hub_commands", json!(true)),
+        ("ollama_url", json!("http://10.0.0.5:11434/")),
+        ("ollama_model", json!("qwen3:8b")),
+        ("claude_command", json!("/opt/claude/bin/claude")),
+        ("claude_model", json!("claude-sonnet-4.5")),
+        ("execution_timeout_ms", json!(90000)),
+    ] {
+        v.insert(k.into(), val);
+    }
+    let c = Config::parse(&serde_json::to_string(&v).unwrap(), &p()).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.direct_execution, DirectExecution::Off);
+    assert!(c.allow_hub_commands);
+    assert_eq!(c.ollama_url.as_deref(), Some("http://10.0.0.5:11434"));
+    assert_eq!(c.ollama_model.as_deref(), Some("qwen3:8b"));
+    assert_eq!(c.claude_command, "/opt/claude/bin/claude");
+    assert_eq!(c.claude_model.as_deref(), Some("claude-sonnet-4.5"));
+    assert_eq!(c.execution_timeout, Some(Duration::from_millis(90000)));
+    let on = Config::parse(&with("direct_execution", r#""on""#), &p()).unwrap();
+    assert_eq!(on.direct_execution, DirectExecution::On);
+}
+
+#[test]
+fn direct_execution_keys_teach_when_wrong() {
+    let e = Config::parse(&with("direct_execution", r#""yes""#), &p())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("field `direct_execution` is \"yes\", but it must be \"auto\", \"on\" or \"off\""),
+        "{e}"
+    );
+    let e = Config::parse(&with("allow_hub_commands", r#""true""#), &p())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("field `allow_hub_commands` must be true or false, found a string"),
+        "{e}"
+    );
+    assert!(e.contains("\"allow_hub_commands\": false"), "{e}");
+    let e = Config::parse(&with("ollama_url", r#""10.0.0.5:11434""#), &p())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must be an http:// URL with a host"), "{e}");
+    assert!(e.contains("http://127.0.0.1:11434"), "{e}");
+    let long = format!("\"http://{}\"", "h".repeat(600));
+    let e = Config::parse(&with("ollama_url", &long), &p())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("is too long: 607 characters, the hub accepts at most 512"),
+        "{e}"
+    );
+    let e = Config::parse(&with("claude_command", r#""  ""#), &p())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("field `claude_command` is blank"), "{e}");
+    let e = Config::parse(&with("execution_timeout_ms", "0"), &p())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("field `execution_timeout_ms` is 0"), "{e}");
+    let e = Config::parse(&with("execution_timeout_ms", r#""1s""#), &p())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"execution_timeout_ms\": 1800000"), "{e}");
+}
+
+#[test]
+fn without_wake_command_the_warning_says_which_tasks_fail() {
+    let c = Config::parse(&without("wake_command"), &p()).unwrap();
+    assert!(
+        c.warnings[0].ends_with(
+            "no `wake_command`: every task the sidecar cannot carry out itself (see `direct_execution`) \
+             will be failed with `no_wake_command_configured`"
+        ),
+        "{:?}",
+        c.warnings
+    );
+    let mut v: serde_json::Map<String, Value> = serde_json::from_str(&without("wake_command")).unwrap();
+    v.insert("direct_execution".into(), json!("off"));
+    let c = Config::parse(&serde_json::to_string(&v).unwrap(), &p()).unwrap();
+    assert!(
+        c.warnings[0]
+            .ends_with("no `wake_command`: every task will be failed with `no_wake_command_configured`"),
+        "{:?}",
+        c.warnings
+    );
 }

@@ -22,6 +22,7 @@ fn healthy_while_identified_or_in_backoff_not_when_stuck_or_stopped() {
                 status: "idle",
                 capabilities: vec![],
                 client_type: "sidecar",
+                ollama_url: None,
             },
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: timeout,

@@ -162,6 +162,17 @@ pub enum Event {
         error: String,
         help: Option<String>,
     },
+    /// How a task runs (protocol §11): `target` is `wake`, `ollama`, `claude`, `sidecar` or
+    /// `fail`; `why` says what decided it (e.g. `fallback: no ollama endpoint answered`).
+    ExecutionChosen {
+        task_id: String,
+        target: String,
+        endpoint: Option<String>,
+        model: Option<String>,
+        why: String,
+    },
+    /// An execution failed: the reason goes to the hub as `task_failed`.
+    ExecutionFailed { task_id: String, error: String },
 }
 
 impl Event {
@@ -355,6 +366,28 @@ impl Event {
                 ),
                 None => format!("cannot watch results_dir {results_dir} ({error}): checking it every second instead"),
             },
+            Event::ExecutionChosen {
+                task_id,
+                target,
+                endpoint,
+                model,
+                why,
+            } => {
+                let at = match (endpoint, model) {
+                    (Some(e), Some(m)) => format!(" ({m} at {e})"),
+                    (Some(e), None) => format!(" (at {e})"),
+                    (None, Some(m)) => format!(" ({m})"),
+                    (None, None) => String::new(),
+                };
+                match target.as_str() {
+                    "wake" => format!("task {task_id}: waking the agent: {why}"),
+                    "fail" => format!("task {task_id} can be neither executed here nor woken: {why}"),
+                    _ => format!("task {task_id}: executing it here with {target}{at}: {why}"),
+                }
+            }
+            Event::ExecutionFailed { task_id, error } => {
+                format!("execution of task {task_id} failed: {error}")
+            }
         }
     }
 }

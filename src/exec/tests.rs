@@ -68,7 +68,7 @@ async fn the_agent_waker_answers_a_start_with_the_wake_and_the_agents_end() {
     let config = config(&dir, Some("exit 0"));
     let mut runners = Runners::new(&config);
     let task = TaskRecord::from_assign(&assign("t1"), 0).unwrap();
-    assert_eq!(runners.route(&task), Route::Wake);
+    assert!(matches!(runners.route(&task), Route::Wake { .. }));
     let now = runners.handle(RunRequest::Start {
         task: task.clone(),
         attempt: 1,

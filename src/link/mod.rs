@@ -24,6 +24,7 @@ impl LinkSettings {
                 status: "idle",
                 capabilities: config.capabilities.clone(),
                 client_type: "sidecar",
+                ollama_url: config.ollama_url.clone(),
             },
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,

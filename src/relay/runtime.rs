@@ -79,6 +79,7 @@ pub struct RelayRuntime {
 pub fn relay_settings(config: &Config) -> RelaySettings {
     RelaySettings {
         wake_configured: config.wake_command.is_some(),
+        direct_execution: config.direct_execution != crate::config::DirectExecution::Off,
         cancel_configured: config.cancel_command.is_some(),
         max_pending: config.max_pending,
         wake_retry_delays: config.wake_retry_delays.clone(),

@@ -147,6 +147,10 @@ pub struct TaskRecord {
     /// When the agent was first woken for this task (epoch ms), for `task_timeout_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub woken_at: Option<i64>,
+    /// The executor running this task (`ollama`, `claude`, `sidecar`) when the sidecar carries it
+    /// out itself: such a task is run again from the start after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executed_by: Option<String>,
     /// repo, branch, file_hints, success_criteria, ... and anything else the hub sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -191,6 +195,7 @@ impl TaskRecord {
                     | "outcome"
                     | "agent_groups"
                     | "woken_at"
+                    | "executed_by"
             );
             if !known && !extra.contains_key(key) {
                 extra.insert(key.clone(), value.clone());
@@ -215,8 +220,24 @@ impl TaskRecord {
             outcome: None,
             agent_groups: Vec::new(),
             woken_at: None,
+            executed_by: None,
             extra,
         })
+    }
+
+    /// `routing_decision.target_type` when it names a target the sidecar can carry out itself
+    /// (`ollama`, `claude`, `sidecar`); `None` for `wake`, a missing routing or an unknown target.
+    pub fn routed_target(&self) -> Option<&str> {
+        let target = self.extra.get("routing_decision")?.get("target_type")?.as_str()?;
+        matches!(target, "ollama" | "claude" | "sidecar").then_some(target)
+    }
+
+    /// Whether a task recovered from queue.json mid-run was being executed by a sidecar (ours:
+    /// `executed_by`; the Node sidecar's: a routed task that no wake of ours ever ran), so that
+    /// it must be run again from the start rather than waited for.
+    pub fn was_executing(&self) -> bool {
+        self.executed_by.is_some()
+            || (self.routed_target().is_some() && self.agent_groups.is_empty() && self.woken_at.is_none())
     }
 
     /// The record as `${TASK_JSON}` and the task file show it (without the outcome and the
@@ -226,6 +247,7 @@ impl TaskRecord {
         shown.outcome = None;
         shown.agent_groups.clear();
         shown.woken_at = None;
+        shown.executed_by = None;
         serde_json::to_string(&shown).expect("a task record always serializes")
     }
 }

@@ -15,6 +15,7 @@ fn settings(jitter: f64) -> LinkSettings {
             status: "idle",
             capabilities: vec!["code".into()],
             client_type: "sidecar",
+            ollama_url: None,
         },
         heartbeat_interval: INTERVAL,
         heartbeat_timeout: TIMEOUT,

@@ -20,6 +20,8 @@ impl Relay {
         h.watch.gone = false;
         h.watch.exit_at = None;
         h.watch.started_while_waking = false;
+        h.executing = false;
+        h.record.executed_by = None;
         h.phase = Phase::Waking { attempt };
         h.record.wake_attempts = attempt;
         h.record.status = "waking".into();
@@ -149,12 +151,25 @@ impl Relay {
     /// Task `i` ran past `task_timeout`: stop its agent, fail it with the time it ran.
     pub(super) fn timed_out(&mut self, i: usize, elapsed: Duration) {
         let task_id = self.held[i].record.task_id.clone();
+        let elapsed_ms = elapsed.as_millis() as u64;
+        if self.held[i].executing {
+            self.log(Event::TaskTimeout {
+                task_id: task_id.clone(),
+                elapsed_ms,
+            });
+            self.actions.push_back(RelayAction::Kill { task_id });
+            let reason = format!(
+                "task_timeout: the execution ran {} (task_timeout_ms {}); it was stopped",
+                human_duration(elapsed),
+                self.settings.task_timeout.as_millis()
+            );
+            return self.finish(i, Outcome::failed(reason));
+        }
         let stopped = if self.held[i].record.agent_groups.is_empty() {
             "its agent was not started by this sidecar and could not be stopped"
         } else {
             "its processes were stopped"
         };
-        let elapsed_ms = elapsed.as_millis() as u64;
         self.log(Event::TaskTimeout {
             task_id: task_id.clone(),
             elapsed_ms,
@@ -200,7 +215,7 @@ impl Relay {
 }
 
 /// `1 h 2 min 3 s`, `4 min 5 s`, `6 s`, `0.25 s`.
-fn human_duration(d: Duration) -> String {
+pub(super) fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     if h > 0 {

@@ -205,8 +205,12 @@ impl Relay {
             recovered: false,
             started: false,
             watch: AgentWatch::default(),
+            executing: false,
         };
-        if !self.settings.wake_configured {
+        // A task the sidecar may carry out itself is not failed here: the runner decides, and
+        // fails it naming the config key that would have served it when it can do neither.
+        let executable = self.settings.direct_execution && held.record.routed_target().is_some();
+        if !self.settings.wake_configured && !executable {
             // Accepted (once persisted), then failed with the reason: never task_failed before
             // task_accepted.
             self.log(Event::TaskRefused {

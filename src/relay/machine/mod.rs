@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 pub struct RelaySettings {
     /// Whether a wake_command is configured; without one every task is refused.
     pub wake_configured: bool,
+    /// Whether the sidecar may carry out routed tasks itself (`direct_execution` is not `off`):
+    /// then a routed task is not failed for want of a wake_command (the runner decides).
+    pub direct_execution: bool,
     /// Whether a cancel_command is configured.
     pub cancel_configured: bool,
     /// Tasks held waiting behind the current one before each further one is logged as a warning
@@ -127,6 +130,32 @@ pub enum RelayInput {
     },
     /// Something the shell noticed (a file the watcher skipped, a watch fallback): only logged.
     Log(Event),
+    /// A runner began carrying out the task itself (an executor, not the agent): the task is
+    /// `working` from here, and is run again from the start if the sidecar dies meanwhile.
+    Executing {
+        /// The task.
+        task_id: String,
+        /// The wake attempt this answers.
+        attempt: u32,
+        /// The executor (`ollama`, `claude`, `sidecar`).
+        executor: String,
+    },
+    /// Something an execution streamed, as an `execution_event` object (§11.6), already batched
+    /// by the runner: sent as one `task_progress`.
+    ExecutionEvent {
+        /// The task.
+        task_id: String,
+        /// The `execution_event` object.
+        event: Value,
+    },
+    /// An execution ended: `Ok(result object)` goes to the hub as `task_complete` (with a top-level
+    /// `tokens_used`), `Err(reason)` as `task_failed` (cut to 2000 characters).
+    Executed {
+        /// The task.
+        task_id: String,
+        /// The result object, or why it failed.
+        outcome: Result<Value, String>,
+    },
 }
 
 /// Something the I/O shell must do, in order.
@@ -244,6 +273,8 @@ struct Held {
     started: bool,
     /// The task timeout and the agent's end.
     watch: AgentWatch,
+    /// A runner carries the task out itself (no agent, no agent files).
+    executing: bool,
 }
 
 /// What `task_timeout` and `agent_exit_grace` need to know of a held task.
@@ -328,6 +359,12 @@ impl Relay {
         for record in recovered {
             let phase = match (&record.outcome, record.status.as_str()) {
                 (Some(_), _) => Phase::Done,
+                // An execution is not resumable (an LLM call, a command): run it again from the
+                // start once the hub confirms the task. This covers the Node sidecar's queue.json
+                // too: a routed task it was executing itself has no agent to wait for.
+                (None, "working" | "waking_confirmation" | "waking") if record.was_executing() => {
+                    Phase::Queued
+                }
                 (None, "working") => Phase::Working,
                 // The confirmation timer is not persisted: it starts again when the hub confirms.
                 (None, "waking_confirmation") => Phase::AwaitStart { deadline: None },
@@ -349,6 +386,7 @@ impl Relay {
                 standing: Standing::Unknown,
                 recovered: true,
                 watch: AgentWatch::default(),
+                executing: false,
             });
         }
         relay
@@ -364,11 +402,20 @@ impl Relay {
         self.held.iter().map(|h| h.record.task_id.clone()).collect()
     }
 
-    /// Each held task's id, status (as queue.json says it) and generation, for `status`.
+    /// Each held task's id, status (as queue.json says it, except `executing (ollama)`, ... for
+    /// a task the sidecar carries out itself) and generation, for `status`.
     pub fn snapshot(&self) -> Vec<(String, &'static str, i64)> {
         self.held
             .iter()
-            .map(|h| (h.record.task_id.clone(), h.status(), h.record.generation))
+            .map(|h| {
+                let status = match (h.phase, h.record.executed_by.as_deref()) {
+                    (Phase::Working, Some("ollama")) => "executing (ollama)",
+                    (Phase::Working, Some("claude")) => "executing (claude)",
+                    (Phase::Working, Some("sidecar")) => "executing (sidecar)",
+                    _ => h.status(),
+                };
+                (h.record.task_id.clone(), status, h.record.generation)
+            })
             .collect()
     }
 
@@ -420,6 +467,13 @@ impl Relay {
             } => self.agent_gone(&task_id, outlived_wake, now),
             RelayInput::Result { task_id, file } => self.result(&task_id, file, now),
             RelayInput::Log(event) => self.log(event),
+            RelayInput::Executing {
+                task_id,
+                attempt,
+                executor,
+            } => self.executing(&task_id, attempt, executor),
+            RelayInput::ExecutionEvent { task_id, event } => self.execution_event(task_id, event),
+            RelayInput::Executed { task_id, outcome } => self.executed(&task_id, outcome),
             RelayInput::Progress {
                 task_id,
                 progress,
@@ -473,6 +527,7 @@ impl Relay {
 }
 
 mod agent;
+mod exec;
 mod hub;
 mod outbox;
 mod storage;

@@ -96,6 +96,7 @@ fn no_wake_command_accepts_then_fails_with_its_reason() {
     let mut h = H::with(
         RelaySettings {
             wake_configured: false,
+            direct_execution: false,
             ..settings()
         },
         vec![],

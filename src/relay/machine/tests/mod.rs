@@ -4,6 +4,7 @@ use super::*;
 use serde_json::json;
 
 mod agent;
+mod exec;
 mod hub;
 mod outbox;
 mod storage;
@@ -14,6 +15,7 @@ const SEC: Duration = Duration::from_secs(1);
 fn settings() -> RelaySettings {
     RelaySettings {
         wake_configured: true,
+        direct_execution: false,
         cancel_configured: true,
         max_pending: 1,
         wake_retry_delays: vec![5 * SEC, 15 * SEC, 30 * SEC],
