@@ -21,6 +21,8 @@ pub mod process;
 mod procfs;
 pub mod template;
 pub mod wake;
+pub mod ollama;
+pub mod fake_ollama;
 
 use crate::config::Config;
 use crate::relay::machine::RelayInput;
