@@ -170,7 +170,12 @@ pub(crate) async fn run_with(
         match sent {
             Err(e) => last = e.to_string(),
             Ok(mut response) if response.status != 200 => {
-                let text = response.text(64 * 1024).await.unwrap_or_default();
+                // A body that never ends must not stall the attempts: it is waited for briefly.
+                let text = tokio::time::timeout(policy.connect_timeout, response.text(64 * 1024))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
                 last = format!("HTTP {}: {}", response.status, first_chars(&text, 500));
                 if response.status < 500 {
                     return Err(ExecError(format!(
