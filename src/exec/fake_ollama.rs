@@ -48,6 +48,11 @@ pub enum Chat {
         /// The text before the end.
         tokens: Vec<String>,
     },
+    /// Streams this text as the body, as it is (for lines that are not JSON, or too long).
+    Raw {
+        /// The body's text.
+        body: String,
+    },
     /// Answers with this status and body.
     Status {
         /// The HTTP status code.
@@ -316,6 +321,15 @@ async fn stream_chat(socket: &mut TcpStream, chat: Chat, model: &str) -> io::Res
         Chat::Cut { tokens } => {
             for t in &tokens {
                 chunk(socket, &token_line(model, t)).await?;
+            }
+        }
+        Chat::Raw { body } => {
+            for piece in body.as_bytes().chunks(16 * 1024) {
+                socket
+                    .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                    .await?;
+                socket.write_all(piece).await?;
+                socket.write_all(b"\r\n").await?;
             }
         }
         Chat::Status { .. } | Chat::Hang => unreachable!("answered before the stream"),

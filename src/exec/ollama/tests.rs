@@ -185,6 +185,40 @@ async fn a_stream_that_ends_before_done_fails() {
 }
 
 #[tokio::test]
+async fn a_line_that_is_not_json_or_too_long_fails() {
+    let fake = FakeOllama::start().await.unwrap();
+    fake.push_chat(Chat::Raw {
+        body: "{\"message\":{\"content\":\"ok\"},\"done\":false}\n<html>Bad Gateway</html>\n".into(),
+    });
+    fake.push_chat(Chat::Raw {
+        body: "x".repeat(MAX_LINE + 10),
+    });
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let j = job(&fake.url(), "hi", json!({}));
+    let err = run_with(&j, &tx, &QUICK).await.unwrap_err();
+    assert!(
+        err.0.starts_with(&format!(
+            "Ollama at {} sent a line that is not JSON (",
+            fake.url()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.0
+            .ends_with("2 lines and 2 bytes of text had arrived): <html>Bad Gateway</html>"),
+        "{err}"
+    );
+    let err = run_with(&j, &tx, &QUICK).await.unwrap_err();
+    assert_eq!(
+        err.0,
+        format!(
+            "Ollama at {} sent a line longer than {MAX_LINE} bytes (0 lines and 0 bytes of text had arrived)",
+            fake.url()
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_404_is_not_tried_again() {
     let fake = FakeOllama::start().await.unwrap();
     fake.push_chat(Chat::Status {
