@@ -299,11 +299,15 @@ async fn stream_chat(socket: &mut TcpStream, chat: Chat, model: &str) -> io::Res
             chunk(socket, &done(prompt_eval_count, eval_count)).await?;
         }
         Chat::Numbered { count } => {
+            let model_json = json!(model).to_string();
             // Several lines per write, so the 100 000-token stream is quick.
             let mut batch = String::new();
             for i in 0..count {
-                batch.push_str(&token_line(model, &format!("tok-{i:08} ")).to_string());
-                batch.push('\n');
+                // The same line token_line makes, written directly: the stream is long.
+                batch.push_str(&format!(
+                    "{{\"model\":{},\"created_at\":\"2026-01-01T00:00:00Z\",\"message\":{{\"role\":\"assistant\",\"content\":\"tok-{i:08} \"}},\"done\":false}}\n",
+                    model_json
+                ));
                 if batch.len() > 16 * 1024 || i + 1 == count {
                     let framed = format!("{:x}\r\n{batch}\r\n", batch.len());
                     socket.write_all(framed.as_bytes()).await?;

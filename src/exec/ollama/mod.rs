@@ -191,6 +191,22 @@ pub(crate) async fn run_with(
     )))
 }
 
+/// One NDJSON line of `/api/chat`'s answer, as far as it is read (other fields are ignored).
+#[derive(serde::Deserialize)]
+struct ChatLine {
+    message: Option<ChatMessage>,
+    done: Option<bool>,
+    error: Option<Value>,
+    prompt_eval_count: Option<u64>,
+    eval_count: Option<u64>,
+}
+
+/// A line's `message`.
+#[derive(serde::Deserialize)]
+struct ChatMessage {
+    content: Option<String>,
+}
+
 /// The answer as it is read: the text kept, what was cut, what arrived.
 struct Answer<'a> {
     endpoint: &'a str,
@@ -230,15 +246,20 @@ impl Answer<'_> {
             return Ok(None);
         }
         self.lines += 1;
-        let value: Value = serde_json::from_str(line).map_err(|e| {
+        let parsed: ChatLine = serde_json::from_str(line).map_err(|e| {
+            let what = if e.is_syntax() || e.is_eof() {
+                "a line that is not JSON"
+            } else {
+                "a line that is not a chat answer"
+            };
             ExecError(format!(
-                "Ollama at {} sent a line that is not JSON ({e}; {}): {}",
+                "Ollama at {} sent {what} ({e}; {}): {}",
                 self.endpoint,
                 self.so_far(),
                 first_chars(line, 200)
             ))
         })?;
-        if let Some(error) = value.get("error") {
+        if let Some(error) = parsed.error {
             let error = error
                 .as_str()
                 .map(str::to_owned)
@@ -251,14 +272,11 @@ impl Answer<'_> {
                 first_chars(&error, 500)
             )));
         }
-        let content = value
-            .pointer("/message/content")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let content = parsed.message.and_then(|m| m.content).unwrap_or_default();
         if !content.is_empty() {
             let room = self.max_output.saturating_sub(self.output.len());
             if content.len() <= room {
-                self.output.push_str(content);
+                self.output.push_str(&content);
             } else {
                 let mut keep = room;
                 while !content.is_char_boundary(keep) {
@@ -267,11 +285,13 @@ impl Answer<'_> {
                 self.output.push_str(&content[..keep]);
                 self.cut += content.len() - keep;
             }
-            emit(events, EventKind::Token, content.to_owned(), Some(self.model));
+            emit(events, EventKind::Token, content, Some(self.model));
         }
-        if value.get("done").and_then(Value::as_bool) == Some(true) {
-            let count = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
-            return Ok(Some((count("prompt_eval_count"), count("eval_count"))));
+        if parsed.done == Some(true) {
+            return Ok(Some((
+                parsed.prompt_eval_count.unwrap_or(0),
+                parsed.eval_count.unwrap_or(0),
+            )));
         }
         Ok(None)
     }
