@@ -15,15 +15,17 @@
 //! and finds and stops a task's agent by process group; `agent` is the runner built from them.
 
 pub mod agent;
+pub mod claude;
 pub mod direct;
 pub mod executor;
+pub mod fake_ollama;
+pub mod ollama;
 pub mod process;
 #[cfg(target_os = "linux")]
 mod procfs;
+pub mod shell;
 pub mod template;
 pub mod wake;
-pub mod claude;
-pub mod shell;
 
 use crate::config::{Config, DirectExecution};
 use crate::event_log::Event;
@@ -141,12 +143,24 @@ pub struct Runners {
     ready: VecDeque<RelayInput>,
 }
 
-/// The direct executors built into this sidecar, and the Ollama probe; `None` while none is.
+/// The direct executors built into this sidecar, and the Ollama probe.
 ///
 /// The one place that plugs them in: `ollama::run`, `claude::run` (with `claude_command` and
 /// `claude_model`), `shell::run` (with `allow_hub_commands`) and `ollama::probe`.
-fn built_in(_config: &Config) -> Option<(Executors, ProbeFn)> {
-    None
+fn built_in(config: &Config) -> Option<(Executors, ProbeFn)> {
+    let claude_settings =
+        claude::ClaudeSettings::new(config.claude_command.clone(), config.claude_model.clone());
+    let allowed = config.allow_hub_commands;
+    let executors = Executors {
+        ollama: Box::new(|job, events| Box::pin(async move { ollama::run(&job, &events).await })),
+        claude: Box::new(move |job, events| {
+            let settings = claude_settings.clone();
+            Box::pin(async move { claude::run(&job, &events, &settings).await })
+        }),
+        shell: Box::new(move |job, events| Box::pin(async move { shell::run(&job, &events, allowed).await })),
+    };
+    let probe: ProbeFn = Box::new(|url| Box::pin(async move { ollama::probe(&url).await }));
+    Some((executors, probe))
 }
 
 impl Runners {
