@@ -258,8 +258,16 @@ pub fn reap_adopted() -> Vec<Adopted> {
     #[cfg(target_os = "linux")]
     {
         let mut alive = Vec::new();
+        // SAFETY: getpgrp has no arguments and cannot fail.
+        let own_group = unsafe { libc::getpgrp() };
         for pid in procfs::children() {
             if is_spawned(pid as u32) {
+                continue;
+            }
+            // A child in our own process group is one we started without a group of its own
+            // (not an agent's orphan: those live in the agent's group or a session of their own);
+            // whoever started it waits for it.
+            if procfs::stat(pid).is_some_and(|st| st.pgrp == own_group) {
                 continue;
             }
             let mut status = 0;
