@@ -422,7 +422,8 @@ async fn run(
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let mut notifier = Notifier::from_env();
     notifier.ready(&format!("connecting to {}", config.hub_url));
-    let resources = ResourceReporter::system(&config.agent_id, config.report_resources);
+    let resources = ResourceReporter::system(&config.agent_id, config.report_resources)
+        .with_ollama(config.ollama_url.clone());
     let end = daemon::run(
         policy,
         NetConnector::new(net),
