@@ -2,12 +2,14 @@
 //!
 //! It writes a real config file (mode 0600) to a temporary folder, loads it as `run` would, and
 //! drives the same link and relay code over real loopback TCP: connect, identify, heartbeat, a task
-//! through a sample agent (this binary's hidden `sample-agent` command), the hub going away and
-//! coming back, reconnect with backoff, and a clean shutdown.
+//! through a sample agent (this binary's hidden `sample-agent` command), a task the hub routes to a
+//! local model (a fake Ollama, registered in the hub's LLM registry) that the sidecar runs itself,
+//! the hub going away and coming back, reconnect with backoff, and a clean shutdown.
 
 use crate::config::{Config, LoadOptions};
 use crate::daemon::{self, Peers};
 use crate::event_log::EventLog;
+use crate::exec::fake_ollama::FakeOllama;
 use crate::exec::Runners;
 use crate::hub::{EmbeddedHub, HubEvent, HubOptions, TaskSpec};
 use crate::link::connect::NetConnector;
@@ -140,6 +142,7 @@ fn write_config(dir: &Path, hub_url: &str, token: &str) -> Result<PathBuf, Strin
         "reconnect_max_ms": 4000,
         "reconnect_jitter": 0.5,
         "wake_command": sample_agent_command(),
+        "direct_execution": "auto",
         "confirmation_timeout_ms": 5000
     });
     let text = serde_json::to_string_pretty(&config).expect("json");
@@ -174,23 +177,17 @@ async fn steps(hub: &EmbeddedHub, events: &mut broadcast::Receiver<HubEvent>) ->
     say(&format!(
         "submitting a task to the hub: {task_id} \"{description}\" (the sample agent will take it)"
     ));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match hub.task(&task_id) {
-            Some(t) if t.status == "completed" => {
-                let result = t.result.map(|r| r.to_string()).unwrap_or_default();
-                say(&format!(
-                    "the hub recorded {task_id} as completed (generation {}): {result}",
-                    t.generation
-                ));
-                break;
-            }
-            _ if Instant::now() > deadline => {
-                return Err(format!("task {task_id} did not complete within 10 s"))
-            }
-            _ => sleep(Duration::from_millis(50)).await,
-        }
-    }
+    say(&format!(
+        "the hub routed it: {}; no local model is registered yet, so the sidecar wakes the agent",
+        routing(hub, &task_id)
+    ));
+    let done = completed(hub, &task_id).await?;
+    say(&format!(
+        "the hub recorded {task_id} as completed (generation {}): {}",
+        done.generation,
+        done.result.map(|r| r.to_string()).unwrap_or_default()
+    ));
+    local_model_step(hub).await?;
     say("stopping the hub, as a hub restart or a network loss would");
     hub.stop().await;
     sleep(Duration::from_secs(3)).await;
@@ -208,6 +205,101 @@ async fn steps(hub: &EmbeddedHub, events: &mut broadcast::Receiver<HubEvent>) ->
     wait_for(events, Duration::from_secs(5), "a pong", is_pong).await?;
     say("sending the sidecar a stop signal, as Ctrl+C or SIGTERM would");
     Ok(())
+}
+
+/// A task routed to a local model: a fake Ollama registered in the hub's LLM registry; the hub
+/// routes a standard task to it, and the sidecar (`direct_execution: "auto"`) runs it itself.
+async fn local_model_step(hub: &EmbeddedHub) -> Result<(), String> {
+    let ollama = FakeOllama::start()
+        .await
+        .map_err(|e| format!("cannot start the fake Ollama: {e}"))?;
+    let addr = ollama.host_port();
+    let (host, port) = addr.rsplit_once(':').ok_or("the fake Ollama has no port")?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| "the fake Ollama's port is not a number")?;
+    hub.register_llm_endpoint(&serde_json::json!({"host": host, "port": port, "name": "demo-local"}))
+        .map_err(|e| format!("the hub refused the endpoint: {e}"))?;
+    hub.probe_llm_now().await;
+    let endpoint = hub.llm_endpoint(&addr).unwrap_or_default();
+    if endpoint["status"] != "healthy" {
+        return Err(format!("the hub's health check of {addr} failed: {endpoint}"));
+    }
+    say(&format!(
+        "a local model: a fake Ollama at {}, registered in the hub's LLM registry ({}, models {})",
+        ollama.url(),
+        endpoint["status"].as_str().unwrap_or_default(),
+        endpoint["models"]
+    ));
+    let description = "Summarize this week's changes for the team";
+    let task_id = hub.submit_task(TaskSpec {
+        description: description.into(),
+        complexity_tier: Some("standard".into()),
+        ..TaskSpec::default()
+    });
+    say(&format!(
+        "submitting a standard task: {task_id} \"{description}\"; the hub routed it: {}",
+        routing(hub, &task_id)
+    ));
+    let done = completed(hub, &task_id).await?;
+    let result = done.result.unwrap_or_default();
+    let progress = hub.history().iter().any(|e| {
+        matches!(e, HubEvent::Received { text, .. }
+            if text.contains(r#""type":"task_progress""#) && text.contains(&task_id)
+                && text.contains(r#""execution_event""#))
+    });
+    if result["model_used"].is_null() || !progress {
+        return Err(format!(
+            "task {task_id} completed but not by the local model (task_progress with execution_event seen: {progress}): {result}"
+        ));
+    }
+    say(&format!(
+        "a task routed to a local model: the sidecar ran {task_id} on {} at {} without waking the agent \
+         ({} tokens in, {} out): {}",
+        result["model_used"].as_str().unwrap_or_default(),
+        ollama.url(),
+        result["tokens_in"],
+        result["tokens_out"],
+        result["output"]
+    ));
+    Ok(())
+}
+
+/// The hub's routing decision for a task, in a few words.
+fn routing(hub: &EmbeddedHub, task_id: &str) -> String {
+    let Some(d) = hub.task(task_id).and_then(|t| t.routing_decision) else {
+        return "no routing decision yet".to_owned();
+    };
+    let target = d["target_type"].as_str().unwrap_or("none");
+    let tier = d["effective_tier"].as_str().unwrap_or("?");
+    match (d["selected_endpoint"].as_str(), d["fallback_reason"].as_str()) {
+        (Some(ep), _) => format!(
+            "{tier} -> {target} {ep} ({})",
+            d["selected_model"].as_str().unwrap_or("no model")
+        ),
+        (None, Some(why)) => format!("{tier} -> {target}, fallback: {why}"),
+        (None, None) => format!("{tier} -> {target}"),
+    }
+}
+
+/// Waits (10 s at most) for the hub to record the task as completed.
+async fn completed(hub: &EmbeddedHub, task_id: &str) -> Result<crate::hub::TaskRecord, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match hub.task(task_id) {
+            Some(t) if t.status == "completed" => return Ok(t),
+            Some(t) if t.status == "dead_letter" => {
+                return Err(format!(
+                    "task {task_id} failed: {}",
+                    t.last_error.unwrap_or_default()
+                ))
+            }
+            _ if Instant::now() > deadline => {
+                return Err(format!("task {task_id} did not complete within 10 s"))
+            }
+            _ => sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 fn is_pong(event: &HubEvent) -> bool {

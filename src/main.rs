@@ -100,8 +100,14 @@ Example:\n  agentcom-sidecar check --config ./config.json"
 hub on loopback: no real hub is involved. Each step is printed with its time; on failure it says what \
 the agent did not do (no .started file, no result, a malformed result, a failing wake command).\n\n\
 It uses the config's agent_id, wake_command, results_dir and timeouts; the hub, token, queue and log \
-are private to the run. Stop the daemon first: it watches the same results folder.",
-        after_help = "Examples:\n  agentcom-sidecar try \"Add a README section\"\n  agentcom-sidecar try --config ./config.json --timeout 120 \"say hello\""
+are private to the run. Stop the daemon first: it watches the same results folder.\n\n\
+With --tier, try a route instead: the task is submitted with that complexity_tier and the sidecar \
+carries out the hub's routing as direct_execution allows (standard: your ollama_url, registered in \
+the private hub; complex: claude_command; trivial: --shell-command, with allow_hub_commands true). \
+What the route needs, and whether the config has it, is printed first.",
+        after_help = "Examples:\n  agentcom-sidecar try \"Add a README section\"\n  agentcom-sidecar try --config ./config.json --timeout 120 \"say hello\"\n  \
+agentcom-sidecar try --tier standard \"Summarize the changelog\"\n  \
+agentcom-sidecar try --tier trivial --shell-command \"git status\" \"show the status\""
     )]
     Try {
         /// The config file [default: $AGENTCOM_SIDECAR_CONFIG, else ./config.json].
@@ -110,6 +116,17 @@ are private to the run. Stop the daemon first: it watches the same results folde
         /// Give up after this many seconds.
         #[arg(long, value_name = "SECS", default_value_t = 600)]
         timeout: u64,
+        /// Try a route: the private hub submits the task with this complexity_tier and the
+        /// sidecar carries out its routing as `direct_execution` allows. standard: Ollama at
+        /// `ollama_url` (registered in the private hub); complex: `claude_command`; trivial: the
+        /// --shell-command, when `allow_hub_commands` is true. A route that cannot run here falls
+        /// back to the wake_command (auto). Without --tier the task always goes to the
+        /// wake_command.
+        #[arg(long, value_enum, value_name = "TIER")]
+        tier: Option<trial::Tier>,
+        /// The task's `metadata.shell_command` (for --tier trivial).
+        #[arg(long, value_name = "CMD", requires = "tier")]
+        shell_command: Option<String>,
         /// The task's description.
         description: String,
     },
@@ -217,11 +234,19 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Try {
             config,
             timeout,
+            tier,
+            shell_command,
             description,
         } => {
             let path = config.unwrap_or_else(default_config_path);
+            let options = trial::TryOptions { tier, shell_command };
             match Config::load_without_token(&path) {
-                Ok(config) => runtime.block_on(trial::run(config, description, Duration::from_secs(timeout))),
+                Ok(config) => runtime.block_on(trial::run(
+                    config,
+                    description,
+                    Duration::from_secs(timeout),
+                    options,
+                )),
                 Err(e) => {
                     errln!("error: {e}");
                     ExitCode::from(exit_code::CONFIG)
@@ -422,7 +447,8 @@ async fn run(
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let mut notifier = Notifier::from_env();
     notifier.ready(&format!("connecting to {}", config.hub_url));
-    let resources = ResourceReporter::system(&config.agent_id, config.report_resources);
+    let resources = ResourceReporter::system(&config.agent_id, config.report_resources)
+        .with_ollama(config.ollama_url.clone());
     let end = daemon::run(
         policy,
         NetConnector::new(net),

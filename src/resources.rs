@@ -202,6 +202,21 @@ pub struct ResourceReporter {
     sampler: Sampler,
     /// When the next report is due; `None` while the link is down (or reporting is off).
     next: Option<Instant>,
+    /// The operator's Ollama (`ollama_url`): each report waits for its `/api/ps` VRAM figure.
+    ollama_url: Option<String>,
+    /// A report waiting for its VRAM figure.
+    pending: Option<Pending>,
+}
+
+/// A due report whose host figures are read, waiting for Ollama's VRAM figure.
+struct Pending {
+    sample: ResourceSample,
+    timestamp: i64,
+    /// `None` until asked for (the URL is handed out once); `Some(answer)` once answered.
+    vram: Option<Option<u64>>,
+    asked: bool,
+    /// Past this the report goes out without the figure (null).
+    deadline: Instant,
 }
 
 impl ResourceReporter {
@@ -209,6 +224,8 @@ impl ResourceReporter {
     pub const FIRST_DELAY: Duration = Duration::from_secs(5);
     /// Between reports.
     pub const INTERVAL: Duration = Duration::from_secs(30);
+    /// The longest a report waits for Ollama's `/api/ps` (whose own timeout is 5 s).
+    pub const VRAM_WAIT: Duration = Duration::from_secs(6);
 
     /// A reporter for `agent_id` that reads the host with `sampler`; `enabled: false` never reports.
     pub fn new(
@@ -221,7 +238,17 @@ impl ResourceReporter {
             enabled,
             sampler: Box::new(sampler),
             next: None,
+            ollama_url: None,
+            pending: None,
         }
+    }
+
+    /// Fill `vram_used_bytes` from the Ollama at `ollama_url` (`GET /api/ps`): each due report
+    /// waits (at most [`Self::VRAM_WAIT`]) for the figure the caller fetches for it (see
+    /// [`Self::take_vram_query`], [`Self::vram_answer`]). `None` keeps VRAM null.
+    pub fn with_ollama(mut self, ollama_url: Option<String>) -> ResourceReporter {
+        self.ollama_url = ollama_url;
+        self
     }
 
     /// A reporter that reads this machine with [`sample`].
@@ -240,15 +267,44 @@ impl ResourceReporter {
     /// The link is down: no report until the next [`Self::on_up`].
     pub fn on_down(&mut self) {
         self.next = None;
+        self.pending = None;
     }
 
     /// When [`Self::handle_timeout`] next has something to do, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next
+        match &self.pending {
+            Some(p) => Some(p.deadline),
+            None => self.next,
+        }
     }
 
-    /// The report due at `now`, if one is; schedules the next one [`Self::INTERVAL`] later.
+    /// The Ollama URL to ask for VRAM now, once per waiting report; the caller fetches the figure
+    /// without blocking and hands it to [`Self::vram_answer`].
+    pub fn take_vram_query(&mut self) -> Option<String> {
+        let p = self.pending.as_mut().filter(|p| !p.asked)?;
+        p.asked = true;
+        self.ollama_url.clone()
+    }
+
+    /// The VRAM figure (`None`: Ollama did not answer) for the waiting report; the next
+    /// [`Self::handle_timeout`] returns that report. Ignored when no report waits (the link went
+    /// down meanwhile).
+    pub fn vram_answer(&mut self, used: Option<u64>) {
+        if let Some(p) = self.pending.as_mut().filter(|p| p.asked) {
+            p.vram = Some(used);
+        }
+    }
+
+    /// The report due at `now`, if one is; schedules the next one [`Self::INTERVAL`] later. With
+    /// an `ollama_url` a due report first waits for its VRAM figure (or [`Self::VRAM_WAIT`]).
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Outbound> {
+        if let Some(p) = &self.pending {
+            if p.vram.is_none() && now < p.deadline {
+                return None;
+            }
+            let p = self.pending.take()?;
+            return Some(self.frame(p.sample, p.timestamp, p.vram.flatten()));
+        }
         let due = self.next.filter(|due| *due <= now)?;
         // Keep the 30 s rhythm; after a long stall, start again from now rather than catch up.
         let next = due + Self::INTERVAL;
@@ -257,15 +313,30 @@ impl ResourceReporter {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        Some(Outbound::ResourceReport {
+        if self.ollama_url.is_some() {
+            self.pending = Some(Pending {
+                sample,
+                timestamp,
+                vram: None,
+                asked: false,
+                deadline: now + Self::VRAM_WAIT,
+            });
+            return None;
+        }
+        Some(self.frame(sample, timestamp, None))
+    }
+
+    fn frame(&self, sample: ResourceSample, timestamp: i64, vram_used: Option<u64>) -> Outbound {
+        Outbound::ResourceReport {
             agent_id: self.agent_id.clone(),
             cpu_percent: sample.cpu_percent,
             ram_used_bytes: sample.ram_used_bytes,
             ram_total_bytes: sample.ram_total_bytes,
-            vram_used_bytes: None,
+            vram_used_bytes: vram_used,
+            // Ollama's /api/ps gives no total.
             vram_total_bytes: None,
             timestamp,
-        })
+        }
     }
 }
 
@@ -393,6 +464,49 @@ mod tests {
             assert_eq!(r.handle_timeout(t0 + s * S), None);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn with_ollama_a_report_waits_for_its_vram_figure() {
+        let t0 = Instant::now();
+        let mut r = ResourceReporter::new("a1", true, fixed).with_ollama(Some("http://o:1".into()));
+        assert_eq!(r.take_vram_query(), None, "nothing due yet");
+        r.on_up(t0);
+        assert_eq!(r.handle_timeout(t0 + 5 * S), None, "waits for the figure");
+        assert_eq!(r.take_vram_query().as_deref(), Some("http://o:1"));
+        assert_eq!(r.take_vram_query(), None, "asked once");
+        assert_eq!(r.poll_timeout(), Some(t0 + 5 * S + ResourceReporter::VRAM_WAIT));
+        assert_eq!(r.handle_timeout(t0 + 6 * S), None);
+        r.vram_answer(Some(3 << 30));
+        match r.handle_timeout(t0 + 6 * S) {
+            Some(Outbound::ResourceReport {
+                vram_used_bytes,
+                vram_total_bytes,
+                ram_used_bytes,
+                ..
+            }) => {
+                assert_eq!(vram_used_bytes, Some(3 << 30));
+                assert_eq!(vram_total_bytes, None);
+                assert_eq!(ram_used_bytes, Some(1024));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.poll_timeout(), Some(t0 + 35 * S), "the 30 s rhythm holds");
+        // No answer: the report goes out with null VRAM after VRAM_WAIT.
+        assert_eq!(r.handle_timeout(t0 + 35 * S), None);
+        assert!(r.take_vram_query().is_some());
+        let late = t0 + 35 * S + ResourceReporter::VRAM_WAIT;
+        match r.handle_timeout(late) {
+            Some(Outbound::ResourceReport { vram_used_bytes, .. }) => assert_eq!(vram_used_bytes, None),
+            other => panic!("{other:?}"),
+        }
+        // The link goes down while a report waits: it is dropped, a late answer ignored.
+        assert_eq!(r.handle_timeout(t0 + 65 * S), None);
+        assert!(r.take_vram_query().is_some());
+        r.on_down();
+        r.vram_answer(Some(1));
+        assert_eq!(r.poll_timeout(), None);
+        assert_eq!(r.handle_timeout(t0 + 66 * S), None);
     }
 
     #[test]

@@ -443,3 +443,45 @@ async fn ws_connecting_names_the_proxy_and_an_unreachable_proxy_is_blamed() {
         assert!(!text.contains("pr0xy-pw"), "the proxy password leaked:\n{text}");
     }
 }
+
+#[test]
+fn demo_wakes_the_sample_agent_and_routes_a_task_to_a_local_model() {
+    let started = std::time::Instant::now();
+    let out = binary().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // The first task really goes through the sample agent...
+    assert!(
+        stdout.contains("waking the agent: fallback: no ollama endpoint"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("agent_started"), "{stdout}");
+    assert!(
+        stdout.contains("Hello! (done: Say hello to the team)"),
+        "{stdout}"
+    );
+    // ...the second runs on the fake Ollama the hub routed it to, and the hub records its model.
+    assert!(
+        stdout.contains("executing it here with ollama (fake-model:latest at http://127.0.0.1:"),
+        "{stdout}"
+    );
+    let routed = stdout
+        .lines()
+        .find(|l| l.contains("a task routed to a local model:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        routed.contains("fake-model:latest") && routed.contains("(7 tokens in, 5 out)"),
+        "{routed}"
+    );
+    assert!(stdout.contains("done: every step seen"), "{stdout}");
+}

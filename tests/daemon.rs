@@ -142,3 +142,45 @@ async fn restart_sidecar_without_a_service_manager_re_executes_itself() {
         .count();
     assert_eq!(startups, 2);
 }
+
+#[tokio::test]
+async fn resource_report_carries_ollamas_vram_when_ollama_url_is_set() {
+    use agentcom_sidecar::exec::fake_ollama::FakeOllama;
+    let ollama = FakeOllama::start().await.unwrap();
+    ollama.set_vram(&[3 << 30, 512 << 20]);
+    let agent = "daemon-vram";
+    let HubSetup {
+        hub, mut events, dir, ..
+    } = HubSetup::start(agent, json!({"ollama_url": ollama.url()})).await;
+    let _sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
+    wait_hub(&mut events, SECS(10), "identified", identified(agent)).await;
+    // The first report is due 5 s after identified; it waits for Ollama's /api/ps.
+    let HubEvent::Received { text, .. } = wait_hub(
+        &mut events,
+        SECS(12),
+        "a resource_report",
+        |e| matches!(e, HubEvent::Received { text, .. } if text.contains(r#""type":"resource_report""#)),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        report["vram_used_bytes"].as_u64(),
+        Some((3 << 30) + (512 << 20)),
+        "{report}"
+    );
+    assert!(report["vram_total_bytes"].is_null(), "{report}");
+    assert!(ollama.received().iter().any(|r| r.path == "/api/ps"));
+    // The hub's schema accepted it: no error frame came back.
+    let errors: Vec<String> = hub
+        .history()
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Sent { text, .. } if text.contains(r#""type":"error""#) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}

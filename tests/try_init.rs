@@ -189,3 +189,113 @@ fn init_writes_a_private_config_and_never_overwrites_without_force() {
     assert_eq!(bad.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("ws://"));
 }
+
+/// `try` with extra arguments before the description, off the async runtime.
+async fn try_with(path: &std::path::Path, args: &[&str], description: &str) -> (Option<i32>, String, String) {
+    let mut cmd = binary();
+    cmd.args(["try", "--timeout", "20", "--config"])
+        .arg(path)
+        .args(args)
+        .arg(description);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const FAILING_AGENT: &str = "echo the agent was woken >&2; exit 3";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_tier_standard_runs_the_task_on_ollama_url_registered_in_the_private_hub() {
+    use agentcom_sidecar::exec::fake_ollama::FakeOllama;
+    let ollama = FakeOllama::start().await.unwrap();
+    let (_dir, path) = config_with("try-standard", FAILING_AGENT, json!({"ollama_url": ollama.url()}));
+    let (code, stdout, stderr) = try_with(&path, &["--tier", "standard"], "Summarize the changelog").await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "ollama_url {} registered in the private hub (healthy",
+            ollama.url()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("standard -> ollama {}", ollama.host_port())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("executing it here with ollama (fake-model:latest"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Hello from the fake model."), "{stdout}");
+    assert!(
+        stdout.contains("ok: the sidecar ran the task with ollama"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wake_command attempt"), "{stdout}");
+    assert!(ollama.received().iter().any(|r| r.path == "/api/chat"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_without_tier_wakes_the_agent_even_when_ollama_url_answers() {
+    use agentcom_sidecar::exec::fake_ollama::FakeOllama;
+    let ollama = FakeOllama::start().await.unwrap();
+    let (_dir, path) = config_with("try-no-tier", GOOD_AGENT, json!({"ollama_url": ollama.url()}));
+    let (code, stdout, stderr) = try_with(&path, &[], "Summarize the changelog for the team").await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ok: your agent took the task"), "{stdout}");
+    assert!(!ollama.received().iter().any(|r| r.path == "/api/chat"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_tier_standard_without_ollama_url_says_so_and_falls_back_to_the_agent() {
+    let (_dir, path) = config_with("try-standard-none", GOOD_AGENT, json!({}));
+    let (code, stdout, stderr) = try_with(&path, &["--tier", "standard"], "Summarize the changelog").await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("has no `ollama_url`, so the private hub has no local model"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fallback: no_healthy_ollama_endpoints"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("waking the agent: fallback"), "{stdout}");
+    assert!(stdout.contains("ok: your agent took the task"), "{stdout}");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn try_tier_trivial_runs_the_shell_command_when_hub_commands_are_allowed() {
+    let (_dir, path) = config_with("try-trivial", FAILING_AGENT, json!({"allow_hub_commands": true}));
+    let args = ["--tier", "trivial", "--shell-command", "echo hi-from-the-shell"];
+    let (code, stdout, stderr) = try_with(&path, &args, "say hi").await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("route trivial -> sidecar: runs the shell command"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("executing it here with sidecar"), "{stdout}");
+    assert!(stdout.contains("hi-from-the-shell"), "{stdout}");
+    assert!(
+        stdout.contains("ok: the sidecar ran the task with sidecar"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn try_shell_command_needs_a_tier() {
+    let (_dir, path) = config_with("try-shell-no-tier", GOOD_AGENT, json!({}));
+    let out = binary()
+        .args(["try", "--config"])
+        .arg(&path)
+        .args(["--shell-command", "true", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tier"));
+}

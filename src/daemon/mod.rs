@@ -12,7 +12,8 @@
 //! task), and what a runner reports goes back to the relay. The link layer (`crate::link`)
 //! only connects, reads and writes; the peers (`crate::relay`, `crate::exec`, `crate::status`,
 //! `crate::service::notify`, `crate::resources`) know nothing of this loop, and the relay nothing
-//! of the runners. See [`Peers`] for what each peer hears.
+//! of the runners. With `ollama_url` set, a due `resource_report` waits for Ollama's VRAM figure,
+//! fetched in the `select!` (never blocking the loop). See [`Peers`] for what each peer hears.
 
 mod peers;
 
@@ -45,7 +46,11 @@ enum Woke {
     Timer,
     Socket(SocketEvent),
     Task(RelayInput),
+    Vram(Option<u64>),
 }
+
+/// Ollama's `/api/ps` figure for a waiting `resource_report`, fetched in the loop's `select!`.
+type VramQuery = std::pin::Pin<Box<dyn Future<Output = Option<u64>> + Send>>;
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
@@ -69,6 +74,8 @@ pub async fn run<C: Connector>(
     let mut socket = Socket::new(connector, hub_url);
     // A send may wait as long as a pong may: past that the hub is not reading.
     let send_timeout = policy.heartbeat_timeout();
+    // At most one VRAM query in flight; dropping it (the loop's end) stops it.
+    let mut vram: Option<VramQuery> = None;
     policy.start(now());
     loop {
         // Carry out the link's actions and the peers' sends until neither has more.
@@ -118,6 +125,11 @@ pub async fn run<C: Connector>(
                     policy.handle(input, now());
                 }
             }
+            if let Some(url) = peers.vram_query() {
+                vram = Some(Box::pin(
+                    async move { crate::exec::ollama::vram_used(&url).await },
+                ));
+            }
             if !busy {
                 break;
             }
@@ -130,6 +142,7 @@ pub async fn run<C: Connector>(
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => Woke::Timer,
             event = socket.next() => Woke::Socket(event),
             input = peers.next_task_input() => Woke::Task(input),
+            used = async { vram.as_mut().expect("guarded").await }, if vram.is_some() => Woke::Vram(used),
         };
         match wake {
             Woke::Shutdown(signal) => {
@@ -166,6 +179,10 @@ pub async fn run<C: Connector>(
                 policy.handle(input, now());
             }
             Woke::Task(input) => peers.on_task_input(input, log),
+            Woke::Vram(used) => {
+                vram = None;
+                peers.vram_answer(used);
+            }
         }
     }
 }

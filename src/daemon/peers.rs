@@ -82,6 +82,20 @@ impl Peers<'_> {
         self.resources.as_mut().and_then(|r| r.handle_timeout(now))
     }
 
+    /// The Ollama URL to ask for VRAM, when a due report waits for it (at most once per report).
+    pub(super) fn vram_query(&mut self) -> Option<String> {
+        self.resources
+            .as_mut()
+            .and_then(ResourceReporter::take_vram_query)
+    }
+
+    /// Ollama's VRAM figure for the waiting report (`None`: no answer).
+    pub(super) fn vram_answer(&mut self, used: Option<u64>) {
+        if let Some(r) = self.resources.as_mut() {
+            r.vram_answer(used);
+        }
+    }
+
     /// Bring the state file up to date with the link and the tasks.
     pub(super) fn update_board(&mut self, policy: &LinkPolicy) {
         if let Some(b) = self.board.as_deref_mut() {
