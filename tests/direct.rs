@@ -1,0 +1,401 @@
+//! Direct execution end to end (issue 10's proof): the real binary against the embedded hub,
+//! which routes each task by its `complexity_tier` (protocol §11), with a fake Ollama registered
+//! in the hub's LLM registry, a fake `claude` (tests/support) and `/bin/sh`. Judged by the hub's
+//! records (status, result, last_error), the frames it received, and files on disk. Unix only
+//! (the fake claude and the agent are sh scripts).
+#![cfg(unix)]
+
+mod support;
+
+use agentcom_sidecar::exec::fake_ollama::{Chat, FakeOllama};
+use agentcom_sidecar::hub::{HubEvent, TaskSpec};
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A wake agent: records its wake in `wakes`, writes `.started` and a success result.
+const AGENT_SH: &str = r#"#!/bin/sh
+dir="$AGENTCOM_RESULTS_DIR"
+echo "$AGENTCOM_TASK_ID" >> "$dir/../wakes"
+: > "$AGENTCOM_STARTED_FILE"
+printf '%s' '{"status":"success","output":"woken agent did it"}' > "$AGENTCOM_RESULT_FILE.tmp"
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+/// A task of `tier` with `description`, dead-lettered at its first failure (so `last_error`
+/// holds the sidecar's reason and nothing retries it).
+fn spec(tier: &str, description: &str, metadata: Value) -> TaskSpec {
+    TaskSpec {
+        description: description.into(),
+        metadata,
+        complexity_tier: Some(tier.into()),
+        max_retries: 1,
+        ..TaskSpec::default()
+    }
+}
+
+/// A hub whose LLM registry holds a healthy fake Ollama, and the binary connected to it.
+async fn with_ollama(agent: &str, extra: Value) -> (HubSetup, FakeOllama, Sidecar) {
+    let fake = FakeOllama::start().await.unwrap();
+    let mut w = HubSetup::start(agent, extra).await;
+    let port = fake
+        .host_port()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse::<u16>()
+        .unwrap();
+    w.hub
+        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .unwrap();
+    w.hub.probe_llm_now().await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    (w, fake, sidecar)
+}
+
+/// Waits for the task's dead-letter (its first failure); returns the hub's `last_error`.
+async fn failed_reason(w: &HubSetup, id: &str) -> String {
+    let rec = w.wait_status(id, "dead_letter", SECS(10)).await;
+    rec.last_error.unwrap_or_default()
+}
+
+/// The `task_progress` frames with an `execution_event` the sidecar sent for `id`.
+fn exec_events(w: &HubSetup, id: &str) -> Vec<Value> {
+    w.sent_of_type("task_progress")
+        .into_iter()
+        .filter(|f| f["task_id"] == id && f["execution_event"].is_object())
+        .collect()
+}
+
+fn chat_requests(fake: &FakeOllama) -> usize {
+    fake.received().iter().filter(|r| r.path == "/api/chat").count()
+}
+
+#[tokio::test]
+async fn ollama_success_completes_with_model_tokens_and_batched_progress() {
+    let (w, fake, _sidecar) = with_ollama("direct-ollama-ok", json!({})).await;
+    let tokens: Vec<String> = (0..200).map(|i| format!("t{i} ")).collect();
+    fake.push_chat(Chat::Answer {
+        tokens: tokens.clone(),
+        delay: Duration::from_millis(1),
+        prompt_eval_count: 11,
+        eval_count: 200,
+    });
+    let id = w
+        .hub
+        .submit_task(spec("standard", "summarise the logs", json!({})));
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    let result = rec.result.expect("a result");
+    assert_eq!(result["status"], "success");
+    assert_eq!(result["output"], tokens.concat());
+    assert_eq!(result["model_used"], "fake-model:latest");
+    assert_eq!(result["tokens_in"], 11);
+    assert_eq!(result["tokens_out"], 200);
+    assert!(result["execution_ms"].is_u64(), "{result}");
+    assert!(result.get("estimated_cost_usd").is_some(), "{result}");
+    assert!(result.get("equivalent_claude_cost_usd").is_some(), "{result}");
+    assert_eq!(rec.tokens_used, Some(211));
+    let events = exec_events(&w, &id);
+    assert!(!events.is_empty(), "no task_progress with execution_event");
+    assert!(
+        events.len() < 100,
+        "{} progress frames for 200 tokens: not batched",
+        events.len()
+    );
+    assert!(events
+        .iter()
+        .any(|f| f["execution_event"]["event_type"] == "token"));
+    // The request went to the registered endpoint, with the model the hub chose.
+    let chat = fake
+        .received()
+        .into_iter()
+        .find(|r| r.path == "/api/chat")
+        .unwrap();
+    let body: Value = serde_json::from_slice(&chat.body).unwrap();
+    assert_eq!(body["model"], "fake-model:latest");
+    assert!(!w.dir.join("wakes").exists(), "an agent was woken");
+    assert_eq!(w.sent_of_type("task_complete").len(), 1);
+}
+
+#[tokio::test]
+async fn ollama_error_line_fails_the_task_naming_the_endpoint() {
+    let (w, fake, _sidecar) = with_ollama("direct-ollama-err", json!({})).await;
+    fake.push_chat(Chat::ErrorLine {
+        tokens: vec!["partial".into()],
+        error: "model exploded".into(),
+    });
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    let reason = failed_reason(&w, &id).await;
+    assert!(reason.contains("model exploded"), "{reason}");
+    assert!(reason.contains(&fake.host_port()), "{reason}");
+    let failed = w.wait_sent("task_failed", |f| f["task_id"] == id.as_str()).await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("model exploded")
+            || failed.to_string().contains("model exploded")
+    );
+    assert!(w.sent_of_type("task_complete").is_empty());
+}
+
+#[tokio::test]
+async fn ollama_500_three_times_fails_the_task_after_the_retries() {
+    let (w, fake, _sidecar) = with_ollama("direct-ollama-500", json!({})).await;
+    fake.set_default_chat(Chat::Status {
+        code: 500,
+        body: "overloaded".into(),
+    });
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    let reason = failed_reason(&w, &id).await;
+    assert!(reason.contains(&fake.host_port()), "{reason}");
+    assert!(reason.contains("500"), "{reason}");
+    assert_eq!(chat_requests(&fake), 3, "three attempts");
+}
+
+#[tokio::test]
+async fn ollama_past_execution_timeout_is_stopped_and_failed_with_the_time() {
+    let (w, fake, _sidecar) =
+        with_ollama("direct-ollama-timeout", json!({"execution_timeout_ms": 700})).await;
+    fake.set_default_chat(Chat::Hang);
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    let reason = failed_reason(&w, &id).await;
+    assert!(reason.contains("execution_timeout"), "{reason}");
+    assert!(reason.contains("700 ms"), "{reason}");
+    tokio::time::timeout(SECS(5), fake.wait_hangs_closed(1))
+        .await
+        .expect("the fake Ollama saw its connection closed");
+}
+
+/// A hub and the binary whose `claude_command` is the fake claude.
+async fn with_claude(agent: &str, fake: &FakeClaude, extra: Value) -> (HubSetup, Sidecar) {
+    let mut w = HubSetup::start(agent, json!({"claude_command": fake.command()})).await;
+    if let Value::Object(extra) = extra {
+        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
+        for (k, v) in extra {
+            config[k] = v;
+        }
+        write_private(&w.config, &config.to_string());
+    }
+    let sidecar = w.spawn();
+    w.identified().await;
+    (w, sidecar)
+}
+
+#[tokio::test]
+async fn claude_success_and_a_description_full_of_shell_syntax_as_one_argument() {
+    let fake = FakeClaude::new("direct-claude-ok");
+    fake.set(FakeClaudeScenario::Success {
+        model: "claude-opus-4-5-20251101".into(),
+        text: "All done.".into(),
+        tokens_in: 1200,
+        tokens_out: 300,
+        cost_usd: 0.042,
+    });
+    let (w, _sidecar) = with_claude("direct-claude-ok", &fake, json!({})).await;
+    let canary = fake.dir().join("canary");
+    let description = format!(
+        "Fix it; $(touch {c}) `touch {c}` \"quoted' ; touch {c}\nnext && touch {c} | cat ${{HOME}} *",
+        c = canary.display()
+    );
+    let id = w.hub.submit_task(spec("complex", &description, json!({})));
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    let result = rec.result.unwrap();
+    assert_eq!(result["output"], "All done.");
+    assert_eq!(result["model_used"], "claude-opus-4-5-20251101");
+    assert_eq!(result["tokens_in"], 1200);
+    assert_eq!(result["tokens_out"], 300);
+    assert_eq!(result["estimated_cost_usd"], 0.042);
+    assert_eq!(fake.calls(), 1);
+    let args = fake.args(1);
+    assert_eq!(args[0], "-p");
+    assert!(args[1].starts_with(&description), "{args:?}");
+    assert_eq!(
+        args.iter().filter(|a| a.contains("touch")).count(),
+        1,
+        "the description split: {args:?}"
+    );
+    assert!(!canary.exists(), "the description ran as a command");
+    assert!(!w.dir.join("wakes").exists());
+}
+
+#[tokio::test]
+async fn claude_is_error_fails_the_task_with_its_text() {
+    let fake = FakeClaude::new("direct-claude-err");
+    fake.set(FakeClaudeScenario::IsError("Credit balance is too low".into()));
+    let (w, _sidecar) = with_claude("direct-claude-err", &fake, json!({})).await;
+    let id = w
+        .hub
+        .submit_task(spec("complex", "refactor everything", json!({})));
+    let reason = failed_reason(&w, &id).await;
+    assert!(reason.contains("Credit balance is too low"), "{reason}");
+    assert!(w.sent_of_type("task_complete").is_empty());
+}
+
+#[tokio::test]
+async fn claude_cancel_during_the_execution_stops_its_processes() {
+    let fake = FakeClaude::new("direct-claude-cancel");
+    fake.set(FakeClaudeScenario::Hang);
+    let (w, _sidecar) = with_claude("direct-claude-cancel", &fake, json!({})).await;
+    let id = w
+        .hub
+        .submit_task(spec("complex", "refactor everything", json!({})));
+    let child = poll(
+        SECS(10),
+        || "the fake claude never started".into(),
+        || fake.child_pid(),
+    )
+    .await;
+    let pid = fake.pid().unwrap();
+    assert!(w.hub.cancel_task(&id).await);
+    poll(
+        SECS(10),
+        || format!("claude {pid} / its child {child} still run after the cancel"),
+        || (process_gone(pid) && process_gone(child)).then_some(()),
+    )
+    .await;
+    w.wait_queue_empty(SECS(10)).await;
+    assert!(w.sent_of_type("task_complete").is_empty());
+    assert!(w.sent_of_type("task_failed").is_empty());
+}
+
+#[tokio::test]
+async fn shell_tier_runs_the_command_when_allowed() {
+    let mut w = HubSetup::start("direct-shell-on", json!({"allow_hub_commands": true})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(spec(
+        "trivial",
+        "say hi",
+        json!({"shell_command": "echo hello from sh; echo more"}),
+    ));
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    let result = rec.result.unwrap();
+    assert_eq!(result["output"], "hello from sh\nmore\n");
+    assert_eq!(result["model_used"], "none");
+}
+
+#[tokio::test]
+async fn shell_tier_off_never_runs_the_canary_and_wakes_the_agent() {
+    let mut w =
+        HubSetup::start("direct-shell-off", json!({}))
+            .await
+            .with_agent(AGENT_SH, "sh AGENT &", json!({}));
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let canary = w.dir.join("canary");
+    let id = w.hub.submit_task(spec(
+        "trivial",
+        "say hi",
+        json!({"shell_command": format!("touch '{}'", canary.display())}),
+    ));
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    assert_eq!(rec.result.unwrap()["output"], "woken agent did it");
+    assert_eq!(w.wakes(&id), 1);
+    assert!(
+        !canary.exists(),
+        "the hub's command ran without allow_hub_commands"
+    );
+}
+
+#[tokio::test]
+async fn shell_tier_with_direct_execution_on_fails_naming_allow_hub_commands() {
+    let mut w = HubSetup::start("direct-shell-on-off", json!({"direct_execution": "on"})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let canary = w.dir.join("canary");
+    let id = w.hub.submit_task(spec(
+        "trivial",
+        "say hi",
+        json!({"shell_command": format!("touch '{}'", canary.display())}),
+    ));
+    let reason = failed_reason(&w, &id).await;
+    assert!(reason.contains("allow_hub_commands"), "{reason}");
+    assert!(
+        !canary.exists(),
+        "the hub's command ran without allow_hub_commands"
+    );
+}
+
+#[tokio::test]
+async fn auto_with_no_ollama_answering_falls_back_to_waking_the_agent() {
+    let mut w =
+        HubSetup::start("direct-fallback", json!({}))
+            .await
+            .with_agent(AGENT_SH, "sh AGENT &", json!({}));
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    assert_eq!(rec.routing_decision.as_ref().unwrap()["fallback_used"], true);
+    assert_eq!(rec.result.unwrap()["output"], "woken agent did it");
+    assert_eq!(w.wakes(&id), 1);
+}
+
+#[tokio::test]
+async fn sigkill_during_an_execution_then_restart_runs_it_again_and_completes_once() {
+    let (mut w, fake, mut sidecar) = with_ollama("direct-sigkill", json!({})).await;
+    fake.push_chat(Chat::Answer {
+        tokens: (0..100).map(|i| format!("slow{i} ")).collect(),
+        delay: Duration::from_millis(100),
+        prompt_eval_count: 3,
+        eval_count: 100,
+    });
+    fake.set_default_chat(Chat::answer(&["second", " run"]));
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    // The execution streams: its first token reached the hub.
+    poll(
+        SECS(10),
+        || format!("no token progress: {:#?}", w.frames_from_sidecar()),
+        || {
+            exec_events(&w, &id)
+                .iter()
+                .any(|f| f["execution_event"]["event_type"] == "token")
+                .then_some(())
+        },
+    )
+    .await;
+    sidecar.kill_hard().await;
+    let mut sidecar = w.spawn();
+    w.identified().await;
+    let rec = w.wait_status(&id, "completed", SECS(15)).await;
+    assert_eq!(rec.result.unwrap()["output"], "second run");
+    assert_eq!(chat_requests(&fake), 2, "executed again from the start");
+    w.wait_queue_empty(SECS(5)).await;
+    let completes: Vec<Value> = w
+        .sent_of_type("task_complete")
+        .into_iter()
+        .filter(|f| f["task_id"] == id.as_str())
+        .collect();
+    assert_eq!(completes.len(), 1, "{completes:#?}");
+    sidecar.kill_hard().await;
+}
+
+#[tokio::test]
+async fn cancel_during_an_ollama_execution_closes_the_request_and_sends_no_outcome() {
+    let (w, fake, _sidecar) = with_ollama("direct-cancel", json!({})).await;
+    fake.set_default_chat(Chat::Hang);
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    poll(
+        SECS(10),
+        || "the chat request never arrived".into(),
+        || (chat_requests(&fake) == 1).then_some(()),
+    )
+    .await;
+    assert!(w.hub.cancel_task(&id).await);
+    tokio::time::timeout(SECS(5), fake.wait_hangs_closed(1))
+        .await
+        .expect("the fake Ollama saw its connection closed");
+    w.wait_queue_empty(SECS(10)).await;
+    assert!(w.sent_of_type("task_complete").is_empty());
+    assert!(w.sent_of_type("task_failed").is_empty());
+    // The cancel was the hub's: its history shows the task_cancelled pushed.
+    assert!(w
+        .hub
+        .history()
+        .iter()
+        .any(|e| matches!(e, HubEvent::Sent { text, .. } if text.contains("task_cancelled"))));
+}
