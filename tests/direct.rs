@@ -133,11 +133,8 @@ async fn ollama_error_line_fails_the_task_naming_the_endpoint() {
     assert!(reason.contains(&fake.host_port()), "{reason}");
     let failed = w.wait_sent("task_failed", |f| f["task_id"] == id.as_str()).await;
     assert!(
-        failed["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("model exploded")
-            || failed.to_string().contains("model exploded")
+        failed["reason"].as_str().unwrap().contains("model exploded"),
+        "{failed}"
     );
     assert!(w.sent_of_type("task_complete").is_empty());
 }
@@ -326,13 +323,18 @@ async fn auto_with_no_ollama_answering_falls_back_to_waking_the_agent() {
         HubSetup::start("direct-fallback", json!({}))
             .await
             .with_agent(AGENT_SH, "sh AGENT &", json!({}));
-    let _sidecar = w.spawn();
+    let sidecar = w.spawn();
     w.identified().await;
     let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
     let rec = w.wait_status(&id, "completed", SECS(10)).await;
     assert_eq!(rec.routing_decision.as_ref().unwrap()["fallback_used"], true);
     assert_eq!(rec.result.unwrap()["output"], "woken agent did it");
     assert_eq!(w.wakes(&id), 1);
+    let chosen = sidecar
+        .wait_log_event("execution_chosen", SECS(5))
+        .await
+        .expect("execution_chosen logged");
+    assert!(chosen.to_string().contains("fallback"), "{chosen}");
 }
 
 #[tokio::test]
@@ -398,4 +400,67 @@ async fn cancel_during_an_ollama_execution_closes_the_request_and_sends_no_outco
         .history()
         .iter()
         .any(|e| matches!(e, HubEvent::Sent { text, .. } if text.contains("task_cancelled"))));
+}
+
+#[tokio::test]
+async fn claude_past_execution_timeout_is_failed_and_its_processes_stopped() {
+    let fake = FakeClaude::new("direct-claude-timeout");
+    fake.set(FakeClaudeScenario::Hang);
+    let (w, _sidecar) = with_claude(
+        "direct-claude-timeout",
+        &fake,
+        json!({"execution_timeout_ms": 700}),
+    )
+    .await;
+    let id = w
+        .hub
+        .submit_task(spec("complex", "refactor everything", json!({})));
+    let reason = failed_reason(&w, &id).await;
+    assert!(reason.contains("execution_timeout"), "{reason}");
+    assert!(reason.contains("700 ms"), "{reason}");
+    let (pid, child) = (fake.pid().unwrap(), fake.child_pid().unwrap());
+    poll(
+        SECS(10),
+        || format!("claude {pid} / its child {child} still run after the timeout"),
+        || (process_gone(pid) && process_gone(child)).then_some(()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn shell_tier_failure_names_the_exit_code_and_stderr() {
+    let mut w = HubSetup::start("direct-shell-fail", json!({"allow_hub_commands": true})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(spec(
+        "trivial",
+        "fail",
+        json!({"shell_command": "echo broken pipe dream >&2; exit 3"}),
+    ));
+    let reason = failed_reason(&w, &id).await;
+    assert!(reason.contains("exited with code 3"), "{reason}");
+    assert!(reason.contains("broken pipe dream"), "{reason}");
+}
+
+#[tokio::test]
+async fn shell_tier_timeout_kills_the_command_and_fails_the_task() {
+    let mut w = HubSetup::start("direct-shell-timeout", json!({"allow_hub_commands": true})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let pidfile = w.dir.join("sleep.pid");
+    let id = w.hub.submit_task(spec(
+        "trivial",
+        "hang",
+        json!({"shell_command": format!("sleep 30 & echo $! > '{}'; wait", pidfile.display()),
+            "timeout_ms": 500}),
+    ));
+    let reason = failed_reason(&w, &id).await;
+    assert!(reason.contains("timed out after 500 ms"), "{reason}");
+    let pid = read_pid(&pidfile).expect("the command ran");
+    poll(
+        SECS(10),
+        || format!("the command's sleep {pid} still runs"),
+        || process_gone(pid).then_some(()),
+    )
+    .await;
 }
