@@ -70,6 +70,20 @@ fn exec_events(w: &HubSetup, id: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The `error` frames the hub sent the sidecar (a frame it rejected, a rate limit): none expected.
+fn assert_no_hub_errors(w: &HubSetup) {
+    let errors: Vec<String> = w
+        .hub
+        .history()
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Sent { text, .. } if text.contains("\"type\":\"error\"") => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert!(errors.is_empty(), "the hub answered with errors: {errors:#?}");
+}
+
 fn chat_requests(fake: &FakeOllama) -> usize {
     fake.received().iter().filter(|r| r.path == "/api/chat").count()
 }
@@ -118,6 +132,7 @@ async fn ollama_success_completes_with_model_tokens_and_batched_progress() {
     assert_eq!(body["model"], "fake-model:latest");
     assert!(!w.dir.join("wakes").exists(), "an agent was woken");
     assert_eq!(w.sent_of_type("task_complete").len(), 1);
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -137,6 +152,7 @@ async fn ollama_error_line_fails_the_task_naming_the_endpoint() {
         "{failed}"
     );
     assert!(w.sent_of_type("task_complete").is_empty());
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -151,6 +167,7 @@ async fn ollama_500_three_times_fails_the_task_after_the_retries() {
     assert!(reason.contains(&fake.host_port()), "{reason}");
     assert!(reason.contains("500"), "{reason}");
     assert_eq!(chat_requests(&fake), 3, "three attempts");
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -165,6 +182,7 @@ async fn ollama_past_execution_timeout_is_stopped_and_failed_with_the_time() {
     tokio::time::timeout(SECS(5), fake.wait_hangs_closed(1))
         .await
         .expect("the fake Ollama saw its connection closed");
+    assert_no_hub_errors(&w);
 }
 
 /// A hub and the binary whose `claude_command` is the fake claude.
@@ -217,6 +235,7 @@ async fn claude_success_and_a_description_full_of_shell_syntax_as_one_argument()
     );
     assert!(!canary.exists(), "the description ran as a command");
     assert!(!w.dir.join("wakes").exists());
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -230,6 +249,7 @@ async fn claude_is_error_fails_the_task_with_its_text() {
     let reason = failed_reason(&w, &id).await;
     assert!(reason.contains("Credit balance is too low"), "{reason}");
     assert!(w.sent_of_type("task_complete").is_empty());
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -257,6 +277,7 @@ async fn claude_cancel_during_the_execution_stops_its_processes() {
     w.wait_queue_empty(SECS(10)).await;
     assert!(w.sent_of_type("task_complete").is_empty());
     assert!(w.sent_of_type("task_failed").is_empty());
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -273,6 +294,7 @@ async fn shell_tier_runs_the_command_when_allowed() {
     let result = rec.result.unwrap();
     assert_eq!(result["output"], "hello from sh\nmore\n");
     assert_eq!(result["model_used"], "none");
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -296,6 +318,7 @@ async fn shell_tier_off_never_runs_the_canary_and_wakes_the_agent() {
         !canary.exists(),
         "the hub's command ran without allow_hub_commands"
     );
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -315,6 +338,7 @@ async fn shell_tier_with_direct_execution_on_fails_naming_allow_hub_commands() {
         !canary.exists(),
         "the hub's command ran without allow_hub_commands"
     );
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -335,6 +359,7 @@ async fn auto_with_no_ollama_answering_falls_back_to_waking_the_agent() {
         .await
         .expect("execution_chosen logged");
     assert!(chosen.to_string().contains("fallback"), "{chosen}");
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -374,6 +399,7 @@ async fn sigkill_during_an_execution_then_restart_runs_it_again_and_completes_on
         .collect();
     assert_eq!(completes.len(), 1, "{completes:#?}");
     sidecar.kill_hard().await;
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -400,6 +426,7 @@ async fn cancel_during_an_ollama_execution_closes_the_request_and_sends_no_outco
         .history()
         .iter()
         .any(|e| matches!(e, HubEvent::Sent { text, .. } if text.contains("task_cancelled"))));
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -425,6 +452,7 @@ async fn claude_past_execution_timeout_is_failed_and_its_processes_stopped() {
         || (process_gone(pid) && process_gone(child)).then_some(()),
     )
     .await;
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -440,6 +468,7 @@ async fn shell_tier_failure_names_the_exit_code_and_stderr() {
     let reason = failed_reason(&w, &id).await;
     assert!(reason.contains("exited with code 3"), "{reason}");
     assert!(reason.contains("broken pipe dream"), "{reason}");
+    assert_no_hub_errors(&w);
 }
 
 #[tokio::test]
@@ -463,4 +492,5 @@ async fn shell_tier_timeout_kills_the_command_and_fails_the_task() {
         || process_gone(pid).then_some(()),
     )
     .await;
+    assert_no_hub_errors(&w);
 }
