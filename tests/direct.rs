@@ -494,3 +494,124 @@ async fn shell_tier_timeout_kills_the_command_and_fails_the_task() {
     .await;
     assert_no_hub_errors(&w);
 }
+
+#[tokio::test]
+async fn a_failed_execution_retried_by_the_hub_runs_again_and_completes() {
+    let (w, fake, _sidecar) = with_ollama("direct-retry", json!({})).await;
+    fake.push_chat(Chat::ErrorLine {
+        tokens: vec![],
+        error: "first try fails".into(),
+    });
+    fake.set_default_chat(Chat::answer(&["second", " try"]));
+    let id = w.hub.submit_task(TaskSpec {
+        max_retries: 3,
+        ..spec("standard", "summarise", json!({}))
+    });
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    assert_eq!(rec.retry_count, 1);
+    assert_eq!(rec.result.unwrap()["output"], "second try");
+    assert_eq!(chat_requests(&fake), 2);
+    assert_eq!(w.sent_of_type("task_failed").len(), 1);
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn after_a_cancel_the_next_task_is_executed() {
+    let (w, fake, _sidecar) = with_ollama("direct-cancel-next", json!({})).await;
+    fake.push_chat(Chat::Hang);
+    let first = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    poll(
+        SECS(10),
+        || "the chat request never arrived".into(),
+        || (chat_requests(&fake) == 1).then_some(()),
+    )
+    .await;
+    assert!(w.hub.cancel_task(&first).await);
+    tokio::time::timeout(SECS(5), fake.wait_hangs_closed(1))
+        .await
+        .expect("the fake Ollama saw its connection closed");
+    let second = w.hub.submit_task(spec("standard", "again", json!({})));
+    let rec = w.wait_status(&second, "completed", SECS(10)).await;
+    assert_eq!(rec.result.unwrap()["output"], "Hello from the fake model.");
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn an_execution_that_ends_while_the_hub_is_down_is_delivered_after_it_is_back() {
+    let (w, fake, _sidecar) = with_ollama("direct-hubdown", json!({})).await;
+    fake.push_chat(Chat::Answer {
+        tokens: (0..10).map(|i| format!("w{i} ")).collect(),
+        delay: Duration::from_millis(100),
+        prompt_eval_count: 3,
+        eval_count: 10,
+    });
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    poll(
+        SECS(10),
+        || "no token progress".into(),
+        || (!exec_events(&w, &id).is_empty()).then_some(()),
+    )
+    .await;
+    w.hub.stop().await;
+    // The stream ends (10 tokens, 100 ms apart) while the hub is away.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.hub.restart().await.unwrap();
+    let rec = w.wait_status(&id, "completed", SECS(15)).await;
+    let output: String = (0..10).map(|i| format!("w{i} ")).collect();
+    assert_eq!(rec.result.unwrap()["output"], output);
+    assert_eq!(chat_requests(&fake), 1, "executed once");
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn direct_execution_off_wakes_the_agent_even_with_ollama_answering() {
+    let fake = FakeOllama::start().await.unwrap();
+    let mut w = HubSetup::start("direct-off", json!({})).await.with_agent(
+        AGENT_SH,
+        "sh AGENT &",
+        json!({"direct_execution": "off"}),
+    );
+    let port = fake
+        .host_port()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse::<u16>()
+        .unwrap();
+    w.hub
+        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .unwrap();
+    w.hub.probe_llm_now().await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    assert_eq!(rec.result.unwrap()["output"], "woken agent did it");
+    assert_eq!(chat_requests(&fake), 0);
+    assert_eq!(w.wakes(&id), 1);
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn status_shows_the_task_being_executed() {
+    let (w, fake, _sidecar) = with_ollama("direct-status", json!({})).await;
+    fake.set_default_chat(Chat::Hang);
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    poll(
+        SECS(10),
+        || "the chat request never arrived".into(),
+        || (chat_requests(&fake) == 1).then_some(()),
+    )
+    .await;
+    let out = binary()
+        .arg("status")
+        .arg("--config")
+        .arg(&w.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&id), "{text}");
+    assert!(text.contains("executing (ollama)"), "{text}");
+    assert!(w.hub.cancel_task(&id).await);
+    assert_no_hub_errors(&w);
+}
