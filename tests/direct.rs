@@ -538,7 +538,7 @@ async fn after_a_cancel_the_next_task_is_executed() {
 
 #[tokio::test]
 async fn an_execution_that_ends_while_the_hub_is_down_is_delivered_after_it_is_back() {
-    let (w, fake, _sidecar) = with_ollama("direct-hubdown", json!({})).await;
+    let (w, fake, sidecar) = with_ollama("direct-hubdown", json!({})).await;
     fake.push_chat(Chat::Answer {
         tokens: (0..10).map(|i| format!("w{i} ")).collect(),
         delay: Duration::from_millis(100),
@@ -553,8 +553,11 @@ async fn an_execution_that_ends_while_the_hub_is_down_is_delivered_after_it_is_b
     )
     .await;
     w.hub.stop().await;
-    // The stream ends (10 tokens, 100 ms apart) while the hub is away.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The stream ends (10 tokens, 100 ms apart) while the hub is away: the outcome is kept.
+    sidecar
+        .wait_log_event("task_outcome", SECS(10))
+        .await
+        .expect("the outcome was reached while the hub was down");
     w.hub.restart().await.unwrap();
     let rec = w.wait_status(&id, "completed", SECS(15)).await;
     let output: String = (0..10).map(|i| format!("w{i} ")).collect();
@@ -613,5 +616,61 @@ async fn status_shows_the_task_being_executed() {
     assert!(text.contains(&id), "{text}");
     assert!(text.contains("executing (ollama)"), "{text}");
     assert!(w.hub.cancel_task(&id).await);
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn sigkill_during_a_claude_execution_leaves_no_claude_running_after_the_restart() {
+    let fake = FakeClaude::new("direct-claude-sigkill");
+    fake.set(FakeClaudeScenario::Hang);
+    let (mut w, mut sidecar) = with_claude("direct-claude-sigkill", &fake, json!({})).await;
+    let id = w
+        .hub
+        .submit_task(spec("complex", "refactor everything", json!({})));
+    let child = poll(
+        SECS(10),
+        || "the fake claude never started".into(),
+        || fake.child_pid(),
+    )
+    .await;
+    let pid = fake.pid().unwrap();
+    // queue.json records the execution's process group (the claude process leads it).
+    let queue = w.dir.join("queue.json");
+    poll(
+        SECS(10),
+        || {
+            format!(
+                "queue.json never recorded group {pid}: {:?}",
+                std::fs::read_to_string(&queue)
+            )
+        },
+        || {
+            let q: Value = serde_json::from_str(&std::fs::read_to_string(&queue).ok()?).ok()?;
+            q["active"]["agent_groups"]
+                .as_array()?
+                .iter()
+                .any(|g| g["pgid"] == pid)
+                .then_some(())
+        },
+    )
+    .await;
+    sidecar.kill_hard().await;
+    fake.set(FakeClaudeScenario::Success {
+        model: "claude-sonnet-4-5-20250929".into(),
+        text: "second run".into(),
+        tokens_in: 1,
+        tokens_out: 2,
+        cost_usd: 0.0,
+    });
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let rec = w.wait_status(&id, "completed", SECS(15)).await;
+    assert_eq!(rec.result.unwrap()["output"], "second run");
+    assert_eq!(fake.calls(), 2);
+    // Stopped at the restart, before the task ran again: never two at once.
+    assert!(
+        process_gone(pid) && process_gone(child),
+        "the first claude {pid} / its child {child} still run after the restart"
+    );
     assert_no_hub_errors(&w);
 }
