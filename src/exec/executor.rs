@@ -383,6 +383,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_process_group_an_execution_announces_goes_to_the_relay() {
+        let mut runner = ExecutorRunner::new();
+        let exec: ExecFn = Box::new(|_job, _events| {
+            Box::pin(async move {
+                announce_group(4242);
+                std::future::pending::<()>().await;
+                Ok(ExecOutput::default())
+            })
+        });
+        runner.start(&exec, job("t1", Duration::from_secs(60)));
+        match next(&mut runner).await.1 {
+            RelayInput::AgentGroup { task_id, group } => {
+                assert_eq!(task_id, "t1");
+                assert_eq!(group.pgid, 4242);
+            }
+            other => panic!("expected the group, got {other:?}"),
+        }
+        // Outside an execution, nothing is announced (and nothing fails).
+        announce_group(4243);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_first_token_goes_at_once_then_at_most_one_frame_per_100_ms() {
         let mut runner = ExecutorRunner::new();
         let out = ExecOutput {
