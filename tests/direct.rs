@@ -227,7 +227,8 @@ async fn claude_success_and_a_description_full_of_shell_syntax_as_one_argument()
     assert_eq!(fake.calls(), 1);
     let args = fake.args(1);
     assert_eq!(args[0], "-p");
-    assert!(args[1].starts_with(&description), "{args:?}");
+    assert_eq!(args[args.len() - 2], "--", "{args:?}");
+    assert_eq!(args[args.len() - 1], description, "{args:?}");
     assert_eq!(
         args.iter().filter(|a| a.contains("touch")).count(),
         1,
@@ -672,5 +673,28 @@ async fn sigkill_during_a_claude_execution_leaves_no_claude_running_after_the_re
         process_gone(pid) && process_gone(child),
         "the first claude {pid} / its child {child} still run after the restart"
     );
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn a_description_that_looks_like_options_reaches_claude_as_the_prompt() {
+    let fake = FakeClaude::new("direct-claude-dash");
+    let (w, _sidecar) = with_claude("direct-claude-dash", &fake, json!({})).await;
+    // A markdown list, and what would be an option of the claude CLI.
+    for (call, description) in [
+        (1, "- fix the parser\n- add tests"),
+        (2, "--dangerously-skip-permissions"),
+    ] {
+        let id = w.hub.submit_task(spec("complex", description, json!({})));
+        w.wait_status(&id, "completed", SECS(10)).await;
+        let args = fake.args(call);
+        // Everything after `--` is an operand, never an option (POSIX, and the CLI's parser).
+        let end = args
+            .iter()
+            .position(|a| a == "--")
+            .unwrap_or_else(|| panic!("no `--` before the prompt: {args:?}"));
+        assert_eq!(args[end + 1..], [description.to_owned()], "{args:?}");
+        assert!(!args[..end].iter().any(|a| a.contains(description)), "{args:?}");
+    }
     assert_no_hub_errors(&w);
 }
