@@ -224,6 +224,7 @@ async fn claude_success_and_a_description_full_of_shell_syntax_as_one_argument()
     assert_eq!(result["tokens_in"], 1200);
     assert_eq!(result["tokens_out"], 300);
     assert_eq!(result["estimated_cost_usd"], 0.042);
+    assert_eq!(rec.tokens_used, Some(1500));
     assert_eq!(fake.calls(), 1);
     let args = fake.args(1);
     assert_eq!(args[0], "-p");
@@ -696,5 +697,62 @@ async fn a_description_that_looks_like_options_reaches_claude_as_the_prompt() {
         assert_eq!(args[end + 1..], [description.to_owned()], "{args:?}");
         assert!(!args[..end].iter().any(|a| a.contains(description)), "{args:?}");
     }
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn sigterm_during_a_shell_execution_stops_it_and_the_restart_runs_it_again() {
+    let mut w = HubSetup::start("direct-sigterm", json!({"allow_hub_commands": true})).await;
+    let mut sidecar = w.spawn();
+    w.identified().await;
+    let (runs, pidfile) = (w.dir.join("runs"), w.dir.join("sleep.pid"));
+    // The first run holds (a sleep in the background); the second finishes at once.
+    let command = format!(
+        "echo run >> '{r}'; if [ \"$(wc -l < '{r}')\" -eq 1 ]; then sleep 30 & echo $! > '{p}'; wait; fi; echo finished",
+        r = runs.display(),
+        p = pidfile.display()
+    );
+    let id = w
+        .hub
+        .submit_task(spec("trivial", "hold", json!({"shell_command": command})));
+    wait_file(&pidfile, SECS(10)).await;
+    let pid = poll(SECS(5), || "no pid".into(), || read_pid(&pidfile)).await;
+    sidecar.signal("TERM");
+    let status = sidecar.wait_exit(SECS(10)).await.expect("exited on SIGTERM");
+    assert!(status.success(), "{status:?}: {}", sidecar.stderr());
+    poll(
+        SECS(5),
+        || format!("the command's sleep {pid} outlived the sidecar"),
+        || process_gone(pid).then_some(()),
+    )
+    .await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let rec = w.wait_status(&id, "completed", SECS(15)).await;
+    assert_eq!(
+        rec.result.unwrap()["output"],
+        "run\nfinished\n".replace("run\n", "")
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn ollama_url_serves_a_standard_task_the_hub_had_no_endpoint_for() {
+    let fake = FakeOllama::start().await.unwrap();
+    let mut w = HubSetup::start(
+        "direct-ollama-url",
+        json!({"ollama_url": fake.url(), "ollama_model": "fake-model:latest"}),
+    )
+    .await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    let result = rec.result.unwrap();
+    assert_eq!(result["output"], "Hello from the fake model.");
+    assert_eq!(result["model_used"], "fake-model:latest");
+    assert_eq!(chat_requests(&fake), 1);
+    assert!(!w.dir.join("wakes").exists());
     assert_no_hub_errors(&w);
 }
