@@ -756,3 +756,23 @@ async fn ollama_url_serves_a_standard_task_the_hub_had_no_endpoint_for() {
     assert!(!w.dir.join("wakes").exists());
     assert_no_hub_errors(&w);
 }
+
+#[tokio::test]
+async fn a_long_ollama_stream_completes_with_a_bounded_output() {
+    let (w, fake, _sidecar) = with_ollama("direct-ollama-long", json!({})).await;
+    fake.push_chat(Chat::Numbered { count: 100_000 });
+    let id = w.hub.submit_task(spec("standard", "write a lot", json!({})));
+    let rec = w.wait_status(&id, "completed", SECS(20)).await;
+    let result = rec.result.unwrap();
+    assert_eq!(result["tokens_out"], 100_000);
+    let output = result["output"].as_str().unwrap();
+    assert!(output.starts_with("tok-00000000 tok-00000001 "), "{}", &output[..40]);
+    assert!(
+        output.len() < 1_300_000,
+        "output not bounded: {} bytes",
+        output.len()
+    );
+    let events = exec_events(&w, &id);
+    assert!(events.len() < 100, "{} progress frames", events.len());
+    assert_no_hub_errors(&w);
+}
