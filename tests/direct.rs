@@ -766,7 +766,11 @@ async fn a_long_ollama_stream_completes_with_a_bounded_output() {
     let result = rec.result.unwrap();
     assert_eq!(result["tokens_out"], 100_000);
     let output = result["output"].as_str().unwrap();
-    assert!(output.starts_with("tok-00000000 tok-00000001 "), "{}", &output[..40]);
+    assert!(
+        output.starts_with("tok-00000000 tok-00000001 "),
+        "{}",
+        &output[..40]
+    );
     assert!(
         output.len() < 1_300_000,
         "output not bounded: {} bytes",
@@ -774,5 +778,46 @@ async fn a_long_ollama_stream_completes_with_a_bounded_output() {
     );
     let events = exec_events(&w, &id);
     assert!(events.len() < 100, "{} progress frames", events.len());
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn auto_without_the_claude_cli_wakes_the_agent_for_a_complex_task() {
+    let mut w = HubSetup::start("direct-no-claude", json!({})).await.with_agent(
+        AGENT_SH,
+        "sh AGENT &",
+        json!({"claude_command": "/nonexistent/agentcom-test/claude"}),
+    );
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.hub.submit_task(spec("complex", "refactor", json!({})));
+    let rec = w.wait_status(&id, "completed", SECS(10)).await;
+    assert_eq!(rec.result.unwrap()["output"], "woken agent did it");
+    assert_eq!(w.wakes(&id), 1);
+    assert_no_hub_errors(&w);
+}
+
+#[tokio::test]
+async fn cancel_during_a_shell_execution_stops_its_process_group() {
+    let mut w = HubSetup::start("direct-shell-cancel", json!({"allow_hub_commands": true})).await;
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let pidfile = w.dir.join("sleep.pid");
+    let id = w.hub.submit_task(spec(
+        "trivial",
+        "hang",
+        json!({"shell_command": format!("sleep 30 & echo $! > '{}'; wait", pidfile.display())}),
+    ));
+    let pid = poll(SECS(10), || "the command never ran".into(), || read_pid(&pidfile)).await;
+    assert!(w.hub.cancel_task(&id).await);
+    poll(
+        SECS(10),
+        || format!("the command's sleep {pid} still runs after the cancel"),
+        || process_gone(pid).then_some(()),
+    )
+    .await;
+    w.wait_queue_empty(SECS(10)).await;
+    assert!(w.sent_of_type("task_complete").is_empty());
+    assert!(w.sent_of_type("task_failed").is_empty());
     assert_no_hub_errors(&w);
 }
