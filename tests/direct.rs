@@ -821,3 +821,35 @@ async fn cancel_during_a_shell_execution_stops_its_process_group() {
     assert!(w.sent_of_type("task_failed").is_empty());
     assert_no_hub_errors(&w);
 }
+
+#[tokio::test]
+async fn an_execution_outcome_kept_through_a_sigkill_is_delivered_not_run_again() {
+    let (mut w, fake, mut sidecar) = with_ollama("direct-outcome-kill", json!({})).await;
+    fake.push_chat(Chat::Answer {
+        tokens: (0..5).map(|i| format!("k{i} ")).collect(),
+        delay: Duration::from_millis(100),
+        prompt_eval_count: 3,
+        eval_count: 5,
+    });
+    let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
+    poll(
+        SECS(10),
+        || "the chat request never arrived".into(),
+        || (chat_requests(&fake) == 1).then_some(()),
+    )
+    .await;
+    w.hub.stop().await;
+    sidecar
+        .wait_log_event("task_outcome", SECS(10))
+        .await
+        .expect("the outcome was reached while the hub was down");
+    sidecar.kill_hard().await;
+    w.hub.restart().await.unwrap();
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let rec = w.wait_status(&id, "completed", SECS(15)).await;
+    let output: String = (0..5).map(|i| format!("k{i} ")).collect();
+    assert_eq!(rec.result.unwrap()["output"], output);
+    assert_eq!(chat_requests(&fake), 1, "the kept outcome was run again");
+    assert_no_hub_errors(&w);
+}
