@@ -853,3 +853,44 @@ async fn an_execution_outcome_kept_through_a_sigkill_is_delivered_not_run_again(
     assert_eq!(chat_requests(&fake), 1, "the kept outcome was run again");
     assert_no_hub_errors(&w);
 }
+
+#[tokio::test]
+async fn sigkill_during_a_shell_execution_kills_its_group_before_the_second_run() {
+    let mut w = HubSetup::start("direct-shell-sigkill", json!({"allow_hub_commands": true})).await;
+    let mut sidecar = w.spawn();
+    w.identified().await;
+    let (runs, pidfile) = (w.dir.join("runs"), w.dir.join("sleep.pid"));
+    let command = format!(
+        "echo run >> '{r}'; if [ \"$(wc -l < '{r}')\" -eq 1 ]; then sleep 30 & echo $! > '{p}'; wait; fi; echo finished",
+        r = runs.display(),
+        p = pidfile.display()
+    );
+    let id = w
+        .hub
+        .submit_task(spec("trivial", "hold", json!({"shell_command": command})));
+    let pid = poll(SECS(10), || "the command never ran".into(), || read_pid(&pidfile)).await;
+    let queue = w.dir.join("queue.json");
+    poll(
+        SECS(10),
+        || "queue.json never recorded the command's group".into(),
+        || {
+            let q: Value = serde_json::from_str(&std::fs::read_to_string(&queue).ok()?).ok()?;
+            (!q["active"]["agent_groups"].as_array()?.is_empty()).then_some(())
+        },
+    )
+    .await;
+    sidecar.kill_hard().await;
+    assert!(
+        !process_gone(pid),
+        "the sleep died with the sidecar: nothing to test"
+    );
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let rec = w.wait_status(&id, "completed", SECS(15)).await;
+    assert_eq!(rec.result.unwrap()["output"], "finished\n");
+    assert!(
+        process_gone(pid),
+        "the first run's sleep {pid} outlived the restart"
+    );
+    assert_no_hub_errors(&w);
+}
