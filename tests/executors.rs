@@ -101,10 +101,11 @@ async fn a_description_full_of_shell_syntax_reaches_claude_as_one_argument() {
         fake.args(1),
         [
             "-p",
-            prompt.as_str(),
             "--output-format",
             "stream-json",
-            "--verbose"
+            "--verbose",
+            "--",
+            prompt.as_str()
         ]
     );
     assert!(!canary.exists(), "the description ran as a command");
@@ -120,7 +121,7 @@ async fn claude_passes_a_real_model() {
     claude::run(&job("x", work.path(), json!({})), &tx, &s)
         .await
         .unwrap();
-    assert_eq!(fake.args(1)[5..], ["--model", "claude-haiku-4.5"]);
+    assert_eq!(fake.args(1)[4..6], ["--model", "claude-haiku-4.5"]);
 }
 
 #[tokio::test]

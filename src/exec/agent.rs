@@ -9,8 +9,8 @@
 //! once the wake shell exited). A cancelled task gets `cancel_command`.
 
 use super::process::{
-    agent_alive, become_subreaper, exempt_group, reap_adopted, recorded_group_is_ours, stop_agent,
-    AgentGroup, KILL_GRACE,
+    agent_alive, become_subreaper, exempt_group, kill_group_now, reap_adopted, recorded_group_is_ours,
+    stop_agent, AgentGroup, KILL_GRACE,
 };
 use super::template::WakeVars;
 use super::wake::{spawn_wake, WakeOutcome, WakeSpec};
@@ -100,6 +100,16 @@ impl AgentWaker {
         become_subreaper();
         // Process groups recorded by an earlier run: kept only while they are provably the same.
         for task in tasks.iter_mut() {
+            if task.executed_by.is_some() && task.outcome.is_none() {
+                // An execution the crash cut short: what it left running (the claude CLI, a shell
+                // command) is stopped now, before the task is run again from the start.
+                for g in task.agent_groups.drain(..) {
+                    if recorded_group_is_ours(&g) {
+                        kill_group_now(g.pgid);
+                    }
+                }
+                continue;
+            }
             // Only groups recorded with a start time can be recognised (Linux); without one,
             // whether the agent still runs cannot be known, so it is not watched.
             let recognisable = task.agent_groups.iter().any(|g| g.start_ticks.is_some());

@@ -1,7 +1,9 @@
 //! The Claude CLI executor (`target_type: "claude"`, protocol §11.4): runs `claude_command`
 //! directly with an argument vector, never through a shell (the prompt is one argument, byte for
-//! byte), `-p PROMPT --output-format stream-json --verbose`, plus `--model M` only when a real
-//! model is named (the hub's `selected_model` `"claude"` is a placeholder and is left out).
+//! byte), `-p --output-format stream-json --verbose [--model M] -- PROMPT`: `--model M` only when
+//! a real model is named (the hub's `selected_model` `"claude"` is a placeholder and is left out),
+//! and the prompt last, after `--`, so a description that starts with `-` (a markdown list, or
+//! `--dangerously-skip-permissions`) is the prompt, never an option.
 //!
 //! The process runs in the task's folder, in its own process group, killed with its group when
 //! the future is dropped (a [`GroupChild`]). Its stdout is read as JSON lines, incrementally and
@@ -82,11 +84,11 @@ pub fn requested_model(job: &Job, settings: &ClaudeSettings) -> Option<String> {
     .map(str::to_owned)
 }
 
-/// The argument vector: `-p PROMPT --output-format stream-json --verbose [--model M]`.
+/// The argument vector: `-p --output-format stream-json --verbose [--model M] -- PROMPT` (the
+/// prompt after `--`: an operand even when it starts with `-`).
 pub fn arguments(prompt: &str, model: Option<&str>) -> Vec<String> {
     let mut args = vec![
         "-p".to_owned(),
-        prompt.to_owned(),
         "--output-format".to_owned(),
         "stream-json".to_owned(),
         "--verbose".to_owned(),
@@ -95,6 +97,8 @@ pub fn arguments(prompt: &str, model: Option<&str>) -> Vec<String> {
         args.push("--model".to_owned());
         args.push(m.to_owned());
     }
+    args.push("--".to_owned());
+    args.push(prompt.to_owned());
     args
 }
 
@@ -535,7 +539,7 @@ mod tests {
         assert_eq!(requested_model(&job, &settings), None);
         assert_eq!(
             arguments("p q", None),
-            ["-p", "p q", "--output-format", "stream-json", "--verbose"]
+            ["-p", "--output-format", "stream-json", "--verbose", "--", "p q"]
         );
         job.routing.selected_model = Some("claude-opus-4.5".into());
         assert_eq!(
@@ -547,7 +551,8 @@ mod tests {
             requested_model(&job, &settings).as_deref(),
             Some("claude-haiku-4.5")
         );
-        assert_eq!(arguments("p", Some("m"))[5..], ["--model", "m"]);
+        assert_eq!(arguments("p", Some("m"))[4..], ["--model", "m", "--", "p"]);
+        assert_eq!(arguments("-x", None)[4..], ["--", "-x"]);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! the timeout drops the execution's future, which stops its work (the executors' contract).
 
 use super::direct::{self, EventKind, ExecError, ExecEvent, ExecEvents, ExecOutput, Job};
+use super::process::{group_identity, AgentGroup};
 use crate::protocol::cut_chars;
 use crate::relay::machine::RelayInput;
 use serde_json::{json, Value};
@@ -56,9 +57,25 @@ pub struct Executors {
     pub shell: ExecFn,
 }
 
+tokio::task_local! {
+    /// Where the process groups an execution starts are announced: set around each execution's
+    /// future by [`ExecutorRunner::start`], read by [`announce_group`].
+    static GROUPS: mpsc::UnboundedSender<AgentGroup>;
+}
+
+/// Called by an executor right after it started a process group (`pgid`): the relay records the
+/// group in queue.json (`agent_groups`), so that a sidecar restarted after a crash stops what the
+/// cut-short execution left running before it runs the task again. Outside an execution
+/// (a test calling an executor directly) it does nothing.
+pub fn announce_group(pgid: u32) {
+    let _ = GROUPS.try_with(|tx| tx.send(group_identity(pgid)));
+}
+
 /// One execution being carried out.
 struct Running {
     task_id: String,
+    /// The process groups the execution started ([`announce_group`]), for the relay.
+    groups: mpsc::UnboundedReceiver<AgentGroup>,
     /// The execution within its timeout: the result object, or the reason it failed.
     fut: Pin<Box<dyn Future<Output = Result<Value, String>>>>,
     events: mpsc::UnboundedReceiver<ExecEvent>,
@@ -211,7 +228,8 @@ impl ExecutorRunner {
         let (tx, rx) = mpsc::unbounded_channel();
         let task_id = job.task_id.clone();
         let timeout = job.timeout;
-        let run = executor(job, tx);
+        let (groups_tx, groups) = mpsc::unbounded_channel();
+        let run = GROUPS.scope(groups_tx, executor(job, tx));
         let fut = async move {
             let started = Instant::now();
             match tokio::time::timeout(timeout, run).await {
@@ -227,6 +245,7 @@ impl ExecutorRunner {
         };
         self.running.push(Running {
             task_id,
+            groups,
             fut: Box::pin(fut),
             events: rx,
             batch: Batch::default(),
@@ -254,6 +273,12 @@ impl ExecutorRunner {
         let now = Instant::now();
         for i in 0..self.running.len() {
             let r = &mut self.running[i];
+            if let Poll::Ready(Some(group)) = r.groups.poll_recv(cx) {
+                return Poll::Ready(RelayInput::AgentGroup {
+                    task_id: r.task_id.clone(),
+                    group,
+                });
+            }
             while let Poll::Ready(Some(event)) = r.events.poll_recv(cx) {
                 r.batch.push(event);
             }
@@ -355,6 +380,28 @@ mod tests {
             RelayInput::ExecutionEvent { event, .. } => event,
             other => panic!("expected an execution event, got {other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_group_an_execution_announces_goes_to_the_relay() {
+        let mut runner = ExecutorRunner::new();
+        let exec: ExecFn = Box::new(|_job, _events| {
+            Box::pin(async move {
+                announce_group(4242);
+                std::future::pending::<()>().await;
+                Ok(ExecOutput::default())
+            })
+        });
+        runner.start(&exec, job("t1", Duration::from_secs(60)));
+        match next(&mut runner).await.1 {
+            RelayInput::AgentGroup { task_id, group } => {
+                assert_eq!(task_id, "t1");
+                assert_eq!(group.pgid, 4242);
+            }
+            other => panic!("expected the group, got {other:?}"),
+        }
+        // Outside an execution, nothing is announced (and nothing fails).
+        announce_group(4243);
     }
 
     #[tokio::test(start_paused = true)]

@@ -156,6 +156,21 @@ pub fn group_identity(pgid: u32) -> AgentGroup {
     }
 }
 
+/// SIGKILL process group `pgid` at once, no grace: for what a crashed sidecar's execution left
+/// running (the task is run again from the start). Nothing for a `pgid` of 0 or 1, nor off Unix
+/// (where a recorded group is never trusted, see [`recorded_group_is_ours`]).
+pub fn kill_group_now(pgid: u32) {
+    #[cfg(unix)]
+    if let Ok(pg) = i32::try_from(pgid) {
+        if pg > 1 {
+            // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
+            unsafe { libc::kill(-pg, libc::SIGKILL) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = pgid;
+}
+
 /// Whether the group still has a process (a zombie its parent has not reaped counts: call
 /// [`reap_adopted`] first). Windows: whether its leader still runs.
 pub fn group_alive(pgid: u32) -> bool {

@@ -301,6 +301,7 @@ impl GroupChild {
             .id()
             .ok_or_else(|| std::io::Error::other("the process exited before it could be tracked"))?;
         spawned(pgid, true);
+        super::executor::announce_group(pgid);
         Ok(GroupChild {
             child: Some(child),
             pgid,
