@@ -843,6 +843,18 @@ async fn an_execution_outcome_kept_through_a_sigkill_is_delivered_not_run_again(
         .wait_log_event("task_outcome", SECS(10))
         .await
         .expect("the outcome was reached while the hub was down");
+    // The event is logged as the outcome is handed to the store: kill only once queue.json
+    // holds it (a kill before that write is the other test's case: run again).
+    let queue = w.dir.join("queue.json");
+    poll(
+        SECS(10),
+        || "queue.json never held the outcome".into(),
+        || {
+            let text = std::fs::read_to_string(&queue).ok()?;
+            text.contains("\"outcome\"").then_some(())
+        },
+    )
+    .await;
     sidecar.kill_hard().await;
     w.hub.restart().await.unwrap();
     let _sidecar = w.spawn();
