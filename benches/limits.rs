@@ -735,6 +735,114 @@ mod linux {
         }
     }
 
+    struct Stream {
+        tokens: usize,
+        secs: f64,
+        progress_frames: usize,
+        cpu_ticks: u64,
+        run_secs: f64,
+        peak_rss_mib: f64,
+        hwm_mib: f64,
+        first_progress_ms: f64,
+        limited: usize,
+        status: String,
+    }
+
+    /// VmHWM (the peak resident set over the process's life) in bytes, from /proc/PID/status.
+    fn hwm_bytes(pid: u32) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024.0)
+    }
+
+    /// One standard task routed to a fake Ollama that streams `tokens` tokens, `delay` apart,
+    /// executed by the sidecar itself (`direct_execution` auto) with the hub's rate limits on.
+    async fn stream(root: &Path, tokens: usize, delay: Duration) -> Stream {
+        use agentcom_sidecar::exec::fake_ollama::{Chat, FakeOllama};
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        let fake = FakeOllama::start().await.unwrap();
+        fake.set_default_chat(Chat::Answer {
+            tokens: (0..tokens).map(|i| format!("tok-{i:08} ")).collect(),
+            delay,
+            prompt_eval_count: 7,
+            eval_count: tokens as u64,
+        });
+        let port = fake.host_port().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        hub.register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+            .unwrap();
+        hub.probe_llm_now().await;
+        let dir = root.join("stream");
+        let config = write_config(&hub, &dir, "stream", json!({ "direct_execution": "auto" }));
+        let mut events = hub.events();
+        let start = Instant::now();
+        let procs = Procs(vec![spawn(&config)]);
+        let pid = procs.0[0].id();
+        identified_after(&mut events, "stream", start).await;
+        let (ticks0, run0) = (cpu_ticks(pid).unwrap(), run_secs(pid).unwrap());
+        let t0 = Instant::now();
+        let id = hub.submit_task(TaskSpec {
+            description: "Write a long story.".into(),
+            complexity_tier: Some("standard".into()),
+            ..TaskSpec::default()
+        });
+        let timeout = Duration::from_secs(60) + delay * 2 * tokens as u32;
+        let deadline = Instant::now() + timeout;
+        let mut sample = tokio::time::interval(Duration::from_millis(20));
+        let (mut progress_frames, mut limited, mut peak_rss) = (0usize, 0usize, 0f64);
+        let mut first_progress: Option<Instant> = None;
+        let status = loop {
+            tokio::select! {
+                _ = sample.tick() => {
+                    peak_rss = peak_rss.max(rss_bytes(pid).unwrap_or(0.0));
+                    assert!(Instant::now() < deadline, "the stream did not end within {timeout:?}");
+                }
+                event = events.recv() => match event {
+                    Ok(HubEvent::Received { text, at, .. }) if text.contains(&id) => {
+                        if text.contains("\"type\":\"task_progress\"") && text.contains("\"execution_event\"") {
+                            progress_frames += 1;
+                            first_progress.get_or_insert(at);
+                        } else if text.contains("\"type\":\"task_complete\"") {
+                            break "completed".to_string();
+                        } else if text.contains("\"type\":\"task_failed\"") {
+                            break format!("failed: {text}");
+                        }
+                    }
+                    Ok(HubEvent::Sent { text, .. })
+                        if text.contains("\"type\":\"rate_limit") => limited += 1,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => panic!("the bench lagged {n} hub events behind"),
+                    Err(RecvError::Closed) => panic!("hub gone during the stream"),
+                },
+            }
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu_ticks = cpu_ticks(pid).unwrap() - ticks0;
+        let run_secs = run_secs(pid).unwrap() - run0;
+        peak_rss = peak_rss.max(rss_bytes(pid).unwrap_or(0.0));
+        let hwm = hwm_bytes(pid).unwrap_or(f64::NAN);
+        // Both clocks are the monotonic clock of this process: the fake's std Instant, the hub's
+        // tokio Instant (not paused here).
+        let first_progress_ms = match (fake.first_token_at(), first_progress) {
+            (Some(sent), Some(got)) => ms(got.into_std().saturating_duration_since(sent)),
+            _ => f64::NAN,
+        };
+        drop(procs);
+        hub.stop().await;
+        Stream {
+            tokens,
+            secs,
+            progress_frames,
+            cpu_ticks,
+            run_secs,
+            peak_rss_mib: peak_rss / MIB,
+            hwm_mib: hwm / MIB,
+            first_progress_ms,
+            limited,
+            status,
+        }
+    }
+
     pub fn main() {
         let runs = scaled("BENCH_RUNS", 20, 3);
         let idle_secs = scaled("BENCH_IDLE_SECS", 60, 5) as u64;
@@ -766,6 +874,8 @@ mod linux {
             );
         }
         let fleet_tasks_size = scaled("BENCH_FLEET_TASKS", 200, 10);
+        let stream_tokens = scaled("BENCH_STREAM_TOKENS", 100_000, 100);
+        let stream_delay_us = env_f64("BENCH_STREAM_DELAY_US", 1000.0) as u64;
         let root = TempDir::new("limits");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -866,6 +976,51 @@ mod linux {
                 )),
             );
 
+            }
+            if run_section("stream") {
+            eprintln!("stream: one task, {stream_tokens} tokens {stream_delay_us} us apart, executed by the sidecar...");
+            let s = stream(root.path(), stream_tokens, Duration::from_micros(stream_delay_us)).await;
+            let ok = s.status == "completed";
+            if !ok {
+                eprintln!("  the task did not complete: {}", s.status);
+            }
+            let cpu_s = s.cpu_ticks as f64 * tick_secs();
+            figures.push(
+                Figure::of("stream_cpu_per_token", "stream: sidecar CPU per token (schedstat)", "us", &[s.run_secs * 1e6 / s.tokens as f64])
+                    .note(format!(
+                        "{} tokens in {:.1} s ({:.0} tok/s); utime+stime {:.2} s = {:.2} us per token; task {}",
+                        s.tokens, s.secs, s.tokens as f64 / s.secs, cpu_s, cpu_s * 1e6 / s.tokens as f64, s.status
+                    )),
+            );
+            figures.push(
+                Figure::of(
+                    "stream_cpu_per_frame",
+                    "stream: sidecar CPU per task_progress (sched)",
+                    "ms",
+                    &[s.run_secs * 1e3 / s.progress_frames.max(1) as f64],
+                )
+                .note(format!("{} task_progress frames with an execution_event received by the hub", s.progress_frames)),
+            );
+            let peak = s.peak_rss_mib.max(s.hwm_mib);
+            figures.push(
+                Figure::of("stream_rss", "stream: peak resident memory (VmHWM)", "MiB", &[peak])
+                    .target("< 10 MiB", peak < 10.0)
+                    .note(format!("VmRSS sampled every 20 ms: at most {:.3} MiB", s.peak_rss_mib)),
+            );
+            figures.push(
+                Figure::of("stream_first_progress", "stream: first token -> first task_progress", "ms", &[s.first_progress_ms])
+                    .target("< 150 ms", s.first_progress_ms < 150.0),
+            );
+            figures.push(
+                Figure::of("stream_rate_limited", "stream: rate-limit frames from the hub", "frames", &[s.limited as f64])
+                    .target("0 (rate limits on)", s.limited == 0 && ok),
+            );
+            extra.insert("stream_tokens".into(), json!(s.tokens));
+            extra.insert("stream_delay_us".into(), json!(stream_delay_us));
+            extra.insert("stream_secs".into(), json!(s.secs));
+            extra.insert("stream_progress_frames".into(), json!(s.progress_frames));
+            extra.insert("stream_cpu_ticks".into(), json!(s.cpu_ticks));
+            extra.insert("stream_status".into(), json!(s.status));
             }
             if run_section("fleet_tasks") {
                 eprintln!("fleet: {fleet_tasks_size} sidecars, one task each (inotify instances: {inotify})...");
@@ -975,6 +1130,7 @@ mod linux {
             "counts": {
                 "idle_sidecars": runs, "tasks": tasks, "restarts": restarts_n, "throughput_tasks": through_n, "bench_written_tasks": agent_n, "tasks_ahead": ahead,
                 "fleet": fleet_size, "fleet_runs_per_jitter": fleet_runs, "fleet_tasks": fleet_tasks_size,
+                "stream_tokens": stream_tokens, "stream_delay_us": stream_delay_us,
                 "open_files_limit": nofile, "inotify_max_user_instances": inotify,
             },
             "percentiles": "nearest rank; p99 of fewer than 100 samples is the maximum",
