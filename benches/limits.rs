@@ -32,7 +32,16 @@
 //!   default); past it a sidecar polls its results folder instead (the bench notes it);
 //! - fleet tasks: `BENCH_FLEET_TASKS` (200) sidecars at once at the machine's inotify limit, each
 //!   with a capability of its own, then one task routed to each: how many identify, how many
-//!   complete their task and how long that took, and how many polled for want of inotify.
+//!   complete their task and how long that took, and how many polled for want of inotify;
+//! - stream: one `standard` task routed to a fake Ollama (registered in the hub's LLM registry)
+//!   that answers `BENCH_STREAM_TOKENS` (100 000) tokens `BENCH_STREAM_DELAY_US` (1000) us apart,
+//!   executed by the sidecar itself (`direct_execution` auto) with the hub's rate limits on: the
+//!   sidecar's CPU (schedstat, and utime+stime) per token and per `task_progress` frame the hub
+//!   received, its peak memory (VmHWM, and VmRSS sampled every 20 ms), the time from the fake
+//!   writing its first token to the hub receiving the first `task_progress` with an
+//!   `execution_event` (the fake's `first_token_at` and the hub's `at`, both this process's
+//!   monotonic clock), and the rate-limit frames the hub sent (none expected). Then
+//!   `BENCH_STREAM_SHORTS` (50) tasks of 20 tokens with the limits off, for that time's spread.
 //!
 //! The task path and throughput sections switch the hub's rate limits off
 //! (`EmbeddedHub::set_rate_limits(false)`): the hub allows an agent 60 "normal" messages a minute,
@@ -735,6 +744,150 @@ mod linux {
         }
     }
 
+    struct Stream {
+        tokens: usize,
+        secs: f64,
+        progress_frames: usize,
+        cpu_ticks: u64,
+        run_secs: f64,
+        peak_rss_mib: f64,
+        stream_rss_mib: f64,
+        hwm_mib: f64,
+        first_progress_ms: f64,
+        short_first_ms: Vec<f64>,
+        limited: usize,
+        status: String,
+    }
+
+    /// VmHWM (the peak resident set over the process's life) in bytes, from /proc/PID/status.
+    fn hwm_bytes(pid: u32) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024.0)
+    }
+
+    /// One standard task routed to a fake Ollama that streams `tokens` tokens, `delay` apart,
+    /// executed by the sidecar itself (`direct_execution` auto) with the hub's rate limits on;
+    /// then `shorts` tasks of 20 tokens one after another with the limits off (they would hold the
+    /// frames back: each task takes 3 or more "normal" messages), for the spread of first token ->
+    /// first `task_progress`.
+    async fn stream(root: &Path, tokens: usize, delay: Duration, shorts: usize) -> Stream {
+        use agentcom_sidecar::exec::fake_ollama::{Chat, FakeOllama};
+        let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+        let fake = FakeOllama::start().await.unwrap();
+        fake.set_default_chat(Chat::Answer {
+            tokens: (0..tokens).map(|i| format!("tok-{i:08} ")).collect(),
+            delay,
+            prompt_eval_count: 7,
+            eval_count: tokens as u64,
+        });
+        let port = fake.host_port().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        hub.register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+            .unwrap();
+        hub.probe_llm_now().await;
+        let dir = root.join("stream");
+        let config = write_config(&hub, &dir, "stream", json!({ "direct_execution": "auto" }));
+        let mut events = hub.events();
+        let start = Instant::now();
+        let procs = Procs(vec![spawn(&config)]);
+        let pid = procs.0[0].id();
+        identified_after(&mut events, "stream", start).await;
+        let (ticks0, run0) = (cpu_ticks(pid).unwrap(), run_secs(pid).unwrap());
+        let t0 = Instant::now();
+        let id = hub.submit_task(TaskSpec {
+            description: "Write a long story.".into(),
+            complexity_tier: Some("standard".into()),
+            ..TaskSpec::default()
+        });
+        let timeout = Duration::from_secs(60) + delay * 2 * tokens as u32;
+        let deadline = Instant::now() + timeout;
+        let mut sample = tokio::time::interval(Duration::from_millis(20));
+        let (mut progress_frames, mut limited, mut peak_rss) = (0usize, 0usize, 0f64);
+        // The peak of the samples taken up to 100 ms before the hub received task_complete: while
+        // streaming, not while the result (up to 1 MiB of output) is built and sent.
+        let mut stream_rss = f64::NAN;
+        let mut samples: Vec<(Instant, f64)> = vec![];
+        let mut first_progress: Option<Instant> = None;
+        let status = loop {
+            tokio::select! {
+                _ = sample.tick() => {
+                    let rss = rss_bytes(pid).unwrap_or(0.0);
+                    peak_rss = peak_rss.max(rss);
+                    samples.push((Instant::now(), rss));
+                    assert!(Instant::now() < deadline, "the stream did not end within {timeout:?}");
+                }
+                event = events.recv() => match event {
+                    Ok(HubEvent::Received { text, at, .. }) if text.contains(&id) => {
+                        if text.contains("\"type\":\"task_progress\"") && text.contains("\"execution_event\"") {
+                            progress_frames += 1;
+                            first_progress.get_or_insert(at);
+                        } else if text.contains("\"type\":\"task_complete\"") {
+                            let before = at - Duration::from_millis(100);
+                            stream_rss = samples.iter().filter(|(t, _)| *t < before).map(|(_, r)| *r).fold(0.0, f64::max);
+                            break "completed".to_string();
+                        } else if text.contains("\"type\":\"task_failed\"") {
+                            break format!("failed: {text}");
+                        }
+                    }
+                    Ok(HubEvent::Sent { text, .. })
+                        if text.contains("\"type\":\"rate_limit") => limited += 1,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => panic!("the bench lagged {n} hub events behind"),
+                    Err(RecvError::Closed) => panic!("hub gone during the stream"),
+                },
+            }
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu_ticks = cpu_ticks(pid).unwrap() - ticks0;
+        let run_secs = run_secs(pid).unwrap() - run0;
+        peak_rss = peak_rss.max(rss_bytes(pid).unwrap_or(0.0));
+        let hwm = hwm_bytes(pid).unwrap_or(f64::NAN);
+        let first_token = fake.first_token_at();
+        hub.set_rate_limits(false);
+        let mut short_first_ms = vec![];
+        for _ in 0..shorts {
+            fake.push_chat(Chat::Answer {
+                tokens: (0..20).map(|i| format!("t{i} ")).collect(),
+                delay,
+                prompt_eval_count: 7,
+                eval_count: 20,
+            });
+            let id = hub.submit_task(TaskSpec {
+                description: "Write a short story.".into(),
+                complexity_tier: Some("standard".into()),
+                ..TaskSpec::default()
+            });
+            let got = next_frame(&mut events, ">task_progress", &id).await;
+            let sent = fake.first_token_at().expect("the fake streamed");
+            short_first_ms.push(ms(got.into_std().saturating_duration_since(sent)));
+            next_frame(&mut events, ">task_complete", &id).await;
+            next_frame(&mut events, "<task_ack", &id).await;
+        }
+        // Both clocks are the monotonic clock of this process: the fake's std Instant, the hub's
+        // tokio Instant (not paused here).
+        let first_progress_ms = match (first_token, first_progress) {
+            (Some(sent), Some(got)) => ms(got.into_std().saturating_duration_since(sent)),
+            _ => f64::NAN,
+        };
+        drop(procs);
+        hub.stop().await;
+        Stream {
+            tokens,
+            secs,
+            progress_frames,
+            cpu_ticks,
+            run_secs,
+            peak_rss_mib: peak_rss / MIB,
+            stream_rss_mib: stream_rss / MIB,
+            hwm_mib: hwm / MIB,
+            first_progress_ms,
+            short_first_ms,
+            limited,
+            status,
+        }
+    }
+
     pub fn main() {
         let runs = scaled("BENCH_RUNS", 20, 3);
         let idle_secs = scaled("BENCH_IDLE_SECS", 60, 5) as u64;
@@ -766,6 +919,9 @@ mod linux {
             );
         }
         let fleet_tasks_size = scaled("BENCH_FLEET_TASKS", 200, 10);
+        let stream_tokens = scaled("BENCH_STREAM_TOKENS", 100_000, 100);
+        let stream_delay_us = env_f64("BENCH_STREAM_DELAY_US", 1000.0) as u64;
+        let stream_shorts = scaled("BENCH_STREAM_SHORTS", 50, 5);
         let root = TempDir::new("limits");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -866,6 +1022,62 @@ mod linux {
                 )),
             );
 
+            }
+            if run_section("stream") {
+            eprintln!("stream: one task, {stream_tokens} tokens {stream_delay_us} us apart, executed by the sidecar...");
+            let s = stream(root.path(), stream_tokens, Duration::from_micros(stream_delay_us), stream_shorts).await;
+            let ok = s.status == "completed";
+            if !ok {
+                eprintln!("  the task did not complete: {}", s.status);
+            }
+            let cpu_s = s.cpu_ticks as f64 * tick_secs();
+            figures.push(
+                Figure::of("stream_cpu_per_token", "stream: sidecar CPU per token (schedstat)", "us", &[s.run_secs * 1e6 / s.tokens as f64])
+                    .note(format!(
+                        "{} tokens in {:.1} s ({:.0} tok/s); utime+stime {:.2} s = {:.2} us per token; task {}",
+                        s.tokens, s.secs, s.tokens as f64 / s.secs, cpu_s, cpu_s * 1e6 / s.tokens as f64, s.status
+                    )),
+            );
+            figures.push(
+                Figure::of(
+                    "stream_cpu_per_frame",
+                    "stream: sidecar CPU per task_progress (sched)",
+                    "ms",
+                    &[s.run_secs * 1e3 / s.progress_frames.max(1) as f64],
+                )
+                .note(format!("{} task_progress frames with an execution_event received by the hub", s.progress_frames)),
+            );
+            figures.push(
+                Figure::of("stream_rss", "stream: peak VmRSS while streaming", "MiB", &[s.stream_rss_mib])
+                    .target("< 10 MiB", s.stream_rss_mib < 10.0)
+                    .note("VmRSS sampled every 20 ms, up to 100 ms before the hub received task_complete"),
+            );
+            figures.push(
+                Figure::of("stream_hwm", "stream: VmHWM after the outcome", "MiB", &[s.hwm_mib]).note(format!(
+                    "the peak over the whole run, including building and sending the result (output cut at 1 MiB); VmRSS at the end {:.3} MiB",
+                    s.peak_rss_mib
+                )),
+            );
+            figures.push(
+                Figure::of("stream_first_progress", "stream: first token -> first task_progress", "ms", &[s.first_progress_ms])
+                    .target("< 150 ms", s.first_progress_ms < 150.0),
+            );
+            let short_p99 = pct(&s.short_first_ms, 0.99);
+            figures.push(
+                Figure::of("stream_first_progress_short", "20-token tasks: first token -> task_progress", "ms", &s.short_first_ms)
+                    .target("< 150 ms (p99)", short_p99 < 150.0)
+                    .note("one after another through the same sidecar, the hub's rate limits off"),
+            );
+            figures.push(
+                Figure::of("stream_rate_limited", "stream: rate-limit frames from the hub", "frames", &[s.limited as f64])
+                    .target("0 (rate limits on)", s.limited == 0 && ok),
+            );
+            extra.insert("stream_tokens".into(), json!(s.tokens));
+            extra.insert("stream_delay_us".into(), json!(stream_delay_us));
+            extra.insert("stream_secs".into(), json!(s.secs));
+            extra.insert("stream_progress_frames".into(), json!(s.progress_frames));
+            extra.insert("stream_cpu_ticks".into(), json!(s.cpu_ticks));
+            extra.insert("stream_status".into(), json!(s.status));
             }
             if run_section("fleet_tasks") {
                 eprintln!("fleet: {fleet_tasks_size} sidecars, one task each (inotify instances: {inotify})...");
@@ -975,6 +1187,7 @@ mod linux {
             "counts": {
                 "idle_sidecars": runs, "tasks": tasks, "restarts": restarts_n, "throughput_tasks": through_n, "bench_written_tasks": agent_n, "tasks_ahead": ahead,
                 "fleet": fleet_size, "fleet_runs_per_jitter": fleet_runs, "fleet_tasks": fleet_tasks_size,
+                "stream_tokens": stream_tokens, "stream_delay_us": stream_delay_us, "stream_short_tasks": stream_shorts,
                 "open_files_limit": nofile, "inotify_max_user_instances": inotify,
             },
             "percentiles": "nearest rank; p99 of fewer than 100 samples is the maximum",

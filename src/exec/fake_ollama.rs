@@ -95,6 +95,7 @@ struct State {
     default_chat: Option<Chat>,
     received: Vec<Received>,
     hangs_closed: usize,
+    first_token_at: Option<std::time::Instant>,
 }
 
 /// The running fake; it stops when dropped.
@@ -193,6 +194,12 @@ impl FakeOllama {
         self.with(|s| s.hangs_closed)
     }
 
+    /// When the latest streamed `/api/chat` answer (`Answer` or `Numbered`) began writing its
+    /// first token line (on the monotonic clock the hub's `HubEvent::at` uses), if one has.
+    pub fn first_token_at(&self) -> Option<std::time::Instant> {
+        self.with(|s| s.first_token_at)
+    }
+
     /// Waits until `n` hung requests have been closed by the client.
     pub async fn wait_hangs_closed(&self, n: usize) {
         loop {
@@ -271,7 +278,14 @@ fn token_line(model: &str, text: &str) -> serde_json::Value {
            "message": {"role": "assistant", "content": text}, "done": false})
 }
 
-async fn stream_chat(socket: &mut TcpStream, chat: Chat, model: &str) -> io::Result<()> {
+async fn stream_chat(
+    socket: &mut TcpStream,
+    chat: Chat,
+    model: &str,
+    state: &Mutex<State>,
+) -> io::Result<()> {
+    let first_token =
+        || state.lock().unwrap_or_else(|e| e.into_inner()).first_token_at = Some(std::time::Instant::now());
     socket
         .write_all(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
@@ -290,9 +304,12 @@ async fn stream_chat(socket: &mut TcpStream, chat: Chat, model: &str) -> io::Res
             prompt_eval_count,
             eval_count,
         } => {
-            for t in &tokens {
+            for (i, t) in tokens.iter().enumerate() {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
+                }
+                if i == 0 {
+                    first_token();
                 }
                 chunk(socket, &token_line(model, t)).await?;
             }
@@ -302,6 +319,9 @@ async fn stream_chat(socket: &mut TcpStream, chat: Chat, model: &str) -> io::Res
             let model_json = json!(model).to_string();
             // Several lines per write, so the 100 000-token stream is quick.
             let mut batch = String::new();
+            if count > 0 {
+                first_token();
+            }
             for i in 0..count {
                 // The same line token_line makes, written directly: the stream is long.
                 batch.push_str(&format!(
@@ -390,7 +410,7 @@ async fn serve(mut socket: TcpStream, state: Arc<Mutex<State>>, closed: Arc<Noti
                     closed.notify_waiters();
                     Ok(())
                 }
-                Some(chat) => stream_chat(&mut socket, chat, &model).await,
+                Some(chat) => stream_chat(&mut socket, chat, &model, &state).await,
             }
         }
         _ => respond(&mut socket, 404, r#"{"error":"not found"}"#).await,
