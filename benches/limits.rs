@@ -782,7 +782,13 @@ mod linux {
             prompt_eval_count: 7,
             eval_count: tokens as u64,
         });
-        let port = fake.host_port().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let port = fake
+            .host_port()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap();
         hub.register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
             .unwrap();
         hub.probe_llm_now().await;

@@ -12,34 +12,70 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// This user's inotify instances, all taken; given back on drop.
-struct Exhausted(Vec<i32>);
+/// This user's inotify instances, all taken, and kept taken: a thread takes every instance
+/// another program of this user gives back (a machine shared with other builds and tests frees
+/// some all the time), so the sidecar cannot slip one in. Given back on drop.
+struct Exhausted {
+    fds: std::sync::Arc<std::sync::Mutex<Vec<i32>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    keeper: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Opens inotify instances until the kernel refuses with EMFILE; false past `cap` of them.
+fn take_all(fds: &mut Vec<i32>, cap: usize) -> bool {
+    loop {
+        // SAFETY: inotify_init1 takes flags only; the fd is closed on drop.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "inotify_init1: {e}");
+            return true;
+        }
+        fds.push(fd);
+        if fds.len() > cap {
+            return false;
+        }
+    }
+}
 
 impl Exhausted {
-    /// Opens inotify instances until the kernel refuses with EMFILE. `None` when the limit is
-    /// too high to reach quickly (then this test cannot show anything).
+    /// Takes every instance, then keeps taking those given back. `None` when the limit is too
+    /// high to reach quickly (then this test cannot show anything).
     fn take() -> Option<Exhausted> {
         let mut fds = Vec::new();
-        loop {
-            // SAFETY: inotify_init1 takes flags only; the fd is closed on drop.
-            let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-            if fd < 0 {
-                let e = std::io::Error::last_os_error();
-                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "inotify_init1: {e}");
-                return Some(Exhausted(fds));
+        if !take_all(&mut fds, 10_000) {
+            for fd in fds {
+                // SAFETY: fds this function opened.
+                unsafe { libc::close(fd) };
             }
-            fds.push(fd);
-            if fds.len() > 10_000 {
-                drop(Exhausted(fds));
-                return None;
-            }
+            return None;
         }
+        let fds = std::sync::Arc::new(std::sync::Mutex::new(fds));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let keeper = {
+            let (fds, stop) = (fds.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    take_all(&mut fds.lock().unwrap(), usize::MAX);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        };
+        Some(Exhausted {
+            fds,
+            stop,
+            keeper: Some(keeper),
+        })
     }
 }
 
 impl Drop for Exhausted {
     fn drop(&mut self) {
-        for fd in self.0.drain(..) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.join();
+        }
+        for fd in self.fds.lock().unwrap().drain(..) {
             // SAFETY: an fd this struct opened and owns.
             unsafe { libc::close(fd) };
         }
