@@ -266,7 +266,7 @@ fn claude_price(model: &str) -> Option<(f64, f64)> {
 /// `tokens_out`, `execution_ms`, `estimated_cost_usd` and `equivalent_claude_cost_usd` (§11.2's
 /// table: a priced Claude model costs its price; any other model is free, with its Sonnet
 /// equivalent; a cost the CLI reported wins), plus the executor's extra fields.
-pub fn result_object(out: &ExecOutput, execution_ms: u64) -> Value {
+pub fn result_object(out: ExecOutput, execution_ms: u64) -> Value {
     let tokens = (out.tokens_in + out.tokens_out) as f64;
     let sonnet = (out.tokens_in as f64 * 3.0 + out.tokens_out as f64 * 15.0) / 1e6;
     let (estimated, equivalent) = match (out.reported_cost_usd, claude_price(&out.model_used)) {
@@ -278,22 +278,21 @@ pub fn result_object(out: &ExecOutput, execution_ms: u64) -> Value {
         (None, None) if tokens > 0.0 => (0.0, json!(sonnet)),
         (None, None) => (0.0, Value::Null),
     };
-    let mut result = json!({
-        "status": "success",
-        "output": out.output,
-        "model_used": out.model_used,
-        "tokens_in": out.tokens_in,
-        "tokens_out": out.tokens_out,
-        "execution_ms": execution_ms,
-        "estimated_cost_usd": estimated,
-        "equivalent_claude_cost_usd": equivalent,
-    });
-    if let Value::Object(map) = &mut result {
-        for (k, v) in &out.extra {
-            map.entry(k.clone()).or_insert_with(|| v.clone());
-        }
+    // The output is moved, not copied (`json!` would copy it): it can be a megabyte, and this
+    // runs at the memory peak of a long execution.
+    let mut map = Map::new();
+    map.insert("status".into(), Value::from("success"));
+    map.insert("output".into(), Value::String(out.output));
+    map.insert("model_used".into(), Value::String(out.model_used));
+    map.insert("tokens_in".into(), Value::from(out.tokens_in));
+    map.insert("tokens_out".into(), Value::from(out.tokens_out));
+    map.insert("execution_ms".into(), Value::from(execution_ms));
+    map.insert("estimated_cost_usd".into(), json!(estimated));
+    map.insert("equivalent_claude_cost_usd".into(), equivalent);
+    for (k, v) in out.extra {
+        map.entry(k).or_insert(v);
     }
-    result
+    Value::Object(map)
 }
 
 #[cfg(test)]
@@ -359,7 +358,7 @@ mod tests {
             tokens_out: 300,
             ..ExecOutput::default()
         };
-        let r = result_object(&out, 5);
+        let r = result_object(out, 5);
         assert_eq!(r["estimated_cost_usd"], json!(0.0));
         assert!((r["equivalent_claude_cost_usd"].as_f64().unwrap() - 0.0081).abs() < 1e-12);
         let priced = ExecOutput {
@@ -368,16 +367,16 @@ mod tests {
             tokens_out: 1_000_000,
             ..ExecOutput::default()
         };
-        let r = result_object(&priced, 5);
+        let r = result_object(priced.clone(), 5);
         assert_eq!(r["estimated_cost_usd"], json!(6.0));
         assert_eq!(r["equivalent_claude_cost_usd"], Value::Null);
         let reported = ExecOutput {
             reported_cost_usd: Some(0.25),
             ..priced
         };
-        assert_eq!(result_object(&reported, 5)["estimated_cost_usd"], json!(0.25));
+        assert_eq!(result_object(reported, 5)["estimated_cost_usd"], json!(0.25));
         assert_eq!(
-            result_object(&ExecOutput::default(), 5)["equivalent_claude_cost_usd"],
+            result_object(ExecOutput::default(), 5)["equivalent_claude_cost_usd"],
             Value::Null
         );
     }

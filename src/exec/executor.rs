@@ -233,7 +233,7 @@ impl ExecutorRunner {
         let fut = async move {
             let started = Instant::now();
             match tokio::time::timeout(timeout, run).await {
-                Ok(Ok(out)) => Ok(direct::result_object(&out, started.elapsed().as_millis() as u64)),
+                Ok(Ok(out)) => Ok(direct::result_object(out, started.elapsed().as_millis() as u64)),
                 Ok(Err(e)) => Err(e.0),
                 Err(_) => Err(format!(
                     "execution_timeout: the execution ran {} (the limit, {} ms, is execution_timeout_ms \
