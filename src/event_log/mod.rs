@@ -16,7 +16,7 @@ mod time;
 
 pub use events::Event;
 pub use file::move_node_log_aside;
-pub use time::{console_time, iso8601, parse_iso8601};
+pub use time::{console_time, human_duration, iso8601, parse_iso8601};
 
 use file::{LogFile, Rotation};
 use serde_json::Value;

@@ -24,6 +24,21 @@ pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(s).ok()
 }
 
+/// `1 h 2 min 3 s`, `4 min 5 s`, `6 s`, `0.25 s`.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h} h {m} min {s} s")
+    } else if m > 0 {
+        format!("{m} min {s} s")
+    } else if secs > 0 {
+        format!("{s} s")
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

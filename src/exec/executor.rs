@@ -194,21 +194,6 @@ fn epoch_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `1 h 2 min 3 s`, `4 min 5 s`, `6 s`, `0.25 s`.
-fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if h > 0 {
-        format!("{h} h {m} min {s} s")
-    } else if m > 0 {
-        format!("{m} min {s} s")
-    } else if secs > 0 {
-        format!("{s} s")
-    } else {
-        format!("{:.2} s", d.as_secs_f64())
-    }
-}
-
 /// Carries out executions for the relay (see the module docs).
 #[derive(Default)]
 pub struct ExecutorRunner {
@@ -238,7 +223,7 @@ impl ExecutorRunner {
                 Err(_) => Err(format!(
                     "execution_timeout: the execution ran {} (the limit, {} ms, is execution_timeout_ms \
                      or the tier's default); it was stopped",
-                    human_duration(started.elapsed()),
+                    crate::event_log::human_duration(started.elapsed()),
                     timeout.as_millis()
                 )),
             }

@@ -160,7 +160,7 @@ impl Relay {
             self.actions.push_back(RelayAction::Kill { task_id });
             let reason = format!(
                 "task_timeout: the execution ran {} (task_timeout_ms {}); it was stopped",
-                human_duration(elapsed),
+                crate::event_log::human_duration(elapsed),
                 self.settings.task_timeout.as_millis()
             );
             return self.finish(i, Outcome::failed(reason));
@@ -177,7 +177,7 @@ impl Relay {
         self.actions.push_back(RelayAction::Kill { task_id });
         let reason = format!(
             "task_timeout: the agent ran {} (task_timeout_ms {}); {stopped}",
-            human_duration(elapsed),
+            crate::event_log::human_duration(elapsed),
             self.settings.task_timeout.as_millis()
         );
         self.finish(i, Outcome::failed(reason));
@@ -211,20 +211,5 @@ impl Relay {
             }
         };
         self.finish(i, outcome);
-    }
-}
-
-/// `1 h 2 min 3 s`, `4 min 5 s`, `6 s`, `0.25 s`.
-pub(super) fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if h > 0 {
-        format!("{h} h {m} min {s} s")
-    } else if m > 0 {
-        format!("{m} min {s} s")
-    } else if secs > 0 {
-        format!("{s} s")
-    } else {
-        format!("{:.2} s", d.as_secs_f64())
     }
 }
