@@ -88,6 +88,16 @@ fn chat_requests(fake: &FakeOllama) -> usize {
     fake.received().iter().filter(|r| r.path == "/api/chat").count()
 }
 
+/// Waits until the fake Ollama has had `n` chat requests.
+async fn wait_chats(fake: &FakeOllama, n: usize) {
+    poll(
+        SECS(10),
+        || "the chat request never arrived".into(),
+        || (chat_requests(fake) == n).then_some(()),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn ollama_success_completes_with_model_tokens_and_batched_progress() {
     let (w, fake, _sidecar) = with_ollama("direct-ollama-ok", json!({})).await;
@@ -409,12 +419,7 @@ async fn cancel_during_an_ollama_execution_closes_the_request_and_sends_no_outco
     let (w, fake, _sidecar) = with_ollama("direct-cancel", json!({})).await;
     fake.set_default_chat(Chat::Hang);
     let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
-    poll(
-        SECS(10),
-        || "the chat request never arrived".into(),
-        || (chat_requests(&fake) == 1).then_some(()),
-    )
-    .await;
+    wait_chats(&fake, 1).await;
     assert!(w.hub.cancel_task(&id).await);
     tokio::time::timeout(SECS(5), fake.wait_hangs_closed(1))
         .await
@@ -522,12 +527,7 @@ async fn after_a_cancel_the_next_task_is_executed() {
     let (w, fake, _sidecar) = with_ollama("direct-cancel-next", json!({})).await;
     fake.push_chat(Chat::Hang);
     let first = w.hub.submit_task(spec("standard", "summarise", json!({})));
-    poll(
-        SECS(10),
-        || "the chat request never arrived".into(),
-        || (chat_requests(&fake) == 1).then_some(()),
-    )
-    .await;
+    wait_chats(&fake, 1).await;
     assert!(w.hub.cancel_task(&first).await);
     tokio::time::timeout(SECS(5), fake.wait_hangs_closed(1))
         .await
@@ -602,12 +602,7 @@ async fn status_shows_the_task_being_executed() {
     let (w, fake, _sidecar) = with_ollama("direct-status", json!({})).await;
     fake.set_default_chat(Chat::Hang);
     let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
-    poll(
-        SECS(10),
-        || "the chat request never arrived".into(),
-        || (chat_requests(&fake) == 1).then_some(()),
-    )
-    .await;
+    wait_chats(&fake, 1).await;
     let out = binary()
         .arg("status")
         .arg("--config")
@@ -832,12 +827,7 @@ async fn an_execution_outcome_kept_through_a_sigkill_is_delivered_not_run_again(
         eval_count: 5,
     });
     let id = w.hub.submit_task(spec("standard", "summarise", json!({})));
-    poll(
-        SECS(10),
-        || "the chat request never arrived".into(),
-        || (chat_requests(&fake) == 1).then_some(()),
-    )
-    .await;
+    wait_chats(&fake, 1).await;
     w.hub.stop().await;
     sidecar
         .wait_log_event("task_outcome", SECS(10))
