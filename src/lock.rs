@@ -192,14 +192,21 @@ mod tests {
         }
         assert_eq!(InstanceLock::holder(&dir), Some(Some(std::process::id())));
         drop(first);
-        // Another test's child may hold a copy of the descriptor between its fork and its exec
-        // (the flock goes with the open file, not the process): released within moments.
+        // Another test's child may hold a copy of a descriptor of the lock file between its
+        // fork and its exec (a flock goes with the open file, not the process; `holder` opens
+        // one too): released within moments, so both are polled with a deadline.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while InstanceLock::holder(&dir).is_some() {
+        let again = loop {
+            if InstanceLock::holder(&dir).is_none() {
+                match InstanceLock::acquire(&dir) {
+                    Ok(lock) => break lock,
+                    Err(LockError::Held { .. }) => {}
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
             assert!(std::time::Instant::now() < deadline, "the lock was not released");
             std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let again = InstanceLock::acquire(&dir).unwrap();
+        };
         assert!(again.path().ends_with(LOCK_FILE));
     }
 }
