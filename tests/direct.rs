@@ -88,6 +88,16 @@ fn chat_requests(fake: &FakeOllama) -> usize {
     fake.received().iter().filter(|r| r.path == "/api/chat").count()
 }
 
+/// A shell command whose first run holds (a `sleep` in the background, its PID in `pidfile`)
+/// and whose later runs finish at once; `runs` counts the runs.
+fn holds_on_the_first_run(runs: &std::path::Path, pidfile: &std::path::Path) -> String {
+    format!(
+        "echo run >> '{r}'; if [ \"$(wc -l < '{r}')\" -eq 1 ]; then sleep 30 & echo $! > '{p}'; wait; fi; echo finished",
+        r = runs.display(),
+        p = pidfile.display()
+    )
+}
+
 /// Waits until the fake Ollama has had `n` chat requests.
 async fn wait_chats(fake: &FakeOllama, n: usize) {
     poll(
@@ -702,11 +712,7 @@ async fn sigterm_during_a_shell_execution_stops_it_and_the_restart_runs_it_again
     w.identified().await;
     let (runs, pidfile) = (w.dir.join("runs"), w.dir.join("sleep.pid"));
     // The first run holds (a sleep in the background); the second finishes at once.
-    let command = format!(
-        "echo run >> '{r}'; if [ \"$(wc -l < '{r}')\" -eq 1 ]; then sleep 30 & echo $! > '{p}'; wait; fi; echo finished",
-        r = runs.display(),
-        p = pidfile.display()
-    );
+    let command = holds_on_the_first_run(&runs, &pidfile);
     let id = w
         .hub
         .submit_task(spec("trivial", "hold", json!({"shell_command": command})));
@@ -862,11 +868,7 @@ async fn sigkill_during_a_shell_execution_kills_its_group_before_the_second_run(
     let mut sidecar = w.spawn();
     w.identified().await;
     let (runs, pidfile) = (w.dir.join("runs"), w.dir.join("sleep.pid"));
-    let command = format!(
-        "echo run >> '{r}'; if [ \"$(wc -l < '{r}')\" -eq 1 ]; then sleep 30 & echo $! > '{p}'; wait; fi; echo finished",
-        r = runs.display(),
-        p = pidfile.display()
-    );
+    let command = holds_on_the_first_run(&runs, &pidfile);
     let id = w
         .hub
         .submit_task(spec("trivial", "hold", json!({"shell_command": command})));

@@ -314,6 +314,15 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
+    /// Sets its flag when dropped: shows an execution's future was dropped.
+    struct OnDrop(Arc<AtomicBool>);
+
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
     fn job(task_id: &str, timeout: Duration) -> Job {
         Job {
             task_id: task_id.into(),
@@ -521,12 +530,6 @@ mod tests {
     async fn a_timeout_drops_the_execution_and_fails_with_the_elapsed_time() {
         let mut runner = ExecutorRunner::new();
         let dropped = Arc::new(AtomicBool::new(false));
-        struct OnDrop(Arc<AtomicBool>);
-        impl Drop for OnDrop {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
         let flag = dropped.clone();
         let exec: ExecFn = Box::new(move |_job, _events| {
             let guard = OnDrop(flag.clone());
@@ -556,12 +559,6 @@ mod tests {
     async fn stop_drops_the_execution_and_nothing_more_is_said() {
         let mut runner = ExecutorRunner::new();
         let dropped = Arc::new(AtomicBool::new(false));
-        struct OnDrop(Arc<AtomicBool>);
-        impl Drop for OnDrop {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
         let flag = dropped.clone();
         let exec: ExecFn = Box::new(move |_job, events| {
             let guard = OnDrop(flag.clone());
