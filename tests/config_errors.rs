@@ -142,7 +142,8 @@ fn errors_never_echo_the_token() {
 
 #[test]
 fn unused_node_keys_are_warnings_not_errors() {
-    // A valid config with Node-only keys starts, logs one warning per key, and stops on SIGTERM.
+    // A valid config with Node-only keys starts, logs one warning per key it does not use (and
+    // none for the Node keys it now uses: repo_dir, hub_api_url, reviewer), and stops on SIGTERM.
     let dir = TempDir::new("config-legacy");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
@@ -157,6 +158,8 @@ fn unused_node_keys_are_warnings_not_errors() {
     config["hub_api_url"] = "http://127.0.0.1:4000".into();
     config["repo_dir"] = "/tmp/repo".into();
     config["reviewer"] = "someone".into();
+    config["log_level"] = "debug".into();
+    config["workspace"] = "/tmp/ws".into();
     write_private(&dir.join("config.json"), &config.to_string());
     let mut sidecar = Sidecar::spawn(dir.path(), &dir.join("config.json"));
     block_on(async {
@@ -179,12 +182,15 @@ fn unused_node_keys_are_warnings_not_errors() {
         .filter(|e| e["event"] == "config_warning")
         .map(|e| e["message"].as_str().unwrap().to_owned())
         .collect();
-    for key in ["hub_api_url", "repo_dir", "reviewer"] {
+    for key in ["log_level", "workspace"] {
         assert_eq!(
             warnings.iter().filter(|w| w.contains(key)).count(),
             1,
             "{key}: {warnings:?}"
         );
+    }
+    for key in ["hub_api_url", "repo_dir", "reviewer"] {
+        assert!(!warnings.iter().any(|w| w.contains(key)), "{key}: {warnings:?}");
     }
 }
 

@@ -244,6 +244,11 @@ fn example_value(field: &str) -> Option<&'static str> {
         "claude_command" => "\"claude\"",
         "claude_model" => "\"claude-sonnet-4.5\"",
         "execution_timeout_ms" => "1800000",
+        "repo_dir" => "\"/home/me/project\"",
+        "workspaces_dir" => "\"./workspaces\"",
+        "hub_api_url" => "\"http://127.0.0.1:4000\"",
+        "gh_command" => "\"gh\"",
+        "reviewer" => "\"octocat\"",
         _ => return None,
     };
     Some(value)

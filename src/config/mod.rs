@@ -141,6 +141,18 @@ pub struct Config {
     /// How long one execution may run (`execution_timeout_ms`); `None`: by tier (10 min trivial,
     /// 30 min otherwise).
     pub execution_timeout: Option<Duration>,
+    /// The repository the agent works in (`repo_dir`, the Node key), absolute: tasks get a branch
+    /// there on accept and are delivered from it (commit, push, pull request); `None` when unset.
+    pub repo_dir: Option<PathBuf>,
+    /// Where a task's `repo` is cloned (`workspaces_dir`, default `workspaces/` beside queue.json).
+    pub workspaces_dir: PathBuf,
+    /// The hub's HTTP API (`hub_api_url`; default derived from `hub_url`: `ws://h:p/ws` gives
+    /// `http://h:p`, `wss://` gives `https://`), without a trailing `/`.
+    pub hub_api_url: String,
+    /// The GitHub CLI used to open pull requests (`gh_command`, default `gh`).
+    pub gh_command: String,
+    /// Who is asked to review the pull requests (`reviewer`, passed to `gh pr create --reviewer`).
+    pub reviewer: Option<String>,
     /// One human-readable line per accepted-but-unused, unknown or doubtful setting.
     pub warnings: Vec<String>,
 }
@@ -592,6 +604,45 @@ impl Config {
             Some(ms) => Some(Duration::from_millis(ms)),
         };
 
+        let repo_dir = opt_path(raw.repo_dir, &dir);
+        let workspaces_dir = match raw.workspaces_dir.filter(|s| !s.trim().is_empty()) {
+            Some(w) => load::resolve(&dir, &w),
+            None => queue_file
+                .parent()
+                .map_or_else(|| dir.clone(), Path::to_path_buf)
+                .join("workspaces"),
+        };
+        let hub_api_url = match raw.hub_api_url.filter(|u| !u.trim().is_empty()) {
+            Some(u) => {
+                let lower = u.trim().to_ascii_lowercase();
+                if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                    return Err(b.invalid(
+                        "hub_api_url",
+                        format!(
+                            "is \"{}\", but it must be an http:// or https:// URL\n\
+                             help: leave it out to derive it from hub_url (ws://host:port/ws gives http://host:port)",
+                            echo(&u, Some(&token))
+                        ),
+                    ));
+                }
+                u.trim().trim_end_matches('/').to_owned()
+            }
+            None => api_url_from(&hub_url),
+        };
+        let gh_command = match raw.gh_command {
+            None => "gh".to_owned(),
+            Some(c) if c.trim().is_empty() => {
+                return Err(b.invalid(
+                    "gh_command",
+                    "is blank\nhelp: leave it out for the default, \"gh\" (found on PATH), or give the \
+                     GitHub CLI's path"
+                        .to_string(),
+                ))
+            }
+            Some(c) => c,
+        };
+        let reviewer = raw.reviewer.filter(|r| !r.trim().is_empty());
+
         b.check_files(&Files {
             log_file: &log_file,
             queue_file: &queue_file,
@@ -628,6 +679,11 @@ impl Config {
             claude_command,
             claude_model,
             execution_timeout,
+            repo_dir,
+            workspaces_dir,
+            hub_api_url,
+            gh_command,
+            reviewer,
             hub_url,
             name,
             capabilities,
@@ -643,4 +699,16 @@ impl Config {
             warnings: b.warnings,
         })
     }
+}
+
+/// The hub's HTTP API base derived from its WebSocket URL: the scheme `ws`/`wss` becomes
+/// `http`/`https` and the path (`/ws`) is dropped (protocol §7: both are served on one port).
+pub fn api_url_from(hub_url: &str) -> String {
+    let (scheme, rest) = match hub_url.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("ws".to_owned(), hub_url),
+    };
+    let http = if scheme == "wss" || scheme == "https" { "https" } else { "http" };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    format!("{http}://{authority}")
 }

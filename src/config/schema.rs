@@ -87,10 +87,15 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "claude_command",
     "claude_model",
     "execution_timeout_ms",
+    "repo_dir",
+    "workspaces_dir",
+    "hub_api_url",
+    "gh_command",
+    "reviewer",
 ];
 
 /// Keys of the Node sidecar's config (protocol §6.5) that this sidecar accepts but does not use.
-const NODE_ONLY_KEYS: &[&str] = &["hub_api_url", "repo_dir", "reviewer", "log_level", "workspace"];
+const NODE_ONLY_KEYS: &[&str] = &["log_level", "workspace"];
 
 /// The known key an unknown key was probably meant to be: within edit distance 2 (optimal string
 /// alignment, ignoring case), the same key without its `_ms` suffix, or `hub_ws_url` (the hub's
@@ -269,6 +274,16 @@ pub(super) struct RawConfig {
     pub claude_model: Option<String>,
     #[serde(default, deserialize_with = "millis")]
     pub execution_timeout_ms: Option<Whole>,
+    #[serde(default, deserialize_with = "text")]
+    pub repo_dir: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub workspaces_dir: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub hub_api_url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub gh_command: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub reviewer: Option<String>,
 }
 
 /// A whole number from the file. A negative one has the right type but a wrong value, reported

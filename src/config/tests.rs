@@ -167,30 +167,43 @@ fn bom_is_stripped() {
 
 #[test]
 fn node_only_keys_warn_once_each() {
-    let text = with("repo_dir", r#""/home/me/repo""#);
-    let text = {
-        let mut v: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
-        for (k, val) in [
-            ("hub_api_url", "http://h:4000"),
-            ("reviewer", "someone"),
-            ("log_level", "debug"),
-        ] {
-            v.insert(k.into(), Value::String(val.into()));
-        }
-        serde_json::to_string(&v).unwrap()
-    };
+    let text = with("log_level", r#""debug""#);
     let c = Config::parse(&text, &p()).unwrap();
-    assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
-    assert!(c.warnings.contains(&"/srv/agent/config.json: `repo_dir` is a Node sidecar setting this sidecar does not use; it is ignored".to_string()), "{:?}", c.warnings);
-    for k in ["hub_api_url", "reviewer", "log_level"] {
-        assert!(c
-            .warnings
-            .iter()
-            .any(|w| w.contains(&format!("`{k}` is a Node sidecar setting"))));
-    }
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings.contains(&"/srv/agent/config.json: `log_level` is a Node sidecar setting this sidecar does not use; it is ignored".to_string()), "{:?}", c.warnings);
     // Left at Node's "off" value, they change nothing: no warning.
-    let c = Config::parse(&with("repo_dir", r#""""#), &p()).unwrap();
+    let c = Config::parse(&with("workspace", r#""""#), &p()).unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn delivery_keys_are_read_and_the_api_url_derived() {
+    let c = Config::parse(&minimal(), &p()).unwrap();
+    assert_eq!(c.repo_dir, None);
+    assert_eq!(c.gh_command, "gh");
+    assert_eq!(c.reviewer, None);
+    assert!(c.workspaces_dir.ends_with("workspaces"), "{:?}", c.workspaces_dir);
+    assert_eq!(crate::config::api_url_from("ws://127.0.0.1:4000/ws"), "http://127.0.0.1:4000");
+    assert_eq!(crate::config::api_url_from("wss://hub.example/ws?x=1"), "https://hub.example");
+    let mut v: serde_json::Map<String, Value> = serde_json::from_str(&minimal()).unwrap();
+    for (k, val) in [
+        ("repo_dir", "repo"),
+        ("hub_api_url", "http://h:4000/"),
+        ("reviewer", "octocat"),
+        ("gh_command", "/opt/gh"),
+        ("workspaces_dir", "/var/ws"),
+    ] {
+        v.insert(k.into(), Value::String(val.into()));
+    }
+    let c = Config::parse(&serde_json::to_string(&v).unwrap(), &p()).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.repo_dir.as_deref(), Some(std::path::Path::new("/srv/agent/repo")));
+    assert_eq!(c.hub_api_url, "http://h:4000");
+    assert_eq!(c.reviewer.as_deref(), Some("octocat"));
+    assert_eq!(c.gh_command, "/opt/gh");
+    assert_eq!(c.workspaces_dir, std::path::PathBuf::from("/var/ws"));
+    let e = Config::parse(&with("hub_api_url", r#""ftp://h""#), &p()).unwrap_err().to_string();
+    assert!(e.contains("field `hub_api_url`") || e.contains("hub_api_url"), "{e}");
 }
 
 #[test]
