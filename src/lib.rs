@@ -3,11 +3,13 @@
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod deliver;
 pub mod demo;
 pub mod event_log;
 pub mod exec;
 pub mod files;
 pub mod hub;
+pub mod hub_api;
 pub mod init;
 pub mod link;
 pub mod lock;
