@@ -131,7 +131,7 @@ pub async fn run(job: &Job, events: &ExecEvents, allowed: bool) -> Result<ExecOu
 }
 
 /// The platform shell running `text` (Unix `/bin/sh -c TEXT`; Windows `cmd.exe /D /S /C "TEXT"`).
-fn shell_command(text: &str) -> tokio::process::Command {
+pub(crate) fn shell_command(text: &str) -> tokio::process::Command {
     #[cfg(unix)]
     {
         let mut cmd = super::process::child_command("/bin/sh");
@@ -176,6 +176,8 @@ pub(crate) struct Capture<'a> {
     total: usize,
     streamed: usize,
     pending: Vec<u8>,
+    /// Keep the last [`CAPTURE_LIMIT`] bytes instead of the first ([`Capture::keeping_last`]).
+    keep_last: bool,
 }
 
 impl<'a> Capture<'a> {
@@ -188,7 +190,15 @@ impl<'a> Capture<'a> {
             total: 0,
             streamed: 0,
             pending: Vec::new(),
+            keep_last: false,
         }
+    }
+
+    /// The same capture keeping the last [`CAPTURE_LIMIT`] bytes instead of the first (for
+    /// output whose end matters most, such as a failing test run's).
+    pub(crate) fn keeping_last(mut self) -> Capture<'a> {
+        self.keep_last = true;
+        self
     }
 
     /// Reads `from` to its end (no-op for `None`).
@@ -206,8 +216,14 @@ impl<'a> Capture<'a> {
     /// Takes one chunk: keeps it (bounded) and sends it as an event (whole characters only).
     pub(crate) fn chunk(&mut self, bytes: &[u8]) {
         self.total += bytes.len();
-        let room = CAPTURE_LIMIT.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if self.keep_last {
+            self.kept.extend_from_slice(bytes);
+            let excess = self.kept.len().saturating_sub(CAPTURE_LIMIT);
+            self.kept.drain(..excess);
+        } else {
+            let room = CAPTURE_LIMIT.saturating_sub(self.kept.len());
+            self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
         if self.streamed >= EVENT_LIMIT {
             return;
         }
@@ -237,6 +253,13 @@ impl<'a> Capture<'a> {
     /// What was kept, as text, with a note when the stream was longer than [`CAPTURE_LIMIT`].
     pub(crate) fn text(&self) -> String {
         let mut text = String::from_utf8_lossy(&self.kept).into_owned();
+        if self.keep_last && self.total > self.kept.len() {
+            return format!(
+                "[cut: {} bytes in all, the last {} kept]\n{text}",
+                self.total,
+                self.kept.len()
+            );
+        }
         if self.total > self.kept.len() {
             text.push_str(&format!(
                 "\n[cut: {} bytes in all, the first {} kept]",
@@ -465,6 +488,15 @@ mod tests {
             CAPTURE_LIMIT + 10
         )));
         assert_eq!(rx.try_recv().unwrap().kind, EventKind::Stdout);
+        let mut last = Capture::new(EventKind::Stdout, &tx).keeping_last();
+        last.chunk(&vec![b'a'; CAPTURE_LIMIT]);
+        last.chunk(b"end");
+        let text = last.text();
+        assert!(text.starts_with(&format!(
+            "[cut: {} bytes in all, the last {CAPTURE_LIMIT} kept]\n",
+            CAPTURE_LIMIT + 3
+        )));
+        assert!(text.ends_with("aaend"));
         assert_eq!(tail_chars("abcdé", 2), "dé");
         assert_eq!(tail_chars("ab", 5), "ab");
     }

@@ -1,1 +1,0 @@
-//! Runs a task's `verification_steps` and builds the report (protocol §11.8).
