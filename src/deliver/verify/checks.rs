@@ -120,7 +120,8 @@ async fn auto_test(workdir: &Path, budget: Duration) -> (Status, String) {
     for (marker, program, args) in RUNNERS {
         if tokio::fs::try_exists(workdir.join(marker)).await.unwrap_or(false) {
             let mut cmd = child_command(program);
-            cmd.args(args);
+            // CI=true: test runners that would otherwise watch for changes (jest, vitest) run once.
+            cmd.args(args).env("CI", "true");
             let what = format!("{program} {} (found {marker})", args.join(" "));
             return run_command(&mut cmd, workdir, budget, &what).await;
         }

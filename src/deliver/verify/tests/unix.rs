@@ -97,14 +97,17 @@ async fn test_passes_auto_runs_the_projects_make_test() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("Makefile"),
-        "test:\n\t@touch ran\n\t@echo all good\n",
+        "test:\n\t@touch ran\n\t@echo all good CI=$$CI\n",
     )
     .unwrap();
     for target in ["auto", ""] {
         std::fs::remove_file(dir.path().join("ran")).ok();
         // Our own command: it runs without allow_hub_commands.
         let c = one(dir.path(), "test_passes", target, false).await;
-        assert_eq!((c.status, c.output.as_str()), (Status::Pass, "all good\n"));
+        assert_eq!(
+            (c.status, c.output.as_str()),
+            (Status::Pass, "all good CI=true\n")
+        );
         assert!(dir.path().join("ran").exists());
     }
     std::fs::write(dir.path().join("Makefile"), "test:\n\t@echo boom; exit 1\n").unwrap();
