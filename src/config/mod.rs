@@ -708,7 +708,11 @@ pub fn api_url_from(hub_url: &str) -> String {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
         None => ("ws".to_owned(), hub_url),
     };
-    let http = if scheme == "wss" || scheme == "https" { "https" } else { "http" };
+    let http = if scheme == "wss" || scheme == "https" {
+        "https"
+    } else {
+        "http"
+    };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     format!("{http}://{authority}")
 }

@@ -183,8 +183,14 @@ fn delivery_keys_are_read_and_the_api_url_derived() {
     assert_eq!(c.gh_command, "gh");
     assert_eq!(c.reviewer, None);
     assert!(c.workspaces_dir.ends_with("workspaces"), "{:?}", c.workspaces_dir);
-    assert_eq!(crate::config::api_url_from("ws://127.0.0.1:4000/ws"), "http://127.0.0.1:4000");
-    assert_eq!(crate::config::api_url_from("wss://hub.example/ws?x=1"), "https://hub.example");
+    assert_eq!(
+        crate::config::api_url_from("ws://127.0.0.1:4000/ws"),
+        "http://127.0.0.1:4000"
+    );
+    assert_eq!(
+        crate::config::api_url_from("wss://hub.example/ws?x=1"),
+        "https://hub.example"
+    );
     let mut v: serde_json::Map<String, Value> = serde_json::from_str(&minimal()).unwrap();
     for (k, val) in [
         ("repo_dir", "repo"),
@@ -197,13 +203,21 @@ fn delivery_keys_are_read_and_the_api_url_derived() {
     }
     let c = Config::parse(&serde_json::to_string(&v).unwrap(), &p()).unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    assert_eq!(c.repo_dir.as_deref(), Some(std::path::Path::new("/srv/agent/repo")));
+    assert_eq!(
+        c.repo_dir.as_deref(),
+        Some(std::path::Path::new("/srv/agent/repo"))
+    );
     assert_eq!(c.hub_api_url, "http://h:4000");
     assert_eq!(c.reviewer.as_deref(), Some("octocat"));
     assert_eq!(c.gh_command, "/opt/gh");
     assert_eq!(c.workspaces_dir, std::path::PathBuf::from("/var/ws"));
-    let e = Config::parse(&with("hub_api_url", r#""ftp://h""#), &p()).unwrap_err().to_string();
-    assert!(e.contains("field `hub_api_url`") || e.contains("hub_api_url"), "{e}");
+    let e = Config::parse(&with("hub_api_url", r#""ftp://h""#), &p())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("field `hub_api_url`") || e.contains("hub_api_url"),
+        "{e}"
+    );
 }
 
 #[test]
