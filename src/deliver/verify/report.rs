@@ -35,6 +35,20 @@ impl Status {
         }
     }
 
+    /// The status a wire name stands for (`None` for an unknown one).
+    pub fn parse(name: &str) -> Option<Status> {
+        [
+            Status::Pass,
+            Status::Fail,
+            Status::Error,
+            Status::Skip,
+            Status::AutoPass,
+            Status::Timeout,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     /// A run's status from its checks: `error` if any errored, else `timeout` if any timed out,
     /// else `fail` if any failed, else `pass` if any passed, else `skip`.
     pub fn of_checks(checks: &[Check]) -> Status {
@@ -83,6 +97,38 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report read back from its JSON ([`Report::to_value`]), e.g. to write the retry prompt
+    /// from a report that crossed the runner's seam; `None` when it is not a report. The start
+    /// time is not read back (it is the time of reading).
+    pub fn from_value(value: &Value) -> Option<Report> {
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let number = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let checks = value
+            .get("checks")?
+            .as_array()?
+            .iter()
+            .map(|c| {
+                Some(Check {
+                    kind: text(c, "type")?,
+                    target: text(c, "target").unwrap_or_default(),
+                    description: text(c, "description"),
+                    status: Status::parse(c.get("status")?.as_str()?)?,
+                    output: text(c, "output").unwrap_or_default(),
+                    duration_ms: number(c, "duration_ms"),
+                })
+            })
+            .collect::<Option<Vec<Check>>>()?;
+        Some(Report {
+            task_id: text(value, "task_id").unwrap_or_default(),
+            run_number: number(value, "run_number") as u32,
+            status: Status::parse(value.get("status")?.as_str()?)?,
+            started_at: SystemTime::now(),
+            duration_ms: number(value, "duration_ms"),
+            timeout_ms: number(value, "timeout_ms"),
+            checks,
+        })
+    }
+
     /// The run's verdict.
     pub fn status(&self) -> Status {
         self.status

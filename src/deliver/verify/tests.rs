@@ -225,6 +225,17 @@ fn the_json_has_the_keys_the_hub_stores() {
         ours["summary"],
         json!({"total": 3, "passed": 1, "failed": 1, "errors": 0, "timed_out": 0, "skipped": 1})
     );
+    // Read back (the retry prompt is written from a report that crossed the runner's seam).
+    let back = Report::from_value(&ours).expect("a report");
+    assert_eq!(
+        (back.status, back.run_number, back.checks.clone()),
+        (Status::Fail, 2, report.checks.clone())
+    );
+    assert_eq!(Report::from_value(&json!({"status": "pass"})), None);
+    assert_eq!(
+        Report::from_value(&json!({"status": "maybe", "checks": []})),
+        None
+    );
 }
 
 #[test]
