@@ -1,6 +1,8 @@
 //! Unit tests of pr.rs: names, messages, titles, bodies (no repository needed, except git's own
 //! verdict on branch names).
 
+use super::diff::is_test_path;
+use super::gh::{flag, last_url};
 use super::*;
 
 fn valid_branch(name: &str) -> bool {
