@@ -194,6 +194,11 @@ async fn a_hostile_description_ends_as_an_intact_commit_and_pr_title() {
     std::fs::write(repo.join("hello.txt"), "hello\n").unwrap();
     let mut d = delivery(&repo, &branch, HOSTILE, &gh);
     d.reviewer = Some("octocat".to_owned());
+    // An absolute canary too, in hub text that only reaches the body.
+    let canary = std::env::temp_dir().join(format!("agentcom-git-canary-{}", std::process::id()));
+    let c = canary.display();
+    d.success_criteria
+        .push(format!("`touch {c}` $(touch {c}) | touch {c}"));
     let Pushed::Branch { head, diff } = commit_and_push(&d).await.unwrap() else {
         panic!("a change must be pushed");
     };
@@ -247,6 +252,8 @@ async fn a_hostile_description_ends_as_an_intact_commit_and_pr_title() {
             assert!(!dir.join(name).exists(), "{} appeared in {}", name, dir.display());
         }
     }
+    assert!(!canary.exists(), "{c} appeared");
+    assert!(body.contains(&format!("$(touch {c})")), "{body}");
     assert_eq!(git_in(&repo, &["status", "--porcelain", "--ignored"]), "");
 }
 

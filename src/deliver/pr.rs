@@ -355,6 +355,11 @@ pub async fn commit_and_push(d: &Delivery) -> Result<Pushed, GitError> {
     if count.trim() == "0" {
         return Ok(Pushed::Nothing);
     }
+    let head = git(repo, &["rev-parse", "HEAD"], LOCAL_TIMEOUT)
+        .await?
+        .trim()
+        .to_owned();
+    let diff = diff_meta(repo, &d.base_branch).await?;
     let dst = format!("HEAD:refs/heads/{}", d.branch);
     git(
         repo,
@@ -363,11 +368,6 @@ pub async fn commit_and_push(d: &Delivery) -> Result<Pushed, GitError> {
     )
     .await
     .map_err(|e| e.step("push_failed"))?;
-    let head = git(repo, &["rev-parse", "HEAD"], LOCAL_TIMEOUT)
-        .await?
-        .trim()
-        .to_owned();
-    let diff = diff_meta(repo, &d.base_branch).await?;
     Ok(Pushed::Branch { head, diff })
 }
 
