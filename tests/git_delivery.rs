@@ -126,6 +126,49 @@ async fn a_failed_clone_leaves_nothing_that_blocks_the_next() {
     let ok = prepare(ws.path(), &origin.url()).await.unwrap();
     assert!(ok.dir.join("README.md").exists());
     assert_eq!(entries(ws.path()), vec![slug.into_owned()]);
+
+    // A folder someone else put there is not taken for a checkout, nor deleted.
+    let other = "https://example.invalid/other/repo";
+    std::fs::create_dir_all(workspace_path(ws.path(), other).join("notes")).unwrap();
+    let err = prepare(ws.path(), other).await.unwrap_err();
+    assert_eq!(err.code, "not_a_git_repo", "{err}");
+    assert!(err.message.contains("move it away or delete it"), "{err}");
+    assert!(workspace_path(ws.path(), other).join("notes").is_dir());
+}
+
+#[tokio::test]
+async fn the_diff_counts_lines_and_finds_tests_for_classify() {
+    let origin = GitOrigin::new("diff");
+    let seed = origin.clone_as("seed2");
+    std::fs::create_dir_all(seed.join("lib/app")).unwrap();
+    std::fs::create_dir_all(seed.join("test/app")).unwrap();
+    std::fs::write(seed.join("lib/app/router.ex"), "a\nb\nc\n").unwrap();
+    std::fs::write(seed.join("test/app/router_test.exs"), "t\n").unwrap();
+    std::fs::write(seed.join("old.txt"), "old\n").unwrap();
+    GitOrigin::commit_all(&seed, "Elixir layout");
+    git_in(&seed, &["push", "--quiet", "origin", "HEAD:refs/heads/main"]);
+
+    let gh = FakeGh::new("diff-gh");
+    let (repo, branch) = started(&origin, "Route better").await;
+    std::fs::write(repo.join("lib/app/router.ex"), "a\nB\nc\nd\n").unwrap();
+    std::fs::write(repo.join("logo.bin"), [0u8, 159, 146, 150, 0, 1]).unwrap();
+    std::fs::remove_file(repo.join("old.txt")).unwrap();
+    let d = delivery(&repo, &branch, "Route better", &gh);
+    let Pushed::Branch { diff, .. } = commit_and_push(&d).await.unwrap() else {
+        panic!("work must be pushed");
+    };
+    assert_eq!(
+        diff.to_value(),
+        serde_json::json!({"lines_added": 2, "lines_deleted": 2,
+            "files_changed": ["lib/app/router.ex", "logo.bin", "old.txt"],
+            "files_added": ["logo.bin"], "tests_exist": true})
+    );
+    assert_eq!(
+        diff,
+        agentcom_sidecar::deliver::pr::diff_meta(&repo, "main")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
