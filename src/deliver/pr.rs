@@ -1,1 +1,376 @@
 //! The task's branch at accept; commit, push and the pull request after verification (§11.9).
+//!
+//! Unlike Node's `agentcom-git.js`, nothing here goes through a shell: the branch name, the
+//! commit message, the title and the body are single argv elements or files outside the
+//! repository, so a description full of shell syntax is only text. The branch starts from the
+//! task's `branch` when it names one (Node always used `origin/main`), and the sidecar commits
+//! what the agent left uncommitted (Node pushed only the agent's own commits).
+
+use super::git::{git, git_status, GitError, LOCAL_TIMEOUT, NETWORK_TIMEOUT};
+use std::path::{Path, PathBuf};
+
+mod diff;
+mod gh;
+
+pub use diff::{diff_meta, DiffMeta};
+pub use gh::{open_pr, open_pr_within, pr_body, pr_title, GH_TIMEOUT};
+
+/// The longest description slug in a branch name (§11.9: 40, as Node).
+const SLUG_MAX: usize = 40;
+/// The longest agent part of a branch name.
+const AGENT_MAX: usize = 64;
+
+/// The branch for a task: `<agent_id>/<slug of the description>`. The agent id is kept whole
+/// but made ref-safe; the slug is §11.9's (lower-case `a-z 0-9 -`, runs of `-` collapsed,
+/// trimmed, at most 40 characters, `task` when nothing is left). Always a valid branch name.
+pub fn branch_name(agent_id: &str, description: &str) -> String {
+    format!("{}/{}", ref_safe_agent(agent_id), description_slug(description))
+}
+
+/// §11.9's slug of a description: what is left of it in `a-z 0-9 -` (other characters
+/// dropped, white space as `-`), never empty.
+fn description_slug(description: &str) -> String {
+    let mut slug = String::new();
+    for c in description.to_lowercase().chars() {
+        let c = if c.is_whitespace() { '-' } else { c };
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || (c == '-' && !slug.ends_with('-')) {
+            slug.push(c);
+        }
+    }
+    let slug: String = slug.trim_matches('-').chars().take(SLUG_MAX).collect();
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() {
+        "task".to_owned()
+    } else {
+        slug.to_owned()
+    }
+}
+
+/// `agent_id` as one component of a ref: characters outside `A-Z a-z 0-9 . _ -` as `-`, no
+/// `..`, no leading or trailing `.` or `-`, no `.lock` at its end, never empty.
+fn ref_safe_agent(agent_id: &str) -> String {
+    let mut out = String::new();
+    for c in agent_id.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+            c
+        } else {
+            '-'
+        };
+        let last = out.chars().last();
+        if (c == '-' && last == Some('-')) || (c == '.' && last == Some('.')) {
+            continue;
+        }
+        out.push(c);
+    }
+    let mut out: String = out.trim_matches(['-', '.']).chars().take(AGENT_MAX).collect();
+    loop {
+        let trimmed = out.trim_end_matches(['-', '.']);
+        if let Some(stem) = trimmed.strip_suffix(".lock") {
+            out = format!("{stem}-lock");
+        } else {
+            out = trimmed.to_owned();
+            break;
+        }
+    }
+    if out.is_empty() {
+        "agent".to_owned()
+    } else {
+        out
+    }
+}
+
+/// The repository's default branch: the target of `origin/HEAD`, else `main` or `master`,
+/// whichever exists on origin (as last fetched).
+pub async fn default_branch(repo: &Path) -> Result<String, GitError> {
+    let head = git_status(
+        repo,
+        &["symbolic-ref", "--quiet", "refs/remotes/origin/HEAD"],
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    if head.code == Some(0) {
+        if let Some(name) = head.stdout.trim().strip_prefix("refs/remotes/origin/") {
+            if !name.is_empty() {
+                return Ok(name.to_owned());
+            }
+        }
+    }
+    for name in ["main", "master"] {
+        if remote_branch_exists(repo, name).await? {
+            return Ok(name.to_owned());
+        }
+    }
+    git(repo, &["rev-parse", "--git-dir"], LOCAL_TIMEOUT).await?;
+    Err(GitError::new(
+        "base_branch_not_found",
+        format!(
+            "cannot tell the default branch of {}: origin has no HEAD, main or master (is the \
+             remote named origin, and was it fetched?)",
+            repo.display()
+        ),
+    ))
+}
+
+/// Whether `refs/remotes/origin/<name>` is a commit.
+async fn remote_branch_exists(repo: &Path, name: &str) -> Result<bool, GitError> {
+    let rev = format!("refs/remotes/origin/{name}^{{commit}}");
+    let done = git_status(repo, &["rev-parse", "--verify", "--quiet", &rev], LOCAL_TIMEOUT).await?;
+    Ok(done.code == Some(0))
+}
+
+/// Refuses a branch name git would not take, or that could be read as an option.
+async fn check_branch(repo: &Path, what: &str, name: &str) -> Result<(), GitError> {
+    let bad = || {
+        GitError::new(
+            "checkout_failed",
+            format!("{what} {name:?} is not a valid branch name"),
+        )
+    };
+    if name.is_empty() || name.starts_with('-') {
+        return Err(bad());
+    }
+    let full = format!("refs/heads/{name}");
+    let done = git_status(repo, &["check-ref-format", &full], LOCAL_TIMEOUT).await?;
+    if done.code == Some(0) {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// The task's branch, made at accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The branch now checked out.
+    pub branch: String,
+    /// The origin branch it starts from (the task's `branch`, else the default branch).
+    pub base_branch: String,
+    /// The commit it starts from (short hash).
+    pub base_commit: String,
+    /// Set when origin could not be fetched: the branch starts from origin as last fetched.
+    pub warning: Option<String>,
+}
+
+/// Makes `branch` from `origin/<base>` (`base`: the task's `branch`, else the default branch)
+/// and checks it out. A working tree with uncommitted changes is `dirty_working_tree` (naming
+/// the files); a failed fetch only sets [`Started::warning`].
+pub async fn start_branch(repo: &Path, branch: &str, base: Option<&str>) -> Result<Started, GitError> {
+    let status = git(repo, &["status", "--porcelain"], LOCAL_TIMEOUT).await?;
+    let dirty: Vec<&str> = status.lines().filter(|l| l.len() > 3).map(|l| &l[3..]).collect();
+    if !dirty.is_empty() {
+        let mut files = dirty.iter().take(20).copied().collect::<Vec<_>>().join(", ");
+        if dirty.len() > 20 {
+            files.push_str(&format!(" and {} more", dirty.len() - 20));
+        }
+        return Err(GitError::new(
+            "dirty_working_tree",
+            format!(
+                "{} has uncommitted changes ({files}): commit, stash or remove them, so that the \
+                 task's branch holds only the task's work",
+                repo.display()
+            ),
+        ));
+    }
+    let warning = match git(repo, &["fetch", "--prune", "origin"], NETWORK_TIMEOUT).await {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "could not fetch origin in {} ({}); the branch starts from origin as last fetched",
+            repo.display(),
+            e.step("fetch_failed")
+        )),
+    };
+    let base_branch = match base.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(b) => b.to_owned(),
+        None => default_branch(repo).await?,
+    };
+    check_branch(repo, "the task's base branch", &base_branch).await?;
+    check_branch(repo, "the branch", branch).await?;
+    if !remote_branch_exists(repo, &base_branch).await? {
+        return Err(GitError::new(
+            "base_branch_not_found",
+            format!(
+                "the base branch {base_branch:?} is not on origin (as fetched in {}): the task \
+                 names a branch the repository does not have",
+                repo.display()
+            ),
+        ));
+    }
+    let start = format!("refs/remotes/origin/{base_branch}");
+    git(
+        repo,
+        &["checkout", "--quiet", "--no-track", "-B", branch, &start],
+        LOCAL_TIMEOUT,
+    )
+    .await
+    .map_err(|e| e.step("checkout_failed"))?;
+    let base_commit = git(repo, &["rev-parse", "--short", "HEAD"], LOCAL_TIMEOUT).await?;
+    Ok(Started {
+        branch: branch.to_owned(),
+        base_branch,
+        base_commit: base_commit.trim().to_owned(),
+        warning,
+    })
+}
+
+/// Everything delivery needs to know about a finished, verified task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The repository (`repo_dir` or the task's workspace).
+    pub repo: PathBuf,
+    /// The task's branch (from [`start_branch`]).
+    pub branch: String,
+    /// The branch the pull request goes into.
+    pub base_branch: String,
+    /// The hub's task id.
+    pub task_id: String,
+    /// This sidecar's agent id (also the commit author when git has no identity).
+    pub agent_id: String,
+    /// The task's description (hub text).
+    pub description: String,
+    /// The task's success criteria (hub text).
+    pub success_criteria: Vec<String>,
+    /// One paragraph on the verification (status and checks), for the pull request.
+    pub verification_summary: String,
+    /// The task on the hub's HTTP API, when known.
+    pub task_link: Option<String>,
+    /// The GitHub CLI (`gh_command`).
+    pub gh_command: String,
+    /// Who is asked to review (`reviewer`).
+    pub reviewer: Option<String>,
+}
+
+/// What [`commit_and_push`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Nothing changed and nothing was committed: no push.
+    Nothing,
+    /// The branch was pushed: its head commit and the diff against the base.
+    Branch {
+        /// The pushed commit (full hash).
+        head: String,
+        /// What changed against `origin/<base>`.
+        diff: DiffMeta,
+    },
+}
+
+/// The commit message for `d`: the description's first line (at most 72 characters; `Task
+/// <id>` when blank), a blank line, `Task: <id>`.
+fn commit_message(d: &Delivery) -> String {
+    let first = d
+        .description
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let subject: String = if first.is_empty() {
+        format!("Task {}", d.task_id)
+    } else {
+        first.chars().take(72).collect()
+    };
+    format!("{}\n\nTask: {}\n", subject.trim_end(), d.task_id)
+}
+
+/// `-c user.name=… -c user.email=…` for what git has no identity for (from `agent_id`).
+async fn identity_args(repo: &Path, agent_id: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let agent = ref_safe_agent(agent_id);
+    for (key, value) in [
+        ("user.name", agent_id.to_owned()),
+        ("user.email", format!("{agent}@agentcom.invalid")),
+    ] {
+        let set = git(repo, &["config", "--get", key], LOCAL_TIMEOUT)
+            .await
+            .is_ok_and(|v| !v.trim().is_empty());
+        if !set {
+            args.push("-c".to_owned());
+            args.push(format!("{key}={value}"));
+        }
+    }
+    args
+}
+
+/// Puts the repository on `branch`: checks it out if the agent moved away (carrying the
+/// uncommitted work), creates it from HEAD if it is gone.
+async fn be_on(repo: &Path, branch: &str) -> Result<(), GitError> {
+    check_branch(repo, "the task's branch", branch).await?;
+    let current = git_status(
+        repo,
+        &["symbolic-ref", "--quiet", "--short", "HEAD"],
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    if current.code == Some(0) && current.stdout.trim() == branch {
+        return Ok(());
+    }
+    let local = format!("refs/heads/{branch}");
+    let exists = git_status(repo, &["rev-parse", "--verify", "--quiet", &local], LOCAL_TIMEOUT)
+        .await?
+        .code
+        == Some(0);
+    let args: &[&str] = if exists {
+        &["checkout", "--quiet", branch]
+    } else {
+        &["checkout", "--quiet", "-b", branch]
+    };
+    git(repo, args, LOCAL_TIMEOUT)
+        .await
+        .map_err(|e| e.step("checkout_failed"))?;
+    Ok(())
+}
+
+/// Commits what the agent left uncommitted on `d.branch` and pushes the branch
+/// (`--force-with-lease`) when it holds commits beyond `origin/<base>`; [`Pushed::Nothing`]
+/// (and no push) when it holds none.
+pub async fn commit_and_push(d: &Delivery) -> Result<Pushed, GitError> {
+    let repo = d.repo.as_path();
+    be_on(repo, &d.branch).await?;
+    git(repo, &["add", "-A"], LOCAL_TIMEOUT)
+        .await
+        .map_err(|e| e.step("commit_failed"))?;
+    let staged = git_status(repo, &["diff", "--cached", "--quiet"], LOCAL_TIMEOUT).await?;
+    if staged.code == Some(1) {
+        let mut args = identity_args(repo, &d.agent_id).await;
+        args.extend([
+            "commit".to_owned(),
+            "--quiet".to_owned(),
+            "--cleanup=whitespace".to_owned(),
+            format!("--message={}", commit_message(d)),
+        ]);
+        git(repo, &args, NETWORK_TIMEOUT)
+            .await
+            .map_err(|e| e.step("commit_failed"))?;
+    }
+    if !remote_branch_exists(repo, &d.base_branch).await? {
+        return Err(GitError::new(
+            "base_branch_not_found",
+            format!(
+                "origin/{} is not in {}: nothing to compare the branch with",
+                d.base_branch,
+                repo.display()
+            ),
+        ));
+    }
+    let range = format!("refs/remotes/origin/{}..HEAD", d.base_branch);
+    let count = git(repo, &["rev-list", "--count", &range], LOCAL_TIMEOUT).await?;
+    if count.trim() == "0" {
+        return Ok(Pushed::Nothing);
+    }
+    let head = git(repo, &["rev-parse", "HEAD"], LOCAL_TIMEOUT)
+        .await?
+        .trim()
+        .to_owned();
+    let diff = diff_meta(repo, &d.base_branch).await?;
+    let dst = format!("HEAD:refs/heads/{}", d.branch);
+    git(
+        repo,
+        &["push", "--quiet", "--force-with-lease", "origin", &dst],
+        NETWORK_TIMEOUT,
+    )
+    .await
+    .map_err(|e| e.step("push_failed"))?;
+    Ok(Pushed::Branch { head, diff })
+}
+
+#[cfg(test)]
+#[path = "tests/pr_unit.rs"]
+mod tests;

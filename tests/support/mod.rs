@@ -739,3 +739,266 @@ pub fn process_gone(pid: u32) -> bool {
             .is_ok_and(|s| s.success())
     }
 }
+
+// ---- git delivery: a bare origin, a fake gh ----
+
+/// Runs `git args…` in `dir` (the test's own commands), panicking with git's stderr on failure;
+/// returns stdout.
+pub fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run git {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "git {args:?} in {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A bare repository in a temp folder, seeded with one commit (`README.md`) on `main` (its
+/// HEAD), standing in for `origin`; clones of it go in the same temp folder.
+pub struct GitOrigin {
+    dir: TempDir,
+    /// The bare repository (a path is a valid clone URL).
+    pub bare: PathBuf,
+}
+
+impl GitOrigin {
+    /// Makes and seeds the bare repository.
+    pub fn new(label: &str) -> GitOrigin {
+        let dir = TempDir::new(label);
+        let bare = dir.join("origin.git");
+        git_in(
+            dir.path(),
+            &["init", "--quiet", "--bare", "--initial-branch=main", "origin.git"],
+        );
+        let seed = dir.join("seed");
+        git_in(dir.path(), &["clone", "--quiet", "origin.git", "seed"]);
+        std::fs::write(seed.join("README.md"), "seed\n").unwrap();
+        Self::commit_all(&seed, "Seed");
+        git_in(&seed, &["push", "--quiet", "origin", "HEAD:refs/heads/main"]);
+        GitOrigin { dir, bare }
+    }
+
+    /// The URL to clone (the bare repository's path).
+    pub fn url(&self) -> String {
+        self.bare.display().to_string()
+    }
+
+    /// The temp folder holding the bare repository and the clones.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A fresh clone named `name` beside the bare repository, with a commit identity of its own.
+    pub fn clone_as(&self, name: &str) -> PathBuf {
+        git_in(self.dir.path(), &["clone", "--quiet", "origin.git", name]);
+        let clone = self.dir.join(name);
+        git_in(&clone, &["config", "user.name", "Test"]);
+        git_in(&clone, &["config", "user.email", "test@example.invalid"]);
+        clone
+    }
+
+    /// `git add -A` and a commit with `message` in `repo`.
+    pub fn commit_all(repo: &Path, message: &str) {
+        git_in(repo, &["add", "-A"]);
+        git_in(
+            repo,
+            &[
+                "-c",
+                "user.name=Test",
+                "-c",
+                "user.email=test@example.invalid",
+                "commit",
+                "--quiet",
+                "-m",
+                message,
+            ],
+        );
+    }
+
+    /// Adds `file` with `text` to origin's `branch` through a scratch clone (someone else's push).
+    pub fn push_file(&self, branch: &str, file: &str, text: &str) {
+        let name = format!("scratch-{}", fastrand::u32(..));
+        let scratch = self.clone_as(&name);
+        git_in(&scratch, &["checkout", "--quiet", "-B", branch]);
+        std::fs::write(scratch.join(file), text).unwrap();
+        Self::commit_all(&scratch, &format!("Add {file}"));
+        git_in(
+            &scratch,
+            &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")],
+        );
+        std::fs::remove_dir_all(scratch).unwrap();
+    }
+
+    /// `git args…` run on the bare repository.
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(&self.bare, args)
+    }
+
+    /// Whether origin has `refs/heads/<branch>`.
+    pub fn has_branch(&self, branch: &str) -> bool {
+        Command::new("git")
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{branch}"),
+            ])
+            .current_dir(&self.bare)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+}
+
+/// What the next runs of a [`FakeGh`] do.
+pub enum FakeGhScenario {
+    /// `pr create` prints the URL; `pr view` prints it too.
+    Success,
+    /// `pr create` says a pull request for the branch already exists (without its URL) and
+    /// exits 1; `pr view` prints the URL.
+    AlreadyExists,
+    /// Prints `stderr` on stderr and exits with `code`.
+    Exit { code: i32, stderr: String },
+    /// Starts a background `sleep 300` (its PID in `child_pid`) and waits for it: never ends.
+    Hang,
+}
+
+/// A fake `gh`: a sh script in a temp folder that records each run (one numbered file per
+/// argument, so quotes and newlines survive; a copy of the `--body-file`; its folder; the
+/// `GH_PROMPT_DISABLED` it saw) and prints `https://github.com/example/repo/pull/1`. Unix only.
+pub struct FakeGh {
+    dir: TempDir,
+    path: PathBuf,
+}
+
+impl FakeGh {
+    /// The URL the fake prints.
+    pub const URL: &'static str = "https://github.com/example/repo/pull/1";
+
+    /// Writes the script (scenario: success).
+    pub fn new(label: &str) -> FakeGh {
+        let dir = TempDir::new(label);
+        let quoted = format!("'{}'", dir.path().display().to_string().replace('\'', "'\\''"));
+        let script = format!(
+            r#"#!/bin/sh
+d={quoted}
+n=$(( $(cat "$d/calls" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$d/calls"
+mkdir -p "$d/call.$n"
+i=0
+prev=
+for a in "$@"; do
+  printf '%s' "$a" > "$d/call.$n/arg.$i"
+  case "$a" in --body-file=*) cat -- "${{a#--body-file=}}" > "$d/call.$n/body" ;; esac
+  [ "$prev" = "--body-file" ] && cat -- "$a" > "$d/call.$n/body"
+  prev=$a
+  i=$((i + 1))
+done
+pwd > "$d/call.$n/cwd"
+printf '%s' "$GH_PROMPT_DISABLED" > "$d/call.$n/gh_prompt_disabled"
+if [ -f "$d/hang" ]; then
+  sleep 300 &
+  echo $! > "$d/child_pid.tmp" && mv "$d/child_pid.tmp" "$d/child_pid"
+  wait
+fi
+if [ "$1" = "pr" ] && [ "$2" = "view" ]; then
+  echo "{url}"
+  exit 0
+fi
+if [ -f "$d/exists" ]; then
+  echo "a pull request for branch \"$6\" into branch \"$4\" already exists:" >&2
+  exit 1
+fi
+if [ -f "$d/exit" ]; then
+  cat "$d/stderr" >&2
+  exit $(cat "$d/exit")
+fi
+echo "Creating pull request for $6 into $4"
+echo
+echo "{url}"
+"#,
+            url = Self::URL
+        );
+        let path = dir.join("gh");
+        std::fs::write(&path, script).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        FakeGh { dir, path }
+    }
+
+    /// The script's path, for `gh_command`.
+    pub fn command(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The fake's folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Chooses what the next runs do.
+    pub fn set(&self, scenario: FakeGhScenario) {
+        for f in ["exists", "exit", "stderr", "hang"] {
+            let _ = std::fs::remove_file(self.dir.join(f));
+        }
+        match scenario {
+            FakeGhScenario::Success => {}
+            FakeGhScenario::AlreadyExists => std::fs::write(self.dir.join("exists"), "").unwrap(),
+            FakeGhScenario::Exit { code, stderr } => {
+                std::fs::write(self.dir.join("stderr"), stderr).unwrap();
+                std::fs::write(self.dir.join("exit"), code.to_string()).unwrap();
+            }
+            FakeGhScenario::Hang => std::fs::write(self.dir.join("hang"), "").unwrap(),
+        }
+    }
+
+    /// How many times the fake ran.
+    pub fn calls(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("calls"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The arguments of run `call` (1-based), byte for byte.
+    pub fn args(&self, call: usize) -> Vec<String> {
+        let folder = self.dir.join(format!("call.{call}"));
+        (0..)
+            .map(|i| folder.join(format!("arg.{i}")))
+            .take_while(|p| p.exists())
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// The body file run `call` was given, as it read it.
+    pub fn body(&self, call: usize) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(format!("call.{call}/body"))).ok()
+    }
+
+    /// The folder run `call` ran in.
+    pub fn cwd(&self, call: usize) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(self.dir.join(format!("call.{call}/cwd"))).ok()?;
+        Some(PathBuf::from(text.trim_end_matches('\n')))
+    }
+
+    /// `GH_PROMPT_DISABLED` as run `call` saw it.
+    pub fn prompt_disabled(&self, call: usize) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(format!("call.{call}/gh_prompt_disabled"))).ok()
+    }
+
+    /// The PID of the background child a [`FakeGhScenario::Hang`] run started.
+    pub fn child_pid(&self) -> Option<u32> {
+        read_pid(&self.dir.join("child_pid"))
+    }
+}
