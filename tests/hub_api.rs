@@ -1,5 +1,6 @@
 //! The embedded hub's handle API over real TCP and on a paused clock: start/stop/restart,
-//! pushes, the ping knobs, the reaper, rate limits on re-identify and hostile input.
+//! pushes, the ping knobs, the reaper, rate limits on re-identify and hostile input; then its
+//! HTTP API on the same port (health, agents, onboarding, tokens, auth, rate limits, limits).
 
 use std::time::Duration;
 
