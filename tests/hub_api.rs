@@ -1227,3 +1227,66 @@ async fn a_client_that_never_sends_its_body_gets_408_after_ten_seconds() {
         .iter()
         .any(|e| matches!(e, HubEvent::Connected { .. })));
 }
+
+/// One request with hyper's client (what the sidecar's HTTP client is built on).
+async fn hyper_call(hub: &EmbeddedHub, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let tcp = tokio::net::TcpStream::connect(hub.addr()).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", hub.addr().to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let response = timeout(LIMIT, sender.send_request(request))
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let _ = driver.await;
+    (status, serde_json::from_slice(&bytes).expect("JSON"))
+}
+
+#[tokio::test]
+async fn hypers_client_talks_to_the_api() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let (status, reg) = hyper_call(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        "",
+        r#"{"agent_id":"hy-1"}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let token = reg["token"].as_str().expect("token");
+    let (status, created) = hyper_call(
+        &hub,
+        "POST",
+        "/api/tasks",
+        token,
+        r#"{"description":"via hyper"}"#,
+    )
+    .await;
+    assert_eq!((status, &created["status"]), (201, &json!("queued")));
+    let path = format!("/api/tasks/{}", created["task_id"].as_str().unwrap());
+    let (status, task) = hyper_call(&hub, "GET", &path, token, "").await;
+    assert_eq!(
+        (status, &task["description"], &task["submitted_by"]),
+        (200, &json!("via hyper"), &json!("hy-1"))
+    );
+    let (status, gone) = hyper_call(&hub, "DELETE", "/admin/tokens/hy-1", token, "").await;
+    assert_eq!(
+        (status, gone),
+        (200, json!({"agent_id": "hy-1", "status": "revoked"}))
+    );
+    hub.stop().await;
+}
