@@ -1039,6 +1039,11 @@ async fn every_authenticated_endpoint_refuses_a_missing_or_unknown_token() {
         ("GET", "/admin/tokens"),
         ("DELETE", "/admin/tokens/x"),
         ("PUT", "/api/config/default-repo"),
+        ("GET", "/api/tasks/stats"),
+        ("GET", "/api/agents/states"),
+        ("GET", "/api/agents/x/state"),
+        ("POST", "/api/admin/push-task"),
+        ("POST", "/api/admin/agents/x/restart"),
     ];
     let wrong = "f".repeat(64);
     for (method, path) in endpoints {

@@ -1246,3 +1246,101 @@ async fn recv_within(ws: &mut Ws, limit: Duration) -> Value {
         other => panic!("expected a text frame within {limit:?}, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn stats_agent_states_and_admin_push_over_http() {
+    let hub = hub(quiet_opts()).await;
+    let token = hub.add_token("admin");
+    let mut ws = agent(&hub, "st-1", &["st"]).await;
+    for priority in ["urgent", "normal", "normal"] {
+        post_task(
+            &hub,
+            &token,
+            json!({"description": "x", "priority": priority, "needed_capabilities": ["none"]}),
+        )
+        .await;
+    }
+    let (status, stats) = http(&hub, "GET", "/api/tasks/stats", &token, None).await;
+    assert_eq!(
+        (status, stats),
+        (
+            200,
+            json!({"by_status": {"queued": 3}, "by_priority": {"0": 1, "2": 2}, "dead_letter": 0, "queued_index_size": 3})
+        )
+    );
+    let (status, states) = http(&hub, "GET", "/api/agents/states", &token, None).await;
+    assert_eq!(status, 200);
+    let agent = &states["agents"][0];
+    assert_eq!(
+        (
+            &agent["agent_id"],
+            &agent["fsm_state"],
+            &agent["capabilities"],
+            &agent["name"]
+        ),
+        (
+            &json!("st-1"),
+            &json!("idle"),
+            &json!([{"name": "st"}]),
+            &json!("st-1")
+        )
+    );
+    let (status, body) = http(
+        &hub,
+        "POST",
+        "/api/admin/push-task",
+        &token,
+        Some(json!({"agent_id": "st-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, errors(&body)),
+        (422, vec!["description:required".to_string()])
+    );
+    let push = json!({"agent_id": "st-1", "description": "pushed", "metadata": {"m": 1}});
+    let (status, body) = http(&hub, "POST", "/api/admin/push-task", &token, Some(push)).await;
+    assert_eq!(
+        (status, &body["status"], &body["agent_id"]),
+        (200, &json!("pushed"), &json!("st-1"))
+    );
+    let assign = recv(&mut ws).await;
+    assert_eq!(
+        (&assign["task_id"], &assign["generation"], &assign["metadata"]),
+        (&body["task_id"], &json!(0), &json!({"m": 1}))
+    );
+    let (status, state) = http(&hub, "GET", "/api/agents/st-1/state", &token, None).await;
+    assert_eq!(
+        (status, &state["fsm_state"], &state["current_task_id"]),
+        (200, &json!("assigned"), &body["task_id"])
+    );
+    assert!(state["last_state_change"].as_u64() >= state["connected_at"].as_u64());
+    let gone = json!({"agent_id": "nobody", "description": "x"});
+    let (status, body) = http(&hub, "POST", "/api/admin/push-task", &token, Some(gone)).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "agent_not_connected", "agent_id": "nobody"}))
+    );
+    let (status, body) = http(&hub, "GET", "/api/agents/nobody/state", &token, None).await;
+    assert_eq!((status, body), (404, json!({"error": "agent_not_found"})));
+    let (status, body) = http(
+        &hub,
+        "POST",
+        "/api/admin/agents/st-1/restart",
+        &token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"agent_id": "st-1", "reason": "admin_commanded", "status": "restart_commanded"})
+        )
+    );
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"reason": "admin_commanded", "type": "restart_sidecar"})
+    );
+    drop(ws);
+    hub.stop().await;
+}

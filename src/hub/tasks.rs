@@ -140,23 +140,41 @@ pub struct Fsm {
     pub capabilities: Vec<String>,
     /// The generation of the assignment that made `current` (which acceptance timer is live).
     pub generation: u64,
+    /// `name` from identify (the agent_id when absent).
+    pub name: String,
+    /// Epoch ms of the identify that made the FSM.
+    pub connected_at: u64,
+    /// Epoch ms of the last change of `state`.
+    pub last_state_change: u64,
 }
 
 impl Fsm {
     /// A fresh idle FSM.
     pub fn new(capabilities: Vec<String>) -> Fsm {
+        let now = super::epoch_ms();
         Fsm {
             state: "idle",
             current: None,
             flags: Vec::new(),
             capabilities,
             generation: 0,
+            name: String::new(),
+            connected_at: now,
+            last_state_change: now,
+        }
+    }
+
+    /// Moves to `state`, stamping `last_state_change` when it changes.
+    pub fn set_state(&mut self, state: &'static str) {
+        if self.state != state {
+            self.state = state;
+            self.last_state_change = super::epoch_ms();
         }
     }
 
     /// Back to idle without a task.
     pub fn idle(&mut self) {
-        self.state = "idle";
+        self.set_state("idle");
         self.current = None;
     }
 
@@ -327,7 +345,7 @@ impl Tasks {
         );
         let snapshot = task.clone();
         if let Some(fsm) = self.fsms.get_mut(agent_id) {
-            fsm.state = "assigned";
+            fsm.set_state("assigned");
             fsm.current = Some(task_id.to_string());
             fsm.generation = generation;
         }
