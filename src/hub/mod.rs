@@ -5,6 +5,8 @@
 //! pushes) it runs the real hub's task side: a FIFO task queue with generation fencing, a
 //! scheduler matching capabilities, per-agent state machines, reclaims on disconnect, the
 //! acceptance timer and the stuck sweep (see [`TaskSpec`], [`EmbeddedHub::submit_task`]).
+//! On the same port it serves the real hub's HTTP API (§7: tasks, onboarding, tokens, classify;
+//! `http.rs`, `api.rs`, `api_tasks.rs`), whose handlers share the handle's state functions.
 //!
 //! It shares no parsing or protocol code with the sidecar: it works on raw JSON values and its
 //! own schema table ([`schema`]). Single-threaded friendly: every timer is a `tokio::time` one,
