@@ -21,6 +21,8 @@ pub mod secrets;
 pub mod service;
 pub mod shutdown;
 pub mod status;
+pub mod submit;
+pub mod tasks;
 pub mod trial;
 
 /// The process exit codes, documented in `--help`.

@@ -183,6 +183,25 @@ or not, and says which. With --json, `running` and `connection` are always prese
     /// The demo's sample agent (run by the demo's wake_command).
     #[command(hide = true)]
     SampleAgent,
+    /// Put a task on the hub with the config's token and print its id; --wait follows it to its end.
+    #[command(
+        long_about = "Put a task on the hub (POST /api/tasks on hub_api_url, with the config's token) and \
+print its id on stdout. With --wait, follow it (GET /api/tasks/ID every second) to its end, each change \
+of state on stderr with its time, then print the outcome; the exit code says how it ended.\n\n\
+The description is one argument: quote it. One that starts with '-' is taken as the description \
+when it is not one of the options (or put it after --).",
+        after_help = agentcom_sidecar::submit::AFTER_HELP
+    )]
+    Submit(agentcom_sidecar::submit::SubmitArgs),
+    /// Show the hub's recent tasks, or one task's fields (status, assignee, result, verification, PR).
+    #[command(
+        long_about = "Show the hub's view of its tasks (GET /api/tasks on hub_api_url, with the config's token): \
+a table of the most recent ones, newest first, or with an ID one task's fields: status, assigned_to, the \
+result's summary, verification status and pr_url. --json prints the hub's JSON as it is.",
+        after_help = "Exit codes:\n  0   shown\n  65  the hub refused the request (404: no such task)\n  69  the hub could not be reached, or failed\n  77  the hub refused the token\n  78  the config is missing or invalid\n\n\
+Examples:\n  agentcom-sidecar tasks\n  agentcom-sidecar tasks --status queued\n  agentcom-sidecar tasks task-1a2b3c --json | jq .history"
+    )]
+    Tasks(agentcom_sidecar::tasks::TasksArgs),
 }
 
 fn main() -> ExitCode {
@@ -294,6 +313,8 @@ fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Command::Status { config, json } => status_command(config.unwrap_or_else(default_config_path), json),
+        Command::Submit(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::submit::run(args))),
+        Command::Tasks(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::tasks::run(args))),
     }
 }
 
