@@ -14,6 +14,7 @@ pub mod hub_api;
 pub mod init;
 pub mod link;
 pub mod lock;
+pub mod onboard;
 pub mod protocol;
 pub mod relay;
 pub mod resources;

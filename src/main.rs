@@ -202,6 +202,35 @@ result's summary, verification status and pr_url. --json prints the hub's JSON a
 Examples:\n  agentcom-sidecar tasks\n  agentcom-sidecar tasks --status queued\n  agentcom-sidecar tasks task-1a2b3c --json | jq .history"
     )]
     Tasks(agentcom_sidecar::tasks::TasksArgs),
+    /// Join a hub in one command: register, token file, config, check, service, one test task.
+    #[command(
+        long_about = "Join a hub in one command. Each step is printed with its time and, on failure, the next \
+step to take:\n  \
+hub       GET /health: the hub answers\n  \
+register  POST /api/onboard/register with --agent-id (or a generated name such as gcu-sleeper-service, \
+with a short suffix if the hub has it); the token goes into `token` beside the config, mode 600, and \
+nowhere else (never printed, never in a command line)\n  \
+repo      --repo URL (else the hub's default repository, if any) cloned into `repo` beside the config: repo_dir\n  \
+config    the config, written as `init` writes it (mode 600; never over an existing file without --force); \
+hub_url is the address you typed with the hub's WebSocket path\n  \
+check     the same checks as `agentcom-sidecar check` (it connects and identifies once)\n  \
+service   with --service: `service install` (it starts the sidecar)\n  \
+test      one task through the hub, assigned to this agent, followed to its end\n\n\
+The steps done are recorded in join-progress.json beside the config (mode 600): run join again after \
+an interruption or a fix, and it finishes the job. --rejoin reuses the registration whose token file is \
+already there instead of registering.",
+        after_help = agentcom_sidecar::onboard::join::AFTER_HELP
+    )]
+    Join(agentcom_sidecar::onboard::JoinArgs),
+    /// Leave the hub: uninstall the service, revoke the token on the hub, delete the token file.
+    #[command(
+        long_about = "Leave the hub: stop and uninstall the service if one is installed for this config, revoke \
+the agent's tokens on the hub (DELETE /admin/tokens/AGENT_ID), and delete the token file. The config, \
+results and logs stay; with --purge the agent's state goes too (the config, queue.json, the log and the \
+state files), while results_dir, workspaces_dir and repo_dir are always kept and listed.",
+        after_help = agentcom_sidecar::onboard::leave::AFTER_HELP
+    )]
+    Leave(agentcom_sidecar::onboard::LeaveArgs),
 }
 
 fn main() -> ExitCode {
@@ -315,6 +344,8 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Status { config, json } => status_command(config.unwrap_or_else(default_config_path), json),
         Command::Submit(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::submit::run(args))),
         Command::Tasks(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::tasks::run(args))),
+        Command::Join(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::onboard::join::run(args))),
+        Command::Leave(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::onboard::leave::run(args))),
     }
 }
 
