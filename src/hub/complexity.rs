@@ -1,7 +1,7 @@
 //! The real hub's task classification (`complexity.ex`) and routing decision (`task_router.ex`),
 //! free of I/O: the wire `complexity` object at submit time, the `routing_decision` at placement.
 //!
-//! Rules as in §11.1 of the protocol reference; confidences are rounded to two decimals.
+//! Rules as in §11.1 of the protocol reference; keyword confidences are rounded to two decimals, vote shares are not.
 
 use serde_json::{json, Value};
 
@@ -84,7 +84,8 @@ pub fn infer(description: &str, files: usize, steps: usize) -> (&'static str, f6
     };
     // A trivial vote is raised to standard: only keywords make a task trivial.
     let tier = if winner == "trivial" { "standard" } else { winner };
-    (tier, round2(count(tier) as f64 / 3.0), signals)
+    // Not rounded: the hub records 1/3 as 0.3333333333333333 (task_complete_with_verification).
+    (tier, count(tier) as f64 / 3.0, signals)
 }
 
 /// The wire `complexity` object `{effective_tier, source, explicit_tier, inferred:{tier, confidence}}`
@@ -211,11 +212,11 @@ mod tests {
             tier("Add a README section about routing", 0, 0),
             ("standard", 0.0)
         );
-        assert_eq!(tier("Add a README section", 0, 2), ("standard", 0.33));
-        assert_eq!(tier("Add a README section", 2, 2), ("standard", 0.67));
-        assert_eq!(tier(&"word ".repeat(60), 5, 0), ("complex", 0.67));
+        assert_eq!(tier("Add a README section", 0, 2), ("standard", 1.0 / 3.0));
+        assert_eq!(tier("Add a README section", 2, 2), ("standard", 2.0 / 3.0));
+        assert_eq!(tier(&"word ".repeat(60), 5, 0), ("complex", 2.0 / 3.0));
         // One vote each: the tie goes to standard.
-        assert_eq!(tier("Add a README section", 2, 5), ("standard", 0.33));
+        assert_eq!(tier("Add a README section", 2, 5), ("standard", 1.0 / 3.0));
     }
 
     #[test]

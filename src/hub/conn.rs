@@ -1,6 +1,9 @@
-//! One WebSocket connection: the handshake on `/ws` (or the push-only `/ws/dashboard`), then a loop over incoming frames,
-//! orders from the rest of the hub and the idle timer.
+//! One connection on the hub's port. Its request head is read first: a WebSocket upgrade gets
+//! the handshake on `/ws` (or the push-only `/ws/dashboard`), then a loop over incoming frames,
+//! orders from the rest of the hub and the idle timer; any other request is one HTTP API
+//! exchange ([`super::http`], [`super::api`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,11 +11,12 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response as WsResponse};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::http::{self, HeadError, Prefixed, Response};
 use super::session::{Action, Session};
 use super::state::ConnCmd;
 use super::{later, wire_text, HubEvent, Shared};
@@ -34,7 +38,7 @@ enum End {
 
 // The signature is tungstenite's `Callback`; its error type is large by design.
 #[allow(clippy::result_large_err)]
-fn only_ws_path(req: &Request, resp: Response, dashboard: &mut bool) -> Result<Response, ErrorResponse> {
+fn only_ws_path(req: &Request, resp: WsResponse, dashboard: &mut bool) -> Result<WsResponse, ErrorResponse> {
     match req.uri().path() {
         "/ws" => return Ok(resp),
         "/ws/dashboard" => {
@@ -48,28 +52,50 @@ fn only_ws_path(req: &Request, resp: Response, dashboard: &mut bool) -> Result<R
     Err(not_found)
 }
 
+/// How long one HTTP exchange may take in all (head, body, handler and answer).
+const HTTP_LIMIT: Duration = Duration::from_secs(30);
+
 /// Serves connection `conn` on `stream` until it ends, then unregisters it.
-pub async fn run<S>(shared: Arc<Shared>, conn: u64, stream: S, rx: UnboundedReceiver<ConnCmd>)
-where
+pub async fn run<S>(
+    shared: Arc<Shared>,
+    conn: u64,
+    mut stream: S,
+    mut rx: UnboundedReceiver<ConnCmd>,
+    peer: Option<IpAddr>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut dashboard = false;
-    // The signature is tungstenite's `Callback`; its error type is large by design.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| only_ws_path(req, resp, &mut dashboard);
-    let handshake = timeout(GRACE, tokio_tungstenite::accept_hdr_async(stream, callback)).await;
-    let end = match handshake {
-        Ok(Ok(ws)) => {
-            if dashboard {
-                if let Some(entry) = shared.lock().conns.get_mut(&conn) {
-                    entry.dashboard = true;
-                }
+    let end = match timeout(GRACE, http::read_head(&mut stream)).await {
+        Ok(Ok(head)) if head.is_upgrade() => {
+            let stream = Prefixed::new(head.raw, stream);
+            websocket(&shared, conn, stream, rx).await
+        }
+        Ok(Ok(head)) => {
+            let exchange = async {
+                let resp = match http::read_body(&mut stream, &head).await {
+                    Ok(body) => super::api::handle(&shared, &http::request(head, body, peer)),
+                    Err(resp) => resp,
+                };
+                let _ = http::write_response(&mut stream, &resp).await;
+            };
+            // The hub stopping (a close order) cuts the exchange short.
+            let stopped = async { while let Some(ConnCmd::Push(_) | ConnCmd::Ping(_)) = rx.recv().await {} };
+            tokio::select! {
+                _ = timeout(HTTP_LIMIT, exchange) => {}
+                _ = stopped => {}
             }
-            shared.emit(HubEvent::Connected {
-                conn,
-                at: Instant::now(),
-            });
-            Some(serve(&shared, conn, ws, rx, dashboard).await)
+            None
+        }
+        Ok(Err(HeadError::TooLarge)) => {
+            let hint = format!("the request head may be at most {} bytes", http::MAX_HEAD);
+            let resp = Response::transport(431, "header_too_large", &hint);
+            let _ = timeout(GRACE, http::write_response(&mut stream, &resp)).await;
+            None
+        }
+        Ok(Err(HeadError::Malformed)) => {
+            let resp = Response::transport(400, "bad_request", "expected an HTTP/1.1 request");
+            let _ = timeout(GRACE, http::write_response(&mut stream, &resp)).await;
+            None
         }
         _ => None,
     };
@@ -97,6 +123,39 @@ where
         });
     }
     shared.conn_gone.notify_waiters();
+}
+
+/// The WebSocket handshake (the head is replayed to tungstenite) and the session; None when
+/// the handshake failed.
+async fn websocket<S>(
+    shared: &Arc<Shared>,
+    conn: u64,
+    stream: S,
+    rx: UnboundedReceiver<ConnCmd>,
+) -> Option<End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut dashboard = false;
+    // The signature is tungstenite's `Callback`; its error type is large by design.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: WsResponse| only_ws_path(req, resp, &mut dashboard);
+    let handshake = timeout(GRACE, tokio_tungstenite::accept_hdr_async(stream, callback)).await;
+    match handshake {
+        Ok(Ok(ws)) => {
+            if dashboard {
+                if let Some(entry) = shared.lock().conns.get_mut(&conn) {
+                    entry.dashboard = true;
+                }
+            }
+            shared.emit(HubEvent::Connected {
+                conn,
+                at: Instant::now(),
+            });
+            Some(serve(shared, conn, ws, rx, dashboard).await)
+        }
+        _ => None,
+    }
 }
 
 async fn serve<S>(

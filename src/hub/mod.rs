@@ -10,19 +10,25 @@
 //! own schema table ([`schema`]). Single-threaded friendly: every timer is a `tokio::time` one,
 //! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
 
+mod api;
+mod api_tasks;
 mod complexity;
 mod conn;
+mod http;
 mod llm;
 mod rate;
+mod risk;
 mod scheduler;
 pub mod schema;
 mod session;
+mod spec;
 mod state;
 mod task_api;
 mod tasks;
+mod validate;
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -62,6 +68,12 @@ pub struct HubOptions {
     pub llm_probe_interval: Duration,
     /// How long one probe may take (5 s).
     pub llm_probe_timeout: Duration,
+    /// The hub config's `default_repo` at start (`GET /api/config/default-repo`, the onboarding
+    /// answer); None by default. Changed at run time by `PUT` or [`EmbeddedHub::set_default_repo`].
+    pub default_repo: Option<String>,
+    /// The hub config flag `risk_auto_merge_tier1` (false, as on the real hub): tier 1
+    /// classifications say `auto_merge_eligible: true` only with it.
+    pub risk_auto_merge_tier1: bool,
 }
 
 impl Default for HubOptions {
@@ -83,6 +95,8 @@ impl Default for HubOptions {
             stuck_after_working: Duration::from_secs(1200),
             llm_probe_interval: llm::PROBE_INTERVAL,
             llm_probe_timeout: llm::PROBE_TIMEOUT,
+            default_repo: None,
+            risk_auto_merge_tier1: false,
         }
     }
 }
@@ -184,6 +198,8 @@ impl std::error::Error for NotConnected {}
 /// What the connections, the reaper and the handle share.
 pub(crate) struct Shared {
     opts: HubOptions,
+    /// The address the hub listens on (the port of `hub_ws_url` when a Host header has none).
+    addr: SocketAddr,
     state: Mutex<State>,
     events: broadcast::Sender<HubEvent>,
     conn_gone: Notify,
@@ -243,6 +259,11 @@ fn sorted(v: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// A fresh token: 64 lower-case hex characters.
+pub(crate) fn new_token() -> String {
+    (0..64).map(|_| fastrand::digit(16)).collect()
+}
+
 /// Milliseconds since the Unix epoch, for `timestamp` and `connected_at`.
 pub(crate) fn epoch_ms() -> u64 {
     SystemTime::now()
@@ -261,9 +282,15 @@ impl EmbeddedHub {
     pub async fn start_on(addr: SocketAddr, opts: HubOptions) -> std::io::Result<EmbeddedHub> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let state = State {
+            default_repo: opts.default_repo.clone(),
+            auto_merge_tier1: opts.risk_auto_merge_tier1,
+            ..State::default()
+        };
         let shared = Arc::new(Shared {
             opts,
-            state: Mutex::new(State::default()),
+            addr,
+            state: Mutex::new(state),
             events: broadcast::channel(4096).0,
             conn_gone: Notify::new(),
         });
@@ -296,9 +323,31 @@ impl EmbeddedHub {
 
     /// Creates a random 64-hex-char token bound to `agent_id` (like `POST /admin/tokens`).
     pub fn add_token(&self, agent_id: &str) -> String {
-        let token: String = (0..64).map(|_| fastrand::digit(16)).collect();
+        let token = new_token();
         self.insert_token(agent_id, &token);
         token
+    }
+
+    /// Revokes every token of `agent_id` (like `DELETE /admin/tokens/:agent_id`); returns how
+    /// many there were. Sockets already identified stay connected.
+    pub fn revoke_tokens(&self, agent_id: &str) -> usize {
+        self.shared.lock().revoke(agent_id)
+    }
+
+    /// Sets the hub config's `default_repo` (like `PUT /api/config/default-repo`); None unsets it.
+    pub fn set_default_repo(&self, url: Option<&str>) {
+        self.shared.lock().default_repo = url.map(str::to_string);
+    }
+
+    /// Sets the hub config flag `risk_auto_merge_tier1` (tier 1 classifications become
+    /// `auto_merge_eligible`).
+    pub fn set_auto_merge_tier1(&self, on: bool) {
+        self.shared.lock().auto_merge_tier1 = on;
+    }
+
+    /// The HTTP API's base URL, `http://127.0.0.1:PORT` (the same port as the WebSocket).
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Binds a given token to `agent_id`.
@@ -347,8 +396,17 @@ impl EmbeddedHub {
         Ok(())
     }
 
-    /// Serves one connection on any stream (e.g. `tokio::io::duplex`): handshake, then the hub logic.
+    /// Serves one connection on any stream (e.g. `tokio::io::duplex`): a WebSocket handshake,
+    /// then the hub logic; or one HTTP API request (a request without `Upgrade: websocket`).
+    /// Either way the connection takes the next connection number.
     pub fn serve_stream<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_from(stream, None);
+    }
+
+    fn serve_from<S>(&self, stream: S, peer: Option<IpAddr>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -367,7 +425,7 @@ impl EmbeddedHub {
             );
             conn
         };
-        tokio::spawn(conn::run(self.shared.clone(), conn, stream, rx));
+        tokio::spawn(conn::run(self.shared.clone(), conn, stream, rx, peer));
     }
 
     /// Subscribes to events from now on.
@@ -422,9 +480,9 @@ impl EmbeddedHub {
 async fn accept_loop(hub: EmbeddedHub, listener: TcpListener) {
     loop {
         match listener.accept().await {
-            Ok((tcp, _)) => {
+            Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                hub.serve_stream(tcp);
+                hub.serve_from(tcp, Some(peer.ip()));
             }
             // E.g. out of file descriptors: back off instead of spinning.
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

@@ -30,15 +30,15 @@ pub fn assign_frame(task: &Task) -> Value {
         "metadata": task.metadata,
         "generation": task.rec.generation,
         "assigned_at": epoch_ms(),
-        "repo": null,
-        "branch": null,
+        "repo": task.extra.repo,
+        "branch": task.extra.branch,
         "file_hints": task.file_hints,
-        "success_criteria": [],
+        "success_criteria": task.extra.success_criteria,
         "verification_steps": task.verification_steps,
         "complexity": task.rec.complexity,
         "routing_decision": task.rec.routing_decision.as_ref().map(complexity::wire_decision),
-        "skip_verification": false,
-        "verification_timeout_ms": null,
+        "skip_verification": task.extra.skip_verification,
+        "verification_timeout_ms": task.extra.verification_timeout_ms,
         "max_verification_retries": task.rec.max_verification_retries,
     })
 }
@@ -60,7 +60,12 @@ pub fn push_frame(task_id: &str, description: &str) -> Value {
 pub fn schedule(shared: &Arc<Shared>, st: &mut State) {
     let now = Instant::now();
     for task_id in st.tasks.queued() {
-        let Some(needed) = st.tasks.map.get(&task_id).map(|t| t.needed.clone()) else {
+        let Some((needed, only)) = st
+            .tasks
+            .map
+            .get(&task_id)
+            .map(|t| (t.needed.clone(), t.extra.assign_to.clone()))
+        else {
             continue;
         };
         let double = st.tasks.double_assign;
@@ -71,6 +76,7 @@ pub fn schedule(shared: &Arc<Shared>, st: &mut State) {
             .iter()
             .filter(|(id, fsm)| {
                 (fsm.state == "idle" || double)
+                    && only.as_ref().is_none_or(|only| only == *id)
                     && st.registry.contains_key(*id)
                     && needed.iter().all(|n| fsm.capabilities.contains(n))
             })
@@ -171,7 +177,8 @@ pub fn agent_gone(shared: &Arc<Shared>, st: &mut State, agent_id: &str) {
 }
 
 /// Every `stuck_sweep_interval`, reclaims assigned tasks not touched for `stuck_after`
-/// (`stuck_after_working` when the holder's FSM is working).
+/// (`stuck_after_working` when the holder's FSM is working), and those past their
+/// `complete_by` (the real hub's overdue sweep, also every 30 s).
 pub async fn stuck_sweep(shared: Arc<Shared>) {
     let period = shared.opts.stuck_sweep_interval.max(Duration::from_millis(1));
     let mut next = later(Instant::now(), period);
@@ -201,8 +208,10 @@ pub async fn stuck_sweep(shared: Arc<Shared>) {
             })
             .map(|t| (t.rec.task_id.clone(), t.rec.assigned_to.clone()))
             .collect();
-        let reclaimed = !stuck.is_empty();
-        for (task_id, agent) in stuck {
+        let overdue = st.tasks.reclaim_overdue(epoch_ms(), now);
+        let reclaimed = !stuck.is_empty() || !overdue.is_empty();
+        for (task_id, agent) in stuck.into_iter().chain(overdue) {
+            // An overdue task that was also stuck is already back in the queue: no second reclaim.
             st.tasks.reclaim(&task_id, "agent_disconnect", now);
             if let Some(fsm) = agent.and_then(|a| st.tasks.fsms.get_mut(&a)) {
                 if fsm.current.as_deref() == Some(task_id.as_str()) {

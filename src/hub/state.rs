@@ -89,6 +89,12 @@ pub struct State {
     pub conns: HashMap<u64, ConnEntry>,
     /// Rate buckets per (agent_id, tier).
     pub buckets: HashMap<(String, Tier), Bucket>,
+    /// The HTTP API's rate buckets per (agent_id or `ip:ADDR`, tier).
+    pub http_buckets: HashMap<(String, Tier), Bucket>,
+    /// `default_repo` of the hub's config (`PUT /api/config/default-repo`); survives restarts.
+    pub default_repo: Option<String>,
+    /// The hub config flag `risk_auto_merge_tier1`: tier 1 classifications are auto-merge eligible.
+    pub auto_merge_tier1: bool,
     /// Every event so far.
     pub history: Vec<HubEvent>,
     /// The hub's own log lines so far (hub.log's warnings about agents and tasks).
@@ -140,6 +146,29 @@ impl State {
             .entry((agent_id.to_string(), tier))
             .or_insert_with(|| Bucket::new(tier, now))
             .take(now)
+    }
+
+    /// Takes a token from the HTTP bucket of `key` (agent_id or `ip:ADDR`) in `tier`.
+    pub fn rate_http(&mut self, key: &str, tier: Tier, now: Instant) -> Verdict {
+        if self.unlimited {
+            return Verdict::Allow;
+        }
+        self.http_buckets
+            .entry((key.to_string(), tier))
+            .or_insert_with(|| Bucket::new(tier, now))
+            .take(now)
+    }
+
+    /// The agent a token belongs to.
+    pub fn token_agent(&self, token: &str) -> Option<&str> {
+        self.tokens.get(token).map(String::as_str)
+    }
+
+    /// Revokes every token of `agent_id`; returns how many there were.
+    pub fn revoke(&mut self, agent_id: &str) -> usize {
+        let before = self.tokens.len();
+        self.tokens.retain(|_, owner| owner != agent_id);
+        before - self.tokens.len()
     }
 
     /// Sends `frame` to every identified socket (except those identified as `skip`).
@@ -198,6 +227,7 @@ impl State {
         self.registry.clear();
         self.presence.clear();
         self.buckets.clear();
+        self.http_buckets.clear();
         self.tasks.fsms.clear();
     }
 }

@@ -1,13 +1,66 @@
-//! The task side of the [`EmbeddedHub`] handle: the HTTP endpoints `POST /api/tasks`,
+//! The task side of the [`EmbeddedHub`] handle, as Rust methods: `POST /api/tasks`,
 //! `/api/admin/llm-registry` (register, list, delete),
 //! `POST /api/tasks/:id/cancel`, `GET /api/tasks/:id`, `POST /api/admin/push-task`,
 //! `POST /api/admin/agents/:id/restart` and `GET /api/agents/:id/state`, plus test knobs.
+//! [`submit`] and [`cancel`] are shared with the HTTP handlers ([`super::api_tasks`]).
+
+use std::sync::Arc;
 
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::tasks::{self, AgentState, TaskRecord, TaskSpec};
-use super::{complexity, epoch_ms, llm, scheduler, EmbeddedHub, NotConnected};
+use super::{epoch_ms, llm, scheduler, validate, EmbeddedHub, NotConnected, Shared};
+
+/// Queues a task and runs the scheduler: the task_id, or the 422 body (a `complexity_tier`
+/// that names no tier, a `depends_on` id the hub does not know).
+pub(crate) fn submit(shared: &Arc<Shared>, spec: TaskSpec) -> Result<String, serde_json::Value> {
+    let mut errors: Vec<serde_json::Value> = spec
+        .complexity_tier
+        .as_deref()
+        .and_then(validate::tier_error)
+        .into_iter()
+        .collect();
+    let mut st = shared.lock();
+    for (i, dep) in spec.depends_on.iter().enumerate() {
+        if !st.tasks.map.contains_key(dep) {
+            // Our choice of entry: the reference only says unknown ids are an error.
+            errors.push(validate::entry(
+                &format!("depends_on[{i}]"),
+                "invalid_value",
+                "unknown task id",
+                Some(&json!(dep)),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(validate::failed(errors));
+    }
+    let id = st.tasks.submit(spec, Instant::now());
+    scheduler::schedule(shared, &mut st);
+    Ok(id)
+}
+
+/// Deletes a task (any status); if it was assigned, pushes `task_cancelled` to the agent and
+/// moves its FSM to idle. The previous status, None if the task is unknown.
+pub(crate) fn cancel(shared: &Arc<Shared>, task_id: &str) -> Option<String> {
+    let mut st = shared.lock();
+    let task = st.tasks.map.remove(task_id)?;
+    if task.rec.status != "assigned" {
+        return Some(task.rec.status);
+    }
+    if let Some(agent_id) = &task.rec.assigned_to {
+        let frame = json!({"type": "task_cancelled", "task_id": task_id, "timestamp": epoch_ms()});
+        scheduler::push_to(&st, agent_id, &frame);
+        if let Some(fsm) = st.tasks.fsms.get_mut(agent_id) {
+            if fsm.current.as_deref() == Some(task_id) {
+                fsm.idle();
+            }
+        }
+    }
+    scheduler::schedule(shared, &mut st);
+    Some(task.rec.status)
+}
 
 impl EmbeddedHub {
     /// Queues a task (like `POST /api/tasks`) and runs the scheduler; returns the task_id.
@@ -24,19 +77,9 @@ impl EmbeddedHub {
 
     /// `POST /api/tasks`: the new task_id (201), or the 422 body
     /// `{"error":"validation_failed","errors":[…]}` for a `complexity_tier` other than
-    /// `trivial|standard|complex|unknown` (the error entry's shape is our choice).
+    /// `trivial|standard|complex|unknown` (the hub's entry) or an unknown `depends_on` id.
     pub fn try_submit_task(&self, spec: TaskSpec) -> Result<String, serde_json::Value> {
-        if let Some(tier) = spec.complexity_tier.as_deref() {
-            if !complexity::TIERS.contains(&tier) {
-                return Err(json!({"error": "validation_failed", "errors": [{
-                    "field": "complexity_tier", "error": "invalid_value", "value": tier,
-                    "detail": "expected one of trivial, standard, complex, unknown"}]}));
-            }
-        }
-        let mut st = self.shared.lock();
-        let id = st.tasks.submit(spec, Instant::now());
-        scheduler::schedule(&self.shared, &mut st);
-        Ok(id)
+        submit(&self.shared, spec)
     }
 
     /// `POST /api/admin/llm-registry` with `{"host", "port"?, "name"?}` (port 11434 and name
@@ -119,25 +162,25 @@ impl EmbeddedHub {
     /// `POST /api/tasks/:id/cancel`: deletes the task; if it was assigned, pushes
     /// `task_cancelled` to the agent and moves its FSM to idle. False if the task is unknown.
     pub async fn cancel_task(&self, task_id: &str) -> bool {
+        cancel(&self.shared, task_id).is_some()
+    }
+
+    /// `POST /api/tasks/:id/retry`: puts a dead-letter task back in the queue (generation + 1,
+    /// retry count and error reset) and runs the scheduler. False (404) for any other task.
+    pub fn retry_task(&self, task_id: &str) -> bool {
         let mut st = self.shared.lock();
-        let Some(task) = st.tasks.map.remove(task_id) else {
+        if st.tasks.retry_dead_letter(task_id, Instant::now()).is_none() {
             return false;
-        };
-        if task.rec.status != "assigned" {
-            return true;
-        }
-        if let Some(agent_id) = task.rec.assigned_to {
-            let frame = serde_json::json!({"type": "task_cancelled", "task_id": task_id,
-                "timestamp": epoch_ms()});
-            scheduler::push_to(&st, &agent_id, &frame);
-            if let Some(fsm) = st.tasks.fsms.get_mut(&agent_id) {
-                if fsm.current.as_deref() == Some(task_id) {
-                    fsm.idle();
-                }
-            }
         }
         scheduler::schedule(&self.shared, &mut st);
         true
+    }
+
+    /// `GET /api/tasks/:id` exactly as the HTTP API answers it (every field of §7.3, history
+    /// newest first); None (404) if unknown or cancelled.
+    pub fn task_json(&self, task_id: &str) -> Option<serde_json::Value> {
+        let st = self.shared.lock();
+        st.tasks.map.get(task_id).map(super::api_tasks::task_json)
     }
 
     /// `POST /api/admin/agents/:id/restart`: pushes `{"type":"restart_sidecar","reason"}`.

@@ -10,42 +10,7 @@ use tokio::time::Instant;
 
 use super::complexity::{self, Signals};
 
-/// What `POST /api/tasks` takes (the fields the embedded hub models).
-#[derive(Clone, Debug)]
-pub struct TaskSpec {
-    /// The task's description, forwarded in `task_assign`.
-    pub description: String,
-    /// Free-form metadata object, forwarded in `task_assign`.
-    pub metadata: Value,
-    /// Capabilities an agent must all have declared in its identify to be given the task.
-    pub needed_capabilities: Vec<String>,
-    /// Failures allowed before dead-lettering (`retry_count + 1 >= max_retries`).
-    pub max_retries: u32,
-    /// `complexity_tier`: `trivial`, `standard`, `complex` or `unknown` (anything else is a 422
-    /// from [`super::EmbeddedHub::try_submit_task`]); None lets the hub infer the tier.
-    pub complexity_tier: Option<String>,
-    /// `file_hints` objects (`{path, reason?}`), forwarded and counted by the classification.
-    pub file_hints: Vec<Value>,
-    /// `verification_steps` objects (`{type, target, description?}`), forwarded and counted.
-    pub verification_steps: Vec<Value>,
-    /// `max_verification_retries`; stored as `min(value, 5)`, and 5 when None (the real hub's quirk).
-    pub max_verification_retries: Option<i64>,
-}
-
-impl Default for TaskSpec {
-    fn default() -> Self {
-        TaskSpec {
-            description: String::new(),
-            metadata: json!({}),
-            needed_capabilities: Vec::new(),
-            max_retries: 3,
-            complexity_tier: None,
-            file_hints: Vec::new(),
-            verification_steps: Vec::new(),
-            max_verification_retries: None,
-        }
-    }
-}
+pub use super::spec::TaskSpec;
 
 /// A snapshot of a task as `GET /api/tasks/:id` shows it (the modelled fields).
 #[derive(Clone, Debug)]
@@ -120,7 +85,47 @@ pub struct Task {
     pub seq: u64,
     /// Last touch (the stuck sweep's clock).
     pub updated_at: Instant,
+    /// Everything else `POST /api/tasks` took and `GET /api/tasks/:id` shows.
+    pub extra: Extra,
 }
+
+/// A task's fields beyond the modelled record: the rest of the spec and the wall-clock times.
+#[derive(Clone, Debug)]
+pub struct Extra {
+    /// 0 (urgent) to 3 (low).
+    pub priority: u8,
+    /// Epoch ms of the submission.
+    pub created_at: u64,
+    /// Epoch ms of the last change.
+    pub updated_at: u64,
+    /// Epoch ms of the current assignment (None while queued).
+    pub assigned_at: Option<u64>,
+    /// From the spec.
+    pub complete_by: Option<i64>,
+    /// From the spec.
+    pub repo: Option<String>,
+    /// From the spec.
+    pub branch: Option<String>,
+    /// From the spec.
+    pub success_criteria: Vec<Value>,
+    /// From the spec.
+    pub skip_verification: bool,
+    /// From the spec.
+    pub verification_timeout_ms: Option<i64>,
+    /// From the spec.
+    pub depends_on: Vec<String>,
+    /// From the spec.
+    pub goal_id: Option<String>,
+    /// From the spec.
+    pub assign_to: Option<String>,
+    /// From the spec.
+    pub submitted_by: String,
+    /// `{event, timestamp, details}` entries, newest first, at most [`HISTORY_CAP`].
+    pub history: Vec<Value>,
+}
+
+/// How many history entries a record keeps (the newest).
+pub const HISTORY_CAP: usize = 50;
 
 /// One agent's state machine.
 #[derive(Clone, Debug)]
@@ -222,6 +227,12 @@ fn detail_text(details: Value) -> Option<String> {
 }
 
 fn push_history(task: &mut Task, event: &str, details: Value) {
+    let now = super::epoch_ms();
+    task.extra.updated_at = now;
+    task.extra
+        .history
+        .insert(0, json!({"event": event, "timestamp": now, "details": details}));
+    task.extra.history.truncate(HISTORY_CAP);
     task.rec.history.push((event.to_string(), detail_text(details)));
 }
 
@@ -234,6 +245,7 @@ pub fn new_task_id() -> String {
 impl Tasks {
     /// Queues a new task and returns its id.
     pub fn submit(&mut self, spec: TaskSpec, now: Instant) -> String {
+        let created = super::epoch_ms();
         let mut id = new_task_id();
         while self.map.contains_key(&id) {
             id = new_task_id();
@@ -276,6 +288,23 @@ impl Tasks {
             signals,
             seq: self.next_seq,
             updated_at: now,
+            extra: Extra {
+                priority: super::spec::priority_number(&spec.priority),
+                created_at: created,
+                updated_at: created,
+                assigned_at: None,
+                complete_by: spec.complete_by,
+                repo: spec.repo,
+                branch: spec.branch,
+                success_criteria: spec.success_criteria,
+                skip_verification: spec.skip_verification,
+                verification_timeout_ms: spec.verification_timeout_ms,
+                depends_on: spec.depends_on,
+                goal_id: spec.goal_id,
+                assign_to: spec.assign_to,
+                submitted_by: spec.submitted_by,
+                history: Vec::new(),
+            },
         };
         push_history(&mut task, "queued", json!("submitted"));
         self.map.insert(id.clone(), task);
@@ -289,6 +318,7 @@ impl Tasks {
         task.rec.status = "assigned".into();
         task.rec.assigned_to = Some(agent_id.to_string());
         task.updated_at = now;
+        task.extra.assigned_at = Some(super::epoch_ms());
         let generation = task.rec.generation;
         push_history(
             task,
@@ -304,7 +334,7 @@ impl Tasks {
         Some(snapshot)
     }
 
-    /// Puts an assigned task back in the queue (generation + 1), recording `why`.
+    /// Puts an assigned task back in the queue (generation + 1, no holder), recording `why`.
     /// Returns false if it was not assigned.
     pub fn reclaim(&mut self, task_id: &str, why: &str, now: Instant) -> bool {
         let Some(task) = self.map.get_mut(task_id) else {
@@ -315,6 +345,8 @@ impl Tasks {
         }
         task.rec.generation += 1;
         task.rec.status = "queued".into();
+        task.rec.assigned_to = None;
+        task.extra.assigned_at = None;
         task.updated_at = now;
         push_history(task, "reclaimed", json!(why));
         true
@@ -324,6 +356,7 @@ impl Tasks {
     pub fn touch(&mut self, task_id: &str, now: Instant) {
         if let Some(task) = self.map.get_mut(task_id) {
             task.updated_at = now;
+            task.extra.updated_at = super::epoch_ms();
         }
     }
 
@@ -390,6 +423,7 @@ impl Tasks {
             task.rec.generation += 1;
             task.rec.status = "queued".into();
             task.rec.assigned_to = None;
+            task.extra.assigned_at = None;
             push_history(task, "retry", json!(error));
             "retried"
         };
@@ -424,11 +458,57 @@ impl Tasks {
         }
     }
 
-    /// Queued task ids in FIFO (submission) order.
+    /// Queued task ids the scheduler may hand out, by priority then in FIFO (submission)
+    /// order: those whose `depends_on` tasks are all completed (or gone).
     pub fn queued(&self) -> Vec<String> {
-        let mut queued: Vec<&Task> = self.map.values().filter(|t| t.rec.status == "queued").collect();
-        queued.sort_by_key(|t| t.seq);
+        let ready = |t: &&Task| {
+            t.extra
+                .depends_on
+                .iter()
+                .all(|d| self.map.get(d).is_none_or(|dep| dep.rec.status == "completed"))
+        };
+        let mut queued: Vec<&Task> = self
+            .map
+            .values()
+            .filter(|t| t.rec.status == "queued")
+            .filter(ready)
+            .collect();
+        queued.sort_by_key(|t| (t.extra.priority, t.seq));
         queued.into_iter().map(|t| t.rec.task_id.clone()).collect()
+    }
+
+    /// `POST /api/tasks/:id/retry`: a dead-letter task back in the queue (generation + 1,
+    /// retries and error reset). None (404) when the task is not dead-lettered.
+    pub fn retry_dead_letter(&mut self, task_id: &str, now: Instant) -> Option<&Task> {
+        let task = self
+            .map
+            .get_mut(task_id)
+            .filter(|t| t.rec.status == "dead_letter")?;
+        task.rec.status = "queued".into();
+        task.rec.retry_count = 0;
+        task.rec.assigned_to = None;
+        task.rec.generation += 1;
+        task.rec.last_error = None;
+        task.extra.assigned_at = None;
+        task.updated_at = now;
+        push_history(task, "queued", json!("retried from dead-letter"));
+        Some(task)
+    }
+
+    /// The overdue sweep: assigned tasks past their `complete_by` (epoch ms `now_ms`), reclaimed
+    /// with "overdue". Returns the reclaimed ids with their holders.
+    pub fn reclaim_overdue(&mut self, now_ms: u64, now: Instant) -> Vec<(String, Option<String>)> {
+        let overdue: Vec<(String, Option<String>)> = self
+            .map
+            .values()
+            .filter(|t| t.rec.status == "assigned")
+            .filter(|t| t.extra.complete_by.is_some_and(|by| by < now_ms as i64))
+            .map(|t| (t.rec.task_id.clone(), t.rec.assigned_to.clone()))
+            .collect();
+        for (id, _) in &overdue {
+            self.reclaim(id, "overdue", now);
+        }
+        overdue
     }
 }
 

@@ -1,0 +1,245 @@
+//! The hub's HTTP REST API (§7): routing, Bearer auth, the HTTP rate limits, and the
+//! endpoints for health, agents, onboarding, the default repo and tokens. The task endpoints
+//! are in [`super::api_tasks`]. Every handler works on the same state, through the same
+//! functions, as the [`super::EmbeddedHub`] methods.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use super::http::{Request, Response};
+use super::rate::{Tier, Verdict};
+use super::validate::{self, HType};
+use super::{api_tasks, Shared};
+
+/// The 401 every endpoint that needs a token answers without a valid one.
+pub fn unauthorized() -> Response {
+    Response::json(
+        401,
+        json!({"error": "unauthorized", "hint": "provide Authorization: Bearer <token>"}),
+    )
+}
+
+/// The agent whose token the request carries (`Authorization: Bearer <token>`), else the 401.
+pub fn auth(shared: &Shared, req: &Request) -> Result<String, Response> {
+    let header = req.header("authorization").unwrap_or_default();
+    let token = match header.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => return Err(unauthorized()),
+    };
+    let st = shared.lock();
+    st.token_agent(token).map(str::to_string).ok_or_else(unauthorized)
+}
+
+/// The rate-limit key of an unauthenticated request: `ip:ADDR` (`ip:local` for in-memory streams).
+pub fn ip_key(req: &Request) -> String {
+    req.peer
+        .map_or_else(|| "ip:local".to_string(), |ip| format!("ip:{ip}"))
+}
+
+/// Takes a token of `tier` from `key`'s HTTP bucket; Err is the 429 (with `retry-after`).
+pub fn limit(shared: &Shared, key: &str, tier: Tier) -> Result<(), Response> {
+    match shared.lock().rate_http(key, tier, Instant::now()) {
+        Verdict::Allow | Verdict::Warn { .. } => Ok(()),
+        Verdict::Deny { retry_after_ms } => {
+            let body =
+                json!({"error": "rate_limited", "retry_after_ms": retry_after_ms, "tier": tier.name()});
+            let mut resp = Response::json(429, body);
+            resp.headers
+                .push(("retry-after", retry_after_ms.div_ceil(1000).to_string()));
+            Err(resp)
+        }
+    }
+}
+
+/// The body's JSON parameters, else the 400.
+pub fn params(req: &Request) -> Result<Map<String, Value>, Response> {
+    req.params()
+        .map_err(|()| Response::transport(400, "invalid_json", "the body must be JSON (an object)"))
+}
+
+/// A 422 with these error entries.
+pub fn unprocessable(errors: Vec<Value>) -> Response {
+    Response::json(422, validate::failed(errors))
+}
+
+/// Answers one request.
+pub fn handle(shared: &Arc<Shared>, req: &Request) -> Response {
+    let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let outcome = match (req.method.as_str(), seg.as_slice()) {
+        ("GET", ["health"]) => Ok(health(shared)),
+        ("GET", ["api", "agents"]) => agents(shared, req),
+        ("POST", ["api", "onboard", "register"]) => register(shared, req),
+        ("GET", ["api", "config", "default-repo"]) => Ok(default_repo(shared)),
+        ("PUT", ["api", "config", "default-repo"]) => put_default_repo(shared, req),
+        ("POST", ["admin", "tokens"]) => create_token(shared, req),
+        ("GET", ["admin", "tokens"]) => list_tokens(shared, req),
+        ("DELETE", ["admin", "tokens", agent_id]) => revoke(shared, req, agent_id),
+        (_, ["api", "tasks", ..]) => api_tasks::handle(shared, req, &seg[2..]),
+        _ => Err(Response::json(
+            404,
+            json!({"error": "not_found", "hint": format!("no endpoint {} /{}", req.method, seg.join("/"))}),
+        )),
+    };
+    outcome.unwrap_or_else(|resp| resp)
+}
+
+fn health(shared: &Shared) -> Response {
+    let n = shared.lock().presence.len();
+    Response::json(
+        200,
+        json!({"status": "ok", "service": "agent_com", "agents_connected": n}),
+    )
+}
+
+/// `GET /api/agents`: presence (no auth; light tier per IP), `fsm_state` always "unknown" as
+/// on the real hub.
+fn agents(shared: &Shared, req: &Request) -> Result<Response, Response> {
+    limit(shared, &ip_key(req), Tier::Light)?;
+    let st = shared.lock();
+    let agents: Vec<Value> = st
+        .presence
+        .iter()
+        .map(|(id, p)| {
+            let mut a = p.to_json(id);
+            a["fsm_state"] = json!("unknown");
+            a
+        })
+        .collect();
+    Ok(Response::json(200, json!({"agents": agents})))
+}
+
+/// Whether a Host header value names a port (`h:1`, `[::1]:1`; not `h` or `[::1]`).
+fn has_port(host: &str) -> bool {
+    match host.rsplit_once(':') {
+        Some((name, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']'))
+        }
+        None => false,
+    }
+}
+
+/// `POST /api/onboard/register {"agent_id"}`: no auth, heavy tier per IP.
+fn register(shared: &Shared, req: &Request) -> Result<Response, Response> {
+    limit(shared, &ip_key(req), Tier::Heavy)?;
+    let params = params(req)?;
+    let errors = validate::check(&params, &[("agent_id", HType::Str)], &[]);
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    let agent_id = params["agent_id"].as_str().unwrap_or_default().to_string();
+    if agent_id.is_empty() {
+        let e = validate::entry("agent_id", "required", "agent_id must not be empty", None);
+        return Err(unprocessable(vec![e]));
+    }
+    let mut st = shared.lock();
+    if st.tokens.values().any(|owner| *owner == agent_id) {
+        return Ok(Response::json(
+            409,
+            json!({"error": "agent_id already registered"}),
+        ));
+    }
+    let token = super::new_token();
+    st.tokens.insert(token.clone(), agent_id.clone());
+    let mut host = req
+        .header("host")
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| shared.addr.to_string(), str::to_string);
+    if !has_port(&host) {
+        host = format!("{host}:{}", shared.addr.port());
+    }
+    Ok(Response::json(
+        201,
+        json!({"agent_id": agent_id, "token": token, "hub_ws_url": format!("ws://{host}/ws"),
+            "hub_api_url": format!("http://{host}"), "default_repo": st.default_repo}),
+    ))
+}
+
+fn default_repo(shared: &Shared) -> Response {
+    let repo = shared.lock().default_repo.clone();
+    Response::json(200, json!({"configured": repo.is_some(), "default_repo": repo}))
+}
+
+/// `PUT /api/config/default-repo {"url"}` (Bearer). The answer's shape is our choice.
+fn put_default_repo(shared: &Shared, req: &Request) -> Result<Response, Response> {
+    auth(shared, req)?;
+    let params = params(req)?;
+    let errors = validate::check(&params, &[("url", HType::Str)], &[]);
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    let url = params["url"].as_str().unwrap_or_default().to_string();
+    if url.is_empty() {
+        return Err(unprocessable(vec![validate::entry(
+            "url",
+            "required",
+            "url must not be empty",
+            None,
+        )]));
+    }
+    shared.lock().default_repo = Some(url.clone());
+    Ok(Response::json(
+        200,
+        json!({"status": "updated", "default_repo": url}),
+    ))
+}
+
+/// `POST /admin/tokens {"agent_id"}` (Bearer, not rate limited).
+fn create_token(shared: &Shared, req: &Request) -> Result<Response, Response> {
+    auth(shared, req)?;
+    let params = params(req)?;
+    let errors = validate::check(&params, &[("agent_id", HType::Str)], &[]);
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    let agent_id = params["agent_id"].as_str().unwrap_or_default().to_string();
+    let token = super::new_token();
+    shared.lock().tokens.insert(token.clone(), agent_id.clone());
+    Ok(Response::json(201, json!({"agent_id": agent_id, "token": token})))
+}
+
+/// `GET /admin/tokens` (Bearer): every token as its agent and first 8 characters.
+fn list_tokens(shared: &Shared, req: &Request) -> Result<Response, Response> {
+    auth(shared, req)?;
+    let st = shared.lock();
+    let mut tokens: Vec<(&String, String)> = st
+        .tokens
+        .iter()
+        .map(|(token, agent)| (agent, format!("{}...", token.chars().take(8).collect::<String>())))
+        .collect();
+    tokens.sort();
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .map(|(agent, prefix)| json!({"agent_id": agent, "token_prefix": prefix}))
+        .collect();
+    Ok(Response::json(200, json!({"tokens": tokens})))
+}
+
+/// `DELETE /admin/tokens/:agent_id` (Bearer, any agent's token): revokes all of the agent's
+/// tokens, 200 even when it had none. Like the real hub, a socket already identified stays
+/// connected; the token is refused at the next identify (`invalid_token`).
+fn revoke(shared: &Shared, req: &Request, agent_id: &str) -> Result<Response, Response> {
+    auth(shared, req)?;
+    shared.lock().revoke(agent_id);
+    Ok(Response::json(
+        200,
+        json!({"status": "revoked", "agent_id": agent_id}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports() {
+        assert!(has_port("127.0.0.1:4000"));
+        assert!(has_port("[::1]:4000"));
+        assert!(!has_port("hub.local"));
+        assert!(!has_port("[::1]"));
+        assert!(!has_port("h:"));
+    }
+}
