@@ -135,6 +135,15 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
         2
     })?;
 
+    if config_path.exists() && !args.force && !args.rejoin && !progress.is_done("config") {
+        steps.fail(
+            "config",
+            &format!("{} already exists; not overwriting it", config_path.display()),
+            "pass --force to replace it, --config to write another file, or `join --rejoin` for the agent it names",
+        );
+        return Err(crate::exit_code::CONFIG);
+    }
+
     // 1. The hub answers.
     match api.health().await {
         Ok(h) => steps.ok(
@@ -233,6 +242,16 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
     // 4. The config.
     if progress.is_done("config") && config_path.exists() {
         steps.ok("config", &format!("done earlier: {}", config_path.display()));
+    } else if args.rejoin && !args.force && config_path.exists() {
+        steps.ok(
+            "config",
+            &format!(
+                "keeping {} (--rejoin; --force rewrites it)",
+                config_path.display()
+            ),
+        );
+        progress.mark("config");
+        save(&progress)?;
     } else {
         let hub_url = progress.hub_url.clone().unwrap_or_else(|| typed.hub_url(None));
         write_config(&args, &config_path, &agent_id, &hub_url, &typed, repo_dir, &steps)?;

@@ -1,0 +1,240 @@
+//! `join` and `leave` on the real binary against the embedded hub's HTTP API: registration, the
+//! token file and config on disk, the test task through a real sidecar, idempotence, refusal to
+//! overwrite, revocation.
+
+mod support;
+
+use agentcom_sidecar::config::Secret;
+use agentcom_sidecar::hub::{EmbeddedHub, HubOptions};
+use agentcom_sidecar::hub_api::HubApi;
+use agentcom_sidecar::link::connect::ProxyConfig;
+use std::path::Path;
+use std::process::Output;
+use support::{binary, TempDir};
+
+/// An agent that confirms and answers success at once.
+const AGENT_SH: &str = r#"#!/bin/sh
+: > "$AGENTCOM_STARTED_FILE"
+printf '%s' '{"status":"success","output":"hello from the agent"}' > "$AGENTCOM_RESULT_FILE.tmp"
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+async fn run(args: &[&str]) -> Output {
+    let mut command = binary();
+    command.args(args);
+    tokio::process::Command::from(command).output().await.unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+struct Setup {
+    hub: EmbeddedHub,
+    dir: TempDir,
+    config: String,
+    wake: String,
+}
+
+async fn setup(label: &str) -> Setup {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.unwrap();
+    let dir = TempDir::new(label);
+    std::fs::write(dir.join("agent.sh"), AGENT_SH).unwrap();
+    let wake = format!("sh '{}'", dir.join("agent.sh").display());
+    let config = dir.join("agent/config.json").display().to_string();
+    Setup {
+        hub,
+        dir,
+        config,
+        wake,
+    }
+}
+
+impl Setup {
+    fn api(&self, token: &str) -> HubApi {
+        HubApi::new(&self.hub.api_url(), Some(Secret::new(token.to_owned())), None)
+            .unwrap()
+            .with_proxy(ProxyConfig::default())
+    }
+
+    async fn join(&self, agent: &str, extra: &[&str]) -> Output {
+        let url = self.hub.api_url();
+        let mut args = vec![
+            "join",
+            url.as_str(),
+            "--agent-id",
+            agent,
+            "--wake-command",
+            &self.wake,
+            "--config",
+            &self.config,
+        ];
+        args.extend_from_slice(extra);
+        run(&args).await
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent/token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn join_registers_writes_a_private_token_and_config_and_a_task_completes() {
+    let s = setup("join").await;
+    let out = s.join("onboard-a", &[]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let token = s.token();
+    assert_eq!(token.len(), 64, "the hub issues 64 hex characters");
+    let config_text = std::fs::read_to_string(&s.config).unwrap();
+    assert!(!shown.contains(&token), "the token was printed:\n{shown}");
+    assert!(
+        !config_text.contains(&token),
+        "the token is in config.json:\n{config_text}"
+    );
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&s.dir.join("agent/token")), 0o600);
+        assert_eq!(mode(Path::new(&s.config)), 0o600);
+        assert_eq!(mode(&s.dir.join("agent/join-progress.json")), 0o600);
+    }
+    let config: serde_json::Value = serde_json::from_str(&config_text).unwrap();
+    assert_eq!(config["agent_id"], "onboard-a");
+    assert_eq!(config["token_file"], "token");
+    assert_eq!(config["hub_url"], format!("ws://{}/ws", s.hub.addr()));
+    // The hub accepts the token it issued, and the test task went through this agent.
+    let tasks = s.api(&token).tasks(&[]).await.unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    let task = &tasks[0];
+    assert_eq!(task["status"], "completed", "{task:#}");
+    assert_eq!(task["assigned_to"], "onboard-a");
+    assert_eq!(task["metadata"]["onboarding_test"], true);
+    assert!(task["description"]
+        .as_str()
+        .unwrap()
+        .starts_with("Onboarding test:"));
+    for step in ["hub", "register", "config", "check", "test"] {
+        assert!(
+            shown.lines().any(|l| l.contains(&format!("s  {step}"))),
+            "no {step} step:\n{shown}"
+        );
+    }
+    assert!(
+        shown.contains("completed: the hub, this sidecar and your agent work together"),
+        "{shown}"
+    );
+    // The sidecar it started for the task is gone again.
+    let lock = s.dir.join("agent/agentcom-sidecar.lock");
+    assert!(agentcom_sidecar::lock::InstanceLock::holder(lock.parent().unwrap()).is_none());
+
+    // Twice: every step is done; nothing is registered or submitted again.
+    let again = s.join("onboard-a", &[]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let shown = text(&again);
+    assert!(shown.contains("register  done earlier: onboard-a"), "{shown}");
+    assert!(shown.contains("test      done earlier"), "{shown}");
+    assert_eq!(s.token(), token);
+    assert_eq!(s.api(&token).tasks(&[]).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn join_does_not_overwrite_a_config_and_registers_nothing() {
+    let s = setup("join-noforce").await;
+    std::fs::create_dir_all(s.dir.join("agent")).unwrap();
+    support::write_private(Path::new(&s.config), "{\"mine\": true}\n");
+    let out = s.join("onboard-b", &["--no-test-task"]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{shown}");
+    assert!(shown.contains("already exists; not overwriting it"), "{shown}");
+    assert!(shown.contains("--force"), "{shown}");
+    assert_eq!(std::fs::read_to_string(&s.config).unwrap(), "{\"mine\": true}\n");
+    assert!(!s.dir.join("agent/token").exists());
+    // The id is still free on the hub: nothing was registered.
+    let reg = s.api("x").register("onboard-b").await.unwrap();
+    assert_eq!(reg.agent_id, "onboard-b");
+}
+
+#[tokio::test]
+async fn a_taken_agent_id_names_the_hubs_answer_and_what_to_do() {
+    let s = setup("join-taken").await;
+    s.hub.add_token("onboard-c");
+    let out = s.join("onboard-c", &["--no-test-task"]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(65), "{shown}");
+    assert!(
+        shown.contains("answered 409: agent_id already registered"),
+        "{shown}"
+    );
+    assert!(shown.contains("--rejoin"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_generated_name_is_readable() {
+    let s = setup("join-name").await;
+    let url = s.hub.api_url();
+    let out = run(&["join", &url, "--no-test-task", "--config", &s.config]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.config).unwrap()).unwrap();
+    let id = config["agent_id"].as_str().unwrap();
+    let class = id.split('-').next().unwrap();
+    assert!(
+        ["gcu", "gsv", "lsv", "msv", "rou", "gou", "vfp"].contains(&class),
+        "{id}"
+    );
+    assert!(text(&out).contains(&format!("registered {id}")), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn leave_revokes_the_token_deletes_its_file_and_keeps_results() {
+    let s = setup("leave").await;
+    let out = s.join("onboard-d", &["--no-test-task"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let token = s.token();
+    let results = s.dir.join("agent/results");
+    std::fs::create_dir_all(&results).unwrap();
+    std::fs::write(results.join("kept.json"), "{}").unwrap();
+    let out = run(&["leave", "--purge", "--config", &s.config]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(!shown.contains(&token), "{shown}");
+    assert!(shown.contains("revoked every token of onboard-d"), "{shown}");
+    assert!(!s.dir.join("agent/token").exists());
+    assert!(!Path::new(&s.config).exists(), "--purge removes the config");
+    assert!(results.join("kept.json").exists(), "results are never removed");
+    assert!(
+        shown.contains(&format!("results_dir {}", results.display())),
+        "kept results are listed:\n{shown}"
+    );
+    // The hub refuses the old token now.
+    let e = s.api(&token).tasks(&[]).await.unwrap_err();
+    assert_eq!(e.status, Some(401), "{e}");
+}
+
+#[tokio::test]
+async fn leave_says_plainly_when_the_hub_cannot_revoke_and_keeps_the_token() {
+    let s = setup("leave-down").await;
+    let out = s.join("onboard-e", &["--no-test-task"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    s.hub.stop().await;
+    let out = run(&["leave", "--config", &s.config]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(69), "{shown}");
+    assert!(shown.contains("revoke    FAILED: DELETE"), "{shown}");
+    assert!(shown.contains("nothing was deleted"), "{shown}");
+    assert!(s.dir.join("agent/token").exists());
+}
