@@ -238,3 +238,122 @@ async fn leave_says_plainly_when_the_hub_cannot_revoke_and_keeps_the_token() {
     assert!(shown.contains("nothing was deleted"), "{shown}");
     assert!(s.dir.join("agent/token").exists());
 }
+
+/// Kills the sidecar the fake `systemctl` started, if the test ends before `leave` does.
+#[cfg(target_os = "linux")]
+struct KillPidFile(std::path::PathBuf);
+
+#[cfg(target_os = "linux")]
+impl Drop for KillPidFile {
+    fn drop(&mut self) {
+        if let Some(pid) = support::read_pid(&self.0) {
+            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// `join --service` with a fake `systemctl` that starts the unit's sidecar on `enable --now` and
+/// stops it on `disable --now`: the test task goes through the service's sidecar, and `leave`
+/// uninstalls it (stopping that sidecar) before revoking.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn join_service_sends_the_test_task_through_the_service_and_leave_removes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup("join-service").await;
+    let bin = s.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = s.dir.join("systemctl.log");
+    let pidfile = s.dir.join("service.pid");
+    let _guard = KillPidFile(pidfile.clone());
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> '{log}'\ncase \"$*\" in\n  *'enable --now'*) '{exe}' run --config '{config}' --log-format off </dev/null >/dev/null 2>&1 & echo $! > '{pid}' ;;\n  *'disable --now'*) kill \"$(cat '{pid}')\" ;;\nesac\n",
+        log = log.display(),
+        exe = env!("CARGO_BIN_EXE_agentcom-sidecar"),
+        config = s.config,
+        pid = pidfile.display(),
+    );
+    std::fs::write(bin.join("systemctl"), script).unwrap();
+    std::fs::set_permissions(bin.join("systemctl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let xdg = s.dir.join("xdg");
+    let env = |command: &mut std::process::Command| {
+        command
+            .env("PATH", &path)
+            .env("XDG_CONFIG_HOME", &xdg)
+            .env("HOME", s.dir.path());
+    };
+
+    let mut command = binary();
+    env(&mut command);
+    let url = s.hub.api_url();
+    command.args([
+        "join",
+        &url,
+        "--agent-id",
+        "onboard-f",
+        "--wake-command",
+        &s.wake,
+        "--service",
+        "--user",
+    ]);
+    command.args(["--config", &s.config]);
+    let out = tokio::process::Command::from(command).output().await.unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("service   installed and started"), "{shown}");
+    assert!(shown.contains("the service's sidecar takes it"), "{shown}");
+    assert!(
+        shown.contains("completed: the hub, this sidecar and your agent work together"),
+        "{shown}"
+    );
+    let unit = xdg.join("systemd/user/agentcom-sidecar.service");
+    assert!(std::fs::read_to_string(&unit).unwrap().contains(&s.config));
+    let pid = support::read_pid(&pidfile).expect("the fake systemctl started the sidecar");
+    assert!(
+        !support::process_gone(pid),
+        "the service's sidecar runs on after join"
+    );
+
+    let mut command = binary();
+    env(&mut command);
+    command.args(["leave", "--config", &s.config]);
+    let out = tokio::process::Command::from(command).output().await.unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("service   stopped and uninstalled"), "{shown}");
+    assert!(!unit.exists());
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("--user disable --now agentcom-sidecar.service"));
+    support::poll(
+        std::time::Duration::from_secs(10),
+        || format!("the service's sidecar {pid} still runs"),
+        || support::process_gone(pid).then_some(()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn join_run_again_finishes_the_job() {
+    let s = setup("join-resume").await;
+    let out = s.join("onboard-g", &["--no-test-task"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let token = s.token();
+    assert!(s.api(&token).tasks(&[]).await.unwrap().is_empty());
+    // The same join without --no-test-task: only the test task is left to do.
+    let out = s.join("onboard-g", &[]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    for step in [
+        "register  done earlier",
+        "config    done earlier",
+        "check     done earlier",
+    ] {
+        assert!(shown.contains(step), "{step} in\n{shown}");
+    }
+    assert!(
+        shown.contains("completed: the hub, this sidecar and your agent work together"),
+        "{shown}"
+    );
+    assert_eq!(s.token(), token);
+}

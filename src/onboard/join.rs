@@ -35,6 +35,12 @@ pub struct JoinArgs {
     /// task through it.
     #[arg(long)]
     pub service: bool,
+    /// With --service: a per-user service (the default when not root).
+    #[arg(long, conflicts_with = "system", requires = "service")]
+    pub user: bool,
+    /// With --service: a system-wide service (the default as root).
+    #[arg(long, requires = "service")]
+    pub system: bool,
     /// Reuse the registration whose token file is already beside the config instead of
     /// registering again (after `leave` without --purge kept the config, or on a new machine).
     #[arg(long)]
@@ -295,10 +301,16 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
         let cli = crate::service::ServiceCli {
             command: crate::service::ServiceCommand::Install(crate::service::ServiceArgs {
                 config: Some(config_path.clone()),
-                user: false,
-                system: false,
+                user: args.user,
+                system: args.system,
                 name: None,
             }),
+        };
+        let scope = match &cli.command {
+            crate::service::ServiceCommand::Install(a) => {
+                crate::service::resolve(a).ok().map(|spec| spec.scope)
+            }
+            _ => None,
         };
         let code = crate::service::main(cli);
         if code != 0 {
@@ -311,6 +323,14 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
         }
         steps.ok("service", "installed and started");
         progress.service = true;
+        progress.service_scope = scope.map(|s| {
+            if s == crate::service::Scope::System {
+                "system"
+            } else {
+                "user"
+            }
+            .to_owned()
+        });
         progress.mark("service");
         save(&progress)?;
     } else if progress.is_done("service") {

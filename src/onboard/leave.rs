@@ -54,10 +54,11 @@ pub async fn run(args: LeaveArgs) -> u8 {
     let progress = Progress::load(&state_dir).unwrap_or_default();
 
     // 1. The service.
+    let scope = progress.service_scope.as_deref();
     let service_args = ServiceArgs {
         config: Some(config.path.clone()),
-        user: false,
-        system: false,
+        user: scope == Some("user"),
+        system: scope == Some("system"),
         name: None,
     };
     if service_installed(&service_args, &progress) {

@@ -46,6 +46,9 @@ pub struct Progress {
     /// Whether `join --service` installed the service.
     #[serde(default)]
     pub service: bool,
+    /// The scope it was installed with (`user` or `system`), for `leave`.
+    #[serde(default)]
+    pub service_scope: Option<String>,
 }
 
 impl Progress {
