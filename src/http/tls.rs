@@ -209,4 +209,80 @@ mod tests {
             .expect("a plain server must fail the handshake");
         assert!(e.to_string().starts_with("TLS failed:"), "{e}");
     }
+
+    /// A `CONNECT` proxy on loopback: answers `status` to each CONNECT (a tunnel to the target on
+    /// 200), the CONNECT lines kept for the test.
+    async fn connect_proxy(status: &'static str) -> (String, tokio::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let line = head.lines().next().unwrap_or("").to_owned();
+                    let _ = tx.send(line.clone()).await;
+                    let answer = format!("HTTP/1.1 {status}\r\n\r\n");
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    if !status.starts_with("200") {
+                        return;
+                    }
+                    let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn https_goes_through_the_https_proxy_with_a_connect_tunnel() {
+        let pki = pki();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+        let (port, _heads) = serve(pki.server.clone()).await;
+        let (proxy_url, mut lines) = connect_proxy("200 Connection established").await;
+        let proxy = ProxyConfig::from_vars(|k| (k == "HTTPS_PROXY").then(|| proxy_url.clone()));
+        let client = Client::new(Some(ca_file), proxy);
+        let base = BaseUrl::parse(&format!("https://127.0.0.1:{port}")).unwrap();
+        assert_eq!(client.proxy_for(&base).map(|p| p.1), Some("HTTPS_PROXY"));
+        let mut response = client
+            .send(&base, Method::GET, "/health", None, None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(response.text(1024).await.unwrap(), "{\"ok\":true}");
+        assert_eq!(
+            lines.recv().await.unwrap(),
+            format!("CONNECT 127.0.0.1:{port} HTTP/1.1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_refuses_is_named_with_its_variable() {
+        let (proxy_url, _lines) = connect_proxy("407 Proxy Authentication Required").await;
+        let proxy = ProxyConfig::from_vars(|k| (k == "HTTP_PROXY").then(|| proxy_url.clone()));
+        let client = Client::new(None, proxy);
+        let base = BaseUrl::parse("http://127.0.0.1:9").unwrap();
+        let e = client
+            .send(&base, Method::GET, "/", None, None, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("a refused tunnel must fail");
+        let text = e.to_string();
+        assert!(text.contains("the proxy refused CONNECT: 407"), "{text}");
+        assert!(text.contains(&format!("set by HTTP_PROXY={proxy_url}")), "{text}");
+    }
 }
