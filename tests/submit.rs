@@ -222,3 +222,26 @@ async fn the_task_body_carries_every_option() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("is not TYPE:TARGET"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn hub_api_classify_and_health_against_the_embedded_hub() {
+    let setup = HubSetup::start("submit-f", serde_json::json!({})).await;
+    let api = agentcom_sidecar::hub_api::HubApi::new(
+        &setup.hub.api_url(),
+        Some(agentcom_sidecar::config::Secret::new(setup.token.clone())),
+        None,
+    )
+    .unwrap()
+    .with_proxy(agentcom_sidecar::link::connect::ProxyConfig::default());
+    assert_eq!(api.health().await.unwrap()["status"], "ok");
+    let submitted = api
+        .submit(&serde_json::json!({"description": "Tidy the docs", "complexity_tier": "standard"}))
+        .await
+        .unwrap();
+    let body = serde_json::json!({"lines_added": 3, "lines_deleted": 1, "files_changed": ["docs/a.md"], "files_added": [], "tests_exist": true});
+    let answer = api.classify(&submitted.task_id, &body).await.unwrap();
+    assert!(answer["tier"].is_number(), "{answer:#}");
+    assert!(answer["reasons"].is_array(), "{answer:#}");
+    let e = api.classify("task-00000000000000ff", &body).await.unwrap_err();
+    assert_eq!(e.status, Some(404), "{e}");
+}
