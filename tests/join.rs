@@ -357,3 +357,28 @@ async fn join_run_again_finishes_the_job() {
     );
     assert_eq!(s.token(), token);
 }
+
+#[tokio::test]
+async fn rejoin_reuses_the_token_file_instead_of_registering() {
+    let s = setup("join-rejoin").await;
+    let out = s.join("onboard-h", &["--no-test-task"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let token = s.token();
+    // A new machine: the token file was copied over, nothing else.
+    std::fs::remove_file(&s.config).unwrap();
+    std::fs::remove_file(s.dir.join("agent/join-progress.json")).unwrap();
+    let plain = s.join("onboard-h", &["--no-test-task"]).await;
+    assert_eq!(plain.status.code(), Some(78), "{}", text(&plain));
+    assert!(
+        text(&plain).contains("--rejoin to reuse that registration"),
+        "{}",
+        text(&plain)
+    );
+    let out = s.join("onboard-h", &["--rejoin"]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("reusing the registration of onboard-h"), "{shown}");
+    assert!(shown.contains("the hub identified the agent"), "{shown}");
+    assert_eq!(s.token(), token);
+    assert!(!shown.contains(&token), "{shown}");
+}
