@@ -9,6 +9,7 @@ pub mod join;
 pub mod leave;
 mod names;
 mod test_task;
+mod write;
 
 pub use join::JoinArgs;
 pub use leave::LeaveArgs;
