@@ -382,3 +382,56 @@ async fn rejoin_reuses_the_token_file_instead_of_registering() {
     assert_eq!(s.token(), token);
     assert!(!shown.contains(&token), "{shown}");
 }
+
+/// A repository with one commit, at `dir/origin`; its path.
+fn origin(dir: &TempDir) -> String {
+    let origin = dir.join("origin");
+    std::fs::create_dir_all(&origin).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&origin)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(origin.join("README.md"), "hello\n").unwrap();
+    git(&["add", "README.md"]);
+    git(&["commit", "-q", "-m", "first"]);
+    origin.display().to_string()
+}
+
+#[tokio::test]
+async fn the_hubs_default_repository_is_cloned_as_repo_dir() {
+    let s = setup("join-repo").await;
+    let url = origin(&s.dir);
+    s.hub.set_default_repo(Some(&url));
+    let out = s.join("onboard-i", &["--no-test-task"]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains(&format!("cloning {url}")), "{shown}");
+    assert_eq!(
+        std::fs::read_to_string(s.dir.join("agent/repo/README.md")).unwrap(),
+        "hello\n"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.config).unwrap()).unwrap();
+    assert_eq!(config["repo_dir"], "./repo");
+}
+
+#[tokio::test]
+async fn a_repo_url_that_looks_like_an_option_runs_nothing() {
+    let s = setup("join-repo-hostile").await;
+    let marker = s.dir.join("pwned");
+    let hostile = format!("--upload-pack=touch {}", marker.display());
+    // From the hub (its default repository): hub text.
+    s.hub.set_default_repo(Some(&hostile));
+    let out = s.join("onboard-j", &["--no-test-task"]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(69), "{shown}");
+    assert!(shown.contains("repo      FAILED: git clone failed"), "{shown}");
+    assert!(!marker.exists(), "the URL became an option of git");
+    assert!(!Path::new(&s.config).exists(), "no config after a failed step");
+}
