@@ -245,3 +245,20 @@ async fn hub_api_classify_and_health_against_the_embedded_hub() {
     let e = api.classify("task-00000000000000ff", &body).await.unwrap_err();
     assert_eq!(e.status, Some(404), "{e}");
 }
+
+#[test]
+fn every_new_command_has_its_manual_in_help() {
+    for (command, wants) in [
+        ("submit", &["Examples:", "4   --wait: the hub dead-lettered", "--verify <TYPE:TARGET>"][..]),
+        ("tasks", &["Examples:", "77  the hub refused the token"][..]),
+        ("join", &["Examples:", "The test task:", "--rejoin", "join-progress.json"][..]),
+        ("leave", &["Examples:", "--purge", "results_dir"][..]),
+    ] {
+        let out = binary().args([command, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{command} --help: {out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for want in wants {
+            assert!(help.contains(want), "{command} --help lacks {want:?}:\n{help}");
+        }
+    }
+}
