@@ -435,3 +435,35 @@ async fn a_repo_url_that_looks_like_an_option_runs_nothing() {
     assert!(!marker.exists(), "the URL became an option of git");
     assert!(!Path::new(&s.config).exists(), "no config after a failed step");
 }
+
+#[tokio::test]
+async fn a_failed_check_is_fixed_by_running_join_again_with_force() {
+    let s = setup("join-fix").await;
+    let url = s.hub.api_url();
+    let bad = [
+        "join",
+        url.as_str(),
+        "--agent-id",
+        "onboard-k",
+        "--config",
+        &s.config,
+        "--wake-command",
+        "/nonexistent/agent run",
+    ];
+    let out = run(&bad).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(10), "check's host verdict: {shown}");
+    assert!(
+        shown.contains("check     FAILED: check ended with exit code 10"),
+        "{shown}"
+    );
+    assert!(shown.contains("next: fix what check says"), "{shown}");
+    let out = s.join("onboard-k", &["--force"]).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("register  done earlier: onboard-k"), "{shown}");
+    assert!(
+        shown.contains(&s.wake),
+        "the config has the new wake command: {shown}"
+    );
+}

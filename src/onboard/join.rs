@@ -45,7 +45,8 @@ pub struct JoinArgs {
     /// registering again (after `leave` without --purge kept the config, or on a new machine).
     #[arg(long)]
     pub rejoin: bool,
-    /// Replace an existing config or token file that this join did not write.
+    /// Replace an existing config or token file that this join did not write; on a join
+    /// already under way, rewrite the config from this command line and check it again.
     #[arg(long)]
     pub force: bool,
     /// Extra PEM CA certificates for an https hub (written into the config as ca_file).
@@ -126,6 +127,12 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
         return Err(crate::exit_code::CONFIG);
     }
     progress.hub_api_url = typed.api.clone();
+    if args.force {
+        // --force rewrites the config from this command line (a corrected --wake-command, say),
+        // and checks it again; the registration is kept.
+        progress.done.remove("config");
+        progress.done.remove("check");
+    }
     let save = |p: &Progress| {
         p.save(&dir).map_err(|e| {
             steps.fail(
@@ -287,7 +294,7 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
             steps.fail(
                 "check",
                 &format!("check ended with exit code {code} (see above)"),
-                "fix what check says, then run join again (the steps done are kept)",
+                "fix what check says (a config option: run join again with it and --force), then run join again (the steps done are kept)",
             );
             return Err(code);
         }
