@@ -1,5 +1,6 @@
 //! The embedded hub's handle API over real TCP and on a paused clock: start/stop/restart,
-//! pushes, the ping knobs, the reaper, rate limits on re-identify and hostile input.
+//! pushes, the ping knobs, the reaper, rate limits on re-identify and hostile input; then its
+//! HTTP API on the same port (health, agents, onboarding, tokens, auth, rate limits, limits).
 
 use std::time::Duration;
 
@@ -633,5 +634,664 @@ async fn ollama_report_registers_the_agents_endpoint_and_is_acknowledged() {
         (Some("llm-3-local"), Some("unknown"))
     );
     drop(ws);
+    hub.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP API on the WebSocket's port, over real TCP with a raw HTTP/1.1 client.
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP answer: status, headers (names lower-cased) and the JSON body (Null when empty).
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: std::collections::HashMap<String, String>,
+    body: Value,
+}
+
+/// Sends `raw` bytes to the hub's port and reads the answer until the hub closes.
+async fn raw_http(hub: &EmbeddedHub, raw: &[u8]) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr()).await.expect("connect");
+    tcp.write_all(raw).await.expect("write");
+    let mut answer = Vec::new();
+    timeout(LIMIT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the hub answers and closes")
+        .expect("read");
+    let text = String::from_utf8(answer).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).expect("JSON body")
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `METHOD path` with an optional Bearer token and raw body text.
+async fn call(
+    hub: &EmbeddedHub,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Answer {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", hub.addr());
+    if let Some(token) = token {
+        req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    raw_http(hub, req.as_bytes()).await
+}
+
+/// `call` with a JSON body.
+async fn call_json(hub: &EmbeddedHub, method: &str, path: &str, token: Option<&str>, body: Value) -> Answer {
+    call(hub, method, path, token, Some(&body.to_string())).await
+}
+
+fn unauthorized() -> Value {
+    json!({"error": "unauthorized", "hint": "provide Authorization: Bearer <token>"})
+}
+
+#[tokio::test]
+async fn http_and_websocket_share_one_port() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    assert_eq!(hub.api_url(), format!("http://{}", hub.addr()));
+    let health = call(&hub, "GET", "/health", None, None).await;
+    assert_eq!(
+        (health.status, health.body),
+        (
+            200,
+            json!({"agents_connected": 0, "service": "agent_com", "status": "ok"})
+        )
+    );
+    assert_eq!(health.headers["connection"], "close");
+    assert!(health.headers["content-type"].starts_with("application/json"));
+    let token = hub.add_token("port-1");
+    let (mut ws, _) = tokio_tungstenite::connect_async(hub.url())
+        .await
+        .expect("connect");
+    send(&mut ws, identify("port-1", &token)).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "identified");
+    assert_eq!(
+        call(&hub, "GET", "/health", None, None).await.body["agents_connected"],
+        1
+    );
+    let agents = call(&hub, "GET", "/api/agents", None, None).await;
+    assert_eq!(agents.status, 200);
+    let agent = &agents.body["agents"][0];
+    assert_eq!(
+        (
+            &agent["agent_id"],
+            &agent["fsm_state"],
+            &agent["capabilities"],
+            &agent["status"]
+        ),
+        (
+            &json!("port-1"),
+            &json!("unknown"),
+            &json!(["code"]),
+            &json!("connected")
+        )
+    );
+    assert!(agent["connected_at"]
+        .as_u64()
+        .is_some_and(|ms| ms > 1_000_000_000_000));
+    let unknown = call(&hub, "GET", "/api/nothing", None, None).await;
+    assert_eq!(
+        (unknown.status, &unknown.body["error"]),
+        (404, &json!("not_found"))
+    );
+    // The WebSocket is still served after the HTTP exchanges.
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "pong");
+    drop(ws);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn onboarding_registers_once_and_the_token_identifies() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let repo = call(&hub, "GET", "/api/config/default-repo", None, None).await;
+    assert_eq!(
+        (repo.status, repo.body),
+        (200, json!({"configured": false, "default_repo": null}))
+    );
+    let reg = call_json(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        None,
+        json!({"agent_id": "new-1"}),
+    )
+    .await;
+    assert_eq!(reg.status, 201, "{:?}", reg.body);
+    let token = reg.body["token"].as_str().expect("token").to_string();
+    assert!(
+        token.len() == 64
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+    let host = hub.addr().to_string();
+    assert_eq!(
+        reg.body,
+        json!({"agent_id": "new-1", "token": token, "hub_ws_url": format!("ws://{host}/ws"),
+            "hub_api_url": format!("http://{host}"), "default_repo": null})
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(reg.body["hub_ws_url"].as_str().unwrap())
+        .await
+        .expect("connect");
+    send(&mut ws, identify("new-1", &token)).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "identified");
+    let again = call_json(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        None,
+        json!({"agent_id": "new-1"}),
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.body),
+        (409, json!({"error": "agent_id already registered"}))
+    );
+    // A token from POST /admin/tokens counts as registered too.
+    hub.add_token("pre-1");
+    let pre = call_json(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        None,
+        json!({"agent_id": "pre-1"}),
+    )
+    .await;
+    assert_eq!(pre.status, 409);
+    for (body, entry) in [
+        (
+            json!({"agent_id": ""}),
+            json!({"detail": "agent_id must not be empty", "error": "required", "field": "agent_id"}),
+        ),
+        (
+            json!({}),
+            json!({"detail": "field is required", "error": "required", "field": "agent_id"}),
+        ),
+        (
+            json!([1]),
+            json!({"detail": "field is required", "error": "required", "field": "agent_id"}),
+        ),
+        (
+            json!({"agent_id": 5}),
+            json!({"detail": "expected string, got integer", "error": "wrong_type", "field": "agent_id", "value": 5}),
+        ),
+    ] {
+        let bad = call_json(&hub, "POST", "/api/onboard/register", None, body.clone()).await;
+        assert_eq!(
+            (bad.status, bad.body),
+            (422, json!({"error": "validation_failed", "errors": [entry]})),
+            "{body}"
+        );
+    }
+    let long = call_json(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        None,
+        json!({"agent_id": "a".repeat(129)}),
+    )
+    .await;
+    assert_eq!(
+        (long.status, &long.body["errors"][0]["error"]),
+        (422, &json!("too_long"))
+    );
+    let broken = call(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        None,
+        Some("{\"agent_id\":"),
+    )
+    .await;
+    assert_eq!(
+        (broken.status, &broken.body["error"]),
+        (400, &json!("invalid_json"))
+    );
+    // A Host header without a port gets the hub's port; the default repo is handed out.
+    let put = call_json(&hub, "PUT", "/api/config/default-repo", None, json!({"url": "x"})).await;
+    assert_eq!((put.status, put.body), (401, unauthorized()));
+    let url = "https://example.invalid/org/repo.git";
+    let put = call_json(
+        &hub,
+        "PUT",
+        "/api/config/default-repo",
+        Some(&token),
+        json!({"url": url}),
+    )
+    .await;
+    assert_eq!(
+        (put.status, put.body),
+        (200, json!({"status": "updated", "default_repo": url}))
+    );
+    let empty = call_json(
+        &hub,
+        "PUT",
+        "/api/config/default-repo",
+        Some(&token),
+        json!({"url": ""}),
+    )
+    .await;
+    assert_eq!(empty.status, 422);
+    let body = r#"{"agent_id":"new-2"}"#;
+    let raw = format!(
+        "POST /api/onboard/register HTTP/1.1\r\nHost: hub.example\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let reg = raw_http(&hub, raw.as_bytes()).await;
+    let port = hub.addr().port();
+    assert_eq!(reg.body["hub_ws_url"], format!("ws://hub.example:{port}/ws"));
+    assert_eq!(reg.body["hub_api_url"], format!("http://hub.example:{port}"));
+    assert_eq!(reg.body["default_repo"], url);
+    let repo = call(&hub, "GET", "/api/config/default-repo", None, None).await;
+    assert_eq!(repo.body, json!({"configured": true, "default_repo": url}));
+    hub.set_default_repo(None);
+    assert_eq!(
+        call(&hub, "GET", "/api/config/default-repo", None, None)
+            .await
+            .body["configured"],
+        false
+    );
+    drop(ws);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_default_repo_can_be_configured_at_start() {
+    let url = "file:///srv/repo.git";
+    let hub = EmbeddedHub::start(HubOptions {
+        default_repo: Some(url.into()),
+        ..HubOptions::default()
+    })
+    .await
+    .expect("start");
+    let repo = call(&hub, "GET", "/api/config/default-repo", None, None).await;
+    assert_eq!(repo.body, json!({"configured": true, "default_repo": url}));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_issued_listed_and_revoked_and_a_revoked_token_stops_identifying() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let admin = hub.add_token("admin");
+    let none = call_json(&hub, "POST", "/admin/tokens", None, json!({"agent_id": "tok-1"})).await;
+    assert_eq!((none.status, none.body), (401, unauthorized()));
+    let made = call_json(
+        &hub,
+        "POST",
+        "/admin/tokens",
+        Some(&admin),
+        json!({"agent_id": "tok-1"}),
+    )
+    .await;
+    assert_eq!(made.status, 201);
+    let token = made.body["token"].as_str().expect("token").to_string();
+    assert_eq!(made.body, json!({"agent_id": "tok-1", "token": token}));
+    let second = hub.add_token("tok-1");
+    let bad = call_json(&hub, "POST", "/admin/tokens", Some(&admin), json!({})).await;
+    assert_eq!(
+        (bad.status, &bad.body["errors"][0]["field"]),
+        (422, &json!("agent_id"))
+    );
+    let list = call(&hub, "GET", "/admin/tokens", Some(&admin), None).await;
+    assert_eq!(list.status, 200);
+    let tokens = list.body["tokens"].as_array().expect("tokens").clone();
+    assert_eq!(tokens.len(), 3);
+    let prefix = format!("{}...", &token[..8]);
+    assert!(tokens.contains(&json!({"agent_id": "tok-1", "token_prefix": prefix})));
+    assert!(
+        !list.body.to_string().contains(&token),
+        "whole tokens are never listed"
+    );
+    // A socket identified before the revocation stays connected (the real hub checks tokens at
+    // identify only); identifying again on it, or on a new socket, is refused.
+    let (mut ws, _) = tokio_tungstenite::connect_async(hub.url())
+        .await
+        .expect("connect");
+    send(&mut ws, identify("tok-1", &token)).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "identified");
+    // Any valid token may revoke any agent's tokens, its own included.
+    let gone = call(&hub, "DELETE", "/admin/tokens/tok-1", Some(&token), None).await;
+    assert_eq!(
+        (gone.status, gone.body),
+        (200, json!({"agent_id": "tok-1", "status": "revoked"}))
+    );
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "pong");
+    send(&mut ws, identify("tok-1", &second)).await;
+    assert_eq!(
+        recv_json(&mut ws).await,
+        json!({"error": "invalid_token", "type": "error"})
+    );
+    let (mut fresh, _) = tokio_tungstenite::connect_async(hub.url())
+        .await
+        .expect("connect");
+    send(&mut fresh, identify("tok-1", &token)).await;
+    assert_eq!(
+        recv_json(&mut fresh).await,
+        json!({"error": "invalid_token", "type": "error"})
+    );
+    // The revoked token no longer authenticates over HTTP either; the id can register again.
+    let refused = call(&hub, "GET", "/admin/tokens", Some(&token), None).await;
+    assert_eq!((refused.status, refused.body), (401, unauthorized()));
+    let list = call(&hub, "GET", "/admin/tokens", Some(&admin), None).await;
+    assert_eq!(
+        list.body["tokens"],
+        json!([{"agent_id": "admin", "token_prefix": format!("{}...", &admin[..8])}])
+    );
+    let reg = call_json(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        None,
+        json!({"agent_id": "tok-1"}),
+    )
+    .await;
+    assert_eq!(reg.status, 201);
+    // Revoking an agent without tokens is still a 200; percent-encoded ids are decoded.
+    hub.add_token("a b");
+    let spaced = call(&hub, "DELETE", "/admin/tokens/a%20b", Some(&admin), None).await;
+    assert_eq!(spaced.body, json!({"agent_id": "a b", "status": "revoked"}));
+    assert_eq!(hub.revoke_tokens("a b"), 0);
+    drop((ws, fresh));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn every_authenticated_endpoint_refuses_a_missing_or_unknown_token() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let endpoints = [
+        ("POST", "/api/tasks"),
+        ("GET", "/api/tasks"),
+        ("GET", "/api/tasks/dead-letter"),
+        ("GET", "/api/tasks/task-00000000000000ff"),
+        ("POST", "/api/tasks/task-00000000000000ff/cancel"),
+        ("POST", "/api/tasks/task-00000000000000ff/retry"),
+        ("POST", "/api/tasks/task-00000000000000ff/classify"),
+        ("POST", "/admin/tokens"),
+        ("GET", "/admin/tokens"),
+        ("DELETE", "/admin/tokens/x"),
+        ("PUT", "/api/config/default-repo"),
+        ("GET", "/api/tasks/stats"),
+        ("GET", "/api/agents/states"),
+        ("GET", "/api/agents/x/state"),
+        ("POST", "/api/admin/push-task"),
+        ("POST", "/api/admin/agents/x/restart"),
+    ];
+    let wrong = "f".repeat(64);
+    for (method, path) in endpoints {
+        for token in [None, Some(wrong.as_str())] {
+            let a = call(&hub, method, path, token, Some("{}")).await;
+            assert_eq!(
+                (a.status, &a.body),
+                (401, &unauthorized()),
+                "{method} {path} {token:?}"
+            );
+        }
+        let raw =
+            format!("{method} {path} HTTP/1.1\r\nAuthorization: Basic {wrong}\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            raw_http(&hub, raw.as_bytes()).await.status,
+            401,
+            "{method} {path} Basic"
+        );
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_heavy_tier_allows_ten_registrations_per_ip_and_ten_tasks_per_agent_a_minute() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    for i in 0..10 {
+        let reg = call_json(
+            &hub,
+            "POST",
+            "/api/onboard/register",
+            None,
+            json!({"agent_id": format!("rl-{i}")}),
+        )
+        .await;
+        assert_eq!(reg.status, 201, "registration {i}");
+    }
+    let denied = call_json(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        None,
+        json!({"agent_id": "rl-x"}),
+    )
+    .await;
+    assert_eq!(
+        (denied.status, denied.body),
+        (
+            429,
+            json!({"error": "rate_limited", "retry_after_ms": 6000, "tier": "heavy"})
+        )
+    );
+    assert_eq!(denied.headers["retry-after"], "6");
+    // Denied before validation: even a bad body is counted as a 429.
+    assert_eq!(
+        call_json(&hub, "POST", "/api/onboard/register", None, json!({}))
+            .await
+            .status,
+        429
+    );
+    let (one, two) = (hub.add_token("rl-a"), hub.add_token("rl-b"));
+    for i in 0..10 {
+        let t = call_json(
+            &hub,
+            "POST",
+            "/api/tasks",
+            Some(&one),
+            json!({"description": format!("t{i}")}),
+        )
+        .await;
+        assert_eq!(t.status, 201, "task {i}");
+    }
+    let t = call_json(
+        &hub,
+        "POST",
+        "/api/tasks",
+        Some(&one),
+        json!({"description": "one too many"}),
+    )
+    .await;
+    assert_eq!((t.status, &t.body["tier"]), (429, &json!("heavy")));
+    assert_eq!(t.headers["retry-after"], "6");
+    // Keyed by agent: another agent's token has its own bucket; reads are not limited.
+    let other = call_json(
+        &hub,
+        "POST",
+        "/api/tasks",
+        Some(&two),
+        json!({"description": "x"}),
+    )
+    .await;
+    assert_eq!(other.status, 201);
+    let list = call(&hub, "GET", "/api/tasks", Some(&one), None).await;
+    assert_eq!(list.body["count"], 11);
+    hub.set_rate_limits(false);
+    let t = call_json(
+        &hub,
+        "POST",
+        "/api/tasks",
+        Some(&one),
+        json!({"description": "unlimited"}),
+    )
+    .await;
+    assert_eq!(t.status, 201);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_chunked_and_malformed_requests_get_clear_errors() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let token = hub.add_token("tx-1");
+    let big = format!(
+        "POST /api/tasks HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        2 * 1024 * 1024
+    );
+    let a = raw_http(&hub, big.as_bytes()).await;
+    assert_eq!((a.status, &a.body["error"]), (413, &json!("body_too_large")));
+    let chunked = "POST /api/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    let a = raw_http(&hub, chunked.as_bytes()).await;
+    assert_eq!((a.status, &a.body["error"]), (411, &json!("length_required")));
+    let a = raw_http(&hub, b"HELLO\r\n\r\n").await;
+    assert_eq!((a.status, &a.body["error"]), (400, &json!("bad_request")));
+    let huge = format!("GET /health HTTP/1.1\r\nX-Filler: {}\r\n\r\n", "x".repeat(20_000));
+    let a = raw_http(&hub, huge.as_bytes()).await;
+    assert_eq!((a.status, &a.body["error"]), (431, &json!("header_too_large")));
+    // A body of exactly 1 MiB is read (and then judged by the endpoint).
+    let body = format!("{{\"description\":\"{}\"}}", "d".repeat(1024 * 1024 - 18));
+    assert_eq!(body.len(), 1024 * 1024);
+    let a = call(&hub, "POST", "/api/tasks", Some(&token), Some(&body)).await;
+    assert_eq!(
+        (a.status, &a.body["errors"][0]["error"]),
+        (422, &json!("too_long"))
+    );
+    // Expect: 100-continue gets its interim answer before the body is sent.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr()).await.expect("connect");
+    let body = r#"{"description":"continued"}"#;
+    let head = format!(
+        "POST /api/tasks HTTP/1.1\r\nAuthorization: Bearer {token}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("head");
+    let mut interim = [0u8; 25];
+    timeout(LIMIT, tcp.read_exact(&mut interim))
+        .await
+        .expect("100")
+        .expect("read");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    tcp.write_all(body.as_bytes()).await.expect("body");
+    let mut rest = String::new();
+    timeout(LIMIT, tcp.read_to_string(&mut rest))
+        .await
+        .expect("answer")
+        .expect("read");
+    assert!(rest.starts_with("HTTP/1.1 201 Created\r\n"), "{rest}");
+    hub.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_sends_its_body_gets_408_after_ten_seconds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let token = hub.add_token("slow-1");
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    hub.serve_stream(server);
+    let start = tokio::time::Instant::now();
+    let head =
+        format!("POST /api/tasks HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 10\r\n\r\n{{");
+    client.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+    assert_eq!(start.elapsed().as_secs(), 10);
+    // A client that never finishes its head is dropped after the handshake grace, unanswered.
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    hub.serve_stream(server);
+    client
+        .write_all(b"GET /health HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.expect("read");
+    assert_eq!(answer, "");
+    // Nothing was counted as a WebSocket connection.
+    assert!(!hub
+        .history()
+        .iter()
+        .any(|e| matches!(e, HubEvent::Connected { .. })));
+}
+
+/// One request with hyper's client (what the sidecar's HTTP client is built on).
+async fn hyper_call(hub: &EmbeddedHub, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let tcp = tokio::net::TcpStream::connect(hub.addr()).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    let driver = tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", hub.addr().to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let response = timeout(LIMIT, sender.send_request(request))
+        .await
+        .expect("in time")
+        .expect("response");
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let _ = driver.await;
+    (status, serde_json::from_slice(&bytes).expect("JSON"))
+}
+
+#[tokio::test]
+async fn hypers_client_talks_to_the_api() {
+    let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
+    let (status, reg) = hyper_call(
+        &hub,
+        "POST",
+        "/api/onboard/register",
+        "",
+        r#"{"agent_id":"hy-1"}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let token = reg["token"].as_str().expect("token");
+    let (status, created) = hyper_call(
+        &hub,
+        "POST",
+        "/api/tasks",
+        token,
+        r#"{"description":"via hyper"}"#,
+    )
+    .await;
+    assert_eq!((status, &created["status"]), (201, &json!("queued")));
+    let path = format!("/api/tasks/{}", created["task_id"].as_str().unwrap());
+    let (status, task) = hyper_call(&hub, "GET", &path, token, "").await;
+    assert_eq!(
+        (status, &task["description"], &task["submitted_by"]),
+        (200, &json!("via hyper"), &json!("hy-1"))
+    );
+    let (status, gone) = hyper_call(&hub, "DELETE", "/admin/tokens/hy-1", token, "").await;
+    assert_eq!(
+        (status, gone),
+        (200, json!({"agent_id": "hy-1", "status": "revoked"}))
+    );
     hub.stop().await;
 }

@@ -1,5 +1,7 @@
 //! The embedded hub's task side through its handle API, on a paused clock: the double-assign
-//! knob, capability matching, the stuck sweep, cancel, admin push-task and hostile task frames.
+//! knob, capability matching, the stuck sweep, cancel, admin push-task and hostile task frames;
+//! then its task endpoints over real HTTP (submit, get, list, retry, cancel, classify) and the
+//! scheduler's priority, depends_on, assign_to and overdue rules.
 
 use std::time::Duration;
 
@@ -676,5 +678,669 @@ async fn task_complete_stores_tokens_and_verification_reports_and_refuses_wrong_
         ),
         (None, vec![], None)
     );
+    hub.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The task endpoints of the HTTP API, over real TCP with a raw HTTP/1.1 client (real clock).
+// ---------------------------------------------------------------------------------------------
+
+/// `METHOD path` with a Bearer token and an optional JSON body: the status and JSON body.
+async fn http(hub: &EmbeddedHub, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        hub.addr(),
+        body.len()
+    );
+    let mut tcp = tokio::net::TcpStream::connect(hub.addr()).await.expect("connect");
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
+        .await
+        .expect("the hub answers and closes")
+        .expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, serde_json::from_str(body).expect("JSON body"))
+}
+
+async fn post_task(hub: &EmbeddedHub, token: &str, body: Value) -> (u16, Value) {
+    http(hub, "POST", "/api/tasks", token, Some(body)).await
+}
+
+/// The error entries' `field:error` pairs of a 422 body.
+fn errors(body: &Value) -> Vec<String> {
+    assert_eq!(body["error"], "validation_failed", "{body}");
+    body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["field"].as_str().unwrap(),
+                e["error"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn post_task_validates_every_field_like_the_hub() {
+    let hub = hub(quiet_opts()).await;
+    hub.set_rate_limits(false);
+    let token = hub.add_token("submitter");
+    let (status, body) = post_task(&hub, &token, json!({})).await;
+    assert_eq!(
+        (status, body),
+        (
+            422,
+            json!({"error": "validation_failed", "errors": [
+            {"detail": "field is required", "error": "required", "field": "description"}]})
+        )
+    );
+    let wrong = json!({"description": 1, "priority": 2, "metadata": "x", "max_retries": "3",
+        "needed_capabilities": ["code", 7], "file_hints": [1], "skip_verification": 1,
+        "complete_by": 1.5, "success_criteria": "all", "verification_timeout_ms": "60",
+        "depends_on": "task-1", "goal_id": 3});
+    let (status, body) = post_task(&hub, &token, wrong).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        errors(&body),
+        [
+            "description:wrong_type",
+            "complete_by:wrong_type",
+            "file_hints[0]:wrong_type",
+            "max_retries:wrong_type",
+            "metadata:wrong_type",
+            "needed_capabilities[1]:wrong_type",
+            "priority:wrong_type",
+            "skip_verification:wrong_type",
+            "success_criteria:wrong_type",
+            "verification_timeout_ms:wrong_type",
+            "depends_on:wrong_type",
+            "goal_id:wrong_type",
+        ]
+    );
+    assert_eq!(body["errors"][1]["detail"], "expected integer, got float");
+    assert_eq!(body["errors"][8]["detail"], "expected array, got string");
+    let (_, body) = post_task(&hub, &token, json!({"description": "d".repeat(10_001)})).await;
+    assert_eq!(errors(&body), ["description:too_long"]);
+    let enrich = json!({"description": "x", "file_hints": [{"path": "a"}, {"reason": "no path"}],
+        "verification_steps": [{"type": "file_exists"}, {"type": "", "target": "t"}],
+        "complexity_tier": "huge"});
+    let (status, body) = post_task(&hub, &token, enrich).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        errors(&body),
+        [
+            "file_hints[1].path:required",
+            "verification_steps[0].target:required",
+            "verification_steps[1].type:required",
+            "complexity_tier:invalid_value",
+        ]
+    );
+    assert_eq!(
+        body["errors"][3]["detail"],
+        "must be one of: trivial, standard, complex, unknown"
+    );
+    let (status, body) = post_task(
+        &hub,
+        &token,
+        json!({"description": "x", "depends_on": ["task-00000000000000ff"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, errors(&body)),
+        (422, vec!["depends_on[0]:invalid_value".to_string()])
+    );
+    assert!(
+        http(&hub, "GET", "/api/tasks", &token, None).await.1["tasks"] == json!([]),
+        "nothing was queued"
+    );
+    // Accepted: the priority as its number (unknown names are normal), warnings past 10 steps.
+    for (name, number) in [
+        ("urgent", 0),
+        ("high", 1),
+        ("normal", 2),
+        ("low", 3),
+        ("critical", 2),
+    ] {
+        let (status, body) = post_task(&hub, &token, json!({"description": "p", "priority": name})).await;
+        assert_eq!(
+            (status, &body["priority"], &body["status"]),
+            (201, &json!(number), &json!("queued"))
+        );
+        assert!(body["task_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("task-") && id.len() == 21));
+        assert!(body["created_at"]
+            .as_u64()
+            .is_some_and(|ms| ms > 1_000_000_000_000));
+        assert!(body.get("warnings").is_none());
+    }
+    let steps: Vec<Value> = (0..11)
+        .map(|i| json!({"type": "file_exists", "target": format!("f{i}")}))
+        .collect();
+    let (status, body) = post_task(
+        &hub,
+        &token,
+        json!({"description": "many", "verification_steps": steps}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        body["warnings"],
+        json!(["Task has 11 verification steps (soft limit: 10). Consider splitting into smaller tasks."])
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_submitted_over_http_is_assigned_with_its_fields_and_shown_whole() {
+    let hub = hub(quiet_opts()).await;
+    let token = hub.add_token("submitter");
+    let mut ws = agent(&hub, "http-1", &["code"]).await;
+    let steps = json!([{"type": "file_exists", "target": "README.md"}]);
+    let (status, created) = post_task(
+        &hub,
+        &token,
+        json!({"description": "Add a README section", "needed_capabilities": ["code"],
+            "priority": "high", "metadata": {"k": "v"}, "repo": "https://example.invalid/r",
+            "branch": "feature/x", "success_criteria": ["README has a section"],
+            "verification_steps": steps, "skip_verification": true, "verification_timeout_ms": 60000,
+            "max_retries": 2, "max_verification_retries": 9, "complete_by": 9_999_999_999_999_i64,
+            "goal_id": "goal-1", "file_hints": [{"path": "README.md", "reason": "edit"}]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = created["task_id"].as_str().expect("id").to_string();
+    let assign = recv(&mut ws).await;
+    assert_eq!(assign["task_id"], id.as_str());
+    for (key, want) in [
+        ("repo", json!("https://example.invalid/r")),
+        ("branch", json!("feature/x")),
+        ("success_criteria", json!(["README has a section"])),
+        ("skip_verification", json!(true)),
+        ("verification_timeout_ms", json!(60000)),
+        ("max_verification_retries", json!(5)),
+        ("verification_steps", steps.clone()),
+        ("metadata", json!({"k": "v"})),
+    ] {
+        assert_eq!(assign[key], want, "task_assign {key}");
+    }
+    let (status, task) = http(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
+    assert_eq!(status, 200);
+    let mut keys: Vec<&str> = task
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "assigned_at",
+            "assigned_to",
+            "branch",
+            "complete_by",
+            "complexity",
+            "created_at",
+            "depends_on",
+            "description",
+            "file_hints",
+            "generation",
+            "goal_id",
+            "history",
+            "id",
+            "last_error",
+            "max_retries",
+            "max_verification_retries",
+            "metadata",
+            "needed_capabilities",
+            "priority",
+            "repo",
+            "result",
+            "retry_count",
+            "routing_decision",
+            "status",
+            "submitted_by",
+            "success_criteria",
+            "tokens_used",
+            "updated_at",
+            "verification_history",
+            "verification_report",
+            "verification_steps"
+        ]
+    );
+    for (key, want) in [
+        ("status", json!("assigned")),
+        ("assigned_to", json!("http-1")),
+        ("priority", json!(1)),
+        ("submitted_by", json!("submitter")),
+        ("max_retries", json!(2)),
+        ("goal_id", json!("goal-1")),
+        ("complete_by", json!(9_999_999_999_999_i64)),
+        ("verification_report", Value::Null),
+        ("verification_history", json!([])),
+        ("result", Value::Null),
+    ] {
+        assert_eq!(task[key], want, "GET {key}");
+    }
+    let events: Vec<&Value> = task["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["event"])
+        .collect();
+    assert_eq!(events, [&json!("assigned"), &json!("queued")], "newest first");
+    assert!(task["history"][0]["timestamp"]
+        .as_u64()
+        .is_some_and(|ms| ms >= created["created_at"].as_u64().unwrap()));
+    // The verification reports of task_complete are stored verbatim and shown.
+    let report =
+        json!({"task_id": id, "run_number": 2, "status": "pass", "checks": [], "summary": {"total": 0}});
+    let first = json!({"task_id": id, "run_number": 1, "status": "fail", "checks": []});
+    send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+    recv(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"type": "task_complete", "task_id": id, "generation": 1, "result": {"status": "success"},
+            "tokens_used": 42, "verification_report": report, "verification_history": [first, report]}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["status"], "complete");
+    let (_, task) = http(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["verification_report"], report);
+    assert_eq!(task["verification_history"], json!([first, report]));
+    assert_eq!(task["tokens_used"], 42);
+    assert_eq!(task["history"][0]["details"], json!({"tokens_used": 42}));
+    let (status, body) = http(&hub, "GET", "/api/tasks/task-00000000000000ff", &token, None).await;
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"error": "task_not_found", "task_id": "task-00000000000000ff"})
+        )
+    );
+    drop(ws);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn listing_filters_and_orders_and_dead_letters_can_be_retried_or_cancelled() {
+    let hub = hub(quiet_opts()).await;
+    let token = hub.add_token("lister");
+    let mut ids = Vec::new();
+    for (desc, priority, goal) in [("a", "low", "g1"), ("b", "urgent", "g2"), ("c", "normal", "g1")] {
+        let body = json!({"description": desc, "priority": priority, "goal_id": goal, "needed_capabilities": ["none"]});
+        ids.push(
+            post_task(&hub, &token, body).await.1["task_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let list = |q: &'static str| {
+        let hub = hub.clone();
+        let token = token.clone();
+        async move {
+            let (status, body) = http(&hub, "GET", &format!("/api/tasks{q}"), &token, None).await;
+            assert_eq!(status, 200);
+            assert_eq!(body["count"], body["tasks"].as_array().unwrap().len());
+            body["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["description"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("").await, ["b", "c", "a"], "by priority");
+    assert_eq!(list("?priority=urgent").await, ["b"]);
+    assert_eq!(
+        list("?priority=2").await,
+        ["b", "c", "a"],
+        "a number names no priority: ignored"
+    );
+    assert_eq!(list("?goal_id=g1").await, ["c", "a"]);
+    assert_eq!(list("?status=queued&goal_id=g1").await, ["c", "a"]);
+    assert_eq!(
+        list("?status=bogus").await,
+        ["b", "c", "a"],
+        "an unknown status is ignored"
+    );
+    assert!(list("?status=assigned").await.is_empty());
+    assert!(list("?assigned_to=nobody").await.is_empty());
+    // A task dead-lettered on its first failure: listed apart, retried back into the queue.
+    let mut ws = agent(&hub, "dl-1", &["dl"]).await;
+    let (_, created) = post_task(
+        &hub,
+        &token,
+        json!({"description": "fails", "max_retries": 1, "needed_capabilities": ["dl"]}),
+    )
+    .await;
+    let id = created["task_id"].as_str().unwrap().to_string();
+    assert_eq!(recv(&mut ws).await["generation"], 1);
+    send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+    recv(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"type": "task_failed", "task_id": id, "generation": 1, "error": "boom"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["status"], "dead_letter");
+    assert!(!list("").await.contains(&"fails".to_string()));
+    let (_, dead) = http(&hub, "GET", "/api/tasks/dead-letter", &token, None).await;
+    assert_eq!(
+        (dead["count"].clone(), dead["tasks"][0]["id"].clone()),
+        (json!(1), json!(id))
+    );
+    let (_, task) = http(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
+    assert_eq!(
+        (&task["status"], &task["last_error"]),
+        (&json!("dead_letter"), &json!("boom"))
+    );
+    let queued = &ids[0];
+    let (status, body) = http(&hub, "POST", &format!("/api/tasks/{queued}/retry"), &token, None).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "task_not_found", "task_id": queued}))
+    );
+    let (status, body) = http(&hub, "POST", &format!("/api/tasks/{id}/retry"), &token, None).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"status": "requeued", "task_id": id, "priority": 2}))
+    );
+    let again = recv(&mut ws).await;
+    assert_eq!(
+        (again["task_id"].as_str(), again["generation"].as_u64()),
+        (Some(id.as_str()), Some(3))
+    );
+    let (_, task) = http(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
+    assert_eq!(
+        (&task["retry_count"], &task["last_error"], &task["status"]),
+        (&json!(0), &Value::Null, &json!("assigned"))
+    );
+    assert_eq!(
+        task["history"][1],
+        json!({"event": "queued", "details": "retried from dead-letter", "timestamp": task["history"][1]["timestamp"]})
+    );
+    // Cancel: a queued task, then an unknown one.
+    let (status, body) = http(&hub, "POST", &format!("/api/tasks/{queued}/cancel"), &token, None).await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status": "cancelled", "task_id": queued, "previous_status": "queued"})
+        )
+    );
+    let (status, body) = http(&hub, "POST", &format!("/api/tasks/{queued}/cancel"), &token, None).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "task_not_found", "task_id": queued}))
+    );
+    assert!(!hub.retry_task(queued));
+    drop(ws);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn classify_over_http_uses_the_tasks_tier_and_report_and_the_auto_merge_flag() {
+    let hub = hub(HubOptions {
+        risk_auto_merge_tier1: true,
+        ..quiet_opts()
+    })
+    .await;
+    let token = hub.add_token("classifier");
+    let small = json!({"lines_added": 3, "lines_deleted": 1, "files_changed": ["src/a.rs"], "files_added": [], "tests_exist": true});
+    let mut ids = Vec::new();
+    for tier in ["trivial", "complex"] {
+        let body = json!({"description": "x", "complexity_tier": tier, "needed_capabilities": ["none"]});
+        ids.push(
+            post_task(&hub, &token, body).await.1["task_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let classify = |id: String, body: Value| {
+        let (hub, token) = (hub.clone(), token.clone());
+        async move {
+            http(
+                &hub,
+                "POST",
+                &format!("/api/tasks/{id}/classify"),
+                &token,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, body) = classify(ids[0].clone(), small.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"tier": 1, "auto_merge_eligible": true, "reasons": ["complexity: trivial", "lines: 4",
+            "files: 1", "new files: 0", "tests: present", "verification: passed"]})
+    );
+    let (_, body) = classify(ids[1].clone(), small.clone()).await;
+    assert_eq!(
+        body,
+        json!({"tier": 2, "auto_merge_eligible": false, "reasons": ["complexity: complex"]})
+    );
+    let (_, body) = classify(
+        ids[0].clone(),
+        json!({"files_changed": [".github/workflows/ci.yml"], "tests_exist": true}),
+    )
+    .await;
+    assert_eq!(
+        body["reasons"],
+        json!(["protected paths: .github/workflows/ci.yml"])
+    );
+    hub.set_auto_merge_tier1(false);
+    assert_eq!(
+        classify(ids[0].clone(), small.clone()).await.1["auto_merge_eligible"],
+        false
+    );
+    let (status, body) = classify(ids[0].clone(), json!({"lines_added": "3", "files_changed": "a"})).await;
+    assert_eq!(
+        (status, errors(&body)),
+        (
+            422,
+            vec![
+                "files_changed:wrong_type".to_string(),
+                "lines_added:wrong_type".to_string()
+            ]
+        )
+    );
+    let (status, _) = classify("task-00000000000000ff".into(), small.clone()).await;
+    assert_eq!(status, 404);
+    // Classifying changes nothing on the task.
+    let (_, task) = http(&hub, "GET", &format!("/api/tasks/{}", ids[0]), &token, None).await;
+    assert_eq!(task["history"].as_array().map(Vec::len), Some(1));
+    hub.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn priority_dependencies_and_assign_to_steer_the_scheduler() {
+    let hub = hub(quiet_opts()).await;
+    let first = hub.submit_task(TaskSpec {
+        priority: "low".into(),
+        ..spec("low", &["s"])
+    });
+    let urgent = hub.submit_task(TaskSpec {
+        priority: "urgent".into(),
+        ..spec("urgent", &["s"])
+    });
+    let after = hub.submit_task(TaskSpec {
+        depends_on: vec![first.clone()],
+        ..spec("after low", &["s"])
+    });
+    let pinned = hub.submit_task(TaskSpec {
+        assign_to: Some("s-2".into()),
+        ..spec("pinned", &["s"])
+    });
+    let mut one = agent(&hub, "s-1", &["s"]).await;
+    assert_eq!(
+        recv(&mut one).await["task_id"],
+        urgent.as_str(),
+        "urgent first, though submitted later"
+    );
+    let complete =
+        |ws_id: String| json!({"type": "task_complete", "task_id": ws_id, "generation": 1, "result": {}});
+    send(&mut one, complete(urgent.clone())).await;
+    assert_eq!(recv(&mut one).await["status"], "complete");
+    // "after low" waits for "low"; "pinned" waits for s-2.
+    assert_eq!(recv(&mut one).await["task_id"], first.as_str());
+    send(&mut one, complete(first.clone())).await;
+    assert_eq!(recv(&mut one).await["status"], "complete");
+    assert_eq!(recv(&mut one).await["task_id"], after.as_str());
+    assert_eq!(hub.task(&pinned).map(|t| t.status), Some("queued".into()));
+    let mut two = agent(&hub, "s-2", &["s"]).await;
+    assert_eq!(recv(&mut two).await["task_id"], pinned.as_str());
+    hub.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_assigned_task_past_complete_by_is_reclaimed_as_overdue_by_the_sweep() {
+    let hub = hub(quiet_opts()).await;
+    let mut ws = agent(&hub, "late-1", &["late"]).await;
+    let past = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 1;
+    let id = hub.submit_task(TaskSpec {
+        complete_by: Some(past),
+        ..spec("late", &["late"])
+    });
+    assert_eq!(recv(&mut ws).await["generation"], 1);
+    send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+    recv(&mut ws).await;
+    // The sweep runs every 30 s: the task is reclaimed and handed out again at once.
+    let again = recv_within(&mut ws, Duration::from_secs(31)).await;
+    assert_eq!(
+        (again["task_id"].as_str(), again["generation"].as_u64()),
+        (Some(id.as_str()), Some(3))
+    );
+    let history = hub.task(&id).expect("task").history;
+    assert_eq!(history[2], ("reclaimed".to_string(), Some("overdue".to_string())));
+    let json = hub.task_json(&id).expect("json");
+    assert_eq!(json["history"][1]["details"], "overdue");
+    hub.stop().await;
+}
+
+/// The next text frame within `limit` of virtual time.
+async fn recv_within(ws: &mut Ws, limit: Duration) -> Value {
+    match timeout(limit, ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(&t).expect("json"),
+        other => panic!("expected a text frame within {limit:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stats_agent_states_and_admin_push_over_http() {
+    let hub = hub(quiet_opts()).await;
+    let token = hub.add_token("admin");
+    let mut ws = agent(&hub, "st-1", &["st"]).await;
+    for priority in ["urgent", "normal", "normal"] {
+        post_task(
+            &hub,
+            &token,
+            json!({"description": "x", "priority": priority, "needed_capabilities": ["none"]}),
+        )
+        .await;
+    }
+    let (status, stats) = http(&hub, "GET", "/api/tasks/stats", &token, None).await;
+    assert_eq!(
+        (status, stats),
+        (
+            200,
+            json!({"by_status": {"queued": 3}, "by_priority": {"0": 1, "2": 2}, "dead_letter": 0, "queued_index_size": 3})
+        )
+    );
+    let (status, states) = http(&hub, "GET", "/api/agents/states", &token, None).await;
+    assert_eq!(status, 200);
+    let agent = &states["agents"][0];
+    assert_eq!(
+        (
+            &agent["agent_id"],
+            &agent["fsm_state"],
+            &agent["capabilities"],
+            &agent["name"]
+        ),
+        (
+            &json!("st-1"),
+            &json!("idle"),
+            &json!([{"name": "st"}]),
+            &json!("st-1")
+        )
+    );
+    let (status, body) = http(
+        &hub,
+        "POST",
+        "/api/admin/push-task",
+        &token,
+        Some(json!({"agent_id": "st-1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, errors(&body)),
+        (422, vec!["description:required".to_string()])
+    );
+    let push = json!({"agent_id": "st-1", "description": "pushed", "metadata": {"m": 1}});
+    let (status, body) = http(&hub, "POST", "/api/admin/push-task", &token, Some(push)).await;
+    assert_eq!(
+        (status, &body["status"], &body["agent_id"]),
+        (200, &json!("pushed"), &json!("st-1"))
+    );
+    let assign = recv(&mut ws).await;
+    assert_eq!(
+        (&assign["task_id"], &assign["generation"], &assign["metadata"]),
+        (&body["task_id"], &json!(0), &json!({"m": 1}))
+    );
+    let (status, state) = http(&hub, "GET", "/api/agents/st-1/state", &token, None).await;
+    assert_eq!(
+        (status, &state["fsm_state"], &state["current_task_id"]),
+        (200, &json!("assigned"), &body["task_id"])
+    );
+    assert!(state["last_state_change"].as_u64() >= state["connected_at"].as_u64());
+    let gone = json!({"agent_id": "nobody", "description": "x"});
+    let (status, body) = http(&hub, "POST", "/api/admin/push-task", &token, Some(gone)).await;
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "agent_not_connected", "agent_id": "nobody"}))
+    );
+    let (status, body) = http(&hub, "GET", "/api/agents/nobody/state", &token, None).await;
+    assert_eq!((status, body), (404, json!({"error": "agent_not_found"})));
+    let (status, body) = http(
+        &hub,
+        "POST",
+        "/api/admin/agents/st-1/restart",
+        &token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"agent_id": "st-1", "reason": "admin_commanded", "status": "restart_commanded"})
+        )
+    );
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"reason": "admin_commanded", "type": "restart_sidecar"})
+    );
+    drop(ws);
     hub.stop().await;
 }

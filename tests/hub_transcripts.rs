@@ -482,25 +482,16 @@ impl Replay {
         let served = matches!(
             (method, path),
             ("POST", "/admin/tokens" | "/api/tasks" | "/api/onboard/register")
+                | ("POST", "/api/admin/push-task")
                 | ("GET", "/api/agents" | "/health" | "/api/config/default-repo")
                 | ("DELETE", _)
-        ) || (path.starts_with("/api/tasks/") && !path.ends_with("/state"));
+        ) || path.starts_with("/api/tasks/")
+            || path.starts_with("/api/agents/")
+            || path.starts_with("/api/admin/agents/");
         if served {
             self.http_call(method, path, http, at).await;
         }
         match (method, path) {
-            ("POST", p) if p.starts_with("/api/admin/agents/") && p.ends_with("/restart") => {
-                let agent = &p["/api/admin/agents/".len()..p.len() - "/restart".len()];
-                let reason = http["body"]["reason"].as_str().unwrap_or("admin_commanded");
-                let pushed = self.hub.restart_sidecar(agent, reason).await;
-                assert_eq!(pushed.is_ok(), status == 200, "{at}: push to {agent}");
-            }
-            ("POST", "/api/admin/push-task") => {
-                let agent = http["body"]["agent_id"].as_str().unwrap_or_default();
-                let description = http["body"]["description"].as_str().unwrap_or_default();
-                let pushed = self.hub.push_task(agent, description).await;
-                assert_eq!(pushed.is_ok(), status == 200, "{at}: push-task to {agent}");
-            }
             ("GET", p) if p.starts_with("/api/tasks/") => {
                 // The Rust view of the same record agrees with the HTTP one.
                 let id = &p["/api/tasks/".len()..];
@@ -525,7 +516,8 @@ impl Replay {
         let token = (want_status != 401).then(|| self.admin.clone());
         let body = http.get("body").map(|b| bind(b, &self.ids));
         let want = &http["response"];
-        let settles = method == "GET" && (path == "/api/agents" || path == "/health");
+        let settles =
+            method == "GET" && (path == "/api/agents" || path == "/health" || path.ends_with("/state"));
         for attempt in 0.. {
             let (status, got) = http_request(&self.hub, method, path, token.as_deref(), body.as_ref()).await;
             if let (Some(agent), Some(tok)) = (got["agent_id"].as_str(), got["token"].as_str()) {

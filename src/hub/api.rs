@@ -76,6 +76,10 @@ pub fn handle(shared: &Arc<Shared>, req: &Request) -> Response {
         ("POST", ["admin", "tokens"]) => create_token(shared, req),
         ("GET", ["admin", "tokens"]) => list_tokens(shared, req),
         ("DELETE", ["admin", "tokens", agent_id]) => revoke(shared, req, agent_id),
+        ("GET", ["api", "agents", "states"]) => agent_states(shared, req, None),
+        ("GET", ["api", "agents", agent_id, "state"]) => agent_states(shared, req, Some(agent_id)),
+        ("POST", ["api", "admin", "push-task"]) => push_task(shared, req),
+        ("POST", ["api", "admin", "agents", agent_id, "restart"]) => restart(shared, req, agent_id),
         (_, ["api", "tasks", ..]) => api_tasks::handle(shared, req, &seg[2..]),
         _ => Err(Response::json(
             404,
@@ -227,6 +231,83 @@ fn revoke(shared: &Shared, req: &Request, agent_id: &str) -> Result<Response, Re
     Ok(Response::json(
         200,
         json!({"status": "revoked", "agent_id": agent_id}),
+    ))
+}
+
+/// `GET /api/agents/states` (every FSM) and `GET /api/agents/:id/state` (one, with
+/// `last_state_change`; 404 `agent_not_found`), Bearer.
+fn agent_states(shared: &Shared, req: &Request, one: Option<&str>) -> Result<Response, Response> {
+    auth(shared, req)?;
+    let st = shared.lock();
+    let render = |id: &str, f: &super::tasks::Fsm| {
+        let caps: Vec<Value> = f.capabilities.iter().map(|c| json!({"name": c})).collect();
+        json!({"agent_id": id, "fsm_state": f.state, "current_task_id": f.current,
+            "capabilities": caps, "flags": f.flags, "connected_at": f.connected_at, "name": f.name})
+    };
+    let Some(agent_id) = one else {
+        let mut ids: Vec<&String> = st.tasks.fsms.keys().collect();
+        ids.sort();
+        let agents: Vec<Value> = ids.into_iter().map(|id| render(id, &st.tasks.fsms[id])).collect();
+        return Ok(Response::json(200, json!({"agents": agents})));
+    };
+    let fsm = st
+        .tasks
+        .fsms
+        .get(agent_id)
+        .ok_or_else(|| Response::json(404, json!({"error": "agent_not_found"})))?;
+    let mut body = render(agent_id, fsm);
+    body["last_state_change"] = json!(fsm.last_state_change);
+    Ok(Response::json(200, body))
+}
+
+/// `POST /api/admin/push-task {"agent_id","description","metadata"?}` (Bearer, heavy tier).
+fn push_task(shared: &Arc<Shared>, req: &Request) -> Result<Response, Response> {
+    let agent = auth(shared, req)?;
+    limit(shared, &agent, Tier::Heavy)?;
+    let p = params(req)?;
+    let errors = validate::check(
+        &p,
+        &[("agent_id", HType::Str), ("description", HType::Str)],
+        &[("metadata", HType::Obj)],
+    );
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    let target = p["agent_id"].as_str().unwrap_or_default();
+    let description = p["description"].as_str().unwrap_or_default();
+    let metadata = p
+        .get("metadata")
+        .filter(|m| m.is_object())
+        .cloned()
+        .unwrap_or(json!({}));
+    match super::task_api::push_task(shared, target, description, &metadata) {
+        Ok(task_id) => Ok(Response::json(
+            200,
+            json!({"status": "pushed", "task_id": task_id, "agent_id": target}),
+        )),
+        Err(_) => Err(not_connected(target)),
+    }
+}
+
+fn not_connected(agent_id: &str) -> Response {
+    Response::json(404, json!({"error": "agent_not_connected", "agent_id": agent_id}))
+}
+
+/// `POST /api/admin/agents/:id/restart {"reason"?}` (Bearer): pushes `restart_sidecar`.
+fn restart(shared: &Shared, req: &Request, agent_id: &str) -> Result<Response, Response> {
+    auth(shared, req)?;
+    let p = params(req)?;
+    let reason = p
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("admin_commanded");
+    let frame = json!({"type": "restart_sidecar", "reason": reason});
+    if !super::scheduler::push_to(&shared.lock(), agent_id, &frame) {
+        return Err(not_connected(agent_id));
+    }
+    Ok(Response::json(
+        200,
+        json!({"status": "restart_commanded", "agent_id": agent_id, "reason": reason}),
     ))
 }
 

@@ -22,6 +22,7 @@ pub fn handle(shared: &Arc<Shared>, req: &Request, rest: &[&str]) -> Result<Resp
         ("POST", []) => submit(shared, req, &agent),
         ("GET", []) => Ok(list(shared, req)),
         ("GET", ["dead-letter"]) => Ok(dead_letter(shared)),
+        ("GET", ["stats"]) => Ok(stats(shared)),
         ("GET", [id]) => get(shared, id),
         ("POST", [id, "cancel"]) => match task_api::cancel(shared, id) {
             Some(previous) => Ok(Response::json(
@@ -175,6 +176,34 @@ fn dead_letter(shared: &Shared) -> Response {
     tasks.sort_by_key(|t| (t.extra.priority, t.extra.created_at, t.seq));
     let tasks: Vec<Value> = tasks.into_iter().map(task_json).collect();
     Response::json(200, json!({"count": tasks.len(), "tasks": tasks}))
+}
+
+/// `GET /api/tasks/stats`: `{by_status, by_priority, dead_letter, queued_index_size}` (the
+/// first two count the tasks not dead-lettered; keys are the status names and priority numbers).
+fn stats(shared: &Shared) -> Response {
+    let st = shared.lock();
+    let mut by_status = Map::new();
+    let mut by_priority = Map::new();
+    let mut dead = 0;
+    for t in st.tasks.map.values() {
+        if t.rec.status == "dead_letter" {
+            dead += 1;
+            continue;
+        }
+        for (map, key) in [
+            (&mut by_status, t.rec.status.clone()),
+            (&mut by_priority, t.extra.priority.to_string()),
+        ] {
+            let n = map.get(&key).and_then(Value::as_u64).unwrap_or(0);
+            map.insert(key, json!(n + 1));
+        }
+    }
+    let queued = st.tasks.map.values().filter(|t| t.rec.status == "queued").count();
+    Response::json(
+        200,
+        json!({"by_status": by_status, "by_priority": by_priority, "dead_letter": dead,
+            "queued_index_size": queued}),
+    )
 }
 
 fn get(shared: &Shared, id: &str) -> Result<Response, Response> {

@@ -159,12 +159,18 @@ impl Session {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
-        match st.tasks.fsms.get_mut(&agent_id) {
-            Some(fsm) => fsm.capabilities = caps,
-            None => {
-                st.tasks.fsms.insert(agent_id.clone(), Fsm::new(caps));
-            }
-        }
+        let name = msg
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(&agent_id)
+            .to_string();
+        let fsm = st
+            .tasks
+            .fsms
+            .entry(agent_id.clone())
+            .or_insert_with(|| Fsm::new(Vec::new()));
+        fsm.capabilities = caps;
+        fsm.name = name;
         // An identify's ollama_url registers (resets) the endpoint `<agent_id>-local` (§11.3).
         if let Some((host, port)) = msg
             .get("ollama_url")
@@ -266,7 +272,7 @@ fn tasks_reply(
             st.tasks.touch(task_id, now);
             if let Some(fsm) = st.tasks.fsms.get_mut(agent_id) {
                 if fsm.state == "assigned" && fsm.current.as_deref() == Some(task_id) {
-                    fsm.state = "working";
+                    fsm.set_state("working");
                 }
             }
             ack("accepted")

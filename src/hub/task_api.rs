@@ -41,6 +41,29 @@ pub(crate) fn submit(shared: &Arc<Shared>, spec: TaskSpec) -> Result<String, ser
     Ok(id)
 }
 
+/// `POST /api/admin/push-task`: a generation-0 `task_assign` straight to the agent's socket.
+pub(crate) fn push_task(
+    shared: &Arc<Shared>,
+    agent_id: &str,
+    description: &str,
+    metadata: &serde_json::Value,
+) -> Result<String, NotConnected> {
+    let mut st = shared.lock();
+    let task_id = tasks::new_task_id();
+    let mut frame = scheduler::push_frame(&task_id, description);
+    frame["metadata"] = metadata.clone();
+    if !scheduler::push_to(&st, agent_id, &frame) {
+        return Err(NotConnected);
+    }
+    if let Some(fsm) = st.tasks.fsms.get_mut(agent_id).filter(|f| f.state == "idle") {
+        fsm.set_state("assigned");
+        fsm.current = Some(task_id.clone());
+        drop(st);
+        scheduler::arm_acceptance(shared, agent_id, &task_id, 0);
+    }
+    Ok(task_id)
+}
+
 /// Deletes a task (any status); if it was assigned, pushes `task_cancelled` to the agent and
 /// moves its FSM to idle. The previous status, None if the task is unknown.
 pub(crate) fn cancel(shared: &Arc<Shared>, task_id: &str) -> Option<String> {
@@ -145,18 +168,7 @@ impl EmbeddedHub {
     /// straight to the agent, not stored in the queue. Moves an idle FSM to assigned (with
     /// its acceptance timer). Returns the new task_id.
     pub async fn push_task(&self, agent_id: &str, description: &str) -> Result<String, NotConnected> {
-        let mut st = self.shared.lock();
-        let task_id = tasks::new_task_id();
-        if !scheduler::push_to(&st, agent_id, &scheduler::push_frame(&task_id, description)) {
-            return Err(NotConnected);
-        }
-        if let Some(fsm) = st.tasks.fsms.get_mut(agent_id).filter(|f| f.state == "idle") {
-            fsm.state = "assigned";
-            fsm.current = Some(task_id.clone());
-            drop(st);
-            scheduler::arm_acceptance(&self.shared, agent_id, &task_id, 0);
-        }
-        Ok(task_id)
+        push_task(&self.shared, agent_id, description, &json!({}))
     }
 
     /// `POST /api/tasks/:id/cancel`: deletes the task; if it was assigned, pushes

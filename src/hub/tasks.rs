@@ -140,23 +140,41 @@ pub struct Fsm {
     pub capabilities: Vec<String>,
     /// The generation of the assignment that made `current` (which acceptance timer is live).
     pub generation: u64,
+    /// `name` from identify (the agent_id when absent).
+    pub name: String,
+    /// Epoch ms of the identify that made the FSM.
+    pub connected_at: u64,
+    /// Epoch ms of the last change of `state`.
+    pub last_state_change: u64,
 }
 
 impl Fsm {
     /// A fresh idle FSM.
     pub fn new(capabilities: Vec<String>) -> Fsm {
+        let now = super::epoch_ms();
         Fsm {
             state: "idle",
             current: None,
             flags: Vec::new(),
             capabilities,
             generation: 0,
+            name: String::new(),
+            connected_at: now,
+            last_state_change: now,
+        }
+    }
+
+    /// Moves to `state`, stamping `last_state_change` when it changes.
+    pub fn set_state(&mut self, state: &'static str) {
+        if self.state != state {
+            self.state = state;
+            self.last_state_change = super::epoch_ms();
         }
     }
 
     /// Back to idle without a task.
     pub fn idle(&mut self) {
-        self.state = "idle";
+        self.set_state("idle");
         self.current = None;
     }
 
@@ -327,7 +345,7 @@ impl Tasks {
         );
         let snapshot = task.clone();
         if let Some(fsm) = self.fsms.get_mut(agent_id) {
-            fsm.state = "assigned";
+            fsm.set_state("assigned");
             fsm.current = Some(task_id.to_string());
             fsm.generation = generation;
         }
@@ -513,64 +531,5 @@ impl Tasks {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fencing_and_retries() {
-        let now = Instant::now();
-        let mut t = Tasks::default();
-        t.fsms.insert("a".into(), Fsm::new(vec!["code".into()]));
-        let id = t.submit(TaskSpec::default(), now);
-        assert_eq!(id.len(), 21);
-        assert_eq!(
-            t.complete("a", &id, 0, Completion::default(), now),
-            Err(Refusal::InvalidState)
-        );
-        t.assign(&id, "a", now);
-        t.fsms.get_mut("a").unwrap().state = "working";
-        assert_eq!(t.fail("a", &id, 0, "x", now), Err(Refusal::StaleGeneration));
-        assert_eq!(t.fail("a", &id, 1, "x", now), Ok("retried"));
-        assert_eq!(t.map[&id].rec.generation, 2);
-        t.assign(&id, "a", now);
-        assert_eq!(t.fail("a", &id, 3, "y", now), Ok("retried"));
-        t.assign(&id, "a", now);
-        assert_eq!(t.fail("a", &id, 5, "z", now), Ok("dead_letter"));
-        assert_eq!(t.map[&id].rec.retry_count, 3);
-        assert_eq!(
-            t.map[&id].rec.assigned_to.as_deref(),
-            Some("a"),
-            "kept on dead-letter"
-        );
-        assert_eq!(
-            t.complete("a", "nope", 5, Completion::default(), now),
-            Err(Refusal::NotFound)
-        );
-    }
-
-    #[test]
-    fn task_failed_before_task_accepted_counts_a_retry_but_leaves_the_fsm_assigned() {
-        let now = Instant::now();
-        let mut t = Tasks::default();
-        t.fsms.insert("a".into(), Fsm::new(vec![]));
-        let id = t.submit(TaskSpec::default(), now);
-        t.assign(&id, "a", now);
-        assert_eq!(t.fail("a", &id, 1, "busy", now), Ok("retried"));
-        let task = &t.map[&id].rec;
-        assert_eq!(
-            (task.status.as_str(), task.generation, task.retry_count),
-            ("queued", 2, 1)
-        );
-        assert_eq!(task.assigned_to, None);
-        let fsm = &t.fsms["a"];
-        assert_eq!(
-            (fsm.state, fsm.current.as_deref(), fsm.generation),
-            ("assigned", Some(id.as_str()), 1)
-        );
-        // From working, the FSM goes idle.
-        t.assign(&id, "a", now);
-        t.fsms.get_mut("a").unwrap().state = "working";
-        assert_eq!(t.fail("a", &id, 3, "x", now), Ok("retried"));
-        assert_eq!(t.fsms["a"].state, "idle");
-    }
-}
+#[path = "tasks_tests.rs"]
+mod tests;
