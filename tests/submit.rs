@@ -249,9 +249,19 @@ async fn hub_api_classify_and_health_against_the_embedded_hub() {
 #[test]
 fn every_new_command_has_its_manual_in_help() {
     for (command, wants) in [
-        ("submit", &["Examples:", "4   --wait: the hub dead-lettered", "--verify <TYPE:TARGET>"][..]),
+        (
+            "submit",
+            &[
+                "Examples:",
+                "4   --wait: the hub dead-lettered",
+                "--verify <TYPE:TARGET>",
+            ][..],
+        ),
         ("tasks", &["Examples:", "77  the hub refused the token"][..]),
-        ("join", &["Examples:", "The test task:", "--rejoin", "join-progress.json"][..]),
+        (
+            "join",
+            &["Examples:", "The test task:", "--rejoin", "join-progress.json"][..],
+        ),
         ("leave", &["Examples:", "--purge", "results_dir"][..]),
     ] {
         let out = binary().args([command, "--help"]).output().unwrap();
@@ -261,4 +271,37 @@ fn every_new_command_has_its_manual_in_help() {
             assert!(help.contains(want), "{command} --help lacks {want:?}:\n{help}");
         }
     }
+}
+
+#[tokio::test]
+async fn wait_exits_6_when_the_task_is_cancelled() {
+    use tokio::io::AsyncBufReadExt;
+    let setup = HubSetup::start("submit-g", serde_json::json!({})).await;
+    let mut command = binary();
+    command.args([
+        "submit",
+        "Cancel me",
+        "--wait",
+        "--timeout-secs",
+        "30",
+        "--config",
+    ]);
+    command
+        .arg(&setup.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let id = lines.next_line().await.unwrap().expect("the task id first");
+    assert!(setup.hub.cancel_task(&id).await, "the hub had task {id}");
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the hub no longer has task {id}")),
+        "{stderr}"
+    );
 }
