@@ -35,11 +35,8 @@ Examples:\n  agentcom-sidecar leave --config ~/.config/agentcom/config.json\n  a
 pub async fn run(args: LeaveArgs) -> u8 {
     let steps = Steps::new();
     let (path, _) = super::config_location(args.config.clone());
-    let options = LoadOptions {
-        env_token: None,
-        allow_insecure_permissions: false,
-    };
-    let config = match Config::load_with(&path, &options) {
+    // The token as the daemon gets it: $AGENTCOM_TOKEN, else token_file, else token.
+    let config = match Config::load_with(&path, &LoadOptions::from_env()) {
         Ok(c) => c,
         Err(e) => {
             steps.fail(
