@@ -8,11 +8,13 @@ pub mod demo;
 pub mod event_log;
 pub mod exec;
 pub mod files;
+pub mod http;
 pub mod hub;
 pub mod hub_api;
 pub mod init;
 pub mod link;
 pub mod lock;
+pub mod onboard;
 pub mod protocol;
 pub mod relay;
 pub mod resources;
@@ -20,6 +22,8 @@ pub mod secrets;
 pub mod service;
 pub mod shutdown;
 pub mod status;
+pub mod submit;
+pub mod tasks;
 pub mod trial;
 
 /// The process exit codes, documented in `--help`.
@@ -32,4 +36,12 @@ pub mod exit_code {
     pub const RESTART: u8 = 75;
     /// The config file is missing or invalid (sysexits' EX_CONFIG).
     pub const CONFIG: u8 = 78;
+    /// The hub refused what was sent (sysexits' EX_DATAERR): a 4xx other than 401/403.
+    pub const DATAERR: u8 = 65;
+    /// The hub could not be reached, was busy (429) or failed (5xx) (sysexits' EX_UNAVAILABLE).
+    pub const UNAVAILABLE: u8 = 69;
+    /// The hub answered something the protocol does not say it answers (sysexits' EX_PROTOCOL).
+    pub const PROTOCOL: u8 = 76;
+    /// The hub refused the token (401/403) (sysexits' EX_NOPERM).
+    pub const NOPERM: u8 = 77;
 }

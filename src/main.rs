@@ -183,6 +183,54 @@ or not, and says which. With --json, `running` and `connection` are always prese
     /// The demo's sample agent (run by the demo's wake_command).
     #[command(hide = true)]
     SampleAgent,
+    /// Put a task on the hub with the config's token and print its id; --wait follows it to its end.
+    #[command(
+        long_about = "Put a task on the hub (POST /api/tasks on hub_api_url, with the config's token) and \
+print its id on stdout. With --wait, follow it (GET /api/tasks/ID every second) to its end, each change \
+of state on stderr with its time, then print the outcome; the exit code says how it ended.\n\n\
+The description is one argument: quote it. One that starts with '-' is taken as the description \
+when it is not one of the options (or put it after --).",
+        after_help = agentcom_sidecar::submit::AFTER_HELP
+    )]
+    Submit(agentcom_sidecar::submit::SubmitArgs),
+    /// Show the hub's recent tasks, or one task's fields (status, assignee, result, verification, PR).
+    #[command(
+        long_about = "Show the hub's view of its tasks (GET /api/tasks on hub_api_url, with the config's token): \
+a table of the most recent ones, newest first, or with an ID one task's fields: status, assigned_to, the \
+result's summary, verification status and pr_url. --json prints the hub's JSON as it is.",
+        after_help = "Exit codes:\n  0   shown\n  65  the hub refused the request (404: no such task)\n  69  the hub could not be reached, or failed\n  77  the hub refused the token\n  78  the config is missing or invalid\n\n\
+Examples:\n  agentcom-sidecar tasks\n  agentcom-sidecar tasks --status queued\n  agentcom-sidecar tasks task-1a2b3c --json | jq .history"
+    )]
+    Tasks(agentcom_sidecar::tasks::TasksArgs),
+    /// Join a hub in one command: register, token file, config, check, service, one test task.
+    #[command(
+        long_about = "Join a hub in one command. Each step is printed with its time and, on failure, the next \
+step to take:\n  \
+hub       GET /health: the hub answers\n  \
+register  POST /api/onboard/register with --agent-id (or a generated name such as gcu-sleeper-service, \
+with a short suffix if the hub has it); the token goes into `token` beside the config, mode 600, and \
+nowhere else (never printed, never in a command line)\n  \
+repo      --repo URL (else the hub's default repository, if any) cloned into `repo` beside the config: repo_dir\n  \
+config    the config, written as `init` writes it (mode 600; never over an existing file without --force); \
+hub_url is the address you typed with the hub's WebSocket path\n  \
+check     the same checks as `agentcom-sidecar check` (it connects and identifies once)\n  \
+service   with --service: `service install` (it starts the sidecar)\n  \
+test      one task through the hub, assigned to this agent, followed to its end\n\n\
+The steps done are recorded in join-progress.json beside the config (mode 600): run join again after \
+an interruption or a fix, and it finishes the job. --rejoin reuses the registration whose token file is \
+already there instead of registering.",
+        after_help = agentcom_sidecar::onboard::join::AFTER_HELP
+    )]
+    Join(agentcom_sidecar::onboard::JoinArgs),
+    /// Leave the hub: uninstall the service, revoke the token on the hub, delete the token file.
+    #[command(
+        long_about = "Leave the hub: stop and uninstall the service if one is installed for this config, revoke \
+the agent's tokens on the hub (DELETE /admin/tokens/AGENT_ID), and delete the token file. The config, \
+results and logs stay; with --purge the agent's state goes too (the config, queue.json, the log and the \
+state files), while results_dir, workspaces_dir and repo_dir are always kept and listed.",
+        after_help = agentcom_sidecar::onboard::leave::AFTER_HELP
+    )]
+    Leave(agentcom_sidecar::onboard::LeaveArgs),
 }
 
 fn main() -> ExitCode {
@@ -294,6 +342,10 @@ fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Command::Status { config, json } => status_command(config.unwrap_or_else(default_config_path), json),
+        Command::Submit(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::submit::run(args))),
+        Command::Tasks(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::tasks::run(args))),
+        Command::Join(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::onboard::join::run(args))),
+        Command::Leave(args) => ExitCode::from(runtime.block_on(agentcom_sidecar::onboard::leave::run(args))),
     }
 }
 

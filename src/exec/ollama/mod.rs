@@ -11,7 +11,8 @@
 //! [`probe`] (`GET /api/tags`) and [`vram_used`] (`GET /api/ps`) serve routing and
 //! `resource_report`.
 
-pub mod http;
+/// The one HTTP client, moved to `crate::http`; kept here under its old path for its users.
+pub use crate::http;
 #[cfg(test)]
 mod tests;
 

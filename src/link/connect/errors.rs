@@ -103,7 +103,7 @@ pub(super) fn classify_ws_error(e: &tokio_tungstenite::tungstenite::Error) -> Co
 }
 
 /// A rustls failure in words, with what to do about it.
-fn describe_rustls(e: &rustls::Error) -> String {
+pub(crate) fn describe_rustls(e: &rustls::Error) -> String {
     match e {
         rustls::Error::InvalidCertificate(cert) => match cert {
             CertificateError::UnknownIssuer => "the hub's certificate is not signed by a trusted CA: \

@@ -17,6 +17,8 @@ mod tls;
 pub use errors::ConnectError;
 pub use proxy::{no_proxy_matches, redact_credentials, ProxyConfig, ProxyEndpoint};
 pub use scheme::FirstBytes;
+/// Shared with the HTTP client (`crate::http`): one TLS set-up, one proxy tunnel, one wording.
+pub(crate) use {errors::describe_rustls, proxy::proxy_connect as proxy_tunnel, tls::tls_config};
 
 use super::socket::{websocket_config, ConnectFuture, Connector};
 use errors::classify_ws_error;

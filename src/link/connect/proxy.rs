@@ -340,7 +340,7 @@ pub(super) fn unreachable_proxy(proxy: &ProxyEndpoint, e: &ConnectError) -> Stri
 
 /// Ask the proxy for a tunnel to `authority` (`host:port`, IPv6 in brackets); on success the
 /// stream is the tunnel.
-pub(super) async fn proxy_connect(
+pub(crate) async fn proxy_connect(
     stream: &mut TcpStream,
     proxy: &ProxyEndpoint,
     authority: &str,

@@ -33,7 +33,7 @@ pub(super) fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), 
 }
 
 /// The TLS settings: the system's roots plus `ca_file`, the ring provider.
-pub(super) fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
