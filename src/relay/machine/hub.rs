@@ -206,6 +206,7 @@ impl Relay {
             started: false,
             watch: AgentWatch::default(),
             executing: false,
+            finishing: None,
         };
         // A task the sidecar may carry out itself is not failed here: the runner decides, and
         // fails it naming the config key that would have served it when it can do neither.
