@@ -316,7 +316,8 @@ impl Relay {
         self.actions.push_back(RelayAction::Kill {
             task_id: task_id.clone(),
         });
-        let cleanup = if self.held[i].record.outcome.is_some() {
+        // A result the agent wrote (an outcome, or one being verified) is moved aside, not lost.
+        let cleanup = if self.held[i].record.outcome.is_some() || self.held[i].finishing.is_some() {
             RelayAction::DiscardResult { task_id }
         } else {
             RelayAction::ClearFiles { task_id }

@@ -5,6 +5,7 @@ use serde_json::json;
 
 mod agent;
 mod exec;
+mod finish;
 mod hub;
 mod outbox;
 mod storage;
