@@ -770,3 +770,27 @@ mod agent_processes {
         assert!(sidecar.log_events().iter().any(|e| e["event"] == "agent_exited"));
     }
 }
+
+#[tokio::test]
+async fn the_agent_gets_the_folder_it_works_in_as_workspace() {
+    let mut w = world(
+        "tasks-workspace",
+        // (`AGENT` in the wake command stands for the script: the variable's name is spelt around it.)
+        "env | grep '^A[G]ENTCOM_WORKSPACE=' > ${RESULTS_DIR}/../ws-env; sh AGENT ${WORKSPACE} &",
+        json!({}),
+    )
+    .await;
+    // No workspace prepared for the task: repo_dir is where it works (a name that needs quoting).
+    let repo = w.dir.join("it's the repo");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
+    config["repo_dir"] = json!(repo.display().to_string());
+    write_private(&w.config, &config.to_string());
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.submit("work in the repo");
+    w.wait_status(&id, "completed", SECS(10)).await;
+    let arg = std::fs::read_to_string(w.dir.join(format!("arg-{id}"))).unwrap();
+    assert_eq!(arg, repo.display().to_string(), "${{WORKSPACE}}");
+    let env = std::fs::read_to_string(w.dir.join("ws-env")).unwrap();
+    assert_eq!(env, format!("AGENTCOM_WORKSPACE={}\n", repo.display()));
+}
