@@ -165,7 +165,8 @@ pub struct TaskRecord {
     /// Free-form metadata from the hub.
     #[serde(default = "empty_object")]
     pub metadata: Value,
-    /// accepted, waking, waking_confirmation, working (Node's), or done (an outcome awaits its ack).
+    /// accepted, waking, waking_confirmation, working (Node's), verifying (a success result being
+    /// verified and delivered), or done (an outcome awaits its ack).
     #[serde(default)]
     pub status: String,
     /// Hub wall clock at assignment (epoch ms).
