@@ -55,7 +55,8 @@ pub use crate::relay::runtime::RunRequest;
 /// `Result` (an executor: `ExecutionEvent`s, then `Executed`). A [`RunRequest::Stop`] actually
 /// stops the run (process group killed, request dropped); `Stop` and `Forget` go to every runner,
 /// each acting only on the tasks it runs. What a runner wants logged (the route it took, and why)
-/// it answers as `Log`.
+/// it answers as `Log`. [`Runners`] also prepares a task before its first start (`Prepared`) and
+/// answers a [`RunRequest::Finish`] with `Finished` (see [`pipeline`]).
 pub trait TaskRunner {
     /// Carry out one request. Returns what the relay must hear at once, before any other request
     /// is carried out (the process group a wake started in, so that queue.json records it).

@@ -39,7 +39,8 @@ pub enum LinkRequest {
 /// recovery); a runner only starts and stops runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunRequest {
-    /// Run this task (the machine's `Wake`): attempt 1, 2, ... Answered with `WakeFinished`.
+    /// Run this task (the machine's `Wake`): attempt 1, 2, ... Answered with `WakeFinished` (an
+    /// executor: `Executing`), after `Prepared` when the task was prepared for its run first.
     Start {
         /// The task as `${TASK_JSON}` shows it.
         task: TaskRecord,
