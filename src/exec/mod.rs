@@ -37,10 +37,10 @@ use direct::{Job, Routing, Target};
 use executor::{ExecFn, ExecutorRunner, Executors};
 use pipeline::{BoxFut, Finisher, NoPipeline, Pipeline, Prepared, Verification};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::rc::Rc;
 use std::future::{poll_fn, Future};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -519,15 +519,16 @@ impl Runners {
                     Target::Shell => 0,
                 };
                 let (pipeline, task) = (self.pipeline.clone(), (*task).clone());
-                self.executor.start_with(task_id.clone(), timeout, move |events, logs| {
-                    let verification = Verification {
-                        pipeline,
-                        task,
-                        retries,
-                        logs,
-                    };
-                    Box::pin(pipeline::execute_verified(run, job, events, verification))
-                });
+                self.executor
+                    .start_with(task_id.clone(), timeout, move |events, logs| {
+                        let verification = Verification {
+                            pipeline,
+                            task,
+                            retries,
+                            logs,
+                        };
+                        Box::pin(pipeline::execute_verified(run, job, events, verification))
+                    });
                 vec![
                     chosen(plan.target.as_str(), plan.endpoint, plan.model, &plan.why),
                     RelayInput::Executing {
