@@ -35,6 +35,7 @@ impl Relay {
     pub(super) fn finish(&mut self, i: usize, outcome: Outcome) {
         let h = &mut self.held[i];
         h.phase = Phase::Done;
+        h.finishing = None;
         let kind = match &outcome {
             Outcome::Complete { .. } => "complete".to_owned(),
             Outcome::Failed { reason } => format!("failed: {}", cut_chars(reason, 200)),
