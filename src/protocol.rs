@@ -81,6 +81,12 @@ pub enum Outbound {
         /// Tokens the agent reported, when an integer.
         #[serde(skip_serializing_if = "Option::is_none")]
         tokens_used: Option<i64>,
+        /// The last verification report (protocol §11.8), an object; omitted when none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verification_report: Option<Value>,
+        /// Every verification report, one per run, each an object; omitted when none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verification_history: Option<Vec<Value>>,
     },
     /// The task failed (or was refused); fenced by generation on the hub.
     TaskFailed {
@@ -555,6 +561,34 @@ mod tests {
             parse_inbound(r#"{"type":"agent_joined","agent":{}}"#),
             Ok(Inbound::Other { .. })
         ));
+    }
+
+    #[test]
+    fn task_complete_carries_the_verification_at_the_top_level_only_when_there_is_some() {
+        let frame = |report: Option<Value>, history: Option<Vec<Value>>| Outbound::TaskComplete {
+            task_id: "t1".into(),
+            generation: 2,
+            result: json!({"status":"success"}).as_object().unwrap().clone(),
+            tokens_used: Some(7),
+            verification_report: report,
+            verification_history: history,
+        };
+        let bare: Value = serde_json::from_str(&frame(None, None).to_json()).unwrap();
+        assert_eq!(
+            bare,
+            json!({"type":"task_complete","task_id":"t1","generation":2,"result":{"status":"success"},
+                   "tokens_used":7,"protocol_version":1})
+        );
+        let report = json!({"task_id":"t1","run_number":1,"status":"pass","checks":[]});
+        let full = frame(Some(report.clone()), Some(vec![report.clone()]));
+        let v: Value = serde_json::from_str(&full.to_json()).unwrap();
+        assert_eq!(v["verification_report"], report);
+        assert_eq!(v["verification_history"], json!([report]));
+        assert_eq!(v["result"], json!({"status":"success"}));
+        assert_eq!(
+            crate::hub::schema::validate(v.as_object().unwrap()),
+            Ok("task_complete")
+        );
     }
 
     fn resource_report(cpu: Option<f64>, ram: Option<u64>) -> Outbound {

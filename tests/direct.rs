@@ -132,6 +132,16 @@ async fn ollama_success_completes_with_model_tokens_and_batched_progress() {
     assert!(result.get("estimated_cost_usd").is_some(), "{result}");
     assert!(result.get("equivalent_claude_cost_usd").is_some(), "{result}");
     assert_eq!(rec.tokens_used, Some(211));
+    // Verified once (no checks asked: auto_pass), the report at task_complete's top level.
+    assert_eq!(result["verification_status"], "verified", "{result}");
+    assert_eq!(result["verification_attempts"], 1, "{result}");
+    assert!(
+        result.get("verification_report").is_none(),
+        "lifted out of the result: {result}"
+    );
+    let report = rec.verification_report.expect("a verification report");
+    assert_eq!(report["status"], "auto_pass");
+    assert_eq!(rec.verification_history, vec![report]);
     let events = exec_events(&w, &id);
     assert!(!events.is_empty(), "no task_progress with execution_event");
     assert!(

@@ -144,7 +144,10 @@ async fn without_inotify_the_results_folder_is_polled_and_tasks_complete() {
     loop {
         let record = hub.task(&id);
         if let Some(r) = record.as_ref().filter(|r| r.status == "completed") {
-            assert_eq!(r.result, Some(json!({"status":"success","output":"polled"})));
+            assert_eq!(
+                r.result,
+                Some(json!({"status":"success","output":"polled","verification_status":"verified"}))
+            );
             break;
         }
         assert!(

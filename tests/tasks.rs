@@ -62,7 +62,7 @@ async fn a_task_goes_to_the_agent_and_its_result_to_the_hub() {
     assert_eq!(record.generation, 1);
     assert_eq!(
         record.result,
-        Some(json!({"status":"success","output":"done","tokens_used":3}))
+        Some(json!({"status":"success","output":"done","tokens_used":3,"verification_status":"verified"}))
     );
     assert_eq!(record.tokens_used, Some(3));
     assert_eq!(
@@ -372,7 +372,18 @@ async fn a_result_written_slowly_in_place_is_reported_once_complete() {
     let (w, _sidecar) = spawned("tasks-slow", "SLOW=1 sh AGENT", json!({})).await;
     let id = w.submit("write slowly");
     let record = w.wait_status(&id, "completed", SECS(10)).await;
-    assert_eq!(record.result, Some(json!({"status":"success","output":"slowly"})));
+    // The result, with the verdict of its verification (none asked: auto_pass), whose report
+    // reached the hub at the top level of task_complete.
+    assert_eq!(
+        record.result,
+        Some(json!({"status":"success","output":"slowly","verification_status":"verified"}))
+    );
+    let report = record.verification_report.expect("a verification report");
+    assert_eq!(
+        (report["status"].clone(), report["run_number"].clone()),
+        (json!("auto_pass"), json!(1))
+    );
+    assert_eq!(record.verification_history, vec![report]);
     assert_eq!(w.sent_of_type("task_complete").len(), 1);
     assert!(w.sent_of_type("task_failed").is_empty());
 }
@@ -758,4 +769,28 @@ mod agent_processes {
         );
         assert!(sidecar.log_events().iter().any(|e| e["event"] == "agent_exited"));
     }
+}
+
+#[tokio::test]
+async fn the_agent_gets_the_folder_it_works_in_as_workspace() {
+    let mut w = world(
+        "tasks-workspace",
+        // (`AGENT` in the wake command stands for the script: the variable's name is spelt around it.)
+        "env | grep '^A[G]ENTCOM_WORKSPACE=' > ${RESULTS_DIR}/../ws-env; sh AGENT ${WORKSPACE} &",
+        json!({}),
+    )
+    .await;
+    // No workspace prepared for the task: repo_dir is where it works (a name that needs quoting).
+    let repo = w.dir.join("it's the repo");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&w.config).unwrap()).unwrap();
+    config["repo_dir"] = json!(repo.display().to_string());
+    write_private(&w.config, &config.to_string());
+    let _sidecar = w.spawn();
+    w.identified().await;
+    let id = w.submit("work in the repo");
+    w.wait_status(&id, "completed", SECS(10)).await;
+    let arg = std::fs::read_to_string(w.dir.join(format!("arg-{id}"))).unwrap();
+    assert_eq!(arg, repo.display().to_string(), "${{WORKSPACE}}");
+    let env = std::fs::read_to_string(w.dir.join("ws-env")).unwrap();
+    assert_eq!(env, format!("AGENTCOM_WORKSPACE={}\n", repo.display()));
 }

@@ -22,6 +22,7 @@ fn spec(dir: &TempDir, command: &str, description: &str, timeout: Duration) -> W
             task_file: dir.join("task-42.task.json"),
             results_dir: dir.join("results"),
             generation: 3,
+            workspace: dir.join("workspace"),
         },
         env: vec![("AGENTCOM_AGENT_ID".into(), "agent-7".into())],
         cwd: Some(dir.path().to_owned()),

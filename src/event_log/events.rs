@@ -173,6 +173,32 @@ pub enum Event {
     },
     /// An execution failed: the reason goes to the hub as `task_failed`.
     ExecutionFailed { task_id: String, error: String },
+    /// A task could not be prepared for its run (its workspace, its delivery branch): it fails
+    /// with the reason.
+    PrepareFailed { task_id: String, error: String },
+    /// A task's preparation went on despite a problem (e.g. a stale workspace used after a
+    /// failed refresh).
+    PrepareWarning { task_id: String, warning: String },
+    /// The task's verification checks started (protocol §11.8; `run_number` 1, 2, ...).
+    VerificationStarted { task_id: String, run_number: u32 },
+    /// A verification run ended: `status` is the report's (pass, fail, error, skip, auto_pass,
+    /// timeout), `summary` says how many checks passed.
+    VerificationFinished {
+        task_id: String,
+        run_number: u32,
+        status: String,
+        summary: String,
+    },
+    /// A direct execution failed its checks and runs again with a corrective prompt.
+    VerificationRetry { task_id: String, retry: u32, max: u32 },
+    /// What delivery did (protocol §11.9): a pull request on `branch`, or why nothing was
+    /// pushed (`reason`).
+    Delivery {
+        task_id: String,
+        pr_url: Option<String>,
+        branch: Option<String>,
+        reason: Option<String>,
+    },
 }
 
 impl Event {
@@ -388,6 +414,34 @@ impl Event {
             Event::ExecutionFailed { task_id, error } => {
                 format!("execution of task {task_id} failed: {error}")
             }
+            Event::PrepareFailed { task_id, error } => {
+                format!("task {task_id} could not be prepared, it fails: {error}")
+            }
+            Event::PrepareWarning { task_id, warning } => format!("warning: task {task_id}: {warning}"),
+            Event::VerificationStarted { task_id, run_number } => {
+                format!("task {task_id}: verification run {run_number} started")
+            }
+            Event::VerificationFinished {
+                task_id,
+                run_number,
+                status,
+                summary,
+            } => format!("task {task_id}: verification run {run_number}: {status} ({summary})"),
+            Event::VerificationRetry { task_id, retry, max } => format!(
+                "task {task_id} failed its checks: running it again with a corrective prompt (retry {retry} of {max})"
+            ),
+            Event::Delivery {
+                task_id,
+                pr_url,
+                branch,
+                reason,
+            } => match (pr_url, branch, reason) {
+                (Some(url), Some(b), _) => format!("task {task_id} delivered: pull request {url} (branch {b})"),
+                (Some(url), None, _) => format!("task {task_id} delivered: pull request {url}"),
+                (None, _, Some(why)) => format!("task {task_id} not delivered: {why}"),
+                (None, Some(b), None) => format!("task {task_id}: work left on branch {b}"),
+                (None, None, None) => format!("task {task_id}: nothing delivered"),
+            },
         }
     }
 }

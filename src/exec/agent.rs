@@ -56,6 +56,8 @@ pub struct AgentWaker {
     wake_timeout: Duration,
     results_dir: PathBuf,
     hub_url: String,
+    /// `repo_dir`: the folder a task without a workspace of its own works in.
+    repo_dir: Option<PathBuf>,
 }
 
 impl AgentWaker {
@@ -75,6 +77,7 @@ impl AgentWaker {
             wake_timeout: config.wake_timeout,
             results_dir: config.results_dir.clone(),
             hub_url: config.hub_url.clone(),
+            repo_dir: config.repo_dir.clone(),
         }
     }
 
@@ -202,6 +205,8 @@ impl AgentWaker {
 
     fn spec(&self, template: &str, task: &TaskRecord, output: PathBuf) -> WakeSpec {
         let task_file = task_file(&self.results_dir, &task.task_id);
+        // The folder the task works in: its workspace (prepared for it), else repo_dir.
+        let workspace = task.workspace.clone().or_else(|| self.repo_dir.clone());
         let vars = WakeVars {
             task_id: task.task_id.clone(),
             description: task.description.clone(),
@@ -209,6 +214,7 @@ impl AgentWaker {
             task_file: task_file.clone(),
             results_dir: self.results_dir.clone(),
             generation: task.generation,
+            workspace: workspace.clone().unwrap_or_default(),
         };
         let file = |ext: &str| {
             self.results_dir
@@ -216,7 +222,7 @@ impl AgentWaker {
                 .display()
                 .to_string()
         };
-        let env = vec![
+        let mut env = vec![
             ("AGENTCOM_TASK_ID".to_owned(), task.task_id.clone()),
             ("AGENTCOM_TASK_FILE".to_owned(), task_file.display().to_string()),
             ("AGENTCOM_GENERATION".to_owned(), task.generation.to_string()),
@@ -229,6 +235,9 @@ impl AgentWaker {
             ("AGENTCOM_PROGRESS_FILE".to_owned(), file("progress")),
             ("AGENTCOM_HUB_URL".to_owned(), self.hub_url.clone()),
         ];
+        if let Some(folder) = &workspace {
+            env.push(("AGENTCOM_WORKSPACE".to_owned(), folder.display().to_string()));
+        }
         WakeSpec {
             command: template.to_owned(),
             vars,
@@ -330,6 +339,8 @@ impl TaskRunner for AgentWaker {
             RunRequest::Forget { task_id } => {
                 self.agents.remove(&task_id);
             }
+            // Verifying and delivering a result is not the waker's.
+            RunRequest::Finish { .. } => {}
         }
         Vec::new()
     }

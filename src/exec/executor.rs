@@ -11,6 +11,7 @@
 
 use super::direct::{self, EventKind, ExecError, ExecEvent, ExecEvents, ExecOutput, Job};
 use super::process::{group_identity, AgentGroup};
+use crate::event_log::Event;
 use crate::protocol::cut_chars;
 use crate::relay::machine::RelayInput;
 use serde_json::{json, Value};
@@ -27,6 +28,12 @@ pub type ExecFuture = Pin<Box<dyn Future<Output = Result<ExecOutput, ExecError>>
 
 /// One executor: starts the execution of a job, streaming its events to the sender.
 pub type ExecFn = Box<dyn Fn(Job, ExecEvents) -> ExecFuture>;
+
+/// A whole run (executions, their verification, delivery): the result object, or why it failed.
+pub type RunFuture = Pin<Box<dyn Future<Output = Result<Value, String>>>>;
+
+/// Where a run's log lines go: to the relay as `Log`, before the run's end.
+pub type ExecLogs = mpsc::UnboundedSender<Event>;
 
 /// The shortest time between two `task_progress` frames of one execution.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -76,6 +83,8 @@ struct Running {
     task_id: String,
     /// The process groups the execution started ([`announce_group`]), for the relay.
     groups: mpsc::UnboundedReceiver<AgentGroup>,
+    /// What the run logged (verification runs, retries, delivery), for the relay.
+    logs: mpsc::UnboundedReceiver<Event>,
     /// The execution within its timeout: the result object, or the reason it failed.
     fut: Pin<Box<dyn Future<Output = Result<Value, String>>>>,
     events: mpsc::UnboundedReceiver<ExecEvent>,
@@ -206,20 +215,40 @@ impl ExecutorRunner {
         ExecutorRunner::default()
     }
 
-    /// Start `job` with `executor`, bounded by `job.timeout`. A task already running is stopped
-    /// first (a new attempt starts from the beginning).
+    /// Start `job` with `executor`, bounded by `job.timeout`: one execution, its result object
+    /// the end. A task already running is stopped first (a new attempt starts from the beginning).
     pub fn start(&mut self, executor: &ExecFn, job: Job) {
-        self.stop(&job.task_id);
+        let (task_id, timeout) = (job.task_id.clone(), job.timeout);
+        self.start_with(task_id, timeout, |events, _logs| {
+            let run = executor(job, events);
+            Box::pin(async move {
+                let started = Instant::now();
+                match run.await {
+                    Ok(out) => Ok(direct::result_object(out, started.elapsed().as_millis() as u64)),
+                    Err(e) => Err(e.0),
+                }
+            })
+        });
+    }
+
+    /// Start the run `make` builds for task `task_id` (given where its events and log lines
+    /// go), bounded by `timeout` as a whole: at the deadline the run's future is dropped. A task
+    /// already running is stopped first.
+    pub fn start_with(
+        &mut self,
+        task_id: String,
+        timeout: Duration,
+        make: impl FnOnce(ExecEvents, ExecLogs) -> RunFuture,
+    ) {
+        self.stop(&task_id);
         let (tx, rx) = mpsc::unbounded_channel();
-        let task_id = job.task_id.clone();
-        let timeout = job.timeout;
+        let (logs_tx, logs) = mpsc::unbounded_channel();
         let (groups_tx, groups) = mpsc::unbounded_channel();
-        let run = GROUPS.scope(groups_tx, executor(job, tx));
+        let run = GROUPS.scope(groups_tx, make(tx, logs_tx));
         let fut = async move {
             let started = Instant::now();
             match tokio::time::timeout(timeout, run).await {
-                Ok(Ok(out)) => Ok(direct::result_object(out, started.elapsed().as_millis() as u64)),
-                Ok(Err(e)) => Err(e.0),
+                Ok(outcome) => outcome,
                 Err(_) => Err(format!(
                     "execution_timeout: the execution ran {} (the limit, {} ms, is execution_timeout_ms \
                      or the tier's default); it was stopped",
@@ -231,6 +260,7 @@ impl ExecutorRunner {
         self.running.push(Running {
             task_id,
             groups,
+            logs,
             fut: Box::pin(fut),
             events: rx,
             batch: Batch::default(),
@@ -264,6 +294,11 @@ impl ExecutorRunner {
                     group,
                 });
             }
+            // Only the run's own future logs, while it is polled here: no waker needed (and
+            // none of the task's cooperative budget spent).
+            if let Ok(event) = r.logs.try_recv() {
+                return Poll::Ready(RelayInput::Log(event));
+            }
             while let Poll::Ready(Some(event)) = r.events.poll_recv(cx) {
                 r.batch.push(event);
             }
@@ -278,8 +313,15 @@ impl ExecutorRunner {
                     }
                     r.done = Some(outcome);
                 }
+                if let Ok(event) = r.logs.try_recv() {
+                    return Poll::Ready(RelayInput::Log(event));
+                }
             }
             if r.done.is_some() && r.batch.pending.is_empty() {
+                // What the run logged goes before its end.
+                if let Ok(event) = r.logs.try_recv() {
+                    return Poll::Ready(RelayInput::Log(event));
+                }
                 let r = self.running.remove(i);
                 return Poll::Ready(RelayInput::Executed {
                     task_id: r.task_id,

@@ -20,6 +20,7 @@ pub mod direct;
 pub mod executor;
 pub mod fake_ollama;
 pub mod ollama;
+pub mod pipeline;
 pub mod process;
 #[cfg(target_os = "linux")]
 mod procfs;
@@ -34,10 +35,12 @@ use crate::relay::task::TaskRecord;
 use agent::AgentWaker;
 use direct::{Job, Routing, Target};
 use executor::{ExecFn, ExecutorRunner, Executors};
-use std::collections::{HashMap, VecDeque};
+use pipeline::{BoxFut, Finisher, NoPipeline, Pipeline, Prepared, Verification};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::{poll_fn, Future};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -52,7 +55,8 @@ pub use crate::relay::runtime::RunRequest;
 /// `Result` (an executor: `ExecutionEvent`s, then `Executed`). A [`RunRequest::Stop`] actually
 /// stops the run (process group killed, request dropped); `Stop` and `Forget` go to every runner,
 /// each acting only on the tasks it runs. What a runner wants logged (the route it took, and why)
-/// it answers as `Log`.
+/// it answers as `Log`. [`Runners`] also prepares a task before its first start (`Prepared`) and
+/// answers a [`RunRequest::Finish`] with `Finished` (see [`pipeline`]).
 pub trait TaskRunner {
     /// Carry out one request. Returns what the relay must hear at once, before any other request
     /// is carried out (the process group a wake started in, so that queue.json records it).
@@ -119,7 +123,10 @@ struct Choice {
     claude_command: String,
     claude_model: Option<String>,
     execution_timeout: Option<Duration>,
+    /// The sidecar's folder: where a task works that has neither a workspace nor `repo_dir`.
     workdir: PathBuf,
+    /// `repo_dir`: where a task without a workspace of its own works.
+    repo_dir: Option<PathBuf>,
 }
 
 /// A routed task waiting for a probe of an Ollama endpoint.
@@ -129,17 +136,32 @@ struct Probing {
     fut: ProbeFuture,
 }
 
+/// A task's start waiting for its preparation ([`Pipeline::prepare`]).
+struct Preparing {
+    request: RunRequest,
+    fut: BoxFut<Result<Prepared, String>>,
+}
+
 /// Every runner, and the choice of which one runs a task ([`Runners::route`]).
 pub struct Runners {
     agent: AgentWaker,
     executor: ExecutorRunner,
     /// The direct executors and the Ollama probe; `None` when this build has none (every task
     /// then wakes the agent, as with `direct_execution: "off"`).
-    direct: Option<(Executors, ProbeFn)>,
+    direct: Option<Rc<(Executors, ProbeFn)>>,
     choice: Choice,
     /// Per Ollama base URL: when it was probed, and whether it answered (else why not).
     probes: HashMap<String, (Instant, Result<(), String>)>,
     probing: Vec<Probing>,
+    /// The work before and after a run (workspace, verification, delivery).
+    pipeline: Rc<dyn Pipeline>,
+    /// Starts waiting for their preparation.
+    preparing: Vec<Preparing>,
+    /// Tasks whose preparation was done (or asked for) since their first start: a later wake
+    /// attempt is not prepared again.
+    prepared: HashSet<String>,
+    /// Woken agents' success results being verified and delivered.
+    finisher: Finisher,
     ready: VecDeque<RelayInput>,
 }
 
@@ -163,19 +185,31 @@ fn built_in(config: &Config) -> Option<(Executors, ProbeFn)> {
     Some((executors, probe))
 }
 
+/// The pipeline built into this sidecar: the one place that plugs in the work before and after
+/// a task runs (workspaces, verification, delivery). None yet: [`NoPipeline`].
+fn built_in_pipeline(_config: &Config) -> Box<dyn Pipeline> {
+    Box::new(NoPipeline)
+}
+
 impl Runners {
     /// The runners a config asks for: the agent waker, and the direct executors built in. Must
     /// be called inside the tokio runtime.
     pub fn new(config: &Config) -> Runners {
-        Runners::with(config, built_in(config))
+        Runners::with(config, built_in(config), built_in_pipeline(config))
     }
 
-    /// The runners with these direct executors and probe (tests bring their own).
-    pub fn with(config: &Config, direct: Option<(Executors, ProbeFn)>) -> Runners {
+    /// The runners with these direct executors and probe, and this pipeline (tests bring their
+    /// own).
+    pub fn with(
+        config: &Config,
+        direct: Option<(Executors, ProbeFn)>,
+        pipeline: Box<dyn Pipeline>,
+    ) -> Runners {
+        let pipeline: Rc<dyn Pipeline> = Rc::from(pipeline);
         Runners {
             agent: AgentWaker::new(config),
             executor: ExecutorRunner::new(),
-            direct,
+            direct: direct.map(Rc::new),
             choice: Choice {
                 mode: config.direct_execution,
                 wake_configured: config.wake_command.is_some(),
@@ -189,11 +223,24 @@ impl Runners {
                     .path
                     .parent()
                     .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+                repo_dir: config.repo_dir.clone(),
             },
             probes: HashMap::new(),
             probing: Vec::new(),
+            finisher: Finisher::new(pipeline.clone()),
+            pipeline,
+            preparing: Vec::new(),
+            prepared: HashSet::new(),
             ready: VecDeque::new(),
         }
+    }
+
+    /// The folder task `task` works in: its workspace, else `repo_dir`, else the sidecar's folder.
+    pub fn workdir(&self, task: &TaskRecord) -> PathBuf {
+        task.workspace
+            .clone()
+            .or_else(|| self.choice.repo_dir.clone())
+            .unwrap_or_else(|| self.choice.workdir.clone())
     }
 
     /// Before the relay resumes the tasks an earlier sidecar held: let each runner look at what
@@ -417,10 +464,10 @@ impl Runners {
                 },
             ],
             Route::Probe(url) => {
-                let Some((_, probe)) = &self.direct else {
+                let Some(direct) = &self.direct else {
                     return Vec::new();
                 };
-                let fut = probe(url.clone());
+                let fut = (direct.1)(url.clone());
                 self.probing.push(Probing {
                     url,
                     request,
@@ -435,13 +482,17 @@ impl Runners {
                 Vec::new()
             }
             Route::Execute(plan) => {
-                let Some((executors, _)) = &self.direct else {
+                let Some(direct) = self.direct.clone() else {
                     return Vec::new();
                 };
-                let run: &ExecFn = match plan.target {
-                    Target::Ollama => &executors.ollama,
-                    Target::Claude => &executors.claude,
-                    Target::Shell => &executors.shell,
+                let target = plan.target;
+                let run = move |job, events| {
+                    let run: &ExecFn = match target {
+                        Target::Ollama => &direct.0.ollama,
+                        Target::Claude => &direct.0.claude,
+                        Target::Shell => &direct.0.shell,
+                    };
+                    run(job, events)
                 };
                 let routing = Routing::from_task(&task.extra).unwrap_or_default();
                 let timeout =
@@ -459,10 +510,25 @@ impl Runners {
                     routing,
                     endpoint: plan.endpoint.clone(),
                     model: plan.model.clone(),
-                    workdir: self.choice.workdir.clone(),
+                    workdir: self.workdir(task),
                     timeout,
                 };
-                self.executor.start(run, job);
+                // Corrective retries only where a model can act on the prompt (§11.8).
+                let retries = match target {
+                    Target::Ollama | Target::Claude => pipeline::retries_for(task),
+                    Target::Shell => 0,
+                };
+                let (pipeline, task) = (self.pipeline.clone(), (*task).clone());
+                self.executor
+                    .start_with(task_id.clone(), timeout, move |events, logs| {
+                        let verification = Verification {
+                            pipeline,
+                            task,
+                            retries,
+                            logs,
+                        };
+                        Box::pin(pipeline::execute_verified(run, job, events, verification))
+                    });
                 vec![
                     chosen(plan.target.as_str(), plan.endpoint, plan.model, &plan.why),
                     RelayInput::Executing {
@@ -494,7 +560,41 @@ impl Runners {
         }
     }
 
+    /// A task's preparation ended: record what it made, and start the task with its workspace
+    /// known (or fail it with the reason).
+    fn prepare_ended(&mut self, request: RunRequest, result: Result<Prepared, String>) {
+        let RunRequest::Start { mut task, attempt } = request else {
+            return;
+        };
+        let task_id = task.task_id.clone();
+        match result {
+            Ok(prepared) => {
+                if let Some(folder) = &prepared.workdir {
+                    task.workspace = Some(folder.clone());
+                }
+                self.ready.push_back(RelayInput::Prepared {
+                    task_id: task_id.clone(),
+                    outcome: Ok(prepared.workdir),
+                });
+                if let Some(warning) = prepared.warning {
+                    self.ready
+                        .push_back(RelayInput::Log(Event::PrepareWarning { task_id, warning }));
+                }
+                let inputs = self.handle(RunRequest::Start { task, attempt });
+                self.ready.extend(inputs);
+            }
+            Err(reason) => self.ready.push_back(RelayInput::Prepared {
+                task_id,
+                outcome: Err(reason),
+            }),
+        }
+    }
+
     async fn next(&mut self) -> RelayInput {
+        enum Ended {
+            Probe(String, Result<Vec<String>, String>, RunRequest),
+            Prepare(RunRequest, Result<Prepared, String>),
+        }
         loop {
             if let Some(input) = self.ready.pop_front() {
                 return input;
@@ -502,16 +602,26 @@ impl Runners {
             let Runners {
                 agent,
                 executor,
+                finisher,
                 probing,
+                preparing,
                 ..
             } = self;
             let ended = tokio::select! {
                 input = agent.next_input() => return input,
                 input = executor.next_input() => return input,
-                ended = poll_fn(|cx| poll_probes(probing, cx)) => ended,
+                input = finisher.next_input() => return input,
+                (url, result, request) = poll_fn(|cx| poll_probes(probing, cx)) => {
+                    Ended::Probe(url, result, request)
+                }
+                (request, result) = poll_fn(|cx| poll_preparing(preparing, cx)) => {
+                    Ended::Prepare(request, result)
+                }
             };
-            let (url, result, request) = ended;
-            self.probe_ended(url, result, request);
+            match ended {
+                Ended::Probe(url, result, request) => self.probe_ended(url, result, request),
+                Ended::Prepare(request, result) => self.prepare_ended(request, result),
+            }
         }
     }
 }
@@ -525,6 +635,20 @@ fn poll_probes(
         if let Poll::Ready(result) = probing[i].fut.as_mut().poll(cx) {
             let p = probing.remove(i);
             return Poll::Ready((p.url, result, p.request));
+        }
+    }
+    Poll::Pending
+}
+
+/// The first preparation in `preparing` to end, taken out with its answer.
+fn poll_preparing(
+    preparing: &mut Vec<Preparing>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<(RunRequest, Result<Prepared, String>)> {
+    for i in 0..preparing.len() {
+        if let Poll::Ready(result) = preparing[i].fut.as_mut().poll(cx) {
+            let p = preparing.remove(i);
+            return Poll::Ready((p.request, result));
         }
     }
     Poll::Pending
@@ -594,8 +718,20 @@ impl TaskRunner for Runners {
     fn handle(&mut self, request: RunRequest) -> Vec<RelayInput> {
         match &request {
             RunRequest::Start { task, .. } => {
+                // Prepared once per task (a later wake attempt has its workspace already).
+                if self.prepared.insert(task.task_id.clone()) {
+                    if let Some(fut) = self.pipeline.prepare(task) {
+                        self.preparing.push(Preparing { request, fut });
+                        return Vec::new();
+                    }
+                }
                 let route = self.route(task);
                 self.start(request, route)
+            }
+            RunRequest::Finish { task, result } => {
+                let workdir = self.workdir(task);
+                self.finisher.start(task.clone(), result.clone(), workdir);
+                Vec::new()
             }
             RunRequest::Cancelled { task } => {
                 // An execution was stopped by the Stop before this; the cancel_command is the agent's.
@@ -608,10 +744,20 @@ impl TaskRunner for Runners {
             // Every runner hears these: each acts only on the tasks it runs.
             RunRequest::Stop { task_id } | RunRequest::Forget { task_id } => {
                 self.executor.stop(task_id);
-                self.probing.retain(|p| match &p.request {
+                self.finisher.stop(task_id);
+                let other = |request: &RunRequest| match request {
                     RunRequest::Start { task, .. } => &task.task_id != task_id,
                     _ => true,
-                });
+                };
+                self.probing.retain(|p| other(&p.request));
+                if self.preparing.iter().any(|p| !other(&p.request)) {
+                    // Its preparation is dropped unfinished: a later start prepares again.
+                    self.preparing.retain(|p| other(&p.request));
+                    self.prepared.remove(task_id);
+                }
+                if matches!(request, RunRequest::Forget { .. }) {
+                    self.prepared.remove(task_id);
+                }
                 self.agent.handle(request)
             }
         }

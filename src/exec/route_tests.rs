@@ -4,6 +4,7 @@
 use super::executor::{ExecFn, Executors};
 use super::*;
 use crate::exec::direct::{EventKind, ExecEvent, ExecOutput};
+use crate::exec::pipeline::NoPipeline;
 use serde_json::{json, Value};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -76,7 +77,11 @@ fn direct(answers: bool, calls: Rc<Cell<u32>>) -> Option<(Executors, ProbeFn)> {
 }
 
 fn runners(dir: &Path, keys: Value) -> Runners {
-    Runners::with(&config(dir, keys), direct(true, Rc::default()))
+    Runners::with(
+        &config(dir, keys),
+        direct(true, Rc::default()),
+        Box::new(NoPipeline),
+    )
 }
 
 /// A task with this routing_decision (and metadata).
@@ -144,7 +149,11 @@ async fn off_absent_and_wake_routings_wake_the_agent() {
         wake("routed to wake")
     );
     // A build without executors wakes for every task.
-    let none = Runners::with(&config(dir.path(), json!({"direct_execution":"on"})), None);
+    let none = Runners::with(
+        &config(dir.path(), json!({"direct_execution":"on"})),
+        None,
+        Box::new(NoPipeline),
+    );
     assert_eq!(none.route(&claude()), wake("this build has no direct executors"));
 }
 
@@ -359,7 +368,11 @@ async fn next(r: &mut Runners) -> RelayInput {
 async fn a_routed_task_is_probed_once_chosen_logged_executed_and_reported() {
     let dir = temp_dir();
     let calls = Rc::new(Cell::new(0));
-    let mut r = Runners::with(&config(dir.path(), json!({})), direct(true, calls.clone()));
+    let mut r = Runners::with(
+        &config(dir.path(), json!({})),
+        direct(true, calls.clone()),
+        Box::new(NoPipeline),
+    );
     let start = RunRequest::Start {
         task: ollama(json!("10.0.0.5:11434")),
         attempt: 1,
@@ -390,16 +403,24 @@ async fn a_routed_task_is_probed_once_chosen_logged_executed_and_reported() {
             executor: "ollama".into()
         }
     );
-    match next(&mut r).await {
-        RelayInput::ExecutionEvent { event, .. } => assert_eq!(event["text"], "ollama said"),
-        other => panic!("{other:?}"),
-    }
-    match next(&mut r).await {
+    // The streamed text, and the pipeline's verification run logged, before the end.
+    let (mut logged, mut streamed) = (Vec::new(), Vec::new());
+    let end = loop {
+        match next(&mut r).await {
+            RelayInput::Log(event) => logged.push(event.name()),
+            RelayInput::ExecutionEvent { event, .. } => streamed.push(event["text"].clone()),
+            other => break other,
+        }
+    };
+    assert_eq!(streamed, ["ollama said"]);
+    assert_eq!(logged, ["verification_started", "verification_finished"]);
+    match end {
         RelayInput::Executed {
             outcome: Ok(result), ..
         } => {
             assert_eq!(result["output"], "ollama said (http://10.0.0.5:11434)");
             assert_eq!(result["model_used"], "qwen3:8b");
+            assert_eq!(result["verification_status"], "verified");
         }
         other => panic!("{other:?}"),
     }
@@ -418,6 +439,7 @@ async fn a_dead_endpoint_without_wake_command_fails_and_a_stop_drops_a_waiting_s
     let mut r = Runners::with(
         &config(dir.path(), json!({"wake_command": null})),
         direct(false, Rc::default()),
+        Box::new(NoPipeline),
     );
     let start = RunRequest::Start {
         task: ollama(json!("10.0.0.5:11434")),
@@ -444,7 +466,11 @@ async fn a_dead_endpoint_without_wake_command_fails_and_a_stop_drops_a_waiting_s
         other => panic!("{other:?}"),
     }
     // A stop while the probe runs drops the task's start.
-    let mut r = Runners::with(&config(dir.path(), json!({})), direct(true, Rc::default()));
+    let mut r = Runners::with(
+        &config(dir.path(), json!({})),
+        direct(true, Rc::default()),
+        Box::new(NoPipeline),
+    );
     r.handle(RunRequest::Start {
         task: ollama(json!("10.0.0.6:11434")),
         attempt: 1,
@@ -484,7 +510,7 @@ async fn an_execution_cut_short_by_a_kill_is_run_again_from_queue_json_after_the
         "routing_decision":{"target_type":"claude","effective_tier":"complex","selected_model":"claude"}});
     {
         let (mut log, _captured) = EventLog::capture("a1");
-        let mut r = Runners::with(&config, hanging());
+        let mut r = Runners::with(&config, hanging(), Box::new(NoPipeline));
         let mut relay = RelayRuntime::start(&config, &mut log, |_| {}).unwrap();
         relay.handle(RelayInput::LinkUp, &mut log);
         relay.handle(
@@ -502,7 +528,7 @@ async fn an_execution_cut_short_by_a_kill_is_run_again_from_queue_json_after_the
     }
     // The restart: the task is reported, confirmed, and executed again from the start.
     let (mut log, _captured) = EventLog::capture("a1");
-    let mut r = Runners::with(&config, direct(true, Rc::default()));
+    let mut r = Runners::with(&config, direct(true, Rc::default()), Box::new(NoPipeline));
     let mut relay = RelayRuntime::start(&config, &mut log, |tasks| r.recover(tasks)).unwrap();
     relay.handle(RelayInput::LinkUp, &mut log);
     let sent = relay.take_sends();

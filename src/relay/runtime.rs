@@ -13,6 +13,7 @@ use super::watch::{FileEvent, ResultContent, ResultWatcher, WatchOptions};
 use crate::config::Config;
 use crate::event_log::{Event, EventLog};
 use crate::protocol::Outbound;
+use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,12 +39,21 @@ pub enum LinkRequest {
 /// recovery); a runner only starts and stops runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunRequest {
-    /// Run this task (the machine's `Wake`): attempt 1, 2, ... Answered with `WakeFinished`.
+    /// Run this task (the machine's `Wake`): attempt 1, 2, ... Answered with `WakeFinished` (an
+    /// executor: `Executing`), after `Prepared` when the task was prepared for its run first.
     Start {
         /// The task as `${TASK_JSON}` shows it.
         task: TaskRecord,
         /// Which attempt.
         attempt: u32,
+    },
+    /// Verify and deliver a woken agent's success result (the machine's `Finish`), then answer
+    /// `Finished` with the result to send. Stopped by a [`RunRequest::Stop`].
+    Finish {
+        /// The task, as persisted (with its workspace, if it has one).
+        task: TaskRecord,
+        /// The agent's result object.
+        result: Map<String, Value>,
     },
     /// Stop the task's run if it still goes on (the machine's `Kill`).
     Stop {
@@ -88,6 +98,7 @@ pub fn relay_settings(config: &Config) -> RelaySettings {
         readopt_window: config.readopt_window,
         task_timeout: config.task_timeout,
         agent_exit_grace: config.agent_exit_grace,
+        finish_results: true,
     }
 }
 
@@ -201,6 +212,9 @@ impl RelayRuntime {
                 }
                 RelayAction::Wake { task, attempt } => {
                     self.runs.push_back(RunRequest::Start { task, attempt })
+                }
+                RelayAction::Finish { task, result } => {
+                    self.runs.push_back(RunRequest::Finish { task, result })
                 }
                 RelayAction::Kill { task_id } => self.runs.push_back(RunRequest::Stop { task_id }),
                 RelayAction::RunCancelCommand { task } => self.runs.push_back(RunRequest::Cancelled { task }),

@@ -4,6 +4,7 @@ use crate::protocol::{cut_chars, MAX_REASON_CHARS};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
+use std::path::PathBuf;
 
 /// The longest task_id accepted (it becomes a file name).
 pub const MAX_TASK_ID_CHARS: usize = 128;
@@ -52,11 +53,17 @@ pub fn check_task_id(id: &str) -> Result<(), AssignError> {
 pub enum Outcome {
     /// The agent's result said `"status":"success"`.
     Complete {
-        /// The result object, as the agent wrote it.
+        /// The result object, as the agent wrote it (the verification lifted out of it).
         result: Map<String, Value>,
-        /// `tokens_used` from the result, when an integer.
+        /// `tokens_used` from the result when an integer, else `tokens_in + tokens_out`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tokens_used: Option<i64>,
+        /// The result's `verification_report`, when an object: sent at the top level.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verification_report: Option<Value>,
+        /// The result's `verification_history`, when a list of objects: sent at the top level.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verification_history: Option<Vec<Value>>,
     },
     /// Anything else: the reason goes to the hub (at most 2000 characters).
     Failed {
@@ -66,11 +73,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome a result object stands for.
+    /// The outcome a result object stands for: `"status":"success"` completes (see
+    /// [`Outcome::complete`]), anything else fails with the result's `reason` or `error`.
     pub fn from_result(result: Map<String, Value>) -> Outcome {
         if result.get("status").and_then(Value::as_str) == Some("success") {
-            let tokens_used = result.get("tokens_used").and_then(Value::as_i64);
-            return Outcome::Complete { result, tokens_used };
+            return Outcome::complete(result);
         }
         let reason = ["reason", "error"]
             .iter()
@@ -81,6 +88,38 @@ impl Outcome {
             })
             .unwrap_or_else(|| "unknown".to_owned());
         Outcome::failed(reason)
+    }
+
+    /// A completion with `result`, shaped for the hub's schema (protocol §11.7): a
+    /// `verification_report` that is an object and a `verification_history` that is a list of
+    /// objects are lifted out of the result to the top level (any other type stays in the result
+    /// untouched, where the hub's schema does not look); `tokens_used` is the result's integer
+    /// `tokens_used`, else `tokens_in + tokens_out` when both are integers.
+    pub fn complete(mut result: Map<String, Value>) -> Outcome {
+        let verification_report = match result.get("verification_report") {
+            Some(Value::Object(_)) => result.remove("verification_report"),
+            _ => None,
+        };
+        let verification_history = match result.get("verification_history") {
+            Some(Value::Array(runs)) if runs.iter().all(Value::is_object) => {
+                match result.remove("verification_history") {
+                    Some(Value::Array(runs)) => Some(runs),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let int = |k: &str| result.get(k).and_then(Value::as_i64);
+        let tokens_used = int("tokens_used").or_else(|| match (int("tokens_in"), int("tokens_out")) {
+            (Some(i), Some(o)) => Some(i.saturating_add(o)),
+            _ => None,
+        });
+        Outcome::Complete {
+            result,
+            tokens_used,
+            verification_report,
+            verification_history,
+        }
     }
 
     /// A failure with `reason` cut to the hub's limit.
@@ -126,7 +165,8 @@ pub struct TaskRecord {
     /// Free-form metadata from the hub.
     #[serde(default = "empty_object")]
     pub metadata: Value,
-    /// accepted, waking, waking_confirmation, working (Node's), or done (an outcome awaits its ack).
+    /// accepted, waking, waking_confirmation, working (Node's), verifying (a success result being
+    /// verified and delivered), or done (an outcome awaits its ack).
     #[serde(default)]
     pub status: String,
     /// Hub wall clock at assignment (epoch ms).
@@ -151,6 +191,10 @@ pub struct TaskRecord {
     /// out itself: such a task is run again from the start after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executed_by: Option<String>,
+    /// The folder the task works in, once its preparation made or chose one (a workspace cloned
+    /// for `repo`, or `repo_dir`): `${WORKSPACE}` for the agent, the executors' working folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
     /// repo, branch, file_hints, success_criteria, ... and anything else the hub sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -196,6 +240,7 @@ impl TaskRecord {
                     | "agent_groups"
                     | "woken_at"
                     | "executed_by"
+                    | "workspace"
             );
             if !known && !extra.contains_key(key) {
                 extra.insert(key.clone(), value.clone());
@@ -221,6 +266,7 @@ impl TaskRecord {
             agent_groups: Vec::new(),
             woken_at: None,
             executed_by: None,
+            workspace: None,
             extra,
         })
     }
@@ -338,6 +384,109 @@ mod tests {
     }
 
     #[test]
+    fn a_report_and_a_history_are_lifted_to_the_top_level_when_the_hub_would_accept_them() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let report = json!({"run_number":2,"status":"pass","checks":[]});
+        let history = json!([{"run_number":1,"status":"fail"}, report.clone()]);
+        let lifted = Outcome::from_result(obj(json!({"status":"success","output":"o",
+            "verification_report":report.clone(),"verification_history":history.clone(),
+            "tokens_in":22,"tokens_out":10})));
+        assert_eq!(
+            lifted,
+            Outcome::Complete {
+                result: obj(json!({"status":"success","output":"o","tokens_in":22,"tokens_out":10})),
+                tokens_used: Some(32),
+                verification_report: Some(report.clone()),
+                verification_history: history.as_array().cloned(),
+            }
+        );
+        // Wrong types stay in the result, untouched, and nothing goes to the top level.
+        for (r, h) in [
+            (json!("pass"), json!({"run": 1})),
+            (json!(null), json!([report.clone(), "x"])),
+            (json!([report.clone()]), json!("none")),
+            (json!(5), json!(null)),
+        ] {
+            let result = obj(json!({"status":"success","verification_report":r,"verification_history":h}));
+            assert_eq!(
+                Outcome::from_result(result.clone()),
+                Outcome::Complete {
+                    result,
+                    tokens_used: None,
+                    verification_report: None,
+                    verification_history: None,
+                }
+            );
+        }
+        // An empty history is a list of objects too (the hub stores it as sent).
+        let Outcome::Complete {
+            verification_history,
+            result,
+            ..
+        } = Outcome::from_result(obj(json!({"status":"success","verification_history":[]})))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (verification_history, result),
+            (Some(vec![]), obj(json!({"status":"success"})))
+        );
+        // A failure is not lifted: task_failed carries only the reason.
+        assert_eq!(
+            Outcome::from_result(obj(
+                json!({"status":"failed","reason":"r","verification_report":report})
+            )),
+            Outcome::failed("r")
+        );
+    }
+
+    #[test]
+    fn tokens_used_is_the_results_integer_else_the_sum_of_tokens_in_and_out() {
+        let tokens = |v: Value| match Outcome::complete(v.as_object().unwrap().clone()) {
+            Outcome::Complete { tokens_used, .. } => tokens_used,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            tokens(json!({"tokens_used":5,"tokens_in":1,"tokens_out":2})),
+            Some(5)
+        );
+        assert_eq!(tokens(json!({"tokens_in":1,"tokens_out":2})), Some(3));
+        assert_eq!(
+            tokens(json!({"tokens_used":"5","tokens_in":1,"tokens_out":2})),
+            Some(3)
+        );
+        assert_eq!(tokens(json!({"tokens_in":1})), None);
+        assert_eq!(tokens(json!({"tokens_in":1,"tokens_out":2.5})), None);
+        assert_eq!(tokens(json!({})), None);
+    }
+
+    #[test]
+    fn outcomes_written_before_the_verification_fields_existed_still_load() {
+        let old = json!({"kind":"complete","result":{"status":"success"},"tokens_used":3});
+        let outcome: Outcome = serde_json::from_value(old.clone()).unwrap();
+        assert!(matches!(
+            &outcome,
+            Outcome::Complete {
+                verification_report: None,
+                verification_history: None,
+                tokens_used: Some(3),
+                ..
+            }
+        ));
+        assert_eq!(
+            serde_json::to_value(&outcome).unwrap(),
+            old,
+            "saved as before when none"
+        );
+        let mut r: TaskRecord = serde_json::from_value(json!({"task_id":"t1","status":"verifying"})).unwrap();
+        assert_eq!(r.workspace, None);
+        r.workspace = Some(PathBuf::from("/w/repo"));
+        let saved = serde_json::to_value(&r).unwrap();
+        assert_eq!(saved["workspace"], "/w/repo");
+        assert_eq!(serde_json::from_value::<TaskRecord>(saved).unwrap(), r);
+    }
+
+    #[test]
     fn outcomes_follow_the_result_contract() {
         let obj = |v: Value| v.as_object().unwrap().clone();
         assert!(matches!(
@@ -351,7 +500,9 @@ mod tests {
             Outcome::from_result(obj(json!({"status":"success","tokens_used":5.5}))),
             Outcome::Complete {
                 result: obj(json!({"status":"success","tokens_used":5.5})),
-                tokens_used: None
+                tokens_used: None,
+                verification_report: None,
+                verification_history: None,
             }
         );
         assert_eq!(

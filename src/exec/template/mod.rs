@@ -34,16 +34,20 @@ pub struct WakeVars {
     pub results_dir: PathBuf,
     /// `${GENERATION}`: the task's generation.
     pub generation: i64,
+    /// `${WORKSPACE}`: the folder the task works in (its workspace, else `repo_dir`); empty
+    /// when it has none.
+    pub workspace: PathBuf,
 }
 
 /// The template variables, in the order of [`WakeVars::get`]'s index.
-pub const VAR_NAMES: [&str; 6] = [
+pub const VAR_NAMES: [&str; 7] = [
     "TASK_ID",
     "TASK_DESCRIPTION",
     "TASK_JSON",
     "TASK_FILE",
     "RESULTS_DIR",
     "GENERATION",
+    "WORKSPACE",
 ];
 
 /// The prefix of the environment variables that carry the values: `AGENTCOM_V_TASK_ID` and so on.
@@ -63,6 +67,7 @@ impl WakeVars {
             2 => self.task_json.clone(),
             3 => self.task_file.to_string_lossy().into_owned(),
             4 => self.results_dir.to_string_lossy().into_owned(),
+            6 => self.workspace.to_string_lossy().into_owned(),
             _ => self.generation.to_string(),
         };
         replace_nul(&raw)
@@ -91,7 +96,7 @@ pub(crate) fn replace_nul(s: &str) -> String {
 }
 
 /// Render a template for POSIX `sh -c`: `${TASK_ID}` `${TASK_DESCRIPTION}` `${TASK_JSON}`
-/// `${TASK_FILE}` `${RESULTS_DIR}` `${GENERATION}` are replaced by their values, each quoted for
+/// `${TASK_FILE}` `${RESULTS_DIR}` `${GENERATION}` `${WORKSPACE}` are replaced by their values, each quoted for
 /// the context it stands in (bare, inside "...", inside '...'), so that the program receives
 /// exactly the value. Unknown `${X}` and everything else is left as written.
 ///
@@ -178,6 +183,7 @@ mod tests {
             task_file: PathBuf::from("/tmp/a b/task.json"),
             results_dir: PathBuf::from("/tmp/it's/results"),
             generation: -7,
+            workspace: PathBuf::from("/w/it's a repo"),
         }
     }
 
@@ -298,7 +304,7 @@ mod tests {
         );
         assert!(env.contains(&("AGENTCOM_V_TASK_DESCRIPTION".into(), v.description.clone())));
         assert!(env.contains(&("AGENTCOM_V_GENERATION".into(), "-7".into())));
-        assert_eq!(env.len(), 6);
+        assert_eq!(env.len(), 7);
     }
 
     #[cfg(unix)]
@@ -496,6 +502,12 @@ mod tests {
                 b"/tmp/it's/results"
             );
             assert_eq!(run("printf %s '${GENERATION}' > out", &v), b"-7");
+            assert_eq!(run("printf %s \"${WORKSPACE}\" > out", &v), b"/w/it's a repo");
+            let none = WakeVars {
+                workspace: PathBuf::new(),
+                ..v
+            };
+            assert_eq!(run("printf '<%s>' ${WORKSPACE} > out", &none), b"<>");
         }
 
         fn hostile_string() -> impl Strategy<Value = String> {

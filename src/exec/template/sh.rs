@@ -55,14 +55,14 @@ struct Lexer<'a> {
     stack: Vec<Ctx>,
     /// Seen a construct shells disagree on: every later substitution is [`Spot::Unsure`].
     poisoned: bool,
-    used: [bool; 6],
+    used: [bool; VAR_NAMES.len()],
     heredocs: Vec<Heredoc>,
     /// Whether the next character of unquoted code starts a word (so `#` starts a comment).
     word_start: bool,
 }
 
 /// Render; also says which variables the text refers to through the environment.
-pub(crate) fn render(template: &str, vars: &WakeVars, mode: Mode) -> (String, [bool; 6]) {
+pub(crate) fn render(template: &str, vars: &WakeVars, mode: Mode) -> (String, [bool; VAR_NAMES.len()]) {
     let mut lx = Lexer::new(template, vars, mode);
     lx.run();
     (replace_nul(&lx.out), lx.used)
@@ -78,7 +78,7 @@ impl<'a> Lexer<'a> {
             mode,
             stack: vec![Ctx::Bare],
             poisoned: false,
-            used: [false; 6],
+            used: [false; VAR_NAMES.len()],
             heredocs: Vec::new(),
             word_start: true,
         }

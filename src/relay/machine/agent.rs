@@ -5,6 +5,7 @@ use super::{Phase, Relay, RelayAction, ResultFile, Standing, WakeEnd};
 use crate::event_log::Event;
 use crate::protocol::{cut_chars, Outbound, MAX_REASON_CHARS};
 use crate::relay::task::Outcome;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 impl Relay {
@@ -152,6 +153,20 @@ impl Relay {
     pub(super) fn timed_out(&mut self, i: usize, elapsed: Duration) {
         let task_id = self.held[i].record.task_id.clone();
         let elapsed_ms = elapsed.as_millis() as u64;
+        if matches!(self.held[i].phase, Phase::Finishing { .. }) {
+            self.log(Event::TaskTimeout {
+                task_id: task_id.clone(),
+                elapsed_ms,
+            });
+            self.actions.push_back(RelayAction::Kill { task_id });
+            let reason = format!(
+                "task_timeout: the task ran {} (task_timeout_ms {}) and its result was still being \
+                 verified and delivered; that was stopped",
+                crate::event_log::human_duration(elapsed),
+                self.settings.task_timeout.as_millis()
+            );
+            return self.finish(i, Outcome::failed(reason));
+        }
         if self.held[i].executing {
             self.log(Event::TaskTimeout {
                 task_id: task_id.clone(),
@@ -197,11 +212,17 @@ impl Relay {
             });
             return;
         };
-        if self.held[i].phase == Phase::Done {
+        if matches!(self.held[i].phase, Phase::Done | Phase::Finishing { .. }) {
             return;
         }
         let outcome = match file {
-            ResultFile::Object(result) => Outcome::from_result(result),
+            ResultFile::Object(result) => {
+                let success = result.get("status").and_then(Value::as_str) == Some("success");
+                if success && self.settings.finish_results {
+                    return self.start_finishing(i, result);
+                }
+                Outcome::from_result(result)
+            }
             ResultFile::Invalid(why) => {
                 self.log(Event::ResultInvalid {
                     task_id: task_id.to_owned(),

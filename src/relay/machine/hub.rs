@@ -206,6 +206,7 @@ impl Relay {
             started: false,
             watch: AgentWatch::default(),
             executing: false,
+            finishing: None,
         };
         // A task the sidecar may carry out itself is not failed here: the runner decides, and
         // fails it naming the config key that would have served it when it can do neither.
@@ -315,7 +316,8 @@ impl Relay {
         self.actions.push_back(RelayAction::Kill {
             task_id: task_id.clone(),
         });
-        let cleanup = if self.held[i].record.outcome.is_some() {
+        // A result the agent wrote (an outcome, or one being verified) is moved aside, not lost.
+        let cleanup = if self.held[i].record.outcome.is_some() || self.held[i].finishing.is_some() {
             RelayAction::DiscardResult { task_id }
         } else {
             RelayAction::ClearFiles { task_id }

@@ -11,6 +11,7 @@ use crate::event_log::Event;
 use crate::protocol::{cut_chars, Outbound, TaskFrame};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The relay's tunables (from the config).
@@ -39,6 +40,11 @@ pub struct RelaySettings {
     pub task_timeout: Duration,
     /// How long after the agent's processes all ended a missing result fails the task.
     pub agent_exit_grace: Duration,
+    /// Whether an agent's success result is verified and delivered before it becomes the
+    /// outcome (protocol §11.8-§11.9): the task is `verifying` and the relay asks for
+    /// [`RelayAction::Finish`], answered with [`RelayInput::Finished`]. Off: the result is the
+    /// outcome at once.
+    pub finish_results: bool,
 }
 
 /// How a wake attempt ended (reported by the I/O shell).
@@ -148,6 +154,23 @@ pub enum RelayInput {
         /// The `execution_event` object.
         event: Value,
     },
+    /// Whoever runs the task prepared it before its run (protocol §11.9: a workspace for its
+    /// `repo`, its delivery branch): `Ok(folder)` is recorded as the task's workspace (None:
+    /// nothing to record); `Err(reason)` fails the task with the reason.
+    Prepared {
+        /// The task.
+        task_id: String,
+        /// The folder the task works in, or why it could not be prepared.
+        outcome: Result<Option<PathBuf>, String>,
+    },
+    /// A success result was verified and delivered ([`RelayAction::Finish`]): `result` is what
+    /// the hub gets, `verification_report`/`verification_history` in it lifted to the top level.
+    Finished {
+        /// The task.
+        task_id: String,
+        /// The agent's result with the verification and what delivery did added.
+        result: Map<String, Value>,
+    },
     /// An execution ended: `Ok(result object)` goes to the hub as `task_complete` (with a top-level
     /// `tokens_used`), `Err(reason)` as `task_failed` (cut to 2000 characters).
     Executed {
@@ -171,6 +194,15 @@ pub enum RelayAction {
         task: TaskRecord,
         /// Which attempt.
         attempt: u32,
+    },
+    /// Verify and deliver this success result of a woken agent (with
+    /// [`RelaySettings::finish_results`]), then feed back [`RelayInput::Finished`]. A
+    /// [`RelayAction::Kill`] for the task stops it.
+    Finish {
+        /// The task.
+        task: TaskRecord,
+        /// The result file's object.
+        result: Map<String, Value>,
     },
     /// Stop the task's wake process group if it still runs.
     Kill {
@@ -244,6 +276,9 @@ enum Phase {
     AwaitStart { deadline: Option<Instant> },
     /// The agent confirmed it started.
     Working,
+    /// The agent's success result is being verified and delivered (`running`: the
+    /// [`RelayAction::Finish`] went out; it waits for the hub to confirm the task first).
+    Finishing { running: bool },
     /// An outcome exists; it waits for the hub's ack.
     Done,
 }
@@ -275,6 +310,8 @@ struct Held {
     watch: AgentWatch,
     /// A runner carries the task out itself (no agent, no agent files).
     executing: bool,
+    /// The success result being finished (kept from the result file until `Finished`).
+    finishing: Option<Map<String, Value>>,
 }
 
 /// What `task_timeout` and `agent_exit_grace` need to know of a held task.
@@ -297,7 +334,11 @@ impl Held {
         !self.is_detached()
             && matches!(
                 self.phase,
-                Phase::Waking { .. } | Phase::RetryAt { .. } | Phase::AwaitStart { .. } | Phase::Working
+                Phase::Waking { .. }
+                    | Phase::RetryAt { .. }
+                    | Phase::AwaitStart { .. }
+                    | Phase::Working
+                    | Phase::Finishing { .. }
             )
     }
 
@@ -307,6 +348,7 @@ impl Held {
             Phase::Waking { .. } | Phase::RetryAt { .. } => "waking",
             Phase::AwaitStart { .. } => "waking_confirmation",
             Phase::Working => "working",
+            Phase::Finishing { .. } => "verifying",
             Phase::Done => "done",
         }
     }
@@ -365,7 +407,9 @@ impl Relay {
                 (None, "working" | "waking_confirmation" | "waking") if record.was_executing() => {
                     Phase::Queued
                 }
-                (None, "working") => Phase::Working,
+                // A result being verified: its file is reported again once watched, which
+                // starts the verification again.
+                (None, "working" | "verifying") => Phase::Working,
                 // The confirmation timer is not persisted: it starts again when the hub confirms.
                 (None, "waking_confirmation") => Phase::AwaitStart { deadline: None },
                 // Never woken, or the sidecar died mid-wake: wake (again) once confirmed.
@@ -387,6 +431,7 @@ impl Relay {
                 recovered: true,
                 watch: AgentWatch::default(),
                 executing: false,
+                finishing: None,
             });
         }
         relay
@@ -474,6 +519,8 @@ impl Relay {
             } => self.executing(&task_id, attempt, executor),
             RelayInput::ExecutionEvent { task_id, event } => self.execution_event(task_id, event),
             RelayInput::Executed { task_id, outcome } => self.executed(&task_id, outcome),
+            RelayInput::Prepared { task_id, outcome } => self.prepared(&task_id, outcome),
+            RelayInput::Finished { task_id, result } => self.finished(&task_id, result),
             RelayInput::Progress {
                 task_id,
                 progress,
@@ -528,6 +575,7 @@ impl Relay {
 
 mod agent;
 mod exec;
+mod finish;
 mod hub;
 mod outbox;
 mod storage;

@@ -35,6 +35,7 @@ impl Relay {
     pub(super) fn finish(&mut self, i: usize, outcome: Outcome) {
         let h = &mut self.held[i];
         h.phase = Phase::Done;
+        h.finishing = None;
         let kind = match &outcome {
             Outcome::Complete { .. } => "complete".to_owned(),
             Outcome::Failed { reason } => format!("failed: {}", cut_chars(reason, 200)),
@@ -47,7 +48,7 @@ impl Relay {
         self.persist();
     }
 
-    /// Send outcomes (one at a time) and wake the next task.
+    /// Send outcomes (one at a time), start finishing results, and wake the next task.
     pub(super) fn pump(&mut self, now: Instant) {
         if self.link_up && self.in_flight.is_none() && self.resend_at.is_none_or(|t| now >= t) {
             self.resend_at = None;
@@ -58,11 +59,18 @@ impl Relay {
             {
                 let r = &h.record;
                 let frame = match r.outcome.clone().expect("filtered") {
-                    Outcome::Complete { result, tokens_used } => Outbound::TaskComplete {
+                    Outcome::Complete {
+                        result,
+                        tokens_used,
+                        verification_report,
+                        verification_history,
+                    } => Outbound::TaskComplete {
                         task_id: r.task_id.clone(),
                         generation: r.generation,
                         result,
                         tokens_used,
+                        verification_report,
+                        verification_history,
                     },
                     Outcome::Failed { reason } => Outbound::TaskFailed {
                         task_id: r.task_id.clone(),
@@ -73,6 +81,10 @@ impl Relay {
                 self.in_flight = Some(r.task_id.clone());
                 self.send(frame);
             }
+        }
+        // A result waiting for the hub's confirmation before it is verified and delivered.
+        for i in 0..self.held.len() {
+            self.begin_finishing(i);
         }
         // Wake the first task that is not done, once the hub confirms it and nothing runs before it.
         let current = self

@@ -100,6 +100,8 @@ fn a_successful_execution_completes_with_the_result_and_a_top_level_tokens_used(
             generation: 1,
             result: result.as_object().unwrap().clone(),
             tokens_used: Some(32),
+            verification_report: None,
+            verification_history: None,
         }]
     );
 }

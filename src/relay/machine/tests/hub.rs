@@ -59,7 +59,9 @@ fn happy_path_persists_before_accepting_and_before_completing() {
                 .as_object()
                 .unwrap()
                 .clone(),
-            tokens_used: Some(7)
+            tokens_used: Some(7),
+            verification_report: None,
+            verification_history: None,
         }]
     );
     let a = h.frame(TaskFrame::Ack {

@@ -5,6 +5,7 @@ use serde_json::json;
 
 mod agent;
 mod exec;
+mod finish;
 mod hub;
 mod outbox;
 mod storage;
@@ -24,6 +25,7 @@ fn settings() -> RelaySettings {
         readopt_window: 120 * SEC,
         task_timeout: 7200 * SEC,
         agent_exit_grace: 60 * SEC,
+        finish_results: false,
     }
 }
 
@@ -143,6 +145,7 @@ fn kinds(actions: &[RelayAction]) -> Vec<String> {
             RelayAction::Send(f) => format!("send {}", f.kind()),
             RelayAction::Persist(r) => format!("persist {}", r.len()),
             RelayAction::Wake { attempt, .. } => format!("wake {attempt}"),
+            RelayAction::Finish { .. } => "finish".into(),
             RelayAction::Kill { .. } => "kill".into(),
             RelayAction::RunCancelCommand { .. } => "cancel_command".into(),
             RelayAction::Track { .. } => "track".into(),
@@ -180,6 +183,8 @@ fn complete(id: &str, generation: i64, result: Value) -> Outbound {
         generation,
         result: result.as_object().unwrap().clone(),
         tokens_used: None,
+        verification_report: None,
+        verification_history: None,
     }
 }
 
