@@ -64,7 +64,7 @@ async fn script() -> Result<PathBuf, String> {
     ));
     let mut log = EventLog::open(&config.log_file, &config.agent_id, true)
         .map_err(|e| format!("cannot open {}: {e}", config.log_file.display()))?;
-    let mut runners = Runners::new(&config);
+    let mut runners = Runners::new(&config, crate::deliver::pipeline(&config));
     let mut relay = RelayRuntime::start(&config, &mut log, |tasks| runners.recover(tasks))?;
     let policy = LinkPolicy::new(LinkSettings::from_config(&config), fastrand::u64(..));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
@@ -73,7 +73,7 @@ async fn script() -> Result<PathBuf, String> {
     let mut events = hub.events();
     let narrate = narrate_hub(hub.events());
     let steps = async {
-        let result = steps(&hub, &mut events).await;
+        let result = steps(&hub, &mut events, &dir).await;
         let _ = stop_tx.send("the demo's stop signal".to_owned());
         result
     };
@@ -143,7 +143,9 @@ fn write_config(dir: &Path, hub_url: &str, token: &str) -> Result<PathBuf, Strin
         "reconnect_jitter": 0.5,
         "wake_command": sample_agent_command(),
         "direct_execution": "auto",
-        "confirmation_timeout_ms": 5000
+        "confirmation_timeout_ms": 5000,
+        // No real `gh` in the demo: delivery pushes the branch and says what gh would do.
+        "gh_command": dir.join("gh-is-not-used-by-the-demo").display().to_string()
     });
     let text = serde_json::to_string_pretty(&config).expect("json");
     write_private(&path, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -160,7 +162,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-async fn steps(hub: &EmbeddedHub, events: &mut broadcast::Receiver<HubEvent>) -> Result<(), String> {
+async fn steps(
+    hub: &EmbeddedHub,
+    events: &mut broadcast::Receiver<HubEvent>,
+    dir: &Path,
+) -> Result<(), String> {
     wait_for(
         events,
         Duration::from_secs(5),
@@ -188,6 +194,7 @@ async fn steps(hub: &EmbeddedHub, events: &mut broadcast::Receiver<HubEvent>) ->
         done.result.map(|r| r.to_string()).unwrap_or_default()
     ));
     local_model_step(hub).await?;
+    delivery_step(hub, dir).await?;
     say("stopping the hub, as a hub restart or a network loss would");
     hub.stop().await;
     sleep(Duration::from_secs(3)).await;
@@ -261,6 +268,103 @@ async fn local_model_step(hub: &EmbeddedHub) -> Result<(), String> {
         result["tokens_in"],
         result["tokens_out"],
         result["output"]
+    ));
+    // The fake model stops with this step: take it out of the hub's registry too.
+    hub.delete_llm_endpoint(&addr);
+    Ok(())
+}
+
+/// Runs git with `args` in `dir` (the demo's own commands: no hub text), with a fixed identity.
+async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = crate::exec::process::child_command("git")
+        .args([
+            "-c",
+            "user.name=AgentCom demo",
+            "-c",
+            "user.email=demo@agentcom.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A task with a `repo` (a bare repository in the demo's folder, standing in for GitHub): the
+/// sidecar clones it into a workspace and starts a branch, the sample agent writes a file there,
+/// the task's check runs, and the work is committed and pushed as a branch. Skipped (said so)
+/// where git is not installed.
+async fn delivery_step(hub: &EmbeddedHub, dir: &Path) -> Result<(), String> {
+    if git(dir, &["--version"]).await.is_err() {
+        say("git is not installed here: skipping the step that delivers a task as a verified branch");
+        return Ok(());
+    }
+    let origin = dir.join("origin.git");
+    let seed = dir.join("seed");
+    git(dir, &["init", "--quiet", "--bare", &origin.display().to_string()]).await?;
+    git(&origin, &["symbolic-ref", "HEAD", "refs/heads/main"]).await?;
+    git(
+        dir,
+        &[
+            "clone",
+            "--quiet",
+            &origin.display().to_string(),
+            &seed.display().to_string(),
+        ],
+    )
+    .await?;
+    std::fs::write(seed.join("README.md"), "# The team's project\n")
+        .map_err(|e| format!("cannot write the demo repository: {e}"))?;
+    git(&seed, &["add", "README.md"]).await?;
+    git(&seed, &["commit", "--quiet", "-m", "First commit"]).await?;
+    git(&seed, &["push", "--quiet", "origin", "HEAD:refs/heads/main"]).await?;
+    let description = "Write a hello note for the team";
+    let task_id = hub.submit_task(TaskSpec {
+        description: description.into(),
+        repo: Some(origin.display().to_string()),
+        verification_steps: vec![serde_json::json!({"type": "file_exists", "target": "HELLO.md"})],
+        ..TaskSpec::default()
+    });
+    say(&format!(
+        "a task with a repository: {task_id} \"{description}\", repo {} (a bare repository \
+         standing in for GitHub), one check: file_exists HELLO.md",
+        origin.display()
+    ));
+    let done = completed(hub, &task_id).await?;
+    let result = done.result.unwrap_or_default();
+    let report = done.verification_report.unwrap_or_default();
+    let branch = result["branch"].as_str().unwrap_or_default().to_owned();
+    if report["status"] != "pass" || branch.is_empty() {
+        return Err(format!(
+            "task {task_id} was not delivered as a verified branch: report {report}, result {result}"
+        ));
+    }
+    let log = git(&origin, &["log", "-1", "--format=%h %s", &branch]).await?;
+    let files = git(&origin, &["ls-tree", "--name-only", &branch]).await?;
+    say(&format!(
+        "the sidecar cloned it into {}, the agent wrote HELLO.md there, the check passed \
+         ({}), and the work was committed and pushed: branch {branch} in origin.git holds {} \
+         (commit {})",
+        crate::deliver::workspace::workspace_path(&dir.join("workspaces"), &origin.display().to_string())
+            .display(),
+        crate::exec::pipeline::summary_text(&report),
+        files.split_whitespace().collect::<Vec<_>>().join(", "),
+        log.trim()
+    ));
+    say(&format!(
+        "with the GitHub CLI installed and logged in (`gh_command`), it would now run `gh pr create \
+         --base main --head {branch} --title \"{description}\"` and ask the hub to classify the \
+         change (POST /api/tasks/{task_id}/classify); here: {}",
+        result["delivery"]["error"].as_str().unwrap_or("no pull request")
     ));
     Ok(())
 }
@@ -372,6 +476,12 @@ pub fn sample_agent() -> ExitCode {
                 .map_err(|e| format!("{path}: {e}"))
         };
         write(var("AGENTCOM_STARTED_FILE")?, String::new())?;
+        // A task with a repository: the sidecar cloned it, and the agent works in it.
+        if let Ok(workspace) = std::env::var("AGENTCOM_WORKSPACE") {
+            let note = format!("# Hello\n\nHello, team! ({description})\n");
+            std::fs::write(Path::new(&workspace).join("HELLO.md"), note)
+                .map_err(|e| format!("cannot write in the workspace {workspace}: {e}"))?;
+        }
         std::thread::sleep(Duration::from_millis(300));
         write(
             var("AGENTCOM_PROGRESS_FILE")?,

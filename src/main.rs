@@ -487,7 +487,7 @@ async fn run(
             message: message.clone(),
         });
     }
-    let mut runners = Runners::new(&config);
+    let mut runners = Runners::new(&config, agentcom_sidecar::deliver::pipeline(&config));
     let mut relay = match RelayRuntime::start(&config, &mut log, |tasks| runners.recover(tasks)) {
         Ok(relay) => relay,
         Err(e) => {

@@ -99,7 +99,7 @@ pub async fn run(
     crate::outln!("try: embedded hub  {}", hub.url());
 
     let (mut log, captured) = EventLog::capture(&config.agent_id);
-    let mut runners = Runners::new(&config);
+    let mut runners = Runners::new(&config, crate::deliver::pipeline(&config));
     let mut relay = match RelayRuntime::start(&config, &mut log, |tasks| runners.recover(tasks)) {
         Ok(relay) => relay,
         Err(e) => {

@@ -195,6 +195,8 @@ pub enum Event {
     /// pushed (`reason`).
     Delivery {
         task_id: String,
+        /// `pr_opened`, `pushed` (no pull request), `nothing`, `withheld` or `failed`.
+        status: Option<String>,
         pr_url: Option<String>,
         branch: Option<String>,
         reason: Option<String>,
@@ -432,9 +434,26 @@ impl Event {
             ),
             Event::Delivery {
                 task_id,
+                status: Some(status),
                 pr_url,
                 branch,
                 reason,
+            } if status != "pr_opened" || pr_url.is_none() => {
+                let b = branch.as_deref().unwrap_or("its branch");
+                let why = reason.as_deref().unwrap_or("no reason given");
+                match status.as_str() {
+                    "pushed" => format!("task {task_id}: branch {b} pushed, but no pull request: {why}"),
+                    "nothing" => format!("task {task_id}: nothing to deliver: {why}"),
+                    "withheld" => format!("task {task_id}: delivery withheld: {why}"),
+                    _ => format!("task {task_id}: delivery failed: {why}"),
+                }
+            }
+            Event::Delivery {
+                task_id,
+                pr_url,
+                branch,
+                reason,
+                ..
             } => match (pr_url, branch, reason) {
                 (Some(url), Some(b), _) => format!("task {task_id} delivered: pull request {url} (branch {b})"),
                 (Some(url), None, _) => format!("task {task_id} delivered: pull request {url}"),

@@ -35,7 +35,7 @@ use crate::relay::task::TaskRecord;
 use agent::AgentWaker;
 use direct::{Job, Routing, Target};
 use executor::{ExecFn, ExecutorRunner, Executors};
-use pipeline::{BoxFut, Finisher, NoPipeline, Pipeline, Prepared, Verification};
+use pipeline::{BoxFut, Finisher, Pipeline, Prepared, Verification};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::{poll_fn, Future};
 use std::path::{Path, PathBuf};
@@ -185,17 +185,13 @@ fn built_in(config: &Config) -> Option<(Executors, ProbeFn)> {
     Some((executors, probe))
 }
 
-/// The pipeline built into this sidecar: the one place that plugs in the work before and after
-/// a task runs (workspaces, verification, delivery). None yet: [`NoPipeline`].
-fn built_in_pipeline(_config: &Config) -> Box<dyn Pipeline> {
-    Box::new(NoPipeline)
-}
-
 impl Runners {
-    /// The runners a config asks for: the agent waker, and the direct executors built in. Must
-    /// be called inside the tokio runtime.
-    pub fn new(config: &Config) -> Runners {
-        Runners::with(config, built_in(config), built_in_pipeline(config))
+    /// The runners a config asks for: the agent waker, and the direct executors built in, with
+    /// `pipeline` before and after each task (the daemon's is `crate::deliver::pipeline`; the
+    /// pipeline is passed in rather than built here so that `exec` does not import `deliver`,
+    /// which builds on `exec`'s processes). Must be called inside the tokio runtime.
+    pub fn new(config: &Config, pipeline: Box<dyn Pipeline>) -> Runners {
+        Runners::with(config, built_in(config), pipeline)
     }
 
     /// The runners with these direct executors and probe, and this pipeline (tests bring their

@@ -223,9 +223,23 @@ fn verification_finished(task_id: &str, run_number: u32, verified: &Verified) ->
 /// What delivery put in `result`, as a log line (none when it did nothing to say).
 fn delivery_event(task_id: &str, result: &Map<String, Value>) -> Option<Event> {
     let text = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_owned);
-    let (pr_url, branch, reason) = (text("pr_url"), text("branch"), text("delivery"));
-    (pr_url.is_some() || branch.is_some() || reason.is_some()).then(|| Event::Delivery {
+    // `delivery` is a reason, or an object `{status, branch, reason | error, pr_url}`.
+    let delivery = result.get("delivery");
+    let field = |k: &str| {
+        delivery
+            .and_then(|d| d.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let status = field("status");
+    let reason = text("delivery")
+        .or_else(|| field("reason"))
+        .or_else(|| field("error"));
+    let pr_url = text("pr_url").or_else(|| field("pr_url"));
+    let branch = text("branch").or_else(|| field("branch"));
+    (pr_url.is_some() || branch.is_some() || reason.is_some() || status.is_some()).then(|| Event::Delivery {
         task_id: task_id.to_owned(),
+        status,
         pr_url,
         branch,
         reason,

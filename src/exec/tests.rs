@@ -66,7 +66,7 @@ async fn the_agent_waker_answers_a_start_with_the_wake_and_the_agents_end() {
     let tmp = temp_dir("wakes");
     let dir = tmp.path().to_path_buf();
     let config = config(&dir, Some("exit 0"));
-    let mut runners = Runners::new(&config);
+    let mut runners = Runners::new(&config, Box::new(super::pipeline::NoPipeline));
     let task = TaskRecord::from_assign(&assign("t1"), 0).unwrap();
     assert!(matches!(runners.route(&task), Route::Wake { .. }));
     let now = runners.handle(RunRequest::Start {

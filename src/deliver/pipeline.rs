@@ -1,0 +1,240 @@
+//! The real [`Pipeline`]: a task's workspace and branch before it runs, its verification
+//! checks, then commit, push, pull request and the hub's risk classification (protocol §11.8-§11.9).
+
+use super::{pr, verify, workspace};
+use crate::config::Config;
+use crate::exec::pipeline::{BoxFut, Pipeline, Prepared, Verified};
+use crate::hub_api::HubApi;
+use crate::relay::task::TaskRecord;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// What the pipeline reads from the config.
+#[derive(Clone)]
+pub struct DeliveryPipeline {
+    agent_id: String,
+    repo_dir: Option<PathBuf>,
+    workspaces_dir: PathBuf,
+    allow_hub_commands: bool,
+    gh_command: String,
+    reviewer: Option<String>,
+    hub_api_url: String,
+    api: Option<Rc<HubApi>>,
+}
+
+impl DeliveryPipeline {
+    /// The pipeline a config asks for (the hub API client is built once; without one, the
+    /// classification says it is unavailable).
+    pub fn new(config: &Config) -> DeliveryPipeline {
+        DeliveryPipeline {
+            agent_id: config.agent_id.clone(),
+            repo_dir: config.repo_dir.clone(),
+            workspaces_dir: config.workspaces_dir.clone(),
+            allow_hub_commands: config.allow_hub_commands,
+            gh_command: config.gh_command.clone(),
+            reviewer: config.reviewer.clone(),
+            hub_api_url: config.hub_api_url.clone(),
+            api: HubApi::from_config(config).ok().map(Rc::new),
+        }
+    }
+}
+
+/// The task's `repo`, when it names one.
+fn task_repo(task: &TaskRecord) -> Option<String> {
+    task.extra
+        .get("repo")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+}
+
+fn task_branch(task: &TaskRecord) -> Option<String> {
+    task.extra
+        .get("branch")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+impl Pipeline for DeliveryPipeline {
+    fn prepare(&self, task: &TaskRecord) -> Option<BoxFut<Result<Prepared, String>>> {
+        let repo = task_repo(task);
+        if repo.is_none() && self.repo_dir.is_none() {
+            return None;
+        }
+        let workspaces = self.workspaces_dir.clone();
+        let repo_dir = self.repo_dir.clone();
+        let branch = pr::branch_name(&self.agent_id, &task.description);
+        let base = task_branch(task);
+        Some(Box::pin(async move {
+            let (dir, mut warning) = match &repo {
+                Some(url) => {
+                    let p = workspace::prepare(&workspaces, url)
+                        .await
+                        .map_err(|e| format!("workspace setup failed for {url}: {e}"))?;
+                    (p.dir, p.warning)
+                }
+                None => (repo_dir.expect("checked"), None),
+            };
+            let problem = match pr::start_branch(&dir, &branch, base.as_deref()).await {
+                Ok(started) => started.warning,
+                Err(e) => Some(format!(
+                    "branch {branch} not started in {}: {e}; the work will be committed on it at delivery",
+                    dir.display()
+                )),
+            };
+            if let Some(w) = problem {
+                warning = Some(match warning {
+                    Some(first) => format!("{first}; {w}"),
+                    None => w,
+                });
+            }
+            Ok(Prepared {
+                workdir: Some(dir),
+                warning,
+            })
+        }))
+    }
+
+    fn verify(&self, task: &TaskRecord, workdir: &Path, run_number: u32) -> BoxFut<Verified> {
+        let spec = verify::Spec::from_task(
+            &task.task_id,
+            &task.extra,
+            workdir.to_path_buf(),
+            self.allow_hub_commands,
+        );
+        Box::pin(async move {
+            let report = verify::run(&spec, run_number).await;
+            Verified {
+                passed: report.passed(),
+                status: report.status().as_str().to_owned(),
+                report: report.to_value(),
+            }
+        })
+    }
+
+    fn retry_prompt(
+        &self,
+        task: &TaskRecord,
+        attempt: u32,
+        max: u32,
+        report: &Value,
+        previous_output: &str,
+    ) -> String {
+        match verify::Report::from_value(report) {
+            Some(report) => verify::retry_prompt(attempt, max, &report, &task.description, previous_output),
+            None => {
+                crate::exec::pipeline::NoPipeline.retry_prompt(task, attempt, max, report, previous_output)
+            }
+        }
+    }
+
+    fn deliver(
+        &self,
+        task: &TaskRecord,
+        workdir: &Path,
+        mut result: Map<String, Value>,
+        verified: &Verified,
+    ) -> BoxFut<Map<String, Value>> {
+        let from_repo = task_repo(task).is_some() || self.repo_dir.is_some();
+        if !from_repo {
+            return Box::pin(async move { result });
+        }
+        let branch = pr::branch_name(&self.agent_id, &task.description);
+        if !verified.passed {
+            result.insert(
+                "delivery".into(),
+                json!({"status": "withheld", "branch": branch,
+                       "reason": format!("verification {}: nothing was pushed", verified.status)}),
+            );
+            return Box::pin(async move { result });
+        }
+        let me = self.clone();
+        let task = task.clone();
+        let repo = workdir.to_path_buf();
+        let summary = verify::Report::from_value(&verified.report)
+            .map(|r| r.summary_line())
+            .unwrap_or_else(|| format!("verification {}", verified.status));
+        Box::pin(async move {
+            let base_branch = match task_branch(&task) {
+                Some(b) => b,
+                None => match pr::default_branch(&repo).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        result.insert(
+                            "delivery".into(),
+                            json!({"status": "failed", "branch": branch, "error": e.to_string()}),
+                        );
+                        return result;
+                    }
+                },
+            };
+            let d = pr::Delivery {
+                repo: repo.clone(),
+                branch: branch.clone(),
+                base_branch,
+                task_id: task.task_id.clone(),
+                agent_id: me.agent_id.clone(),
+                description: task.description.clone(),
+                success_criteria: strings(task.extra.get("success_criteria")),
+                verification_summary: summary,
+                task_link: Some(format!("{}/api/tasks/{}", me.hub_api_url, task.task_id)),
+                gh_command: me.gh_command.clone(),
+                reviewer: me.reviewer.clone(),
+            };
+            let diff = match pr::commit_and_push(&d).await {
+                Err(e) => {
+                    result.insert(
+                        "delivery".into(),
+                        json!({"status": "failed", "branch": branch, "error": e.to_string()}),
+                    );
+                    return result;
+                }
+                Ok(pr::Pushed::Nothing) => {
+                    result.insert(
+                        "delivery".into(),
+                        json!({"status": "nothing", "branch": branch,
+                        "reason": "no changes and no commits on the branch: nothing was pushed"}),
+                    );
+                    return result;
+                }
+                Ok(pr::Pushed::Branch { head, diff }) => {
+                    result.insert("branch".into(), json!(branch));
+                    result.insert("commit".into(), json!(head));
+                    diff
+                }
+            };
+            let mut delivery = json!({"status": "pushed", "branch": branch});
+            match pr::open_pr(&d, &diff).await {
+                Ok(url) => {
+                    result.insert("pr_url".into(), json!(url));
+                    delivery["status"] = json!("pr_opened");
+                    delivery["pr_url"] = json!(url);
+                }
+                Err(e) => delivery["error"] = json!(e.to_string()),
+            }
+            let classification = match &me.api {
+                Some(api) => api
+                    .classify(&task.task_id, &diff.to_value())
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("no hub API client".to_owned()),
+            };
+            let classification = classification.unwrap_or_else(|e| {
+                json!({"tier": 2, "reasons": [format!("classification unavailable: {e}")], "auto_merge_eligible": false})
+            });
+            result.insert("risk_classification".into(), classification);
+            result.insert("delivery".into(), delivery);
+            result
+        })
+    }
+}
