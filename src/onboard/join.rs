@@ -3,13 +3,14 @@
 //! Each step is recorded in the progress file, so running it again finishes the job.
 
 use super::write::{clone, read_token, write_config};
-use super::{config_location, Progress, Steps, TypedHub, TOKEN_FILE};
+use super::{config_location, hub_failed, Progress, Steps, TypedHub, TOKEN_FILE};
 use crate::config::{Config, LoadOptions};
-use crate::hub_api::{HubApi, HubApiError};
+use crate::hub_api::HubApi;
 use crate::init::write_private;
 use clap::Args;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// `join`'s command line.
 #[derive(Debug, Clone, Args)]
@@ -350,7 +351,15 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
     } else if progress.is_done("test") {
         steps.ok("test", "done earlier");
     } else {
-        super::test_task::run(&args, &api, &config, &config_path, &mut progress, &steps).await?;
+        super::test_task::run(
+            Duration::from_secs(args.test_timeout_secs),
+            &api,
+            &config,
+            &config_path,
+            &mut progress,
+            &steps,
+        )
+        .await?;
         progress.mark("test");
         save(&progress)?;
     }
@@ -371,14 +380,6 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
         config_path.display()
     );
     Ok(())
-}
-
-/// Prints a hub failure for `step` and gives its exit code.
-pub(super) fn hub_failed(steps: &Steps, step: &str, e: &HubApiError, next: &str) -> Failed {
-    let text = e.to_string();
-    let (why, help) = text.split_once("\n  help: ").unwrap_or((&text, next));
-    steps.fail(step, why, help);
-    e.exit_code()
 }
 
 /// The register step: the agent id and the hub's `hub_ws_url` (None on --rejoin).

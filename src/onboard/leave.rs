@@ -104,7 +104,7 @@ pub async fn run(args: LeaveArgs) -> u8 {
             ),
         ),
         Err(e) => {
-            let code = super::join::hub_failed(&steps, "revoke", &e, "run leave again when the hub answers");
+            let code = super::hub_failed(&steps, "revoke", &e, "run leave again when the hub answers");
             steps.note(
                 "revoke",
                 "the hub refused the revocation: nothing was deleted; the token still works on the hub",

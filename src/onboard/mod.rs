@@ -212,6 +212,14 @@ pub fn config_location(config: Option<PathBuf>) -> (PathBuf, PathBuf) {
     (path, dir)
 }
 
+/// Prints a hub failure for `step` and gives its exit code.
+fn hub_failed(steps: &Steps, step: &str, e: &crate::hub_api::HubApiError, next: &str) -> u8 {
+    let text = e.to_string();
+    let (why, help) = text.split_once("\n  help: ").unwrap_or((&text, next));
+    steps.fail(step, why, help);
+    e.exit_code()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

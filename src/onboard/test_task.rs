@@ -2,7 +2,7 @@
 //! A sidecar must be running to take it: the service, one already running, or, without
 //! `--service`, one `join` starts for this task and stops afterwards.
 
-use super::{JoinArgs, Progress, Steps};
+use super::{hub_failed, Progress, Steps};
 use crate::config::Config;
 use crate::hub_api::HubApi;
 use crate::lock::InstanceLock;
@@ -93,7 +93,7 @@ async fn wait_running(state_dir: &Path, own: Option<&mut OwnDaemon>, within: Dur
 
 /// The test step: returns Err(exit code) after printing the failure and the next step.
 pub(super) async fn run(
-    args: &JoinArgs,
+    test_timeout: Duration,
     api: &HubApi,
     config: &Config,
     config_path: &Path,
@@ -142,7 +142,7 @@ pub(super) async fn run(
             own = Some(daemon);
         }
     }
-    let result = submit_and_follow(args, api, config, progress, steps).await;
+    let result = submit_and_follow(test_timeout, api, config, progress, steps).await;
     if let Some(daemon) = own {
         daemon.stop().await;
     }
@@ -150,7 +150,7 @@ pub(super) async fn run(
 }
 
 async fn submit_and_follow(
-    args: &JoinArgs,
+    test_timeout: Duration,
     api: &HubApi,
     config: &Config,
     progress: &mut Progress,
@@ -172,7 +172,7 @@ async fn submit_and_follow(
             let submitted = api
                 .submit(&test_task_body(&config.agent_id))
                 .await
-                .map_err(|e| super::join::hub_failed(steps, "test", &e, "see the hub's answer"))?;
+                .map_err(|e| hub_failed(steps, "test", &e, "see the hub's answer"))?;
             progress.test_task_id = Some(submitted.task_id.clone());
             let _ = progress.save(&config.state_dir());
             submitted.task_id
@@ -183,10 +183,10 @@ async fn submit_and_follow(
         &format!("task {task_id} submitted (assign_to {})", config.agent_id),
     );
     let say = |line: String| steps.note("test", &line);
-    let within = Duration::from_secs(args.test_timeout_secs);
+    let within = test_timeout;
     let end = follow(api, &task_id, within, Duration::from_secs(1), &say)
         .await
-        .map_err(|e| super::join::hub_failed(steps, "test", &e, "see the hub's answer"))?;
+        .map_err(|e| hub_failed(steps, "test", &e, "see the hub's answer"))?;
     let logs = config
         .results_dir
         .join("logs")
@@ -218,7 +218,7 @@ async fn submit_and_follow(
                 "test",
                 &format!(
                     "task {task_id} is still {status} after {} s",
-                    args.test_timeout_secs
+                    test_timeout.as_secs()
                 ),
                 &format!("is the agent slow? run join again to keep waiting, or --test-timeout-secs; {next}"),
             );
