@@ -238,31 +238,29 @@ pub fn describe_status(task: &Value) -> String {
     }
 }
 
+/// A client of the hub's REST API of the config at `path` (else the default path); on failure
+/// the error is printed and the exit code (78) returned. Shared by `submit` and `tasks`.
+pub(crate) fn client(path: Option<&std::path::Path>) -> Result<HubApi, u8> {
+    let path = path.map_or_else(crate::config::default_config_path, std::path::Path::to_path_buf);
+    let fail = |e: &dyn std::fmt::Display| {
+        crate::errln!("error: {e}");
+        crate::exit_code::CONFIG
+    };
+    let config = Config::load(&path).map_err(|e| fail(&e))?;
+    HubApi::from_config(&config).map_err(|e| fail(&e))
+}
+
 /// `submit`: returns the exit code.
 pub async fn run(args: SubmitArgs) -> u8 {
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(crate::config::default_config_path);
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::errln!("error: {e}");
-            return crate::exit_code::CONFIG;
-        }
+    let api = match client(args.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let body = match task_body(&args) {
         Ok(b) => b,
         Err(e) => {
             crate::errln!("error: {e}");
             return 2;
-        }
-    };
-    let api = match HubApi::from_config(&config) {
-        Ok(api) => api,
-        Err(e) => {
-            crate::errln!("error: {e}");
-            return crate::exit_code::CONFIG;
         }
     };
     let submitted = match api.submit(&body).await {

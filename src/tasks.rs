@@ -2,8 +2,6 @@
 //! (`GET /api/tasks`, `GET /api/tasks/:id`). Hub text is shown with control characters escaped,
 //! so a description cannot drive the terminal.
 
-use crate::config::Config;
-use crate::hub_api::HubApi;
 use clap::Args;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -187,23 +185,9 @@ pub fn render_task(t: &Value) -> String {
 
 /// `tasks`: returns the exit code.
 pub async fn run(args: TasksArgs) -> u8 {
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(crate::config::default_config_path);
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            crate::errln!("error: {e}");
-            return crate::exit_code::CONFIG;
-        }
-    };
-    let api = match HubApi::from_config(&config) {
-        Ok(api) => api,
-        Err(e) => {
-            crate::errln!("error: {e}");
-            return crate::exit_code::CONFIG;
-        }
+    let api = match crate::submit::client(args.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let shown = match &args.id {
         Some(id) => api.task(id).await.map(|task| {
