@@ -1,68 +1,17 @@
-//! The hub's HTTP REST API (§7): routing, Bearer auth, the HTTP rate limits, and the
-//! endpoints for health, agents, onboarding, the default repo and tokens. The task endpoints
-//! are in [`super::api_tasks`]. Every handler works on the same state, through the same
-//! functions, as the [`super::EmbeddedHub`] methods.
+//! The hub's HTTP REST API (§7): routing, and the endpoints for health, agents, onboarding,
+//! the default repo and tokens. The task endpoints are in [`super::api_tasks`]; Bearer auth
+//! and the HTTP rate limits in [`super::api_gate`]. Every handler works on the same state,
+//! through the same functions, as the [`super::EmbeddedHub`] methods.
 
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
-use tokio::time::Instant;
+use serde_json::{json, Value};
 
+use super::api_gate::{auth, ip_key, limit, params, unprocessable};
 use super::http::{Request, Response};
-use super::rate::{Tier, Verdict};
+use super::rate::Tier;
 use super::validate::{self, HType};
 use super::{api_tasks, Shared};
-
-/// The 401 every endpoint that needs a token answers without a valid one.
-pub fn unauthorized() -> Response {
-    Response::json(
-        401,
-        json!({"error": "unauthorized", "hint": "provide Authorization: Bearer <token>"}),
-    )
-}
-
-/// The agent whose token the request carries (`Authorization: Bearer <token>`), else the 401.
-pub fn auth(shared: &Shared, req: &Request) -> Result<String, Response> {
-    let header = req.header("authorization").unwrap_or_default();
-    let token = match header.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => return Err(unauthorized()),
-    };
-    let st = shared.lock();
-    st.token_agent(token).map(str::to_string).ok_or_else(unauthorized)
-}
-
-/// The rate-limit key of an unauthenticated request: `ip:ADDR` (`ip:local` for in-memory streams).
-pub fn ip_key(req: &Request) -> String {
-    req.peer
-        .map_or_else(|| "ip:local".to_string(), |ip| format!("ip:{ip}"))
-}
-
-/// Takes a token of `tier` from `key`'s HTTP bucket; Err is the 429 (with `retry-after`).
-pub fn limit(shared: &Shared, key: &str, tier: Tier) -> Result<(), Response> {
-    match shared.lock().rate_http(key, tier, Instant::now()) {
-        Verdict::Allow | Verdict::Warn { .. } => Ok(()),
-        Verdict::Deny { retry_after_ms } => {
-            let body =
-                json!({"error": "rate_limited", "retry_after_ms": retry_after_ms, "tier": tier.name()});
-            let mut resp = Response::json(429, body);
-            resp.headers
-                .push(("retry-after", retry_after_ms.div_ceil(1000).to_string()));
-            Err(resp)
-        }
-    }
-}
-
-/// The body's JSON parameters, else the 400.
-pub fn params(req: &Request) -> Result<Map<String, Value>, Response> {
-    req.params()
-        .map_err(|()| Response::transport(400, "invalid_json", "the body must be JSON (an object)"))
-}
-
-/// A 422 with these error entries.
-pub fn unprocessable(errors: Vec<Value>) -> Response {
-    Response::json(422, validate::failed(errors))
-}
 
 /// Answers one request.
 pub fn handle(shared: &Arc<Shared>, req: &Request) -> Response {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::api::{auth, limit, params, unprocessable};
+use super::api_gate::{auth, limit, params, unprocessable};
 use super::http::{Request, Response};
 use super::rate::Tier;
 use super::risk::{self, Diff};
@@ -39,25 +39,6 @@ pub fn handle(shared: &Arc<Shared>, req: &Request, rest: &[&str]) -> Result<Resp
 
 fn not_found(id: &str) -> Response {
     Response::json(404, json!({"error": "task_not_found", "task_id": id}))
-}
-
-/// A task as `GET /api/tasks/:id` shows it (30 fields; history newest first).
-pub fn task_json(t: &Task) -> Value {
-    let (rec, x) = (&t.rec, &t.extra);
-    json!({
-        "id": rec.task_id, "description": t.description, "metadata": t.metadata,
-        "priority": x.priority, "status": rec.status, "assigned_to": rec.assigned_to,
-        "assigned_at": x.assigned_at, "generation": rec.generation, "retry_count": rec.retry_count,
-        "max_retries": t.max_retries, "needed_capabilities": t.needed, "last_error": rec.last_error,
-        "complete_by": x.complete_by, "submitted_by": x.submitted_by, "created_at": x.created_at,
-        "updated_at": x.updated_at, "result": rec.result, "tokens_used": rec.tokens_used,
-        "history": x.history, "repo": x.repo, "branch": x.branch, "file_hints": t.file_hints,
-        "success_criteria": x.success_criteria, "verification_steps": t.verification_steps,
-        "complexity": rec.complexity, "verification_report": rec.verification_report,
-        "verification_history": rec.verification_history,
-        "max_verification_retries": rec.max_verification_retries,
-        "routing_decision": rec.routing_decision, "depends_on": x.depends_on, "goal_id": x.goal_id,
-    })
 }
 
 /// Checks the fields the real schema does not (`depends_on`, `goal_id`, `assign_to`): our
@@ -160,7 +141,7 @@ fn list(shared: &Shared, req: &Request) -> Response {
         .filter(|t| q("goal_id").is_none_or(|g| t.extra.goal_id.as_deref() == Some(g)))
         .collect();
     tasks.sort_by_key(|t| (t.extra.priority, t.extra.created_at, t.seq));
-    let tasks: Vec<Value> = tasks.into_iter().map(task_json).collect();
+    let tasks: Vec<Value> = tasks.into_iter().map(Task::to_json).collect();
     Response::json(200, json!({"count": tasks.len(), "tasks": tasks}))
 }
 
@@ -174,7 +155,7 @@ fn dead_letter(shared: &Shared) -> Response {
         .filter(|t| t.rec.status == "dead_letter")
         .collect();
     tasks.sort_by_key(|t| (t.extra.priority, t.extra.created_at, t.seq));
-    let tasks: Vec<Value> = tasks.into_iter().map(task_json).collect();
+    let tasks: Vec<Value> = tasks.into_iter().map(Task::to_json).collect();
     Response::json(200, json!({"count": tasks.len(), "tasks": tasks}))
 }
 
@@ -209,7 +190,7 @@ fn stats(shared: &Shared) -> Response {
 fn get(shared: &Shared, id: &str) -> Result<Response, Response> {
     let st = shared.lock();
     let task = st.tasks.map.get(id).ok_or_else(|| not_found(id))?;
-    Ok(Response::json(200, task_json(task)))
+    Ok(Response::json(200, task.to_json()))
 }
 
 /// `POST /api/tasks/:id/retry`: a dead-letter task back in the queue; 404 for any other.

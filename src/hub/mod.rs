@@ -6,18 +6,21 @@
 //! scheduler matching capabilities, per-agent state machines, reclaims on disconnect, the
 //! acceptance timer and the stuck sweep (see [`TaskSpec`], [`EmbeddedHub::submit_task`]).
 //! On the same port it serves the real hub's HTTP API (§7: tasks, onboarding, tokens, classify;
-//! `http.rs`, `api.rs`, `api_tasks.rs`), whose handlers share the handle's state functions.
+//! `http.rs`, `api.rs`, `api_tasks.rs`, `api_gate.rs`), whose handlers share the handle's
+//! state functions.
 //!
 //! It shares no parsing or protocol code with the sidecar: it works on raw JSON values and its
 //! own schema table ([`schema`]). Single-threaded friendly: every timer is a `tokio::time` one,
 //! so tests can run it on a paused clock through [`EmbeddedHub::serve_stream`].
 
 mod api;
+mod api_gate;
 mod api_tasks;
 mod complexity;
 mod conn;
 mod http;
 mod llm;
+mod llm_health;
 mod rate;
 mod risk;
 mod scheduler;
@@ -95,8 +98,8 @@ impl Default for HubOptions {
             stuck_sweep_interval: Duration::from_secs(30),
             stuck_after: Duration::from_secs(600),
             stuck_after_working: Duration::from_secs(1200),
-            llm_probe_interval: llm::PROBE_INTERVAL,
-            llm_probe_timeout: llm::PROBE_TIMEOUT,
+            llm_probe_interval: llm_health::PROBE_INTERVAL,
+            llm_probe_timeout: llm_health::PROBE_TIMEOUT,
             default_repo: None,
             risk_auto_merge_tier1: false,
         }
@@ -309,7 +312,7 @@ impl EmbeddedHub {
         let accept = tokio::spawn(accept_loop(self.clone(), listener));
         let reaper = tokio::spawn(reaper(self.shared.clone()));
         let sweep = tokio::spawn(scheduler::stuck_sweep(self.shared.clone()));
-        let health = tokio::spawn(llm::health_loop(self.shared.clone()));
+        let health = tokio::spawn(llm_health::health_loop(self.shared.clone()));
         self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper, sweep, health];
     }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::tasks::{self, AgentState, TaskRecord, TaskSpec};
-use super::{epoch_ms, llm, scheduler, validate, EmbeddedHub, NotConnected, Shared};
+use super::{epoch_ms, llm_health, scheduler, validate, EmbeddedHub, NotConnected, Shared};
 
 /// Queues a task and runs the scheduler: the task_id, or the 422 body (a `complexity_tier`
 /// that names no tier, a `depends_on` id the hub does not know).
@@ -161,7 +161,7 @@ impl EmbeddedHub {
     /// Test knob: runs the health check (`GET /api/tags` on every endpoint) now and waits for
     /// it, instead of waiting for the next 30 s round.
     pub async fn probe_llm_now(&self) {
-        llm::probe_all(&self.shared).await;
+        llm_health::probe_all(&self.shared).await;
     }
 
     /// Admin push-task (`POST /api/admin/push-task`): a `task_assign` with generation 0 sent
@@ -192,7 +192,7 @@ impl EmbeddedHub {
     /// newest first); None (404) if unknown or cancelled.
     pub fn task_json(&self, task_id: &str) -> Option<serde_json::Value> {
         let st = self.shared.lock();
-        st.tasks.map.get(task_id).map(super::api_tasks::task_json)
+        st.tasks.map.get(task_id).map(tasks::Task::to_json)
     }
 
     /// `POST /api/admin/agents/:id/restart`: pushes `{"type":"restart_sidecar","reason"}`.

@@ -89,6 +89,27 @@ pub struct Task {
     pub extra: Extra,
 }
 
+impl Task {
+    /// The task as `GET /api/tasks/:id` shows it (30 fields; history newest first).
+    pub fn to_json(&self) -> Value {
+        let (t, rec, x) = (self, &self.rec, &self.extra);
+        json!({
+            "id": rec.task_id, "description": t.description, "metadata": t.metadata,
+            "priority": x.priority, "status": rec.status, "assigned_to": rec.assigned_to,
+            "assigned_at": x.assigned_at, "generation": rec.generation, "retry_count": rec.retry_count,
+            "max_retries": t.max_retries, "needed_capabilities": t.needed, "last_error": rec.last_error,
+            "complete_by": x.complete_by, "submitted_by": x.submitted_by, "created_at": x.created_at,
+            "updated_at": x.updated_at, "result": rec.result, "tokens_used": rec.tokens_used,
+            "history": x.history, "repo": x.repo, "branch": x.branch, "file_hints": t.file_hints,
+            "success_criteria": x.success_criteria, "verification_steps": t.verification_steps,
+            "complexity": rec.complexity, "verification_report": rec.verification_report,
+            "verification_history": rec.verification_history,
+            "max_verification_retries": rec.max_verification_retries,
+            "routing_decision": rec.routing_decision, "depends_on": x.depends_on, "goal_id": x.goal_id,
+        })
+    }
+}
+
 /// A task's fields beyond the modelled record: the rest of the spec and the wall-clock times.
 #[derive(Clone, Debug)]
 pub struct Extra {
