@@ -13,6 +13,9 @@
 //! The pieces: `template` renders the wake command with the task's values, quoted per shell
 //! context; `wake` runs it and reports how it ended; `process` starts children without the token
 //! and finds and stops a task's agent by process group; `agent` is the runner built from them.
+//! [`Runners`] itself is spread over: `plan` (per target, whether it can run here, and why not),
+//! `start` (carrying out a route), `probe` (the Ollama probes and their cache), `prepare` (a
+//! task's workspace and branch before its first start).
 
 pub mod agent;
 pub mod claude;
