@@ -3,11 +3,13 @@
 
 use super::executor::{ExecFn, Executors};
 use super::*;
+use crate::event_log::Event;
 use crate::exec::direct::{EventKind, ExecEvent, ExecOutput};
 use crate::exec::pipeline::NoPipeline;
 use serde_json::{json, Value};
 use std::cell::Cell;
 use std::rc::Rc;
+use tokio::time::Instant;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -127,7 +129,7 @@ fn a_program() -> String {
 }
 
 fn answered(r: &mut Runners, url: &str, answer: Result<(), String>) {
-    r.probes.insert(url.to_owned(), (Instant::now(), answer));
+    r.probes.answers.insert(url.to_owned(), (Instant::now(), answer));
 }
 
 #[tokio::test]
@@ -179,7 +181,7 @@ async fn auto_ollama_is_probed_then_used_when_it_answers_and_falls_back_when_not
         wake("fallback: no ollama endpoint answered (http://10.0.0.5:11434: connection refused)")
     );
     // A stale answer is asked again.
-    r.probes.insert(
+    r.probes.answers.insert(
         "http://10.0.0.5:11434".into(),
         (Instant::now() - PROBE_TTL, Ok(())),
     );

@@ -9,10 +9,13 @@
 use super::task::{AgentGroup, TaskRecord};
 use crate::event_log::Event;
 use crate::protocol::{cut_chars, Outbound, TaskFrame};
+use held::{AgentWatch, Held, Phase, Standing};
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use storage::StorageHold;
+pub use storage::{STORAGE_PROBE_FIRST, STORAGE_PROBE_MAX};
 
 /// The relay's tunables (from the config).
 #[derive(Debug, Clone)]
@@ -249,115 +252,6 @@ pub enum RelayAction {
     ProbeStorage(Vec<TaskRecord>),
 }
 
-/// The first wait before queue.json is tried again after a failed persist.
-pub const STORAGE_PROBE_FIRST: Duration = Duration::from_secs(1);
-/// The longest wait between two tries of queue.json (the wait doubles up to it).
-pub const STORAGE_PROBE_MAX: Duration = Duration::from_secs(60);
-
-/// The link is held down because queue.json could not be written.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct StorageHold {
-    /// When to try queue.json again (None while a probe is out).
-    probe_at: Option<Instant>,
-    /// Since when the link is held down.
-    since: Instant,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Phase {
-    /// Accepted, not woken yet (or waiting behind the current task).
-    Queued,
-    /// Wake attempt running.
-    Waking { attempt: u32 },
-    /// Waiting to retry the wake.
-    RetryAt { attempt: u32, at: Instant },
-    /// Woken; waiting for `.started` until `deadline` (none yet for a task recovered from
-    /// queue.json: its timer starts when the hub confirms it).
-    AwaitStart { deadline: Option<Instant> },
-    /// The agent confirmed it started.
-    Working,
-    /// The agent's success result is being verified and delivered (`running`: the
-    /// [`RelayAction::Finish`] went out; it waits for the hub to confirm the task first).
-    Finishing { running: bool },
-    /// An outcome exists; it waits for the hub's ack.
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Standing {
-    /// New: waiting for its first persist before `task_accepted`.
-    Persisting,
-    /// The hub holds it assigned to us on this connection.
-    Confirmed,
-    /// The link is down; the hub's view is unknown.
-    Unknown,
-    /// We reported it on this connection and wait for the answer.
-    Asked,
-    /// The hub took it back; kept until `until` in case it is assigned to us again.
-    Detached { until: Instant },
-}
-
-#[derive(Debug, Clone)]
-struct Held {
-    record: TaskRecord,
-    phase: Phase,
-    standing: Standing,
-    /// Loaded from queue.json at start: reported with `task_recovering`, not `state_report`.
-    recovered: bool,
-    /// `.started` was seen.
-    started: bool,
-    /// The task timeout and the agent's end.
-    watch: AgentWatch,
-    /// A runner carries the task out itself (no agent, no agent files).
-    executing: bool,
-    /// The success result being finished (kept from the result file until `Finished`).
-    finishing: Option<Map<String, Value>>,
-}
-
-/// What `task_timeout` and `agent_exit_grace` need to know of a held task.
-#[derive(Debug, Clone, Default)]
-struct AgentWatch {
-    /// `.started` was seen while the wake command still ran (the agent ran inside it).
-    started_while_waking: bool,
-    /// When the agent was woken (for the elapsed time of a timeout) and when it times out.
-    woken_at: Option<Instant>,
-    timeout_at: Option<Instant>,
-    /// Every process of the agent, which ran in our process group, has ended.
-    gone: bool,
-    /// When a task whose agent is gone without a result fails.
-    exit_at: Option<Instant>,
-}
-
-impl Held {
-    /// Whether the task's timers (task timeout, agent exit) run: woken, not done, not detached.
-    fn timed(&self) -> bool {
-        !self.is_detached()
-            && matches!(
-                self.phase,
-                Phase::Waking { .. }
-                    | Phase::RetryAt { .. }
-                    | Phase::AwaitStart { .. }
-                    | Phase::Working
-                    | Phase::Finishing { .. }
-            )
-    }
-
-    fn status(&self) -> &'static str {
-        match self.phase {
-            Phase::Queued => "accepted",
-            Phase::Waking { .. } | Phase::RetryAt { .. } => "waking",
-            Phase::AwaitStart { .. } => "waking_confirmation",
-            Phase::Working => "working",
-            Phase::Finishing { .. } => "verifying",
-            Phase::Done => "done",
-        }
-    }
-
-    fn is_detached(&self) -> bool {
-        matches!(self.standing, Standing::Detached { .. })
-    }
-}
-
 /// The task lifecycle state machine. See the module docs.
 #[derive(Debug)]
 pub struct Relay {
@@ -399,22 +293,6 @@ impl Relay {
             now_ms: 0,
         };
         for record in recovered {
-            let phase = match (&record.outcome, record.status.as_str()) {
-                (Some(_), _) => Phase::Done,
-                // An execution is not resumable (an LLM call, a command): run it again from the
-                // start once the hub confirms the task. This covers the Node sidecar's queue.json
-                // too: a routed task it was executing itself has no agent to wait for.
-                (None, "working" | "waking_confirmation" | "waking") if record.was_executing() => {
-                    Phase::Queued
-                }
-                // A result being verified: its file is reported again once watched, which
-                // starts the verification again.
-                (None, "working" | "verifying") => Phase::Working,
-                // The confirmation timer is not persisted: it starts again when the hub confirms.
-                (None, "waking_confirmation") => Phase::AwaitStart { deadline: None },
-                // Never woken, or the sidecar died mid-wake: wake (again) once confirmed.
-                _ => Phase::Queued,
-            };
             relay.log(Event::TaskRecovered {
                 task_id: record.task_id.clone(),
                 status: record.status.clone(),
@@ -423,16 +301,7 @@ impl Relay {
             relay.actions.push_back(RelayAction::Track {
                 task_id: record.task_id.clone(),
             });
-            relay.held.push(Held {
-                started: phase == Phase::Working,
-                record,
-                phase,
-                standing: Standing::Unknown,
-                recovered: true,
-                watch: AgentWatch::default(),
-                executing: false,
-                finishing: None,
-            });
+            relay.held.push(Held::recovered(record));
         }
         relay
     }
@@ -576,6 +445,7 @@ impl Relay {
 mod agent;
 mod exec;
 mod finish;
+mod held;
 mod hub;
 mod outbox;
 mod storage;

@@ -1,10 +1,24 @@
 //! queue.json: what is persisted, and the link held down while it cannot be written.
 
-use super::{Relay, RelayAction, Standing, StorageHold, STORAGE_PROBE_FIRST, STORAGE_PROBE_MAX};
+use super::{Relay, RelayAction, Standing};
 use crate::event_log::Event;
 use crate::protocol::{cut_chars, Outbound, MAX_REASON_CHARS};
 use crate::relay::task::TaskRecord;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The first wait before queue.json is tried again after a failed persist.
+pub const STORAGE_PROBE_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two tries of queue.json (the wait doubles up to it).
+pub const STORAGE_PROBE_MAX: Duration = Duration::from_secs(60);
+
+/// The link is held down because queue.json could not be written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct StorageHold {
+    /// When to try queue.json again (None while a probe is out).
+    pub(super) probe_at: Option<Instant>,
+    /// Since when the link is held down.
+    pub(super) since: Instant,
+}
 
 impl Relay {
     pub(super) fn persist(&mut self) {
