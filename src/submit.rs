@@ -1,7 +1,6 @@
 //! `agentcom-sidecar submit`: put a task on the hub (`POST /api/tasks`) with the config's token,
 //! print its id, and with `--wait` follow it (`GET /api/tasks/:id`) to its end.
 
-use crate::config::Config;
 use crate::hub_api::HubApi;
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
@@ -238,23 +237,14 @@ pub fn describe_status(task: &Value) -> String {
     }
 }
 
-/// A client of the hub's REST API of the config at `path` (else the default path); on failure
-/// the error is printed and the exit code (78) returned. Shared by `submit` and `tasks`.
-pub(crate) fn client(path: Option<&std::path::Path>) -> Result<HubApi, u8> {
-    let path = path.map_or_else(crate::config::default_config_path, std::path::Path::to_path_buf);
-    let fail = |e: &dyn std::fmt::Display| {
-        crate::errln!("error: {e}");
-        crate::exit_code::CONFIG
-    };
-    let config = Config::load(&path).map_err(|e| fail(&e))?;
-    HubApi::from_config(&config).map_err(|e| fail(&e))
-}
-
 /// `submit`: returns the exit code.
 pub async fn run(args: SubmitArgs) -> u8 {
-    let api = match client(args.config.as_deref()) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
+    let api = match HubApi::for_config_file(args.config.as_deref()) {
+        Ok(api) => api,
+        Err(e) => {
+            crate::errln!("error: {e}");
+            return crate::exit_code::CONFIG;
+        }
     };
     let body = match task_body(&args) {
         Ok(b) => b,

@@ -185,9 +185,12 @@ pub fn render_task(t: &Value) -> String {
 
 /// `tasks`: returns the exit code.
 pub async fn run(args: TasksArgs) -> u8 {
-    let api = match crate::submit::client(args.config.as_deref()) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
+    let api = match crate::hub_api::HubApi::for_config_file(args.config.as_deref()) {
+        Ok(api) => api,
+        Err(e) => {
+            crate::errln!("error: {e}");
+            return crate::exit_code::CONFIG;
+        }
     };
     let shown = match &args.id {
         Some(id) => api.task(id).await.map(|task| {

@@ -88,6 +88,15 @@ impl HubApi {
         })
     }
 
+    /// The client for the config file at `path` (else the default path: `--config`,
+    /// `$AGENTCOM_SIDECAR_CONFIG`, `./config.json`), or why not (the config's error, or a bad
+    /// `hub_api_url`), for the commands that only talk to the hub (`submit`, `tasks`).
+    pub fn for_config_file(path: Option<&Path>) -> Result<HubApi, String> {
+        let path = path.map_or_else(crate::config::default_config_path, Path::to_path_buf);
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        HubApi::from_config(&config).map_err(|e| e.to_string())
+    }
+
     /// The client for a config: its `hub_api_url`, token and `ca_file`.
     pub fn from_config(config: &Config) -> Result<HubApi, HubApiError> {
         let token = Some(config.token.clone()).filter(|t| !t.expose().is_empty());
