@@ -2,7 +2,10 @@
 //! `repo` is worked on in a workspace cloned from a bare repository (`origin`), verified, and
 //! delivered as a pushed branch and a pull request (a fake `gh` records its arguments); a failing
 //! check withholds the push; a hanging check is killed at its timeout while the link stays up;
-//! a hostile description creates nothing and runs nothing.
+//! a hostile description creates nothing and runs nothing. Also: a direct execution (the fake
+//! Ollama) retried with corrective prompts while its check fails; `repo_dir` delivery on the
+//! wake path; an agent that changes nothing; the agent's own report kept in the history; a
+//! restart while `gh` hangs.
 #![cfg(unix)]
 
 mod support;
