@@ -501,3 +501,52 @@ async fn a_restart_while_gh_hangs_delivers_the_task_once_with_its_pull_request()
         "{calls:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_work_of_the_user_in_repo_dir_is_never_pushed() {
+    let origin = GitOrigin::new("deliver-dirty-origin");
+    let clone = origin.clone_as("work");
+    std::fs::write(clone.join("PRIVATE.md"), "the user's own draft\n").unwrap();
+    let gh = FakeGh::new("deliver-dirty-gh");
+    let (s, sidecar) = setup_script(
+        "deliver-dirty",
+        REPO_DIR_AGENT_SH,
+        &gh,
+        json!({"repo_dir": clone}),
+    )
+    .await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Document the release".into(),
+        ..TaskSpec::default()
+    });
+    // The task is worked on and completes; the branch could not be started (the tree was
+    // dirty), so nothing is committed nor pushed: the result says why.
+    s.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    let task = s.hub.task_json(&task_id).unwrap();
+    let delivery = &task["result"]["delivery"];
+    assert_eq!(delivery["status"], "withheld", "{task:#}");
+    let reason = delivery["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("was not started"), "{reason}");
+    assert!(task["result"].get("pr_url").is_none(), "{task:#}");
+    let branches = origin.git(&["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    assert_eq!(branches.trim_end(), "refs/heads/main", "{branches}");
+    assert_eq!(
+        origin.git(&["log", "--all", "--format=%H", "--", "PRIVATE.md"]),
+        ""
+    );
+    assert_eq!(gh.calls(), 0);
+    // The user's draft is where it was, still uncommitted; the log said why at accept.
+    let status = git_in(&clone, &["status", "--porcelain", "--", "PRIVATE.md"]);
+    assert_eq!(status.trim_end(), "?? PRIVATE.md");
+    let warning = sidecar
+        .wait_log_event("prepare_warning", Duration::from_secs(5))
+        .await
+        .expect("a prepare_warning");
+    assert!(
+        warning["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("PRIVATE.md")),
+        "{warning}"
+    );
+}
