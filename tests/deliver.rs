@@ -10,7 +10,7 @@
 
 mod support;
 
-use agentcom_sidecar::exec::fake_ollama::FakeOllama;
+use agentcom_sidecar::exec::fake_ollama::{Chat, FakeOllama};
 use agentcom_sidecar::hub::TaskSpec;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -251,18 +251,33 @@ fn user_prompts(fake: &FakeOllama) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_execution_whose_check_keeps_failing_is_retried_with_corrective_prompts() {
+/// A hub whose LLM registry holds a healthy fake Ollama (standard tasks go there), and the
+/// binary connected to it without an agent.
+async fn with_ollama(agent: &str) -> (HubSetup, FakeOllama, Sidecar) {
     let fake = FakeOllama::start().await.unwrap();
-    let mut w = HubSetup::start("deliver-retry", json!({})).await;
+    let mut w = HubSetup::start(agent, json!({})).await;
     w.hub.set_rate_limits(false);
     let port: u16 = fake.host_port().rsplit_once(':').unwrap().1.parse().unwrap();
     w.hub
         .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
         .unwrap();
     w.hub.probe_llm_now().await;
-    let _sidecar = w.spawn();
+    let sidecar = w.spawn();
     w.identified().await;
+    (w, fake, sidecar)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_execution_whose_check_keeps_failing_is_retried_with_corrective_prompts() {
+    let (w, fake, _sidecar) = with_ollama("deliver-retry").await;
+    // A model that takes its time (0.9 s an answer), as real ones do: the progress frames of
+    // one run go out while it streams, not merged at its end.
+    fake.set_default_chat(Chat::Answer {
+        tokens: vec!["Done".into(), " at".into(), " last.".into()],
+        delay: Duration::from_millis(300),
+        prompt_eval_count: 7,
+        eval_count: 3,
+    });
     let task_id = w.hub.submit_task(TaskSpec {
         description: "Write the quarterly report".into(),
         complexity_tier: Some("standard".into()),
@@ -307,6 +322,50 @@ async fn a_direct_execution_whose_check_keeps_failing_is_retried_with_corrective
     assert!(result.get("verification_history").is_none(), "{result:#}");
     assert_eq!(task["status"], "completed");
     assert!(w.sent_of_type("task_failed").is_empty());
+    // The dashboard was told of each retry while it ran (a status event between the runs).
+    let progress: Vec<String> = w
+        .sent_of_type("task_progress")
+        .iter()
+        .filter(|f| f["task_id"] == task_id.as_str())
+        .map(|f| f["execution_event"].to_string())
+        .collect();
+    for retry in ["Verification retry 1/2", "Verification retry 2/2"] {
+        assert!(progress.iter().any(|p| p.contains(retry)), "{progress:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_execution_with_a_repo_is_verified_in_its_workspace() {
+    let origin = GitOrigin::new("deliver-direct-repo-origin");
+    let (w, fake, _sidecar) = with_ollama("deliver-direct-repo").await;
+    let task_id = w.hub.submit_task(TaskSpec {
+        description: "Explain the readme".into(),
+        complexity_tier: Some("standard".into()),
+        repo: Some(origin.url()),
+        // Only in the clone of the repository, not in the sidecar's folder.
+        verification_steps: vec![file_exists("README.md")],
+        max_verification_retries: Some(2),
+        max_retries: 1,
+        ..TaskSpec::default()
+    });
+    w.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    assert!(!w.dir.join("README.md").exists());
+    assert_eq!(
+        user_prompts(&fake).len(),
+        1,
+        "retried: the check did not see the clone"
+    );
+    let task = w.hub.task_json(&task_id).unwrap();
+    let result = &task["result"];
+    assert_eq!(result["verification_status"], "verified", "{task:#}");
+    assert_eq!(result["verification_attempts"], 1, "{task:#}");
+    assert_eq!(task["verification_report"]["checks"][0]["status"], "pass");
+    // The model wrote nothing into the clone: nothing to push.
+    assert_eq!(result["delivery"]["status"], "nothing", "{task:#}");
+    let branches = origin.git(&["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    assert_eq!(branches.trim_end(), "refs/heads/main", "{branches}");
+    assert!(w.dir.join("workspaces").is_dir(), "no workspace was made");
 }
 
 /// An agent in `repo_dir`: records the branch it finds checked out, commits COMMITTED.md
