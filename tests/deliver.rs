@@ -609,3 +609,95 @@ async fn uncommitted_work_of_the_user_in_repo_dir_is_never_pushed() {
         "{warning}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_naming_a_branch_starts_from_it_and_asks_to_merge_into_it() {
+    let origin = GitOrigin::new("deliver-base-origin");
+    origin.push_file("develop", "DEVELOP.md", "only on develop\n");
+    let gh = FakeGh::new("deliver-base-gh");
+    let (s, _sidecar) = setup("deliver-base", &gh, json!({})).await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Add notes on develop".into(),
+        repo: Some(origin.url()),
+        branch: Some("develop".into()),
+        verification_steps: vec![file_exists("DEVELOP.md"), file_exists("NOTES.md")],
+        ..TaskSpec::default()
+    });
+    s.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    let task = s.hub.task_json(&task_id).unwrap();
+    let branch = "deliver-base/add-notes-on-develop";
+    assert_eq!(task["result"]["branch"], branch, "{task:#}");
+    assert_eq!(task["verification_report"]["status"], "pass", "{task:#}");
+    // Built on develop: one commit above it, none of main's own.
+    let above = origin.git(&["rev-list", "--count", &format!("develop..{branch}")]);
+    assert_eq!(above.trim(), "1");
+    assert_eq!(
+        origin.git(&["show", &format!("{branch}:DEVELOP.md")]),
+        "only on develop\n"
+    );
+    let args = gh.args(1);
+    assert_eq!(
+        &args[..6],
+        ["pr", "create", "--base", "develop", "--head", branch],
+        "{args:?}"
+    );
+}
+
+/// An agent that writes NOTES.md and, for the task described "First", LEFTOVER.md too.
+const TWO_TASKS_AGENT_SH: &str = r#"#!/bin/sh
+ws="$AGENTCOM_WORKSPACE"
+: > "$AGENTCOM_STARTED_FILE"
+printf 'notes\n' > "$ws/NOTES.md"
+grep -q '"First try"' "$AGENTCOM_TASK_FILE" && printf 'left\n' > "$ws/LEFTOVER.md"
+printf '{"status":"success","output":"ok"}' > "$AGENTCOM_RESULT_FILE.tmp"
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
+    let origin = GitOrigin::new("deliver-reuse-origin");
+    let gh = FakeGh::new("deliver-reuse-gh");
+    let (s, _sidecar) = setup_script("deliver-reuse", TWO_TASKS_AGENT_SH, &gh, json!({})).await;
+    // The first task's check fails: its files stay uncommitted in the workspace.
+    let first = s.hub.submit_task(TaskSpec {
+        description: "First try".into(),
+        repo: Some(origin.url()),
+        verification_steps: vec![file_exists("MISSING.md")],
+        ..TaskSpec::default()
+    });
+    s.wait_status(&first, "completed", Duration::from_secs(30)).await;
+    let task = s.hub.task_json(&first).unwrap();
+    assert_eq!(task["result"]["delivery"]["status"], "withheld", "{task:#}");
+    let leftovers: Vec<_> = std::fs::read_dir(s.dir.join("workspaces"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("LEFTOVER.md").exists())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "the first task left nothing behind");
+    let second = s.hub.submit_task(TaskSpec {
+        description: "Second try".into(),
+        repo: Some(origin.url()),
+        verification_steps: vec![file_exists("NOTES.md")],
+        ..TaskSpec::default()
+    });
+    s.wait_status(&second, "completed", Duration::from_secs(30)).await;
+    let task = s.hub.task_json(&second).unwrap();
+    let branch = "deliver-reuse/second-try";
+    assert_eq!(task["result"]["branch"], branch, "{task:#}");
+    // The same clone was used again, cleaned: the first task's leftover is not delivered.
+    let workspaces: Vec<_> = std::fs::read_dir(s.dir.join("workspaces"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(workspaces.len(), 1, "{workspaces:?}");
+    let files = origin.git(&["ls-tree", "--name-only", branch]);
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        ["NOTES.md", "README.md"],
+        "{files}"
+    );
+    assert!(!origin.has_branch("deliver-reuse/first-try"));
+    assert_eq!(gh.calls(), 1);
+}
