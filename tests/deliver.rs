@@ -701,3 +701,39 @@ async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
     assert!(!origin.has_branch("deliver-reuse/first-try"));
     assert_eq!(gh.calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_gh_hangs_kills_gh_and_sends_no_outcome() {
+    let origin = GitOrigin::new("deliver-cancel-origin");
+    let gh = FakeGh::new("deliver-cancel-gh");
+    gh.set(FakeGhScenario::Hang);
+    let (s, _sidecar) = setup("deliver-cancel", &gh, json!({})).await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Add notes for the team".into(),
+        repo: Some(origin.url()),
+        ..TaskSpec::default()
+    });
+    let hung = poll(
+        Duration::from_secs(30),
+        || format!("gh never ran: {:?}", s.hub.task(&task_id)),
+        || gh.child_pid(),
+    )
+    .await;
+    assert!(s.hub.cancel_task(&task_id).await);
+    // gh is stopped with its process group, and the sidecar lets the task go.
+    poll(
+        Duration::from_secs(10),
+        || format!("gh's child {hung} still runs after the cancel"),
+        || process_gone(hung).then_some(()),
+    )
+    .await;
+    s.wait_queue_empty(Duration::from_secs(10)).await;
+    assert!(s
+        .sent_of_type("task_complete")
+        .iter()
+        .all(|f| f["task_id"] != task_id.as_str()));
+    assert!(s
+        .sent_of_type("task_failed")
+        .iter()
+        .all(|f| f["task_id"] != task_id.as_str()));
+}
