@@ -5,7 +5,8 @@
 //! a hostile description creates nothing and runs nothing. Also: a direct execution (the fake
 //! Ollama) retried with corrective prompts while its check fails; `repo_dir` delivery on the
 //! wake path; an agent that changes nothing; the agent's own report kept in the history; a
-//! restart while `gh` hangs.
+//! restart while `gh` hangs; a dirty `repo_dir` (nothing pushed); a task's own base branch; a
+//! reused, cleaned workspace; a cancel while `gh` hangs.
 #![cfg(unix)]
 
 mod support;
