@@ -2,11 +2,16 @@
 //! `repo` is worked on in a workspace cloned from a bare repository (`origin`), verified, and
 //! delivered as a pushed branch and a pull request (a fake `gh` records its arguments); a failing
 //! check withholds the push; a hanging check is killed at its timeout while the link stays up;
-//! a hostile description creates nothing and runs nothing.
+//! a hostile description creates nothing and runs nothing. Also: a direct execution (the fake
+//! Ollama) retried with corrective prompts while its check fails; `repo_dir` delivery on the
+//! wake path; an agent that changes nothing; the agent's own report kept in the history; a
+//! restart while `gh` hangs; a dirty `repo_dir` (nothing pushed); a task's own base branch; a
+//! reused, cleaned workspace; a cancel while `gh` hangs.
 #![cfg(unix)]
 
 mod support;
 
+use agentcom_sidecar::exec::fake_ollama::{Chat, FakeOllama};
 use agentcom_sidecar::hub::TaskSpec;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -25,6 +30,11 @@ mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
 "#;
 
 async fn setup(agent: &str, gh: &FakeGh, extra: Value) -> (HubSetup, Sidecar) {
+    setup_script(agent, AGENT_SH, gh, extra).await
+}
+
+/// Like [`setup`], with `script` as the agent.
+async fn setup_script(agent: &str, script: &str, gh: &FakeGh, extra: Value) -> (HubSetup, Sidecar) {
     let mut config = json!({"gh_command": gh.command()});
     if let Value::Object(extra) = extra {
         for (k, v) in extra {
@@ -33,7 +43,7 @@ async fn setup(agent: &str, gh: &FakeGh, extra: Value) -> (HubSetup, Sidecar) {
     }
     let mut setup = HubSetup::start(agent, json!({}))
         .await
-        .with_agent(AGENT_SH, "sh AGENT", config);
+        .with_agent(script, "sh AGENT", config);
     setup.hub.set_rate_limits(false);
     let sidecar = setup.spawn();
     setup.identified().await;
@@ -222,4 +232,509 @@ async fn a_hostile_description_creates_nothing_and_runs_nothing() {
         subject.trim_end(),
         description.chars().take(72).collect::<String>()
     );
+}
+
+/// The user message of each chat request the fake Ollama got, in order.
+fn user_prompts(fake: &FakeOllama) -> Vec<String> {
+    fake.received()
+        .into_iter()
+        .filter(|r| r.path == "/api/chat")
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            let messages = body["messages"].as_array().cloned().unwrap_or_default();
+            let user = messages
+                .iter()
+                .rev()
+                .find(|m| m["role"] == "user")
+                .unwrap_or_else(|| panic!("no user message in {body}"));
+            user["content"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+/// A hub whose LLM registry holds a healthy fake Ollama (standard tasks go there), and the
+/// binary connected to it without an agent.
+async fn with_ollama(agent: &str) -> (HubSetup, FakeOllama, Sidecar) {
+    let fake = FakeOllama::start().await.unwrap();
+    let mut w = HubSetup::start(agent, json!({})).await;
+    w.hub.set_rate_limits(false);
+    let port: u16 = fake.host_port().rsplit_once(':').unwrap().1.parse().unwrap();
+    w.hub
+        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .unwrap();
+    w.hub.probe_llm_now().await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    (w, fake, sidecar)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_execution_whose_check_keeps_failing_is_retried_with_corrective_prompts() {
+    let (w, fake, _sidecar) = with_ollama("deliver-retry").await;
+    // A model that takes its time (0.9 s an answer), as real ones do: the progress frames of
+    // one run go out while it streams, not merged at its end.
+    fake.set_default_chat(Chat::Answer {
+        tokens: vec!["Done".into(), " at".into(), " last.".into()],
+        delay: Duration::from_millis(300),
+        prompt_eval_count: 7,
+        eval_count: 3,
+    });
+    let task_id = w.hub.submit_task(TaskSpec {
+        description: "Write the quarterly report".into(),
+        complexity_tier: Some("standard".into()),
+        verification_steps: vec![file_exists("NOBODY-WRITES-THIS.md")],
+        max_verification_retries: Some(2),
+        max_retries: 1,
+        ..TaskSpec::default()
+    });
+    w.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    // Three executions: the task, then two corrective prompts naming the failed check.
+    let prompts = user_prompts(&fake);
+    assert_eq!(prompts.len(), 3, "{prompts:#?}");
+    assert_eq!(prompts[0], "Write the quarterly report");
+    for (i, prompt) in prompts[1..].iter().enumerate() {
+        let head = format!("VERIFICATION RETRY {}/2", i + 1);
+        assert!(prompt.starts_with(&head), "{prompt}");
+        assert!(
+            prompt.contains("- file_exists (NOBODY-WRITES-THIS.md): FAIL"),
+            "{prompt}"
+        );
+        assert!(prompt.contains("Write the quarterly report"), "{prompt}");
+    }
+    // The hub holds every report, the last at the top level; the result says it stayed failing.
+    let task = w.hub.task_json(&task_id).unwrap();
+    let history = task["verification_history"].as_array().expect("a history");
+    let runs: Vec<&Value> = history.iter().map(|r| &r["run_number"]).collect();
+    assert_eq!(runs, [&json!(1), &json!(2), &json!(3)], "{task:#}");
+    assert!(history.iter().all(|r| r["status"] == "fail"), "{task:#}");
+    // `started_at` in epoch milliseconds, as the hub's stored reports have it.
+    assert!(
+        history
+            .iter()
+            .all(|r| r["started_at"].as_u64() > Some(1_000_000_000_000)),
+        "{task:#}"
+    );
+    assert_eq!(task["verification_report"]["run_number"], 3, "{task:#}");
+    assert_eq!(task["verification_report"]["status"], "fail");
+    let result = &task["result"];
+    assert_eq!(result["verification_status"], "partial_pass", "{result:#}");
+    assert_eq!(result["verification_attempts"], 3, "{result:#}");
+    assert!(result.get("verification_history").is_none(), "{result:#}");
+    assert_eq!(task["status"], "completed");
+    assert!(w.sent_of_type("task_failed").is_empty());
+    // The dashboard was told of each retry while it ran (a status event between the runs).
+    let progress: Vec<String> = w
+        .sent_of_type("task_progress")
+        .iter()
+        .filter(|f| f["task_id"] == task_id.as_str())
+        .map(|f| f["execution_event"].to_string())
+        .collect();
+    for retry in ["Verification retry 1/2", "Verification retry 2/2"] {
+        assert!(progress.iter().any(|p| p.contains(retry)), "{progress:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_execution_with_a_repo_is_verified_in_its_workspace() {
+    let origin = GitOrigin::new("deliver-direct-repo-origin");
+    let (w, fake, _sidecar) = with_ollama("deliver-direct-repo").await;
+    let task_id = w.hub.submit_task(TaskSpec {
+        description: "Explain the readme".into(),
+        complexity_tier: Some("standard".into()),
+        repo: Some(origin.url()),
+        // Only in the clone of the repository, not in the sidecar's folder.
+        verification_steps: vec![file_exists("README.md")],
+        max_verification_retries: Some(2),
+        max_retries: 1,
+        ..TaskSpec::default()
+    });
+    w.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    assert!(!w.dir.join("README.md").exists());
+    assert_eq!(
+        user_prompts(&fake).len(),
+        1,
+        "retried: the check did not see the clone"
+    );
+    let task = w.hub.task_json(&task_id).unwrap();
+    let result = &task["result"];
+    assert_eq!(result["verification_status"], "verified", "{task:#}");
+    assert_eq!(result["verification_attempts"], 1, "{task:#}");
+    assert_eq!(task["verification_report"]["checks"][0]["status"], "pass");
+    // The model wrote nothing into the clone: nothing to push.
+    assert_eq!(result["delivery"]["status"], "nothing", "{task:#}");
+    let branches = origin.git(&["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    assert_eq!(branches.trim_end(), "refs/heads/main", "{branches}");
+    assert!(w.dir.join("workspaces").is_dir(), "no workspace was made");
+}
+
+/// An agent in `repo_dir`: records the branch it finds checked out, commits COMMITTED.md
+/// itself, leaves UNCOMMITTED.md for the sidecar, and reports success.
+const REPO_DIR_AGENT_SH: &str = r#"#!/bin/sh
+ws="$AGENTCOM_WORKSPACE"
+git -C "$ws" rev-parse --abbrev-ref HEAD > "$AGENTCOM_RESULTS_DIR/../branch-$AGENTCOM_TASK_ID"
+: > "$AGENTCOM_STARTED_FILE"
+printf 'committed by the agent\n' > "$ws/COMMITTED.md"
+git -C "$ws" add COMMITTED.md
+git -C "$ws" commit --quiet -m "The agent's own commit"
+printf 'left for the sidecar\n' > "$ws/UNCOMMITTED.md"
+printf '{"status":"success","output":"two files"}' > "$AGENTCOM_RESULT_FILE.tmp"
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_in_repo_dir_works_on_its_branch_and_delivers_both_commits() {
+    let origin = GitOrigin::new("deliver-repodir-origin");
+    let clone = origin.clone_as("work");
+    let gh = FakeGh::new("deliver-repodir-gh");
+    let (s, _sidecar) = setup_script(
+        "deliver-repodir",
+        REPO_DIR_AGENT_SH,
+        &gh,
+        json!({"repo_dir": clone}),
+    )
+    .await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Document the release".into(),
+        verification_steps: vec![file_exists("COMMITTED.md")],
+        ..TaskSpec::default()
+    });
+    s.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    let task = s.hub.task_json(&task_id).unwrap();
+    let branch = "deliver-repodir/document-the-release";
+    // The agent found the task's branch checked out in repo_dir when it started.
+    let seen = std::fs::read_to_string(s.dir.join(format!("branch-{task_id}"))).unwrap();
+    assert_eq!(seen.trim_end(), branch);
+    // Both files are on the pushed branch: the agent's commit, then the sidecar's.
+    assert_eq!(task["result"]["branch"], branch, "{task:#}");
+    assert_eq!(task["result"]["pr_url"], FakeGh::URL, "{task:#}");
+    assert!(origin.has_branch(branch));
+    assert_eq!(
+        origin.git(&["show", &format!("{branch}:COMMITTED.md")]),
+        "committed by the agent\n"
+    );
+    assert_eq!(
+        origin.git(&["show", &format!("{branch}:UNCOMMITTED.md")]),
+        "left for the sidecar\n"
+    );
+    let log = origin.git(&["log", "--format=%s", &format!("main..{branch}")]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["Document the release", "The agent's own commit"],
+        "{log}"
+    );
+    assert_eq!(gh.calls(), 1);
+    let args = gh.args(1);
+    assert_eq!(
+        &args[..6],
+        ["pr", "create", "--base", "main", "--head", branch],
+        "{args:?}"
+    );
+    assert_eq!(gh.cwd(1).as_deref(), Some(clone.as_path()));
+}
+
+/// An agent that changes nothing: it only reports success.
+const IDLE_AGENT_SH: &str = r#"#!/bin/sh
+: > "$AGENTCOM_STARTED_FILE"
+printf '{"status":"success","output":"nothing to do"}' > "$AGENTCOM_RESULT_FILE.tmp"
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_changes_nothing_completes_without_a_branch_or_a_pull_request() {
+    let origin = GitOrigin::new("deliver-idle-origin");
+    let gh = FakeGh::new("deliver-idle-gh");
+    let (s, _sidecar) = setup_script("deliver-idle", IDLE_AGENT_SH, &gh, json!({})).await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Check that all is fine".into(),
+        repo: Some(origin.url()),
+        ..TaskSpec::default()
+    });
+    s.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    let task = s.hub.task_json(&task_id).unwrap();
+    let result = &task["result"];
+    assert_eq!(result["delivery"]["status"], "nothing", "{task:#}");
+    assert!(result.get("pr_url").is_none(), "{result:#}");
+    assert!(result.get("branch").is_none(), "{result:#}");
+    let branches = origin.git(&["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    assert_eq!(branches.trim_end(), "refs/heads/main", "{branches}");
+    assert_eq!(gh.calls(), 0);
+}
+
+/// An agent that writes NOTES.md in its workspace and reports success with a verification
+/// report of its own (run 1, a failing check it then fixed).
+const SELF_VERIFYING_AGENT_SH: &str = r#"#!/bin/sh
+ws="$AGENTCOM_WORKSPACE"
+: > "$AGENTCOM_STARTED_FILE"
+printf 'notes\n' > "$ws/NOTES.md"
+cat > "$AGENTCOM_RESULT_FILE.tmp" <<JSON
+{"status":"success","output":"wrote NOTES.md","verification_report":{"task_id":"$AGENTCOM_TASK_ID","run_number":1,"status":"fail","started_at":1,"duration_ms":5,"timeout_ms":1000,"checks":[{"type":"test_passes","target":"make test","description":null,"status":"fail","output":"agent's own run","duration_ms":5}],"summary":{"total":1,"passed":0,"failed":1,"errors":0,"timed_out":0}}}
+JSON
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_report_is_lifted_into_the_history_before_the_sidecars_run() {
+    let origin = GitOrigin::new("deliver-own-origin");
+    let gh = FakeGh::new("deliver-own-gh");
+    let (s, _sidecar) = setup_script("deliver-own", SELF_VERIFYING_AGENT_SH, &gh, json!({})).await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Take notes".into(),
+        repo: Some(origin.url()),
+        verification_steps: vec![file_exists("NOTES.md")],
+        ..TaskSpec::default()
+    });
+    s.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    let task = s.hub.task_json(&task_id).unwrap();
+    let history = task["verification_history"].as_array().expect("a history");
+    assert_eq!(history.len(), 2, "{task:#}");
+    // The agent's report, verbatim, first.
+    assert_eq!(history[0]["status"], "fail", "{task:#}");
+    assert_eq!(history[0]["checks"][0]["output"], "agent's own run");
+    assert_eq!(history[0]["run_number"], 1);
+    // The sidecar's own run last, numbered after the agent's, and at the top level.
+    assert_eq!(history[1]["status"], "pass", "{task:#}");
+    assert_eq!(history[1]["checks"][0]["target"], "NOTES.md");
+    assert_eq!(history[1]["run_number"], 2, "{task:#}");
+    assert_eq!(task["verification_report"], history[1]);
+    // Lifted out of the result, not left inside it.
+    let result = &task["result"];
+    assert!(result.get("verification_report").is_none(), "{result:#}");
+    assert!(result.get("verification_history").is_none(), "{result:#}");
+    assert_eq!(result["verification_status"], "verified", "{result:#}");
+    assert_eq!(result["pr_url"], FakeGh::URL, "{result:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_gh_hangs_delivers_the_task_once_with_its_pull_request() {
+    let origin = GitOrigin::new("deliver-restart-origin");
+    let gh = FakeGh::new("deliver-restart-gh");
+    gh.set(FakeGhScenario::Hang);
+    let (mut s, mut sidecar) = setup("deliver-restart", &gh, json!({})).await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Add notes for the team".into(),
+        repo: Some(origin.url()),
+        verification_steps: vec![file_exists("NOTES.md")],
+        ..TaskSpec::default()
+    });
+    // The branch is pushed; gh hangs on `pr create`: the sidecar dies right there.
+    let hung = poll(
+        Duration::from_secs(30),
+        || format!("gh never ran: {:?}", s.hub.task(&task_id)),
+        || gh.child_pid(),
+    )
+    .await;
+    let branch = "deliver-restart/add-notes-for-the-team";
+    assert!(origin.has_branch(branch));
+    sidecar.kill_hard().await;
+    // The pull request was in fact made: gh now says so, and `pr view` gives its URL.
+    gh.set(FakeGhScenario::AlreadyExists);
+    let _ = std::process::Command::new("kill").arg(hung.to_string()).status();
+    let _sidecar = s.spawn();
+    s.identified().await;
+    s.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    let task = s.hub.task_json(&task_id).unwrap();
+    assert_eq!(task["result"]["pr_url"], FakeGh::URL, "{task:#}");
+    assert_eq!(task["result"]["branch"], branch, "{task:#}");
+    // One commit on the branch (not a second one on top), one task_complete.
+    let count = origin.git(&["rev-list", "--count", &format!("main..{branch}")]);
+    assert_eq!(count.trim(), "1", "{count}");
+    let completes: Vec<Value> = s
+        .sent_of_type("task_complete")
+        .into_iter()
+        .filter(|f| f["task_id"] == task_id.as_str())
+        .collect();
+    assert_eq!(completes.len(), 1, "{completes:#?}");
+    // gh: the hung create, a create that found the pull request, then `pr view`.
+    let calls: Vec<Vec<String>> = (1..=gh.calls()).map(|n| gh.args(n)).collect();
+    assert!(calls.len() >= 3, "{calls:?}");
+    assert_eq!(&calls[1][..2], ["pr", "create"], "{calls:?}");
+    assert_eq!(&calls[calls.len() - 1][..2], ["pr", "view"], "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| c[..2] == ["pr", "create"]).count(),
+        2,
+        "{calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_work_of_the_user_in_repo_dir_is_never_pushed() {
+    let origin = GitOrigin::new("deliver-dirty-origin");
+    let clone = origin.clone_as("work");
+    std::fs::write(clone.join("PRIVATE.md"), "the user's own draft\n").unwrap();
+    let gh = FakeGh::new("deliver-dirty-gh");
+    let (s, sidecar) = setup_script(
+        "deliver-dirty",
+        REPO_DIR_AGENT_SH,
+        &gh,
+        json!({"repo_dir": clone}),
+    )
+    .await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Document the release".into(),
+        ..TaskSpec::default()
+    });
+    // The task is worked on and completes; the branch could not be started (the tree was
+    // dirty), so nothing is committed nor pushed: the result says why.
+    s.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    let task = s.hub.task_json(&task_id).unwrap();
+    let delivery = &task["result"]["delivery"];
+    assert_eq!(delivery["status"], "withheld", "{task:#}");
+    let reason = delivery["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("was not started"), "{reason}");
+    assert!(task["result"].get("pr_url").is_none(), "{task:#}");
+    let branches = origin.git(&["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    assert_eq!(branches.trim_end(), "refs/heads/main", "{branches}");
+    assert_eq!(
+        origin.git(&["log", "--all", "--format=%H", "--", "PRIVATE.md"]),
+        ""
+    );
+    assert_eq!(gh.calls(), 0);
+    // The user's draft is where it was, still uncommitted; the log said why at accept.
+    let status = git_in(&clone, &["status", "--porcelain", "--", "PRIVATE.md"]);
+    assert_eq!(status.trim_end(), "?? PRIVATE.md");
+    let warning = sidecar
+        .wait_log_event("prepare_warning", Duration::from_secs(5))
+        .await
+        .expect("a prepare_warning");
+    assert!(
+        warning["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("PRIVATE.md")),
+        "{warning}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_naming_a_branch_starts_from_it_and_asks_to_merge_into_it() {
+    let origin = GitOrigin::new("deliver-base-origin");
+    origin.push_file("develop", "DEVELOP.md", "only on develop\n");
+    let gh = FakeGh::new("deliver-base-gh");
+    let (s, _sidecar) = setup("deliver-base", &gh, json!({})).await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Add notes on develop".into(),
+        repo: Some(origin.url()),
+        branch: Some("develop".into()),
+        verification_steps: vec![file_exists("DEVELOP.md"), file_exists("NOTES.md")],
+        ..TaskSpec::default()
+    });
+    s.wait_status(&task_id, "completed", Duration::from_secs(30))
+        .await;
+    let task = s.hub.task_json(&task_id).unwrap();
+    let branch = "deliver-base/add-notes-on-develop";
+    assert_eq!(task["result"]["branch"], branch, "{task:#}");
+    assert_eq!(task["verification_report"]["status"], "pass", "{task:#}");
+    // Built on develop: one commit above it, none of main's own.
+    let above = origin.git(&["rev-list", "--count", &format!("develop..{branch}")]);
+    assert_eq!(above.trim(), "1");
+    assert_eq!(
+        origin.git(&["show", &format!("{branch}:DEVELOP.md")]),
+        "only on develop\n"
+    );
+    let args = gh.args(1);
+    assert_eq!(
+        &args[..6],
+        ["pr", "create", "--base", "develop", "--head", branch],
+        "{args:?}"
+    );
+}
+
+/// An agent that writes NOTES.md and, for the task described "First", LEFTOVER.md too.
+const TWO_TASKS_AGENT_SH: &str = r#"#!/bin/sh
+ws="$AGENTCOM_WORKSPACE"
+: > "$AGENTCOM_STARTED_FILE"
+printf 'notes\n' > "$ws/NOTES.md"
+grep -q '"First try"' "$AGENTCOM_TASK_FILE" && printf 'left\n' > "$ws/LEFTOVER.md"
+printf '{"status":"success","output":"ok"}' > "$AGENTCOM_RESULT_FILE.tmp"
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
+    let origin = GitOrigin::new("deliver-reuse-origin");
+    let gh = FakeGh::new("deliver-reuse-gh");
+    let (s, _sidecar) = setup_script("deliver-reuse", TWO_TASKS_AGENT_SH, &gh, json!({})).await;
+    // The first task's check fails: its files stay uncommitted in the workspace.
+    let first = s.hub.submit_task(TaskSpec {
+        description: "First try".into(),
+        repo: Some(origin.url()),
+        verification_steps: vec![file_exists("MISSING.md")],
+        ..TaskSpec::default()
+    });
+    s.wait_status(&first, "completed", Duration::from_secs(30)).await;
+    let task = s.hub.task_json(&first).unwrap();
+    assert_eq!(task["result"]["delivery"]["status"], "withheld", "{task:#}");
+    let leftovers: Vec<_> = std::fs::read_dir(s.dir.join("workspaces"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("LEFTOVER.md").exists())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "the first task left nothing behind");
+    let second = s.hub.submit_task(TaskSpec {
+        description: "Second try".into(),
+        repo: Some(origin.url()),
+        verification_steps: vec![file_exists("NOTES.md")],
+        ..TaskSpec::default()
+    });
+    s.wait_status(&second, "completed", Duration::from_secs(30)).await;
+    let task = s.hub.task_json(&second).unwrap();
+    let branch = "deliver-reuse/second-try";
+    assert_eq!(task["result"]["branch"], branch, "{task:#}");
+    // The same clone was used again, cleaned: the first task's leftover is not delivered.
+    let workspaces: Vec<_> = std::fs::read_dir(s.dir.join("workspaces"))
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(workspaces.len(), 1, "{workspaces:?}");
+    let files = origin.git(&["ls-tree", "--name-only", branch]);
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        ["NOTES.md", "README.md"],
+        "{files}"
+    );
+    assert!(!origin.has_branch("deliver-reuse/first-try"));
+    assert_eq!(gh.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_gh_hangs_kills_gh_and_sends_no_outcome() {
+    let origin = GitOrigin::new("deliver-cancel-origin");
+    let gh = FakeGh::new("deliver-cancel-gh");
+    gh.set(FakeGhScenario::Hang);
+    let (s, _sidecar) = setup("deliver-cancel", &gh, json!({})).await;
+    let task_id = s.hub.submit_task(TaskSpec {
+        description: "Add notes for the team".into(),
+        repo: Some(origin.url()),
+        ..TaskSpec::default()
+    });
+    let hung = poll(
+        Duration::from_secs(30),
+        || format!("gh never ran: {:?}", s.hub.task(&task_id)),
+        || gh.child_pid(),
+    )
+    .await;
+    assert!(s.hub.cancel_task(&task_id).await);
+    // gh is stopped with its process group, and the sidecar lets the task go.
+    poll(
+        Duration::from_secs(10),
+        || format!("gh's child {hung} still runs after the cancel"),
+        || process_gone(hung).then_some(()),
+    )
+    .await;
+    s.wait_queue_empty(Duration::from_secs(10)).await;
+    assert!(s
+        .sent_of_type("task_complete")
+        .iter()
+        .all(|f| f["task_id"] != task_id.as_str()));
+    assert!(s
+        .sent_of_type("task_failed")
+        .iter()
+        .all(|f| f["task_id"] != task_id.as_str()));
 }

@@ -1,6 +1,7 @@
 //! The real [`Pipeline`]: a task's workspace and branch before it runs, its verification
 //! checks, then commit, push, pull request and the hub's risk classification (protocol §11.8-§11.9).
 
+use super::git::{git_status, LOCAL_TIMEOUT};
 use super::{pr, verify, workspace};
 use crate::config::Config;
 use crate::exec::pipeline::{BoxFut, Pipeline, Prepared, Verified};
@@ -88,7 +89,8 @@ impl Pipeline for DeliveryPipeline {
             let problem = match pr::start_branch(&dir, &branch, base.as_deref()).await {
                 Ok(started) => started.warning,
                 Err(e) => Some(format!(
-                    "branch {branch} not started in {}: {e}; the work will be committed on it at delivery",
+                    "branch {branch} not started in {}: {e}; the task goes on, but its work will \
+                     not be committed nor pushed",
                     dir.display()
                 )),
             };
@@ -165,6 +167,26 @@ impl Pipeline for DeliveryPipeline {
             .map(|r| r.summary_line())
             .unwrap_or_else(|| format!("verification {}", verified.status));
         Box::pin(async move {
+            // A branch not started at accept (uncommitted changes in repo_dir, ...): the tree may
+            // hold someone's own work, which must not be committed and pushed as the task's.
+            let local = format!("refs/heads/{branch}");
+            let probe = ["rev-parse", "--verify", "--quiet", local.as_str()];
+            if let Ok(done) = git_status(&repo, &probe, LOCAL_TIMEOUT).await {
+                if done.code != Some(0) {
+                    let reason = format!(
+                        "the branch {branch} was not started when the task was accepted (the log's \
+                         prepare_warning says why, e.g. uncommitted changes in {}): nothing was \
+                         committed or pushed, since the changes there cannot be told apart from \
+                         the task's; commit and push the work yourself",
+                        repo.display()
+                    );
+                    result.insert(
+                        "delivery".into(),
+                        json!({"status": "withheld", "branch": branch, "reason": reason}),
+                    );
+                    return result;
+                }
+            }
             let base_branch = match task_branch(&task) {
                 Some(b) => b,
                 None => match pr::default_branch(&repo).await {

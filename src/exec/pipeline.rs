@@ -246,7 +246,8 @@ fn delivery_event(task_id: &str, result: &Map<String, Value>) -> Option<Event> {
     })
 }
 
-/// Verify a woken agent's success `result` once (in `workdir`) and deliver it: the result gets
+/// Verify a woken agent's success `result` once (in `workdir`; numbered after the agent's own
+/// runs, if it reported any) and deliver it: the result gets
 /// `verification_status`, and the report (and the history: the agent's own runs, if it wrote
 /// any, then this one) to be lifted to the top level, then what delivery did.
 pub async fn finish(
@@ -257,12 +258,6 @@ pub async fn finish(
     logs: mpsc::UnboundedSender<Event>,
 ) -> Map<String, Value> {
     let task_id = task.task_id.clone();
-    let _ = logs.send(Event::VerificationStarted {
-        task_id: task_id.clone(),
-        run_number: 1,
-    });
-    let verified = pipeline.verify(&task, &workdir, 1).await;
-    let _ = logs.send(verification_finished(&task_id, 1, &verified));
     // What the agent reported of its own runs stays in the history, before ours.
     let mut history: Vec<Value> = match (
         result.remove("verification_history"),
@@ -272,6 +267,21 @@ pub async fn finish(
         (_, Some(report @ Value::Object(_))) => vec![report],
         _ => Vec::new(),
     };
+    // Ours is numbered after the agent's runs (the hub keys its store by task and run_number).
+    let run_number = history
+        .iter()
+        .filter_map(|r| r["run_number"].as_u64())
+        .max()
+        .unwrap_or(0)
+        .max(history.len() as u64)
+        .min(u64::from(u32::MAX - 1)) as u32
+        + 1;
+    let _ = logs.send(Event::VerificationStarted {
+        task_id: task_id.clone(),
+        run_number,
+    });
+    let verified = pipeline.verify(&task, &workdir, run_number).await;
+    let _ = logs.send(verification_finished(&task_id, run_number, &verified));
     history.push(verified.report.clone());
     result.insert(
         "verification_status".into(),

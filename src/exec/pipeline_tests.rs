@@ -611,7 +611,8 @@ async fn a_woken_agents_result_is_verified_in_its_workspace_then_delivered() {
     assert_eq!(result["delivery"], "verification failed: nothing pushed");
     assert_eq!(
         *s.script.calls.borrow(),
-        ["verify 1 in /w/r", "deliver passed=false in /w/r"]
+        ["verify 2 in /w/r", "deliver passed=false in /w/r"],
+        "our run numbered after the agent's run 1"
     );
     // Without a workspace: repo_dir, else the sidecar's folder.
     let s = setup(Script::default(), json!({}), &[]);

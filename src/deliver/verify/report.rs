@@ -1,7 +1,6 @@
 //! The verification report (protocol §11.8): each check's verdict, the run's status, the JSON the
 //! hub stores and the one line for logs and pull requests.
 
-use crate::event_log::iso8601;
 use serde_json::{json, Value};
 use std::time::SystemTime;
 
@@ -165,7 +164,11 @@ impl Report {
             "task_id": self.task_id,
             "run_number": self.run_number,
             "status": self.status.as_str(),
-            "started_at": iso8601(self.started_at),
+            // Epoch milliseconds, as Node's reports (the hub's transcripts) and our own `auto_pass`.
+            "started_at": self
+                .started_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             "duration_ms": self.duration_ms,
             "timeout_ms": self.timeout_ms,
             "checks": checks,
