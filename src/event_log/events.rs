@@ -99,7 +99,7 @@ pub enum Event {
     AgentExited { task_id: String, grace_ms: u64 },
     /// The hub cancelled a task.
     TaskCancelled { task_id: String },
-    /// A wake attempt starts.
+    /// A task's run starts (attempt 1, 2, ...): `execution_chosen` then says how (wake or execute).
     WakeAttempt { task_id: String, attempt: u32 },
     /// A wake attempt ended.
     WakeFinished {
@@ -312,7 +312,7 @@ impl Event {
             ),
             Event::TaskCancelled { task_id } => format!("task {task_id} cancelled by the hub"),
             Event::WakeAttempt { task_id, attempt } => {
-                format!("waking the agent for {task_id} (attempt {attempt})")
+                format!("starting {task_id} (attempt {attempt})")
             }
             Event::WakeFinished {
                 task_id,
