@@ -41,23 +41,23 @@ impl DeliveryPipeline {
     }
 }
 
-/// The task's `repo`, when it names one.
-fn task_repo(task: &TaskRecord) -> Option<String> {
+/// The task's text field `key` (`repo`, `branch`), trimmed, when it is a non-empty string.
+fn task_text(task: &TaskRecord, key: &str) -> Option<String> {
     task.extra
-        .get("repo")
+        .get(key)
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(str::to_owned)
 }
 
-fn task_branch(task: &TaskRecord) -> Option<String> {
-    task.extra
-        .get("branch")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
+/// The `delivery` object of a delivery that stopped before a push: its status (`withheld`,
+/// `nothing` or `failed`), the branch, and why (`error` for a failure, else `reason`).
+fn stopped(status: &str, branch: &str, why: impl std::fmt::Display) -> Value {
+    let key = if status == "failed" { "error" } else { "reason" };
+    let mut delivery = json!({"status": status, "branch": branch});
+    delivery[key] = Value::from(why.to_string());
+    delivery
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -68,14 +68,14 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 impl Pipeline for DeliveryPipeline {
     fn prepare(&self, task: &TaskRecord) -> Option<BoxFut<Result<Prepared, String>>> {
-        let repo = task_repo(task);
+        let repo = task_text(task, "repo");
         if repo.is_none() && self.repo_dir.is_none() {
             return None;
         }
         let workspaces = self.workspaces_dir.clone();
         let repo_dir = self.repo_dir.clone();
         let branch = pr::branch_name(&self.agent_id, &task.description);
-        let base = task_branch(task);
+        let base = task_text(task, "branch");
         Some(Box::pin(async move {
             let (dir, mut warning) = match &repo {
                 Some(url) => {
@@ -147,17 +147,14 @@ impl Pipeline for DeliveryPipeline {
         mut result: Map<String, Value>,
         verified: &Verified,
     ) -> BoxFut<Map<String, Value>> {
-        let from_repo = task_repo(task).is_some() || self.repo_dir.is_some();
+        let from_repo = task_text(task, "repo").is_some() || self.repo_dir.is_some();
         if !from_repo {
             return Box::pin(async move { result });
         }
         let branch = pr::branch_name(&self.agent_id, &task.description);
         if !verified.passed {
-            result.insert(
-                "delivery".into(),
-                json!({"status": "withheld", "branch": branch,
-                       "reason": format!("verification {}: nothing was pushed", verified.status)}),
-            );
+            let why = format!("verification {}: nothing was pushed", verified.status);
+            result.insert("delivery".into(), stopped("withheld", &branch, why));
             return Box::pin(async move { result });
         }
         let me = self.clone();
@@ -180,22 +177,16 @@ impl Pipeline for DeliveryPipeline {
                          the task's; commit and push the work yourself",
                         repo.display()
                     );
-                    result.insert(
-                        "delivery".into(),
-                        json!({"status": "withheld", "branch": branch, "reason": reason}),
-                    );
+                    result.insert("delivery".into(), stopped("withheld", &branch, reason));
                     return result;
                 }
             }
-            let base_branch = match task_branch(&task) {
+            let base_branch = match task_text(&task, "branch") {
                 Some(b) => b,
                 None => match pr::default_branch(&repo).await {
                     Ok(b) => b,
                     Err(e) => {
-                        result.insert(
-                            "delivery".into(),
-                            json!({"status": "failed", "branch": branch, "error": e.to_string()}),
-                        );
+                        result.insert("delivery".into(), stopped("failed", &branch, e));
                         return result;
                     }
                 },
@@ -215,18 +206,12 @@ impl Pipeline for DeliveryPipeline {
             };
             let diff = match pr::commit_and_push(&d).await {
                 Err(e) => {
-                    result.insert(
-                        "delivery".into(),
-                        json!({"status": "failed", "branch": branch, "error": e.to_string()}),
-                    );
+                    result.insert("delivery".into(), stopped("failed", &branch, e));
                     return result;
                 }
                 Ok(pr::Pushed::Nothing) => {
-                    result.insert(
-                        "delivery".into(),
-                        json!({"status": "nothing", "branch": branch,
-                        "reason": "no changes and no commits on the branch: nothing was pushed"}),
-                    );
+                    let why = "no changes and no commits on the branch: nothing was pushed";
+                    result.insert("delivery".into(), stopped("nothing", &branch, why));
                     return result;
                 }
                 Ok(pr::Pushed::Branch { head, diff }) => {

@@ -434,33 +434,31 @@ impl Event {
             ),
             Event::Delivery {
                 task_id,
-                status: Some(status),
+                status,
                 pr_url,
                 branch,
                 reason,
-            } if status != "pr_opened" || pr_url.is_none() => {
+            } => {
                 let b = branch.as_deref().unwrap_or("its branch");
                 let why = reason.as_deref().unwrap_or("no reason given");
-                match status.as_str() {
-                    "pushed" => format!("task {task_id}: branch {b} pushed, but no pull request: {why}"),
-                    "nothing" => format!("task {task_id}: nothing to deliver: {why}"),
-                    "withheld" => format!("task {task_id}: delivery withheld: {why}"),
-                    _ => format!("task {task_id}: delivery failed: {why}"),
+                match (status.as_deref(), pr_url, branch, reason) {
+                    // A delivery that stopped (the pipeline's `delivery.status`).
+                    (Some("pushed"), ..) => {
+                        format!("task {task_id}: branch {b} pushed, but no pull request: {why}")
+                    }
+                    (Some("nothing"), ..) => format!("task {task_id}: nothing to deliver: {why}"),
+                    (Some("withheld"), ..) => format!("task {task_id}: delivery withheld: {why}"),
+                    (Some(s), url, ..) if s != "pr_opened" || url.is_none() => {
+                        format!("task {task_id}: delivery failed: {why}")
+                    }
+                    // Delivered, or said only with a reason (no status).
+                    (_, Some(url), Some(b), _) => format!("task {task_id} delivered: pull request {url} (branch {b})"),
+                    (_, Some(url), None, _) => format!("task {task_id} delivered: pull request {url}"),
+                    (_, None, _, Some(why)) => format!("task {task_id} not delivered: {why}"),
+                    (_, None, Some(b), None) => format!("task {task_id}: work left on branch {b}"),
+                    (_, None, None, None) => format!("task {task_id}: nothing delivered"),
                 }
             }
-            Event::Delivery {
-                task_id,
-                pr_url,
-                branch,
-                reason,
-                ..
-            } => match (pr_url, branch, reason) {
-                (Some(url), Some(b), _) => format!("task {task_id} delivered: pull request {url} (branch {b})"),
-                (Some(url), None, _) => format!("task {task_id} delivered: pull request {url}"),
-                (None, _, Some(why)) => format!("task {task_id} not delivered: {why}"),
-                (None, Some(b), None) => format!("task {task_id}: work left on branch {b}"),
-                (None, None, None) => format!("task {task_id}: nothing delivered"),
-            },
         }
     }
 }
