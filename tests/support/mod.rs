@@ -578,47 +578,24 @@ pub enum FakeClaudeScenario {
 /// A fake `claude`: a sh script in a temp folder that records each run (its argv, one numbered
 /// file per argument so newlines and quotes survive; its folder; its PID) and then does what the
 /// scenario file next to it says. Unix only.
-pub struct FakeClaude {
-    dir: TempDir,
-    path: PathBuf,
+pub struct FakeClaude(FakeProgram);
+
+impl std::ops::Deref for FakeClaude {
+    type Target = FakeProgram;
+    fn deref(&self) -> &FakeProgram {
+        &self.0
+    }
 }
 
 impl FakeClaude {
     /// Writes the script (scenario: a plain success).
     pub fn new(label: &str) -> FakeClaude {
-        let dir = TempDir::new(label);
-        let quoted = format!("'{}'", dir.path().display().to_string().replace('\'', "'\\''"));
-        let script = format!(
-            r#"#!/bin/sh
-d={quoted}
-n=$(( $(cat "$d/calls" 2>/dev/null || echo 0) + 1 ))
-echo "$n" > "$d/calls"
-echo $$ > "$d/pid"
-mkdir -p "$d/call.$n"
-i=0
-for a in "$@"; do
-  printf '%s' "$a" > "$d/call.$n/arg.$i"
-  i=$((i + 1))
-done
-pwd > "$d/call.$n/cwd"
-if [ -f "$d/hang" ]; then
-  sleep 300 &
-  echo $! > "$d/child_pid.tmp" && mv "$d/child_pid.tmp" "$d/child_pid"
-  wait
-fi
-[ -f "$d/stdout" ] && cat "$d/stdout"
+        let rest = r#"[ -f "$d/stdout" ] && cat "$d/stdout"
 [ -f "$d/stderr" ] && cat "$d/stderr" >&2
 exit $(cat "$d/exit" 2>/dev/null || echo 0)
-"#
-        );
-        let path = dir.join("claude");
-        std::fs::write(&path, script).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let fake = FakeClaude { dir, path };
+"#;
+        let program = FakeProgram::new(label, "claude", "", r#"echo $$ > "$d/pid""#, rest);
+        let fake = FakeClaude(program);
         fake.set(FakeClaudeScenario::Success {
             model: "claude-sonnet-4-5-20250929".into(),
             text: "Done.".into(),
@@ -627,16 +604,6 @@ exit $(cat "$d/exit" 2>/dev/null || echo 0)
             cost_usd: 0.01,
         });
         fake
-    }
-
-    /// The script's path, for `claude_command`.
-    pub fn command(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    /// The fake's folder (a place for canary files too).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Chooses what the next runs do.
@@ -679,38 +646,9 @@ exit $(cat "$d/exit" 2>/dev/null || echo 0)
         }
     }
 
-    /// How many times the fake ran.
-    pub fn calls(&self) -> usize {
-        std::fs::read_to_string(self.dir.join("calls"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// The arguments of run `call` (1-based), byte for byte.
-    pub fn args(&self, call: usize) -> Vec<String> {
-        let folder = self.dir.join(format!("call.{call}"));
-        (0..)
-            .map(|i| folder.join(format!("arg.{i}")))
-            .take_while(|p| p.exists())
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect()
-    }
-
-    /// The folder run `call` ran in.
-    pub fn cwd(&self, call: usize) -> Option<PathBuf> {
-        let text = std::fs::read_to_string(self.dir.join(format!("call.{call}/cwd"))).ok()?;
-        Some(PathBuf::from(text.trim_end_matches('\n')))
-    }
-
     /// The PID of the last run.
     pub fn pid(&self) -> Option<u32> {
         read_pid(&self.dir.join("pid"))
-    }
-
-    /// The PID of the background child a [`FakeClaudeScenario::Hang`] run started.
-    pub fn child_pid(&self) -> Option<u32> {
-        read_pid(&self.dir.join("child_pid"))
     }
 }
 
@@ -874,9 +812,13 @@ pub enum FakeGhScenario {
 /// A fake `gh`: a sh script in a temp folder that records each run (one numbered file per
 /// argument, so quotes and newlines survive; a copy of the `--body-file`; its folder; the
 /// `GH_PROMPT_DISABLED` it saw) and prints `https://github.com/example/repo/pull/1`. Unix only.
-pub struct FakeGh {
-    dir: TempDir,
-    path: PathBuf,
+pub struct FakeGh(FakeProgram);
+
+impl std::ops::Deref for FakeGh {
+    type Target = FakeProgram;
+    fn deref(&self) -> &FakeProgram {
+        &self.0
+    }
 }
 
 impl FakeGh {
@@ -885,31 +827,12 @@ impl FakeGh {
 
     /// Writes the script (scenario: success).
     pub fn new(label: &str) -> FakeGh {
-        let dir = TempDir::new(label);
-        let quoted = format!("'{}'", dir.path().display().to_string().replace('\'', "'\\''"));
-        let script = format!(
-            r#"#!/bin/sh
-d={quoted}
-n=$(( $(cat "$d/calls" 2>/dev/null || echo 0) + 1 ))
-echo "$n" > "$d/calls"
-mkdir -p "$d/call.$n"
-i=0
-prev=
-for a in "$@"; do
-  printf '%s' "$a" > "$d/call.$n/arg.$i"
-  case "$a" in --body-file=*) cat -- "${{a#--body-file=}}" > "$d/call.$n/body" ;; esac
+        let per_arg = r#"  case "$a" in --body-file=*) cat -- "${a#--body-file=}" > "$d/call.$n/body" ;; esac
   [ "$prev" = "--body-file" ] && cat -- "$a" > "$d/call.$n/body"
-  prev=$a
-  i=$((i + 1))
-done
-pwd > "$d/call.$n/cwd"
-printf '%s' "$GH_PROMPT_DISABLED" > "$d/call.$n/gh_prompt_disabled"
-if [ -f "$d/hang" ]; then
-  sleep 300 &
-  echo $! > "$d/child_pid.tmp" && mv "$d/child_pid.tmp" "$d/child_pid"
-  wait
-fi
-if [ "$1" = "pr" ] && [ "$2" = "view" ]; then
+"#;
+        let after_args = r#"printf '%s' "$GH_PROMPT_DISABLED" > "$d/call.$n/gh_prompt_disabled""#;
+        let rest = format!(
+            r#"if [ "$1" = "pr" ] && [ "$2" = "view" ]; then
   echo "{url}"
   exit 0
 fi
@@ -927,24 +850,7 @@ echo "{url}"
 "#,
             url = Self::URL
         );
-        let path = dir.join("gh");
-        std::fs::write(&path, script).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        FakeGh { dir, path }
-    }
-
-    /// The script's path, for `gh_command`.
-    pub fn command(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    /// The fake's folder.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+        FakeGh(FakeProgram::new(label, "gh", per_arg, after_args, &rest))
     }
 
     /// Chooses what the next runs do.
@@ -961,6 +867,75 @@ echo "{url}"
             }
             FakeGhScenario::Hang => std::fs::write(self.dir.join("hang"), "").unwrap(),
         }
+    }
+
+    /// The body file run `call` was given, as it read it.
+    pub fn body(&self, call: usize) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(format!("call.{call}/body"))).ok()
+    }
+
+    /// `GH_PROMPT_DISABLED` as run `call` saw it.
+    pub fn prompt_disabled(&self, call: usize) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(format!("call.{call}/gh_prompt_disabled"))).ok()
+    }
+}
+
+/// A fake program for the executor and delivery tests: a sh script in a temp folder that records
+/// each run in `call.N/` (one file per argument, so quotes and newlines survive; the folder it ran
+/// in), and can be told to hang (a background `sleep 300`, its PID in `child_pid`, waited for).
+/// [`FakeClaude`] and [`FakeGh`] are two of them. Unix only.
+pub struct FakeProgram {
+    dir: TempDir,
+    path: PathBuf,
+}
+
+impl FakeProgram {
+    /// Writes the script `name` in a new folder: it records the run (`per_arg` runs for each
+    /// argument `$a`, after it is recorded; `after_args` once they all are), hangs when told to,
+    /// then runs `rest`. The scripts see their folder as `$d` and the run's number as `$n`.
+    fn new(label: &str, name: &str, per_arg: &str, after_args: &str, rest: &str) -> FakeProgram {
+        let dir = TempDir::new(label);
+        let quoted = format!("'{}'", dir.path().display().to_string().replace('\'', "'\\''"));
+        let script = format!(
+            r#"#!/bin/sh
+d={quoted}
+n=$(( $(cat "$d/calls" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$d/calls"
+mkdir -p "$d/call.$n"
+i=0
+prev=
+for a in "$@"; do
+  printf '%s' "$a" > "$d/call.$n/arg.$i"
+{per_arg}  prev=$a
+  i=$((i + 1))
+done
+pwd > "$d/call.$n/cwd"
+{after_args}
+if [ -f "$d/hang" ]; then
+  sleep 300 &
+  echo $! > "$d/child_pid.tmp" && mv "$d/child_pid.tmp" "$d/child_pid"
+  wait
+fi
+{rest}"#
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, script).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        FakeProgram { dir, path }
+    }
+
+    /// The script's path, for `claude_command` or `gh_command`.
+    pub fn command(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The fake's folder (a place for canary files too).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// How many times the fake ran.
@@ -981,23 +956,13 @@ echo "{url}"
             .collect()
     }
 
-    /// The body file run `call` was given, as it read it.
-    pub fn body(&self, call: usize) -> Option<String> {
-        std::fs::read_to_string(self.dir.join(format!("call.{call}/body"))).ok()
-    }
-
     /// The folder run `call` ran in.
     pub fn cwd(&self, call: usize) -> Option<PathBuf> {
         let text = std::fs::read_to_string(self.dir.join(format!("call.{call}/cwd"))).ok()?;
         Some(PathBuf::from(text.trim_end_matches('\n')))
     }
 
-    /// `GH_PROMPT_DISABLED` as run `call` saw it.
-    pub fn prompt_disabled(&self, call: usize) -> Option<String> {
-        std::fs::read_to_string(self.dir.join(format!("call.{call}/gh_prompt_disabled"))).ok()
-    }
-
-    /// The PID of the background child a [`FakeGhScenario::Hang`] run started.
+    /// The PID of the background child a hanging run started.
     pub fn child_pid(&self) -> Option<u32> {
         read_pid(&self.dir.join("child_pid"))
     }
