@@ -394,7 +394,12 @@ pub struct Verification {
 /// The corrective retries a task asks for on an LLM target: `max_verification_retries`, at most
 /// [`MAX_VERIFICATION_RETRIES`] (0 when absent or not a count).
 pub fn retries_for(task: &TaskRecord) -> u32 {
-    task.extra
+    retries_in(&task.extra)
+}
+
+/// [`retries_for`] from a task's fields (`max_verification_retries`), for whoever holds only them.
+pub fn retries_in(fields: &Map<String, Value>) -> u32 {
+    fields
         .get("max_verification_retries")
         .and_then(Value::as_u64)
         .map_or(0, |n| n.min(u64::from(MAX_VERIFICATION_RETRIES)) as u32)

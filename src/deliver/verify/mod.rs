@@ -24,12 +24,14 @@ use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The run's budget when the task does not set `verification_timeout_ms`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(120_000);
+/// The run's budget when the task does not set `verification_timeout_ms` (the one default,
+/// shared with the reports the runners write without checks).
+pub const DEFAULT_TIMEOUT: Duration =
+    Duration::from_millis(crate::exec::pipeline::DEFAULT_VERIFICATION_TIMEOUT_MS);
 /// The longest budget a task may set (one day); larger values are cut to it.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// The most retries a task may ask for (`max_verification_retries`), as the hub caps it.
-pub const MAX_RETRIES: u32 = 5;
+pub const MAX_RETRIES: u32 = crate::exec::pipeline::MAX_VERIFICATION_RETRIES;
 
 /// One entry of `task_assign.verification_steps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +102,7 @@ impl Spec {
             .and_then(Value::as_u64)
             .filter(|ms| *ms > 0)
             .map_or(DEFAULT_TIMEOUT, |ms| Duration::from_millis(ms).min(MAX_TIMEOUT));
-        let max_retries = fields
-            .get("max_verification_retries")
-            .and_then(Value::as_u64)
-            .map_or(0, |n| n.min(u64::from(MAX_RETRIES)) as u32);
+        let max_retries = crate::exec::pipeline::retries_in(fields);
         Spec {
             task_id: task_id.to_owned(),
             steps,
