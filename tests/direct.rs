@@ -98,6 +98,22 @@ fn holds_on_the_first_run(runs: &std::path::Path, pidfile: &std::path::Path) -> 
     )
 }
 
+/// A sidecar running a shell-tier task whose first run holds (a sleep in the background, its
+/// PID returned) and whose second finishes at once: the hub, the sidecar, the task id, the file
+/// counting the runs, and the sleep's PID.
+async fn holding_shell_task(agent: &str) -> (HubSetup, Sidecar, String, std::path::PathBuf, u32) {
+    let mut w = HubSetup::start(agent, json!({"allow_hub_commands": true})).await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    let (runs, pidfile) = (w.dir.join("runs"), w.dir.join("sleep.pid"));
+    let command = holds_on_the_first_run(&runs, &pidfile);
+    let id = w
+        .hub
+        .submit_task(spec("trivial", "hold", json!({"shell_command": command})));
+    let pid = poll(SECS(10), || "the command never ran".into(), || read_pid(&pidfile)).await;
+    (w, sidecar, id, runs, pid)
+}
+
 /// Waits until the fake Ollama has had `n` chat requests.
 async fn wait_chats(fake: &FakeOllama, n: usize) {
     poll(
@@ -717,17 +733,7 @@ async fn a_description_that_looks_like_options_reaches_claude_as_the_prompt() {
 
 #[tokio::test]
 async fn sigterm_during_a_shell_execution_stops_it_and_the_restart_runs_it_again() {
-    let mut w = HubSetup::start("direct-sigterm", json!({"allow_hub_commands": true})).await;
-    let mut sidecar = w.spawn();
-    w.identified().await;
-    let (runs, pidfile) = (w.dir.join("runs"), w.dir.join("sleep.pid"));
-    // The first run holds (a sleep in the background); the second finishes at once.
-    let command = holds_on_the_first_run(&runs, &pidfile);
-    let id = w
-        .hub
-        .submit_task(spec("trivial", "hold", json!({"shell_command": command})));
-    wait_file(&pidfile, SECS(10)).await;
-    let pid = poll(SECS(5), || "no pid".into(), || read_pid(&pidfile)).await;
+    let (mut w, mut sidecar, id, runs, pid) = holding_shell_task("direct-sigterm").await;
     sidecar.signal("TERM");
     let status = sidecar.wait_exit(SECS(10)).await.expect("exited on SIGTERM");
     assert!(status.success(), "{status:?}: {}", sidecar.stderr());
@@ -874,15 +880,7 @@ async fn an_execution_outcome_kept_through_a_sigkill_is_delivered_not_run_again(
 
 #[tokio::test]
 async fn sigkill_during_a_shell_execution_kills_its_group_before_the_second_run() {
-    let mut w = HubSetup::start("direct-shell-sigkill", json!({"allow_hub_commands": true})).await;
-    let mut sidecar = w.spawn();
-    w.identified().await;
-    let (runs, pidfile) = (w.dir.join("runs"), w.dir.join("sleep.pid"));
-    let command = holds_on_the_first_run(&runs, &pidfile);
-    let id = w
-        .hub
-        .submit_task(spec("trivial", "hold", json!({"shell_command": command})));
-    let pid = poll(SECS(10), || "the command never ran".into(), || read_pid(&pidfile)).await;
+    let (mut w, mut sidecar, id, _runs, pid) = holding_shell_task("direct-shell-sigkill").await;
     let queue = w.dir.join("queue.json");
     poll(
         SECS(10),
