@@ -274,29 +274,19 @@ async fn local_model_step(hub: &EmbeddedHub) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs git with `args` in `dir` (the demo's own commands: no hub text), with a fixed identity.
+/// Runs git with `args` in `dir` (the demo's own commands: no hub text), with a fixed identity,
+/// through the delivery's one git runner (own process group, timeout, no prompts).
 async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = crate::exec::process::child_command("git")
-        .args([
-            "-c",
-            "user.name=AgentCom demo",
-            "-c",
-            "user.email=demo@agentcom.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .output()
+    let identity = [
+        "-c",
+        "user.name=AgentCom demo",
+        "-c",
+        "user.email=demo@agentcom.invalid",
+    ];
+    let all: Vec<&str> = identity.iter().chain(args).copied().collect();
+    crate::deliver::git::git(dir, &all, crate::deliver::git::LOCAL_TIMEOUT)
         .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|e| format!("git {}: {e}", args.join(" ")))
 }
 
 /// A task with a `repo` (a bare repository in the demo's folder, standing in for GitHub): the
