@@ -5,8 +5,8 @@ use super::{JoinArgs, Steps, TypedHub, TOKEN_FILE};
 use crate::config::{Config, Secret};
 use crate::init::{config_text, write_private, InitArgs};
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// A step's failure: the exit code (already printed).
 type Failed = u8;
@@ -96,35 +96,20 @@ pub(super) fn write_config(
     Ok(())
 }
 
-/// `git clone -- URL DEST`: an argument vector (the URL never reaches a shell), its own process
-/// group, 5 minutes at most, the token scrubbed from its environment.
+/// `git clone -- URL DEST` through the delivery's one git runner: an argument vector (the URL
+/// never reaches a shell, nor git's `ext::` transport), its own process group, 5 minutes at most,
+/// the token scrubbed from its environment, no prompts.
 pub(super) async fn clone(url: &str, dest: &Path) -> Result<(), String> {
-    use crate::exec::shell::{GroupChild, Waited};
-    use tokio::io::AsyncReadExt;
-    let mut cmd = crate::exec::process::child_command("git");
-    cmd.arg("clone")
-        .arg("--")
-        .arg(url)
-        .arg(dest)
-        .env("GIT_TERMINAL_PROMPT", "0");
-    let mut child =
-        GroupChild::spawn(&mut cmd).map_err(|e| format!("cannot run git: {e} (is git installed?)"))?;
-    let (_, stderr) = child.take_pipes();
-    let mut text = Vec::new();
-    let read = async {
-        if let Some(mut err) = stderr {
-            let _ = (&mut err).take(16 * 1024).read_to_end(&mut text).await;
-        }
-    };
-    let waited = child.wait_draining(read, Some(Duration::from_secs(300))).await;
-    let said = crate::tasks::clean(String::from_utf8_lossy(&text).trim());
-    match waited {
-        Waited::Exited(status) if status.success() => Ok(()),
-        Waited::Exited(status) => Err(format!("git clone failed ({status}): {said}")),
-        Waited::TimedOut => {
-            child.kill().await;
-            Err("git clone took more than 5 minutes and was stopped".to_owned())
-        }
-        Waited::Failed(e) => Err(format!("git clone: {e}")),
-    }
+    use crate::deliver::git::{git, CLONE_TIMEOUT};
+    // git runs in the destination's folder, so the destination is named from there.
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dest.file_name().unwrap_or(dest.as_os_str());
+    let args = [OsStr::new("clone"), OsStr::new("--"), OsStr::new(url), name];
+    git(parent, &args, CLONE_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(|e| format!("git clone failed: {}", crate::tasks::clean(&e.to_string())))
 }
