@@ -103,7 +103,19 @@ pub(super) async fn run(
     let state_dir = config.state_dir();
     let shown = config_path.display();
     let mut own = None;
-    match InstanceLock::holder(&state_dir) {
+    let holder = InstanceLock::holder(&state_dir);
+    match holder {
+        // With --service, the sidecar holding the state folder is the service's (it may have
+        // started before this step looked, or be about to).
+        _ if progress.service => {
+            if holder.is_none() {
+                if let Err(e) = wait_running(&state_dir, None, Duration::from_secs(20)).await {
+                    steps.fail("test", &format!("the service did not start: {e}"), "see `agentcom-sidecar status` and the service manager's log (journalctl --user -u agentcom-sidecar)");
+                    return Err(crate::exit_code::UNAVAILABLE);
+                }
+            }
+            steps.note("test", "the service's sidecar takes it");
+        }
         Some(pid) => steps.note(
             "test",
             &format!(
@@ -111,13 +123,6 @@ pub(super) async fn run(
                 pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
             ),
         ),
-        None if progress.service => {
-            if let Err(e) = wait_running(&state_dir, None, Duration::from_secs(20)).await {
-                steps.fail("test", &format!("the service did not start: {e}"), "see `agentcom-sidecar status` and the service manager's log (journalctl --user -u agentcom-sidecar)");
-                return Err(crate::exit_code::UNAVAILABLE);
-            }
-            steps.note("test", "the service's sidecar takes it");
-        }
         None => {
             let mut daemon = OwnDaemon::start(config_path).map_err(|e| {
                 steps.fail(
