@@ -3,10 +3,10 @@
 //! delivered as a pushed branch and a pull request (a fake `gh` records its arguments); a failing
 //! check withholds the push; a hanging check is killed at its timeout while the link stays up;
 //! a hostile description creates nothing and runs nothing. Also: a direct execution (the fake
-//! Ollama) retried with corrective prompts while its check fails; `repo_dir` delivery on the
-//! wake path; an agent that changes nothing; the agent's own report kept in the history; a
-//! restart while `gh` hangs; a dirty `repo_dir` (nothing pushed); a task's own base branch; a
-//! reused, cleaned workspace; a cancel while `gh` hangs.
+//! Ollama) retried with corrective prompts while its check fails;
+//! an agent that changes nothing; the agent's own report kept in the history; a restart while
+//! `gh` hangs; a task's own base branch; a reused, cleaned workspace; a cancel while `gh` hangs.
+//! `repo_dir` delivery on the wake path is in tests/deliver_repo_dir.rs.
 #![cfg(unix)]
 
 mod support;
@@ -16,43 +16,8 @@ use agentcom_sidecar::hub::TaskSpec;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
+use support::deliver::*;
 use support::*;
-
-/// An agent that works where the sidecar says (`AGENTCOM_WORKSPACE`): it writes NOTES.md there
-/// and reports success.
-const AGENT_SH: &str = r#"#!/bin/sh
-ws="${AGENTCOM_WORKSPACE:-.}"
-printf '%s' "$ws" > "$AGENTCOM_RESULTS_DIR/../workspace-$AGENTCOM_TASK_ID"
-: > "$AGENTCOM_STARTED_FILE"
-printf 'hello from the agent\n' > "$ws/NOTES.md"
-printf '{"status":"success","output":"wrote NOTES.md"}' > "$AGENTCOM_RESULT_FILE.tmp"
-mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
-"#;
-
-async fn setup(agent: &str, gh: &FakeGh, extra: Value) -> (HubSetup, Sidecar) {
-    setup_script(agent, AGENT_SH, gh, extra).await
-}
-
-/// Like [`setup`], with `script` as the agent.
-async fn setup_script(agent: &str, script: &str, gh: &FakeGh, extra: Value) -> (HubSetup, Sidecar) {
-    let mut config = json!({"gh_command": gh.command()});
-    if let Value::Object(extra) = extra {
-        for (k, v) in extra {
-            config[k] = v;
-        }
-    }
-    let mut setup = HubSetup::start(agent, json!({}))
-        .await
-        .with_agent(script, "sh AGENT", config);
-    setup.hub.set_rate_limits(false);
-    let sidecar = setup.spawn();
-    setup.identified().await;
-    (setup, sidecar)
-}
-
-fn file_exists(target: &str) -> Value {
-    json!({"type": "file_exists", "target": target})
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_with_a_repo_ends_as_a_pushed_branch_and_a_pull_request() {
@@ -369,72 +334,6 @@ async fn a_direct_execution_with_a_repo_is_verified_in_its_workspace() {
     assert!(w.dir.join("workspaces").is_dir(), "no workspace was made");
 }
 
-/// An agent in `repo_dir`: records the branch it finds checked out, commits COMMITTED.md
-/// itself, leaves UNCOMMITTED.md for the sidecar, and reports success.
-const REPO_DIR_AGENT_SH: &str = r#"#!/bin/sh
-ws="$AGENTCOM_WORKSPACE"
-git -C "$ws" rev-parse --abbrev-ref HEAD > "$AGENTCOM_RESULTS_DIR/../branch-$AGENTCOM_TASK_ID"
-: > "$AGENTCOM_STARTED_FILE"
-printf 'committed by the agent\n' > "$ws/COMMITTED.md"
-git -C "$ws" add COMMITTED.md
-git -C "$ws" commit --quiet -m "The agent's own commit"
-printf 'left for the sidecar\n' > "$ws/UNCOMMITTED.md"
-printf '{"status":"success","output":"two files"}' > "$AGENTCOM_RESULT_FILE.tmp"
-mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
-"#;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_in_repo_dir_works_on_its_branch_and_delivers_both_commits() {
-    let origin = GitOrigin::new("deliver-repodir-origin");
-    let clone = origin.clone_as("work");
-    let gh = FakeGh::new("deliver-repodir-gh");
-    let (s, _sidecar) = setup_script(
-        "deliver-repodir",
-        REPO_DIR_AGENT_SH,
-        &gh,
-        json!({"repo_dir": clone}),
-    )
-    .await;
-    let task_id = s.hub.submit_task(TaskSpec {
-        description: "Document the release".into(),
-        verification_steps: vec![file_exists("COMMITTED.md")],
-        ..TaskSpec::default()
-    });
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
-    let branch = "deliver-repodir/document-the-release";
-    // The agent found the task's branch checked out in repo_dir when it started.
-    let seen = std::fs::read_to_string(s.dir.join(format!("branch-{task_id}"))).unwrap();
-    assert_eq!(seen.trim_end(), branch);
-    // Both files are on the pushed branch: the agent's commit, then the sidecar's.
-    assert_eq!(task["result"]["branch"], branch, "{task:#}");
-    assert_eq!(task["result"]["pr_url"], FakeGh::URL, "{task:#}");
-    assert!(origin.has_branch(branch));
-    assert_eq!(
-        origin.git(&["show", &format!("{branch}:COMMITTED.md")]),
-        "committed by the agent\n"
-    );
-    assert_eq!(
-        origin.git(&["show", &format!("{branch}:UNCOMMITTED.md")]),
-        "left for the sidecar\n"
-    );
-    let log = origin.git(&["log", "--format=%s", &format!("main..{branch}")]);
-    assert_eq!(
-        log.lines().collect::<Vec<_>>(),
-        ["Document the release", "The agent's own commit"],
-        "{log}"
-    );
-    assert_eq!(gh.calls(), 1);
-    let args = gh.args(1);
-    assert_eq!(
-        &args[..6],
-        ["pr", "create", "--base", "main", "--head", branch],
-        "{args:?}"
-    );
-    assert_eq!(gh.cwd(1).as_deref(), Some(clone.as_path()));
-}
-
 /// An agent that changes nothing: it only reports success.
 const IDLE_AGENT_SH: &str = r#"#!/bin/sh
 : > "$AGENTCOM_STARTED_FILE"
@@ -563,55 +462,6 @@ async fn a_restart_while_gh_hangs_delivers_the_task_once_with_its_pull_request()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uncommitted_work_of_the_user_in_repo_dir_is_never_pushed() {
-    let origin = GitOrigin::new("deliver-dirty-origin");
-    let clone = origin.clone_as("work");
-    std::fs::write(clone.join("PRIVATE.md"), "the user's own draft\n").unwrap();
-    let gh = FakeGh::new("deliver-dirty-gh");
-    let (s, sidecar) = setup_script(
-        "deliver-dirty",
-        REPO_DIR_AGENT_SH,
-        &gh,
-        json!({"repo_dir": clone}),
-    )
-    .await;
-    let task_id = s.hub.submit_task(TaskSpec {
-        description: "Document the release".into(),
-        ..TaskSpec::default()
-    });
-    // The task is worked on and completes; the branch could not be started (the tree was
-    // dirty), so nothing is committed nor pushed: the result says why.
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
-    let delivery = &task["result"]["delivery"];
-    assert_eq!(delivery["status"], "withheld", "{task:#}");
-    let reason = delivery["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("was not started"), "{reason}");
-    assert!(task["result"].get("pr_url").is_none(), "{task:#}");
-    let branches = origin.git(&["for-each-ref", "--format=%(refname)", "refs/heads"]);
-    assert_eq!(branches.trim_end(), "refs/heads/main", "{branches}");
-    assert_eq!(
-        origin.git(&["log", "--all", "--format=%H", "--", "PRIVATE.md"]),
-        ""
-    );
-    assert_eq!(gh.calls(), 0);
-    // The user's draft is where it was, still uncommitted; the log said why at accept.
-    let status = git_in(&clone, &["status", "--porcelain", "--", "PRIVATE.md"]);
-    assert_eq!(status.trim_end(), "?? PRIVATE.md");
-    let warning = sidecar
-        .wait_log_event("prepare_warning", Duration::from_secs(5))
-        .await
-        .expect("a prepare_warning");
-    assert!(
-        warning["warning"]
-            .as_str()
-            .is_some_and(|w| w.contains("PRIVATE.md")),
-        "{warning}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_naming_a_branch_starts_from_it_and_asks_to_merge_into_it() {
     let origin = GitOrigin::new("deliver-base-origin");
     origin.push_file("develop", "DEVELOP.md", "only on develop\n");
@@ -660,7 +510,7 @@ async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
     let origin = GitOrigin::new("deliver-reuse-origin");
     let gh = FakeGh::new("deliver-reuse-gh");
     let (s, _sidecar) = setup_script("deliver-reuse", TWO_TASKS_AGENT_SH, &gh, json!({})).await;
-    // The first task's check fails: its files stay uncommitted in the workspace.
+    // The first task's check fails: its files are kept as a local commit in the workspace.
     let first = s.hub.submit_task(TaskSpec {
         description: "First try".into(),
         repo: Some(origin.url()),

@@ -242,7 +242,7 @@ async fn a_hostile_description_ends_as_an_intact_commit_and_pr_title() {
     let c = canary.display();
     d.success_criteria
         .push(format!("`touch {c}` $(touch {c}) | touch {c}"));
-    let Pushed::Branch { head, diff } = commit_and_push(&d).await.unwrap() else {
+    let Pushed::Branch { head, diff, .. } = commit_and_push(&d).await.unwrap() else {
         panic!("a change must be pushed");
     };
     assert_eq!(origin.git(&["rev-parse", &branch]).trim(), head);
@@ -342,6 +342,73 @@ async fn work_on_another_branch_and_the_agents_own_commits_are_delivered() {
         gh.args(2),
         ["pr", "view", branch.as_str(), "--json", "url", "--jq", ".url"]
     );
+}
+
+/// Two tasks with the same description share a branch name: the second is pushed beside the
+/// first (its name plus the task id's end) instead of replacing the first's work, and each
+/// delivered again (after a restart) goes where it went the first time.
+#[tokio::test]
+async fn a_second_task_with_the_same_description_does_not_replace_the_first() {
+    let origin = GitOrigin::new("twins");
+    let gh = FakeGh::new("twins-gh");
+    let (repo, branch) = started(&origin, "Write the changelog").await;
+    std::fs::write(repo.join("CHANGELOG.md"), "first\n").unwrap();
+    let first = delivery(&repo, &branch, "Write the changelog", &gh);
+    let Pushed::Branch {
+        branch: pushed,
+        head: first_head,
+        ..
+    } = commit_and_push(&first).await.unwrap()
+    else {
+        panic!("the first task's work must be pushed");
+    };
+    assert_eq!(pushed, branch);
+
+    // The second task with the same description starts again from main in the same repo_dir.
+    let again = start_branch(&repo, &branch, None).await.unwrap();
+    assert_eq!(again.branch, branch);
+    std::fs::write(repo.join("CHANGELOG.md"), "second\n").unwrap();
+    let mut second = delivery(&repo, &branch, "Write the changelog", &gh);
+    second.task_id = "task-7768415c60657e08".to_owned();
+    let Pushed::Branch {
+        branch: pushed,
+        head: second_head,
+        diff,
+    } = commit_and_push(&second).await.unwrap()
+    else {
+        panic!("the second task's work must be pushed");
+    };
+    let beside = format!("{branch}-60657e08");
+    assert_eq!(pushed, beside);
+    assert_eq!(
+        origin.git(&["rev-parse", &branch]).trim(),
+        first_head,
+        "the first task's branch is kept"
+    );
+    assert_eq!(origin.git(&["rev-parse", &beside]).trim(), second_head);
+    assert_eq!(
+        origin.git(&["show", &format!("{branch}:CHANGELOG.md")]),
+        "first\n"
+    );
+    assert_eq!(
+        origin.git(&["show", &format!("{beside}:CHANGELOG.md")]),
+        "second\n"
+    );
+
+    // The pull request is for the branch as pushed.
+    let pr = Delivery {
+        branch: pushed,
+        ..second.clone()
+    };
+    open_pr(&pr, &diff).await.unwrap();
+    assert_eq!(gh.args(1)[4..6], ["--head", beside.as_str()]);
+
+    // Delivered again after a restart: the same names, nothing replaced.
+    let Pushed::Branch { branch: pushed, .. } = commit_and_push(&second).await.unwrap() else {
+        panic!("the second delivery pushes again");
+    };
+    assert_eq!(pushed, beside);
+    assert_eq!(origin.git(&["rev-parse", &branch]).trim(), first_head);
 }
 
 #[tokio::test]

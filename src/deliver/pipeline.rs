@@ -1,7 +1,6 @@
 //! The real [`Pipeline`]: a task's workspace and branch before it runs, its verification
 //! checks, then commit, push, pull request and the hub's risk classification (protocol §11.8-§11.9).
 
-use super::git::{git_status, LOCAL_TIMEOUT};
 use super::{pr, verify, workspace};
 use crate::config::Config;
 use crate::exec::pipeline::{BoxFut, Pipeline, Prepared, Verified};
@@ -76,6 +75,7 @@ impl Pipeline for DeliveryPipeline {
         let repo_dir = self.repo_dir.clone();
         let branch = pr::branch_name(&self.agent_id, &task.description);
         let base = task_text(task, "branch");
+        let task_id = task.task_id.clone();
         Some(Box::pin(async move {
             let (dir, mut warning) = match &repo {
                 Some(url) => {
@@ -86,7 +86,11 @@ impl Pipeline for DeliveryPipeline {
                 }
                 None => (repo_dir.expect("checked"), None),
             };
-            let problem = match pr::start_branch(&dir, &branch, base.as_deref()).await {
+            let started = match pr::start_branch(&dir, &branch, base.as_deref()).await {
+                Ok(started) => pr::mark_started(&dir, &branch, &task_id).await.map(|()| started),
+                Err(e) => Err(e),
+            };
+            let problem = match started {
                 Ok(started) => started.warning,
                 Err(e) => Some(format!(
                     "branch {branch} not started in {}: {e}; the task goes on, but its work will \
@@ -153,9 +157,35 @@ impl Pipeline for DeliveryPipeline {
         }
         let branch = pr::branch_name(&self.agent_id, &task.description);
         if !verified.passed {
-            let why = format!("verification {}: nothing was pushed", verified.status);
-            result.insert("delivery".into(), stopped("withheld", &branch, why));
-            return Box::pin(async move { result });
+            // The work is kept as a local commit on the task's branch (never pushed), so that
+            // the next task on this repository starts from a clean tree.
+            let (repo, task, agent_id) = (workdir.to_path_buf(), task.clone(), self.agent_id.clone());
+            let status = verified.status.clone();
+            return Box::pin(async move {
+                let failed = format!("verification {status}");
+                let kept = pr::keep_withheld(
+                    &repo,
+                    &branch,
+                    &task.task_id,
+                    &agent_id,
+                    &task.description,
+                    &failed,
+                )
+                .await;
+                let why = match kept {
+                    Ok(Some(commit)) => format!(
+                        "{failed}: nothing was pushed; the work is kept as commit {commit} on the local branch {branch} in {}",
+                        repo.display()
+                    ),
+                    Ok(None) => format!("{failed}: nothing was pushed"),
+                    Err(e) => format!(
+                        "{failed}: nothing was pushed; the work stays uncommitted in {} ({e})",
+                        repo.display()
+                    ),
+                };
+                result.insert("delivery".into(), stopped("withheld", &branch, why));
+                result
+            });
         }
         let me = self.clone();
         let task = task.clone();
@@ -164,22 +194,19 @@ impl Pipeline for DeliveryPipeline {
             .map(|r| r.summary_line())
             .unwrap_or_else(|| format!("verification {}", verified.status));
         Box::pin(async move {
-            // A branch not started at accept (uncommitted changes in repo_dir, ...): the tree may
-            // hold someone's own work, which must not be committed and pushed as the task's.
-            let local = format!("refs/heads/{branch}");
-            let probe = ["rev-parse", "--verify", "--quiet", local.as_str()];
-            if let Ok(done) = git_status(&repo, &probe, LOCAL_TIMEOUT).await {
-                if done.code != Some(0) {
-                    let reason = format!(
-                        "the branch {branch} was not started when the task was accepted (the log's \
-                         prepare_warning says why, e.g. uncommitted changes in {}): nothing was \
-                         committed or pushed, since the changes there cannot be told apart from \
-                         the task's; commit and push the work yourself",
-                        repo.display()
-                    );
-                    result.insert("delivery".into(), stopped("withheld", &branch, reason));
-                    return result;
-                }
+            // A branch not started for this task at accept (uncommitted changes in repo_dir,
+            // ...): the tree may hold someone's own work, which must not be committed and
+            // pushed as the task's.
+            if !pr::started_for(&repo, &branch, &task.task_id).await {
+                let reason = format!(
+                    "the branch {branch} was not started for this task when it was accepted (the \
+                     log's prepare_warning says why, e.g. uncommitted changes in {}): nothing \
+                     was committed or pushed, since the changes there cannot be told apart from \
+                     the task's; commit and push the work yourself",
+                    repo.display()
+                );
+                result.insert("delivery".into(), stopped("withheld", &branch, reason));
+                return result;
             }
             let base_branch = match task_text(&task, "branch") {
                 Some(b) => b,
@@ -191,7 +218,7 @@ impl Pipeline for DeliveryPipeline {
                     }
                 },
             };
-            let d = pr::Delivery {
+            let mut d = pr::Delivery {
                 repo: repo.clone(),
                 branch: branch.clone(),
                 base_branch,
@@ -214,13 +241,16 @@ impl Pipeline for DeliveryPipeline {
                     result.insert("delivery".into(), stopped("nothing", &branch, why));
                     return result;
                 }
-                Ok(pr::Pushed::Branch { head, diff }) => {
-                    result.insert("branch".into(), json!(branch));
+                Ok(pr::Pushed::Branch { branch, head, diff }) => {
+                    // The pull request is for the branch as pushed (another name when origin's
+                    // branch of this name holds another task's work).
+                    d.branch = branch;
+                    result.insert("branch".into(), json!(d.branch));
                     result.insert("commit".into(), json!(head));
                     diff
                 }
             };
-            let mut delivery = json!({"status": "pushed", "branch": branch});
+            let mut delivery = json!({"status": "pushed", "branch": d.branch});
             match pr::open_pr(&d, &diff).await {
                 Ok(url) => {
                     result.insert("pr_url".into(), json!(url));

@@ -212,6 +212,27 @@ pub async fn start_branch(repo: &Path, branch: &str, base: Option<&str>) -> Resu
     })
 }
 
+/// Records in `repo`'s git config that `branch` was started for `task_id`
+/// (`branch.<branch>.agentcomTask`), so that delivery commits only on a branch this very task
+/// started: a branch of the same name left by an earlier task, with someone's own changes on
+/// it, is never taken for this task's work.
+pub async fn mark_started(repo: &Path, branch: &str, task_id: &str) -> Result<(), GitError> {
+    let key = format!("branch.{branch}.agentcomTask");
+    git(repo, &["config", "--local", &key, task_id], LOCAL_TIMEOUT)
+        .await
+        .map(drop)
+        .map_err(|e| e.step("checkout_failed"))
+}
+
+/// Whether `branch` in `repo` was started for `task_id` ([`mark_started`]).
+pub async fn started_for(repo: &Path, branch: &str, task_id: &str) -> bool {
+    let key = format!("branch.{branch}.agentcomTask");
+    match git_status(repo, &["config", "--local", "--get", &key], LOCAL_TIMEOUT).await {
+        Ok(done) => done.code == Some(0) && done.stdout.trim() == task_id,
+        Err(_) => false,
+    }
+}
+
 /// Everything delivery needs to know about a finished, verified task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -244,8 +265,11 @@ pub struct Delivery {
 pub enum Pushed {
     /// Nothing changed and nothing was committed: no push.
     Nothing,
-    /// The branch was pushed: its head commit and the diff against the base.
+    /// The branch was pushed: under which name, its head commit and the diff against the base.
     Branch {
+        /// The name it was pushed under: the task's branch, or that name with the task id's end
+        /// when origin's branch of that name holds another task's work ([`push_target`]).
+        branch: String,
         /// The pushed commit (full hash).
         head: String,
         /// What changed against `origin/<base>`.
@@ -253,21 +277,76 @@ pub enum Pushed {
     },
 }
 
-/// The commit message for `d`: the description's first line (at most 72 characters; `Task
-/// <id>` when blank), a blank line, `Task: <id>`.
-fn commit_message(d: &Delivery) -> String {
-    let first = d
-        .description
+/// The commit message for a task: the description's first line (at most 72 characters; `Task
+/// <id>` when blank), a blank line, `Task: <id>`, then `extra` lines.
+fn commit_message(description: &str, task_id: &str, extra: &str) -> String {
+    let first = description
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("");
     let subject: String = if first.is_empty() {
-        format!("Task {}", d.task_id)
+        format!("Task {task_id}")
     } else {
         first.chars().take(72).collect()
     };
-    format!("{}\n\nTask: {}\n", subject.trim_end(), d.task_id)
+    format!("{}\n\nTask: {task_id}\n{extra}", subject.trim_end())
+}
+
+/// Commits everything uncommitted in `repo` (`git add -A`) with `message`, signed as `agent_id`
+/// where git has no identity of its own; false when there was nothing to commit.
+async fn commit_all(repo: &Path, agent_id: &str, message: &str) -> Result<bool, GitError> {
+    git(repo, &["add", "-A"], LOCAL_TIMEOUT)
+        .await
+        .map_err(|e| e.step("commit_failed"))?;
+    let staged = git_status(repo, &["diff", "--cached", "--quiet"], LOCAL_TIMEOUT).await?;
+    if staged.code != Some(1) {
+        return Ok(false);
+    }
+    let mut args = identity_args(repo, agent_id).await;
+    args.extend([
+        "commit".to_owned(),
+        "--quiet".to_owned(),
+        "--cleanup=whitespace".to_owned(),
+        format!("--message={message}"),
+    ]);
+    git(repo, &args, NETWORK_TIMEOUT)
+        .await
+        .map_err(|e| e.step("commit_failed"))?;
+    Ok(true)
+}
+
+/// Keeps the work of a task whose delivery is withheld: when `repo` is on the task's `branch`
+/// with uncommitted changes, commits them there (never pushed) and returns the commit (short
+/// hash), so that the work stays and the next task starts from a clean tree. A repository on
+/// another branch, or on a branch this task did not start ([`mark_started`]), is left as it
+/// is: its changes cannot be told apart from someone's own.
+pub async fn keep_withheld(
+    repo: &Path,
+    branch: &str,
+    task_id: &str,
+    agent_id: &str,
+    description: &str,
+    why: &str,
+) -> Result<Option<String>, GitError> {
+    let current = git_status(
+        repo,
+        &["symbolic-ref", "--quiet", "--short", "HEAD"],
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    if current.code != Some(0) || current.stdout.trim() != branch {
+        return Ok(None);
+    }
+    if !started_for(repo, branch, task_id).await {
+        return Ok(None);
+    }
+    let message = commit_message(description, task_id, &format!("Not pushed: {why}\n"));
+    if !commit_all(repo, agent_id, &message).await? {
+        return Ok(None);
+    }
+    let head = git(repo, &["rev-parse", "--short", "HEAD"], LOCAL_TIMEOUT).await?;
+    Ok(Some(head.trim().to_owned()))
 }
 
 /// `-c user.name=… -c user.email=…` for what git has no identity for (from `agent_id`).
@@ -324,22 +403,7 @@ async fn be_on(repo: &Path, branch: &str) -> Result<(), GitError> {
 pub async fn commit_and_push(d: &Delivery) -> Result<Pushed, GitError> {
     let repo = d.repo.as_path();
     be_on(repo, &d.branch).await?;
-    git(repo, &["add", "-A"], LOCAL_TIMEOUT)
-        .await
-        .map_err(|e| e.step("commit_failed"))?;
-    let staged = git_status(repo, &["diff", "--cached", "--quiet"], LOCAL_TIMEOUT).await?;
-    if staged.code == Some(1) {
-        let mut args = identity_args(repo, &d.agent_id).await;
-        args.extend([
-            "commit".to_owned(),
-            "--quiet".to_owned(),
-            "--cleanup=whitespace".to_owned(),
-            format!("--message={}", commit_message(d)),
-        ]);
-        git(repo, &args, NETWORK_TIMEOUT)
-            .await
-            .map_err(|e| e.step("commit_failed"))?;
-    }
+    commit_all(repo, &d.agent_id, &commit_message(&d.description, &d.task_id, "")).await?;
     if !remote_branch_exists(repo, &d.base_branch).await? {
         return Err(GitError::new(
             "base_branch_not_found",
@@ -360,7 +424,8 @@ pub async fn commit_and_push(d: &Delivery) -> Result<Pushed, GitError> {
         .trim()
         .to_owned();
     let diff = diff_meta(repo, &d.base_branch).await?;
-    let dst = format!("HEAD:refs/heads/{}", d.branch);
+    let branch = push_target(repo, &d.branch, &d.task_id).await?;
+    let dst = format!("HEAD:refs/heads/{branch}");
     git(
         repo,
         &["push", "--quiet", "--force-with-lease", "origin", &dst],
@@ -368,7 +433,41 @@ pub async fn commit_and_push(d: &Delivery) -> Result<Pushed, GitError> {
     )
     .await
     .map_err(|e| e.step("push_failed"))?;
-    Ok(Pushed::Branch { head, diff })
+    Ok(Pushed::Branch { branch, head, diff })
+}
+
+/// The name to push under: `branch`, unless origin's `branch` holds commits HEAD does not (a
+/// task with the same description pushed there before): then `<branch>-<end of the task id>`,
+/// so that a push never replaces another task's work. The choice depends only on what origin
+/// holds, so delivering the same task again (after a restart) picks the same name.
+async fn push_target(repo: &Path, branch: &str, task_id: &str) -> Result<String, GitError> {
+    if !remote_branch_exists(repo, branch).await? {
+        return Ok(branch.to_owned());
+    }
+    let theirs = format!("refs/remotes/origin/{branch}");
+    let contained = git_status(
+        repo,
+        &["merge-base", "--is-ancestor", &theirs, "HEAD"],
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    if contained.code == Some(0) {
+        return Ok(branch.to_owned());
+    }
+    Ok(format!("{branch}-{}", task_suffix(task_id)))
+}
+
+/// The last 8 ref-safe characters of a task id (`task-7768415c60657e08` -> `60657e08`).
+fn task_suffix(task_id: &str) -> String {
+    let safe: Vec<char> = task_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    match safe.len() {
+        0 => "task".to_owned(),
+        n => safe[n.saturating_sub(8)..].iter().collect(),
+    }
 }
 
 #[cfg(test)]

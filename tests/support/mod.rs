@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod deliver;
+
 use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskRecord, TaskSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

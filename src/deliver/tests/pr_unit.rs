@@ -81,16 +81,19 @@ fn delivery() -> Delivery {
 }
 
 #[test]
-fn commit_messages_carry_the_first_line_and_the_task() {
-    let mut d = delivery();
-    assert_eq!(commit_message(&d), "Fix `it` $(id)\n\nTask: task-1\n");
-    d.description = "y".repeat(100);
+fn commit_messages_carry_the_first_line_the_task_and_extra_lines() {
+    let d = delivery();
+    let message = |description: &str| commit_message(description, &d.task_id, "");
+    assert_eq!(message(&d.description), "Fix `it` $(id)\n\nTask: task-1\n");
     assert_eq!(
-        commit_message(&d),
+        message(&"y".repeat(100)),
         format!("{}\n\nTask: task-1\n", "y".repeat(72))
     );
-    d.description = " \n".into();
-    assert_eq!(commit_message(&d), "Task task-1\n\nTask: task-1\n");
+    assert_eq!(message(" \n"), "Task task-1\n\nTask: task-1\n");
+    assert_eq!(
+        commit_message("Fix it", "task-1", "Not pushed: verification fail\n"),
+        "Fix it\n\nTask: task-1\nNot pushed: verification fail\n"
+    );
 }
 
 #[test]
