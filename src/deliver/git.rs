@@ -2,7 +2,7 @@
 //!
 //! Every call runs in a process group of its own ([`GroupChild`]: killed with its group on a
 //! timeout or when the future is dropped), with stdin null, its output bounded, and an
-//! environment that cannot prompt (`GIT_TERMINAL_PROMPT=0`) nor run a transport other than
+//! environment that cannot prompt (`GIT_TERMINAL_PROMPT=0`, and no controlling terminal) nor run a transport other than
 //! `file`, `git`, `http(s)` and `ssh` (`GIT_ALLOW_PROTOCOL`: a hub-sent `ext::sh -c …` URL runs
 //! nothing). Hub text reaches git only as single argv elements.
 

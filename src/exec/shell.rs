@@ -295,8 +295,8 @@ pub(crate) enum Waited {
     Failed(std::io::Error),
 }
 
-/// A child process in its own process group (Unix: `process_group(0)`; Windows:
-/// `CREATE_NEW_PROCESS_GROUP`), stdin null, stdout and stderr piped. Dropping it kills the
+/// A child process in its own process group (Unix: a session of its own, `setsid`, so without
+/// a controlling terminal; Windows: `CREATE_NEW_PROCESS_GROUP`), stdin null, stdout and stderr piped. Dropping it kills the
 /// group: SIGTERM at once, SIGKILL after [`KILL_GRACE`] to what is left, and the leader is
 /// reaped (on a tokio runtime; without one, SIGKILL at once). That is how dropping an
 /// executor's future stops its process for real.
@@ -316,7 +316,16 @@ impl GroupChild {
             .stderr(Stdio::piped())
             .kill_on_drop(false);
         #[cfg(unix)]
-        cmd.process_group(0);
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            // A session of its own, hence also a process group of its own, and no controlling
+            // terminal: nothing it runs (ssh, gpg's pinentry, sudo) can prompt on the terminal
+            // the sidecar was started from and hang there until its timeout.
+            cmd.pre_exec(|| match libc::setsid() {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
         #[cfg(windows)]
         cmd.creation_flags(0x0000_0200 | 0x0800_0000); // CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
         let child = cmd.spawn()?;
@@ -499,5 +508,36 @@ mod tests {
         assert!(text.ends_with("aaend"));
         assert_eq!(tail_chars("abcdé", 2), "dé");
         assert_eq!(tail_chars("ab", 5), "ab");
+    }
+
+    /// A group child leads a session of its own (so it has no controlling terminal to prompt
+    /// on): /proc/self/stat's session field is its own pid, not the test's session.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_group_child_leads_its_own_session_without_a_terminal() {
+        use tokio::io::AsyncReadExt;
+        let mut cmd = super::super::process::child_command(std::ffi::OsStr::new("cat"));
+        cmd.arg("/proc/self/stat");
+        let mut child = GroupChild::spawn(&mut cmd).unwrap();
+        let pid = child.id();
+        let (stdout, _) = child.take_pipes();
+        let mut stat = String::new();
+        stdout.unwrap().read_to_string(&mut stat).await.unwrap();
+        // pid (comm) state ppid pgrp session tty_nr ...
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        let (pgrp, session, tty) = (fields[2], fields[3], fields[4]);
+        assert_eq!(pgrp, pid.to_string(), "{stat}");
+        assert_eq!(session, pid.to_string(), "{stat}");
+        assert_eq!(tty, "0", "no controlling terminal: {stat}");
+        let ours = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let our_session = ours
+            .rsplit_once(") ")
+            .unwrap()
+            .1
+            .split(' ')
+            .nth(3)
+            .unwrap()
+            .to_owned();
+        assert_ne!(session, our_session);
     }
 }
