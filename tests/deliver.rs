@@ -31,9 +31,7 @@ async fn a_task_with_a_repo_ends_as_a_pushed_branch_and_a_pull_request() {
         success_criteria: vec![json!("NOTES.md exists")],
         ..TaskSpec::default()
     });
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     let result = &task["result"];
     assert_eq!(result["pr_url"], FakeGh::URL, "{task:#}");
     let branch = result["branch"]
@@ -99,9 +97,7 @@ async fn a_failing_check_withholds_the_push_and_the_report_reaches_the_hub() {
         ..TaskSpec::default()
     });
     // It still completes (the hub's dashboard shows the verdict); only delivery is withheld.
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     assert_eq!(task["verification_report"]["status"], "fail", "{task:#}");
     assert_eq!(task["verification_report"]["summary"]["failed"], 1);
     assert_eq!(task["verification_report"]["checks"][1]["status"], "fail");
@@ -169,9 +165,7 @@ async fn a_hostile_description_creates_nothing_and_runs_nothing() {
         skip_verification: true,
         ..TaskSpec::default()
     });
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     let branch = task["result"]["branch"].as_str().expect("delivered").to_owned();
     assert!(
         branch
@@ -351,9 +345,7 @@ async fn an_agent_that_changes_nothing_completes_without_a_branch_or_a_pull_requ
         repo: Some(origin.url()),
         ..TaskSpec::default()
     });
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     let result = &task["result"];
     assert_eq!(result["delivery"]["status"], "nothing", "{task:#}");
     assert!(result.get("pr_url").is_none(), "{result:#}");
@@ -386,9 +378,7 @@ async fn the_agents_own_report_is_lifted_into_the_history_before_the_sidecars_ru
         verification_steps: vec![file_exists("NOTES.md")],
         ..TaskSpec::default()
     });
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     let history = task["verification_history"].as_array().expect("a history");
     assert_eq!(history.len(), 2, "{task:#}");
     // The agent's report, verbatim, first.
@@ -435,9 +425,7 @@ async fn a_restart_while_gh_hangs_delivers_the_task_once_with_its_pull_request()
     let _ = std::process::Command::new("kill").arg(hung.to_string()).status();
     let _sidecar = s.spawn();
     s.identified().await;
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     assert_eq!(task["result"]["pr_url"], FakeGh::URL, "{task:#}");
     assert_eq!(task["result"]["branch"], branch, "{task:#}");
     // One commit on the branch (not a second one on top), one task_complete.
@@ -474,9 +462,7 @@ async fn a_task_naming_a_branch_starts_from_it_and_asks_to_merge_into_it() {
         verification_steps: vec![file_exists("DEVELOP.md"), file_exists("NOTES.md")],
         ..TaskSpec::default()
     });
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     let branch = "deliver-base/add-notes-on-develop";
     assert_eq!(task["result"]["branch"], branch, "{task:#}");
     assert_eq!(task["verification_report"]["status"], "pass", "{task:#}");
@@ -517,8 +503,7 @@ async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
         verification_steps: vec![file_exists("MISSING.md")],
         ..TaskSpec::default()
     });
-    s.wait_status(&first, "completed", Duration::from_secs(30)).await;
-    let task = s.hub.task_json(&first).unwrap();
+    let task = completed(&s, &first).await;
     assert_eq!(task["result"]["delivery"]["status"], "withheld", "{task:#}");
     let leftovers: Vec<_> = std::fs::read_dir(s.dir.join("workspaces"))
         .unwrap()
@@ -532,8 +517,7 @@ async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
         verification_steps: vec![file_exists("NOTES.md")],
         ..TaskSpec::default()
     });
-    s.wait_status(&second, "completed", Duration::from_secs(30)).await;
-    let task = s.hub.task_json(&second).unwrap();
+    let task = completed(&s, &second).await;
     let branch = "deliver-reuse/second-try";
     assert_eq!(task["result"]["branch"], branch, "{task:#}");
     // The same clone was used again, cleaned: the first task's leftover is not delivered.

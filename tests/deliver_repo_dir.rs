@@ -9,7 +9,6 @@
 mod support;
 
 use agentcom_sidecar::hub::TaskSpec;
-use serde_json::json;
 use std::time::Duration;
 use support::deliver::*;
 use support::*;
@@ -30,24 +29,19 @@ mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_in_repo_dir_works_on_its_branch_and_delivers_both_commits() {
-    let origin = GitOrigin::new("deliver-repodir-origin");
-    let clone = origin.clone_as("work");
-    let gh = FakeGh::new("deliver-repodir-gh");
-    let (s, _sidecar) = setup_script(
-        "deliver-repodir",
-        REPO_DIR_AGENT_SH,
-        &gh,
-        json!({"repo_dir": clone}),
-    )
-    .await;
+    let RepoDirSidecar {
+        origin,
+        clone,
+        gh,
+        s,
+        sidecar: _sidecar,
+    } = RepoDirSidecar::start("deliver-repodir", REPO_DIR_AGENT_SH).await;
     let task_id = s.hub.submit_task(TaskSpec {
         description: "Document the release".into(),
         verification_steps: vec![file_exists("COMMITTED.md")],
         ..TaskSpec::default()
     });
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     let branch = "deliver-repodir/document-the-release";
     // The agent found the task's branch checked out in repo_dir when it started.
     let seen = std::fs::read_to_string(s.dir.join(format!("branch-{task_id}"))).unwrap();
@@ -82,26 +76,21 @@ async fn a_task_in_repo_dir_works_on_its_branch_and_delivers_both_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncommitted_work_of_the_user_in_repo_dir_is_never_pushed() {
-    let origin = GitOrigin::new("deliver-dirty-origin");
-    let clone = origin.clone_as("work");
+    let RepoDirSidecar {
+        origin,
+        clone,
+        gh,
+        s,
+        sidecar,
+    } = RepoDirSidecar::start("deliver-dirty", REPO_DIR_AGENT_SH).await;
     std::fs::write(clone.join("PRIVATE.md"), "the user's own draft\n").unwrap();
-    let gh = FakeGh::new("deliver-dirty-gh");
-    let (s, sidecar) = setup_script(
-        "deliver-dirty",
-        REPO_DIR_AGENT_SH,
-        &gh,
-        json!({"repo_dir": clone}),
-    )
-    .await;
     let task_id = s.hub.submit_task(TaskSpec {
         description: "Document the release".into(),
         ..TaskSpec::default()
     });
     // The task is worked on and completes; the branch could not be started (the tree was
     // dirty), so nothing is committed nor pushed: the result says why.
-    s.wait_status(&task_id, "completed", Duration::from_secs(30))
-        .await;
-    let task = s.hub.task_json(&task_id).unwrap();
+    let task = completed(&s, &task_id).await;
     let delivery = &task["result"]["delivery"];
     assert_eq!(delivery["status"], "withheld", "{task:#}");
     let reason = delivery["reason"].as_str().unwrap_or_default();
@@ -142,16 +131,13 @@ mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withheld_work_is_kept_as_a_local_commit_and_a_stale_branch_is_not_taken() {
-    let origin = GitOrigin::new("deliver-keep-origin");
-    let clone = origin.clone_as("work");
-    let gh = FakeGh::new("deliver-keep-gh");
-    let (s, _sidecar) = setup_script(
-        "deliver-keep",
-        NAMED_FILE_AGENT_SH,
-        &gh,
-        json!({"repo_dir": clone}),
-    )
-    .await;
+    let RepoDirSidecar {
+        origin,
+        clone,
+        gh,
+        s,
+        sidecar: _sidecar,
+    } = RepoDirSidecar::start("deliver-keep", NAMED_FILE_AGENT_SH).await;
     let submit = |description: &str, must_exist: &str| {
         s.hub.submit_task(TaskSpec {
             description: description.into(),
@@ -162,8 +148,7 @@ async fn withheld_work_is_kept_as_a_local_commit_and_a_stale_branch_is_not_taken
 
     // 1. The check fails: nothing is pushed, the work is kept as a commit on the local branch.
     let first = submit("DRAFT the notes", "MISSING.md");
-    s.wait_status(&first, "completed", Duration::from_secs(30)).await;
-    let task = s.hub.task_json(&first).unwrap();
+    let task = completed(&s, &first).await;
     let delivery = &task["result"]["delivery"];
     assert_eq!(delivery["status"], "withheld", "{task:#}");
     let reason = delivery["reason"].as_str().unwrap_or_default();
@@ -186,8 +171,7 @@ async fn withheld_work_is_kept_as_a_local_commit_and_a_stale_branch_is_not_taken
 
     // 2. The next task starts from that clean tree and is delivered: only its own file.
     let second = submit("FINAL notes", "FINAL.md");
-    s.wait_status(&second, "completed", Duration::from_secs(30)).await;
-    let task = s.hub.task_json(&second).unwrap();
+    let task = completed(&s, &second).await;
     let branch = "deliver-keep/final-notes";
     assert_eq!(task["result"]["delivery"]["status"], "pr_opened", "{task:#}");
     let files = origin.git(&["ls-tree", "--name-only", branch]);
@@ -203,8 +187,7 @@ async fn withheld_work_is_kept_as_a_local_commit_and_a_stale_branch_is_not_taken
     // task's work. Nothing is committed nor pushed, and the user's file stays untracked.
     std::fs::write(clone.join("PRIVATE.md"), "the user's own draft\n").unwrap();
     let third = submit("FINAL notes", "FINAL.md");
-    s.wait_status(&third, "completed", Duration::from_secs(30)).await;
-    let task = s.hub.task_json(&third).unwrap();
+    let task = completed(&s, &third).await;
     let delivery = &task["result"]["delivery"];
     assert_eq!(delivery["status"], "withheld", "{task:#}");
     let reason = delivery["reason"].as_str().unwrap_or_default();

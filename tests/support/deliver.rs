@@ -1,8 +1,10 @@
 //! Helpers for the delivery tests (tests/deliver.rs, tests/deliver_repo_dir.rs): a sidecar on
 //! the embedded hub with a shell-script agent and a fake `gh`.
 
-use super::{FakeGh, HubSetup, Sidecar};
+use super::{FakeGh, GitOrigin, HubSetup, Sidecar};
 use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// An agent that works where the sidecar says (`AGENTCOM_WORKSPACE`): it writes NOTES.md there
 /// and reports success.
@@ -41,4 +43,44 @@ pub async fn setup_script(agent: &str, script: &str, gh: &FakeGh, extra: Value) 
 /// A `file_exists` verification step for `target`.
 pub fn file_exists(target: &str) -> Value {
     json!({"type": "file_exists", "target": target})
+}
+
+/// A sidecar whose `repo_dir` is a clone of a fresh bare `origin`, with `script` as the agent
+/// and a fake `gh`; `name` is the agent id and names the folders.
+pub struct RepoDirSidecar {
+    /// The bare repository the clone pushes to.
+    pub origin: GitOrigin,
+    /// The clone, the sidecar's `repo_dir`.
+    pub clone: PathBuf,
+    /// The fake `gh` (`gh_command`).
+    pub gh: FakeGh,
+    /// The embedded hub and the sidecar's folder.
+    pub s: HubSetup,
+    /// The running sidecar: dropping it stops the sidecar, so bind it (`sidecar: _sidecar`)
+    /// rather than leave it to `..`.
+    pub sidecar: Sidecar,
+}
+
+impl RepoDirSidecar {
+    /// Starts it and waits until the sidecar has identified.
+    pub async fn start(name: &str, script: &str) -> RepoDirSidecar {
+        let origin = GitOrigin::new(&format!("{name}-origin"));
+        let clone = origin.clone_as("work");
+        let gh = FakeGh::new(&format!("{name}-gh"));
+        let (s, sidecar) = setup_script(name, script, &gh, json!({"repo_dir": clone})).await;
+        RepoDirSidecar {
+            origin,
+            clone,
+            gh,
+            s,
+            sidecar,
+        }
+    }
+}
+
+/// Waits (30 s at most) until the hub records `task_id` completed, and returns its record as
+/// `GET /api/tasks/:id` shows it.
+pub async fn completed(s: &HubSetup, task_id: &str) -> Value {
+    s.wait_status(task_id, "completed", Duration::from_secs(30)).await;
+    s.hub.task_json(task_id).expect("the hub knows the task")
 }
