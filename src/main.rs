@@ -26,14 +26,17 @@ use std::time::Duration;
     about = "Keeps an AI coding agent connected to an AgentCom hub.",
     long_about = "Keeps an AI coding agent connected to an AgentCom hub: connects over WebSocket, \
 identifies, heartbeats, and reconnects with jittered backoff through network loss and hub restarts; \
-takes the hub's tasks, persists them crash-safely, wakes the agent with wake_command, and reports \
-its results.\n\n\
-Getting started: init, then check, then try, then service install (see each command's --help).\n\n\
+takes the hub's tasks, persists them crash-safely, gets them done (wakes the agent with \
+wake_command, or runs them on Ollama, the Claude CLI or a shell as the hub routes them), verifies \
+the work, delivers it as a branch and pull request, and reports the results.\n\n\
+Getting started: `join HUB_URL` does it all in one command (register, token file, config, check, \
+service, a test task); by hand: init, then check, then try, then service install (see each \
+command's --help).\n\n\
 A drop-in for the Node.js sidecar: it reads the same config.json and writes the same JSON-lines log.",
     after_help = "Exit codes:\n  0   stopped by SIGINT/SIGTERM/SIGHUP (Ctrl+C, Ctrl+Break on Windows)\n  1   a fatal runtime error (for example the log file cannot be opened)\n  2   bad command line\n  73  another sidecar already runs with this state folder
   75  the hub asked for a restart (restart_sidecar) while under a service manager
   78  the config file is missing or invalid (fix it; a service manager should not restart)\n\n\
-Examples:\n  agentcom-sidecar demo\n  agentcom-sidecar run --config /etc/agentcom/config.json"
+Examples:\n  agentcom-sidecar demo\n  agentcom-sidecar join http://hub.example:4000 --service\n  agentcom-sidecar submit \"Add a README section\" --wait\n  agentcom-sidecar run --config /etc/agentcom/config.json"
 )]
 struct Cli {
     #[command(subcommand)]
