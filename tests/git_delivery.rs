@@ -345,8 +345,9 @@ async fn work_on_another_branch_and_the_agents_own_commits_are_delivered() {
 }
 
 /// Two tasks with the same description share a branch name: the second is pushed beside the
-/// first (its name plus the task id's end) instead of replacing the first's work, and each
-/// delivered again (after a restart) goes where it went the first time.
+/// first (its name plus the task id's end) instead of replacing the first's work; each
+/// delivered again (after a restart) goes where it went the first time, and a task run again
+/// from the start replaces only its own earlier push.
 #[tokio::test]
 async fn a_second_task_with_the_same_description_does_not_replace_the_first() {
     let origin = GitOrigin::new("twins");
@@ -409,6 +410,23 @@ async fn a_second_task_with_the_same_description_does_not_replace_the_first() {
     };
     assert_eq!(pushed, beside);
     assert_eq!(origin.git(&["rev-parse", &branch]).trim(), first_head);
+
+    // The first task run again from the start (the hub reassigned it): new work, the same id;
+    // its own earlier push is replaced, under its own name.
+    start_branch(&repo, &branch, None).await.unwrap();
+    std::fs::write(repo.join("CHANGELOG.md"), "first, again\n").unwrap();
+    let Pushed::Branch { branch: pushed, .. } = commit_and_push(&first).await.unwrap() else {
+        panic!("the rerun is pushed");
+    };
+    assert_eq!(pushed, branch);
+    assert_eq!(
+        origin.git(&["show", &format!("{branch}:CHANGELOG.md")]),
+        "first, again\n"
+    );
+    assert_eq!(
+        origin.git(&["show", &format!("{beside}:CHANGELOG.md")]),
+        "second\n"
+    );
 }
 
 #[tokio::test]

@@ -424,7 +424,7 @@ pub async fn commit_and_push(d: &Delivery) -> Result<Pushed, GitError> {
         .trim()
         .to_owned();
     let diff = diff_meta(repo, &d.base_branch).await?;
-    let branch = push_target(repo, &d.branch, &d.task_id).await?;
+    let branch = push_target(repo, &d.branch, &d.base_branch, &d.task_id).await?;
     let dst = format!("HEAD:refs/heads/{branch}");
     git(
         repo,
@@ -436,11 +436,12 @@ pub async fn commit_and_push(d: &Delivery) -> Result<Pushed, GitError> {
     Ok(Pushed::Branch { branch, head, diff })
 }
 
-/// The name to push under: `branch`, unless origin's `branch` holds commits HEAD does not (a
-/// task with the same description pushed there before): then `<branch>-<end of the task id>`,
-/// so that a push never replaces another task's work. The choice depends only on what origin
-/// holds, so delivering the same task again (after a restart) picks the same name.
-async fn push_target(repo: &Path, branch: &str, task_id: &str) -> Result<String, GitError> {
+/// The name to push under: `branch`, unless origin's `branch` holds commits HEAD does not and
+/// none of them is this task's (`Task: <id>`; another task with the same description pushed
+/// there before): then `<branch>-<end of the task id>`, so that a push never replaces another
+/// task's work. The choice depends only on what origin holds, so delivering the same task again
+/// (after a restart) picks the same name.
+async fn push_target(repo: &Path, branch: &str, base: &str, task_id: &str) -> Result<String, GitError> {
     if !remote_branch_exists(repo, branch).await? {
         return Ok(branch.to_owned());
     }
@@ -452,6 +453,18 @@ async fn push_target(repo: &Path, branch: &str, task_id: &str) -> Result<String,
     )
     .await?;
     if contained.code == Some(0) {
+        return Ok(branch.to_owned());
+    }
+    // This task's own earlier run (reassigned by the hub, same id): its work may be replaced.
+    let range = format!("refs/remotes/origin/{base}..{theirs}");
+    let log = git(
+        repo,
+        &["log", "--max-count=100", "--format=%B", &range],
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    let ours = format!("Task: {task_id}");
+    if log.lines().any(|l| l.trim() == ours) {
         return Ok(branch.to_owned());
     }
     Ok(format!("{branch}-{}", task_suffix(task_id)))
