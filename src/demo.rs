@@ -352,8 +352,9 @@ async fn delivery_step(hub: &EmbeddedHub, dir: &Path) -> Result<(), String> {
     ));
     say(&format!(
         "with the GitHub CLI installed and logged in (`gh_command`), it would now run `gh pr create \
-         --base main --head {branch} --title \"{description}\"` and ask the hub to classify the \
-         change (POST /api/tasks/{task_id}/classify); here: {}",
+         --base main --head {branch} --title \"{description}\" --label agent:{AGENT_ID} --label \
+         priority:normal`, ask the hub to classify the change (POST /api/tasks/{task_id}/classify) \
+         and label the pull request with the hub's risk tier (risk:tier-N); here: {}",
         result["delivery"]["error"].as_str().unwrap_or("no pull request")
     ));
     Ok(())

@@ -52,8 +52,8 @@ async fn a_task_with_a_repo_ends_as_a_pushed_branch_and_a_pull_request() {
     let ws = std::fs::read_to_string(s.dir.join(format!("workspace-{task_id}"))).unwrap();
     assert!(Path::new(&ws).starts_with(s.dir.join("workspaces")), "{ws}");
     assert!(!s.dir.join("NOTES.md").exists());
-    // gh opened the pull request against main, from the branch, with the reviewer.
-    assert_eq!(gh.calls(), 1);
+    // gh opened the pull request against main, from the branch, with the reviewer and labels.
+    assert_eq!(gh.pr_runs("create"), [1]);
     let args = gh.args(1);
     assert_eq!(
         &args[..6],
@@ -63,6 +63,11 @@ async fn a_task_with_a_repo_ends_as_a_pushed_branch_and_a_pull_request() {
     assert!(args.contains(&"--title".to_owned()) || args.iter().any(|a| a.starts_with("--title")));
     assert!(args.contains(&"Add notes for the team".to_owned()), "{args:?}");
     assert!(args.contains(&"octocat".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"--label=agent:deliver-agent".to_owned()),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--label=priority:normal".to_owned()), "{args:?}");
     let body = gh.body(1).unwrap_or_default();
     assert!(
         body.contains(&task_id) && body.contains("NOTES.md exists"),
@@ -76,11 +81,23 @@ async fn a_task_with_a_repo_ends_as_a_pushed_branch_and_a_pull_request() {
         result.get("verification_report").is_none(),
         "lifted, not left in the result"
     );
-    assert!(result["risk_classification"]["tier"].is_u64(), "{result:#}");
+    let tier = result["risk_classification"]["tier"].as_u64().expect("a tier");
     assert!(
         !result["risk_classification"]["reasons"]
             .to_string()
             .contains("unavailable"),
+        "{result:#}"
+    );
+    // The hub's tier became the pull request's risk label, after the classification.
+    let risk = format!("risk:tier-{tier}");
+    assert_eq!(gh.pr_runs("edit"), [2]);
+    assert_eq!(
+        gh.args(2),
+        ["pr", "edit", FakeGh::URL, &format!("--add-label={risk}")]
+    );
+    assert_eq!(
+        result["delivery"]["labels"],
+        json!(["agent:deliver-agent", "priority:normal", risk]),
         "{result:#}"
     );
 }
@@ -437,16 +454,12 @@ async fn a_restart_while_gh_hangs_delivers_the_task_once_with_its_pull_request()
         .filter(|f| f["task_id"] == task_id.as_str())
         .collect();
     assert_eq!(completes.len(), 1, "{completes:#?}");
-    // gh: the hung create, a create that found the pull request, then `pr view`.
+    // gh: the hung create, a create that found the pull request, `pr view`, then the risk
+    // label on the pull request found.
     let calls: Vec<Vec<String>> = (1..=gh.calls()).map(|n| gh.args(n)).collect();
-    assert!(calls.len() >= 3, "{calls:?}");
-    assert_eq!(&calls[1][..2], ["pr", "create"], "{calls:?}");
-    assert_eq!(&calls[calls.len() - 1][..2], ["pr", "view"], "{calls:?}");
-    assert_eq!(
-        calls.iter().filter(|c| c[..2] == ["pr", "create"]).count(),
-        2,
-        "{calls:?}"
-    );
+    let subcommands: Vec<&str> = calls.iter().map(|c| c[1].as_str()).collect();
+    assert_eq!(subcommands, ["create", "create", "view", "edit"], "{calls:?}");
+    assert_eq!(calls[3][2], FakeGh::URL, "{calls:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,7 +547,7 @@ async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
         "{files}"
     );
     assert!(!origin.has_branch("deliver-reuse/first-try"));
-    assert_eq!(gh.calls(), 1);
+    assert_eq!(gh.pr_runs("create").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,7 @@ async fn a_task_in_repo_dir_works_on_its_branch_and_delivers_both_commits() {
         ["Document the release", "The agent's own commit"],
         "{log}"
     );
-    assert_eq!(gh.calls(), 1);
+    assert_eq!(gh.pr_runs("create").len(), 1);
     let args = gh.args(1);
     assert_eq!(
         &args[..6],
@@ -205,5 +205,5 @@ async fn withheld_work_is_kept_as_a_local_commit_and_a_stale_branch_is_not_taken
         git_in(&clone, &["status", "--porcelain", "--", "PRIVATE.md"]).trim_end(),
         "?? PRIVATE.md"
     );
-    assert_eq!(gh.calls(), 1);
+    assert_eq!(gh.pr_runs("create").len(), 1);
 }

@@ -6,7 +6,8 @@ mod support;
 
 use agentcom_sidecar::deliver::git::{git, GitError};
 use agentcom_sidecar::deliver::pr::{
-    branch_name, commit_and_push, default_branch, open_pr, open_pr_within, start_branch, Delivery, Pushed,
+    add_label, branch_name, commit_and_push, default_branch, open_pr, open_pr_within, risk_label,
+    start_branch, task_labels, Delivery, Pushed,
 };
 use agentcom_sidecar::deliver::workspace::{prepare, prepare_within, workspace_path};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ fn delivery(repo: &Path, branch: &str, description: &str, gh: &FakeGh) -> Delive
         task_link: Some("http://127.0.0.1:4000/api/tasks/task-42".to_owned()),
         gh_command: gh.command(),
         reviewer: None,
+        labels: task_labels("gcu-sleeper-service", Some("high")),
     }
 }
 
@@ -256,8 +258,10 @@ async fn a_hostile_description_ends_as_an_intact_commit_and_pr_title() {
         (1, 0, false)
     );
 
-    let url = open_pr(&d, &diff).await.unwrap();
-    assert_eq!(url, FakeGh::URL);
+    let opened = open_pr(&d, &diff).await.unwrap();
+    assert_eq!(opened.url, FakeGh::URL);
+    assert_eq!(opened.labels, ["agent:gcu-sleeper-service", "priority:high"]);
+    assert_eq!(opened.label_error, None);
     assert_eq!(gh.calls(), 1);
     let args = gh.args(1);
     assert_eq!(
@@ -274,7 +278,15 @@ async fn a_hostile_description_ends_as_an_intact_commit_and_pr_title() {
         ]
     );
     assert!(args[8].starts_with("--body-file="), "{args:?}");
-    assert_eq!(args[9..], ["--reviewer", "octocat"]);
+    assert_eq!(
+        args[9..],
+        [
+            "--reviewer",
+            "octocat",
+            "--label=agent:gcu-sleeper-service",
+            "--label=priority:high"
+        ]
+    );
     let body_file = PathBuf::from(args[8].trim_start_matches("--body-file="));
     assert!(
         !body_file.starts_with(&repo),
@@ -337,7 +349,7 @@ async fn work_on_another_branch_and_the_agents_own_commits_are_delivered() {
         commit_and_push(&d).await.unwrap(),
         Pushed::Branch { .. }
     ));
-    assert_eq!(open_pr(&d, &diff).await.unwrap(), FakeGh::URL);
+    assert_eq!(open_pr(&d, &diff).await.unwrap().url, FakeGh::URL);
     assert_eq!(
         gh.args(2),
         ["pr", "view", branch.as_str(), "--json", "url", "--jq", ".url"]
@@ -427,6 +439,62 @@ async fn a_second_task_with_the_same_description_does_not_replace_the_first() {
         origin.git(&["show", &format!("{beside}:CHANGELOG.md")]),
         "second\n"
     );
+}
+
+/// Labels missing on the repository are created when gh says so, then the pull request is
+/// opened with them; the risk label is added afterwards the same way. A label gh cannot create
+/// costs only the labels, never the pull request.
+#[tokio::test]
+async fn missing_labels_are_created_and_a_label_that_cannot_be_never_costs_the_pr() {
+    let origin = GitOrigin::new("labels");
+    let gh = FakeGh::new("labels-gh");
+    gh.set(FakeGhScenario::LabelsMissing);
+    let (repo, branch) = started(&origin, "Label me").await;
+    std::fs::write(repo.join("hello.txt"), "hello\n").unwrap();
+    let d = delivery(&repo, &branch, "Label me", &gh);
+    let Pushed::Branch { diff, .. } = commit_and_push(&d).await.unwrap() else {
+        panic!("a change must be pushed");
+    };
+    let opened = open_pr(&d, &diff).await.unwrap();
+    assert_eq!(opened.url, FakeGh::URL);
+    assert_eq!(opened.labels, ["agent:gcu-sleeper-service", "priority:high"]);
+    assert_eq!(opened.label_error, None);
+    // create (refused: no such label), label create x2, create again with the labels.
+    assert_eq!(gh.pr_runs("create"), [1, 4]);
+    assert_eq!(
+        gh.created_labels(),
+        ["agent:gcu-sleeper-service", "priority:high"]
+    );
+    assert_eq!(gh.args(2)[..3], ["label", "create", "agent:gcu-sleeper-service"]);
+    assert!(gh.args(2)[3].starts_with("--color="), "{:?}", gh.args(2));
+    assert!(gh.args(4).contains(&"--label=priority:high".to_owned()));
+
+    let risk = risk_label(2).unwrap();
+    add_label(&d, &opened.url, &risk, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(gh.pr_runs("edit"), [5, 7]);
+    assert_eq!(
+        gh.created_labels().last().map(String::as_str),
+        Some("risk:tier-2")
+    );
+
+    // gh cannot create labels (no permission, say): the pull request is opened without them.
+    let other = FakeGh::new("labels-denied-gh");
+    other.set(FakeGhScenario::LabelsDenied);
+    let mut denied = d.clone();
+    denied.gh_command = other.command();
+    let opened = open_pr(&denied, &diff).await.unwrap();
+    assert_eq!(opened.url, FakeGh::URL);
+    assert!(opened.labels.is_empty(), "{opened:?}");
+    let why = opened.label_error.expect("the result says why");
+    assert!(
+        why.starts_with("opened without labels") && why.contains("HTTP 403"),
+        "{why}"
+    );
+    let last = other.args(other.calls());
+    assert_eq!(last[..2], ["pr", "create"]);
+    assert!(!last.iter().any(|a| a.starts_with("--label")), "{last:?}");
 }
 
 #[tokio::test]

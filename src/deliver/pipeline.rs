@@ -230,6 +230,7 @@ impl Pipeline for DeliveryPipeline {
                 task_link: Some(format!("{}/api/tasks/{}", me.hub_api_url, task.task_id)),
                 gh_command: me.gh_command.clone(),
                 reviewer: me.reviewer.clone(),
+                labels: pr::task_labels(&me.agent_id, task.metadata["priority"].as_str()),
             };
             let diff = match pr::commit_and_push(&d).await {
                 Err(e) => {
@@ -251,11 +252,17 @@ impl Pipeline for DeliveryPipeline {
                 }
             };
             let mut delivery = json!({"status": "pushed", "branch": d.branch});
+            let mut pr_url = None;
             match pr::open_pr(&d, &diff).await {
-                Ok(url) => {
-                    result.insert("pr_url".into(), json!(url));
+                Ok(opened) => {
+                    result.insert("pr_url".into(), json!(opened.url));
                     delivery["status"] = json!("pr_opened");
-                    delivery["pr_url"] = json!(url);
+                    delivery["pr_url"] = json!(opened.url);
+                    delivery["labels"] = json!(opened.labels);
+                    if let Some(e) = opened.label_error {
+                        delivery["label_error"] = json!(e);
+                    }
+                    pr_url = Some(opened.url);
                 }
                 Err(e) => delivery["error"] = json!(e.to_string()),
             }
@@ -266,6 +273,23 @@ impl Pipeline for DeliveryPipeline {
                     .map_err(|e| e.to_string()),
                 None => Err("no hub API client".to_owned()),
             };
+            // The hub's tier becomes the pull request's `risk:tier-<n>` label (not a tier
+            // assumed because the hub could not be asked).
+            let risk = classification
+                .as_ref()
+                .ok()
+                .and_then(|c| c["tier"].as_u64())
+                .and_then(pr::risk_label);
+            if let (Some(url), Some(label)) = (&pr_url, risk) {
+                match pr::add_label(&d, url, &label, pr::GH_TIMEOUT).await {
+                    Ok(()) => {
+                        if let Some(labels) = delivery["labels"].as_array_mut() {
+                            labels.push(json!(label.name));
+                        }
+                    }
+                    Err(e) => delivery["label_error"] = json!(e.to_string()),
+                }
+            }
             let classification = classification.unwrap_or_else(|e| {
                 json!({"tier": 2, "reasons": [format!("classification unavailable: {e}")], "auto_merge_eligible": false})
             });

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 mod diff;
 mod gh;
+mod labels;
 
 pub use diff::{diff_meta, DiffMeta};
-pub use gh::{open_pr, open_pr_within, pr_body, pr_title, GH_TIMEOUT};
+pub use gh::{open_pr, open_pr_within, pr_body, pr_title, Opened, GH_TIMEOUT};
+pub use labels::{add_label, risk_label, task_labels, Label};
 
 /// The longest description slug in a branch name (§11.9: 40, as Node).
 const SLUG_MAX: usize = 40;
@@ -258,6 +260,8 @@ pub struct Delivery {
     pub gh_command: String,
     /// Who is asked to review (`reviewer`).
     pub reviewer: Option<String>,
+    /// The labels the pull request is opened with ([`task_labels`]).
+    pub labels: Vec<Label>,
 }
 
 /// What [`commit_and_push`] did.

@@ -809,11 +809,17 @@ pub enum FakeGhScenario {
     Exit { code: i32, stderr: String },
     /// Starts a background `sleep 300` (its PID in `child_pid`) and waits for it: never ends.
     Hang,
+    /// Labels exist only once `gh label create` made them: a `--label=`/`--add-label=` naming
+    /// another fails as gh does ("could not add label: 'x' not found").
+    LabelsMissing,
+    /// As [`FakeGhScenario::LabelsMissing`], and `gh label create` is refused (HTTP 403).
+    LabelsDenied,
 }
 
 /// A fake `gh`: a sh script in a temp folder that records each run (one numbered file per
 /// argument, so quotes and newlines survive; a copy of the `--body-file`; its folder; the
-/// `GH_PROMPT_DISABLED` it saw) and prints `https://github.com/example/repo/pull/1`. Unix only.
+/// `GH_PROMPT_DISABLED` it saw) and prints `https://github.com/example/repo/pull/1` for
+/// `pr create`; `pr edit` and `label create` succeed (the labels made are listed). Unix only.
 pub struct FakeGh(FakeProgram);
 
 impl std::ops::Deref for FakeGh {
@@ -834,7 +840,28 @@ impl FakeGh {
 "#;
         let after_args = r#"printf '%s' "$GH_PROMPT_DISABLED" > "$d/call.$n/gh_prompt_disabled""#;
         let rest = format!(
-            r#"if [ "$1" = "pr" ] && [ "$2" = "view" ]; then
+            r#"if [ "$1" = "label" ] && [ "$2" = "create" ]; then
+  if [ -f "$d/labels_denied" ]; then
+    echo "HTTP 403: Resource not accessible by integration" >&2
+    exit 1
+  fi
+  echo "$3" >> "$d/labels"
+  exit 0
+fi
+if [ -f "$d/labels_missing" ]; then
+  for a in "$@"; do
+    case "$a" in
+      --label=*|--add-label=*)
+        l="${{a#*=}}"
+        grep -qxF -- "$l" "$d/labels" 2>/dev/null || {{ echo "could not add label: '$l' not found" >&2; exit 1; }}
+        ;;
+    esac
+  done
+fi
+if [ "$1" = "pr" ] && [ "$2" = "edit" ]; then
+  exit 0
+fi
+if [ "$1" = "pr" ] && [ "$2" = "view" ]; then
   echo "{url}"
   exit 0
 fi
@@ -857,7 +884,14 @@ echo "{url}"
 
     /// Chooses what the next runs do.
     pub fn set(&self, scenario: FakeGhScenario) {
-        for f in ["exists", "exit", "stderr", "hang"] {
+        for f in [
+            "exists",
+            "exit",
+            "stderr",
+            "hang",
+            "labels_missing",
+            "labels_denied",
+        ] {
             let _ = std::fs::remove_file(self.dir.join(f));
         }
         match scenario {
@@ -868,7 +902,28 @@ echo "{url}"
                 std::fs::write(self.dir.join("exit"), code.to_string()).unwrap();
             }
             FakeGhScenario::Hang => std::fs::write(self.dir.join("hang"), "").unwrap(),
+            FakeGhScenario::LabelsMissing => std::fs::write(self.dir.join("labels_missing"), "").unwrap(),
+            FakeGhScenario::LabelsDenied => {
+                std::fs::write(self.dir.join("labels_missing"), "").unwrap();
+                std::fs::write(self.dir.join("labels_denied"), "").unwrap();
+            }
         }
+    }
+
+    /// The labels `gh label create` made, in order.
+    pub fn created_labels(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("labels"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The runs (1-based) whose first two arguments are `pr` and `sub` (`create`, `edit`, ...).
+    pub fn pr_runs(&self, sub: &str) -> Vec<usize> {
+        (1..=self.calls())
+            .filter(|&n| self.args(n).get(..2) == Some(&["pr".to_owned(), sub.to_owned()][..]))
+            .collect()
     }
 
     /// The body file run `call` was given, as it read it.

@@ -1,7 +1,9 @@
 //! The pull request: title, body and `gh pr create` as an argument vector (§11.9).
 
+use super::labels::{self, Label};
 use super::{Delivery, DiffMeta};
-use crate::deliver::git::{human, run_program, Finished, GitError, RunFailure, TempFile, NETWORK_TIMEOUT};
+pub(super) use crate::deliver::git::Finished;
+use crate::deliver::git::{human, run_program, GitError, RunFailure, TempFile, NETWORK_TIMEOUT};
 use std::ffi::OsStr;
 use std::time::Duration;
 
@@ -89,15 +91,28 @@ const GH_ENV: [(&str, &str); 4] = [
     ("LC_ALL", "C"),
 ];
 
+/// An opened (or found) pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Its URL.
+    pub url: String,
+    /// The labels it was opened with (none when it already existed, or when they could not be
+    /// added: then [`Opened::label_error`] says why).
+    pub labels: Vec<String>,
+    /// Why the labels could not be added, when they could not.
+    pub label_error: Option<String>,
+}
+
 /// Opens the pull request with `gh pr create` (arguments as a vector, the body as a file in the
-/// temp folder, 120 s) in `d.repo` and returns its URL. When one already exists for the branch
-/// (a delivery repeated after a restart), its URL (from gh's message, else `gh pr view`).
-pub async fn open_pr(d: &Delivery, diff: &DiffMeta) -> Result<String, GitError> {
+/// temp folder, 120 s) in `d.repo`, with `d.labels` (created when missing; left off when they
+/// cannot be), and returns it. When one already exists for the branch (a delivery repeated
+/// after a restart), its URL (from gh's message, else `gh pr view`).
+pub async fn open_pr(d: &Delivery, diff: &DiffMeta) -> Result<Opened, GitError> {
     open_pr_within(d, diff, GH_TIMEOUT).await
 }
 
 /// [`open_pr`] with each gh call limited to `timeout` instead of [`GH_TIMEOUT`].
-pub async fn open_pr_within(d: &Delivery, diff: &DiffMeta, timeout: Duration) -> Result<String, GitError> {
+pub async fn open_pr_within(d: &Delivery, diff: &DiffMeta, timeout: Duration) -> Result<Opened, GitError> {
     let body = TempFile::new("pr-body", &pr_body(d, diff)).map_err(|e| {
         GitError::new(
             "pr_create_failed",
@@ -112,9 +127,33 @@ pub async fn open_pr_within(d: &Delivery, diff: &DiffMeta, timeout: Duration) ->
     if let Some(r) = d.reviewer.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
         flag(&mut args, "--reviewer", r);
     }
-    let done = gh(d, &args, timeout).await?;
+    let create = |labels: &[Label]| {
+        let mut args = args.clone();
+        args.extend(labels.iter().map(|l| format!("--label={}", l.name)));
+        args
+    };
+    let mut labels = d.labels.clone();
+    let mut label_error = None;
+    let mut done = gh(d, &create(&labels), timeout).await?;
+    if !labels.is_empty() && labels::missing_label(&done) {
+        label_error = labels::create(d, &labels, timeout).await;
+        done = gh(d, &create(&labels), timeout).await?;
+        if labels::missing_label(&done) {
+            let why = label_error
+                .take()
+                .unwrap_or_else(|| done.stderr.trim().to_owned());
+            label_error = Some(format!("opened without labels: {why}"));
+            labels.clear();
+            done = gh(d, &create(&labels), timeout).await?;
+        }
+    }
+    let opened = |url| Opened {
+        url,
+        labels: labels.iter().map(|l| l.name.clone()).collect(),
+        label_error: label_error.clone(),
+    };
     if done.code == Some(0) {
-        return last_url(&done.stdout).ok_or_else(|| {
+        return last_url(&done.stdout).map(opened).ok_or_else(|| {
             GitError::new(
                 "pr_create_failed",
                 format!(
@@ -125,15 +164,20 @@ pub async fn open_pr_within(d: &Delivery, diff: &DiffMeta, timeout: Duration) ->
             )
         });
     }
+    let found = |url| Opened {
+        url,
+        labels: Vec::new(),
+        label_error: None,
+    };
     if done.stderr.contains("already exists") {
         if let Some(url) = last_url(&done.stderr) {
-            return Ok(url);
+            return Ok(found(url));
         }
         let view = ["pr", "view", &d.branch, "--json", "url", "--jq", ".url"].map(str::to_owned);
         let viewed = gh(d, &view, timeout).await?;
         if viewed.code == Some(0) {
             if let Some(url) = last_url(&viewed.stdout) {
-                return Ok(url);
+                return Ok(found(url));
             }
         }
     }
@@ -149,7 +193,7 @@ pub async fn open_pr_within(d: &Delivery, diff: &DiffMeta, timeout: Duration) ->
 }
 
 /// Runs `<gh_command> args…` in `d.repo` with [`GH_ENV`], killed after `timeout`.
-async fn gh(d: &Delivery, args: &[String], timeout: Duration) -> Result<Finished, GitError> {
+pub(super) async fn gh(d: &Delivery, args: &[String], timeout: Duration) -> Result<Finished, GitError> {
     let argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     let program = OsStr::new(&d.gh_command);
     match run_program(program, &d.repo, &argv, &GH_ENV, timeout).await {

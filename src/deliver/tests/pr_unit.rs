@@ -77,7 +77,30 @@ fn delivery() -> Delivery {
         task_link: Some("http://127.0.0.1:4000/api/tasks/task-1".into()),
         gh_command: "gh".into(),
         reviewer: None,
+        labels: task_labels("gcu", Some("high")),
     }
+}
+
+#[test]
+fn labels_name_the_agent_the_priority_and_the_risk_tier() {
+    let names = |labels: Vec<Label>| labels.into_iter().map(|l| l.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(task_labels("gcu", Some("high"))),
+        ["agent:gcu", "priority:high"]
+    );
+    assert_eq!(names(task_labels("gcu", None)), ["agent:gcu", "priority:normal"]);
+    // The submitter's free text is not made a label.
+    for odd in ["", "  ", "High", "$(id)", "very very very long priority", "a b"] {
+        assert_eq!(
+            names(task_labels("gcu", Some(odd)))[1],
+            "priority:normal",
+            "{odd:?}"
+        );
+    }
+    assert_eq!(risk_label(1).unwrap().name, "risk:tier-1");
+    assert_eq!(risk_label(3).unwrap().color, "d93f0b");
+    assert_eq!(risk_label(0), None);
+    assert_eq!(risk_label(4), None);
 }
 
 #[test]
