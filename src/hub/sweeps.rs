@@ -131,3 +131,74 @@ pub async fn ttl_sweep(shared: Arc<Shared>) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::super::tasks::{Fsm, TaskSpec};
+
+    fn spec(tier: &str) -> TaskSpec {
+        TaskSpec {
+            description: "write the parser".into(),
+            complexity_tier: Some(tier.into()),
+            ..TaskSpec::default()
+        }
+    }
+
+    #[test]
+    fn only_queued_non_trivial_tasks_past_the_ttl_expire() {
+        let t0 = Instant::now();
+        let mut t = Tasks::default();
+        t.fsms.insert("a".into(), Fsm::new(vec![]));
+        let trivial = t.submit(spec("trivial"), t0);
+        let unknown = t.submit(spec("unknown"), t0);
+        let standard = t.submit(spec("standard"), t0);
+        let held = t.submit(spec("complex"), t0);
+        t.assign(&held, "a", t0);
+        let ttl = Duration::from_secs(600);
+        assert!(t.expired(t0 + ttl, ttl).is_empty(), "not older than the TTL yet");
+        let later = t0 + ttl + Duration::from_millis(1);
+        assert_eq!(t.expired(later, ttl), [unknown.clone(), standard.clone()]);
+        assert!(t.expire(&standard, later));
+        assert!(!t.expire(&standard, later), "already dead-lettered");
+        assert!(!t.expire(&held, later), "assigned tasks are not expired");
+        assert!(!t.expire(&trivial.replace("task-", "task-x"), later));
+        let rec = &t.map[&standard].rec;
+        assert_eq!(
+            (rec.status.as_str(), rec.last_error.as_deref(), rec.retry_count),
+            ("dead_letter", Some("ttl_expired"), 0)
+        );
+        assert_eq!(
+            rec.history.last(),
+            Some(&("dead_letter".into(), Some("ttl_expired".into())))
+        );
+    }
+
+    #[test]
+    fn overdue_reclaims_only_assigned_tasks_strictly_past_complete_by() {
+        let now = Instant::now();
+        let mut t = Tasks::default();
+        t.fsms.insert("a".into(), Fsm::new(vec![]));
+        t.fsms.insert("b".into(), Fsm::new(vec![]));
+        let due = |by: i64| TaskSpec {
+            complete_by: Some(by),
+            ..TaskSpec::default()
+        };
+        let late = t.submit(due(1_000), now);
+        let on_time = t.submit(due(2_000), now);
+        let queued = t.submit(due(0), now);
+        t.assign(&late, "a", now);
+        t.assign(&on_time, "b", now);
+        assert_eq!(t.reclaim_overdue(2_000, now), [(late.clone(), Some("a".into()))]);
+        let rec = &t.map[&late].rec;
+        assert_eq!((rec.status.as_str(), rec.generation), ("queued", 2));
+        assert_eq!(
+            rec.history.last(),
+            Some(&("reclaimed".into(), Some("overdue".into())))
+        );
+        assert_eq!(t.map[&on_time].rec.status, "assigned");
+        assert_eq!(t.map[&queued].rec.status, "queued");
+        // The holder's state machine is not the queue's business.
+        assert_eq!(t.fsms["a"].current.as_deref(), Some(late.as_str()));
+    }
+}
