@@ -1,7 +1,7 @@
 //! The embedded hub's task side through its handle API, on a paused clock: the double-assign
 //! knob, capability matching, the stuck sweep, cancel, admin push-task and hostile task frames;
 //! then its task endpoints over real HTTP (submit, get, list, retry, cancel, classify) and the
-//! scheduler's priority, depends_on, assign_to and overdue rules.
+//! scheduler's priority, depends_on and assign_to rules (the overdue and TTL sweeps: hub_sweeps.rs).
 
 use std::time::Duration;
 
@@ -1208,43 +1208,6 @@ async fn priority_dependencies_and_assign_to_steer_the_scheduler() {
     let mut two = agent(&hub, "s-2", &["s"]).await;
     assert_eq!(recv(&mut two).await["task_id"], pinned.as_str());
     hub.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_assigned_task_past_complete_by_is_reclaimed_as_overdue_by_the_sweep() {
-    let hub = hub(quiet_opts()).await;
-    let mut ws = agent(&hub, "late-1", &["late"]).await;
-    let past = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        - 1;
-    let id = hub.submit_task(TaskSpec {
-        complete_by: Some(past),
-        ..spec("late", &["late"])
-    });
-    assert_eq!(recv(&mut ws).await["generation"], 1);
-    send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
-    recv(&mut ws).await;
-    // The sweep runs every 30 s: the task is reclaimed and handed out again at once.
-    let again = recv_within(&mut ws, Duration::from_secs(31)).await;
-    assert_eq!(
-        (again["task_id"].as_str(), again["generation"].as_u64()),
-        (Some(id.as_str()), Some(3))
-    );
-    let history = hub.task(&id).expect("task").history;
-    assert_eq!(history[2], ("reclaimed".to_string(), Some("overdue".to_string())));
-    let json = hub.task_json(&id).expect("json");
-    assert_eq!(json["history"][1]["details"], "overdue");
-    hub.stop().await;
-}
-
-/// The next text frame within `limit` of virtual time.
-async fn recv_within(ws: &mut Ws, limit: Duration) -> Value {
-    match timeout(limit, ws.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(&t).expect("json"),
-        other => panic!("expected a text frame within {limit:?}, got {other:?}"),
-    }
 }
 
 #[tokio::test]

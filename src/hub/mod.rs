@@ -4,7 +4,8 @@
 //! Besides the connection side (identify, validation, violations, rate limits, presence and
 //! pushes) it runs the real hub's task side: a FIFO task queue with generation fencing, a
 //! scheduler matching capabilities, per-agent state machines, reclaims on disconnect, the
-//! acceptance timer and the stuck sweep (see [`TaskSpec`], [`EmbeddedHub::submit_task`]).
+//! acceptance timer and the stuck sweep (see [`TaskSpec`], [`EmbeddedHub::submit_task`]), the
+//! TaskQueue's overdue sweep and the scheduler's TTL sweep (`sweeps.rs`).
 //! On the same port it serves the real hub's HTTP API (§7: tasks, onboarding, tokens, classify;
 //! `http.rs`, `api.rs`, `api_tasks.rs`, `api_gate.rs`), whose handlers share the handle's
 //! state functions.
@@ -28,6 +29,7 @@ pub mod schema;
 mod session;
 mod spec;
 mod state;
+mod sweeps;
 mod task_api;
 mod tasks;
 mod validate;
@@ -69,6 +71,13 @@ pub struct HubOptions {
     pub stuck_after: Duration,
     /// ...or older than this when the holder's FSM is `working`.
     pub stuck_after_working: Duration,
+    /// How often the overdue sweep reclaims assigned tasks past their `complete_by` (30 s).
+    pub overdue_sweep_interval: Duration,
+    /// How often the TTL sweep runs (60 s).
+    pub ttl_sweep_interval: Duration,
+    /// The hub config's `task_ttl_ms` (10 min): the TTL sweep dead-letters a queued,
+    /// non-trivial task submitted longer ago than this, as `ttl_expired`.
+    pub task_ttl: Duration,
     /// How often the LLM registry probes every endpoint's `GET /api/tags` (30 s).
     pub llm_probe_interval: Duration,
     /// How long one probe may take (5 s).
@@ -98,6 +107,9 @@ impl Default for HubOptions {
             stuck_sweep_interval: Duration::from_secs(30),
             stuck_after: Duration::from_secs(600),
             stuck_after_working: Duration::from_secs(1200),
+            overdue_sweep_interval: Duration::from_secs(30),
+            ttl_sweep_interval: Duration::from_secs(60),
+            task_ttl: Duration::from_millis(600_000),
             llm_probe_interval: llm_health::PROBE_INTERVAL,
             llm_probe_timeout: llm_health::PROBE_TIMEOUT,
             default_repo: None,
@@ -178,9 +190,10 @@ pub struct HubLogLine {
     pub at: Instant,
     /// `warning` (the only level modelled).
     pub level: &'static str,
-    /// The real hub's event name: `fsm_unexpected_event`, `fsm_acceptance_timeout`, `fsm_reclaim_failed`.
+    /// The real hub's event name: `fsm_unexpected_event`, `fsm_acceptance_timeout`,
+    /// `fsm_reclaim_failed`, `task_overdue_reclaim`, `scheduler_task_ttl_expired`.
     pub event: String,
-    /// The agent concerned.
+    /// The agent concerned ("" when none, as for `scheduler_task_ttl_expired`).
     pub agent_id: String,
     /// The task concerned, if any.
     pub task_id: Option<String>,
@@ -208,11 +221,22 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     events: broadcast::Sender<HubEvent>,
     conn_gone: Notify,
+    /// The wall clock (epoch ms) and tokio's clock when the hub started ([`Shared::clock_ms`]).
+    started: (u64, Instant),
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Epoch ms on tokio's clock: the wall clock at start plus tokio time since then. The
+    /// overdue sweep compares `complete_by` with it, so a paused test clock drives it too.
+    fn clock_ms(&self) -> u64 {
+        let since = Instant::now().saturating_duration_since(self.started.1);
+        self.started
+            .0
+            .saturating_add(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
     }
 
     fn emit(&self, event: HubEvent) {
@@ -298,6 +322,7 @@ impl EmbeddedHub {
             state: Mutex::new(state),
             events: broadcast::channel(4096).0,
             conn_gone: Notify::new(),
+            started: (epoch_ms(), Instant::now()),
         });
         let hub = EmbeddedHub {
             shared,
@@ -313,7 +338,10 @@ impl EmbeddedHub {
         let reaper = tokio::spawn(reaper(self.shared.clone()));
         let sweep = tokio::spawn(scheduler::stuck_sweep(self.shared.clone()));
         let health = tokio::spawn(llm_health::health_loop(self.shared.clone()));
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks = vec![accept, reaper, sweep, health];
+        let overdue = tokio::spawn(sweeps::overdue_sweep(self.shared.clone()));
+        let ttl = tokio::spawn(sweeps::ttl_sweep(self.shared.clone()));
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).tasks =
+            vec![accept, reaper, sweep, health, overdue, ttl];
     }
 
     /// The address the hub listens on.

@@ -177,8 +177,8 @@ pub fn agent_gone(shared: &Arc<Shared>, st: &mut State, agent_id: &str) {
 }
 
 /// Every `stuck_sweep_interval`, reclaims assigned tasks not touched for `stuck_after`
-/// (`stuck_after_working` when the holder's FSM is working), and those past their
-/// `complete_by` (the real hub's overdue sweep, also every 30 s).
+/// (`stuck_after_working` when the holder's FSM is working). Tasks past their `complete_by`
+/// are the overdue sweep's ([`super::sweeps::overdue_sweep`]).
 pub async fn stuck_sweep(shared: Arc<Shared>) {
     let period = shared.opts.stuck_sweep_interval.max(Duration::from_millis(1));
     let mut next = later(Instant::now(), period);
@@ -208,10 +208,8 @@ pub async fn stuck_sweep(shared: Arc<Shared>) {
             })
             .map(|t| (t.rec.task_id.clone(), t.rec.assigned_to.clone()))
             .collect();
-        let overdue = st.tasks.reclaim_overdue(epoch_ms(), now);
-        let reclaimed = !stuck.is_empty() || !overdue.is_empty();
-        for (task_id, agent) in stuck.into_iter().chain(overdue) {
-            // An overdue task that was also stuck is already back in the queue: no second reclaim.
+        let reclaimed = !stuck.is_empty();
+        for (task_id, agent) in stuck {
             st.tasks.reclaim(&task_id, "agent_disconnect", now);
             if let Some(fsm) = agent.and_then(|a| st.tasks.fsms.get_mut(&a)) {
                 if fsm.current.as_deref() == Some(task_id.as_str()) {

@@ -85,6 +85,8 @@ pub struct Task {
     pub seq: u64,
     /// Last touch (the stuck sweep's clock).
     pub updated_at: Instant,
+    /// Submission time on tokio's clock (`created_at` for the TTL sweep; never reset, C31).
+    pub created: Instant,
     /// Everything else `POST /api/tasks` took and `GET /api/tasks/:id` shows.
     pub extra: Extra,
 }
@@ -265,7 +267,7 @@ fn detail_text(details: Value) -> Option<String> {
     }
 }
 
-fn push_history(task: &mut Task, event: &str, details: Value) {
+pub(super) fn push_history(task: &mut Task, event: &str, details: Value) {
     let now = super::epoch_ms();
     task.extra.updated_at = now;
     task.extra
@@ -327,6 +329,7 @@ impl Tasks {
             signals,
             seq: self.next_seq,
             updated_at: now,
+            created: now,
             extra: Extra {
                 priority: super::spec::priority_number(&spec.priority),
                 created_at: created,
@@ -532,22 +535,6 @@ impl Tasks {
         task.updated_at = now;
         push_history(task, "queued", json!("retried from dead-letter"));
         Some(task)
-    }
-
-    /// The overdue sweep: assigned tasks past their `complete_by` (epoch ms `now_ms`), reclaimed
-    /// with "overdue". Returns the reclaimed ids with their holders.
-    pub fn reclaim_overdue(&mut self, now_ms: u64, now: Instant) -> Vec<(String, Option<String>)> {
-        let overdue: Vec<(String, Option<String>)> = self
-            .map
-            .values()
-            .filter(|t| t.rec.status == "assigned")
-            .filter(|t| t.extra.complete_by.is_some_and(|by| by < now_ms as i64))
-            .map(|t| (t.rec.task_id.clone(), t.rec.assigned_to.clone()))
-            .collect();
-        for (id, _) in &overdue {
-            self.reclaim(id, "overdue", now);
-        }
-        overdue
     }
 }
 
