@@ -134,8 +134,8 @@ pub async fn ttl_sweep(shared: Arc<Shared>) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::tasks::{Fsm, TaskSpec};
+    use super::*;
 
     fn spec(tier: &str) -> TaskSpec {
         TaskSpec {
