@@ -452,8 +452,12 @@ impl Event {
                         format!("task {task_id}: delivery failed: {why}")
                     }
                     // Delivered, or said only with a reason (no status).
-                    (_, Some(url), Some(b), _) => format!("task {task_id} delivered: pull request {url} (branch {b})"),
-                    (_, Some(url), None, _) => format!("task {task_id} delivered: pull request {url}"),
+                    // Delivered (a reason here is a side note: labels that could not be added).
+                    (_, Some(url), branch, reason) => format!(
+                        "task {task_id} delivered: pull request {url}{}{}",
+                        branch.as_deref().map(|b| format!(" (branch {b})")).unwrap_or_default(),
+                        reason.as_deref().map(|r| format!("; {r}")).unwrap_or_default()
+                    ),
                     (_, None, _, Some(why)) => format!("task {task_id} not delivered: {why}"),
                     (_, None, Some(b), None) => format!("task {task_id}: work left on branch {b}"),
                     (_, None, None, None) => format!("task {task_id}: nothing delivered"),

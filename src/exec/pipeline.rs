@@ -223,7 +223,8 @@ fn verification_finished(task_id: &str, run_number: u32, verified: &Verified) ->
 /// What delivery put in `result`, as a log line (none when it did nothing to say).
 fn delivery_event(task_id: &str, result: &Map<String, Value>) -> Option<Event> {
     let text = |k: &str| result.get(k).and_then(Value::as_str).map(str::to_owned);
-    // `delivery` is a reason, or an object `{status, branch, reason | error, pr_url}`.
+    // `delivery` is a reason, or an object `{status, branch, reason | error, pr_url,
+    // label_error}`.
     let delivery = result.get("delivery");
     let field = |k: &str| {
         delivery
@@ -234,7 +235,8 @@ fn delivery_event(task_id: &str, result: &Map<String, Value>) -> Option<Event> {
     let status = field("status");
     let reason = text("delivery")
         .or_else(|| field("reason"))
-        .or_else(|| field("error"));
+        .or_else(|| field("error"))
+        .or_else(|| field("label_error").map(|e| format!("labels: {e}")));
     let pr_url = text("pr_url").or_else(|| field("pr_url"));
     let branch = text("branch").or_else(|| field("branch"));
     (pr_url.is_some() || branch.is_some() || reason.is_some() || status.is_some()).then(|| Event::Delivery {

@@ -678,3 +678,32 @@ async fn no_pipeline_skips_or_auto_passes_and_says_why() {
     let r = json!({"summary":{"total":3,"passed":1,"failed":1,"errors":0,"timed_out":1}});
     assert_eq!(summary_text(&r), "1 of 3 checks passed, 1 failed, 1 timed out");
 }
+
+/// The delivery log line says what a person needs: the pull request and branch, and a label
+/// problem beside a delivered pull request; why delivery stopped otherwise.
+#[test]
+fn the_delivery_log_line_names_the_pull_request_and_any_label_problem() {
+    let line = |result: Value| {
+        let Value::Object(map) = result else {
+            unreachable!()
+        };
+        delivery_event("task-1", &map).map(|e| e.describe())
+    };
+    assert_eq!(
+        line(json!({"pr_url": "https://x/pull/1", "branch": "a/b", "delivery": {"status": "pr_opened"}}))
+            .unwrap(),
+        "task task-1 delivered: pull request https://x/pull/1 (branch a/b)"
+    );
+    assert_eq!(
+        line(json!({"pr_url": "https://x/pull/1", "branch": "a/b",
+            "delivery": {"status": "pr_opened", "label_error": "opened without labels: HTTP 403"}}))
+        .unwrap(),
+        "task task-1 delivered: pull request https://x/pull/1 (branch a/b); labels: opened without labels: HTTP 403"
+    );
+    assert_eq!(
+        line(json!({"delivery": {"status": "withheld", "branch": "a/b", "reason": "verification fail"}}))
+            .unwrap(),
+        "task task-1: delivery withheld: verification fail"
+    );
+    assert_eq!(line(json!({"output": "no delivery"})), None);
+}
