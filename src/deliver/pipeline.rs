@@ -148,154 +148,174 @@ impl Pipeline for DeliveryPipeline {
         &self,
         task: &TaskRecord,
         workdir: &Path,
-        mut result: Map<String, Value>,
+        result: Map<String, Value>,
         verified: &Verified,
     ) -> BoxFut<Map<String, Value>> {
         let from_repo = task_text(task, "repo").is_some() || self.repo_dir.is_some();
         if !from_repo {
             return Box::pin(async move { result });
         }
-        let branch = pr::branch_name(&self.agent_id, &task.description);
+        let (me, task, repo) = (self.clone(), task.clone(), workdir.to_path_buf());
         if !verified.passed {
-            // The work is kept as a local commit on the task's branch (never pushed), so that
-            // the next task on this repository starts from a clean tree.
-            let (repo, task, agent_id) = (workdir.to_path_buf(), task.clone(), self.agent_id.clone());
-            let status = verified.status.clone();
-            return Box::pin(async move {
-                let failed = format!("verification {status}");
-                let kept = pr::keep_withheld(
-                    &repo,
-                    &branch,
-                    &task.task_id,
-                    &agent_id,
-                    &task.description,
-                    &failed,
-                )
-                .await;
-                let why = match kept {
-                    Ok(Some(commit)) => format!(
-                        "{failed}: nothing was pushed; the work is kept as commit {commit} on the local branch {branch} in {}",
-                        repo.display()
-                    ),
-                    Ok(None) => format!("{failed}: nothing was pushed"),
-                    Err(e) => format!(
-                        "{failed}: nothing was pushed; the work stays uncommitted in {} ({e})",
-                        repo.display()
-                    ),
-                };
-                result.insert("delivery".into(), stopped("withheld", &branch, why));
-                result
-            });
+            let failed = format!("verification {}", verified.status);
+            return Box::pin(async move { me.withhold(&task, &repo, &failed, result).await });
         }
-        let me = self.clone();
-        let task = task.clone();
-        let repo = workdir.to_path_buf();
         let summary = verify::Report::from_value(&verified.report)
             .map(|r| r.summary_line())
             .unwrap_or_else(|| format!("verification {}", verified.status));
-        Box::pin(async move {
-            // A branch not started for this task at accept (uncommitted changes in repo_dir,
-            // ...): the tree may hold someone's own work, which must not be committed and
-            // pushed as the task's.
-            if !pr::started_for(&repo, &branch, &task.task_id).await {
-                let reason = format!(
-                    "the branch {branch} was not started for this task when it was accepted (the \
-                     log's prepare_warning says why, e.g. uncommitted changes in {}): nothing \
-                     was committed or pushed, since the changes there cannot be told apart from \
-                     the task's; commit and push the work yourself",
-                    repo.display()
-                );
-                result.insert("delivery".into(), stopped("withheld", &branch, reason));
-                return result;
-            }
-            let base_branch = match task_text(&task, "branch") {
-                Some(b) => b,
-                None => match pr::default_branch(&repo).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        result.insert("delivery".into(), stopped("failed", &branch, e));
-                        return result;
-                    }
-                },
-            };
-            let mut d = pr::Delivery {
-                repo: repo.clone(),
-                branch: branch.clone(),
-                base_branch,
-                task_id: task.task_id.clone(),
-                agent_id: me.agent_id.clone(),
-                description: task.description.clone(),
-                success_criteria: strings(task.extra.get("success_criteria")),
-                verification_summary: summary,
-                task_link: Some(format!("{}/api/tasks/{}", me.hub_api_url, task.task_id)),
-                gh_command: me.gh_command.clone(),
-                reviewer: me.reviewer.clone(),
-                labels: pr::task_labels(&me.agent_id, task.metadata["priority"].as_str()),
-            };
-            let diff = match pr::commit_and_push(&d).await {
+        Box::pin(async move { me.deliver_verified(&task, &repo, summary, result).await })
+    }
+}
+
+impl DeliveryPipeline {
+    /// Delivery withheld (`failed`: what verification said): nothing is pushed, and the work is
+    /// kept as a local commit on the task's branch, so that the next task on this repository
+    /// starts from a clean tree.
+    async fn withhold(
+        &self,
+        task: &TaskRecord,
+        repo: &Path,
+        failed: &str,
+        mut result: Map<String, Value>,
+    ) -> Map<String, Value> {
+        let branch = pr::branch_name(&self.agent_id, &task.description);
+        let kept = pr::keep_withheld(
+            repo,
+            &branch,
+            &task.task_id,
+            &self.agent_id,
+            &task.description,
+            failed,
+        )
+        .await;
+        let why = match kept {
+            Ok(Some(commit)) => format!(
+                "{failed}: nothing was pushed; the work is kept as commit {commit} on the local \
+                 branch {branch} in {}",
+                repo.display()
+            ),
+            Ok(None) => format!("{failed}: nothing was pushed"),
+            Err(e) => format!(
+                "{failed}: nothing was pushed; the work stays uncommitted in {} ({e})",
+                repo.display()
+            ),
+        };
+        result.insert("delivery".into(), stopped("withheld", &branch, why));
+        result
+    }
+
+    /// Verified work: commit, push, pull request, the hub's classification and the risk label,
+    /// each step recorded in `result` (`branch`, `commit`, `pr_url`, `risk_classification`,
+    /// `delivery`).
+    async fn deliver_verified(
+        &self,
+        task: &TaskRecord,
+        repo: &Path,
+        summary: String,
+        mut result: Map<String, Value>,
+    ) -> Map<String, Value> {
+        let branch = pr::branch_name(&self.agent_id, &task.description);
+        // A branch not started for this task at accept (uncommitted changes in repo_dir, ...):
+        // the tree may hold someone's own work, which must not be committed and pushed as the
+        // task's.
+        if !pr::started_for(repo, &branch, &task.task_id).await {
+            let reason = format!(
+                "the branch {branch} was not started for this task when it was accepted (the \
+                 log's prepare_warning says why, e.g. uncommitted changes in {}): nothing was \
+                 committed or pushed, since the changes there cannot be told apart from the \
+                 task's; commit and push the work yourself",
+                repo.display()
+            );
+            result.insert("delivery".into(), stopped("withheld", &branch, reason));
+            return result;
+        }
+        let base_branch = match task_text(task, "branch") {
+            Some(b) => b,
+            None => match pr::default_branch(repo).await {
+                Ok(b) => b,
                 Err(e) => {
                     result.insert("delivery".into(), stopped("failed", &branch, e));
                     return result;
                 }
-                Ok(pr::Pushed::Nothing) => {
-                    let why = "no changes and no commits on the branch: nothing was pushed";
-                    result.insert("delivery".into(), stopped("nothing", &branch, why));
-                    return result;
-                }
-                Ok(pr::Pushed::Branch { branch, head, diff }) => {
-                    // The pull request is for the branch as pushed (another name when origin's
-                    // branch of this name holds another task's work).
-                    d.branch = branch;
-                    result.insert("branch".into(), json!(d.branch));
-                    result.insert("commit".into(), json!(head));
-                    diff
-                }
-            };
-            let mut delivery = json!({"status": "pushed", "branch": d.branch});
-            let mut pr_url = None;
-            match pr::open_pr(&d, &diff).await {
-                Ok(opened) => {
-                    result.insert("pr_url".into(), json!(opened.url));
-                    delivery["status"] = json!("pr_opened");
-                    delivery["pr_url"] = json!(opened.url);
-                    delivery["labels"] = json!(opened.labels);
-                    if let Some(e) = opened.label_error {
-                        delivery["label_error"] = json!(e);
-                    }
-                    pr_url = Some(opened.url);
-                }
-                Err(e) => delivery["error"] = json!(e.to_string()),
+            },
+        };
+        let mut d = pr::Delivery {
+            repo: repo.to_path_buf(),
+            branch: branch.clone(),
+            base_branch,
+            task_id: task.task_id.clone(),
+            agent_id: self.agent_id.clone(),
+            description: task.description.clone(),
+            success_criteria: strings(task.extra.get("success_criteria")),
+            verification_summary: summary,
+            task_link: Some(format!("{}/api/tasks/{}", self.hub_api_url, task.task_id)),
+            gh_command: self.gh_command.clone(),
+            reviewer: self.reviewer.clone(),
+            labels: pr::task_labels(&self.agent_id, task.metadata["priority"].as_str()),
+        };
+        let diff = match pr::commit_and_push(&d).await {
+            Err(e) => {
+                result.insert("delivery".into(), stopped("failed", &branch, e));
+                return result;
             }
-            let classification = match &me.api {
-                Some(api) => api
-                    .classify(&task.task_id, &diff.to_value())
-                    .await
-                    .map_err(|e| e.to_string()),
-                None => Err("no hub API client".to_owned()),
-            };
-            // The hub's tier becomes the pull request's `risk:tier-<n>` label (not a tier
-            // assumed because the hub could not be asked).
-            let risk = classification
-                .as_ref()
-                .ok()
-                .and_then(|c| c["tier"].as_u64())
-                .and_then(pr::risk_label);
-            if let (Some(url), Some(label)) = (&pr_url, risk) {
-                match pr::add_label(&d, url, &label, pr::GH_TIMEOUT).await {
-                    Ok(()) => {
-                        if let Some(labels) = delivery["labels"].as_array_mut() {
-                            labels.push(json!(label.name));
-                        }
-                    }
-                    Err(e) => delivery["label_error"] = json!(e.to_string()),
-                }
+            Ok(pr::Pushed::Nothing) => {
+                let why = "no changes and no commits on the branch: nothing was pushed";
+                result.insert("delivery".into(), stopped("nothing", &branch, why));
+                return result;
             }
-            let classification = classification.unwrap_or_else(|e| {
-                json!({"tier": 2, "reasons": [format!("classification unavailable: {e}")], "auto_merge_eligible": false})
-            });
-            result.insert("risk_classification".into(), classification);
-            result.insert("delivery".into(), delivery);
-            result
-        })
+            Ok(pr::Pushed::Branch { branch, head, diff }) => {
+                // The pull request is for the branch as pushed (another name when origin's
+                // branch of this name holds another task's work).
+                d.branch = branch;
+                result.insert("branch".into(), json!(d.branch));
+                result.insert("commit".into(), json!(head));
+                diff
+            }
+        };
+        let mut delivery = json!({"status": "pushed", "branch": d.branch});
+        let mut pr_url = None;
+        match pr::open_pr(&d, &diff).await {
+            Ok(opened) => {
+                result.insert("pr_url".into(), json!(opened.url));
+                delivery["status"] = json!("pr_opened");
+                delivery["pr_url"] = json!(opened.url);
+                delivery["labels"] = json!(opened.labels);
+                if let Some(e) = opened.label_error {
+                    delivery["label_error"] = json!(e);
+                }
+                pr_url = Some(opened.url);
+            }
+            Err(e) => delivery["error"] = json!(e.to_string()),
+        }
+        let classification = match &self.api {
+            Some(api) => api
+                .classify(&task.task_id, &diff.to_value())
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("no hub API client".to_owned()),
+        };
+        // The hub's tier becomes the pull request's `risk:tier-<n>` label (not a tier assumed
+        // because the hub could not be asked).
+        let risk = classification
+            .as_ref()
+            .ok()
+            .and_then(|c| c["tier"].as_u64())
+            .and_then(pr::risk_label);
+        if let (Some(url), Some(label)) = (&pr_url, risk) {
+            match pr::add_label(&d, url, &label, pr::GH_TIMEOUT).await {
+                Ok(()) => {
+                    if let Some(labels) = delivery["labels"].as_array_mut() {
+                        labels.push(json!(label.name));
+                    }
+                }
+                Err(e) => delivery["label_error"] = json!(e.to_string()),
+            }
+        }
+        let classification = classification.unwrap_or_else(|e| {
+            json!({"tier": 2, "reasons": [format!("classification unavailable: {e}")], "auto_merge_eligible": false})
+        });
+        result.insert("risk_classification".into(), classification);
+        result.insert("delivery".into(), delivery);
+        result
     }
 }
