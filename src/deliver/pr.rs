@@ -272,7 +272,7 @@ pub enum Pushed {
     /// The branch was pushed: under which name, its head commit and the diff against the base.
     Branch {
         /// The name it was pushed under: the task's branch, or that name with the task id's end
-        /// when origin's branch of that name holds another task's work ([`push_target`]).
+        /// when origin's branch of that name holds another task's work (see [`commit_and_push`]).
         branch: String,
         /// The pushed commit (full hash).
         head: String,
