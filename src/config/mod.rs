@@ -109,13 +109,13 @@ pub struct Config {
     pub cancel_command: Option<String>,
     /// How long one wake attempt may run before its process group is killed (`wake_timeout_ms`, 60000).
     pub wake_timeout: Duration,
-    /// Waits before the 2nd, 3rd, ... wake attempt (`wake_retry_delays_ms`, [5000, 15000, 30000]).
     /// How long a woken task may run before its agent is stopped and the task failed
     /// (`task_timeout_ms`, 7200000: 2 h).
     pub task_timeout: Duration,
     /// How long after the agent's processes all ended a missing result fails the task
     /// (`agent_exit_grace_ms`, 60000).
     pub agent_exit_grace: Duration,
+    /// Waits before the 2nd, 3rd, ... wake attempt (`wake_retry_delays_ms`, [5000, 15000, 30000]).
     pub wake_retry_delays: Vec<Duration>,
     /// Tasks waiting behind the current one before each further one is logged as a warning
     /// (`max_pending`, default [`DEFAULT_MAX_PENDING`]); an assigned task is never refused.
