@@ -323,6 +323,11 @@ impl GroupChild {
         let pgid = child
             .id()
             .ok_or_else(|| std::io::Error::other("the process exited before it could be tracked"))?;
+        #[cfg(windows)]
+        if let Some(handle) = child.raw_handle() {
+            // SAFETY: the child's own handle; `child` is kept with the group.
+            unsafe { super::job::track(pgid, handle) };
+        }
         spawned(pgid, true);
         super::executor::announce_group(pgid);
         Ok(GroupChild {

@@ -246,6 +246,11 @@ pub fn spawn_wake(spec: &WakeSpec) -> WakeHandleResult {
     let pgid = child
         .id()
         .ok_or_else(|| could_not_start("the wake command exited before it could be tracked".into()))?;
+    #[cfg(windows)]
+    if let Some(handle) = child.raw_handle() {
+        // SAFETY: the child's own handle; `child` is kept with the group.
+        unsafe { super::job::track(pgid, handle) };
+    }
     spawned(pgid, true);
     Ok(WakeHandle {
         pgid,
