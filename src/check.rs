@@ -386,19 +386,19 @@ mod tests {
     #[test]
     fn finds_the_program_past_assignments_and_quotes() {
         assert_eq!(
-            wake_program_name("openclaw system event --text \"x\"").as_deref(),
+            program_name("openclaw system event --text \"x\"", false).as_deref(),
             Some("openclaw")
         );
         assert_eq!(
-            wake_program_name("HOLD=1 FOO='a b' sh ./agent.sh").as_deref(),
+            program_name("HOLD=1 FOO='a b' sh ./agent.sh", false).as_deref(),
             Some("sh")
         );
         assert_eq!(
-            wake_program_name("'/opt/my agent/bin' run").as_deref(),
+            program_name("'/opt/my agent/bin' run", false).as_deref(),
             Some("/opt/my agent/bin")
         );
-        assert_eq!(wake_program_name("cd /x && run").as_deref(), Some("cd"));
-        assert_eq!(wake_program_name("  ").as_deref(), None);
+        assert_eq!(program_name("cd /x && run", false).as_deref(), Some("cd"));
+        assert_eq!(program_name("  ", false).as_deref(), None);
     }
 
     #[test]
@@ -443,7 +443,10 @@ mod tests {
             line.contains("`definitely-not-a-program-xyz` is not found on PATH"),
             "{line}"
         );
+        #[cfg(unix)]
         assert!(wake_program("sh -c true", Path::new("/")).0);
-        assert!(wake_program("true", Path::new("/")).0);
+        #[cfg(windows)]
+        assert!(wake_program("cmd /c exit 0", Path::new("C:\\")).0);
+        assert!(wake_program("echo", Path::new("/")).0);
     }
 }
