@@ -4,12 +4,15 @@
 //! after the wake shell exits, and stopping the task terminates it, without ever signalling a
 //! process that merely reused the shell's PID.
 //!
-//! The child is put in its job right after it starts: what it starts in that first instant
-//! (before `AssignProcessToJobObject`) is not in the job. The last [`MAX_JOBS`] jobs are kept;
+//! The child starts suspended ([`CREATE_SUSPENDED`]) and runs only once it is in its job
+//! ([`track`]), so nothing it starts escapes the job. The last [`MAX_JOBS`] jobs are kept;
 //! closing a job's handle leaves its processes running.
 
 use std::ffi::c_void;
 use std::sync::Mutex;
+
+/// The creation flag a tracked process is started with: [`track`] resumes it.
+pub const CREATE_SUSPENDED: u32 = 0x0000_0004;
 
 /// How many jobs are remembered (the oldest empty one is forgotten first).
 const MAX_JOBS: usize = 64;
@@ -44,6 +47,11 @@ extern "system" {
         returned: *mut u32,
     ) -> i32;
     fn CloseHandle(handle: *mut c_void) -> i32;
+}
+
+#[link(name = "ntdll")]
+extern "system" {
+    fn NtResumeProcess(process: *mut c_void) -> i32;
 }
 
 /// An owned job handle (a `HANDLE` kept as an integer so the table is `Send`).
@@ -81,13 +89,21 @@ impl Drop for Job {
 /// The jobs by the PID of the process each was made for (the group's "pgid").
 static JOBS: Mutex<Vec<(u32, Job)>> = Mutex::new(Vec::new());
 
-/// Put the just-started process `pid` (its handle `process`) in a new job of its own. Returns
-/// false when the job could not be made or the process could not join it (the group is then
-/// stopped with `taskkill` and not seen after its leader exits).
+/// Put the process `pid` (its handle `process`), started with [`CREATE_SUSPENDED`], in a new
+/// job of its own, then let it run (whether or not that worked). Returns false when the job
+/// could not be made or the process could not join it (the group is then stopped with
+/// `taskkill` and not seen after its leader exits).
 ///
 /// # Safety
 /// `process` is a live process handle (the `Child`'s own, while the `Child` is kept).
 pub unsafe fn track(pid: u32, process: *mut c_void) -> bool {
+    let tracked = join_new_job(pid, process);
+    // SAFETY: a live process handle (the caller's promise).
+    unsafe { NtResumeProcess(process) };
+    tracked
+}
+
+fn join_new_job(pid: u32, process: *mut c_void) -> bool {
     // SAFETY: no attributes, no name: a new anonymous job.
     let raw = unsafe { CreateJobObjectW(std::ptr::null_mut(), std::ptr::null()) };
     if raw.is_null() {
@@ -142,10 +158,12 @@ mod tests {
 
     #[test]
     fn a_backgrounded_child_keeps_the_job_alive_until_terminated() {
-        // The shell starts a long ping in the background and exits at once.
+        use std::os::windows::process::CommandExt;
+        // The shell starts a long ping in the background (its first command) and exits at once.
         let mut shell = std::process::Command::new("cmd.exe")
             .args(["/D", "/C", "start", "/b", "ping", "-n", "60", "127.0.0.1"])
             .stdout(std::process::Stdio::null())
+            .creation_flags(CREATE_SUSPENDED)
             .spawn()
             .unwrap();
         let pid = shell.id();

@@ -318,7 +318,7 @@ impl GroupChild {
         #[cfg(unix)]
         cmd.process_group(0);
         #[cfg(windows)]
-        cmd.creation_flags(0x0000_0200 | 0x0800_0000); // CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
+        cmd.creation_flags(0x0000_0200 | 0x0800_0000 | super::job::CREATE_SUSPENDED); // CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW, resumed by job::track
         let child = cmd.spawn()?;
         let pgid = child
             .id()

@@ -308,7 +308,7 @@ fn platform_command(
     let mut cmd = child_command("cmd.exe");
     cmd.raw_arg("/V:ON /D /S /C")
         .raw_arg(format!("\"{text}\""))
-        .creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+        .creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW | super::job::CREATE_SUSPENDED);
     Ok(cmd)
 }
 
