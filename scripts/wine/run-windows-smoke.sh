@@ -207,8 +207,15 @@ fi
 
 step "Ctrl+C (SIGINT to wine)"
 kill -INT "$SIDECAR_PID"
-if wait_for 5 sh -c "! kill -0 $SIDECAR_PID 2>/dev/null" && grep -q "shutting down (Ctrl+C)" "$WORK/run.out"; then
-    pass "run logged the shutdown and exited"
+if wait_for 5 sh -c "! kill -0 $SIDECAR_PID 2>/dev/null"; then
+    wait "$SIDECAR_PID"
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q "shutting down (Ctrl+C)" "$WORK/run.out" \
+        && grep closed: "$WORK/hub.out" | tail -1 | grep -q "code: Some(1000)"; then
+        pass "run logged the shutdown, closed the WebSocket with 1000 and exited 0"
+    else
+        fail "run exited $rc after Ctrl+C (see $WORK/run.out, $WORK/hub.out)"
+    fi
 else
     fail "run did not stop on Ctrl+C (see $WORK/run.out)"
 fi

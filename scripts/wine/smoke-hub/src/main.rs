@@ -2,9 +2,10 @@
 //! under wine connects to it with `run`, and `submit` puts tasks on it.
 //!
 //! Usage: `wine-smoke-hub PORT AGENT_ID TOKEN_FILE`: registers AGENT_ID with a new token, writes
-//! the token to TOKEN_FILE, prints `ready` and serves until SIGINT or SIGTERM, then prints the hub's event history.
+//! the token to TOKEN_FILE, prints `ready` and each closed
+//! connection, and serves until SIGINT or SIGTERM, then prints the hub's event history.
 
-use agentcom_sidecar::hub::{EmbeddedHub, HubOptions};
+use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions};
 
 #[tokio::main]
 async fn main() {
@@ -21,6 +22,17 @@ async fn main() {
         .expect("cannot listen on the port");
     std::fs::write(token_file, hub.add_token(agent)).expect("cannot write TOKEN_FILE");
     println!("ready {}", hub.url());
+    // Each closed connection at once, with its close code (the script checks Ctrl+C's 1000).
+    let mut events = hub.events();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event @ HubEvent::Closed { .. }) => println!("closed: {event:?}"),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
