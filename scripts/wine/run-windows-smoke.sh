@@ -21,9 +21,10 @@
 #   3. in a private WINEPREFIX (target/wine-smoke/prefix, made on the first run): --help; init;
 #      check (program lookup as cmd.exe does it, then identify against the hub); demo; try with
 #      a cmd wake command; run + submit --wait with a description full of cmd metacharacters
-#      (it must reach the agent byte for byte); a backgrounded agent (start /b) that outlives
-#      its wake shell; a hub cancel that must stop that agent; Ctrl+C (SIGINT to wine); service
-#      install / a task through the service / service uninstall through wine's service manager.
+#      (it must reach the agent byte for byte); try --tier trivial (a shell command the sidecar
+#      runs); a backgrounded agent (start /b) that outlives its wake shell; a hub cancel that must
+#      stop that agent; Ctrl+C (SIGINT to wine: close 1000, exit 0); service install / a task
+#      through the service / service uninstall through wine's service manager; join / leave.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -156,6 +157,16 @@ else
     fail "try (see $WORK/try.out)"
 fi
 
+step "try --tier trivial: a shell command the sidecar runs itself (cmd /D /S /C, in a job)"
+set_config 'allow_hub_commands=true'
+if timeout 60 wine "$EXE" try --config "$WCFG" --tier trivial --shell-command 'echo hello from cmd & ver' \
+    "run a shell command" >"$WORK/try-shell.out" 2>&1 && grep -q 'hello from cmd' "$WORK/try-shell.out"; then
+    pass "try --tier trivial exits 0 with the command's output in the result"
+else
+    fail "try --tier trivial (see $WORK/try-shell.out)"
+fi
+set_config 'allow_hub_commands=false'
+
 step "run against the hub, submit --wait"
 start_sidecar() {
     wine "$EXE" run --config "$WCFG" >>"$WORK/run.out" 2>&1 &
@@ -231,6 +242,18 @@ if wine "$EXE" service install --config "$WCFG" >"$WORK/service.out" 2>&1 \
     pass "the service ran a task and stopped on uninstall"
 else
     fail "service (see $WORK/service.out, $WORK/cfg/sidecar.log)"
+fi
+
+step "join / leave --purge (onboarding, a test task through a sidecar join starts)"
+JCFG=$(win "$WORK/join/config.json")
+if timeout 120 wine "$EXE" join "http://127.0.0.1:$PORT" --config "$JCFG" --capabilities code \
+    --wake-command 'echo started> "%AGENTCOM_STARTED_FILE%" & echo {"status":"success"}> "%AGENTCOM_RESULT_FILE%"' \
+    >"$WORK/join.out" 2>&1 && grep -q "your agent work together" "$WORK/join.out" \
+    && timeout 60 wine "$EXE" leave --purge --config "$JCFG" >"$WORK/leave.out" 2>&1 \
+    && [ ! -e "$WORK/join/config.json" ] && [ ! -e "$WORK/join/token" ]; then
+    pass "join registered, checked and ran its test task; leave --purge revoked and removed it"
+else
+    fail "join / leave (see $WORK/join.out, $WORK/leave.out)"
 fi
 
 echo
