@@ -5,7 +5,7 @@
 //! process that merely reused the shell's PID.
 //!
 //! The child starts suspended ([`CREATE_SUSPENDED`]) and runs only once it is in its job
-//! ([`track`]), so nothing it starts escapes the job. The last [`MAX_JOBS`] jobs are kept;
+//! ([`track`]), so nothing it starts escapes the job. The last `MAX_JOBS` jobs are kept;
 //! closing a job's handle leaves its processes running.
 
 use std::ffi::c_void;
