@@ -190,17 +190,36 @@ const BUILTINS: &[&str] = &[
     "nohup", "env",
 ];
 
-/// The wake command's program: the first word that is not a `NAME=value` assignment.
+/// cmd.exe's words that are not programs on PATH (compared without case).
+const CMD_BUILTINS: &[&str] = &[
+    "echo", "start", "call", "cd", "chdir", "set", "setlocal", "endlocal", "exit", "type", "copy", "del",
+    "erase", "if", "for", "rem", "pushd", "popd", "mkdir", "md", "move", "ren", "rename", "title", "ver",
+];
+
+/// The extensions cmd.exe tries when `PATHEXT` is not set.
+const DEFAULT_PATHEXT: &str = ".COM;.EXE;.BAT;.CMD";
+
+/// The wake command's program: the first word that is not a `NAME=value` assignment, as the
+/// shell that runs it reads it (`sh`, or `cmd.exe` on Windows).
 pub fn wake_program_name(command: &str) -> Option<String> {
+    program_name(command, cfg!(windows))
+}
+
+/// [`wake_program_name`] for `sh` (`cmd_exe` false: `'` and `"` quote, `\` escapes) or for
+/// `cmd.exe` (only `"` quotes, `^` escapes, `\` is a path separator like any other character).
+fn program_name(command: &str, cmd_exe: bool) -> Option<String> {
     let mut word = String::new();
     let mut words = vec![];
     let (mut quote, mut chars) = (None::<char>, command.chars().peekable());
+    let escape = if cmd_exe { '^' } else { '\\' };
+    let ends_word =
+        |c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|') || (cmd_exe && matches!(c, '<' | '>'));
     while let Some(c) = chars.next() {
         match (quote, c) {
-            (None, '\'' | '"') => quote = Some(c),
+            (None, '\'' | '"') if c == '"' || !cmd_exe => quote = Some(c),
             (Some(q), c) if c == q => quote = None,
-            (None, '\\') => word.extend(chars.next()),
-            (None, c) if c.is_whitespace() || matches!(c, ';' | '&' | '|') => {
+            (None, c) if c == escape => word.extend(chars.next()),
+            (None, c) if ends_word(c) => {
                 if !word.is_empty() {
                     words.push(std::mem::take(&mut word));
                 }
@@ -222,26 +241,63 @@ pub fn wake_program_name(command: &str) -> Option<String> {
     })
 }
 
+/// The file names cmd.exe tries for `program`: the name itself when it has an extension, then
+/// the name with each of `pathext`'s extensions (`whoami` runs `whoami.EXE`).
+fn cmd_candidates(program: &str, pathext: &str) -> Vec<String> {
+    let has_extension = Path::new(program).extension().is_some();
+    has_extension
+        .then(|| program.to_owned())
+        .into_iter()
+        .chain(
+            pathext
+                .split(';')
+                .filter(|ext| ext.starts_with('.') && ext.len() > 1)
+                .map(|ext| format!("{program}{ext}")),
+        )
+        .collect()
+}
+
+/// Where the platform's shell finds `program`: a path (against `base`), else on PATH; on
+/// Windows also with `PATHEXT`'s extensions, as cmd.exe looks.
+fn find_program(program: &str, base: &Path) -> Option<PathBuf> {
+    let is_path = program.contains('/') || (cfg!(windows) && program.contains('\\'));
+    if !cfg!(windows) {
+        return if is_path {
+            Some(base.join(program)).filter(|p| p.exists())
+        } else {
+            find_on_path(program)
+        };
+    }
+    let pathext = std::env::var("PATHEXT").unwrap_or_else(|_| DEFAULT_PATHEXT.to_owned());
+    let names = cmd_candidates(program, &pathext);
+    if is_path {
+        return names.iter().map(|n| base.join(n)).find(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
 fn wake_program(command: &str, base: &Path) -> (bool, String) {
     let Some(program) = wake_program_name(command) else {
         return (false, "error: wake_command has no program to run".into());
     };
-    if BUILTINS.contains(&program.as_str()) || program.contains("${") {
+    let builtin = if cfg!(windows) {
+        CMD_BUILTINS.contains(&program.to_ascii_lowercase().as_str())
+    } else {
+        BUILTINS.contains(&program.as_str())
+    };
+    if builtin || program.contains("${") {
         return (true, format!("ok: wake_command runs `{program}` (a shell word)"));
     }
-    let found: Option<PathBuf> = if program.contains('/') || program.contains('\\') {
-        let path = base.join(&program);
-        path.exists().then_some(path)
-    } else {
-        find_on_path(&program)
-    };
-    match found {
+    match find_program(&program, base) {
         Some(path) => (true, format!("ok: wake_command's program `{program}` is {}", path.display())),
         None => (
             false,
             format!(
                 "error: wake_command's program `{program}` is not found{}\nhelp: install it, or give its absolute path in wake_command (a service's PATH is often shorter than your shell's)",
-                if program.contains('/') { String::new() } else { " on PATH".to_owned() }
+                if program.contains('/') || program.contains('\\') { String::new() } else { " on PATH".to_owned() }
             ),
         ),
     }
@@ -330,19 +386,53 @@ mod tests {
     #[test]
     fn finds_the_program_past_assignments_and_quotes() {
         assert_eq!(
-            wake_program_name("openclaw system event --text \"x\"").as_deref(),
+            program_name("openclaw system event --text \"x\"", false).as_deref(),
             Some("openclaw")
         );
         assert_eq!(
-            wake_program_name("HOLD=1 FOO='a b' sh ./agent.sh").as_deref(),
+            program_name("HOLD=1 FOO='a b' sh ./agent.sh", false).as_deref(),
             Some("sh")
         );
         assert_eq!(
-            wake_program_name("'/opt/my agent/bin' run").as_deref(),
+            program_name("'/opt/my agent/bin' run", false).as_deref(),
             Some("/opt/my agent/bin")
         );
-        assert_eq!(wake_program_name("cd /x && run").as_deref(), Some("cd"));
-        assert_eq!(wake_program_name("  ").as_deref(), None);
+        assert_eq!(program_name("cd /x && run", false).as_deref(), Some("cd"));
+        assert_eq!(program_name("  ", false).as_deref(), None);
+    }
+
+    #[test]
+    fn cmd_exe_reads_backslashes_as_path_separators_and_only_double_quotes() {
+        assert_eq!(
+            program_name(r"C:\agent\agent.exe ${TASK_ID}", true).as_deref(),
+            Some(r"C:\agent\agent.exe")
+        );
+        assert_eq!(
+            program_name(r#""C:\Program Files\agent\run.cmd" x"#, true).as_deref(),
+            Some(r"C:\Program Files\agent\run.cmd")
+        );
+        assert_eq!(
+            program_name("agent.exe>log.txt", true).as_deref(),
+            Some("agent.exe")
+        );
+        assert_eq!(program_name("it's x", true).as_deref(), Some("it's"));
+        // sh reads the same text differently.
+        assert_eq!(
+            program_name(r"C:\agent\agent.exe", false).as_deref(),
+            Some("C:agentagent.exe")
+        );
+    }
+
+    #[test]
+    fn cmd_exe_tries_pathext_extensions() {
+        assert_eq!(
+            cmd_candidates("whoami", DEFAULT_PATHEXT),
+            ["whoami.COM", "whoami.EXE", "whoami.BAT", "whoami.CMD"]
+        );
+        assert_eq!(
+            cmd_candidates("agent.exe", ".EXE;;.CMD"),
+            ["agent.exe", "agent.exe.EXE", "agent.exe.CMD"]
+        );
     }
 
     #[test]
@@ -353,7 +443,10 @@ mod tests {
             line.contains("`definitely-not-a-program-xyz` is not found on PATH"),
             "{line}"
         );
+        #[cfg(unix)]
         assert!(wake_program("sh -c true", Path::new("/")).0);
-        assert!(wake_program("true", Path::new("/")).0);
+        #[cfg(windows)]
+        assert!(wake_program("cmd /c exit 0", Path::new("C:\\")).0);
+        assert!(wake_program("echo", Path::new("/")).0);
     }
 }

@@ -22,6 +22,8 @@ pub mod claude;
 pub mod direct;
 pub mod executor;
 pub mod fake_ollama;
+#[cfg(windows)]
+pub mod job;
 pub mod ollama;
 pub mod pipeline;
 mod plan;

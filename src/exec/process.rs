@@ -55,7 +55,8 @@ pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Co
 
 /// Kill a process group started by [`spawn_wake`] (SIGTERM, then SIGKILL after `grace`); no
 /// error if it is gone. Returns once the group is gone or SIGKILL was sent. A `pgid` of 0 or 1
-/// is ignored (it would mean our own group or every process). Windows: `taskkill /T /F /PID`.
+/// is ignored (it would mean our own group or every process). Windows: `TerminateJobObject` on
+/// its job, else (no job) `taskkill /T /F /PID`.
 ///
 /// [`spawn_wake`]: super::wake::spawn_wake
 pub async fn kill_process_group(pgid: u32, grace: Duration) {
@@ -82,6 +83,9 @@ pub async fn kill_process_group(pgid: u32, grace: Duration) {
     #[cfg(windows)]
     {
         let _ = grace;
+        if super::job::terminate(pgid) {
+            return;
+        }
         let _ = child_command("taskkill")
             .args(["/T", "/F", "/PID", &pgid.to_string()])
             .stdin(std::process::Stdio::null())
@@ -172,7 +176,7 @@ pub fn kill_group_now(pgid: u32) {
 }
 
 /// Whether the group still has a process (a zombie its parent has not reaped counts: call
-/// [`reap_adopted`] first). Windows: whether its leader still runs.
+/// [`reap_adopted`] first). Windows: whether a process of its job (see `job`) still runs.
 pub fn group_alive(pgid: u32) -> bool {
     #[cfg(unix)]
     {
@@ -180,10 +184,9 @@ pub fn group_alive(pgid: u32) -> bool {
         // SAFETY: kill(2) with signal 0 only checks; a negative pid names the group.
         pg > 1 && unsafe { libc::kill(-pg, 0) } == 0
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
-        let _ = pgid;
-        false
+        super::job::alive(pgid).unwrap_or(false)
     }
 }
 

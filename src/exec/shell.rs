@@ -327,11 +327,16 @@ impl GroupChild {
             });
         }
         #[cfg(windows)]
-        cmd.creation_flags(0x0000_0200 | 0x0800_0000); // CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
+        cmd.creation_flags(0x0000_0200 | 0x0800_0000 | super::job::CREATE_SUSPENDED); // CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW, resumed by job::track
         let child = cmd.spawn()?;
         let pgid = child
             .id()
             .ok_or_else(|| std::io::Error::other("the process exited before it could be tracked"))?;
+        #[cfg(windows)]
+        if let Some(handle) = child.raw_handle() {
+            // SAFETY: the child's own handle; `child` is kept with the group.
+            unsafe { super::job::track(pgid, handle) };
+        }
         spawned(pgid, true);
         super::executor::announce_group(pgid);
         Ok(GroupChild {

@@ -246,6 +246,11 @@ pub fn spawn_wake(spec: &WakeSpec) -> WakeHandleResult {
     let pgid = child
         .id()
         .ok_or_else(|| could_not_start("the wake command exited before it could be tracked".into()))?;
+    #[cfg(windows)]
+    if let Some(handle) = child.raw_handle() {
+        // SAFETY: the child's own handle; `child` is kept with the group.
+        unsafe { super::job::track(pgid, handle) };
+    }
     spawned(pgid, true);
     Ok(WakeHandle {
         pgid,
@@ -303,7 +308,7 @@ fn platform_command(
     let mut cmd = child_command("cmd.exe");
     cmd.raw_arg("/V:ON /D /S /C")
         .raw_arg(format!("\"{text}\""))
-        .creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+        .creation_flags(CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW | super::job::CREATE_SUSPENDED);
     Ok(cmd)
 }
 

@@ -157,8 +157,13 @@ mod imp {
 
     static BODY: Mutex<Option<Body>> = Mutex::new(None);
 
+    /// `what` failed: with the Windows error itself (the crate's own text for a failed call is
+    /// only "IO error in winapi call").
     fn err(what: &str, e: windows_service::Error) -> String {
-        format!("{what}: {e} (run from an Administrator prompt)")
+        match std::error::Error::source(&e) {
+            Some(cause) => format!("{what}: {cause} (run from an Administrator prompt)"),
+            None => format!("{what}: {e} (run from an Administrator prompt)"),
+        }
     }
 
     pub(super) fn install(spec: &ServiceSpec) -> Result<(), String> {
