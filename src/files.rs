@@ -90,6 +90,15 @@ pub fn open_read(path: &Path) -> io::Result<File> {
     open_regular(path, OpenOptions::new().read(true))
 }
 
+/// How a file made with [`private`] is protected, for messages: `mode 600` on Unix; on Windows
+/// the folder's access rules apply (private under your user profile), so that is what is said.
+#[cfg(unix)]
+pub const PRIVATE_NOTE: &str = "mode 600";
+/// How a file made with [`private`] is protected, for messages: `mode 600` on Unix; on Windows
+/// the folder's access rules apply (private under your user profile), so that is what is said.
+#[cfg(not(unix))]
+pub const PRIVATE_NOTE: &str = "as private as its folder: keep it under your user profile";
+
 /// `options` made to create files readable and writable by their owner only (0600, Unix).
 pub fn private(options: &mut OpenOptions) -> &mut OpenOptions {
     #[cfg(unix)]

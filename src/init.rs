@@ -77,7 +77,13 @@ pub fn run(path: &Path, args: InitArgs, force: bool) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let c = path.display();
+    #[cfg(unix)]
     crate::outln!("wrote {c} (readable by you only: it names the token and the wake command)");
+    #[cfg(not(unix))]
+    crate::outln!(
+        "wrote {c} ({}; it names the token and the wake command)",
+        crate::files::PRIVATE_NOTE
+    );
     if args.token_file.is_none() {
         crate::outln!("\nThe config holds no token. Give it one of these ways:");
         crate::outln!("  - a token file:   add \"token_file\": \"/path/to/token\" (chmod 600 the file), or rerun init with --token-file");

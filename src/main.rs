@@ -49,7 +49,7 @@ enum Command {
     #[command(
         long_about = "Write a valid config file, readable by its owner only (it names the token and the \
 wake command), and print the next steps. It never overwrites a file unless --force is given.\n\n\
-The token is not written into the config: give --token-file (a file holding the token, also mode 600), \
+The token is not written into the config: give --token-file (a file holding the token, also mode 600 on Unix), \
 or set AGENTCOM_TOKEN in the sidecar's environment.",
         after_help = "Example:\n  agentcom-sidecar init --agent-id my-agent --hub-url ws://hub.local:4000/ws \\\n      --token-file ~/.config/agentcom/token --wake-command 'my-agent --task-file ${TASK_FILE}'"
     )]
@@ -211,15 +211,15 @@ Examples:\n  agentcom-sidecar tasks\n  agentcom-sidecar tasks --status queued\n 
 step to take:\n  \
 hub       GET /health: the hub answers\n  \
 register  POST /api/onboard/register with --agent-id (or a generated name such as gcu-sleeper-service, \
-with a short suffix if the hub has it); the token goes into `token` beside the config, mode 600, and \
+with a short suffix if the hub has it); the token goes into `token` beside the config (mode 600 on Unix) and \
 nowhere else (never printed, never in a command line)\n  \
 repo      --repo URL (else the hub's default repository, if any) cloned into `repo` beside the config: repo_dir\n  \
-config    the config, written as `init` writes it (mode 600; never over an existing file without --force); \
+config    the config, written as `init` writes it (mode 600 on Unix; never over an existing file without --force); \
 hub_url is the address you typed with the hub's WebSocket path\n  \
 check     the same checks as `agentcom-sidecar check` (it connects and identifies once)\n  \
 service   with --service: `service install` (it starts the sidecar)\n  \
 test      one task through the hub, assigned to this agent, followed to its end\n\n\
-The steps done are recorded in join-progress.json beside the config (mode 600): run join again after \
+The steps done are recorded in join-progress.json beside the config (mode 600 on Unix): run join again after \
 an interruption or a fix, and it finishes the job. --rejoin reuses the registration whose token file is \
 already there instead of registering.",
         after_help = agentcom_sidecar::onboard::join::AFTER_HELP

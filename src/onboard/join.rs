@@ -365,9 +365,10 @@ async fn join(args: JoinArgs) -> Result<(), Failed> {
     }
     crate::outln!("\njoined {} as {agent_id}.", typed.api);
     crate::outln!(
-        "  config:  {} (token in {}, mode 600)",
+        "  config:  {} (token in {}, {})",
         config_path.display(),
-        token_path.display()
+        token_path.display(),
+        crate::files::PRIVATE_NOTE
     );
     if !progress.service {
         crate::outln!(
@@ -438,9 +439,10 @@ async fn register(
                 steps.ok(
                     "register",
                     &format!(
-                        "registered {} (token in {}, mode 600)",
+                        "registered {} (token in {}, {})",
                         reg.agent_id,
-                        token_path.display()
+                        token_path.display(),
+                        crate::files::PRIVATE_NOTE
                     ),
                 );
                 return Ok((reg.agent_id, Some(reg.hub_ws_url)));

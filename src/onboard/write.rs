@@ -83,8 +83,9 @@ pub(super) fn write_config(
     steps.ok(
         "config",
         &format!(
-            "wrote {} (mode 600; the token is in its own file)",
-            path.display()
+            "wrote {} ({}; the token is in its own file)",
+            path.display(),
+            crate::files::PRIVATE_NOTE
         ),
     );
     if args.wake_command.is_none() {
