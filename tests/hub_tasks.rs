@@ -1,7 +1,8 @@
 //! The embedded hub's task side through its handle API, on a paused clock: the double-assign
-//! knob, capability matching, the stuck sweep, cancel, admin push-task and hostile task frames;
-//! then its task endpoints over real HTTP (submit, get, list, retry, cancel, classify) and the
-//! scheduler's priority, depends_on and assign_to rules (the overdue and TTL sweeps: hub_sweeps.rs).
+//! knob, capability matching, cancel, admin push-task and hostile task frames; then its task
+//! endpoints over real HTTP (submit, get, list, retry, cancel, classify) and the scheduler's
+//! priority, depends_on and assign_to rules (the overdue and TTL sweeps: hub_sweeps.rs; the
+//! stuck sweep and reclaims from other agents: hub_reclaims.rs).
 
 use std::time::Duration;
 
@@ -130,57 +131,6 @@ async fn capabilities_must_all_be_declared() {
     );
     assert_eq!(recv(&mut coder).await["type"], "agent_joined");
     silent(&mut coder).await;
-    hub.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn stuck_sweep_reclaims_after_10_min_or_20_when_working() {
-    let opts = HubOptions {
-        acceptance_timeout: Duration::from_secs(100_000),
-        ..quiet_opts()
-    };
-    let hub = hub(opts).await;
-    let mut ws = agent(&hub, "stuck-1", &["code"]).await;
-    let id = hub.submit_task(spec("slow", &["code"]));
-    assert_eq!(recv(&mut ws).await["generation"], 1);
-
-    // Never accepted (FSM assigned): reclaimed by the first sweep past 10 min, and re-assigned
-    // at once to the same idle agent, with no other frame.
-    sleep(Duration::from_secs(600)).await;
-    silent(&mut ws).await;
-    sleep(Duration::from_secs(30)).await;
-    let again = recv(&mut ws).await;
-    assert_eq!(
-        (again["task_id"].as_str(), again["generation"].as_u64()),
-        (Some(id.as_str()), Some(3))
-    );
-    let events: Vec<String> = hub
-        .task(&id)
-        .expect("task")
-        .history
-        .into_iter()
-        .map(|h| h.0)
-        .collect();
-    assert_eq!(events, ["queued", "assigned", "reclaimed", "assigned"]);
-
-    // Accepted (FSM working): still held at 15 min, reclaimed once 20 min have passed.
-    send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
-    assert_eq!(recv(&mut ws).await["status"], "accepted");
-    sleep(Duration::from_secs(900)).await;
-    silent(&mut ws).await;
-    assert_eq!(hub.task(&id).map(|t| t.generation), Some(3));
-    // task_progress touches updated_at: the 20 minutes start again.
-    send(&mut ws, json!({"type": "task_progress", "task_id": id})).await;
-    sleep(Duration::from_secs(1100)).await;
-    silent(&mut ws).await;
-    assert_eq!(hub.task(&id).map(|t| t.generation), Some(3));
-    sleep(Duration::from_secs(150)).await;
-    let again = recv(&mut ws).await;
-    assert_eq!(again["generation"], 5);
-    assert_eq!(
-        hub.agent_state("stuck-1").map(|s| s.fsm_state),
-        Some("assigned".into())
-    );
     hub.stop().await;
 }
 
