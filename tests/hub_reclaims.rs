@@ -4,7 +4,9 @@
 //! touches no FSM, so the holder stays `assigned` (its acceptance timer still running) or
 //! `working` (unschedulable, its late `task_complete` refused `stale_generation`, until it
 //! reconnects) and the task goes to another idle agent (§7.4, C7); and the 60 s acceptance
-//! timer reclaims its task from whoever holds it by then (§2.2, §7.4).
+//! timer reclaims its task from whoever holds it by then (§2.2, §7.4). Every identify makes a
+//! new FSM, `assigned` (with a new 60 s timer) when a task is still assigned to the agent (C6),
+//! and only the close of that FSM's own socket reclaims its task (§2.3).
 
 use std::time::Duration;
 
@@ -343,5 +345,81 @@ async fn acceptance_timeout_reclaims_the_task_from_whoever_holds_it() {
         json!({"type": "error", "error": "task_complete_failed: stale_generation"})
     );
     assert_eq!(fsm(&hub, "hold-b"), ("working".into(), Some(id.clone())));
+    hub.stop().await;
+}
+
+/// Every identify makes a new AgentFSM (§2.2): one that finds a task still assigned to the agent
+/// starts `assigned` to it, pushes nothing, and reclaims it 60 s later unless a `task_accepted`
+/// for it comes first (C6), even when the old FSM was already `working` on it.
+#[tokio::test(start_paused = true)]
+async fn identify_again_starts_a_new_fsm_that_waits_60_s_for_task_accepted() {
+    let hub = hub(quiet_opts()).await;
+    let token = hub.add_token("c6-1");
+    let identify = json!({"type": "identify", "agent_id": "c6-1", "token": token, "capabilities": ["code"]});
+    let mut ws = agent(&hub, "c6-1", &["code"]).await;
+    let id = hub.submit_task(spec("held across identifies"));
+    assert_eq!(assigned(&recv(&mut ws).await), (id.clone(), 1));
+    send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+    assert_eq!(recv(&mut ws).await["status"], "accepted");
+    assert_eq!(fsm(&hub, "c6-1"), ("working".into(), Some(id.clone())));
+
+    // Identify again on the same socket; re-accepted within the 60 s: nothing is reclaimed.
+    send(&mut ws, identify.clone()).await;
+    assert_eq!(recv(&mut ws).await["type"], "identified");
+    assert_eq!(fsm(&hub, "c6-1"), ("assigned".into(), Some(id.clone())));
+    sleep(SECS(59)).await;
+    send(&mut ws, json!({"type": "task_accepted", "task_id": id})).await;
+    assert_eq!(recv(&mut ws).await["status"], "accepted");
+    assert_eq!(fsm(&hub, "c6-1"), ("working".into(), Some(id.clone())));
+    sleep(SECS(60)).await;
+    silent(&mut ws, "c6-1").await;
+    assert_eq!(task(&hub, &id), ("assigned".into(), 1, Some("c6-1".into())));
+
+    // Identify again, not re-accepted: at +60 s reclaimed, and back to the now idle agent.
+    let start = Instant::now();
+    send(&mut ws, identify).await;
+    assert_eq!(recv(&mut ws).await["type"], "identified");
+    assert_eq!(fsm(&hub, "c6-1"), ("assigned".into(), Some(id.clone())));
+    sleep(SECS(60) - start.elapsed() - Duration::from_millis(1)).await;
+    assert_eq!(task(&hub, &id).1, 1);
+    assert_eq!(assigned(&recv(&mut ws).await), (id.clone(), 3));
+    let state = hub.agent_state("c6-1").expect("fsm");
+    assert_eq!(
+        (state.fsm_state.as_str(), state.flags),
+        ("assigned", vec!["unresponsive".to_string()])
+    );
+    assert_eq!(log(&hub), pairs(&[("fsm_acceptance_timeout", "c6-1")]));
+    hub.stop().await;
+}
+
+/// Only the close of the socket whose identify made the agent's FSM reclaims its task (the real
+/// FSM's `:DOWN`); an older socket of the same agent_id closing changes neither FSM nor task.
+#[tokio::test(start_paused = true)]
+async fn only_the_fsm_s_own_socket_closing_reclaims_its_task() {
+    let hub = hub(quiet_opts()).await;
+    let mut old = agent(&hub, "dup-1", &["code"]).await;
+    let id = hub.submit_task(spec("survives the old socket"));
+    assert_eq!(assigned(&recv(&mut old).await), (id.clone(), 1));
+    let mut new = agent(&hub, "dup-1", &["code"]).await;
+    send(&mut new, json!({"type": "task_accepted", "task_id": id})).await;
+    assert_eq!(recv(&mut new).await["status"], "accepted");
+    assert_eq!(fsm(&hub, "dup-1"), ("working".into(), Some(id.clone())));
+
+    old.close(None).await.expect("close");
+    // The new socket hears its own agent leave (the duplicate agent_id defect, §2.3).
+    assert_eq!(
+        recv(&mut new).await,
+        json!({"type": "agent_left", "agent_id": "dup-1"})
+    );
+    assert_eq!(task(&hub, &id), ("assigned".into(), 1, Some("dup-1".into())));
+    assert_eq!(fsm(&hub, "dup-1"), ("working".into(), Some(id.clone())));
+
+    new.close(None).await.expect("close");
+    let deadline = Instant::now() + SECS(5);
+    while hub.agent_state("dup-1").is_some() {
+        assert!(Instant::now() < deadline, "the FSM outlived its socket");
+        sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(task(&hub, &id), ("queued".into(), 2, None));
     hub.stop().await;
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::complexity;
 use super::state::{ConnCmd, State};
-use super::tasks::Task;
+use super::tasks::{Fsm, Task};
 use super::{epoch_ms, later, wire_text, Shared};
 
 /// Sends `frame` to the socket registered for `agent_id`; false if there is none.
@@ -103,12 +103,14 @@ pub fn schedule(shared: &Arc<Shared>, st: &mut State) {
             continue;
         };
         push_to(st, &agent_id, &assign_frame(&task));
-        arm_acceptance(shared, &agent_id, &task_id, task.rec.generation);
+        let epoch = st.tasks.fsms.get(&agent_id).map_or(0, |f| f.epoch);
+        arm_acceptance(shared, &agent_id, &task_id, task.rec.generation, epoch);
     }
 }
 
-/// Starts the 60 s acceptance timer of an assignment (a no-op outside a tokio runtime).
-pub fn arm_acceptance(shared: &Arc<Shared>, agent_id: &str, task_id: &str, generation: u64) {
+/// Starts the 60 s acceptance timer of an assignment made to the FSM `epoch` (a no-op outside a
+/// tokio runtime).
+pub fn arm_acceptance(shared: &Arc<Shared>, agent_id: &str, task_id: &str, generation: u64, epoch: u64) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -120,9 +122,11 @@ pub fn arm_acceptance(shared: &Arc<Shared>, agent_id: &str, task_id: &str, gener
         let Some(fsm) = st.tasks.fsms.get_mut(&agent_id) else {
             return;
         };
-        // Live only while the FSM still holds this very assignment: a newer assignment (of this
-        // task or another) has its own timer, and task_accepted moved it on to working.
-        if fsm.state != "assigned"
+        // Live only while the FSM that armed it still holds this very assignment: a newer FSM
+        // (a new identify) or a newer assignment (of this task or another) has its own timer,
+        // and task_accepted moved it on to working.
+        if fsm.epoch != epoch
+            || fsm.state != "assigned"
             || fsm.current.as_deref() != Some(task_id.as_str())
             || fsm.generation != generation
         {
@@ -160,24 +164,58 @@ pub fn arm_acceptance(shared: &Arc<Shared>, agent_id: &str, task_id: &str, gener
     });
 }
 
-/// A socket identified as `agent_id` closed: reclaim its FSM's current task at once (like the
-/// real `:DOWN` handler, by task_id: from whoever holds it now, e.g. another agent after a stuck
-/// reclaim); drop its FSM unless another socket is still identified as it (then it goes idle).
-pub fn agent_gone(shared: &Arc<Shared>, st: &mut State, agent_id: &str) {
-    let now = Instant::now();
-    let still_there = st.conns.values().any(|c| c.agent_id.as_deref() == Some(agent_id));
-    let current = st.tasks.fsms.get(agent_id).and_then(|f| f.current.clone());
+/// An identify made a new AgentFSM for `agent_id` on connection `conn`, replacing any older one
+/// without a reclaim (§2.2, §2.3). Like the real one it looks for tasks still assigned to the
+/// agent (`TaskQueue.tasks_assigned_to`): with one it starts `assigned` to it, nothing pushed,
+/// under a new 60 s acceptance timer (C6: only a `task_accepted` for it makes it `working`);
+/// else `idle`. Flags start empty. The reference does not say which task when several are
+/// assigned (the real fold over a DETS table has no order): here the earliest submitted.
+pub fn start_fsm(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    agent_id: &str,
+    conn: u64,
+    caps: Vec<String>,
+    name: String,
+) {
+    st.tasks.next_epoch += 1;
+    let mut fsm = Fsm::new(caps);
+    fsm.name = name;
+    fsm.conn = conn;
+    fsm.epoch = st.tasks.next_epoch;
+    let held = st
+        .tasks
+        .map
+        .values()
+        .filter(|t| t.rec.status == "assigned" && t.rec.assigned_to.as_deref() == Some(agent_id))
+        .min_by_key(|t| t.seq)
+        .map(|t| (t.rec.task_id.clone(), t.rec.generation));
+    if let Some((task_id, generation)) = &held {
+        fsm.state = "assigned";
+        fsm.current = Some(task_id.clone());
+        fsm.generation = *generation;
+    }
+    let epoch = fsm.epoch;
+    st.tasks.fsms.insert(agent_id.to_string(), fsm);
+    if let Some((task_id, generation)) = held {
+        arm_acceptance(shared, agent_id, &task_id, generation, epoch);
+    }
+}
+
+/// Connection `conn`, identified as `agent_id`, closed. If it is the socket of the agent's FSM
+/// (the real FSM's `:DOWN`): the FSM goes, and its current task is reclaimed at once, by task_id,
+/// from whoever holds it now (e.g. another agent after a stuck reclaim). An older socket's close
+/// (a duplicate agent_id, or a socket that identified again elsewhere) leaves FSM and tasks be.
+pub fn agent_gone(shared: &Arc<Shared>, st: &mut State, agent_id: &str, conn: u64) {
+    if st.tasks.fsms.get(agent_id).is_none_or(|f| f.conn != conn) {
+        return;
+    }
+    let current = st.tasks.fsms.remove(agent_id).and_then(|f| f.current);
     if let Some(task_id) = current {
-        st.tasks.reclaim(&task_id, "agent_disconnect", now);
-    }
-    if still_there {
-        if let Some(fsm) = st.tasks.fsms.get_mut(agent_id) {
-            fsm.idle();
+        if st.tasks.reclaim(&task_id, "agent_disconnect", Instant::now()) {
+            schedule(shared, st);
         }
-    } else {
-        st.tasks.fsms.remove(agent_id);
     }
-    schedule(shared, st);
 }
 
 /// Every `stuck_sweep_interval`, reclaims assigned tasks not touched for `stuck_after`

@@ -169,6 +169,10 @@ pub struct Fsm {
     pub connected_at: u64,
     /// Epoch ms of the last change of `state`.
     pub last_state_change: u64,
+    /// The connection whose identify made it: that socket's close is its `:DOWN`.
+    pub conn: u64,
+    /// Which FSM this is (each identify makes a new one): a timer armed by an older one is dead.
+    pub epoch: u64,
 }
 
 impl Fsm {
@@ -184,6 +188,8 @@ impl Fsm {
             name: String::new(),
             connected_at: now,
             last_state_change: now,
+            conn: 0,
+            epoch: 0,
         }
     }
 
@@ -257,6 +263,8 @@ pub struct Tasks {
     pub next_seq: u64,
     /// The scheduler race knob.
     pub double_assign: bool,
+    /// Last FSM epoch handed out.
+    pub next_epoch: u64,
 }
 
 fn detail_text(details: Value) -> Option<String> {
