@@ -99,12 +99,27 @@ pub fn schedule(shared: &Arc<Shared>, st: &mut State) {
         };
         let decision = complexity::decide(&task.rec.complexity, task.signals, &candidates, epoch_ms());
         task.rec.routing_decision = Some(decision);
+        let (busy, epoch) = st
+            .tasks
+            .fsms
+            .get(&agent_id)
+            .map_or(("idle", 0), |f| (f.state, f.epoch));
         let Some(task) = st.tasks.assign(&task_id, &agent_id, now) else {
             continue;
         };
         push_to(st, &agent_id, &assign_frame(&task));
-        let epoch = st.tasks.fsms.get(&agent_id).map_or(0, |f| f.epoch);
-        arm_acceptance(shared, &agent_id, &task_id, task.rec.generation, epoch);
+        if busy == "idle" {
+            arm_acceptance(shared, &agent_id, &task_id, task.rec.generation, epoch);
+        } else {
+            // The double assignment: the real AgentFSM refuses assigned -> assigned (or working
+            // -> assigned), keeps its task and arms no timer for this one.
+            st.warn(
+                "fsm_invalid_transition",
+                &agent_id,
+                Some(&task_id),
+                format!("from_state {busy}, to_state assigned, trigger task_assigned"),
+            );
+        }
     }
 }
 

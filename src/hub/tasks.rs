@@ -361,7 +361,9 @@ impl Tasks {
         id
     }
 
-    /// Assigns a queued task to `agent_id` (generation + 1) and moves its FSM to assigned.
+    /// Assigns a queued task to `agent_id` (generation + 1) and, if its FSM is idle, moves it to
+    /// assigned. A busy FSM (the scheduler's double assignment) keeps its own task, as the real
+    /// AgentFSM refuses the transition from assigned or working (`fsm_invalid_transition`).
     pub fn assign(&mut self, task_id: &str, agent_id: &str, now: Instant) -> Option<Task> {
         let task = self.map.get_mut(task_id)?;
         task.rec.generation += 1;
@@ -376,7 +378,7 @@ impl Tasks {
             json!({"agent_id": agent_id, "generation": generation}),
         );
         let snapshot = task.clone();
-        if let Some(fsm) = self.fsms.get_mut(agent_id) {
+        if let Some(fsm) = self.fsms.get_mut(agent_id).filter(|f| f.state == "idle") {
             fsm.set_state("assigned");
             fsm.current = Some(task_id.to_string());
             fsm.generation = generation;
