@@ -43,7 +43,8 @@ async fn until(w: &World, what: &str, within: Duration, done: impl Fn(&World) ->
 }
 
 /// `n` tasks submitted back to back while the hub's double assignment is on: the hub hands all
-/// of them to the one agent at once (its FSM ends up assigned to the last one).
+/// of them to the one agent at once (its FSM takes the first and refuses the others, logging
+/// `fsm_invalid_transition` for each: the hub's own race, whatever the sidecar does).
 async fn burst(agent: &str, max_pending: Option<u64>, n: usize) -> (World, Sidecar, Vec<String>) {
     // `max_pending`: None leaves the default.
     let extra = match max_pending {
@@ -73,7 +74,8 @@ async fn burst(agent: &str, max_pending: Option<u64>, n: usize) -> (World, Sidec
 }
 
 /// Every task accepted, none failed or refused, each woken once and completed with its own
-/// result and no retry; the hub logged no warning and the agent is neither stalled nor flagged.
+/// result and no retry; the hub logged no warning about the agent's answers (only its FSM's
+/// refusals of the double assignment) and the agent is neither stalled nor flagged.
 async fn all_held_and_completed(w: &World, ids: &[String]) {
     until(w, "every task accepted", SECS(10), |w| {
         let sent = w.frames_from_sidecar();
@@ -100,7 +102,13 @@ async fn all_held_and_completed(w: &World, ids: &[String]) {
         );
         assert_eq!(w.wakes(id), 1, "{id} woken once");
     }
-    assert!(w.hub.hub_log().is_empty(), "hub warnings: {:?}", w.hub.hub_log());
+    let warnings: Vec<_> = w
+        .hub
+        .hub_log()
+        .into_iter()
+        .filter(|l| l.event != "fsm_invalid_transition")
+        .collect();
+    assert!(warnings.is_empty(), "hub warnings: {warnings:?}");
     let fsm = w.hub.agent_state(&w.agent).expect("agent");
     assert!(fsm.flags.is_empty(), "{fsm:?}");
 }

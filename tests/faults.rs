@@ -367,9 +367,13 @@ async fn campaign(
         format!("{agent}: FAULT_SEED={seed}"),
     );
     // A second task the hub assigned while another was current (double assignment), killed with
-    // the sidecar before it was persisted and accepted, stays assigned at the hub until its stuck
-    // sweep (10 min; its acceptance timer covers only the current task): swept every second here.
+    // the sidecar before it was persisted and accepted, stays assigned at the hub (its
+    // acceptance timer covers only the current task) until its stuck sweep (10 min) or until the
+    // sidecar identifies again: the new FSM then starts assigned to it and waits 60 s for a
+    // task_accepted the sidecar cannot send, since it never learned of the task (C6), leaving
+    // the agent unschedulable meanwhile. Here: swept every second, and 10 s to accept.
     let hub = EmbeddedHub::start(HubOptions {
+        acceptance_timeout: SECS(10),
         stuck_sweep_interval: SECS(1),
         stuck_after: SECS(10),
         stuck_after_working: SECS(10),
@@ -591,7 +595,12 @@ async fn the_hub_killed_and_restarted_mid_task_loses_nothing() {
 #[tokio::test]
 async fn a_link_black_holed_mid_task_is_dropped_and_the_outcome_delivered_once() {
     // The hub notices the dead connection only by its idle timeout (3 s here instead of 60 s).
+    // Until then it pushes to the old socket (§2.3, C19): a task assigned in that window is lost
+    // on the dead link and, as the old socket's close reclaims nothing, comes back only when the
+    // acceptance timer of the agent's FSM (the one the sidecar's identify on the new link or its
+    // identify again after its own agent_left made) runs out: 60 s on the hub, 5 s here.
     let hub = EmbeddedHub::start(HubOptions {
+        acceptance_timeout: SECS(5),
         idle_timeout: SECS(3),
         ..HubOptions::default()
     })

@@ -104,7 +104,7 @@ pub async fn run<S>(
         let agent = st.conns.get(&conn).and_then(|e| e.agent_id.clone());
         st.remove_conn(conn);
         if let Some(agent_id) = agent {
-            super::scheduler::agent_gone(&shared, &mut st, &agent_id);
+            super::scheduler::agent_gone(&shared, &mut st, &agent_id, conn);
         }
     }
     if let Some(end) = end {

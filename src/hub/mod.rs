@@ -191,7 +191,8 @@ pub struct HubLogLine {
     /// `warning` (the only level modelled).
     pub level: &'static str,
     /// The real hub's event name: `fsm_unexpected_event`, `fsm_acceptance_timeout`,
-    /// `fsm_reclaim_failed`, `task_overdue_reclaim`, `scheduler_task_ttl_expired`.
+    /// `fsm_reclaim_failed`, `fsm_invalid_transition`, `scheduler_reclaim_stuck`,
+    /// `task_overdue_reclaim`, `scheduler_task_ttl_expired`.
     pub event: String,
     /// The agent concerned ("" when none, as for `scheduler_task_ttl_expired`).
     pub agent_id: String,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::rate::{Tier, Verdict};
 use super::scheduler;
 use super::state::PresenceEntry;
-use super::tasks::{Completion, Fsm, Refusal};
+use super::tasks::{Completion, Refusal};
 use super::{epoch_ms, llm, schema, HubEvent, Shared};
 
 /// What the connection task must do after a frame.
@@ -164,13 +164,7 @@ impl Session {
             .and_then(Value::as_str)
             .unwrap_or(&agent_id)
             .to_string();
-        let fsm = st
-            .tasks
-            .fsms
-            .entry(agent_id.clone())
-            .or_insert_with(|| Fsm::new(Vec::new()));
-        fsm.capabilities = caps;
-        fsm.name = name;
+        scheduler::start_fsm(&self.shared, &mut st, &agent_id, self.conn, caps, name);
         // An identify's ollama_url registers (resets) the endpoint `<agent_id>-local` (§11.3).
         if let Some((host, port)) = msg
             .get("ollama_url")

@@ -58,8 +58,10 @@ pub(crate) fn push_task(
     if let Some(fsm) = st.tasks.fsms.get_mut(agent_id).filter(|f| f.state == "idle") {
         fsm.set_state("assigned");
         fsm.current = Some(task_id.clone());
+        fsm.generation = 0;
+        let epoch = fsm.epoch;
         drop(st);
-        scheduler::arm_acceptance(shared, agent_id, &task_id, 0);
+        scheduler::arm_acceptance(shared, agent_id, &task_id, 0, epoch);
     }
     Ok(task_id)
 }

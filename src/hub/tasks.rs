@@ -169,6 +169,10 @@ pub struct Fsm {
     pub connected_at: u64,
     /// Epoch ms of the last change of `state`.
     pub last_state_change: u64,
+    /// The connection whose identify made it: that socket's close is its `:DOWN`.
+    pub conn: u64,
+    /// Which FSM this is (each identify makes a new one): a timer armed by an older one is dead.
+    pub epoch: u64,
 }
 
 impl Fsm {
@@ -184,6 +188,8 @@ impl Fsm {
             name: String::new(),
             connected_at: now,
             last_state_change: now,
+            conn: 0,
+            epoch: 0,
         }
     }
 
@@ -257,6 +263,8 @@ pub struct Tasks {
     pub next_seq: u64,
     /// The scheduler race knob.
     pub double_assign: bool,
+    /// Last FSM epoch handed out.
+    pub next_epoch: u64,
 }
 
 fn detail_text(details: Value) -> Option<String> {
@@ -353,7 +361,9 @@ impl Tasks {
         id
     }
 
-    /// Assigns a queued task to `agent_id` (generation + 1) and moves its FSM to assigned.
+    /// Assigns a queued task to `agent_id` (generation + 1) and, if its FSM is idle, moves it to
+    /// assigned. A busy FSM (the scheduler's double assignment) keeps its own task, as the real
+    /// AgentFSM refuses the transition from assigned or working (`fsm_invalid_transition`).
     pub fn assign(&mut self, task_id: &str, agent_id: &str, now: Instant) -> Option<Task> {
         let task = self.map.get_mut(task_id)?;
         task.rec.generation += 1;
@@ -368,7 +378,7 @@ impl Tasks {
             json!({"agent_id": agent_id, "generation": generation}),
         );
         let snapshot = task.clone();
-        if let Some(fsm) = self.fsms.get_mut(agent_id) {
+        if let Some(fsm) = self.fsms.get_mut(agent_id).filter(|f| f.state == "idle") {
             fsm.set_state("assigned");
             fsm.current = Some(task_id.to_string());
             fsm.generation = generation;
