@@ -8,17 +8,14 @@
 //! new FSM, `assigned` (with a new 60 s timer) when a task is still assigned to the agent (C6),
 //! and only the close of that FSM's own socket reclaims its task (§2.3).
 
+mod support;
+
 use std::time::Duration;
 
 use agentcom_sidecar::hub::{EmbeddedHub, HubOptions, TaskSpec};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::DuplexStream;
-use tokio::time::{sleep, timeout, Instant};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<DuplexStream>;
+use support::hub_client::*;
+use tokio::time::{sleep, Instant};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -35,48 +32,6 @@ fn quiet_opts() -> HubOptions {
 
 async fn hub(opts: HubOptions) -> EmbeddedHub {
     EmbeddedHub::start(opts).await.expect("hub starts")
-}
-
-/// Opens a socket and identifies as `agent` with `caps` (the token is made on first use).
-async fn agent(hub: &EmbeddedHub, agent: &str, caps: &[&str]) -> Ws {
-    let (client, server) = tokio::io::duplex(1 << 20);
-    hub.serve_stream(server);
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://127.0.0.1/ws", client)
-        .await
-        .expect("handshake");
-    let token = hub.add_token(agent);
-    send(
-        &mut ws,
-        json!({"type": "identify", "agent_id": agent, "token": token, "capabilities": caps}),
-    )
-    .await;
-    assert_eq!(
-        recv(&mut ws).await,
-        json!({"agent_id": agent, "type": "identified"})
-    );
-    ws
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-/// The next text frame as JSON (within 5 s of virtual time).
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match timeout(SECS(5), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("json"),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// Asserts no frame arrives within 100 ms of virtual time.
-async fn silent(ws: &mut Ws, who: &str) {
-    if let Ok(frame) = timeout(Duration::from_millis(100), ws.next()).await {
-        panic!("{who} got an unexpected {frame:?}");
-    }
 }
 
 fn spec(description: &str) -> TaskSpec {

@@ -5,17 +5,14 @@
 //! scheduler's TTL sweep (every 60 s: queued, non-trivial, older than `task_ttl_ms` ->
 //! dead-lettered "ttl_expired", age counted from `created_at` even after a retry, C31).
 
+mod support;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agentcom_sidecar::hub::{EmbeddedHub, HubOptions, TaskSpec};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::time::{sleep, timeout};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<DuplexStream>;
+use support::hub_client::*;
+use tokio::time::sleep;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -30,74 +27,6 @@ fn quiet_opts() -> HubOptions {
         stuck_after_working: SECS(100_000),
         ..HubOptions::default()
     }
-}
-
-/// Opens a socket and identifies as `agent` with `caps`.
-async fn agent(hub: &EmbeddedHub, agent: &str, caps: &[&str]) -> Ws {
-    let (client, server) = tokio::io::duplex(1 << 20);
-    hub.serve_stream(server);
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://127.0.0.1/ws", client)
-        .await
-        .expect("handshake");
-    let token = hub.add_token(agent);
-    send(
-        &mut ws,
-        json!({"type": "identify", "agent_id": agent, "token": token, "capabilities": caps}),
-    )
-    .await;
-    assert_eq!(
-        recv(&mut ws).await,
-        json!({"agent_id": agent, "type": "identified"})
-    );
-    ws
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-/// The next text frame as JSON (within 5 s of virtual time).
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match timeout(SECS(5), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("json"),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// Asserts no frame arrives within 100 ms of virtual time.
-async fn silent(ws: &mut Ws, who: &str) {
-    if let Ok(frame) = timeout(Duration::from_millis(100), ws.next()).await {
-        panic!("{who} got an unexpected {frame:?}");
-    }
-}
-
-/// One HTTP/1.1 exchange with the hub over an in-memory stream (so the paused clock holds):
-/// the status and the JSON body.
-async fn http(hub: &EmbeddedHub, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let (mut client, server) = tokio::io::duplex(1 << 20);
-    hub.serve_stream(server);
-    client.write_all(req.as_bytes()).await.expect("write");
-    let mut answer = String::new();
-    timeout(SECS(5), client.read_to_string(&mut answer))
-        .await
-        .expect("the hub answers and closes")
-        .expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete answer");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, serde_json::from_str(body).expect("JSON body"))
 }
 
 /// `GET /api/tasks/:id`, which must answer 200.

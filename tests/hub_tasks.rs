@@ -4,17 +4,16 @@
 //! priority, depends_on and assign_to rules (the overdue and TTL sweeps: hub_sweeps.rs; the
 //! stuck sweep and reclaims from other agents: hub_reclaims.rs).
 
+mod support;
+
 use std::time::Duration;
 
 use agentcom_sidecar::hub::{EmbeddedHub, HubOptions, TaskSpec};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::DuplexStream;
+use support::hub_client::*;
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<DuplexStream>;
 
 /// Options that keep a silent client connected for hours (no idle close, no reaper kill).
 fn quiet_opts() -> HubOptions {
@@ -27,48 +26,6 @@ fn quiet_opts() -> HubOptions {
 
 async fn hub(opts: HubOptions) -> EmbeddedHub {
     EmbeddedHub::start(opts).await.expect("hub starts")
-}
-
-/// Opens a socket and identifies as `agent` with `caps`.
-async fn agent(hub: &EmbeddedHub, agent: &str, caps: &[&str]) -> Ws {
-    let (client, server) = tokio::io::duplex(1 << 20);
-    hub.serve_stream(server);
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://127.0.0.1/ws", client)
-        .await
-        .expect("handshake");
-    let token = hub.add_token(agent);
-    send(
-        &mut ws,
-        json!({"type": "identify", "agent_id": agent, "token": token, "capabilities": caps}),
-    )
-    .await;
-    assert_eq!(
-        recv(&mut ws).await,
-        json!({"agent_id": agent, "type": "identified"})
-    );
-    ws
-}
-
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-/// The next text frame as JSON (within 5 s of virtual time).
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match timeout(Duration::from_secs(5), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("json"),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// Asserts nothing arrives within 100 ms.
-async fn silent(ws: &mut Ws) {
-    if let Ok(frame) = timeout(Duration::from_millis(100), ws.next()).await {
-        panic!("unexpected {frame:?}");
-    }
 }
 
 fn spec(description: &str, caps: &[&str]) -> TaskSpec {
@@ -90,7 +47,7 @@ async fn double_assign_knob_gives_a_busy_agent_a_second_task() {
         (Some(first.as_str()), Some(1))
     );
     let second = hub.submit_task(spec("two", &["code"]));
-    silent(&mut ws).await;
+    silent(&mut ws, "ws").await;
     assert_eq!(hub.task(&second).map(|t| t.status), Some("queued".into()));
 
     hub.set_double_assign(true);
@@ -133,7 +90,7 @@ async fn capabilities_must_all_be_declared() {
     let hub = hub(quiet_opts()).await;
     let mut coder = agent(&hub, "cap-coder", &["code"]).await;
     let gpu_task = hub.submit_task(spec("needs a gpu", &["code", "gpu"]));
-    silent(&mut coder).await;
+    silent(&mut coder, "coder").await;
     assert_eq!(hub.task(&gpu_task).map(|t| t.status), Some("queued".into()));
 
     // A task with no needs goes to anyone; FIFO does not block on the unassignable one.
@@ -148,7 +105,7 @@ async fn capabilities_must_all_be_declared() {
         Some("cap-gpu".into())
     );
     assert_eq!(recv(&mut coder).await["type"], "agent_joined");
-    silent(&mut coder).await;
+    silent(&mut coder, "coder").await;
     hub.stop().await;
 }
 
@@ -264,7 +221,7 @@ async fn hub_side_close_reclaims_and_another_agent_gets_the_task() {
     // Busy agents do not get it; the second agent joins while the first holds the task.
     let mut second = agent(&hub, "gone-2", &["code"]).await;
     assert_eq!(recv(&mut first).await["type"], "agent_joined");
-    silent(&mut second).await;
+    silent(&mut second, "second").await;
     // A JSON array crashes the first agent's connection on the real hub: close 1011.
     first
         .send(Message::text(r#"[{"type":"ping"}]"#))
@@ -310,7 +267,7 @@ async fn unaccepted_push_task_times_out_silently() {
         Some("assigned".into())
     );
     sleep(Duration::from_secs(1)).await;
-    silent(&mut ws).await;
+    silent(&mut ws, "ws").await;
     let fsm = hub.agent_state("late-1").expect("fsm");
     assert_eq!((fsm.fsm_state.as_str(), fsm.current_task_id), ("idle", None));
     assert_eq!(fsm.flags, ["unresponsive"]);
@@ -369,7 +326,7 @@ async fn task_failed_before_task_accepted_stalls_the_agent_60_s_and_costs_a_retr
     );
     sleep(Duration::from_secs(5)).await;
     let second = hub.submit_task(spec("second", &["code"]));
-    silent(&mut ws).await;
+    silent(&mut ws, "ws").await;
     sleep(Duration::from_secs(59) - assigned_at.elapsed()).await;
     assert_eq!(hub.agent_state("refuser").unwrap().fsm_state, "assigned");
     sleep(Duration::from_secs(2)).await;
@@ -388,7 +345,7 @@ async fn task_failed_before_task_accepted_stalls_the_agent_60_s_and_costs_a_retr
         ]
     );
     sleep(Duration::from_secs(8)).await;
-    silent(&mut ws).await;
+    silent(&mut ws, "ws").await;
     for (id, generation) in [(&first, 2), (&second, 0)] {
         let task = hub.task(id).expect("task");
         assert_eq!((task.status.as_str(), task.generation), ("queued", generation));
@@ -494,7 +451,7 @@ async fn a_bad_complexity_tier_is_a_422_and_queues_nothing() {
     assert_eq!(body["error"], "validation_failed");
     assert_eq!(body["errors"][0]["field"], "complexity_tier");
     assert_eq!(body["errors"][0]["value"], "huge");
-    silent(&mut ws).await;
+    silent(&mut ws, "ws").await;
     hub.stop().await;
 }
 
@@ -656,33 +613,8 @@ async fn task_complete_stores_tokens_and_verification_reports_and_refuses_wrong_
 // The task endpoints of the HTTP API, over real TCP with a raw HTTP/1.1 client (real clock).
 // ---------------------------------------------------------------------------------------------
 
-/// `METHOD path` with a Bearer token and an optional JSON body: the status and JSON body.
-async fn http(hub: &EmbeddedHub, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        hub.addr(),
-        body.len()
-    );
-    let mut tcp = tokio::net::TcpStream::connect(hub.addr()).await.expect("connect");
-    tcp.write_all(req.as_bytes()).await.expect("write");
-    let mut answer = String::new();
-    timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
-        .await
-        .expect("the hub answers and closes")
-        .expect("read");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete answer");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, serde_json::from_str(body).expect("JSON body"))
-}
-
 async fn post_task(hub: &EmbeddedHub, token: &str, body: Value) -> (u16, Value) {
-    http(hub, "POST", "/api/tasks", token, Some(body)).await
+    http_tcp(hub, "POST", "/api/tasks", token, Some(body)).await
 }
 
 /// The error entries' `field:error` pairs of a 422 body.
@@ -772,7 +704,7 @@ async fn post_task_validates_every_field_like_the_hub() {
         (422, vec!["depends_on[0]:invalid_value".to_string()])
     );
     assert!(
-        http(&hub, "GET", "/api/tasks", &token, None).await.1["tasks"] == json!([]),
+        http_tcp(&hub, "GET", "/api/tasks", &token, None).await.1["tasks"] == json!([]),
         "nothing was queued"
     );
     // Accepted: the priority as its number (unknown names are normal), warnings past 10 steps.
@@ -846,7 +778,7 @@ async fn a_task_submitted_over_http_is_assigned_with_its_fields_and_shown_whole(
     ] {
         assert_eq!(assign[key], want, "task_assign {key}");
     }
-    let (status, task) = http(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
+    let (status, task) = http_tcp(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
     assert_eq!(status, 200);
     let mut keys: Vec<&str> = task
         .as_object()
@@ -928,13 +860,13 @@ async fn a_task_submitted_over_http_is_assigned_with_its_fields_and_shown_whole(
     )
     .await;
     assert_eq!(recv(&mut ws).await["status"], "complete");
-    let (_, task) = http(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
+    let (_, task) = http_tcp(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
     assert_eq!(task["status"], "completed");
     assert_eq!(task["verification_report"], report);
     assert_eq!(task["verification_history"], json!([first, report]));
     assert_eq!(task["tokens_used"], 42);
     assert_eq!(task["history"][0]["details"], json!({"tokens_used": 42}));
-    let (status, body) = http(&hub, "GET", "/api/tasks/task-00000000000000ff", &token, None).await;
+    let (status, body) = http_tcp(&hub, "GET", "/api/tasks/task-00000000000000ff", &token, None).await;
     assert_eq!(
         (status, body),
         (
@@ -964,7 +896,7 @@ async fn listing_filters_and_orders_and_dead_letters_can_be_retried_or_cancelled
         let hub = hub.clone();
         let token = token.clone();
         async move {
-            let (status, body) = http(&hub, "GET", &format!("/api/tasks{q}"), &token, None).await;
+            let (status, body) = http_tcp(&hub, "GET", &format!("/api/tasks{q}"), &token, None).await;
             assert_eq!(status, 200);
             assert_eq!(body["count"], body["tasks"].as_array().unwrap().len());
             body["tasks"]
@@ -1010,23 +942,23 @@ async fn listing_filters_and_orders_and_dead_letters_can_be_retried_or_cancelled
     .await;
     assert_eq!(recv(&mut ws).await["status"], "dead_letter");
     assert!(!list("").await.contains(&"fails".to_string()));
-    let (_, dead) = http(&hub, "GET", "/api/tasks/dead-letter", &token, None).await;
+    let (_, dead) = http_tcp(&hub, "GET", "/api/tasks/dead-letter", &token, None).await;
     assert_eq!(
         (dead["count"].clone(), dead["tasks"][0]["id"].clone()),
         (json!(1), json!(id))
     );
-    let (_, task) = http(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
+    let (_, task) = http_tcp(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
     assert_eq!(
         (&task["status"], &task["last_error"]),
         (&json!("dead_letter"), &json!("boom"))
     );
     let queued = &ids[0];
-    let (status, body) = http(&hub, "POST", &format!("/api/tasks/{queued}/retry"), &token, None).await;
+    let (status, body) = http_tcp(&hub, "POST", &format!("/api/tasks/{queued}/retry"), &token, None).await;
     assert_eq!(
         (status, body),
         (404, json!({"error": "task_not_found", "task_id": queued}))
     );
-    let (status, body) = http(&hub, "POST", &format!("/api/tasks/{id}/retry"), &token, None).await;
+    let (status, body) = http_tcp(&hub, "POST", &format!("/api/tasks/{id}/retry"), &token, None).await;
     assert_eq!(
         (status, body),
         (200, json!({"status": "requeued", "task_id": id, "priority": 2}))
@@ -1036,7 +968,7 @@ async fn listing_filters_and_orders_and_dead_letters_can_be_retried_or_cancelled
         (again["task_id"].as_str(), again["generation"].as_u64()),
         (Some(id.as_str()), Some(3))
     );
-    let (_, task) = http(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
+    let (_, task) = http_tcp(&hub, "GET", &format!("/api/tasks/{id}"), &token, None).await;
     assert_eq!(
         (&task["retry_count"], &task["last_error"], &task["status"]),
         (&json!(0), &Value::Null, &json!("assigned"))
@@ -1046,7 +978,7 @@ async fn listing_filters_and_orders_and_dead_letters_can_be_retried_or_cancelled
         json!({"event": "queued", "details": "retried from dead-letter", "timestamp": task["history"][1]["timestamp"]})
     );
     // Cancel: a queued task, then an unknown one.
-    let (status, body) = http(&hub, "POST", &format!("/api/tasks/{queued}/cancel"), &token, None).await;
+    let (status, body) = http_tcp(&hub, "POST", &format!("/api/tasks/{queued}/cancel"), &token, None).await;
     assert_eq!(
         (status, body),
         (
@@ -1054,7 +986,7 @@ async fn listing_filters_and_orders_and_dead_letters_can_be_retried_or_cancelled
             json!({"status": "cancelled", "task_id": queued, "previous_status": "queued"})
         )
     );
-    let (status, body) = http(&hub, "POST", &format!("/api/tasks/{queued}/cancel"), &token, None).await;
+    let (status, body) = http_tcp(&hub, "POST", &format!("/api/tasks/{queued}/cancel"), &token, None).await;
     assert_eq!(
         (status, body),
         (404, json!({"error": "task_not_found", "task_id": queued}))
@@ -1136,7 +1068,7 @@ async fn classify_over_http_uses_the_tasks_tier_and_report_and_the_auto_merge_fl
     let (status, _) = classify("task-00000000000000ff".into(), small.clone()).await;
     assert_eq!(status, 404);
     // Classifying changes nothing on the task.
-    let (_, task) = http(&hub, "GET", &format!("/api/tasks/{}", ids[0]), &token, None).await;
+    let (_, task) = http_tcp(&hub, "GET", &format!("/api/tasks/{}", ids[0]), &token, None).await;
     assert_eq!(task["history"].as_array().map(Vec::len), Some(1));
     hub.stop().await;
 }
@@ -1194,7 +1126,7 @@ async fn stats_agent_states_and_admin_push_over_http() {
         )
         .await;
     }
-    let (status, stats) = http(&hub, "GET", "/api/tasks/stats", &token, None).await;
+    let (status, stats) = http_tcp(&hub, "GET", "/api/tasks/stats", &token, None).await;
     assert_eq!(
         (status, stats),
         (
@@ -1202,7 +1134,7 @@ async fn stats_agent_states_and_admin_push_over_http() {
             json!({"by_status": {"queued": 3}, "by_priority": {"0": 1, "2": 2}, "dead_letter": 0, "queued_index_size": 3})
         )
     );
-    let (status, states) = http(&hub, "GET", "/api/agents/states", &token, None).await;
+    let (status, states) = http_tcp(&hub, "GET", "/api/agents/states", &token, None).await;
     assert_eq!(status, 200);
     let agent = &states["agents"][0];
     assert_eq!(
@@ -1232,7 +1164,7 @@ async fn stats_agent_states_and_admin_push_over_http() {
         (422, vec!["description:required".to_string()])
     );
     let push = json!({"agent_id": "st-1", "description": "pushed", "metadata": {"m": 1}});
-    let (status, body) = http(&hub, "POST", "/api/admin/push-task", &token, Some(push)).await;
+    let (status, body) = http_tcp(&hub, "POST", "/api/admin/push-task", &token, Some(push)).await;
     assert_eq!(
         (status, &body["status"], &body["agent_id"]),
         (200, &json!("pushed"), &json!("st-1"))
@@ -1242,19 +1174,19 @@ async fn stats_agent_states_and_admin_push_over_http() {
         (&assign["task_id"], &assign["generation"], &assign["metadata"]),
         (&body["task_id"], &json!(0), &json!({"m": 1}))
     );
-    let (status, state) = http(&hub, "GET", "/api/agents/st-1/state", &token, None).await;
+    let (status, state) = http_tcp(&hub, "GET", "/api/agents/st-1/state", &token, None).await;
     assert_eq!(
         (status, &state["fsm_state"], &state["current_task_id"]),
         (200, &json!("assigned"), &body["task_id"])
     );
     assert!(state["last_state_change"].as_u64() >= state["connected_at"].as_u64());
     let gone = json!({"agent_id": "nobody", "description": "x"});
-    let (status, body) = http(&hub, "POST", "/api/admin/push-task", &token, Some(gone)).await;
+    let (status, body) = http_tcp(&hub, "POST", "/api/admin/push-task", &token, Some(gone)).await;
     assert_eq!(
         (status, body),
         (404, json!({"error": "agent_not_connected", "agent_id": "nobody"}))
     );
-    let (status, body) = http(&hub, "GET", "/api/agents/nobody/state", &token, None).await;
+    let (status, body) = http_tcp(&hub, "GET", "/api/agents/nobody/state", &token, None).await;
     assert_eq!((status, body), (404, json!({"error": "agent_not_found"})));
     let (status, body) = http(
         &hub,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod deliver;
+pub mod hub_client;
 
 use agentcom_sidecar::hub::{EmbeddedHub, HubEvent, HubOptions, TaskRecord, TaskSpec};
 use std::path::{Path, PathBuf};
