@@ -119,13 +119,15 @@ async fn uncommitted_work_of_the_user_in_repo_dir_is_never_pushed() {
 }
 
 /// An agent in `repo_dir` that writes the file named by its task's first word (`DRAFT.md` for
-/// "DRAFT the notes") and reports success.
+/// "DRAFT the notes") and reports success, or failure for a task whose first word is BROKEN.
 const NAMED_FILE_AGENT_SH: &str = r#"#!/bin/sh
 ws="$AGENTCOM_WORKSPACE"
 : > "$AGENTCOM_STARTED_FILE"
 name=$(sed -n 's/.*"description": *"\([A-Z]*\) .*/\1/p' "$AGENTCOM_TASK_FILE" | head -n 1)
 printf 'written for the task\n' > "$ws/$name.md"
-printf '{"status":"success","output":"ok"}' > "$AGENTCOM_RESULT_FILE.tmp"
+status=success
+[ "$name" = BROKEN ] && status=failed
+printf '{"status":"%s","output":"ok"}' "$status" > "$AGENTCOM_RESULT_FILE.tmp"
 mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
 "#;
 
@@ -204,6 +206,75 @@ async fn withheld_work_is_kept_as_a_local_commit_and_a_stale_branch_is_not_taken
     assert_eq!(
         git_in(&clone, &["status", "--porcelain", "--", "PRIVATE.md"]).trim_end(),
         "?? PRIVATE.md"
+    );
+    assert_eq!(gh.pr_runs("create").len(), 1);
+}
+
+/// A task that fails leaves its partial work in `repo_dir`: once the task is over, the work is
+/// kept as a local commit on its branch (never pushed), and the next task starts from a clean
+/// tree and is delivered with only its own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tasks_leftovers_are_kept_on_its_branch_and_the_next_task_starts_clean() {
+    let RepoDirSidecar {
+        origin,
+        clone,
+        gh,
+        s,
+        sidecar,
+    } = RepoDirSidecar::start("deliver-left", NAMED_FILE_AGENT_SH).await;
+    let failing = s.hub.submit_task(TaskSpec {
+        description: "BROKEN attempt".into(),
+        max_retries: 1,
+        ..TaskSpec::default()
+    });
+    s.wait_status(&failing, "dead_letter", Duration::from_secs(30))
+        .await;
+    let kept = "deliver-left/broken-attempt";
+    let event = poll(
+        Duration::from_secs(10),
+        || format!("no delivery event for {failing}: {:?}", sidecar.log_events()),
+        || {
+            sidecar
+                .log_events()
+                .into_iter()
+                .find(|e| e["event"] == "delivery" && e["task_id"] == failing.as_str())
+        },
+    )
+    .await;
+    let reason = event["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(&format!("on the local branch {kept}")), "{event}");
+    assert_eq!(git_in(&clone, &["status", "--porcelain"]), "", "a clean tree");
+    assert_eq!(
+        git_in(&clone, &["show", &format!("{kept}:BROKEN.md")]),
+        "written for the task\n"
+    );
+    let message = git_in(&clone, &["log", "-1", "--format=%B", kept]);
+    assert!(
+        message.starts_with(&format!("Work left by task {failing}")),
+        "{message}"
+    );
+    assert!(!origin.has_branch(kept));
+
+    let next = s.hub.submit_task(TaskSpec {
+        description: "FINAL notes".into(),
+        verification_steps: vec![file_exists("FINAL.md")],
+        ..TaskSpec::default()
+    });
+    let task = completed(&s, &next).await;
+    assert_eq!(task["result"]["delivery"]["status"], "pr_opened", "{task:#}");
+    let branch = "deliver-left/final-notes";
+    let files = origin.git(&["ls-tree", "--name-only", branch]);
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        ["FINAL.md", "README.md"],
+        "{files}"
+    );
+    assert!(
+        !sidecar
+            .log_events()
+            .iter()
+            .any(|e| e["event"] == "prepare_warning"),
+        "the next task found a clean tree"
     );
     assert_eq!(gh.pr_runs("create").len(), 1);
 }

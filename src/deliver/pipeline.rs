@@ -3,6 +3,7 @@
 
 use super::{pr, verify, workspace};
 use crate::config::Config;
+use crate::event_log::Event;
 use crate::exec::pipeline::{BoxFut, Pipeline, Prepared, Verified};
 use crate::hub_api::HubApi;
 use crate::relay::task::TaskRecord;
@@ -165,9 +166,34 @@ impl Pipeline for DeliveryPipeline {
             .unwrap_or_else(|| format!("verification {}", verified.status));
         Box::pin(async move { me.deliver_verified(&task, &repo, summary, result).await })
     }
+
+    fn settle(&self, task_id: &str, workdir: &Path) -> Option<BoxFut<Option<Event>>> {
+        let (me, task_id, repo) = (self.clone(), task_id.to_owned(), workdir.to_path_buf());
+        Some(Box::pin(async move { me.keep_left(task_id, repo).await }))
+    }
 }
 
 impl DeliveryPipeline {
+    /// The task is over: what it left uncommitted on a branch it started is kept as a local
+    /// commit (a success was committed by its delivery already, so this is a failed, cancelled
+    /// or handed-back task's work), and said in the log.
+    async fn keep_left(&self, task_id: String, repo: PathBuf) -> Option<Event> {
+        let (branch, commit) = pr::keep_left(&repo, &task_id, &self.agent_id).await.ok()??;
+        let reason = format!(
+            "the task ended without a delivered success: what it left is kept as commit {commit} \
+             on the local branch {branch} in {} (not pushed), so the next task starts from a \
+             clean tree",
+            repo.display()
+        );
+        Some(Event::Delivery {
+            task_id,
+            status: Some("withheld".into()),
+            pr_url: None,
+            branch: Some(branch),
+            reason: Some(reason),
+        })
+    }
+
     /// Delivery withheld (`failed`: what verification said): nothing is pushed, and the work is
     /// kept as a local commit on the task's branch, so that the next task on this repository
     /// starts from a clean tree.

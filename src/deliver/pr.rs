@@ -333,20 +333,55 @@ pub async fn keep_withheld(
     description: &str,
     why: &str,
 ) -> Result<Option<String>, GitError> {
+    if own_branch(repo, task_id).await?.as_deref() != Some(branch) {
+        return Ok(None);
+    }
+    let message = commit_message(description, task_id, &format!("Not pushed: {why}\n"));
+    commit_kept(repo, agent_id, &message).await
+}
+
+/// Keeps what a task left in `repo` once it is over without a delivered success (it failed,
+/// was cancelled or handed back): when `repo` is still on a branch this task started, with
+/// uncommitted changes, commits them there (never pushed) and returns the branch and the
+/// commit (short hash), so that the next task starts from a clean tree. Anything else is left
+/// as it is.
+pub async fn keep_left(
+    repo: &Path,
+    task_id: &str,
+    agent_id: &str,
+) -> Result<Option<(String, String)>, GitError> {
+    let Some(branch) = own_branch(repo, task_id).await? else {
+        return Ok(None);
+    };
+    let message = commit_message(
+        &format!("Work left by task {task_id}"),
+        task_id,
+        "Not pushed: the task ended without a delivered success\n",
+    );
+    Ok(commit_kept(repo, agent_id, &message)
+        .await?
+        .map(|commit| (branch, commit)))
+}
+
+/// The branch `repo` is on, when it is one task `task_id` started ([`mark_started`]).
+async fn own_branch(repo: &Path, task_id: &str) -> Result<Option<String>, GitError> {
     let current = git_status(
         repo,
         &["symbolic-ref", "--quiet", "--short", "HEAD"],
         LOCAL_TIMEOUT,
     )
     .await?;
-    if current.code != Some(0) || current.stdout.trim() != branch {
+    let branch = current.stdout.trim();
+    if current.code != Some(0) || branch.is_empty() || !started_for(repo, branch, task_id).await {
         return Ok(None);
     }
-    if !started_for(repo, branch, task_id).await {
-        return Ok(None);
-    }
-    let message = commit_message(description, task_id, &format!("Not pushed: {why}\n"));
-    if !commit_all(repo, agent_id, &message).await? {
+    Ok(Some(branch.to_owned()))
+}
+
+/// Commits everything uncommitted in `repo` with `message` ([`commit_all`]) and returns the
+/// commit's short hash; None when there was nothing to commit.
+async fn commit_kept(repo: &Path, agent_id: &str, message: &str) -> Result<Option<String>, GitError> {
+    if !commit_all(repo, agent_id, message).await? {
         return Ok(None);
     }
     let head = git(repo, &["rev-parse", "--short", "HEAD"], LOCAL_TIMEOUT).await?;

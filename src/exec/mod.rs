@@ -45,7 +45,7 @@ use direct::{Routing, Target};
 use executor::{ExecutorRunner, Executors};
 use pipeline::{Finisher, Pipeline, Prepared};
 use plan::no_executor;
-use prepare::Preparations;
+use prepare::{PrepEnded, Preparations};
 use probe::Probes;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -294,9 +294,10 @@ impl Runners {
                 (url, result, request) = poll_fn(|cx| probes.poll_ended(cx)) => {
                     Ended::Probe(url, result, request)
                 }
-                (request, result) = poll_fn(|cx| preparations.poll_ended(cx)) => {
-                    Ended::Prepare(request, result)
-                }
+                ended = poll_fn(|cx| preparations.poll_next(cx)) => match ended {
+                    PrepEnded::Settled(event) => return RelayInput::Log(event),
+                    PrepEnded::Prepared(ended) => Ended::Prepare(ended.0, ended.1),
+                },
             };
             match ended {
                 Ended::Probe(url, result, request) => self.probe_ended(url, result, request),
@@ -308,6 +309,15 @@ impl Runners {
 
 impl TaskRunner for Runners {
     fn handle(&mut self, request: RunRequest) -> Vec<RelayInput> {
+        // The folder a task works in, for settling it when the task is over.
+        if let RunRequest::Start { task, .. }
+        | RunRequest::Finish { task, .. }
+        | RunRequest::Cancelled { task } = &request
+        {
+            if let Some(folder) = &task.workspace {
+                self.preparations.remember(&task.task_id, folder.clone());
+            }
+        }
         match &request {
             RunRequest::Start { task, .. } => {
                 // Prepared once per task (a later wake attempt has its workspace already).
@@ -345,7 +355,12 @@ impl TaskRunner for Runners {
                 // Its preparation is dropped unfinished: a later start prepares again.
                 self.preparations.stop(task_id, other);
                 if matches!(request, RunRequest::Forget { .. }) {
-                    self.preparations.forget(task_id);
+                    // The task is over: its folder is settled before the next preparation.
+                    if let Some(folder) = self.preparations.forget(task_id) {
+                        if let Some(fut) = self.pipeline.settle(task_id, &folder) {
+                            self.preparations.settle(fut);
+                        }
+                    }
                 }
                 self.agent.handle(request)
             }

@@ -6,8 +6,17 @@
 use super::pipeline::{BoxFut, Prepared};
 use super::{RelayInput, RunRequest, Runners, TaskRunner};
 use crate::event_log::Event;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::task::{Context, Poll};
+
+/// What ended among the preparations and settlings.
+pub(super) enum PrepEnded {
+    /// An ended task's folder was settled, with this to log.
+    Settled(Event),
+    /// A start's preparation ended: the start, and what the preparation made.
+    Prepared(Box<(RunRequest, Result<Prepared, String>)>),
+}
 
 /// A task's start waiting for its preparation (`Pipeline::prepare`).
 struct Preparing {
@@ -23,6 +32,11 @@ pub(super) struct Preparations {
     /// Tasks whose preparation was done (or asked for) since their first start: a later wake
     /// attempt is not prepared again.
     prepared: HashSet<String>,
+    /// The folder each held task works in, as its preparation chose it (for its settling).
+    workdirs: HashMap<String, PathBuf>,
+    /// Ended tasks' folders being settled (`Pipeline::settle`): preparations wait for them, so
+    /// that two git commands never work in one repository at once.
+    settling: Vec<BoxFut<Option<Event>>>,
 }
 
 impl Preparations {
@@ -46,16 +60,57 @@ impl Preparations {
         }
     }
 
-    /// Task `task_id` is gone: a start with the same id is prepared again.
-    pub(super) fn forget(&mut self, task_id: &str) {
+    /// Task `task_id` is gone: a start with the same id is prepared again. Returns the folder
+    /// it worked in, if its preparation chose one.
+    pub(super) fn forget(&mut self, task_id: &str) -> Option<PathBuf> {
         self.prepared.remove(task_id);
+        self.workdirs.remove(task_id)
+    }
+
+    /// Task `task_id` works in `folder` (chosen by its preparation, or recovered with it).
+    pub(super) fn remember(&mut self, task_id: &str, folder: PathBuf) {
+        self.workdirs.insert(task_id.to_owned(), folder);
+    }
+
+    /// Settle an ended task's folder with `fut`; preparations wait until it ends.
+    pub(super) fn settle(&mut self, fut: BoxFut<Option<Event>>) {
+        self.settling.push(fut);
+    }
+
+    /// The first settling to end with something to log, else the first preparation to end
+    /// (none while a settling goes on).
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<PrepEnded> {
+        if let Poll::Ready(event) = self.poll_settled(cx) {
+            return Poll::Ready(PrepEnded::Settled(event));
+        }
+        self.poll_ended(cx)
+            .map(|ended| PrepEnded::Prepared(Box::new(ended)))
+    }
+
+    /// The first settling to end with something to log (those ending with nothing are dropped).
+    fn poll_settled(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let mut i = 0;
+        while i < self.settling.len() {
+            match self.settling[i].as_mut().poll(cx) {
+                Poll::Ready(event) => {
+                    drop(self.settling.remove(i));
+                    if let Some(event) = event {
+                        return Poll::Ready(event);
+                    }
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        Poll::Pending
     }
 
     /// The first preparation to end, taken out with its answer.
-    pub(super) fn poll_ended(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<(RunRequest, Result<Prepared, String>)> {
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<(RunRequest, Result<Prepared, String>)> {
+        // Nothing is prepared while an ended task's folder is being settled (woken again by the
+        // settling's end, through `poll_settled` in the same select).
+        if !self.settling.is_empty() {
+            return Poll::Pending;
+        }
         for i in 0..self.preparing.len() {
             if let Poll::Ready(result) = self.preparing[i].fut.as_mut().poll(cx) {
                 let p = self.preparing.remove(i);
@@ -95,5 +150,66 @@ impl Runners {
                 outcome: Err(reason),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn start(id: &str) -> RunRequest {
+        let frame = json!({"type": "task_assign", "task_id": id, "description": "d", "generation": 1});
+        let task = crate::relay::task::TaskRecord::from_assign(frame.as_object().unwrap(), 0).unwrap();
+        RunRequest::Start { task, attempt: 1 }
+    }
+
+    /// A preparation (git in a repository) never runs while an ended task's folder is being
+    /// settled (git in maybe the same repository): it is not even polled until the settling
+    /// ends; a settling with nothing to say is dropped silently.
+    #[test]
+    fn preparations_wait_for_settlings_and_a_forgotten_task_names_its_folder() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut p = Preparations::default();
+        p.remember("t0", PathBuf::from("/repo"));
+        assert_eq!(p.forget("t0"), Some(PathBuf::from("/repo")));
+        assert_eq!(p.forget("t0"), None);
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        p.settle(Box::pin(async move {
+            rx.await.ok();
+            Some(Event::TaskCancelled { task_id: "t0".into() })
+        }));
+        p.settle(Box::pin(async { None }));
+        let polled = std::rc::Rc::new(std::cell::Cell::new(false));
+        let seen = polled.clone();
+        p.wait(
+            start("t1"),
+            Box::pin(async move {
+                seen.set(true);
+                Ok(Prepared::default())
+            }),
+        );
+        assert!(p.poll_next(&mut cx).is_pending());
+        assert!(
+            !polled.get(),
+            "the preparation was polled while a settling went on"
+        );
+
+        tx.send(()).unwrap();
+        match p.poll_next(&mut cx) {
+            Poll::Ready(PrepEnded::Settled(Event::TaskCancelled { task_id })) => assert_eq!(task_id, "t0"),
+            _ => panic!("the settling's event comes first"),
+        }
+        match p.poll_next(&mut cx) {
+            Poll::Ready(PrepEnded::Prepared(ended)) => {
+                let (RunRequest::Start { task, .. }, Ok(_)) = *ended else {
+                    panic!("a prepared start")
+                };
+                assert_eq!(task.task_id, "t1")
+            }
+            _ => panic!("then the preparation"),
+        }
+        assert!(polled.get());
     }
 }
