@@ -336,7 +336,7 @@ impl TaskRunner for AgentWaker {
                 tokio::spawn(async move { stop_agent(&task_id, &groups, KILL_GRACE).await });
             }
             RunRequest::Cancelled { task } => self.run_cancel_command(task),
-            RunRequest::Forget { task_id } => {
+            RunRequest::Forget { task_id, .. } => {
                 self.agents.remove(&task_id);
             }
             // Verifying and delivering a result is not the waker's.

@@ -344,7 +344,7 @@ impl TaskRunner for Runners {
                 }
             }
             // Every runner hears these: each acts only on the tasks it runs.
-            RunRequest::Stop { task_id } | RunRequest::Forget { task_id } => {
+            RunRequest::Stop { task_id } | RunRequest::Forget { task_id, .. } => {
                 self.executor.stop(task_id);
                 self.finisher.stop(task_id);
                 let other = |request: &RunRequest| match request {
@@ -354,9 +354,11 @@ impl TaskRunner for Runners {
                 self.probes.retain(other);
                 // Its preparation is dropped unfinished: a later start prepares again.
                 self.preparations.stop(task_id, other);
-                if matches!(request, RunRequest::Forget { .. }) {
-                    // The task is over: its folder is settled before the next preparation.
-                    if let Some(folder) = self.preparations.forget(task_id) {
+                if let RunRequest::Forget { workspace, .. } = &request {
+                    // The task is over: its folder is settled before the next preparation (the
+                    // relay's record names it too, for a task recovered after a restart).
+                    let folder = self.preparations.forget(task_id).or_else(|| workspace.clone());
+                    if let Some(folder) = folder {
                         if let Some(fut) = self.pipeline.settle(task_id, &folder) {
                             self.preparations.settle(fut);
                         }

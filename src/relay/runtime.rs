@@ -70,6 +70,8 @@ pub enum RunRequest {
     Forget {
         /// The task.
         task_id: String,
+        /// The folder it worked in, when its preparation chose one (also after a restart).
+        workspace: Option<PathBuf>,
     },
 }
 
@@ -219,9 +221,9 @@ impl RelayRuntime {
                 RelayAction::Kill { task_id } => self.runs.push_back(RunRequest::Stop { task_id }),
                 RelayAction::RunCancelCommand { task } => self.runs.push_back(RunRequest::Cancelled { task }),
                 RelayAction::Track { task_id } => self.watcher.track(&task_id),
-                RelayAction::Untrack { task_id } => {
+                RelayAction::Untrack { task_id, workspace } => {
                     self.watcher.untrack(&task_id);
-                    self.runs.push_back(RunRequest::Forget { task_id });
+                    self.runs.push_back(RunRequest::Forget { task_id, workspace });
                 }
                 RelayAction::ClearFiles { task_id } => self.clear_files(&task_id),
                 RelayAction::DiscardResult { task_id } => self.discard_result(&task_id, log),

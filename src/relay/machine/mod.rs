@@ -222,10 +222,12 @@ pub enum RelayAction {
         /// The task.
         task_id: String,
     },
-    /// Stop watching this task's files.
+    /// Stop watching this task's files: the relay no longer holds the task.
     Untrack {
         /// The task.
         task_id: String,
+        /// The folder it worked in, when its preparation chose one.
+        workspace: Option<PathBuf>,
     },
     /// Delete `{task_id}.started`, `.json`, `.progress` (and the task file).
     ClearFiles {
@@ -416,6 +418,7 @@ impl Relay {
         let h = self.held.remove(i);
         self.actions.push_back(RelayAction::Untrack {
             task_id: h.record.task_id,
+            workspace: h.record.workspace,
         });
         self.actions.push_back(cleanup);
         self.persist();

@@ -285,3 +285,25 @@ fn a_prepared_workspace_is_persisted_with_the_task_and_a_failed_preparation_fail
     }))
     .is_empty());
 }
+
+/// A task over (here: cancelled) is untracked with the folder its preparation chose, so that
+/// the runners can settle it, also when they learnt of it only from the relay (after a restart).
+#[test]
+fn an_ended_task_is_untracked_with_its_workspace() {
+    let mut h = H::with(finishing_settings(), vec![]);
+    h.input(RelayInput::LinkUp);
+    h.assign("t1", 1);
+    h.input(RelayInput::Prepared {
+        task_id: "t1".into(),
+        outcome: Ok(Some(PathBuf::from("/w/repo"))),
+    });
+    let a = h.frame(TaskFrame::Cancelled { task_id: "t1".into() });
+    let untracked: Vec<_> = a
+        .iter()
+        .filter_map(|a| match a {
+            RelayAction::Untrack { task_id, workspace } => Some((task_id.clone(), workspace.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(untracked, [("t1".to_owned(), Some(PathBuf::from("/w/repo")))]);
+}
