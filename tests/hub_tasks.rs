@@ -28,6 +28,29 @@ async fn hub(opts: HubOptions) -> EmbeddedHub {
     EmbeddedHub::start(opts).await.expect("hub starts")
 }
 
+/// Asserts `agent`'s FSM is in `state` holding `task`.
+fn assert_fsm(hub: &EmbeddedHub, agent: &str, state: &str, task: &str) {
+    let fsm = hub.agent_state(agent).expect("fsm");
+    assert_eq!(
+        (fsm.fsm_state.as_str(), fsm.current_task_id.as_deref()),
+        (state, Some(task))
+    );
+}
+
+/// Asserts the hub's log holds one line: `event` about `task_id` with `detail`.
+fn assert_only_log(hub: &EmbeddedHub, event: &str, task_id: &str, detail: &str) {
+    let log = hub.hub_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            log[0].event.as_str(),
+            log[0].task_id.as_deref(),
+            log[0].detail.as_str()
+        ),
+        (event, Some(task_id), detail)
+    );
+}
+
 fn spec(description: &str, caps: &[&str]) -> TaskSpec {
     TaskSpec {
         description: description.into(),
@@ -63,24 +86,12 @@ async fn double_assign_knob_gives_a_busy_agent_a_second_task() {
     // Both are assigned to the same agent; its FSM refused the second (assigned -> assigned is
     // no transition of the real AgentFSM) and holds the first, with no timer for the second.
     assert_eq!(hub.task(&first).map(|t| t.status), Some("assigned".into()));
-    let fsm = hub.agent_state("dbl-1").expect("fsm");
-    assert_eq!(
-        (fsm.fsm_state.as_str(), fsm.current_task_id.as_deref()),
-        ("assigned", Some(first.as_str()))
-    );
-    let log = hub.hub_log();
-    assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(
-        (
-            log[0].event.as_str(),
-            log[0].task_id.as_deref(),
-            log[0].detail.as_str()
-        ),
-        (
-            "fsm_invalid_transition",
-            Some(second.as_str()),
-            "from_state assigned, to_state assigned, trigger task_assigned"
-        )
+    assert_fsm(&hub, "dbl-1", "assigned", &first);
+    assert_only_log(
+        &hub,
+        "fsm_invalid_transition",
+        &second,
+        "from_state assigned, to_state assigned, trigger task_assigned",
     );
     hub.stop().await;
 }
@@ -305,24 +316,12 @@ async fn task_failed_before_task_accepted_stalls_the_agent_60_s_and_costs_a_retr
         ),
         ("queued", 2, 1, None)
     );
-    let fsm = hub.agent_state("refuser").expect("fsm");
-    assert_eq!(
-        (fsm.fsm_state.as_str(), fsm.current_task_id.as_deref()),
-        ("assigned", Some(first.as_str()))
-    );
-    let log = hub.hub_log();
-    assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(
-        (
-            log[0].event.as_str(),
-            log[0].detail.as_str(),
-            log[0].task_id.as_deref()
-        ),
-        (
-            "fsm_unexpected_event",
-            "event task_failed, current_state assigned",
-            Some(first.as_str())
-        )
+    assert_fsm(&hub, "refuser", "assigned", &first);
+    assert_only_log(
+        &hub,
+        "fsm_unexpected_event",
+        &first,
+        "event task_failed, current_state assigned",
     );
     sleep(Duration::from_secs(5)).await;
     let second = hub.submit_task(spec("second", &["code"]));
