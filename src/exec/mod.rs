@@ -309,15 +309,6 @@ impl Runners {
 
 impl TaskRunner for Runners {
     fn handle(&mut self, request: RunRequest) -> Vec<RelayInput> {
-        // The folder a task works in, for settling it when the task is over.
-        if let RunRequest::Start { task, .. }
-        | RunRequest::Finish { task, .. }
-        | RunRequest::Cancelled { task } = &request
-        {
-            if let Some(folder) = &task.workspace {
-                self.preparations.remember(&task.task_id, folder.clone());
-            }
-        }
         match &request {
             RunRequest::Start { task, .. } => {
                 // Prepared once per task (a later wake attempt has its workspace already).
@@ -354,12 +345,12 @@ impl TaskRunner for Runners {
                 self.probes.retain(other);
                 // Its preparation is dropped unfinished: a later start prepares again.
                 self.preparations.stop(task_id, other);
-                if let RunRequest::Forget { workspace, .. } = &request {
-                    // The task is over: its folder is settled before the next preparation (the
-                    // relay's record names it too, for a task recovered after a restart).
-                    let folder = self.preparations.forget(task_id).or_else(|| workspace.clone());
-                    if let Some(folder) = folder {
-                        if let Some(fut) = self.pipeline.settle(task_id, &folder) {
+                if let RunRequest::Forget { settle, .. } = &request {
+                    self.preparations.forget(task_id);
+                    // The task is over without a complete outcome: its folder is settled before
+                    // the next preparation.
+                    if let Some(folder) = settle {
+                        if let Some(fut) = self.pipeline.settle(task_id, folder) {
                             self.preparations.settle(fut);
                         }
                     }

@@ -6,8 +6,7 @@
 use super::pipeline::{BoxFut, Prepared};
 use super::{RelayInput, RunRequest, Runners, TaskRunner};
 use crate::event_log::Event;
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashSet;
 use std::task::{Context, Poll};
 
 /// What ended among the preparations and settlings.
@@ -32,8 +31,6 @@ pub(super) struct Preparations {
     /// Tasks whose preparation was done (or asked for) since their first start: a later wake
     /// attempt is not prepared again.
     prepared: HashSet<String>,
-    /// The folder each held task works in, as its preparation chose it (for its settling).
-    workdirs: HashMap<String, PathBuf>,
     /// Ended tasks' folders being settled (`Pipeline::settle`): preparations wait for them, so
     /// that two git commands never work in one repository at once.
     settling: Vec<BoxFut<Option<Event>>>,
@@ -60,16 +57,9 @@ impl Preparations {
         }
     }
 
-    /// Task `task_id` is gone: a start with the same id is prepared again. Returns the folder
-    /// it worked in, if its preparation chose one.
-    pub(super) fn forget(&mut self, task_id: &str) -> Option<PathBuf> {
+    /// Task `task_id` is gone: a start with the same id is prepared again.
+    pub(super) fn forget(&mut self, task_id: &str) {
         self.prepared.remove(task_id);
-        self.workdirs.remove(task_id)
-    }
-
-    /// Task `task_id` works in `folder` (chosen by its preparation, or recovered with it).
-    pub(super) fn remember(&mut self, task_id: &str, folder: PathBuf) {
-        self.workdirs.insert(task_id.to_owned(), folder);
     }
 
     /// Settle an ended task's folder with `fut`; preparations wait until it ends.
@@ -168,13 +158,9 @@ mod tests {
     /// settled (git in maybe the same repository): it is not even polled until the settling
     /// ends; a settling with nothing to say is dropped silently.
     #[test]
-    fn preparations_wait_for_settlings_and_a_forgotten_task_names_its_folder() {
+    fn preparations_wait_for_settlings() {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut p = Preparations::default();
-        p.remember("t0", PathBuf::from("/repo"));
-        assert_eq!(p.forget("t0"), Some(PathBuf::from("/repo")));
-        assert_eq!(p.forget("t0"), None);
-
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         p.settle(Box::pin(async move {
             rx.await.ok();

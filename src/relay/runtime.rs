@@ -70,8 +70,9 @@ pub enum RunRequest {
     Forget {
         /// The task.
         task_id: String,
-        /// The folder it worked in, when its preparation chose one (also after a restart).
-        workspace: Option<PathBuf>,
+        /// The folder to settle, if any (the machine's `Untrack`: a task's workspace when it
+        /// ended without a complete outcome).
+        settle: Option<PathBuf>,
     },
 }
 
@@ -221,9 +222,9 @@ impl RelayRuntime {
                 RelayAction::Kill { task_id } => self.runs.push_back(RunRequest::Stop { task_id }),
                 RelayAction::RunCancelCommand { task } => self.runs.push_back(RunRequest::Cancelled { task }),
                 RelayAction::Track { task_id } => self.watcher.track(&task_id),
-                RelayAction::Untrack { task_id, workspace } => {
+                RelayAction::Untrack { task_id, settle } => {
                     self.watcher.untrack(&task_id);
-                    self.runs.push_back(RunRequest::Forget { task_id, workspace });
+                    self.runs.push_back(RunRequest::Forget { task_id, settle });
                 }
                 RelayAction::ClearFiles { task_id } => self.clear_files(&task_id),
                 RelayAction::DiscardResult { task_id } => self.discard_result(&task_id, log),

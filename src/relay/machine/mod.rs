@@ -226,8 +226,10 @@ pub enum RelayAction {
     Untrack {
         /// The task.
         task_id: String,
-        /// The folder it worked in, when its preparation chose one.
-        workspace: Option<PathBuf>,
+        /// The folder to settle (`Pipeline::settle`): the task's workspace when it ended without
+        /// a complete outcome (failed, cancelled, handed back). A complete task's delivery took
+        /// care of its folder, and what is there now may be someone's own work.
+        settle: Option<PathBuf>,
     },
     /// Delete `{task_id}.started`, `.json`, `.progress` (and the task file).
     ClearFiles {
@@ -416,9 +418,13 @@ impl Relay {
 
     fn remove(&mut self, i: usize, cleanup: RelayAction) {
         let h = self.held.remove(i);
+        let settle = match h.record.outcome {
+            Some(crate::relay::task::Outcome::Complete { .. }) => None,
+            _ => h.record.workspace,
+        };
         self.actions.push_back(RelayAction::Untrack {
             task_id: h.record.task_id,
-            workspace: h.record.workspace,
+            settle,
         });
         self.actions.push_back(cleanup);
         self.persist();

@@ -286,24 +286,40 @@ fn a_prepared_workspace_is_persisted_with_the_task_and_a_failed_preparation_fail
     .is_empty());
 }
 
-/// A task over (here: cancelled) is untracked with the folder its preparation chose, so that
-/// the runners can settle it, also when they learnt of it only from the relay (after a restart).
+/// A task over without a complete outcome (here: cancelled) is untracked with its workspace to
+/// settle; a complete one without (its delivery took care of the folder, and what is there now
+/// may be someone's own work).
 #[test]
-fn an_ended_task_is_untracked_with_its_workspace() {
+fn only_a_task_ended_without_a_complete_outcome_is_untracked_with_a_folder_to_settle() {
+    let untracked = |a: &[RelayAction]| -> Vec<(String, Option<PathBuf>)> {
+        a.iter()
+            .filter_map(|a| match a {
+                RelayAction::Untrack { task_id, settle } => Some((task_id.clone(), settle.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let prepared = |h: &mut H, id: &str| {
+        h.input(RelayInput::Prepared {
+            task_id: id.into(),
+            outcome: Ok(Some(PathBuf::from("/w/repo"))),
+        });
+    };
     let mut h = H::with(finishing_settings(), vec![]);
     h.input(RelayInput::LinkUp);
     h.assign("t1", 1);
-    h.input(RelayInput::Prepared {
-        task_id: "t1".into(),
-        outcome: Ok(Some(PathBuf::from("/w/repo"))),
-    });
+    prepared(&mut h, "t1");
     let a = h.frame(TaskFrame::Cancelled { task_id: "t1".into() });
-    let untracked: Vec<_> = a
-        .iter()
-        .filter_map(|a| match a {
-            RelayAction::Untrack { task_id, workspace } => Some((task_id.clone(), workspace.clone())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(untracked, [("t1".to_owned(), Some(PathBuf::from("/w/repo")))]);
+    assert_eq!(untracked(&a), [("t1".to_owned(), Some(PathBuf::from("/w/repo")))]);
+
+    let mut h = at_work("t2");
+    prepared(&mut h, "t2");
+    h.succeed("t2");
+    let a = finished(&mut h, "t2", json!({"status":"success"}));
+    assert_eq!(sends(&a).len(), 1, "{a:?}");
+    let a = h.frame(TaskFrame::Ack {
+        task_id: "t2".into(),
+        status: "complete".into(),
+    });
+    assert_eq!(untracked(&a), [("t2".to_owned(), None)]);
 }
