@@ -60,10 +60,11 @@ pub trait Pipeline {
         result: Map<String, Value>,
         verified: &Verified,
     ) -> BoxFut<Map<String, Value>>;
-    /// After the task is over, whatever its outcome (the relay forgot it): leave `workdir` fit
-    /// for the next task. The real pipeline keeps what a failed or cancelled task left there as
-    /// a local commit on that task's branch; the event, if any, is logged. The next task's
-    /// preparation waits for it. None: nothing to do.
+    /// After a task ended without a complete outcome (failed, cancelled, handed back; the relay
+    /// forgot it): leave `workdir` fit for the next task. The real pipeline keeps what the task
+    /// left there as a local commit on its branch; the event, if any, is logged. The next task's
+    /// preparation waits for it. A complete task is never settled: its delivery took care of
+    /// the folder, and what is there afterwards may be someone's own work. None: nothing to do.
     fn settle(&self, _task_id: &str, _workdir: &Path) -> Option<BoxFut<Option<Event>>> {
         None
     }
