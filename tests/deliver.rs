@@ -25,11 +25,8 @@ async fn a_task_with_a_repo_ends_as_a_pushed_branch_and_a_pull_request() {
     let gh = FakeGh::new("deliver-gh");
     let (s, _sidecar) = setup("deliver-agent", &gh, json!({"reviewer": "octocat"})).await;
     let task_id = s.hub.submit_task(TaskSpec {
-        description: "Add notes for the team".into(),
-        repo: Some(origin.url()),
-        verification_steps: vec![file_exists("NOTES.md")],
         success_criteria: vec![json!("NOTES.md exists")],
-        ..TaskSpec::default()
+        ..repo_task(&origin, "Add notes for the team", vec![file_exists("NOTES.md")])
     });
     let task = completed(&s, &task_id).await;
     let result = &task["result"];
@@ -107,12 +104,11 @@ async fn a_failing_check_withholds_the_push_and_the_report_reaches_the_hub() {
     let origin = GitOrigin::new("deliver-fail-origin");
     let gh = FakeGh::new("deliver-fail-gh");
     let (s, _sidecar) = setup("deliver-fail", &gh, json!({})).await;
-    let task_id = s.hub.submit_task(TaskSpec {
-        description: "Write the changelog".into(),
-        repo: Some(origin.url()),
-        verification_steps: vec![file_exists("NOTES.md"), file_exists("CHANGELOG.md")],
-        ..TaskSpec::default()
-    });
+    let task_id = s.hub.submit_task(repo_task(
+        &origin,
+        "Write the changelog",
+        vec![file_exists("NOTES.md"), file_exists("CHANGELOG.md")],
+    ));
     // It still completes (the hub's dashboard shows the verdict); only delivery is withheld.
     let task = completed(&s, &task_id).await;
     assert_eq!(task["verification_report"]["status"], "fail", "{task:#}");
@@ -357,11 +353,9 @@ async fn an_agent_that_changes_nothing_completes_without_a_branch_or_a_pull_requ
     let origin = GitOrigin::new("deliver-idle-origin");
     let gh = FakeGh::new("deliver-idle-gh");
     let (s, _sidecar) = setup_script("deliver-idle", IDLE_AGENT_SH, &gh, json!({})).await;
-    let task_id = s.hub.submit_task(TaskSpec {
-        description: "Check that all is fine".into(),
-        repo: Some(origin.url()),
-        ..TaskSpec::default()
-    });
+    let task_id = s
+        .hub
+        .submit_task(repo_task(&origin, "Check that all is fine", vec![]));
     let task = completed(&s, &task_id).await;
     let result = &task["result"];
     assert_eq!(result["delivery"]["status"], "nothing", "{task:#}");
@@ -389,12 +383,9 @@ async fn the_agents_own_report_is_lifted_into_the_history_before_the_sidecars_ru
     let origin = GitOrigin::new("deliver-own-origin");
     let gh = FakeGh::new("deliver-own-gh");
     let (s, _sidecar) = setup_script("deliver-own", SELF_VERIFYING_AGENT_SH, &gh, json!({})).await;
-    let task_id = s.hub.submit_task(TaskSpec {
-        description: "Take notes".into(),
-        repo: Some(origin.url()),
-        verification_steps: vec![file_exists("NOTES.md")],
-        ..TaskSpec::default()
-    });
+    let task_id = s
+        .hub
+        .submit_task(repo_task(&origin, "Take notes", vec![file_exists("NOTES.md")]));
     let task = completed(&s, &task_id).await;
     let history = task["verification_history"].as_array().expect("a history");
     assert_eq!(history.len(), 2, "{task:#}");
@@ -421,12 +412,11 @@ async fn a_restart_while_gh_hangs_delivers_the_task_once_with_its_pull_request()
     let gh = FakeGh::new("deliver-restart-gh");
     gh.set(FakeGhScenario::Hang);
     let (mut s, mut sidecar) = setup("deliver-restart", &gh, json!({})).await;
-    let task_id = s.hub.submit_task(TaskSpec {
-        description: "Add notes for the team".into(),
-        repo: Some(origin.url()),
-        verification_steps: vec![file_exists("NOTES.md")],
-        ..TaskSpec::default()
-    });
+    let task_id = s.hub.submit_task(repo_task(
+        &origin,
+        "Add notes for the team",
+        vec![file_exists("NOTES.md")],
+    ));
     // The branch is pushed; gh hangs on `pr create`: the sidecar dies right there.
     let hung = poll(
         Duration::from_secs(30),
@@ -469,11 +459,12 @@ async fn a_task_naming_a_branch_starts_from_it_and_asks_to_merge_into_it() {
     let gh = FakeGh::new("deliver-base-gh");
     let (s, _sidecar) = setup("deliver-base", &gh, json!({})).await;
     let task_id = s.hub.submit_task(TaskSpec {
-        description: "Add notes on develop".into(),
-        repo: Some(origin.url()),
         branch: Some("develop".into()),
-        verification_steps: vec![file_exists("DEVELOP.md"), file_exists("NOTES.md")],
-        ..TaskSpec::default()
+        ..repo_task(
+            &origin,
+            "Add notes on develop",
+            vec![file_exists("DEVELOP.md"), file_exists("NOTES.md")],
+        )
     });
     let task = completed(&s, &task_id).await;
     let branch = "deliver-base/add-notes-on-develop";
@@ -510,12 +501,9 @@ async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
     let gh = FakeGh::new("deliver-reuse-gh");
     let (s, _sidecar) = setup_script("deliver-reuse", TWO_TASKS_AGENT_SH, &gh, json!({})).await;
     // The first task's check fails: its files are kept as a local commit in the workspace.
-    let first = s.hub.submit_task(TaskSpec {
-        description: "First try".into(),
-        repo: Some(origin.url()),
-        verification_steps: vec![file_exists("MISSING.md")],
-        ..TaskSpec::default()
-    });
+    let first = s
+        .hub
+        .submit_task(repo_task(&origin, "First try", vec![file_exists("MISSING.md")]));
     let task = completed(&s, &first).await;
     assert_eq!(task["result"]["delivery"]["status"], "withheld", "{task:#}");
     let leftovers: Vec<_> = std::fs::read_dir(s.dir.join("workspaces"))
@@ -524,12 +512,9 @@ async fn a_second_task_on_the_same_repo_starts_from_a_clean_workspace() {
         .filter(|e| e.path().join("LEFTOVER.md").exists())
         .collect();
     assert_eq!(leftovers.len(), 1, "the first task left nothing behind");
-    let second = s.hub.submit_task(TaskSpec {
-        description: "Second try".into(),
-        repo: Some(origin.url()),
-        verification_steps: vec![file_exists("NOTES.md")],
-        ..TaskSpec::default()
-    });
+    let second = s
+        .hub
+        .submit_task(repo_task(&origin, "Second try", vec![file_exists("NOTES.md")]));
     let task = completed(&s, &second).await;
     let branch = "deliver-reuse/second-try";
     assert_eq!(task["result"]["branch"], branch, "{task:#}");
@@ -556,11 +541,9 @@ async fn a_cancel_while_gh_hangs_kills_gh_and_sends_no_outcome() {
     let gh = FakeGh::new("deliver-cancel-gh");
     gh.set(FakeGhScenario::Hang);
     let (s, _sidecar) = setup("deliver-cancel", &gh, json!({})).await;
-    let task_id = s.hub.submit_task(TaskSpec {
-        description: "Add notes for the team".into(),
-        repo: Some(origin.url()),
-        ..TaskSpec::default()
-    });
+    let task_id = s
+        .hub
+        .submit_task(repo_task(&origin, "Add notes for the team", vec![]));
     let hung = poll(
         Duration::from_secs(30),
         || format!("gh never ran: {:?}", s.hub.task(&task_id)),

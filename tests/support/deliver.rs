@@ -2,6 +2,7 @@
 //! the embedded hub with a shell-script agent and a fake `gh`.
 
 use super::{FakeGh, GitOrigin, HubSetup, Sidecar};
+use agentcom_sidecar::hub::TaskSpec;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +39,16 @@ pub async fn setup_script(agent: &str, script: &str, gh: &FakeGh, extra: Value) 
     let sidecar = setup.spawn();
     setup.identified().await;
     (setup, sidecar)
+}
+
+/// A task on `origin`'s repository (`repo`) described `description`, with these checks.
+pub fn repo_task(origin: &GitOrigin, description: &str, verification_steps: Vec<Value>) -> TaskSpec {
+    TaskSpec {
+        description: description.into(),
+        repo: Some(origin.url()),
+        verification_steps,
+        ..TaskSpec::default()
+    }
 }
 
 /// A `file_exists` verification step for `target`.
