@@ -10,7 +10,7 @@ use agentcom_sidecar::hub_api::HubApi;
 use agentcom_sidecar::link::connect::ProxyConfig;
 use std::path::Path;
 use std::process::Output;
-use support::{binary, TempDir};
+use support::{binary, text, TempDir};
 
 /// An agent that confirms and answers success at once.
 const AGENT_SH: &str = r#"#!/bin/sh
@@ -23,15 +23,6 @@ async fn run(args: &[&str]) -> Output {
     let mut command = binary();
     command.args(args);
     tokio::process::Command::from(command).output().await.unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[cfg(unix)]

@@ -4,7 +4,7 @@
 mod support;
 
 use std::process::Output;
-use support::{binary, HubSetup};
+use support::{binary, text, HubSetup};
 
 /// Confirms, then answers `$RESULT` (success by default).
 const AGENT_SH: &str = r#"#!/bin/sh
@@ -18,15 +18,6 @@ async fn cli(setup: &HubSetup, args: &[&str]) -> Output {
     let mut command = binary();
     command.args(args).arg("--config").arg(&setup.config);
     tokio::process::Command::from(command).output().await.unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A config whose `hub_api_url` is the hub's HTTP API, an agent, and a sidecar running it.

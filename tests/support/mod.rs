@@ -12,6 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A finished command's exit code, stdout and stderr, for an assertion's message.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Whether the suite runs under CI: the `CI` variable is set to something other than empty,
 /// `0` or `false` (CI services set `CI=true`; `.ci/run` sets it too).
 pub fn under_ci() -> bool {
