@@ -25,23 +25,12 @@ fn exec_settings() -> RelaySettings {
     }
 }
 
-fn persisted(actions: &[RelayAction]) -> Vec<TaskRecord> {
-    actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            RelayAction::Persist(r) => Some(r.clone()),
-            _ => None,
-        })
-        .expect("a persist")
-}
-
 #[test]
 fn an_execution_is_persisted_as_working_by_its_executor_and_sends_no_wake_result() {
     let mut h = H::with(exec_settings(), vec![]);
     let a = executing(&mut h, "t1", "ollama");
     assert_eq!(kinds(&a), ["persist 1"], "no wake_result: nothing was woken");
-    let records = persisted(&a);
+    let records = last_persist(&a);
     assert_eq!(records[0].status, "working");
     assert_eq!(records[0].executed_by.as_deref(), Some("ollama"));
     assert_eq!(

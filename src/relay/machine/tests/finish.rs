@@ -27,17 +27,6 @@ fn finish_request(actions: &[RelayAction]) -> Option<(TaskRecord, Map<String, Va
     })
 }
 
-fn last_persist(actions: &[RelayAction]) -> Vec<TaskRecord> {
-    actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            RelayAction::Persist(r) => Some(r.clone()),
-            _ => None,
-        })
-        .expect("a persist")
-}
-
 fn object(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }

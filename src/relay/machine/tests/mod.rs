@@ -173,6 +173,18 @@ fn failed(id: &str, reason: &str, generation: i64) -> Outbound {
 }
 
 /// The `task_complete` for [`H::succeed`]'s result.
+/// The records of the last `Persist` among `actions`.
+fn last_persist(actions: &[RelayAction]) -> Vec<TaskRecord> {
+    actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            RelayAction::Persist(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a persist")
+}
+
 fn succeeded(id: &str, generation: i64) -> Outbound {
     complete(id, generation, json!({"status":"success"}))
 }
