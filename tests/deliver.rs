@@ -224,25 +224,16 @@ fn user_prompts(fake: &FakeOllama) -> Vec<String> {
         .collect()
 }
 
-/// A hub whose LLM registry holds a healthy fake Ollama (standard tasks go there), and the
-/// binary connected to it without an agent.
-async fn with_ollama(agent: &str) -> (HubSetup, FakeOllama, Sidecar) {
-    let fake = FakeOllama::start().await.unwrap();
-    let mut w = HubSetup::start(agent, json!({})).await;
+/// [`with_ollama`] with the hub's rate limits off.
+async fn with_ollama_unlimited(agent: &str) -> (HubSetup, FakeOllama, Sidecar) {
+    let (w, fake, sidecar) = with_ollama(agent, json!({})).await;
     w.hub.set_rate_limits(false);
-    let port: u16 = fake.host_port().rsplit_once(':').unwrap().1.parse().unwrap();
-    w.hub
-        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
-        .unwrap();
-    w.hub.probe_llm_now().await;
-    let sidecar = w.spawn();
-    w.identified().await;
     (w, fake, sidecar)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_execution_whose_check_keeps_failing_is_retried_with_corrective_prompts() {
-    let (w, fake, _sidecar) = with_ollama("deliver-retry").await;
+    let (w, fake, _sidecar) = with_ollama_unlimited("deliver-retry").await;
     // A model that takes its time (0.9 s an answer), as real ones do: the progress frames of
     // one run go out while it streams, not merged at its end.
     fake.set_default_chat(Chat::Answer {
@@ -310,7 +301,7 @@ async fn a_direct_execution_whose_check_keeps_failing_is_retried_with_corrective
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_execution_with_a_repo_is_verified_in_its_workspace() {
     let origin = GitOrigin::new("deliver-direct-repo-origin");
-    let (w, fake, _sidecar) = with_ollama("deliver-direct-repo").await;
+    let (w, fake, _sidecar) = with_ollama_unlimited("deliver-direct-repo").await;
     let task_id = w.hub.submit_task(TaskSpec {
         description: "Explain the readme".into(),
         complexity_tier: Some("standard".into()),

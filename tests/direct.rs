@@ -36,26 +36,6 @@ fn spec(tier: &str, description: &str, metadata: Value) -> TaskSpec {
     }
 }
 
-/// A hub whose LLM registry holds a healthy fake Ollama, and the binary connected to it.
-async fn with_ollama(agent: &str, extra: Value) -> (HubSetup, FakeOllama, Sidecar) {
-    let fake = FakeOllama::start().await.unwrap();
-    let mut w = HubSetup::start(agent, extra).await;
-    let port = fake
-        .host_port()
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .parse::<u16>()
-        .unwrap();
-    w.hub
-        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
-        .unwrap();
-    w.hub.probe_llm_now().await;
-    let sidecar = w.spawn();
-    w.identified().await;
-    (w, fake, sidecar)
-}
-
 /// Waits for the task's dead-letter (its first failure); returns the hub's `last_error`.
 async fn failed_reason(w: &HubSetup, id: &str) -> String {
     let rec = w.wait_status(id, "dead_letter", SECS(10)).await;

@@ -1035,3 +1035,28 @@ fi
         read_pid(&self.dir.join("child_pid"))
     }
 }
+
+/// A hub whose LLM registry holds a healthy fake Ollama, and the binary connected to it.
+pub async fn with_ollama(
+    agent: &str,
+    extra: serde_json::Value,
+) -> (HubSetup, agentcom_sidecar::exec::fake_ollama::FakeOllama, Sidecar) {
+    use agentcom_sidecar::exec::fake_ollama::FakeOllama;
+    use serde_json::json;
+    let fake = FakeOllama::start().await.unwrap();
+    let mut w = HubSetup::start(agent, extra).await;
+    let port = fake
+        .host_port()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse::<u16>()
+        .unwrap();
+    w.hub
+        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .unwrap();
+    w.hub.probe_llm_now().await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    (w, fake, sidecar)
+}
