@@ -708,6 +708,11 @@ async fn call_json(hub: &EmbeddedHub, method: &str, path: &str, token: Option<&s
     call(hub, method, path, token, Some(&body.to_string())).await
 }
 
+/// `POST /api/onboard/register` (no token) with `body`.
+async fn register(hub: &EmbeddedHub, body: Value) -> Answer {
+    call_json(hub, "POST", "/api/onboard/register", None, body).await
+}
+
 fn unauthorized() -> Value {
     json!({"error": "unauthorized", "hint": "provide Authorization: Bearer <token>"})
 }
@@ -776,14 +781,7 @@ async fn onboarding_registers_once_and_the_token_identifies() {
         (repo.status, repo.body),
         (200, json!({"configured": false, "default_repo": null}))
     );
-    let reg = call_json(
-        &hub,
-        "POST",
-        "/api/onboard/register",
-        None,
-        json!({"agent_id": "new-1"}),
-    )
-    .await;
+    let reg = register(&hub, json!({"agent_id": "new-1"})).await;
     assert_eq!(reg.status, 201, "{:?}", reg.body);
     let token = reg.body["token"].as_str().expect("token").to_string();
     assert!(
@@ -803,28 +801,14 @@ async fn onboarding_registers_once_and_the_token_identifies() {
         .expect("connect");
     send(&mut ws, identify("new-1", &token)).await;
     assert_eq!(recv_json(&mut ws).await["type"], "identified");
-    let again = call_json(
-        &hub,
-        "POST",
-        "/api/onboard/register",
-        None,
-        json!({"agent_id": "new-1"}),
-    )
-    .await;
+    let again = register(&hub, json!({"agent_id": "new-1"})).await;
     assert_eq!(
         (again.status, again.body),
         (409, json!({"error": "agent_id already registered"}))
     );
     // A token from POST /admin/tokens counts as registered too.
     hub.add_token("pre-1");
-    let pre = call_json(
-        &hub,
-        "POST",
-        "/api/onboard/register",
-        None,
-        json!({"agent_id": "pre-1"}),
-    )
-    .await;
+    let pre = register(&hub, json!({"agent_id": "pre-1"})).await;
     assert_eq!(pre.status, 409);
     for (body, entry) in [
         (
@@ -844,21 +828,14 @@ async fn onboarding_registers_once_and_the_token_identifies() {
             json!({"detail": "expected string, got integer", "error": "wrong_type", "field": "agent_id", "value": 5}),
         ),
     ] {
-        let bad = call_json(&hub, "POST", "/api/onboard/register", None, body.clone()).await;
+        let bad = register(&hub, body.clone()).await;
         assert_eq!(
             (bad.status, bad.body),
             (422, json!({"error": "validation_failed", "errors": [entry]})),
             "{body}"
         );
     }
-    let long = call_json(
-        &hub,
-        "POST",
-        "/api/onboard/register",
-        None,
-        json!({"agent_id": "a".repeat(129)}),
-    )
-    .await;
+    let long = register(&hub, json!({"agent_id": "a".repeat(129)})).await;
     assert_eq!(
         (long.status, &long.body["errors"][0]["error"]),
         (422, &json!("too_long"))
@@ -1006,14 +983,7 @@ async fn tokens_are_issued_listed_and_revoked_and_a_revoked_token_stops_identify
         list.body["tokens"],
         json!([{"agent_id": "admin", "token_prefix": format!("{}...", &admin[..8])}])
     );
-    let reg = call_json(
-        &hub,
-        "POST",
-        "/api/onboard/register",
-        None,
-        json!({"agent_id": "tok-1"}),
-    )
-    .await;
+    let reg = register(&hub, json!({"agent_id": "tok-1"})).await;
     assert_eq!(reg.status, 201);
     // Revoking an agent without tokens is still a 200; percent-encoded ids are decoded.
     hub.add_token("a b");
@@ -1070,24 +1040,10 @@ async fn every_authenticated_endpoint_refuses_a_missing_or_unknown_token() {
 async fn the_heavy_tier_allows_ten_registrations_per_ip_and_ten_tasks_per_agent_a_minute() {
     let hub = EmbeddedHub::start(HubOptions::default()).await.expect("start");
     for i in 0..10 {
-        let reg = call_json(
-            &hub,
-            "POST",
-            "/api/onboard/register",
-            None,
-            json!({"agent_id": format!("rl-{i}")}),
-        )
-        .await;
+        let reg = register(&hub, json!({"agent_id": format!("rl-{i}")})).await;
         assert_eq!(reg.status, 201, "registration {i}");
     }
-    let denied = call_json(
-        &hub,
-        "POST",
-        "/api/onboard/register",
-        None,
-        json!({"agent_id": "rl-x"}),
-    )
-    .await;
+    let denied = register(&hub, json!({"agent_id": "rl-x"})).await;
     assert_eq!(
         (denied.status, denied.body),
         (
@@ -1097,12 +1053,7 @@ async fn the_heavy_tier_allows_ten_registrations_per_ip_and_ten_tasks_per_agent_
     );
     assert_eq!(denied.headers["retry-after"], "6");
     // Denied before validation: even a bad body is counted as a 429.
-    assert_eq!(
-        call_json(&hub, "POST", "/api/onboard/register", None, json!({}))
-            .await
-            .status,
-        429
-    );
+    assert_eq!(register(&hub, json!({})).await.status, 429);
     let (one, two) = (hub.add_token("rl-a"), hub.add_token("rl-b"));
     for i in 0..10 {
         let t = call_json(
