@@ -592,17 +592,7 @@ async fn direct_execution_off_wakes_the_agent_even_with_ollama_answering() {
         "sh AGENT &",
         json!({"direct_execution": "off"}),
     );
-    let port = fake
-        .host_port()
-        .rsplit_once(':')
-        .unwrap()
-        .1
-        .parse::<u16>()
-        .unwrap();
-    w.hub
-        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
-        .unwrap();
-    w.hub.probe_llm_now().await;
+    register_ollama(&w, &fake).await;
     let _sidecar = w.spawn();
     w.identified().await;
     let id = w.hub.submit_task(spec("standard", "summarise", json!({})));

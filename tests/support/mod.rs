@@ -1042,9 +1042,17 @@ pub async fn with_ollama(
     extra: serde_json::Value,
 ) -> (HubSetup, agentcom_sidecar::exec::fake_ollama::FakeOllama, Sidecar) {
     use agentcom_sidecar::exec::fake_ollama::FakeOllama;
-    use serde_json::json;
     let fake = FakeOllama::start().await.unwrap();
     let mut w = HubSetup::start(agent, extra).await;
+    register_ollama(&w, &fake).await;
+    let sidecar = w.spawn();
+    w.identified().await;
+    (w, fake, sidecar)
+}
+
+/// Registers `fake` in the hub's LLM registry and probes it: it is healthy, and standard tasks
+/// are routed to it.
+pub async fn register_ollama(w: &HubSetup, fake: &agentcom_sidecar::exec::fake_ollama::FakeOllama) {
     let port = fake
         .host_port()
         .rsplit_once(':')
@@ -1053,10 +1061,7 @@ pub async fn with_ollama(
         .parse::<u16>()
         .unwrap();
     w.hub
-        .register_llm_endpoint(&json!({"host": "127.0.0.1", "port": port}))
+        .register_llm_endpoint(&serde_json::json!({"host": "127.0.0.1", "port": port}))
         .unwrap();
     w.hub.probe_llm_now().await;
-    let sidecar = w.spawn();
-    w.identified().await;
-    (w, fake, sidecar)
 }
