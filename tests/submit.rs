@@ -20,6 +20,14 @@ async fn cli(setup: &HubSetup, args: &[&str]) -> Output {
     tokio::process::Command::from(command).output().await.unwrap()
 }
 
+/// Runs [`cli`], asserts it exits with `code`, and returns what it showed.
+async fn cli_exits(setup: &HubSetup, args: &[&str], code: i32) -> String {
+    let out = cli(setup, args).await;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(code), "{shown}");
+    shown
+}
+
 /// A config whose `hub_api_url` is the hub's HTTP API, an agent, and a sidecar running it.
 async fn running(agent: &str, wake: &str) -> (HubSetup, support::Sidecar) {
     let mut setup =
@@ -91,13 +99,12 @@ async fn submit_prints_the_id_and_wait_exits_0_once_the_sidecar_completes_it() {
 async fn wait_exits_4_for_a_task_the_hub_dead_letters() {
     let wake = r#"RESULT='{"status":"failed","reason":"the agent says no"}' sh AGENT"#;
     let (setup, _sidecar) = running("submit-b", wake).await;
-    let out = cli(
+    let shown = cli_exits(
         &setup,
         &["submit", "Do the impossible", "--wait", "--timeout-secs", "60"],
+        4,
     )
     .await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(4), "{shown}");
     assert!(shown.contains("dead_letter"), "{shown}");
     assert!(shown.contains("the agent says no"), "{shown}");
 }
@@ -106,13 +113,12 @@ async fn wait_exits_4_for_a_task_the_hub_dead_letters() {
 async fn wait_exits_5_when_nothing_takes_the_task_in_time() {
     // No sidecar runs: the task stays queued.
     let setup = HubSetup::start("submit-c", serde_json::json!({})).await;
-    let out = cli(
+    let shown = cli_exits(
         &setup,
         &["submit", "Nobody is there", "--wait", "--timeout-secs", "2"],
+        5,
     )
     .await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(5), "{shown}");
     assert!(shown.contains("still queued after 2 s"), "{shown}");
 }
 
@@ -142,21 +148,15 @@ async fn errors_name_the_hubs_status_and_message() {
     assert!(!shown.contains("ffffffffffffffff"), "{shown}");
     // A field the hub refuses (a description over 10000 characters).
     let long = "x".repeat(10_001);
-    let out = cli(&setup, &["submit", &long]).await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(65), "{shown}");
+    let shown = cli_exits(&setup, &["submit", &long], 65).await;
     assert!(shown.contains("answered 422: validation_failed"), "{shown}");
     assert!(shown.contains("description"), "{shown}");
     // A task the hub does not have.
-    let out = cli(&setup, &["tasks", "task-00000000000000ff"]).await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(65), "{shown}");
+    let shown = cli_exits(&setup, &["tasks", "task-00000000000000ff"], 65).await;
     assert!(shown.contains("answered 404: task_not_found"), "{shown}");
     // A hub that is not there.
     setup.hub.stop().await;
-    let out = cli(&setup, &["tasks"]).await;
-    let shown = text(&out);
-    assert_eq!(out.status.code(), Some(69), "{shown}");
+    let shown = cli_exits(&setup, &["tasks"], 69).await;
     assert!(shown.contains("hub_api_url"), "{shown}");
 }
 
